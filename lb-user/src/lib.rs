@@ -1,0 +1,4 @@
+//! xlb: daemon and CLI library.
+
+/// The XDP object built from `lb-ebpf` by `build.rs`.
+pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
