@@ -1,1 +1,318 @@
+//! Map keys and values shared by the XDP program (`lb-ebpf`) and the daemon (`lb-user`).
+//!
+//! Every type here is `#[repr(C)]`, has no implicit padding (explicit `_pad` fields instead, so the
+//! kernel never hashes uninitialised bytes) and is `Copy`. Addresses are stored as four
+//! network-byte-order words; an IPv4 address uses word 0 and leaves the rest zero.
 #![no_std]
+
+pub mod hash;
+
+/// Kernel map names, shared so the loader and the program cannot disagree.
+pub mod map_names {
+    pub const SERVICES: &str = "SERVICES";
+    pub const VIPS: &str = "VIPS";
+    pub const REALS: &str = "REALS";
+    pub const MAGLEV_RINGS: &str = "MAGLEV_RINGS";
+    pub const CONN_TABLE: &str = "CONN_TABLE";
+    pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
+    pub const SERVICE_STATS: &str = "SERVICE_STATS";
+    pub const REAL_STATS: &str = "REAL_STATS";
+    pub const RR_STATE: &str = "RR_STATE";
+    pub const FLOOD_STATE: &str = "FLOOD_STATE";
+    pub const LB_CONFIG: &str = "LB_CONFIG";
+    pub const TX_PORTS: &str = "TX_PORTS";
+}
+
+/// Service slots (ids index per-service counters and round-robin state).
+pub const MAX_SERVICES: u32 = 4096;
+/// Real-server slots. A real server belongs to one service; the same address in two services
+/// uses two slots, so counters stay per service as `ipvsadm` shows them.
+pub const MAX_REALS: u32 = 65_536;
+/// Egress interfaces reachable by `XDP_REDIRECT` (devmap size).
+pub const MAX_TX_PORTS: u32 = 64;
+/// Default connection-table size (the `conn_table_size` config value).
+pub const DEFAULT_CONN_TABLE_SIZE: u32 = 1_048_576;
+/// "No real server" marker in rings and in `Service::sorry_real`.
+pub const NO_REAL: u32 = u32::MAX;
+
+pub const AF_INET: u8 = 4;
+pub const AF_INET6: u8 = 6;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Key of the `SERVICES` hash map: (VIP, port, protocol). Port 0 = every port of the VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ServiceKey {
+    pub addr: [u32; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+/// Service flag: this director forwards the service now (VRRP MASTER, BGP-announced or standalone).
+pub const SVC_F_ACTIVE: u32 = 1;
+/// Service flag: hash on the client address only (`source_hash`, or `persistence_timeout` > 0).
+pub const SVC_F_HASH_SRC_ONLY: u32 = 1 << 1;
+/// Service flag: fragments of this service may be forwarded (only safe with client-address hashing,
+/// because non-first fragments carry no ports).
+pub const SVC_F_FORWARD_FRAGMENTS: u32 = 1 << 2;
+
+pub const SCHED_MAGLEV: u32 = 0;
+pub const SCHED_ROUND_ROBIN: u32 = 1;
+
+/// Value of the `SERVICES` map. Replaced as a whole by one map update, so the program sees either
+/// the old ring or the new one, never a half-written service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Service {
+    /// Index into per-service counters and round-robin state (< MAX_SERVICES).
+    pub id: u32,
+    pub flags: u32,
+    pub sched: u32,
+    /// First slot of this service's ring in `MAGLEV_RINGS`.
+    pub ring_offset: u32,
+    /// Ring length: the Maglev table size, or the round-robin sequence length; 0 = no real server.
+    pub ring_size: u32,
+    /// Real-server slot of the sorry server, or `NO_REAL`.
+    pub sorry_real: u32,
+    /// The ring in force before the last change of the real-server set (0 size = none). A TCP
+    /// packet that is not a SYN and has no table entry consults it first, so an established flow
+    /// that another director had been serving keeps its real server across a simultaneous
+    /// real-server change and director change (ECMP re-hash).
+    pub prev_ring_offset: u32,
+    pub prev_ring_size: u32,
+}
+
+/// Key of the `VIPS` map: an address that is the VIP of at least one service.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct VipKey {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// VIP flag: TCP fragments go to `frag_tcp_port`'s service (a client-address-hashed one).
+pub const VIP_F_FRAG_TCP: u32 = 1;
+/// VIP flag: UDP fragments go to `frag_udp_port`'s service (a client-address-hashed one).
+pub const VIP_F_FRAG_UDP: u32 = 1 << 1;
+
+/// Value of the `VIPS` map. IP fragments after the first carry no ports, so they can only be
+/// forwarded consistently by a service that hashes on the client address; other fragments to a
+/// VIP are dropped and counted (never sent to a real server that would see half a datagram).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct VipInfo {
+    pub flags: u32,
+    /// Network byte order; the service port (0 = port-0 service) used for TCP fragments.
+    pub frag_tcp_port: u16,
+    /// Network byte order; the service port used for UDP fragments.
+    pub frag_udp_port: u16,
+}
+
+/// Real-server flag: it may receive packets (alive per health checks and present in the config).
+/// A real server with weight 0 stays alive (quiescent): it keeps its flows but is not in the ring.
+pub const REAL_F_ALIVE: u32 = 1;
+
+/// Real-server flag: the slot is allocated (set while the real server is configured, alive or not).
+pub const REAL_F_IN_USE: u32 = 1 << 1;
+
+/// Value of the `REALS` array, indexed by real-server slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RealServer {
+    /// The real server's address (for adoption after a restart and for display).
+    pub addr: [u32; 4],
+    /// Destination MAC: the real server's.
+    pub mac: [u8; 6],
+    /// Source MAC: the egress interface's.
+    pub src_mac: [u8; 6],
+    /// Egress interface index.
+    pub ifindex: u32,
+    /// Key in `TX_PORTS` (devmap) used when `ifindex` is not the receiving interface.
+    pub tx_port: u32,
+    /// Bumped whenever the slot is removed or reused; a table entry with another generation is
+    /// dispatched afresh.
+    pub generation: u32,
+    pub flags: u32,
+    /// The service this slot belongs to.
+    pub service_id: u32,
+    /// Network byte order.
+    pub port: u16,
+    pub family: u8,
+    pub _pad: u8,
+}
+
+/// Key of the connection table: the flow as the client sends it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Connection states, following the client's TCP flags as IPVS does in DR mode (the director
+/// sees only client -> server packets).
+pub mod conn_state {
+    pub const SYN_RECV: u8 = 1;
+    pub const ESTABLISHED: u8 = 2;
+    pub const FIN_WAIT: u8 = 3;
+    pub const CLOSE: u8 = 4;
+    pub const UDP: u8 = 5;
+}
+
+/// TCP flag bits as in the TCP header's flag byte.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Value of the connection table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowEntry {
+    pub real_id: u32,
+    pub real_gen: u32,
+    pub service_id: u32,
+    /// One of `conn_state`.
+    pub state: u8,
+    /// Union of the TCP flags seen from the client.
+    pub flags_seen: u8,
+    pub _pad: [u8; 2],
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet.
+    pub last_seen_ns: u64,
+}
+
+/// Per-CPU packet/byte/new-connection counters of a service or a real server.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct TrafficStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub conns: u64,
+}
+
+/// Per-CPU flood-guard window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FloodState {
+    pub window_start_ns: u64,
+    pub new_flows: u64,
+}
+
+/// Single-entry `LB_CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LbConfig {
+    /// New flows per second per CPU above which new flows are forwarded but not inserted into the
+    /// connection table; 0 = no limit.
+    pub flood_threshold: u64,
+}
+
+/// Indices of the per-CPU `GLOBAL_STATS` array. The four `ACTION_*` counters add up to the packets
+/// the program saw; the others count reasons.
+pub mod stat {
+    pub const ACTION_PASS: u32 = 0;
+    pub const ACTION_DROP: u32 = 1;
+    pub const ACTION_TX: u32 = 2;
+    pub const ACTION_REDIRECT: u32 = 3;
+    /// Not for a service (passed to the kernel).
+    pub const NOT_SERVICE: u32 = 4;
+    /// Headers truncated or inconsistent.
+    pub const MALFORMED: u32 = 5;
+    /// Service with no real server and no sorry server (dropped).
+    pub const NO_REAL: u32 = 6;
+    pub const CONN_HIT: u32 = 7;
+    pub const CONN_MISS: u32 = 8;
+    /// ICMP/ICMPv6 errors forwarded to the real server of the flow they are about.
+    pub const ICMP_FORWARDED: u32 = 9;
+    /// IP fragments for a service that cannot be forwarded consistently (dropped).
+    pub const FRAGMENT_DROPPED: u32 = 10;
+    /// IP fragments forwarded by client-address hashing.
+    pub const FRAGMENT_FORWARDED: u32 = 11;
+    /// New flows forwarded but not inserted because of the flood guard.
+    pub const FLOOD_NOT_INSERTED: u32 = 12;
+    /// Table entries whose real server was removed or failed, dispatched afresh.
+    pub const REDISPATCHED: u32 = 13;
+    /// Packets sent to a sorry server.
+    pub const SORRY: u32 = 14;
+    /// Service known but not active on this director (VRRP BACKUP): passed.
+    pub const INACTIVE: u32 = 15;
+    /// Connection-table insert failures.
+    pub const INSERT_FAILED: u32 = 16;
+    /// New non-SYN TCP flows that found their real server in the previous ring.
+    pub const PREV_RING_HIT: u32 = 17;
+    /// Redirect to a devmap port that failed (dropped by the kernel as XDP_ABORTED-like).
+    pub const REDIRECT_FAILED: u32 = 18;
+    pub const COUNT: u32 = 19;
+
+    /// Names for status and metrics, in index order.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "action_pass",
+        "action_drop",
+        "action_tx",
+        "action_redirect",
+        "not_service",
+        "malformed",
+        "no_real_server",
+        "conn_hit",
+        "conn_miss",
+        "icmp_forwarded",
+        "fragment_dropped",
+        "fragment_forwarded",
+        "flood_not_inserted",
+        "redispatched",
+        "sorry_server",
+        "inactive_service",
+        "insert_failed",
+        "prev_ring_hit",
+        "redirect_failed",
+    ];
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)], Copy, contain only integers and byte arrays, and have no
+    // implicit padding, so every bit pattern is valid and no byte is uninitialised.
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for Service {}
+    unsafe impl aya::Pod for VipKey {}
+    unsafe impl aya::Pod for VipInfo {}
+    unsafe impl aya::Pod for RealServer {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowEntry {}
+    unsafe impl aya::Pod for TrafficStats {}
+    unsafe impl aya::Pod for FloodState {}
+    unsafe impl aya::Pod for LbConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<ServiceKey>(), 20);
+        assert_eq!(size_of::<Service>(), 32);
+        assert_eq!(size_of::<RealServer>(), 52);
+        assert_eq!(size_of::<FlowKey>(), 40);
+        assert_eq!(size_of::<VipKey>(), 20);
+        assert_eq!(size_of::<VipInfo>(), 8);
+        assert_eq!(size_of::<FlowEntry>(), 24);
+        assert_eq!(size_of::<TrafficStats>(), 24);
+        assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
+    }
+}

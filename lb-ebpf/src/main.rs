@@ -1,11 +1,181 @@
+//! xlb's XDP program: IPVS direct routing at XDP speed.
+//! parse -> service -> connection table -> (Maglev on a miss) -> MAC rewrite -> TX/REDIRECT -> count.
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+mod conntrack;
+mod forward;
+mod maps;
+mod parse;
+mod select;
 
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::{
+    stat, FlowKey, Service, ServiceKey, VipKey, NO_REAL, PROTO_TCP, SVC_F_ACTIVE,
+    VIP_F_FRAG_TCP, VIP_F_FRAG_UDP,
+};
+use maps::{count, count_traffic, AUX_COUNT, REAL_STATS, SERVICES, SERVICE_STATS, VIPS};
+use parse::{parse, Parsed};
+
+#[xdp]
+pub fn xlb(ctx: XdpContext) -> u32 {
+    let action = process(&ctx);
+    count(match action {
+        xdp_action::XDP_DROP => stat::ACTION_DROP,
+        xdp_action::XDP_TX => stat::ACTION_TX,
+        xdp_action::XDP_REDIRECT => stat::ACTION_REDIRECT,
+        _ => stat::ACTION_PASS,
+    });
+    action
+}
+
+#[inline(always)]
+fn process(ctx: &XdpContext) -> u32 {
+    match parse(ctx) {
+        Parsed::Other => {
+            count(stat::NOT_SERVICE);
+            xdp_action::XDP_PASS
+        }
+        Parsed::Malformed => {
+            // The kernel's own checks drop what is really broken; we never forward it.
+            count(stat::MALFORMED);
+            xdp_action::XDP_PASS
+        }
+        Parsed::Flow { flow, tcp_flags } => flow_packet(ctx, &flow, tcp_flags),
+        Parsed::Fragment { flow } => fragment(ctx, &flow),
+        Parsed::IcmpError { flow } => icmp_error(ctx, &flow),
+    }
+}
+
+/// Service of (VIP, port, protocol), falling back to the VIP's port-0 service.
+#[inline(always)]
+fn find_service(flow: &FlowKey, port: u16) -> Option<Service> {
+    let mut key = ServiceKey { addr: flow.dst, port, proto: flow.proto, family: flow.family };
+    // SAFETY: the value is copied out at once; the daemon replaces entries whole.
+    if let Some(svc) = unsafe { SERVICES.get(&key) } {
+        return Some(*svc);
+    }
+    key.port = 0;
+    unsafe { SERVICES.get(&key) }.copied()
+}
+
+#[inline(always)]
+fn packet_len(ctx: &XdpContext) -> u64 {
+    (ctx.data_end() - ctx.data()) as u64
+}
+
+#[inline(always)]
+fn flow_packet(ctx: &XdpContext, flow: &FlowKey, tcp_flags: u8) -> u32 {
+    let Some(svc) = find_service(flow, flow.dport) else {
+        count(stat::NOT_SERVICE);
+        return xdp_action::XDP_PASS;
+    };
+    if svc.flags & SVC_F_ACTIVE == 0 {
+        count(stat::INACTIVE);
+        return xdp_action::XDP_PASS;
+    }
+    let Some(dispatch) = conntrack::dispatch(&svc, flow, tcp_flags) else {
+        count(stat::NO_REAL);
+        return xdp_action::XDP_DROP;
+    };
+    let bytes = packet_len(ctx);
+    count_traffic(&SERVICE_STATS, svc.id, bytes, dispatch.new_conn);
+    count_traffic(&REAL_STATS, dispatch.real_id, bytes, dispatch.new_conn);
+    forward::to_real(ctx, dispatch.real)
+}
+
+/// Fragments: forwarded only for a VIP whose service hashes on the client address (every fragment
+/// then lands where the first one does); otherwise fragments to a VIP are dropped and counted.
+/// Fragments to other addresses are the kernel's.
+#[inline(always)]
+fn fragment(ctx: &XdpContext, flow: &FlowKey) -> u32 {
+    let vip = VipKey { addr: flow.dst, family: flow.family, _pad: [0; 3] };
+    // SAFETY: copied out at once.
+    let Some(info) = (unsafe { VIPS.get(&vip) }).copied() else {
+        count(stat::NOT_SERVICE);
+        return xdp_action::XDP_PASS;
+    };
+    let port = if flow.proto == PROTO_TCP {
+        (info.flags & VIP_F_FRAG_TCP != 0).then_some(info.frag_tcp_port)
+    } else {
+        (info.flags & VIP_F_FRAG_UDP != 0).then_some(info.frag_udp_port)
+    };
+    let svc = port.and_then(|p| find_service(flow, p));
+    let Some(svc) = svc.filter(|s| s.flags & SVC_F_ACTIVE != 0) else {
+        count(stat::FRAGMENT_DROPPED);
+        return xdp_action::XDP_DROP;
+    };
+    let real_id = select::pick(&svc, flow);
+    let Some(real) = select::alive_real(real_id) else {
+        count(stat::NO_REAL);
+        return xdp_action::XDP_DROP;
+    };
+    count(stat::FRAGMENT_FORWARDED);
+    let bytes = packet_len(ctx);
+    count_traffic(&SERVICE_STATS, svc.id, bytes, false);
+    count_traffic(&REAL_STATS, real_id, bytes, false);
+    forward::to_real(ctx, real)
+}
+
+/// ICMP errors about a flow (fragmentation needed, packet too big, unreachable) go to the flow's
+/// real server, so path-MTU discovery works through the director.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, flow: &FlowKey) -> u32 {
+    let Some(svc) = find_service(flow, flow.dport) else {
+        count(stat::NOT_SERVICE);
+        return xdp_action::XDP_PASS;
+    };
+    if svc.flags & SVC_F_ACTIVE == 0 {
+        count(stat::INACTIVE);
+        return xdp_action::XDP_PASS;
+    }
+    let real_id = conntrack::lookup_real(&svc, flow).unwrap_or_else(|| select::pick(&svc, flow));
+    let Some(real) = select::alive_real(real_id) else {
+        count(stat::NO_REAL);
+        return xdp_action::XDP_DROP;
+    };
+    count(stat::ICMP_FORWARDED);
+    forward::to_real(ctx, real)
+}
+
+/// Always XDP_PASS: put on the peer of a veth that receives XDP_TX frames (a veth only transmits
+/// them when its peer runs XDP) and on links that must keep their native XDP slot busy in tests.
 #[xdp]
 pub fn xlb_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
+}
+
+/// Benchmark floor: drop everything.
+#[xdp]
+pub fn xlb_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
+/// Benchmark floor: swap the MACs and send the frame back out (the least a DR forwarder does).
+#[xdp]
+pub fn xlb_macswap(ctx: XdpContext) -> u32 {
+    let Some(eth) = parse::ptr_at_mut::<[u8; 12]>(&ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    // SAFETY: ptr_at_mut proved 12 bytes.
+    unsafe {
+        let m = core::ptr::read_unaligned(eth);
+        let mut s = [0u8; 12];
+        s[..6].copy_from_slice(&m[6..]);
+        s[6..].copy_from_slice(&m[..6]);
+        core::ptr::write_unaligned(eth, s);
+    }
+    xdp_action::XDP_TX
+}
+
+/// Benchmark sink: count and drop (the receiving end of live-frames runs).
+#[xdp]
+pub fn xlb_count(_ctx: XdpContext) -> u32 {
+    if let Some(c) = AUX_COUNT.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot.
+        unsafe { *c += 1 };
+    }
+    xdp_action::XDP_DROP
 }
 
 #[cfg(not(test))]
@@ -17,3 +187,5 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+const _: () = assert!(NO_REAL == u32::MAX);

@@ -1,0 +1,161 @@
+//! Connection table: lookup, IPVS-style state from the client's TCP flags, insert with the flood
+//! guard, and re-dispatch of flows whose real server went away.
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use lb_common::{
+    conn_state, stat, tcp_flags, FlowEntry, FlowKey, RealServer, Service, NO_REAL, PROTO_TCP,
+};
+
+use crate::{
+    maps::{count, CONN_TABLE, FLOOD_STATE, LB_CONFIG},
+    select::{alive_real, pick, pick_previous},
+};
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+pub struct Dispatch {
+    pub real_id: u32,
+    pub real: &'static RealServer,
+    /// A table entry was created (counts as a new connection).
+    pub new_conn: bool,
+}
+
+/// IPVS's TCP states as the client's flags drive them (DR: the director never sees replies).
+#[inline(always)]
+fn next_state(old: u8, proto: u8, flags: u8) -> u8 {
+    if proto != PROTO_TCP {
+        return conn_state::UDP;
+    }
+    if flags & tcp_flags::RST != 0 {
+        conn_state::CLOSE
+    } else if flags & tcp_flags::FIN != 0 {
+        conn_state::FIN_WAIT
+    } else if flags & tcp_flags::SYN != 0 && flags & tcp_flags::ACK == 0 {
+        conn_state::SYN_RECV
+    } else if flags & tcp_flags::ACK != 0 {
+        if old == conn_state::FIN_WAIT || old == conn_state::CLOSE {
+            old
+        } else {
+            conn_state::ESTABLISHED
+        }
+    } else if old == 0 {
+        conn_state::SYN_RECV
+    } else {
+        old
+    }
+}
+
+/// The real server the table has for this flow, if it is still valid (used for ICMP errors).
+#[inline(always)]
+pub fn lookup_real(svc: &Service, flow: &FlowKey) -> Option<u32> {
+    // SAFETY: copied out at once.
+    let entry = unsafe { CONN_TABLE.get(flow) }?;
+    let real = alive_real(entry.real_id)?;
+    (entry.service_id == svc.id && real.generation == entry.real_gen).then_some(entry.real_id)
+}
+
+/// Flood guard: above `flood_threshold` new flows per second on this CPU, new flows are still
+/// forwarded (Maglev picks the same real server every time) but not inserted, so a SYN flood cannot
+/// evict established flows' entries.
+#[inline(always)]
+fn may_insert(now: u64) -> bool {
+    let threshold = match LB_CONFIG.get(0) {
+        Some(cfg) => cfg.flood_threshold,
+        None => 0,
+    };
+    if threshold == 0 {
+        return true;
+    }
+    let Some(st) = FLOOD_STATE.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: per-CPU slot, only this CPU touches it while the program runs.
+    unsafe {
+        if now.wrapping_sub((*st).window_start_ns) >= NS_PER_SEC {
+            (*st).window_start_ns = now;
+            (*st).new_flows = 0;
+        }
+        (*st).new_flows += 1;
+        (*st).new_flows <= threshold
+    }
+}
+
+#[inline(always)]
+pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8) -> Option<Dispatch> {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut old_state = 0u8;
+    let mut old_flags = 0u8;
+    if let Some(entry) = CONN_TABLE.get_ptr_mut(flow) {
+        // SAFETY: the kernel keeps the element alive for this program run; fields are plain data.
+        let e = unsafe { &mut *entry };
+        if e.service_id == svc.id {
+            if let Some(real) = alive_real(e.real_id) {
+                if real.generation == e.real_gen {
+                    count(stat::CONN_HIT);
+                    e.last_seen_ns = now;
+                    let state = next_state(e.state, flow.proto, flags);
+                    if state != e.state {
+                        e.state = state;
+                    }
+                    if e.flags_seen | flags != e.flags_seen {
+                        e.flags_seen |= flags;
+                    }
+                    return Some(Dispatch { real_id: e.real_id, real, new_conn: false });
+                }
+            }
+        }
+        // Its real server was removed or failed (or the service changed): dispatch afresh, so
+        // the client gets an answer (a reset from the new real server) instead of silence.
+        count(stat::REDISPATCHED);
+        old_state = e.state;
+        old_flags = e.flags_seen;
+    } else {
+        count(stat::CONN_MISS);
+    }
+
+    let mut real_id = NO_REAL;
+    let mut real = None;
+    // A mid-stream TCP packet without an entry may belong to a flow another director served
+    // under the previous real-server set: its old real server is the one that knows the flow.
+    if flow.proto == PROTO_TCP && flags & tcp_flags::SYN == 0 && svc.prev_ring_size != 0 {
+        let prev = pick_previous(svc, flow);
+        if let Some(r) = alive_real(prev) {
+            count(stat::PREV_RING_HIT);
+            real_id = prev;
+            real = Some(r);
+        }
+    }
+    if real.is_none() {
+        real_id = pick(svc, flow);
+        real = alive_real(real_id);
+    }
+    if real.is_none() && svc.sorry_real != NO_REAL {
+        real_id = svc.sorry_real;
+        real = alive_real(real_id);
+        if real.is_some() {
+            count(stat::SORRY);
+        }
+    }
+    let real = real?;
+
+    let mut new_conn = false;
+    if may_insert(now) {
+        let entry = FlowEntry {
+            real_id,
+            real_gen: real.generation,
+            service_id: svc.id,
+            state: next_state(old_state, flow.proto, flags),
+            flags_seen: old_flags | flags,
+            _pad: [0; 2],
+            last_seen_ns: now,
+        };
+        if CONN_TABLE.insert(flow, &entry, 0).is_ok() {
+            new_conn = true;
+        } else {
+            count(stat::INSERT_FAILED);
+        }
+    } else {
+        count(stat::FLOOD_NOT_INSERTED);
+    }
+    Some(Dispatch { real_id, real, new_conn })
+}

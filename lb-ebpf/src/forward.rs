@@ -1,0 +1,30 @@
+//! Direct-routing rewrite: only the Ethernet addresses change; VLAN tags, IP and L4 stay as sent.
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
+use lb_common::{stat, RealServer};
+
+use crate::{
+    maps::{count, TX_PORTS},
+    parse::ptr_at_mut,
+};
+
+#[inline(always)]
+pub fn to_real(ctx: &XdpContext, real: &RealServer) -> u32 {
+    let Some(eth) = ptr_at_mut::<[u8; 12]>(ctx, 0) else {
+        return xdp_action::XDP_PASS;
+    };
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&real.mac);
+    macs[6..].copy_from_slice(&real.src_mac);
+    // SAFETY: ptr_at_mut proved 12 bytes.
+    unsafe { core::ptr::write_unaligned(eth, macs) };
+    if real.ifindex == ctx.ingress_ifindex() as u32 {
+        return xdp_action::XDP_TX;
+    }
+    match TX_PORTS.redirect(real.tx_port, 0) {
+        Ok(action) => action,
+        Err(_) => {
+            count(stat::REDIRECT_FAILED);
+            xdp_action::XDP_DROP
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Every map of the program, in one place. Sizes marked "set by the loader" come from the config
+//! (`EbpfLoader::set_max_entries`). The daemon pins every map under its bpffs directory (tests load
+//! them unpinned), so a restarted daemon adopts them.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    stat, FlowEntry, FlowKey, FloodState, LbConfig, RealServer, Service, ServiceKey,
+    TrafficStats, VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE, MAX_REALS, MAX_SERVICES, MAX_TX_PORTS,
+};
+
+/// BPF_F_NO_COMMON_LRU: per-CPU LRU lists over one shared table. Every CPU can find every flow
+/// (RSS changes and the daemon's sweep need one table), while inserts, the hot operation under a
+/// SYN flood, take only the local CPU's LRU lock instead of one global lock. Measured in
+/// `cargo xtask bench` (see bench/README.md).
+const NO_COMMON_LRU: u32 = 2;
+
+#[map]
+pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Addresses that are VIPs of some service: decides what happens to fragments.
+#[map]
+pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static REALS: Array<RealServer> = Array::with_max_entries(MAX_REALS, 0);
+
+/// BPF_F_MMAPABLE: the daemon writes a 65,537-slot ring with one memcpy instead of 65,537 syscalls.
+const MMAPABLE: u32 = 1 << 10;
+
+/// All services' rings back to back (real-server slots); size set by the loader.
+#[map]
+pub static MAGLEV_RINGS: Array<u32> = Array::with_max_entries(65_537 * 4, MMAPABLE);
+
+/// The connection table; size set by the loader (`conn_table_size`).
+#[map]
+pub static CONN_TABLE: LruHashMap<FlowKey, FlowEntry> =
+    LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, NO_COMMON_LRU);
+
+#[map]
+pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+#[map]
+pub static SERVICE_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static REAL_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(MAX_REALS, 0);
+
+/// Per-CPU round-robin position of each service.
+#[map]
+pub static RR_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static FLOOD_STATE: PerCpuArray<FloodState> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static LB_CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
+
+/// Egress interfaces for real servers behind another interface than the receiving one.
+#[map]
+pub static TX_PORTS: DevMap = DevMap::with_max_entries(MAX_TX_PORTS, 0);
+
+/// Counters of the bench/test helper programs (packets seen), not used by `xlb`.
+#[map]
+pub static AUX_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(c) = GLOBAL_STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *c += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_traffic(map: &PerCpuArray<TrafficStats>, index: u32, bytes: u64, new_conn: bool) {
+    if let Some(s) = map.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe {
+            (*s).packets += 1;
+            (*s).bytes += bytes;
+            if new_conn {
+                (*s).conns += 1;
+            }
+        }
+    }
+}
