@@ -1,1 +1,67 @@
-fn main(){}
+//! `cargo xtask`: project tooling for xlb. See `cargo xtask --help`.
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use xtask::{cmd, setup};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "xlb project tooling (needs root: it installs packages and makes network namespaces)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (apt packages, nightly + rust-src, bpf-linker, bpffs); idempotent.
+    Setup,
+    /// Build the xlb binary (`cargo build -p lb-user`).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run all tests (`cargo test --workspace --no-fail-fast`, XLB_TEST_FULL=1).
+    Test {
+        /// Run only the resilience suite (`cargo test -p lb-user --test resilience -- --include-ignored`).
+        #[arg(long)]
+        resilience: bool,
+        /// Passed to the test binaries (a name filter, --nocapture, ...).
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
+    /// Build xlb, make a namespaced lab (client, director, rs1, rs2) and show traffic balanced.
+    Demo,
+    /// Run the benchmarks.
+    Bench {
+        /// Shorter runs.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Manage lab leftovers.
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Remove every `xlb-*` netns (killing its processes), `xlb-*` link in the root netns and lab mount.
+    Clean,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::ensure(false),
+        Cmd::Build { release } => cmd::build(release),
+        Cmd::Test { resilience, extra } => cmd::test(resilience, &extra),
+        Cmd::Demo => cmd::demo(),
+        Cmd::Bench { quick } => cmd::bench(quick),
+        Cmd::Lab { cmd: LabCmd::Clean } => {
+            setup::ensure(true)?;
+            cmd::lab_clean()
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The `cargo xtask` commands. Each runs [`setup::ensure`] first.
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{
+    lab::{self, Host, Lab, PortOpts},
+    setup,
+    util::{cargo, run_inherit, target_dir, workspace_root},
+};
+
+/// `cargo xtask build [--release]`: `cargo build -p lb-user`.
+pub fn build(release: bool) -> Result<()> {
+    setup::ensure(true)?;
+    let mut c = cargo();
+    c.args(["build", "-p", "lb-user"])
+        .current_dir(workspace_root());
+    if release {
+        c.arg("--release");
+    }
+    run_inherit(&mut c)
+}
+
+/// `cargo xtask test [--resilience] [-- ARGS]`.
+///
+/// Without `--resilience`: `cargo test --workspace --no-fail-fast [-- ARGS]` with
+/// `XLB_TEST_FULL=1` (ARGS go to the test binaries: a name filter, `--nocapture`, ...).
+/// With `--resilience`: only `cargo test -p lb-user --test resilience -- --include-ignored [ARGS]`.
+pub fn test(resilience: bool, extra: &[String]) -> Result<()> {
+    setup::ensure(true)?;
+    let root = workspace_root();
+    let mut c = cargo();
+    c.current_dir(&root);
+    if resilience {
+        if !root.join("lb-user/tests/resilience.rs").exists() {
+            println!("test: lb-user/tests/resilience.rs does not exist yet, nothing to run");
+            return Ok(());
+        }
+        c.args([
+            "test",
+            "-p",
+            "lb-user",
+            "--test",
+            "resilience",
+            "--",
+            "--include-ignored",
+        ])
+        .args(extra);
+    } else {
+        c.args(["test", "--workspace", "--no-fail-fast"])
+            .env("XLB_TEST_FULL", "1");
+        if !extra.is_empty() {
+            c.arg("--").args(extra);
+        }
+    }
+    run_inherit(&mut c).context("tests failed")
+}
+
+/// `cargo xtask bench [--quick]`: `cargo bench -p lb-user` once lb-user has benches
+/// (`XLB_BENCH_QUICK=1` with `--quick`).
+pub fn bench(quick: bool) -> Result<()> {
+    setup::ensure(true)?;
+    let root = workspace_root();
+    if !root.join("lb-user/benches").is_dir() {
+        println!("bench: not implemented yet");
+        return Ok(());
+    }
+    let mut c = cargo();
+    c.args(["bench", "-p", "lb-user"]).current_dir(&root);
+    if quick {
+        c.env("XLB_BENCH_QUICK", "1");
+    }
+    run_inherit(&mut c)
+}
+
+/// `cargo xtask lab clean`: see [`lab::clean_all`].
+pub fn lab_clean() -> Result<()> {
+    let cleaned = lab::clean_all()?;
+    if cleaned.netns.is_empty() && cleaned.links.is_empty() {
+        println!("lab clean: nothing to remove");
+    }
+    for n in &cleaned.netns {
+        println!("lab clean: removed netns {n}");
+    }
+    for l in &cleaned.links {
+        println!("lab clean: removed link {l}");
+    }
+    Ok(())
+}
+
+/// The demo topology, see [`demo_lab`].
+pub struct DemoLab {
+    pub lab: Lab,
+    pub client: Host,
+    pub director: Host,
+    /// `rs1`, `rs2`.
+    pub real_servers: Vec<Host>,
+}
+
+/// The VIP the demo balances.
+pub const DEMO_VIP: &str = "198.18.0.100";
+
+/// Builds the demo lab: segment `lan` with
+/// - `client` 198.18.0.10/24, 2001:db8::10/64,
+/// - `director` 198.18.0.2/24, 2001:db8::2/64 on `eth0` (XDP_PASS on its bridge-side peer, so a
+///   native XDP program on `eth0` can `XDP_TX`),
+/// - `rs1` 198.18.0.11/24, 2001:db8::11/64 and `rs2` .12/::12, each with the VIPs
+///   198.18.0.100/32 and 2001:db8::100/128 on `lo`, `arp_ignore=1`/`arp_announce=2`, and an HTTP
+///   server on port 80 answering its own name.
+///
+/// All ports have TX checksum offload off.
+pub fn demo_lab() -> Result<DemoLab> {
+    let mut lab = Lab::new("demo")?;
+    let lan = lab.segment("lan")?;
+    let client = lab.host("client")?;
+    let director = lab.host("director")?;
+    lab.attach(
+        &client,
+        &lan,
+        PortOpts {
+            addrs: &["198.18.0.10/24", "2001:db8::10/64"],
+            tx_checksum_off: true,
+            ..Default::default()
+        },
+    )?;
+    lab.attach(
+        &director,
+        &lan,
+        PortOpts {
+            addrs: &["198.18.0.2/24", "2001:db8::2/64"],
+            xdp_peer_pass: true,
+            tx_checksum_off: true,
+            ..Default::default()
+        },
+    )?;
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let mut real_servers = Vec::new();
+    for (name, v4, v6) in [
+        ("rs1", "198.18.0.11/24", "2001:db8::11/64"),
+        ("rs2", "198.18.0.12/24", "2001:db8::12/64"),
+    ] {
+        let rs = lab.host(name)?;
+        lab.attach(
+            &rs,
+            &lan,
+            PortOpts {
+                addrs: &[v4, v6],
+                tx_checksum_off: true,
+                ..Default::default()
+            },
+        )?;
+        for k in ["all", "lo"] {
+            lab.sysctl(&rs, &format!("net.ipv4.conf.{k}.arp_ignore"), "1")?;
+            lab.sysctl(&rs, &format!("net.ipv4.conf.{k}.arp_announce"), "2")?;
+        }
+        lab.add_addr(&rs, "lo", &format!("{DEMO_VIP}/32"))?;
+        lab.add_addr(&rs, "lo", "2001:db8::100/128")?;
+        let www = lab.dir().join("www").join(name);
+        fs::create_dir_all(&www)?;
+        fs::write(www.join("index.html"), format!("{name}\n"))?;
+        let www = www.to_str().context("non-UTF-8 path")?.to_string();
+        lab.spawn(
+            &rs,
+            &[
+                python,
+                "-m",
+                "http.server",
+                "80",
+                "--bind",
+                "::",
+                "--directory",
+                &www,
+            ],
+        )?;
+        real_servers.push(rs);
+    }
+    for (rs, ip) in real_servers.iter().zip(["198.18.0.11", "198.18.0.12"]) {
+        lab.wait_tcp(rs, &format!("{ip}:80"), Duration::from_secs(10))?;
+    }
+    Ok(DemoLab {
+        lab,
+        client,
+        director,
+        real_servers,
+    })
+}
+
+/// Fetches `url` from `host` `n` times with curl (a new connection each time) and counts the
+/// bodies' first lines; failures count under `"FAIL"`.
+pub fn curl_spread(lab: &Lab, host: &Host, url: &str, n: usize) -> Result<BTreeMap<String, usize>> {
+    let script = format!(
+        "for i in $(seq {n}); do curl -sf -m 2 -H 'Connection: close' '{url}' || echo FAIL; done"
+    );
+    let out = lab.run_ok(host, &["sh", "-c", &script])?;
+    let mut spread = BTreeMap::new();
+    for line in out.lines().filter(|l| !l.trim().is_empty()) {
+        *spread.entry(line.trim().to_string()).or_insert(0) += 1;
+    }
+    Ok(spread)
+}
+
+/// `cargo xtask demo`.
+pub fn demo() -> Result<()> {
+    setup::ensure(true)?;
+    let root = workspace_root();
+    let config = root.join("configs/demo.toml");
+    let xlb = target_dir().join("debug/xlb");
+    println!("demo: cargo build -p lb-user");
+    let built = run_inherit(cargo().args(["build", "-p", "lb-user"]).current_dir(&root));
+    if let Err(e) = &built {
+        if config.exists() {
+            return built;
+        }
+        println!("demo: warning: {e:#}");
+    }
+
+    println!("demo: building the lab (client, director, rs1, rs2 on bridge `lan`)");
+    let DemoLab {
+        mut lab,
+        client,
+        director,
+        real_servers,
+    } = demo_lab()?;
+    println!("demo: lab {} is up", lab.id());
+    for (rs, ip) in real_servers.iter().zip(["198.18.0.11", "198.18.0.12"]) {
+        let body = lab.run_ok(
+            &client,
+            &["curl", "-sf", "-m", "2", &format!("http://{ip}/")],
+        )?;
+        println!(
+            "demo: client -> {} ({ip}) directly: {}",
+            rs.name(),
+            body.trim()
+        );
+        if body.trim() != rs.name() {
+            bail!("{} answered {body:?}", rs.name());
+        }
+    }
+
+    if !config.exists() || built.is_err() || !xlb.exists() {
+        println!("demo: daemon not available yet");
+        return Ok(());
+    }
+
+    let xlb_s = xlb.to_str().context("non-UTF-8 path")?.to_string();
+    let config_s = config.to_str().context("non-UTF-8 path")?.to_string();
+    println!("demo: starting `xlb run --config configs/demo.toml` in the director");
+    let mut c = lab.command(&director, &[&xlb_s, "run", "--config", &config_s]);
+    c.current_dir(&root);
+    let daemon = lab.spawn_command(&director, c)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(st) = lab.exited(&daemon)? {
+            bail!(
+                "xlb run exited ({st}) before answering status; its log:\n{}",
+                lab.log(&daemon)
+            );
+        }
+        if lab.run(&director, &[&xlb_s, "status"])?.status.success() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "`xlb status` did not answer within 30 s; daemon log:\n{}",
+                lab.log(&daemon)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let n = 300;
+    println!("demo: client -> http://{DEMO_VIP}/ x {n}");
+    let spread = curl_spread(&lab, &client, &format!("http://{DEMO_VIP}/"), n)?;
+    let counts: Vec<String> = real_servers
+        .iter()
+        .map(|rs| {
+            format!(
+                "{}: {}",
+                rs.name(),
+                spread.get(rs.name()).copied().unwrap_or(0)
+            )
+        })
+        .collect();
+    println!("{}", counts.join(", "));
+    let ok: usize = real_servers
+        .iter()
+        .filter_map(|rs| spread.get(rs.name()))
+        .sum();
+    let failed = n - ok.min(n);
+    let status = lab.run(&director, &[&xlb_s, "status"])?;
+    println!(
+        "demo: xlb status:\n{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    if failed > 0 {
+        bail!("{failed} of {n} requests failed or got an unexpected answer ({spread:?}); daemon log:\n{}", lab.log(&daemon));
+    }
+    if let Some(rs) = real_servers
+        .iter()
+        .find(|rs| !spread.contains_key(rs.name()))
+    {
+        bail!("{} got no requests", rs.name());
+    }
+    println!("demo: ok, cleaning up");
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! xlb project tooling, shared by the `cargo xtask` binary and by tests:
+//! - [`setup`]: installs what building and testing need (idempotent),
+//! - [`lab`]: the namespaced network lab (hosts = netns, segments = bridges, ports = veths),
+//! - [`cmd`]: the `cargo xtask` commands (build, test, demo, bench, lab clean).
+//!
+//! xtask must build before bpf-linker exists, so it depends on neither lb-user nor lb-ebpf.
+pub mod cmd;
+pub mod lab;
+pub mod setup;
+pub mod util;

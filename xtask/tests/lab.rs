@@ -1,0 +1,232 @@
+//! Lab library tests. They need root (network namespaces, bridges, XDP).
+use std::{process::Command, time::Duration};
+
+use xtask::lab::{netns_with_prefix, Lab, PortOpts};
+
+fn root_links() -> String {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn netns_list() -> String {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn assert_gone(id: &str) {
+    assert!(
+        netns_with_prefix(id).is_empty(),
+        "netns of {id} left: {:?}",
+        netns_with_prefix(id)
+    );
+    assert!(
+        !netns_list().contains(id),
+        "`ip netns list` still shows {id}"
+    );
+    assert!(
+        !root_links().contains(id),
+        "a link named after {id} is in the root netns"
+    );
+    assert!(
+        !std::path::Path::new(xtask::lab::RUN_DIR).join(id).exists(),
+        "run dir of {id} left"
+    );
+}
+
+#[test]
+fn two_hosts_ping_v4_and_v6_and_vanish_on_drop() {
+    let mut lab = Lab::new("ping").unwrap();
+    let id = lab.id().to_string();
+    let lan = lab.segment("lan").unwrap();
+    let a = lab.host("a").unwrap();
+    let b = lab.host("b").unwrap();
+    lab.attach(
+        &a,
+        &lan,
+        PortOpts {
+            addrs: &["198.18.1.1/24", "2001:db8:1::1/64"],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let port = lab
+        .attach(
+            &b,
+            &lan,
+            PortOpts {
+                addrs: &["198.18.1.2/24", "2001:db8:1::2/64"],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(port.ifname, "eth0");
+    assert!(port.peer.len() <= 15);
+    lab.run_ok(&a, &["ping", "-c1", "-W2", "198.18.1.2"])
+        .unwrap();
+    lab.run_ok(&b, &["ping", "-c1", "-W2", "2001:db8:1::1"])
+        .unwrap();
+
+    // Nothing of the lab in the root netns; the namespaces are listed while it lives.
+    assert!(!root_links().contains(&id));
+    let names = netns_with_prefix(&id);
+    assert_eq!(names.len(), 3, "{names:?}"); // a, b, switch
+
+    // Helpers.
+    let mac = lab.mac(&b, "eth0").unwrap();
+    assert_ne!(mac, [0; 6]);
+    assert!(lab.ifindex(&b, "eth0").unwrap() > 1);
+    lab.sysctl(&b, "net.ipv4.conf.all.arp_ignore", "1").unwrap();
+    let v = lab
+        .run_ok(&b, &["cat", "/proc/sys/net/ipv4/conf/all/arp_ignore"])
+        .unwrap();
+    assert_eq!(v.trim(), "1");
+    assert!(
+        lab.add_addr(&b, "lo", "10.0.0.1/32").is_err(),
+        "non-lab address accepted"
+    );
+
+    // A spawned server is reachable, and the commands see the host's bpffs at /sys/fs/bpf.
+    lab.add_addr(&b, "lo", "198.18.1.100/32").unwrap();
+    lab.spawn(
+        &b,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "198.18.1.2",
+        ],
+    )
+    .unwrap();
+    lab.wait_tcp(&a, "198.18.1.2:8080", Duration::from_secs(10))
+        .unwrap();
+    let mounts = lab.run_ok(&b, &["cat", "/proc/self/mounts"]).unwrap();
+    assert!(
+        mounts.lines().any(|l| l.contains(" /sys/fs/bpf bpf ")),
+        "{mounts}"
+    );
+    assert!(b.bpffs().unwrap().exists());
+
+    drop(lab);
+    assert_gone(&id);
+}
+
+#[test]
+fn panic_midway_leaves_nothing() {
+    let id = std::sync::Mutex::new(String::new());
+    let r = std::panic::catch_unwind(|| {
+        let mut lab = Lab::new("panic").unwrap();
+        *id.lock().unwrap() = lab.id().to_string();
+        let lan = lab.segment("lan").unwrap();
+        let h = lab.host("h").unwrap();
+        lab.attach(
+            &h,
+            &lan,
+            PortOpts {
+                addrs: &["198.18.2.1/24"],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        lab.spawn(&h, &["sleep", "600"]).unwrap();
+        assert!(!netns_with_prefix(lab.id()).is_empty());
+        panic!("on purpose");
+    });
+    assert!(r.is_err());
+    let id = id.into_inner().unwrap();
+    assert!(id.starts_with("xlb-panic-"));
+    assert_gone(&id);
+}
+
+#[test]
+fn xdp_peer_pass_attaches_native_xdp() {
+    let mut lab = Lab::new("xdp").unwrap();
+    let id = lab.id().to_string();
+    let lan = lab.segment("lan").unwrap();
+    let d = lab.host("director").unwrap();
+    let c = lab.host("client").unwrap();
+    let port = lab
+        .attach(
+            &d,
+            &lan,
+            PortOpts {
+                addrs: &["198.18.3.2/24"],
+                xdp_peer_pass: true,
+                tx_checksum_off: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    lab.attach(
+        &c,
+        &lan,
+        PortOpts {
+            addrs: &["198.18.3.10/24"],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let sw = lab.switch().clone();
+    let show = lab
+        .run_ok(&sw, &["ip", "-d", "link", "show", "dev", &port.peer])
+        .unwrap();
+    assert!(
+        show.contains("xdpdrv") || show.contains("prog/xdp"),
+        "{show}"
+    );
+    // The client's port has no program.
+    let other = lab.run_ok(&sw, &["ip", "-d", "link", "show"]).unwrap();
+    assert_eq!(other.matches("prog/xdp").count(), 1, "{other}");
+    // tx checksumming is off inside the director.
+    let k = lab.run_ok(&d, &["ethtool", "-k", "eth0"]).unwrap();
+    assert!(k.contains("tx-checksumming: off"), "{k}");
+    // Traffic still flows through the peer with the XDP_PASS program.
+    lab.run_ok(&c, &["ping", "-c1", "-W2", "198.18.3.2"])
+        .unwrap();
+    drop(lab);
+    assert_gone(&id);
+}
+
+#[test]
+fn in_netns_sees_the_hosts_interfaces() {
+    let mut lab = Lab::new("inns").unwrap();
+    let lan = lab.segment("lan").unwrap();
+    let lan2 = lab.segment("lan2").unwrap();
+    let h = lab.host("h").unwrap();
+    lab.attach(
+        &h,
+        &lan,
+        PortOpts {
+            ifname: "up0",
+            addrs: &["198.18.4.1/24"],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    lab.attach(
+        &h,
+        &lan2,
+        PortOpts {
+            ifname: "down0",
+            addrs: &["198.18.5.1/24"],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (a, b) = lab
+        .in_netns(&h, || (xtask_ifindex("up0"), xtask_ifindex("down0")))
+        .unwrap();
+    assert_eq!(a, lab.ifindex(&h, "up0").unwrap());
+    assert_eq!(b, lab.ifindex(&h, "down0").unwrap());
+    // The calling thread is not moved: no up0 here.
+    assert_eq!(xtask_ifindex("up0"), 0);
+}
+
+fn xtask_ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
