@@ -2,7 +2,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -212,8 +212,14 @@ pub fn curl_spread(lab: &Lab, host: &Host, url: &str, n: usize) -> Result<BTreeM
 pub fn demo() -> Result<()> {
     setup::ensure(true)?;
     let root = workspace_root();
-    let config = root.join("configs/demo.toml");
-    let xlb = target_dir().join("debug/xlb");
+    // XLB_DEMO_CONFIG / XLB_DEMO_BIN override the config and the binary (to try the demo with
+    // another config, or to test this command with a stand-in daemon).
+    let config = std::env::var_os("XLB_DEMO_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("configs/demo.toml"));
+    let xlb = std::env::var_os("XLB_DEMO_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/xlb"));
     println!("demo: cargo build -p lb-user");
     let built = run_inherit(cargo().args(["build", "-p", "lb-user"]).current_dir(&root));
     if let Err(e) = &built {
@@ -253,7 +259,7 @@ pub fn demo() -> Result<()> {
 
     let xlb_s = xlb.to_str().context("non-UTF-8 path")?.to_string();
     let config_s = config.to_str().context("non-UTF-8 path")?.to_string();
-    println!("demo: starting `xlb run --config configs/demo.toml` in the director");
+    println!("demo: starting `xlb run --config {config_s}` in the director");
     let mut c = lab.command(&director, &[&xlb_s, "run", "--config", &config_s]);
     c.current_dir(&root);
     let daemon = lab.spawn_command(&director, c)?;
