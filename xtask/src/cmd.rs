@@ -28,8 +28,8 @@ pub fn build(release: bool) -> Result<()> {
 
 /// `cargo xtask test [--resilience] [-- ARGS]`.
 ///
-/// Without `--resilience`: `cargo test --workspace --no-fail-fast [-- ARGS]` with
-/// `XLB_TEST_FULL=1` (ARGS go to the test binaries: a name filter, `--nocapture`, ...).
+/// Without `--resilience`: `cargo test --workspace --exclude lb-ebpf --no-fail-fast [-- ARGS]`
+/// with `XLB_TEST_FULL=1` (ARGS go to the test binaries: a name filter, `--nocapture`, ...).
 /// With `--resilience`: only `cargo test -p lb-user --test resilience -- --include-ignored [ARGS]`.
 pub fn test(resilience: bool, extra: &[String]) -> Result<()> {
     setup::ensure(true)?;
@@ -52,8 +52,15 @@ pub fn test(resilience: bool, extra: &[String]) -> Result<()> {
         ])
         .args(extra);
     } else {
-        c.args(["test", "--workspace", "--no-fail-fast"])
-            .env("XLB_TEST_FULL", "1");
+        // lb-ebpf only builds for the BPF target (lb-user's build.rs builds it).
+        c.args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "lb-ebpf",
+            "--no-fail-fast",
+        ])
+        .env("XLB_TEST_FULL", "1");
         if !extra.is_empty() {
             c.arg("--").args(extra);
         }

@@ -6,6 +6,7 @@ use xtask::{cmd, setup};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "xlb project tooling (needs root: it installs packages and makes network namespaces)"
 )]
 struct Cli {
@@ -22,7 +23,7 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// Run all tests (`cargo test --workspace --no-fail-fast`, XLB_TEST_FULL=1).
+    /// Run all tests (`cargo test --workspace --exclude lb-ebpf --no-fail-fast`, XLB_TEST_FULL=1).
     Test {
         /// Run only the resilience suite (`cargo test -p lb-user --test resilience -- --include-ignored`).
         #[arg(long)]

@@ -230,3 +230,45 @@ fn xtask_ifindex(name: &str) -> u32 {
     let c = std::ffi::CString::new(name).unwrap();
     unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
+
+/// Run by `forgotten_labs_are_cleaned_at_exit` in a child process.
+#[test]
+#[ignore = "helper: run by forgotten_labs_are_cleaned_at_exit"]
+fn forgotten_lab_child() {
+    if std::env::var_os("XLB_LAB_CHILD").is_none() {
+        return;
+    }
+    let mut lab = Lab::new("forgot").unwrap();
+    let lan = lab.segment("lan").unwrap();
+    let h = lab.host("h").unwrap();
+    lab.attach(&h, &lan, PortOpts::default()).unwrap();
+    lab.spawn(&h, &["sleep", "600"]).unwrap();
+    println!("LAB_ID={}", lab.id());
+    std::mem::forget(lab); // no Drop: the atexit hook must clean up
+}
+
+#[test]
+fn forgotten_labs_are_cleaned_at_exit() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "forgotten_lab_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("XLB_LAB_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = stdout
+        .lines()
+        .find_map(|l| l.split("LAB_ID=").nth(1))
+        .unwrap_or_else(|| panic!("no LAB_ID in {stdout}"));
+    assert_gone(id);
+}

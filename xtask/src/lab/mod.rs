@@ -247,7 +247,7 @@ fn cleanup_id(id: &str) {
     }
     let dir = Path::new(RUN_DIR).join(id);
     umount_below(&dir);
-    let _ = fs::remove_dir_all(dir.join("bpffs"));
+    let _ = fs::remove_dir_all(dir);
 }
 
 extern "C" fn cleanup_at_exit() {
