@@ -272,3 +272,67 @@ fn forgotten_labs_are_cleaned_at_exit() {
         .unwrap_or_else(|| panic!("no LAB_ID in {stdout}"));
     assert_gone(id);
 }
+
+/// Frames a native XDP program on `director:eth0` bounces with `XDP_TX` that reach the client.
+fn frames_bounced_to_client(peer_pass: bool) -> u64 {
+    use xtask::lab::xdp;
+    let mut lab = Lab::new("xdptx").unwrap();
+    let lan = lab.segment("lan").unwrap();
+    let d = lab.host("director").unwrap();
+    let c = lab.host("client").unwrap();
+    // The director must send nothing of its own (no IPv6 router solicitations, MLD): only
+    // bounced frames may reach the client.
+    for k in ["all", "default"] {
+        lab.sysctl(&d, &format!("net.ipv6.conf.{k}.disable_ipv6"), "1")
+            .unwrap();
+    }
+    let opts = PortOpts {
+        addrs: &["198.18.6.2/24"],
+        xdp_peer_pass: peer_pass,
+        ..Default::default()
+    };
+    lab.attach(&d, &lan, opts).unwrap();
+    lab.attach(
+        &c,
+        &lan,
+        PortOpts {
+            addrs: &["198.18.6.10/24"],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let prog = xdp::load_xdp_action(xdp::XDP_TX).unwrap();
+    let idx = lab.ifindex(&d, "eth0").unwrap();
+    let _link = lab
+        .in_netns(&d, || {
+            xdp::attach_xdp_link(&prog, idx, xdp::XDP_FLAGS_DRV_MODE)
+        })
+        .unwrap()
+        .unwrap();
+    let rx = |lab: &Lab| -> u64 {
+        let s = lab
+            .run_ok(&c, &["cat", "/sys/class/net/eth0/statistics/rx_packets"])
+            .unwrap();
+        s.trim().parse().unwrap()
+    };
+    let before = rx(&lab);
+    // The client's ARP requests for .2 hit the director's XDP_TX (the ping itself fails).
+    let _ = lab
+        .run(&c, &["ping", "-c3", "-i0.3", "-W1", "198.18.6.2"])
+        .unwrap();
+    rx(&lab) - before
+}
+
+#[test]
+fn xdp_tx_on_veth_needs_the_peer_pass_program() {
+    let with = frames_bounced_to_client(true);
+    let without = frames_bounced_to_client(false);
+    assert!(
+        with >= 1,
+        "XDP_TX frames did not come back through the peer with XDP_PASS"
+    );
+    assert_eq!(
+        without, 0,
+        "XDP_TX frames came back without a program on the peer"
+    );
+}

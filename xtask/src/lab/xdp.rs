@@ -64,16 +64,28 @@ fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<RawFd> {
     }
 }
 
+/// `XDP_PASS`.
+pub const XDP_PASS: u32 = 2;
+/// `XDP_TX`.
+pub const XDP_TX: u32 = 3;
+
 /// Loads `r0 = XDP_PASS; exit` as an XDP program and returns its fd.
 pub fn load_xdp_pass() -> Result<OwnedFd> {
+    load_xdp_action(XDP_PASS)
+}
+
+/// Loads `r0 = action; exit` as an XDP program (`XDP_DROP` = 1, `XDP_PASS` = 2, `XDP_TX` = 3)
+/// and returns its fd.
+pub fn load_xdp_action(action: u32) -> Result<OwnedFd> {
+    let imm = action.to_le_bytes();
     // struct bpf_insn { code, dst:4|src:4, off: i16, imm: i32 }, little endian.
     let insns: [[u8; 8]; 2] = [
-        [0xb7, 0x00, 0, 0, 2, 0, 0, 0], // BPF_ALU64 | BPF_MOV | BPF_K: r0 = 2 (XDP_PASS)
-        [0x95, 0x00, 0, 0, 0, 0, 0, 0], // BPF_JMP | BPF_EXIT
+        [0xb7, 0x00, 0, 0, imm[0], imm[1], imm[2], imm[3]], // BPF_ALU64 | BPF_MOV | BPF_K: r0 = imm
+        [0x95, 0x00, 0, 0, 0, 0, 0, 0],                     // BPF_JMP | BPF_EXIT
     ];
     let license = c"GPL";
     let mut name = [0u8; 16];
-    name[..12].copy_from_slice(b"xlb_lab_pass");
+    name[..11].copy_from_slice(b"xlb_lab_xdp");
     let mut attr = ProgLoadAttr {
         prog_type: BPF_PROG_TYPE_XDP,
         insn_cnt: insns.len() as u32,
@@ -83,8 +95,8 @@ pub fn load_xdp_pass() -> Result<OwnedFd> {
         expected_attach_type: BPF_XDP,
         ..Default::default()
     };
-    let fd =
-        sys_bpf(BPF_PROG_LOAD, &mut attr).context("bpf(BPF_PROG_LOAD) of the XDP_PASS program")?;
+    let fd = sys_bpf(BPF_PROG_LOAD, &mut attr)
+        .with_context(|| format!("bpf(BPF_PROG_LOAD) of XDP returning {action}"))?;
     // SAFETY: the kernel just handed us this fd.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
