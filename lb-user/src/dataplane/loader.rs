@@ -80,8 +80,8 @@ pub fn load(object: &[u8], opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     }
     let mut loader = EbpfLoader::new();
     loader
-        .set_max_entries(map_names::CONN_TABLE, opts.conn_table_size)
-        .set_max_entries(map_names::MAGLEV_RINGS, opts.ring_slots);
+        .map_max_entries(map_names::CONN_TABLE, opts.conn_table_size)
+        .map_max_entries(map_names::MAGLEV_RINGS, opts.ring_slots);
     let pin_paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
         Some(dir) => {
             ensure_bpffs_dir(dir)?;

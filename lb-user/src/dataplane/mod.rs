@@ -1,3 +1,7 @@
 //! The kernel side of the daemon: loading, map layout, Maglev tables, the map writer, the sweep.
+pub mod alloc;
+pub mod desired;
 pub mod loader;
 pub mod maglev;
+pub mod maps;
+pub mod writer;

@@ -1,0 +1,129 @@
+//! What the kernel maps should hold: the output of config + health + VRRP role, the input of the
+//! map writer. Plain data, no kernel handles, so it is built and compared in unit tests.
+use std::{collections::BTreeMap, fmt, net::IpAddr};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => lb_common::PROTO_TCP,
+            Protocol::Udp => lb_common::PROTO_UDP,
+        }
+    }
+
+    pub fn ipvsadm_name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+}
+
+/// (VIP, port, protocol): what identifies a virtual server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct ServiceAddr {
+    pub vip: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for ServiceAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.vip {
+            IpAddr::V4(a) => write!(f, "{a}:{}", self.port),
+            IpAddr::V6(a) => write!(f, "[{a}]:{}", self.port),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheduler {
+    Maglev,
+    SourceHash,
+    RoundRobin,
+    WeightedRoundRobin,
+}
+
+impl Scheduler {
+    /// The name `ipvsadm -ln` would show.
+    pub fn ipvs_name(self) -> &'static str {
+        match self {
+            Scheduler::Maglev => "mh",
+            Scheduler::SourceHash => "sh",
+            Scheduler::RoundRobin => "rr",
+            Scheduler::WeightedRoundRobin => "wrr",
+        }
+    }
+}
+
+/// A real server as the kernel should see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredReal {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// Effective weight: 0 = quiescent (keeps its flows, gets no new ones).
+    pub weight: u32,
+    /// false = failed or going away: its flows are dispatched afresh.
+    pub alive: bool,
+    pub mac: [u8; 6],
+    /// The egress interface's MAC.
+    pub src_mac: [u8; 6],
+    pub ifindex: u32,
+    /// Devmap key of the egress interface.
+    pub tx_port: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredService {
+    pub addr: ServiceAddr,
+    /// Forward here now (VRRP MASTER, BGP-announced, or standalone).
+    pub active: bool,
+    pub scheduler: Scheduler,
+    /// Hash on the client address only (source_hash, or persistence).
+    pub hash_client_only: bool,
+    /// Maglev table size (prime), also the cap of a round-robin sequence.
+    pub table_size: u32,
+    pub reals: Vec<DesiredReal>,
+    pub sorry: Option<DesiredReal>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    pub services: Vec<DesiredService>,
+    /// New flows per second per CPU above which new flows are not inserted (0 = off).
+    pub flood_threshold: u64,
+    /// Devmap key -> ifindex of every egress interface.
+    pub tx_ports: BTreeMap<u32, u32>,
+}
+
+/// Address words as the XDP program stores them (network byte order, IPv4 in word 0).
+pub fn addr_words(addr: IpAddr) -> ([u32; 4], u8) {
+    match addr {
+        IpAddr::V4(a) => ([u32::from_ne_bytes(a.octets()), 0, 0, 0], lb_common::AF_INET),
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
+            ([w(0), w(4), w(8), w(12)], lb_common::AF_INET6)
+        }
+    }
+}
+
+/// Inverse of `addr_words`.
+pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
+    if family == lb_common::AF_INET6 {
+        let mut o = [0u8; 16];
+        for (i, w) in words.iter().enumerate() {
+            o[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        IpAddr::from(o)
+    } else {
+        IpAddr::from(words[0].to_ne_bytes())
+    }
+}

@@ -1,0 +1,487 @@
+//! The one writer of the kernel maps. It keeps a mirror of what it wrote, applies only the
+//! difference to a new `DesiredState`, and orders writes so that no packet sees a half-written
+//! service: real-server slots first, then the new ring into a free region, then the service entry
+//! (one atomic map update switches to the new ring), and only then the retirement of removed
+//! real servers and the release of regions nothing points at any more.
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use aya::maps::MapError;
+use lb_common::{
+    LbConfig, RealServer, Service, ServiceKey, VipInfo, VipKey, MAX_REALS, MAX_SERVICES, NO_REAL,
+    PROTO_TCP, REAL_F_ALIVE, REAL_F_IN_USE, SCHED_MAGLEV, SCHED_ROUND_ROBIN, SVC_F_ACTIVE,
+    SVC_F_FORWARD_FRAGMENTS, SVC_F_HASH_SRC_ONLY, VIP_F_FRAG_TCP, VIP_F_FRAG_UDP,
+};
+use thiserror::Error;
+
+use super::{
+    alloc::{IdPool, Region, RegionAlloc},
+    desired::{addr_words, words_addr, DesiredReal, DesiredService, DesiredState, Scheduler, ServiceAddr},
+    maglev::{self, Backend},
+    maps::KernelMaps,
+};
+
+#[derive(Debug, Error)]
+pub enum WriteError {
+    #[error("kernel map update failed: {0}")]
+    Map(#[from] MapError),
+    #[error("devmap update failed: {0}")]
+    DevMap(#[from] aya::maps::xdp::XdpMapError),
+    #[error("more than {MAX_SERVICES} virtual servers")]
+    TooManyServices,
+    #[error("more than {MAX_REALS} real servers in all virtual servers")]
+    TooManyReals,
+    #[error(
+        "the Maglev ring map is full ({capacity} slots, {free} free, {needed} needed for {service}); \
+         raise global.maglev_capacity or lower maglev_table_size, then restart with --release-on-exit once"
+    )]
+    RingCapacity { service: String, capacity: u32, free: u64, needed: u32 },
+}
+
+/// Identity of a real-server slot within a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RealKey {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub sorry: bool,
+}
+
+#[derive(Debug, Clone)]
+struct WrittenService {
+    key: ServiceKey,
+    value: Service,
+    ring: Vec<u32>,
+    prev_since: Option<Instant>,
+    reals: BTreeMap<RealKey, u32>,
+}
+
+/// What one `apply` changed (logged by the daemon, checked by tests).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub services_added: usize,
+    pub services_removed: usize,
+    pub services_updated: usize,
+    pub rings_rebuilt: usize,
+    pub reals_written: usize,
+    pub reals_retired: usize,
+}
+
+impl ApplyReport {
+    pub fn is_empty(&self) -> bool {
+        *self == ApplyReport::default()
+    }
+}
+
+/// Where a service is in the kernel (for status and counters).
+#[derive(Debug, Clone)]
+pub struct ServiceSlots {
+    pub id: u32,
+    pub reals: BTreeMap<RealKey, u32>,
+}
+
+pub struct MapWriter {
+    maps: KernelMaps,
+    services: BTreeMap<ServiceAddr, WrittenService>,
+    /// Last generation written to each real slot (slots are reused; generations only grow).
+    generations: Vec<u32>,
+    written_reals: HashMap<u32, RealServer>,
+    service_ids: IdPool,
+    real_slots: IdPool,
+    regions: RegionAlloc,
+    prev_ring_hold: Duration,
+}
+
+fn region_of(offset: u32, size: u32) -> Region {
+    Region { offset, len: size }
+}
+
+fn service_key(addr: &ServiceAddr) -> ServiceKey {
+    let (words, family) = addr_words(addr.vip);
+    ServiceKey { addr: words, port: addr.port.to_be(), proto: addr.protocol.number(), family }
+}
+
+fn real_value(r: &DesiredReal, generation: u32, service_id: u32) -> RealServer {
+    let (words, family) = addr_words(r.addr);
+    RealServer {
+        addr: words,
+        mac: r.mac,
+        src_mac: r.src_mac,
+        ifindex: r.ifindex,
+        tx_port: r.tx_port,
+        generation,
+        flags: REAL_F_IN_USE | if r.alive { REAL_F_ALIVE } else { 0 },
+        service_id,
+        port: r.port.to_be(),
+        family,
+        _pad: 0,
+    }
+}
+
+impl MapWriter {
+    /// A writer over freshly created maps.
+    pub fn new(maps: KernelMaps, prev_ring_hold: Duration) -> Self {
+        let capacity = maps.rings.slots();
+        Self {
+            maps,
+            services: BTreeMap::new(),
+            generations: vec![0; MAX_REALS as usize],
+            written_reals: HashMap::new(),
+            service_ids: IdPool::new(MAX_SERVICES),
+            real_slots: IdPool::new(MAX_REALS),
+            regions: RegionAlloc::new(capacity),
+            prev_ring_hold,
+        }
+    }
+
+    /// A writer over maps a previous daemon left pinned: rebuilds the mirror from the kernel so the
+    /// next `apply` keeps every slot, generation and ring that is still wanted (established flows
+    /// keep their real servers).
+    pub fn adopt(maps: KernelMaps, prev_ring_hold: Duration, now: Instant) -> Result<Self, WriteError> {
+        let mut w = Self::new(maps, prev_ring_hold);
+        let mut by_id: HashMap<u32, ServiceAddr> = HashMap::new();
+        let keys: Vec<ServiceKey> = w.maps.services.keys().collect::<Result<_, _>>()?;
+        for key in keys {
+            let value = w.maps.services.get(&key, 0)?;
+            let vip = words_addr(key.addr, key.family);
+            let protocol = if key.proto == PROTO_TCP {
+                super::desired::Protocol::Tcp
+            } else {
+                super::desired::Protocol::Udp
+            };
+            let addr = ServiceAddr { vip, port: u16::from_be(key.port), protocol };
+            w.service_ids.claim(value.id);
+            w.regions.claim(region_of(value.ring_offset, value.ring_size));
+            w.regions.claim(region_of(value.prev_ring_offset, value.prev_ring_size));
+            let ring = w.maps.rings.read(value.ring_offset, value.ring_size);
+            by_id.insert(value.id, addr);
+            w.services.insert(
+                addr,
+                WrittenService {
+                    key,
+                    value,
+                    ring,
+                    prev_since: (value.prev_ring_size > 0).then_some(now),
+                    reals: BTreeMap::new(),
+                },
+            );
+        }
+        for slot in 0..MAX_REALS {
+            let v = w.maps.reals.get(&slot, 0)?;
+            w.generations[slot as usize] = v.generation;
+            if v.flags & REAL_F_IN_USE == 0 {
+                continue;
+            }
+            let Some(addr) = by_id.get(&v.service_id) else {
+                continue;
+            };
+            let Some(ws) = w.services.get_mut(addr) else {
+                continue;
+            };
+            w.real_slots.claim(slot);
+            w.written_reals.insert(slot, v);
+            let key = RealKey {
+                addr: words_addr(v.addr, v.family),
+                port: u16::from_be(v.port),
+                sorry: ws.value.sorry_real == slot,
+            };
+            ws.reals.insert(key, slot);
+        }
+        Ok(w)
+    }
+
+    pub fn maps(&self) -> &KernelMaps {
+        &self.maps
+    }
+
+    pub fn maps_mut(&mut self) -> &mut KernelMaps {
+        &mut self.maps
+    }
+
+    pub fn ring_capacity(&self) -> u32 {
+        self.regions.capacity()
+    }
+
+    /// Slot ids of every service and real server now written.
+    pub fn slots(&self) -> BTreeMap<ServiceAddr, ServiceSlots> {
+        self.services
+            .iter()
+            .map(|(a, ws)| (*a, ServiceSlots { id: ws.value.id, reals: ws.reals.clone() }))
+            .collect()
+    }
+
+    /// The ring now in force for a service (tests, `xlb status --verbose`).
+    pub fn ring(&self, addr: &ServiceAddr) -> Option<&[u32]> {
+        self.services.get(addr).map(|ws| ws.ring.as_slice())
+    }
+
+    pub fn apply(&mut self, desired: &DesiredState, now: Instant) -> Result<ApplyReport, WriteError> {
+        let mut report = ApplyReport::default();
+        let wanted: BTreeMap<ServiceAddr, &DesiredService> =
+            desired.services.iter().map(|s| (s.addr, s)).collect();
+        let gone: Vec<ServiceAddr> = self.services.keys().filter(|a| !wanted.contains_key(a)).copied().collect();
+        for addr in gone {
+            self.remove_service(&addr, &mut report)?;
+        }
+        for ds in wanted.values() {
+            self.upsert_service(ds, now, &mut report)?;
+        }
+        self.write_vips()?;
+        let cfg = LbConfig { flood_threshold: desired.flood_threshold };
+        if self.maps.lb_config.get(&0, 0)? != cfg {
+            self.maps.lb_config.set(0, cfg, 0)?;
+        }
+        for (&port, &ifindex) in &desired.tx_ports {
+            let current = self.maps.tx_ports.get(port, 0).map(|v| v.if_index).ok();
+            if current != Some(ifindex) {
+                self.maps.tx_ports.set(port, ifindex, None, 0)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Drops previous rings held longer than `prev_ring_hold`.
+    pub fn expire_previous_rings(&mut self, now: Instant) -> Result<usize, WriteError> {
+        let mut expired = 0;
+        for ws in self.services.values_mut() {
+            let Some(since) = ws.prev_since else { continue };
+            if now.duration_since(since) < self.prev_ring_hold {
+                continue;
+            }
+            let old = region_of(ws.value.prev_ring_offset, ws.value.prev_ring_size);
+            let mut value = ws.value;
+            value.prev_ring_offset = 0;
+            value.prev_ring_size = 0;
+            self.maps.services.insert(ws.key, value, 0)?;
+            ws.value = value;
+            ws.prev_since = None;
+            self.regions.release(old);
+            expired += 1;
+        }
+        Ok(expired)
+    }
+
+    fn remove_service(&mut self, addr: &ServiceAddr, report: &mut ApplyReport) -> Result<(), WriteError> {
+        let Some(ws) = self.services.remove(addr) else { return Ok(()) };
+        self.maps.services.remove(&ws.key)?;
+        for slot in ws.reals.values() {
+            self.retire_real(*slot)?;
+            report.reals_retired += 1;
+        }
+        self.regions.release(region_of(ws.value.ring_offset, ws.value.ring_size));
+        self.regions.release(region_of(ws.value.prev_ring_offset, ws.value.prev_ring_size));
+        self.service_ids.free(ws.value.id);
+        report.services_removed += 1;
+        Ok(())
+    }
+
+    fn retire_real(&mut self, slot: u32) -> Result<(), WriteError> {
+        let generation = self.generations[slot as usize].wrapping_add(1);
+        self.generations[slot as usize] = generation;
+        let value = RealServer { generation, ..Default::default() };
+        self.maps.reals.set(slot, value, 0)?;
+        self.written_reals.remove(&slot);
+        self.real_slots.free(slot);
+        Ok(())
+    }
+
+    fn write_real(&mut self, slot: u32, value: RealServer, report: &mut ApplyReport) -> Result<(), WriteError> {
+        if self.written_reals.get(&slot) != Some(&value) {
+            self.maps.reals.set(slot, value, 0)?;
+            self.written_reals.insert(slot, value);
+            report.reals_written += 1;
+        }
+        Ok(())
+    }
+
+    fn upsert_service(&mut self, ds: &DesiredService, now: Instant, report: &mut ApplyReport) -> Result<(), WriteError> {
+        let key = service_key(&ds.addr);
+        let existing = self.services.remove(&ds.addr);
+        let is_new = existing.is_none();
+        let mut ws = match existing {
+            Some(ws) => ws,
+            None => {
+                let id = self.service_ids.alloc().ok_or(WriteError::TooManyServices)?;
+                self.maps.reset_service_traffic(id)?;
+                report.services_added += 1;
+                WrittenService {
+                    key,
+                    value: Service {
+                        id,
+                        sorry_real: NO_REAL,
+                        ..Default::default()
+                    },
+                    ring: Vec::new(),
+                    prev_since: None,
+                    reals: BTreeMap::new(),
+                }
+            }
+        };
+        let result = self.upsert_service_inner(ds, &mut ws, is_new, now, report);
+        // Keep the mirror even when a step failed, so the next apply retries from the truth.
+        self.services.insert(ds.addr, ws);
+        result
+    }
+
+    fn upsert_service_inner(
+        &mut self,
+        ds: &DesiredService,
+        ws: &mut WrittenService,
+        is_new: bool,
+        now: Instant,
+        report: &mut ApplyReport,
+    ) -> Result<(), WriteError> {
+        let id = ws.value.id;
+        // 1. Real-server slots (new ones get a fresh generation; kept ones keep theirs).
+        let mut wanted: Vec<(RealKey, &DesiredReal)> =
+            ds.reals.iter().map(|r| (RealKey { addr: r.addr, port: r.port, sorry: false }, r)).collect();
+        if let Some(s) = &ds.sorry {
+            wanted.push((RealKey { addr: s.addr, port: s.port, sorry: true }, s));
+        }
+        let mut slots: BTreeMap<RealKey, u32> = BTreeMap::new();
+        for (rk, r) in &wanted {
+            let slot = match ws.reals.get(rk) {
+                Some(&slot) => slot,
+                None => {
+                    let slot = self.real_slots.alloc().ok_or(WriteError::TooManyReals)?;
+                    self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
+                    self.maps.reset_real_traffic(slot)?;
+                    ws.reals.insert(*rk, slot);
+                    slot
+                }
+            };
+            let value = real_value(r, self.generations[slot as usize], id);
+            self.write_real(slot, value, report)?;
+            slots.insert(*rk, slot);
+        }
+
+        // 2. The ring, into a free region, if it changed.
+        let backends: Vec<Backend> = ds
+            .reals
+            .iter()
+            .filter(|r| r.alive)
+            .map(|r| {
+                let mut identity = r.addr.to_string().into_bytes();
+                identity.extend_from_slice(&r.port.to_be_bytes());
+                Backend {
+                    identity,
+                    weight: r.weight,
+                    slot: slots[&RealKey { addr: r.addr, port: r.port, sorry: false }],
+                }
+            })
+            .collect();
+        let round_robin = matches!(ds.scheduler, Scheduler::RoundRobin | Scheduler::WeightedRoundRobin);
+        let ring = if round_robin {
+            let mut b = backends;
+            if ds.scheduler == Scheduler::RoundRobin {
+                // rr ignores weights (except 0 = quiescent), as in IPVS.
+                for x in &mut b {
+                    x.weight = x.weight.min(1);
+                }
+            }
+            maglev::round_robin(&b, ds.table_size)
+        } else {
+            maglev::build(&backends, ds.table_size)
+        };
+        let mut value = ws.value;
+        let mut release_after_switch: Vec<Region> = Vec::new();
+        if ring != ws.ring {
+            let region = self.regions.alloc(ring.len() as u32).ok_or_else(|| WriteError::RingCapacity {
+                service: ds.addr.to_string(),
+                capacity: self.regions.capacity(),
+                free: self.regions.free_slots(),
+                needed: ring.len() as u32,
+            })?;
+            self.maps.rings.write(region.offset, &ring);
+            let old = region_of(value.ring_offset, value.ring_size);
+            // The ring being replaced becomes the previous ring (Maglev only: a previous
+            // round-robin sequence says nothing about where a flow went).
+            release_after_switch.push(region_of(value.prev_ring_offset, value.prev_ring_size));
+            if !round_robin && old.len > 0 && ring.len() > 0 {
+                value.prev_ring_offset = old.offset;
+                value.prev_ring_size = old.len;
+                ws.prev_since = Some(now);
+            } else {
+                value.prev_ring_offset = 0;
+                value.prev_ring_size = 0;
+                ws.prev_since = None;
+                release_after_switch.push(old);
+            }
+            value.ring_offset = region.offset;
+            value.ring_size = region.len;
+            ws.ring = ring;
+            report.rings_rebuilt += 1;
+        }
+        value.sched = if round_robin { SCHED_ROUND_ROBIN } else { SCHED_MAGLEV };
+        value.flags = 0;
+        if ds.active {
+            value.flags |= SVC_F_ACTIVE;
+        }
+        if ds.hash_client_only || ds.scheduler == Scheduler::SourceHash {
+            value.flags |= SVC_F_HASH_SRC_ONLY | SVC_F_FORWARD_FRAGMENTS;
+        }
+        value.sorry_real = ds
+            .sorry
+            .as_ref()
+            .map(|s| slots[&RealKey { addr: s.addr, port: s.port, sorry: true }])
+            .unwrap_or(NO_REAL);
+
+        // 3. Switch: one map update.
+        if value != ws.value || self.maps.services.get(&ws.key, 0).is_err() {
+            self.maps.services.insert(ws.key, value, 0)?;
+            if !is_new {
+                report.services_updated += 1;
+            }
+            ws.value = value;
+        }
+        for r in release_after_switch {
+            self.regions.release(r);
+        }
+
+        // 4. Retire real servers no longer configured (after the switch: no ring points at them).
+        let gone: Vec<(RealKey, u32)> =
+            ws.reals.iter().filter(|(k, _)| !slots.contains_key(k)).map(|(k, s)| (*k, *s)).collect();
+        for (k, slot) in gone {
+            self.retire_real(slot)?;
+            ws.reals.remove(&k);
+            report.reals_retired += 1;
+        }
+        Ok(())
+    }
+
+    fn write_vips(&mut self) -> Result<(), WriteError> {
+        let mut wanted: BTreeMap<([u32; 4], u8), VipInfo> = BTreeMap::new();
+        for ws in self.services.values() {
+            let k = (ws.key.addr, ws.key.family);
+            let info = wanted.entry(k).or_default();
+            if ws.value.flags & SVC_F_FORWARD_FRAGMENTS == 0 {
+                continue;
+            }
+            // Prefer the port-0 service when there are several client-hashed ones.
+            let (flag, port) = if ws.key.proto == PROTO_TCP {
+                (VIP_F_FRAG_TCP, &mut info.frag_tcp_port)
+            } else {
+                (VIP_F_FRAG_UDP, &mut info.frag_udp_port)
+            };
+            if info.flags & flag == 0 || ws.key.port == 0 {
+                info.flags |= flag;
+                *port = ws.key.port;
+            }
+        }
+        let current: Vec<VipKey> = self.maps.vips.keys().collect::<Result<_, _>>()?;
+        for k in current {
+            if !wanted.contains_key(&(k.addr, k.family)) {
+                self.maps.vips.remove(&k)?;
+            }
+        }
+        for ((addr, family), info) in wanted {
+            let key = VipKey { addr, family, _pad: [0; 3] };
+            if self.maps.vips.get(&key, 0).ok() != Some(info) {
+                self.maps.vips.insert(key, info, 0)?;
+            }
+        }
+        Ok(())
+    }
+}
