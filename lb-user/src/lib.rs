@@ -3,3 +3,5 @@ pub mod dataplane;
 
 /// The XDP object built from `lb-ebpf` by `build.rs`.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
+
+pub mod config;

@@ -1,0 +1,282 @@
+//! The TOML configuration of the daemon: schema, parsing with located errors, validation.
+//!
+//! ```text
+//! load(path) = read + parse(src, path)
+//! parse      = TOML syntax (all syntax errors) -> each section / array element deserialized on
+//!              its own (all of their errors: unknown keys, bad types, bad values) -> if none,
+//!              semantic validation (all of its errors)
+//! ```
+//! Every error carries `file:line:column` (1-based); see [`ConfigError`]. Only reading the file is
+//! IO. The schema is in [`schema`]; context-dependent defaults are resolved by the helper methods
+//! below (`service_name`, `effective_port`, `announce_of`, `check_of`, ...), so that serializing a
+//! `Config` (`toml::to_string`) writes back what the operator wrote, not an expansion.
+
+mod error;
+pub mod schema;
+pub mod types;
+mod validate;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+pub use error::{ConfigError, ConfigErrors};
+pub use schema::*;
+pub use types::{IpPrefix, MacAddr};
+
+use error::{unknown_key_message, Collector};
+
+/// Read, parse and validate the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(src) => parse(&src, &file),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file,
+            line: 0,
+            column: 0,
+            message: format!("cannot read the configuration: {e}"),
+        }])),
+    }
+}
+
+/// Parse and validate a configuration held in memory; `file_name` is used in error locations.
+pub fn parse(src: &str, file_name: &str) -> Result<Config, ConfigErrors> {
+    let mut c = Collector::new(file_name, src);
+    let (root, syntax) = DeTable::parse_recoverable(src);
+    if !syntax.is_empty() {
+        for e in &syntax {
+            c.toml(e, "");
+        }
+        return Err(c.finish().unwrap_err());
+    }
+
+    let mut global = None;
+    let mut global_seen = false;
+    let mut timeouts = None;
+    let mut virtual_servers = Vec::new();
+    let mut vrrp_instances = Vec::new();
+    let mut vrrp_sync_groups = Vec::new();
+    for (key, value) in root.into_inner() {
+        match key.get_ref().as_ref() {
+            "global" => {
+                global_seen = true;
+                global = de(&mut c, value, "[global]");
+            }
+            "timeouts" => timeouts = de(&mut c, value, "[timeouts]"),
+            "virtual_server" => {
+                for item in elements(&mut c, value, "virtual_server") {
+                    if let Some(vs) = de_virtual_server(&mut c, item) {
+                        virtual_servers.push(vs);
+                    }
+                }
+            }
+            "vrrp_instance" => {
+                for item in elements(&mut c, value, "vrrp_instance") {
+                    vrrp_instances.extend(de(&mut c, item, "[[vrrp_instance]]"));
+                }
+            }
+            "vrrp_sync_group" => {
+                for item in elements(&mut c, value, "vrrp_sync_group") {
+                    vrrp_sync_groups.extend(de(&mut c, item, "[[vrrp_sync_group]]"));
+                }
+            }
+            other => {
+                let expected = TOP_LEVEL.map(String::from);
+                c.at(
+                    key.span(),
+                    unknown_key_message(other, "the top level", &expected),
+                );
+            }
+        }
+    }
+    if !global_seen {
+        c.at(
+            0..0,
+            "missing [global] table: at least `interfaces = [\"eth0\"]` is required",
+        );
+    }
+    let config = match global {
+        Some(global) if !c.has_errors() => Config {
+            global,
+            timeouts: timeouts.unwrap_or_default(),
+            virtual_servers,
+            vrrp_instances,
+            vrrp_sync_groups,
+        },
+        // Semantic checks on a partial tree would report follow-on errors (a reference to a
+        // virtual server that failed to parse, ...): report the structural errors first.
+        _ => return Err(c.finish().unwrap_err()),
+    };
+    validate::validate(&config, &mut c);
+    c.finish().map(|()| config)
+}
+
+const TOP_LEVEL: [&str; 5] = [
+    "global",
+    "timeouts",
+    "virtual_server",
+    "vrrp_instance",
+    "vrrp_sync_group",
+];
+
+/// Deserialize one value, recording its error.
+fn de<'i, T: Deserialize<'i>>(
+    c: &mut Collector<'_>,
+    value: Spanned<DeValue<'i>>,
+    context: &str,
+) -> Option<T> {
+    T::deserialize(ValueDeserializer::from(value))
+        .map_err(|e| c.toml(&e, context))
+        .ok()
+}
+
+/// The elements of an array of tables (`[[name]]`), or an error if it is something else.
+fn elements<'i>(
+    c: &mut Collector<'_>,
+    value: Spanned<DeValue<'i>>,
+    name: &str,
+) -> Vec<Spanned<DeValue<'i>>> {
+    match value.get_ref() {
+        DeValue::Array(a) => a.iter().cloned().collect(),
+        other => {
+            c.at(
+                value.span(),
+                format!(
+                    "`{name}` must be an array of tables (write `[[{name}]]`), found a {}",
+                    other.type_str()
+                ),
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// A virtual server and each of its real servers are deserialized separately, so that an error
+/// in one real server does not hide the errors of the others.
+fn de_virtual_server(c: &mut Collector<'_>, item: Spanned<DeValue<'_>>) -> Option<VirtualServer> {
+    let span = item.span();
+    let (vs_value, reals) = match item.into_inner() {
+        DeValue::Table(mut t) => {
+            let reals = t.remove("real_server");
+            (Spanned::new(span, DeValue::Table(t)), reals)
+        }
+        other => (Spanned::new(span, other), None),
+    };
+    let vs: Option<VirtualServer> = de(c, vs_value, "[[virtual_server]]");
+    let mut real_servers = Vec::new();
+    for r in reals
+        .map(|r| elements(c, r, "virtual_server.real_server"))
+        .unwrap_or_default()
+    {
+        real_servers.extend(de::<RealServer>(c, r, "[[virtual_server.real_server]]"));
+    }
+    vs.map(|vs| VirtualServer { real_servers, ..vs })
+}
+
+impl VirtualServer {
+    /// The name used by `track_service`, the CLI and logs: `name`, else `"vip:port/proto"`.
+    pub fn service_name(&self) -> String {
+        match &self.name {
+            Some(n) => n.get_ref().clone(),
+            None => default_service_name(*self.vip.get_ref(), *self.port.get_ref(), self.protocol),
+        }
+    }
+
+    /// The check that applies to `rs`: its own, else this virtual server's; `None` when there is
+    /// none or it is `type = "none"` (the server is then always up).
+    pub fn check_of<'a>(&'a self, rs: &'a RealServer) -> Option<&'a Check> {
+        rs.check
+            .as_ref()
+            .or(self.check.as_ref())
+            .filter(|c| *c.kind.get_ref() != CheckType::None)
+    }
+}
+
+/// `"192.168.2.212:80/tcp"`, `"[2001:db8::1]:80/tcp"`.
+pub fn default_service_name(vip: IpAddr, port: u16, protocol: Protocol) -> String {
+    format!("{}/{protocol}", SocketAddr::new(vip, port))
+}
+
+impl RealServer {
+    /// `port`, else the virtual server's port.
+    pub fn effective_port(&self, vs: &VirtualServer) -> u16 {
+        self.port
+            .as_ref()
+            .map_or(*vs.port.get_ref(), |p| *p.get_ref())
+    }
+}
+
+impl Check {
+    /// Seconds between checks: `interval`, else the virtual server's `delay_loop`.
+    pub fn effective_interval(&self, vs: &VirtualServer) -> f64 {
+        self.interval
+            .as_ref()
+            .map_or(*vs.delay_loop.get_ref(), |i| *i.get_ref())
+    }
+
+    /// `retry`, else 1 (0 for scripts).
+    pub fn effective_retry(&self) -> u32 {
+        self.retry
+            .unwrap_or(if *self.kind.get_ref() == CheckType::Script {
+                0
+            } else {
+                1
+            })
+    }
+
+    /// `delay_before_retry`, else 1.0 (3.0 for http/https).
+    pub fn effective_delay_before_retry(&self) -> f64 {
+        match &self.delay_before_retry {
+            Some(d) => *d.get_ref(),
+            None if matches!(self.kind.get_ref(), CheckType::Http | CheckType::Https) => 3.0,
+            None => 1.0,
+        }
+    }
+
+    /// Address and port probed for `rs` of `vs`: `connect_ip`/`connect_port` override the real
+    /// server's address and port. Validation guarantees a non-zero port for tcp/http/https.
+    pub fn probe_addr(&self, vs: &VirtualServer, rs: &RealServer) -> SocketAddr {
+        let ip = self
+            .connect_ip
+            .as_ref()
+            .map_or(*rs.address.get_ref(), |a| *a.get_ref());
+        let port = self
+            .connect_port
+            .as_ref()
+            .map_or_else(|| rs.effective_port(vs), |p| *p.get_ref());
+        SocketAddr::new(ip, port)
+    }
+}
+
+impl Config {
+    /// The virtual server named `name` (see [`VirtualServer::service_name`]).
+    pub fn virtual_server(&self, name: &str) -> Option<&VirtualServer> {
+        self.virtual_servers
+            .iter()
+            .find(|v| v.service_name() == name)
+    }
+
+    /// The VRRP instance whose `virtual_ipaddress` lists `vip`.
+    pub fn vrrp_instance_for(&self, vip: IpAddr) -> Option<&VrrpInstance> {
+        self.vrrp_instances.iter().find(|i| {
+            i.virtual_ipaddress
+                .get_ref()
+                .iter()
+                .any(|p| p.get_ref().addr == vip)
+        })
+    }
+
+    /// How `vs`'s VIP is claimed: `announce`, else `vrrp` when a VRRP instance lists the VIP, else
+    /// `always`.
+    pub fn announce_of(&self, vs: &VirtualServer) -> Announce {
+        match &vs.announce {
+            Some(a) => *a.get_ref(),
+            None if self.vrrp_instance_for(*vs.vip.get_ref()).is_some() => Announce::Vrrp,
+            None => Announce::Always,
+        }
+    }
+}

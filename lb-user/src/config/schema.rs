@@ -1,0 +1,604 @@
+//! The configuration schema: what `xlb.toml` may contain.
+//!
+//! Names follow keepalived.conf(5) where a keepalived keyword exists; the doc comment of each field
+//! names it. Values whose *meaning* is checked after parsing (addresses, ports, weights, names
+//! referenced from other sections) are wrapped in [`Spanned`] so that errors point at them; read
+//! them with `.get_ref()` / `.as_ref()`. `Spanned` compares by value only.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_spanned::Spanned;
+
+use super::types::{IpPrefix, MacAddr};
+
+/// A value without a source position (defaults, values built in code).
+pub fn unspanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(0..0, value)
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[global]`: daemon-wide settings (keepalived `global_defs` plus the XDP specifics).
+    pub global: Global,
+    /// `[timeouts]`: idle timeouts of tracked flows (`ipvsadm --set`).
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// `[[virtual_server]]`: the balanced services (keepalived `virtual_server`).
+    #[serde(
+        default,
+        rename = "virtual_server",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub virtual_servers: Vec<VirtualServer>,
+    /// `[[vrrp_instance]]`: VRRP instances (keepalived `vrrp_instance`).
+    #[serde(
+        default,
+        rename = "vrrp_instance",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub vrrp_instances: Vec<VrrpInstance>,
+    /// `[[vrrp_sync_group]]`: instances that change state together (keepalived `vrrp_sync_group`).
+    #[serde(
+        default,
+        rename = "vrrp_sync_group",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub vrrp_sync_groups: Vec<VrrpSyncGroup>,
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpMode {
+    /// Driver mode (fast); fails if the driver has no XDP support.
+    Native,
+    /// Generic (skb) mode: works everywhere, slower.
+    Generic,
+    /// Native if the driver supports it, else generic.
+    #[default]
+    Auto,
+}
+
+/// `[global]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Global {
+    /// Name of this director in logs and notifications (keepalived `router_id`). Default: the host
+    /// name, resolved at run time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_id: Option<String>,
+    /// Interfaces the XDP program is attached to (at least one): where VIP traffic arrives.
+    pub interfaces: Spanned<Vec<Spanned<String>>>,
+    /// `native`, `generic` or `auto` (default).
+    #[serde(default)]
+    pub xdp_mode: XdpMode,
+    /// Capacity of the connection table (LRU, all CPUs): 1024..=67108864, default 1048576.
+    /// Unlike IPVS's `IP_VS_TAB_BITS` this is a limit, not a bucket count (~128 bytes a flow).
+    #[serde(default = "default_conn_table_size")]
+    pub conn_table_size: Spanned<u32>,
+    /// New flows per second per CPU above which new flows are no longer inserted in the connection
+    /// table (flood guard, as Katran); they are still balanced statelessly. 0 = off. Default 125000.
+    #[serde(default = "default_flood_threshold")]
+    pub flood_threshold: u32,
+    /// Total Maglev ring slots across services in the kernel map; 0 (default) = sized automatically
+    /// from the services. When set, it must hold every maglev service's `maglev_table_size`
+    /// (leave room for services added by a reload).
+    #[serde(default = "zero_u32")]
+    pub maglev_capacity: Spanned<u32>,
+    /// Unix socket of the control protocol used by the `xlb` CLI. Absolute path.
+    #[serde(default = "default_control_socket")]
+    pub control_socket: Spanned<PathBuf>,
+    /// bpffs directory where maps and links are pinned (they survive a daemon restart). Absolute.
+    #[serde(default = "default_bpffs_dir")]
+    pub bpffs_dir: Spanned<PathBuf>,
+    /// Address of the Prometheus `/metrics` endpoint, e.g. `"127.0.0.1:9108"`. Absent = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Seconds between sweeps of the connection table: ActiveConn/InActConn are recounted and idle
+    /// flows expired. 0.1..=60, default 2.0.
+    #[serde(default = "default_sweep_interval")]
+    pub sweep_interval: Spanned<f64>,
+}
+
+fn zero_u32() -> Spanned<u32> {
+    unspanned(0)
+}
+fn zero_f64() -> Spanned<f64> {
+    unspanned(0.0)
+}
+fn empty_vec<T>() -> Spanned<Vec<T>> {
+    unspanned(Vec::new())
+}
+fn default_conn_table_size() -> Spanned<u32> {
+    unspanned(1_048_576)
+}
+fn default_flood_threshold() -> u32 {
+    125_000
+}
+fn default_control_socket() -> Spanned<PathBuf> {
+    unspanned(PathBuf::from("/run/xlb/xlb.sock"))
+}
+fn default_bpffs_dir() -> Spanned<PathBuf> {
+    unspanned(PathBuf::from("/sys/fs/bpf/xlb"))
+}
+fn default_sweep_interval() -> Spanned<f64> {
+    unspanned(2.0)
+}
+
+/// `[timeouts]`: idle timeouts in seconds (IPVS defaults; `ipvsadm --set tcp tcpfin udp`).
+/// Each is 1..=2592000 (30 days).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Established TCP flow (IPVS `ESTABLISHED`), default 900.
+    #[serde(default = "d900")]
+    pub tcp: Spanned<u32>,
+    /// TCP flow after the client's FIN (IPVS `FIN_WAIT`), default 120.
+    #[serde(default = "d120")]
+    pub tcp_fin: Spanned<u32>,
+    /// TCP flow that has seen only a SYN (IPVS `SYN_RECV`), default 60.
+    #[serde(default = "d60")]
+    pub syn_recv: Spanned<u32>,
+    /// IPVS `TIME_WAIT`, default 120.
+    #[serde(default = "d120")]
+    pub time_wait: Spanned<u32>,
+    /// TCP flow after a RST (IPVS `CLOSE`), default 10.
+    #[serde(default = "d10")]
+    pub close: Spanned<u32>,
+    /// UDP flow, default 300.
+    #[serde(default = "d300")]
+    pub udp: Spanned<u32>,
+}
+
+fn d900() -> Spanned<u32> {
+    unspanned(900)
+}
+fn d120() -> Spanned<u32> {
+    unspanned(120)
+}
+fn d60() -> Spanned<u32> {
+    unspanned(60)
+}
+fn d10() -> Spanned<u32> {
+    unspanned(10)
+}
+fn d300() -> Spanned<u32> {
+    unspanned(300)
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            tcp: d900(),
+            tcp_fin: d120(),
+            syn_recv: d60(),
+            time_wait: d120(),
+            close: d10(),
+            udp: d300(),
+        }
+    }
+}
+
+/// Transport protocol of a virtual server (keepalived `protocol`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP (default).
+    #[default]
+    #[serde(alias = "TCP")]
+    Tcp,
+    /// UDP.
+    #[serde(alias = "UDP")]
+    Udp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// How a new flow picks its real server (keepalived `lb_algo`; the keepalived/ipvsadm short names
+/// are accepted as aliases). Connection-counting schedulers (lc, wlc, ...) are not offered: each
+/// director must pick the same server for a flow by itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheduler {
+    /// Maglev consistent hashing (`mh`), default: minimal disruption when servers come and go.
+    #[default]
+    #[serde(alias = "mh")]
+    Maglev,
+    /// Hash of the source address (`sh`).
+    #[serde(alias = "sh")]
+    SourceHash,
+    /// Round robin (`rr`), ignores weights except 0.
+    #[serde(alias = "rr")]
+    RoundRobin,
+    /// Weighted round robin (`wrr`).
+    #[serde(alias = "wrr")]
+    WeightedRoundRobin,
+}
+
+/// How a virtual server's VIP is claimed on the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Announce {
+    /// Active only while the `vrrp_instance` listing the VIP in `virtual_ipaddress` is MASTER.
+    Vrrp,
+    /// Every director is active; the VIP is put on `lo` while the service is healthy (at quorum)
+    /// so a BGP daemon exporting `lo` routes announces it (ECMP across directors).
+    Bgp,
+    /// Always active (a standalone director, or the VIP is routed here by other means).
+    Always,
+}
+
+/// `[[virtual_server]]` (keepalived `virtual_server IP PORT { lb_kind DR ... }`; the forwarding
+/// method is always direct routing).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VirtualServer {
+    /// Unique name, used by `track_service` and the CLI. Default: `"vip:port/proto"`, e.g.
+    /// `"192.168.2.212:80/tcp"` (IPv6: `"[2001:db8::1]:80/tcp"`); see [`VirtualServer::service_name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Spanned<String>>,
+    /// The virtual IP, IPv4 or IPv6.
+    pub vip: Spanned<IpAddr>,
+    /// The port; 0 = every port of the VIP for this protocol (keepalived `virtual_server IP 0`,
+    /// ipvsadm persistent port 0). A port-0 service may coexist with specific ports of the same
+    /// VIP and protocol: the specific port wins.
+    pub port: Spanned<u16>,
+    /// `tcp` (default) or `udp` (keepalived `protocol`).
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// `maglev` (default, alias `mh`), `source_hash` (`sh`), `round_robin` (`rr`),
+    /// `weighted_round_robin` (`wrr`) (keepalived `lb_algo`).
+    #[serde(default)]
+    pub scheduler: Scheduler,
+    /// Maglev lookup table size (IPVS `mh` uses 251..=131071): a prime in 251..=16777259, default
+    /// 65537. Keep it > 100 x the number of real servers for shares within 1%.
+    #[serde(default = "default_maglev_table_size")]
+    pub maglev_table_size: Spanned<u32>,
+    /// Seconds a client stays on the same real server after its last flow (keepalived
+    /// `persistence_timeout`; note keepalived's bare keyword means 360). > 0 implies client-IP
+    /// affinity: every flow of a client (any source port) goes to the same server while its
+    /// affinity entry is fresh. 0 (default) = per-flow balancing. Max 2592000.
+    #[serde(default = "zero_u32")]
+    pub persistence_timeout: Spanned<u32>,
+    /// Server used when no real server is alive (keepalived `sorry_server`); same family as `vip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sorry_server: Option<Spanned<IpAddr>>,
+    /// MAC of the sorry server; default: resolved from the neighbour table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sorry_server_mac: Option<Spanned<MacAddr>>,
+    /// Minimum sum of the weights of alive real servers for the service to be up (keepalived
+    /// `quorum`, default 1). Below it: sorry server if any, and `track_service` reacts.
+    #[serde(default = "default_quorum")]
+    pub quorum: u32,
+    /// Up again only at `quorum + hysteresis`, down at `quorum - hysteresis` (keepalived
+    /// `hysteresis`, default 0). Must not exceed `quorum`.
+    #[serde(default = "zero_u32")]
+    pub hysteresis: Spanned<u32>,
+    /// Default check interval in seconds of this service's real servers (keepalived `delay_loop`),
+    /// 0.01..=3600, default 6.0.
+    #[serde(default = "default_delay_loop")]
+    pub delay_loop: Spanned<f64>,
+    /// Real servers start down until their first successful check (keepalived `alpha`).
+    #[serde(default)]
+    pub alpha: bool,
+    /// A failed real server gets weight 0 (quiescent: existing flows stay, no new ones) instead of
+    /// being removed (keepalived `inhibit_on_failure`).
+    #[serde(default)]
+    pub inhibit_on_failure: bool,
+    /// `vrrp`, `bgp` or `always`. Default: `vrrp` when a `vrrp_instance` lists the VIP in its
+    /// `virtual_ipaddress`, else `always`; see [`Config::announce_of`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<Spanned<Announce>>,
+    /// `[virtual_server.check]`: the default health check of every real server that has none of
+    /// its own. Absent: real servers without a check are always considered up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
+    /// `[[virtual_server.real_server]]` (keepalived `real_server`).
+    #[serde(default, rename = "real_server", skip_serializing_if = "Vec::is_empty")]
+    pub real_servers: Vec<RealServer>,
+}
+
+fn default_maglev_table_size() -> Spanned<u32> {
+    unspanned(65_537)
+}
+fn default_quorum() -> u32 {
+    1
+}
+fn default_delay_loop() -> Spanned<f64> {
+    unspanned(6.0)
+}
+
+/// `[[virtual_server.real_server]]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealServer {
+    /// Address of the real server, same family as the VIP. It must have the VIP on a loopback
+    /// alias with `arp_ignore=1`/`arp_announce=2` (direct routing).
+    pub address: Spanned<IpAddr>,
+    /// Port. Direct routing cannot change ports (the server answers the client itself), so it must
+    /// equal the virtual server's port; with a port-0 virtual server it only sets the port probed
+    /// by checks. Default: the virtual server's port; see [`RealServer::effective_port`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Spanned<u16>>,
+    /// 0..=65535, default 1 (keepalived `weight`); 0 = quiescent.
+    #[serde(default = "default_weight")]
+    pub weight: Spanned<u32>,
+    /// MAC address to send to; default: resolved at run time from the neighbour table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Spanned<MacAddr>>,
+    /// Egress interface, one of `global.interfaces`; default: the interface the VIP traffic
+    /// arrives on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<Spanned<String>>,
+    /// Program and arguments run when the server comes up (keepalived `notify_up`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_up: Option<Spanned<Vec<String>>>,
+    /// Program and arguments run when the server goes down (keepalived `notify_down`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_down: Option<Spanned<Vec<String>>>,
+    /// `[virtual_server.real_server.check]`: this server's check; replaces the virtual server's
+    /// `check` as a whole (no field-by-field merge). `type = "none"` disables the default check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<Check>,
+}
+
+fn default_weight() -> Spanned<u32> {
+    unspanned(1)
+}
+
+/// Kind of health check (keepalived `TCP_CHECK`, `HTTP_GET`, `SSL_GET`, `MISC_CHECK`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckType {
+    /// TCP connect (`TCP_CHECK`).
+    Tcp,
+    /// HTTP request (`HTTP_GET`).
+    Http,
+    /// HTTP over TLS (`SSL_GET`).
+    Https,
+    /// External program (`MISC_CHECK`): exit 0 = up, 1 = down; with `dynamic`, 2..=255 = up with
+    /// weight `code - 2`.
+    Script,
+    /// No check: the server is always up.
+    None,
+}
+
+/// HTTP method of an `http`/`https` check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// GET (default).
+    #[default]
+    Get,
+    /// HEAD: no body, so neither `body_regex` nor `digest`.
+    Head,
+}
+
+/// A health check (`[virtual_server.check]` or `[virtual_server.real_server.check]`).
+/// Fields of another check type are errors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// `tcp`, `http`, `https`, `script` or `none`.
+    #[serde(rename = "type")]
+    pub kind: Spanned<CheckType>,
+    /// Seconds between checks, 0.01..=3600. Default: the virtual server's `delay_loop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Spanned<f64>>,
+    /// Seconds before a probe fails (keepalived `connect_timeout`, accepted as an alias;
+    /// `misc_timeout` for scripts), 0.01..=3600, default 5.0.
+    #[serde(default = "default_check_timeout", alias = "connect_timeout")]
+    pub timeout: Spanned<f64>,
+    /// Consecutive successes before a down server is up (>= 1, default 1).
+    #[serde(default = "default_one")]
+    pub rise: Spanned<u32>,
+    /// Consecutive failures before an up server is down (>= 1, default 1).
+    #[serde(default = "default_one")]
+    pub fall: Spanned<u32>,
+    /// Extra attempts before a probe counts as failed (keepalived `retry`); default 1, script 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u32>,
+    /// Seconds between those attempts (keepalived `delay_before_retry`), 0..=3600; default 1.0,
+    /// http/https 3.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_before_retry: Option<Spanned<f64>>,
+    /// Address probed instead of the real server's (keepalived `connect_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_ip: Option<Spanned<IpAddr>>,
+    /// Port probed instead of the real server's (keepalived `connect_port`); required when neither
+    /// the real server nor the virtual server has a port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_port: Option<Spanned<u16>>,
+    /// http/https: `GET` (default) or `HEAD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Spanned<HttpMethod>>,
+    /// http/https: request path, starting with `/` (keepalived `url { path }`), default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<Spanned<String>>,
+    /// http/https: Host header and TLS SNI (keepalived `virtualhost`, `enable_sni`). Needed when
+    /// the servers route by host name (IIS, name-based virtual hosts). Default: the probed address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Spanned<String>>,
+    /// http/https: accepted status codes (keepalived `status_code`), each 100..=599, default [200].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_codes: Option<Spanned<Vec<u16>>>,
+    /// http/https: the body must match this regular expression (Rust `regex` syntax; keepalived
+    /// `regex`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_regex: Option<Spanned<String>>,
+    /// http/https: MD5 of the body, 32 hex digits (keepalived `digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Spanned<String>>,
+    /// https: verify the server's certificate (default false, as keepalived).
+    #[serde(default)]
+    pub tls_verify: bool,
+    /// https: CA bundle for `tls_verify`; default: the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<Spanned<PathBuf>>,
+    /// script: program and arguments (keepalived `misc_path`, which is one quoted string;
+    /// here each argument is its own element). Required for `script`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Spanned<Vec<String>>>,
+    /// script: run `command[0]` through `/bin/sh -c` (pipes, redirections), default false.
+    #[serde(default)]
+    pub shell: bool,
+    /// script: exit codes 2..=255 set the weight to `code - 2` (keepalived `misc_dynamic`).
+    #[serde(default)]
+    pub dynamic: bool,
+    /// script: user to run as (keepalived `user`); default: the daemon's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Spanned<String>>,
+}
+
+fn default_check_timeout() -> Spanned<f64> {
+    unspanned(5.0)
+}
+fn default_one() -> Spanned<u32> {
+    unspanned(1)
+}
+
+/// Initial (and, with preemption, preferred) VRRP state (keepalived `state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VrrpState {
+    /// Starts as master.
+    #[serde(alias = "master")]
+    Master,
+    /// Starts as backup.
+    #[serde(alias = "backup")]
+    Backup,
+}
+
+/// VRRPv2 authentication type; only simple password is supported (keepalived `auth_type PASS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AuthType {
+    /// Clear-text password (RFC 2338 type 1).
+    #[serde(rename = "PASS", alias = "pass")]
+    Pass,
+}
+
+/// `authentication = { auth_type = "PASS", auth_pass = "secret" }` (VRRPv2 only).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authentication {
+    /// `PASS`.
+    pub auth_type: AuthType,
+    /// 1..=8 characters (keepalived silently truncates longer ones; here it is an error so that
+    /// both sides provably agree).
+    pub auth_pass: Spanned<String>,
+}
+
+/// `[[vrrp_instance]]` (keepalived `vrrp_instance`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpInstance {
+    /// Unique name (keepalived `vrrp_instance NAME`).
+    pub name: Spanned<String>,
+    /// `MASTER` or `BACKUP`.
+    pub state: Spanned<VrrpState>,
+    /// Interface VRRP adverts are sent and received on (need not be an XDP interface).
+    pub interface: Spanned<String>,
+    /// 1..=255, unique per interface; same on every director of the pair.
+    pub virtual_router_id: Spanned<u8>,
+    /// 1..=255, default 100; 255 = address owner. Higher wins.
+    #[serde(default = "default_priority")]
+    pub priority: Spanned<u8>,
+    /// Seconds between adverts: v2 whole seconds 1..=255, v3 0.01..=40.95 (centiseconds).
+    /// Default 1.0.
+    #[serde(default = "default_advert_int")]
+    pub advert_int: Spanned<f64>,
+    /// VRRP version, 2 (default) or 3; IPv6 VIPs require 3.
+    #[serde(default = "default_version")]
+    pub version: Spanned<u8>,
+    /// VRRPv2 simple password (keepalived `authentication { auth_type PASS  auth_pass ... }`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<Spanned<Authentication>>,
+    /// `"addr[/prefix]"` (default /32, /128) added on `interface` while MASTER (keepalived
+    /// `virtual_ipaddress`). All of one family.
+    #[serde(default = "empty_vec")]
+    pub virtual_ipaddress: Spanned<Vec<Spanned<IpPrefix>>>,
+    /// Source address of unicast adverts (keepalived `unicast_src_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unicast_src_ip: Option<Spanned<IpAddr>>,
+    /// Send adverts by unicast to these peers instead of multicast (keepalived `unicast_peer`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unicast_peer: Vec<Spanned<IpAddr>>,
+    /// Do not take over from a lower-priority master (keepalived `nopreempt`); only with
+    /// `state = "BACKUP"`.
+    #[serde(default = "default_false")]
+    pub nopreempt: Spanned<bool>,
+    /// Seconds to wait before preempting a lower-priority master, 0..=1000 (keepalived
+    /// `preempt_delay`), default 0.
+    #[serde(default = "zero_f64")]
+    pub preempt_delay: Spanned<f64>,
+    /// Seconds after becoming master before the second burst of gratuitous ARPs/NAs, 0..=1000
+    /// (keepalived `garp_master_delay`), default 5.0.
+    #[serde(default = "default_garp_delay")]
+    pub garp_master_delay: Spanned<f64>,
+    /// Gratuitous ARPs/NAs per burst (keepalived `garp_master_repeat`), default 5.
+    #[serde(default = "default_garp_repeat")]
+    pub garp_master_repeat: u32,
+    /// Interfaces whose link loss puts the instance in FAULT (keepalived `track_interface`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub track_interface: Vec<Spanned<String>>,
+    /// Names of virtual servers; one below its quorum puts the instance in FAULT, or lowers its
+    /// priority by `track_service_weight` when that is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub track_service: Vec<Spanned<String>>,
+    /// Priority change (-254..=254, usually negative) applied while a tracked service is below
+    /// quorum, instead of FAULT (keepalived `track_script ... weight`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub track_service_weight: Option<Spanned<i32>>,
+    /// Program and arguments run on becoming MASTER (keepalived `notify_master`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_master: Option<Spanned<Vec<String>>>,
+    /// Program and arguments run on becoming BACKUP (keepalived `notify_backup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_backup: Option<Spanned<Vec<String>>>,
+    /// Program and arguments run on entering FAULT (keepalived `notify_fault`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_fault: Option<Spanned<Vec<String>>>,
+}
+
+fn default_priority() -> Spanned<u8> {
+    unspanned(100)
+}
+fn default_advert_int() -> Spanned<f64> {
+    unspanned(1.0)
+}
+fn default_version() -> Spanned<u8> {
+    unspanned(2)
+}
+fn default_false() -> Spanned<bool> {
+    unspanned(false)
+}
+fn default_garp_delay() -> Spanned<f64> {
+    unspanned(5.0)
+}
+fn default_garp_repeat() -> u32 {
+    5
+}
+
+/// `[[vrrp_sync_group]]` (keepalived `vrrp_sync_group NAME { group { ... } }`): when one member
+/// changes state, all do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpSyncGroup {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// Names of `vrrp_instance`s (each in at most one group), at least one.
+    pub group: Spanned<Vec<Spanned<String>>>,
+}

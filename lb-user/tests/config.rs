@@ -1,0 +1,335 @@
+//! Configuration: shipped configs parse, every bad case reports the expected located error, a
+//! config serializes back to TOML unchanged, and all errors are reported at once.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use xlb::config::{self, Announce, CheckType, Config, Scheduler, XdpMode};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn toml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn shipped_configs_parse() {
+    let files = toml_files(&repo_root().join("configs"));
+    assert!(files.len() >= 2, "configs/*.toml missing");
+    for f in files {
+        if let Err(e) = config::load(&f) {
+            panic!("{} does not load:\n{e}", f.display());
+        }
+    }
+}
+
+#[test]
+fn bad_corpus_reports_expected_errors() {
+    let dir = repo_root().join("lb-user/tests/data/config/bad");
+    let files = toml_files(&dir);
+    assert!(files.len() >= 20, "only {} bad cases", files.len());
+    let mut failures = Vec::new();
+    for f in &files {
+        let src = std::fs::read_to_string(f).unwrap();
+        let first = src.lines().next().unwrap_or_default();
+        let spec = first.strip_prefix("# expect: ").unwrap_or_else(|| {
+            panic!(
+                "{}: first line must be `# expect: LINE:COL: text`",
+                f.display()
+            )
+        });
+        let mut parts = spec.splitn(3, ':');
+        let line: usize = parts.next().unwrap().trim().parse().unwrap();
+        let col: usize = parts.next().unwrap().trim().parse().unwrap();
+        let text = parts.next().unwrap().trim();
+        let name = f.file_name().unwrap().to_string_lossy().to_string();
+        match config::parse(&src, &name) {
+            Ok(_) => failures.push(format!("{name}: parsed without error, expected {spec}")),
+            Err(errs) => {
+                let hit = errs.iter().any(|e| {
+                    e.line == line && e.column == col && e.message.contains(text) && e.file == name
+                });
+                if !hit {
+                    failures.push(format!(
+                        "{name}: expected {line}:{col}: {text}\n  got:\n    {}",
+                        errs.to_string().replace('\n', "\n    ")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn round_trip_through_toml() {
+    for f in toml_files(&repo_root().join("configs")) {
+        let cfg = config::load(&f).unwrap();
+        let text =
+            toml::to_string(&cfg).unwrap_or_else(|e| panic!("{}: serialize: {e}", f.display()));
+        let back = config::parse(&text, "serialized")
+            .unwrap_or_else(|e| panic!("{}: reparse:\n{e}\n{text}", f.display()));
+        assert_eq!(
+            cfg,
+            back,
+            "{}: round trip changed the config:\n{text}",
+            f.display()
+        );
+    }
+    // Every optional field set, IPv6, defaults exercised.
+    let src = r#"
+[global]
+interfaces = ["eth0", "eth1"]
+metrics_listen = "[::1]:9108"
+maglev_capacity = 200000
+
+[[virtual_server]]
+vip = "2001:db8::100"
+port = 0
+protocol = "udp"
+scheduler = "sh"
+persistence_timeout = 360
+sorry_server = "2001:db8::50"
+sorry_server_mac = "02:00:00:00:00:50"
+announce = "bgp"
+  [virtual_server.check]
+  type = "script"
+  command = ["/bin/check", "x"]
+  shell = true
+  dynamic = true
+  user = "nobody"
+  [[virtual_server.real_server]]
+  address = "2001:db8::11"
+  port = 53
+  weight = 0
+  mac = "02:00:00:00:00:11"
+  interface = "eth1"
+  notify_up = ["/bin/true"]
+  notify_down = ["/bin/false", "down"]
+    [virtual_server.real_server.check]
+    type = "https"
+    connect_ip = "2001:db8::99"
+    connect_port = 443
+    method = "HEAD"
+    path = "/h"
+    host = "h.example"
+    status_codes = [200, 204]
+    tls_verify = true
+    ca_file = "/etc/ssl/ca.pem"
+    rise = 2
+    fall = 3
+    retry = 2
+    delay_before_retry = 0.5
+
+[[vrrp_instance]]
+name = "VI_6"
+state = "BACKUP"
+interface = "eth0"
+virtual_router_id = 7
+version = 3
+advert_int = 0.25
+virtual_ipaddress = ["2001:db8::100/64"]
+unicast_src_ip = "2001:db8::1"
+unicast_peer = ["2001:db8::2"]
+nopreempt = true
+track_service = ["[2001:db8::100]:0/udp"]
+track_service_weight = -50
+notify_master = ["/bin/m"]
+
+[[vrrp_sync_group]]
+name = "G"
+group = ["VI_6"]
+"#;
+    let cfg = config::parse(src, "inline").unwrap_or_else(|e| panic!("{e}"));
+    let text = toml::to_string(&cfg).unwrap();
+    assert_eq!(
+        cfg,
+        config::parse(&text, "serialized").unwrap_or_else(|e| panic!("{e}\n{text}"))
+    );
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    // Structural errors in several sections and array elements.
+    let src = r#"[global]
+interfaces = ["eth0"]
+xdp_mode = "fast"
+
+[[virtual_server]]
+vip = "198.18.0.100"
+port = 80
+protocl = "tcp"
+
+  [[virtual_server.real_server]]
+  address = "198.18.0.11"
+  weight = "one"
+
+  [[virtual_server.real_server]]
+  address = "198.18.0.300"
+"#;
+    let errs = config::parse(src, "multi.toml").unwrap_err();
+    let at: Vec<(usize, usize)> = errs.iter().map(|e| (e.line, e.column)).collect();
+    assert_eq!(at, [(3, 12), (8, 1), (12, 12), (15, 13)], "{errs}");
+
+    // Semantic errors everywhere, in file order.
+    let src = r#"[global]
+interfaces = ["eth0"]
+conn_table_size = 10
+
+[[virtual_server]]
+vip = "198.18.0.100"
+port = 80
+maglev_table_size = 1000
+
+  [[virtual_server.real_server]]
+  address = "2001:db8::1"
+  weight = 100000
+
+[[vrrp_instance]]
+name = "VI_1"
+state = "MASTER"
+interface = "eth0"
+virtual_router_id = 51
+nopreempt = true
+virtual_ipaddress = ["2001:db8::100"]
+track_service = ["nope"]
+"#;
+    let errs = config::parse(src, "multi.toml").unwrap_err();
+    let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [3, 8, 11, 12, 19, 20, 21], "{errs}");
+    let shown = errs.to_string();
+    assert!(
+        shown.starts_with("multi.toml:3:19: conn_table_size 10 is out of range"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn defaults_and_helpers() {
+    let src = r#"
+[global]
+interfaces = ["eth0"]
+
+[[virtual_server]]
+vip = "198.18.0.100"
+port = 80
+  [virtual_server.check]
+  type = "http"
+  [[virtual_server.real_server]]
+  address = "198.18.0.11"
+  [[virtual_server.real_server]]
+  address = "198.18.0.12"
+    [virtual_server.real_server.check]
+    type = "none"
+
+[[virtual_server]]
+vip = "198.18.0.101"
+port = 443
+scheduler = "wrr"
+  [[virtual_server.real_server]]
+  address = "198.18.0.11"
+
+[[vrrp_instance]]
+name = "VI_1"
+state = "BACKUP"
+interface = "eth0"
+virtual_router_id = 1
+virtual_ipaddress = ["198.18.0.100/24"]
+"#;
+    let cfg: Config = config::parse(src, "t").unwrap_or_else(|e| panic!("{e}"));
+    let g = &cfg.global;
+    assert_eq!(g.xdp_mode, XdpMode::Auto);
+    assert_eq!(*g.conn_table_size.get_ref(), 1_048_576);
+    assert_eq!(g.flood_threshold, 125_000);
+    assert_eq!(g.control_socket.get_ref(), Path::new("/run/xlb/xlb.sock"));
+    assert_eq!(g.bpffs_dir.get_ref(), Path::new("/sys/fs/bpf/xlb"));
+    assert_eq!(g.metrics_listen, None);
+    assert_eq!(*cfg.timeouts.tcp.get_ref(), 900);
+    assert_eq!(*cfg.timeouts.udp.get_ref(), 300);
+
+    let (a, b) = (&cfg.virtual_servers[0], &cfg.virtual_servers[1]);
+    assert_eq!(a.service_name(), "198.18.0.100:80/tcp");
+    assert_eq!(
+        cfg.virtual_server("198.18.0.101:443/tcp")
+            .map(|v| v.port.get_ref()),
+        Some(&443)
+    );
+    assert_eq!(a.scheduler, Scheduler::Maglev);
+    assert_eq!(b.scheduler, Scheduler::WeightedRoundRobin);
+    assert_eq!(*a.maglev_table_size.get_ref(), 65_537);
+    assert_eq!(cfg.announce_of(a), Announce::Vrrp);
+    assert_eq!(cfg.announce_of(b), Announce::Always);
+
+    let (r0, r1) = (&a.real_servers[0], &a.real_servers[1]);
+    assert_eq!(r0.effective_port(a), 80);
+    assert_eq!(*r0.weight.get_ref(), 1);
+    let chk = a.check_of(r0).expect("VS-level check applies");
+    assert_eq!(*chk.kind.get_ref(), CheckType::Http);
+    assert_eq!(chk.effective_interval(a), 6.0);
+    assert_eq!(chk.effective_retry(), 1);
+    assert_eq!(chk.effective_delay_before_retry(), 3.0);
+    assert_eq!(*chk.timeout.get_ref(), 5.0);
+    assert_eq!(
+        chk.probe_addr(a, r0),
+        SocketAddr::new("198.18.0.11".parse::<IpAddr>().unwrap(), 80)
+    );
+    assert!(
+        a.check_of(r1).is_none(),
+        "type none disables the default check"
+    );
+    assert!(b.check_of(&b.real_servers[0]).is_none());
+
+    let vi = &cfg.vrrp_instances[0];
+    assert_eq!(*vi.priority.get_ref(), 100);
+    assert_eq!(*vi.version.get_ref(), 2);
+    assert_eq!(*vi.advert_int.get_ref(), 1.0);
+    assert_eq!(vi.garp_master_repeat, 5);
+    assert_eq!(vi.virtual_ipaddress.get_ref()[0].get_ref().prefix_len, 24);
+}
+
+#[test]
+fn port_zero_service_may_overlap_specific_port() {
+    let src = r#"
+[global]
+interfaces = ["eth0"]
+[[virtual_server]]
+vip = "198.18.0.100"
+port = 0
+  [[virtual_server.real_server]]
+  address = "198.18.0.11"
+[[virtual_server]]
+vip = "198.18.0.100"
+port = 80
+  [[virtual_server.real_server]]
+  address = "198.18.0.11"
+"#;
+    config::parse(src, "t").unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn unreadable_file_is_an_error_without_position() {
+    let errs = config::load(Path::new("/nonexistent/xlb.toml")).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs.to_string()
+            .starts_with("/nonexistent/xlb.toml: cannot read"),
+        "{errs}"
+    );
+}
