@@ -7,12 +7,16 @@ use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or_else(|| anyhow!("OUT_DIR not set"))?);
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| anyhow!("CARGO_MANIFEST_DIR not set"))?);
+    let manifest_dir = PathBuf::from(
+        env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| anyhow!("CARGO_MANIFEST_DIR not set"))?,
+    );
     let ebpf_dir = manifest_dir.join("../lb-ebpf");
     let root_dir = ebpf_dir.to_str().context("lb-ebpf path is not UTF-8")?;
     // Also rebuild when the shared map layouts change.
-    println!("cargo:rerun-if-changed={}", manifest_dir.join("../lb-common/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest_dir.join("../lb-common/src").display()
+    );
     if env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
         // Developer convenience for pure-Rust work (config, VRRP codec, ...) on a machine without
         // bpf-linker: an empty object makes the loader fail with a clear error at run time.
@@ -23,7 +27,11 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     aya_build::build_ebpf(
-        [Package { name: "lb-ebpf", root_dir, ..Default::default() }],
+        [Package {
+            name: "lb-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
         Toolchain::default(),
     )
 }

@@ -100,7 +100,11 @@ pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8) -> Option<Dispatch> {
                     if e.flags_seen | flags != e.flags_seen {
                         e.flags_seen |= flags;
                     }
-                    return Some(Dispatch { real_id: e.real_id, real, new_conn: false });
+                    return Some(Dispatch {
+                        real_id: e.real_id,
+                        real,
+                        new_conn: false,
+                    });
                 }
             }
         }
@@ -157,5 +161,9 @@ pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8) -> Option<Dispatch> {
     } else {
         count(stat::FLOOD_NOT_INSERTED);
     }
-    Some(Dispatch { real_id, real, new_conn })
+    Some(Dispatch {
+        real_id,
+        real,
+        new_conn,
+    })
 }

@@ -11,8 +11,8 @@ mod select;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    stat, FlowKey, Service, ServiceKey, VipKey, NO_REAL, PROTO_TCP, SVC_F_ACTIVE,
-    VIP_F_FRAG_TCP, VIP_F_FRAG_UDP,
+    stat, FlowKey, Service, ServiceKey, VipKey, NO_REAL, PROTO_TCP, SVC_F_ACTIVE, VIP_F_FRAG_TCP,
+    VIP_F_FRAG_UDP,
 };
 use maps::{count, count_traffic, AUX_COUNT, REAL_STATS, SERVICES, SERVICE_STATS, VIPS};
 use parse::{parse, Parsed};
@@ -50,7 +50,12 @@ fn process(ctx: &XdpContext) -> u32 {
 /// Service of (VIP, port, protocol), falling back to the VIP's port-0 service.
 #[inline(always)]
 fn find_service(flow: &FlowKey, port: u16) -> Option<Service> {
-    let mut key = ServiceKey { addr: flow.dst, port, proto: flow.proto, family: flow.family };
+    let mut key = ServiceKey {
+        addr: flow.dst,
+        port,
+        proto: flow.proto,
+        family: flow.family,
+    };
     // SAFETY: the value is copied out at once; the daemon replaces entries whole.
     if let Some(svc) = unsafe { SERVICES.get(&key) } {
         return Some(*svc);
@@ -89,7 +94,11 @@ fn flow_packet(ctx: &XdpContext, flow: &FlowKey, tcp_flags: u8) -> u32 {
 /// Fragments to other addresses are the kernel's.
 #[inline(always)]
 fn fragment(ctx: &XdpContext, flow: &FlowKey) -> u32 {
-    let vip = VipKey { addr: flow.dst, family: flow.family, _pad: [0; 3] };
+    let vip = VipKey {
+        addr: flow.dst,
+        family: flow.family,
+        _pad: [0; 3],
+    };
     // SAFETY: copied out at once.
     let Some(info) = (unsafe { VIPS.get(&vip) }).copied() else {
         count(stat::NOT_SERVICE);

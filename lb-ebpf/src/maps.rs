@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    stat, FlowEntry, FlowKey, FloodState, LbConfig, RealServer, Service, ServiceKey,
-    TrafficStats, VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE, MAX_REALS, MAX_SERVICES, MAX_TX_PORTS,
+    stat, FloodState, FlowEntry, FlowKey, LbConfig, RealServer, Service, ServiceKey, TrafficStats,
+    VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE, MAX_REALS, MAX_SERVICES, MAX_TX_PORTS,
 };
 
 /// BPF_F_NO_COMMON_LRU: per-CPU LRU lists over one shared table. Every CPU can find every flow
@@ -42,7 +42,8 @@ pub static CONN_TABLE: LruHashMap<FlowKey, FlowEntry> =
 pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
 
 #[map]
-pub static SERVICE_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+pub static SERVICE_STATS: PerCpuArray<TrafficStats> =
+    PerCpuArray::with_max_entries(MAX_SERVICES, 0);
 
 #[map]
 pub static REAL_STATS: PerCpuArray<TrafficStats> = PerCpuArray::with_max_entries(MAX_REALS, 0);

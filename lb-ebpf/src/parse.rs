@@ -57,7 +57,6 @@ fn read_raw16(ctx: &XdpContext, offset: usize) -> Option<u16> {
     ptr_at::<[u8; 2]>(ctx, offset).map(|p| u16::from_ne_bytes(unsafe { read_unaligned(p) }))
 }
 
-
 /// What the parser found.
 pub enum Parsed {
     /// Not IPv4/IPv6 TCP/UDP/ICMP-error: hand to the kernel untouched.
@@ -119,8 +118,18 @@ fn parse_ipv4(ctx: &XdpContext, off: usize) -> Parsed {
     let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
     let proto = hdr[9];
     let mut flow = FlowKey {
-        src: [u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]), 0, 0, 0],
-        dst: [u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]), 0, 0, 0],
+        src: [
+            u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
+            0,
+            0,
+            0,
+        ],
+        dst: [
+            u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]),
+            0,
+            0,
+            0,
+        ],
         sport: 0,
         dport: 0,
         proto,
@@ -161,7 +170,10 @@ fn l4_ports(ctx: &XdpContext, l4: usize, mut flow: FlowKey) -> Parsed {
         }
         flow.sport = u16::from_ne_bytes([tcp[0], tcp[1]]);
         flow.dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
-        Parsed::Flow { flow, tcp_flags: tcp[13] }
+        Parsed::Flow {
+            flow,
+            tcp_flags: tcp[13],
+        }
     } else {
         let Some(udp) = ptr_at::<[u8; 8]>(ctx, l4) else {
             return Parsed::Malformed;
@@ -207,8 +219,10 @@ fn icmp4_error(ctx: &XdpContext, l4: usize, outer: &FlowKey) -> Parsed {
         // Not about a packet sent from the address it was delivered to: not ours to steer.
         return Parsed::Other;
     }
-    let (Some(qs), Some(qd)) = (read_raw16(ctx, inner + ihl), read_raw16(ctx, inner + ihl + 2))
-    else {
+    let (Some(qs), Some(qd)) = (
+        read_raw16(ctx, inner + ihl),
+        read_raw16(ctx, inner + ihl + 2),
+    ) else {
         return Parsed::Malformed;
     };
     Parsed::IcmpError {
@@ -226,7 +240,14 @@ fn icmp4_error(ctx: &XdpContext, l4: usize, outer: &FlowKey) -> Parsed {
 
 #[inline(always)]
 fn addr6(hdr: &[u8; 40], at: usize) -> [u32; 4] {
-    let w = |i: usize| u32::from_ne_bytes([hdr[at + i], hdr[at + i + 1], hdr[at + i + 2], hdr[at + i + 3]]);
+    let w = |i: usize| {
+        u32::from_ne_bytes([
+            hdr[at + i],
+            hdr[at + i + 1],
+            hdr[at + i + 2],
+            hdr[at + i + 3],
+        ])
+    };
     [w(0), w(4), w(8), w(12)]
 }
 
@@ -259,7 +280,11 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Parsed {
                     return Parsed::Malformed;
                 };
                 next = nh;
-                l4 += if next == IPV6_AUTH { (len as usize + 2) * 4 } else { (len as usize + 1) * 8 };
+                l4 += if next == IPV6_AUTH {
+                    (len as usize + 2) * 4
+                } else {
+                    (len as usize + 1) * 8
+                };
             }
             IPV6_FRAGMENT => {
                 let (Some([nh, _reserved]), Some(fo)) = (read_2(ctx, l4), read_be16(ctx, l4 + 2))
@@ -274,7 +299,15 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Parsed {
             _ => break,
         }
     }
-    let mut flow = FlowKey { src, dst, sport: 0, dport: 0, proto: next, family: AF_INET6, _pad: [0; 2] };
+    let mut flow = FlowKey {
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+        proto: next,
+        family: AF_INET6,
+        _pad: [0; 2],
+    };
     if fragment {
         if next != PROTO_TCP && next != PROTO_UDP {
             return Parsed::Other;
@@ -326,6 +359,14 @@ fn icmp6_error(ctx: &XdpContext, l4: usize, outer: &FlowKey) -> Parsed {
         return Parsed::Malformed;
     };
     Parsed::IcmpError {
-        flow: FlowKey { src: qdst, dst: qsrc, sport: qd, dport: qs, proto, family: AF_INET6, _pad: [0; 2] },
+        flow: FlowKey {
+            src: qdst,
+            dst: qsrc,
+            sport: qd,
+            dport: qs,
+            proto,
+            family: AF_INET6,
+            _pad: [0; 2],
+        },
     }
 }

@@ -63,5 +63,9 @@ pub fn pick_previous(svc: &Service, flow: &FlowKey) -> u32 {
     if svc.sched == SCHED_ROUND_ROBIN {
         return NO_REAL;
     }
-    ring_slot(svc.prev_ring_offset, svc.prev_ring_size, key_hash(svc, flow))
+    ring_slot(
+        svc.prev_ring_offset,
+        svc.prev_ring_size,
+        key_hash(svc, flow),
+    )
 }

@@ -1,7 +1,7 @@
 //! xlb: daemon and CLI library.
+pub mod cli;
+pub mod config;
 pub mod dataplane;
 
 /// The XDP object built from `lb-ebpf` by `build.rs`.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
-
-pub mod config;

@@ -41,13 +41,32 @@ fn new_tcp_flow_is_forwarded_by_maglev_and_same_flow_sticks() {
     // The choice is the Maglev table entry of the flow hash, computed here the same way.
     let (src, _) = addr_words(v4("198.18.0.10"));
     let (dst, _) = addr_words(v4(VIP));
-    let key = FlowKey { src, dst, sport: 40000u16.to_be(), dport: 80u16.to_be(), proto: PROTO_TCP, family: AF_INET, _pad: [0; 2] };
-    let ring = h.writer.ring(&ServiceAddr { vip: v4(VIP), port: 80, protocol: Protocol::Tcp }).unwrap();
+    let key = FlowKey {
+        src,
+        dst,
+        sport: 40000u16.to_be(),
+        dport: 80u16.to_be(),
+        proto: PROTO_TCP,
+        family: AF_INET,
+        _pad: [0; 2],
+    };
+    let ring = h
+        .writer
+        .ring(&ServiceAddr {
+            vip: v4(VIP),
+            port: 80,
+            protocol: Protocol::Tcp,
+        })
+        .unwrap();
     let slot = ring[(flow_hash(&key) % ring.len() as u32) as usize];
     let slots = h.writer.slots();
     let svc = slots.values().next().unwrap();
     let expected_real = svc.reals.iter().find(|(_, s)| **s == slot).unwrap().0.addr;
-    let expected_mac = if expected_real == v4("198.18.0.11") { real_mac(1) } else { real_mac(2) };
+    let expected_mac = if expected_real == v4("198.18.0.11") {
+        real_mac(1)
+    } else {
+        real_mac(2)
+    };
     assert_eq!(chosen, expected_mac);
     assert_eq!(counter(&h, stat::CONN_MISS), 1);
     for flags in ["A", "PA", "FA"] {
@@ -58,7 +77,13 @@ fn new_tcp_flow_is_forwarded_by_maglev_and_same_flow_sticks() {
     }
     assert_eq!(counter(&h, stat::CONN_HIT), 3);
     assert_eq!(counter(&h, stat::ACTION_TX), 4);
-    let table: Vec<_> = h.writer.maps().conn_table.iter().map(|r| r.unwrap()).collect();
+    let table: Vec<_> = h
+        .writer
+        .maps()
+        .conn_table
+        .iter()
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(table.len(), 1);
     assert_eq!(table[0].1.state, lb_common::conn_state::FIN_WAIT);
 }
@@ -70,7 +95,10 @@ fn udp_service_and_ipv6_service() {
     r6.addr = "2001:db8::11".parse().unwrap();
     let mut s6 = service(VIP, 80, Protocol::Tcp, vec![r6]);
     s6.addr.vip = "2001:db8::100".parse().unwrap();
-    h.apply(&state(vec![service(VIP, 53, Protocol::Udp, vec![real("198.18.0.11", 1, 1)]), s6]));
+    h.apply(&state(vec![
+        service(VIP, 53, Protocol::Udp, vec![real("198.18.0.11", 1, 1)]),
+        s6,
+    ]));
     let pkt = udp4(CLIENT, 5353, VIP_B, 53);
     let (action, out) = h.run(&pkt);
     assert_eq!(action, XDP_TX);
@@ -79,10 +107,21 @@ fn udp_service_and_ipv6_service() {
     let pkt = tcp4(CLIENT, 5353, VIP_B, 53, "S");
     let (action, out) = h.run(&pkt);
     assert_eq!((action, out), (XDP_PASS, pkt));
-    let src6 = "2001:db8::10".parse::<std::net::Ipv6Addr>().unwrap().octets();
-    let vip6 = "2001:db8::100".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let src6 = "2001:db8::10"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let vip6 = "2001:db8::100"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
     let mut pkt = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC).ipv6(src6, vip6, 64).tcp(40000, 80, 1, 100).syn().write(&mut pkt, b"x").unwrap();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6(src6, vip6, 64)
+        .tcp(40000, 80, 1, 100)
+        .syn()
+        .write(&mut pkt, b"x")
+        .unwrap();
     let (action, out) = h.run(&pkt);
     assert_eq!(action, XDP_TX);
     assert_dr_rewrite(&pkt, &out, real_mac(1));
@@ -94,12 +133,19 @@ fn vlan_tags_are_kept() {
     for double in [false, true] {
         let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC);
         let b = if double {
-            b.double_vlan(etherparse::VlanId::try_new(100).unwrap(), etherparse::VlanId::try_new(200).unwrap())
+            b.double_vlan(
+                etherparse::VlanId::try_new(100).unwrap(),
+                etherparse::VlanId::try_new(200).unwrap(),
+            )
         } else {
             b.single_vlan(etherparse::VlanId::try_new(100).unwrap())
         };
         let mut pkt = Vec::new();
-        b.ipv4(CLIENT, VIP_B, 64).tcp(40001, 80, 1, 100).syn().write(&mut pkt, b"x").unwrap();
+        b.ipv4(CLIENT, VIP_B, 64)
+            .tcp(40001, 80, 1, 100)
+            .syn()
+            .write(&mut pkt, b"x")
+            .unwrap();
         let (action, out) = h.run(&pkt);
         assert_eq!(action, XDP_TX, "double={double}");
         let mac = [out[0], out[1], out[2], out[3], out[4], out[5]];
@@ -149,7 +195,11 @@ fn non_service_traffic_passes_untouched() {
     arp.extend_from_slice(&[0x08, 0x06]);
     arp.extend_from_slice(&[0u8; 28]);
     let mut ping = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC).ipv4(CLIENT, VIP_B, 64).icmpv4_echo_request(1, 1).write(&mut ping, b"ping").unwrap();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(CLIENT, VIP_B, 64)
+        .icmpv4_echo_request(1, 1)
+        .write(&mut ping, b"ping")
+        .unwrap();
     let mut vrrp = tcp4(CLIENT, 1, [224, 0, 0, 18], 1, "");
     vrrp[23] = 112;
     let frames = [
@@ -198,7 +248,11 @@ fn truncated_and_malformed_headers_are_passed_and_counted_never_forwarded() {
     cases.push(short_vlan);
     let mut v6 = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
-        .ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0], 64)
+        .ipv6(
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0],
+            64,
+        )
         .tcp(1, 80, 1, 1)
         .write(&mut v6, b"")
         .unwrap();
@@ -216,6 +270,13 @@ fn truncated_and_malformed_headers_are_passed_and_counted_never_forwarded() {
     assert_eq!(c[stat::ACTION_TX as usize], 0);
     assert_eq!(c[stat::ACTION_PASS as usize], n);
     // A bare Ethernet header (14 bytes) has no EtherType payload worth the name: it is "other".
-    assert_eq!(c[stat::MALFORMED as usize] + c[stat::NOT_SERVICE as usize], n);
-    assert!(c[stat::MALFORMED as usize] >= n - 1, "malformed {}", c[stat::MALFORMED as usize]);
+    assert_eq!(
+        c[stat::MALFORMED as usize] + c[stat::NOT_SERVICE as usize],
+        n
+    );
+    assert!(
+        c[stat::MALFORMED as usize] >= n - 1,
+        "malformed {}",
+        c[stat::MALFORMED as usize]
+    );
 }

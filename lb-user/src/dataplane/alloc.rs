@@ -9,7 +9,9 @@ pub struct IdPool {
 
 impl IdPool {
     pub fn new(capacity: u32) -> Self {
-        Self { free: (0..capacity).collect() }
+        Self {
+            free: (0..capacity).collect(),
+        }
     }
 
     pub fn alloc(&mut self) -> Option<u32> {
@@ -130,10 +132,19 @@ mod tests {
         a.release(r3);
         assert_eq!(a.free_slots(), 40);
         let mut b = RegionAlloc::new(100);
-        assert!(b.claim(Region { offset: 10, len: 20 }));
+        assert!(b.claim(Region {
+            offset: 10,
+            len: 20
+        }));
         assert!(!b.claim(Region { offset: 15, len: 2 }));
         assert_eq!(b.alloc(10), Some(Region { offset: 0, len: 10 }));
-        assert_eq!(b.alloc(10), Some(Region { offset: 30, len: 10 }));
+        assert_eq!(
+            b.alloc(10),
+            Some(Region {
+                offset: 30,
+                len: 10
+            })
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! map writer. Plain data, no kernel handles, so it is built and compared in unit tests.
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -26,7 +28,9 @@ impl Protocol {
 }
 
 /// (VIP, port, protocol): what identifies a virtual server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ServiceAddr {
     pub vip: IpAddr,
     pub port: u16,
@@ -106,7 +110,10 @@ pub struct DesiredState {
 /// Address words as the XDP program stores them (network byte order, IPv4 in word 0).
 pub fn addr_words(addr: IpAddr) -> ([u32; 4], u8) {
     match addr {
-        IpAddr::V4(a) => ([u32::from_ne_bytes(a.octets()), 0, 0, 0], lb_common::AF_INET),
+        IpAddr::V4(a) => (
+            [u32::from_ne_bytes(a.octets()), 0, 0, 0],
+            lb_common::AF_INET,
+        ),
         IpAddr::V6(a) => {
             let o = a.octets();
             let w = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);

@@ -1,8 +1,7 @@
 //! Loading the XDP object, pinning its maps and links under bpffs, and adopting them after a
 //! restart so forwarding never stops while the daemon is away.
 use std::{
-    fs,
-    io,
+    fs, io,
     path::{Path, PathBuf},
 };
 
@@ -43,7 +42,10 @@ pub enum LoadError {
     #[error("the kernel verifier rejected {name}:\n{log}")]
     Verifier { name: &'static str, log: String },
     #[error("cannot load program {name}: {source}")]
-    Program { name: &'static str, source: ProgramError },
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
     #[error("bpffs directory {path}: {source}")]
     PinDir { path: PathBuf, source: io::Error },
 }
@@ -53,9 +55,17 @@ pub enum AttachError {
     #[error("no such interface: {0}")]
     NoInterface(String),
     #[error("cannot attach XDP to {iface} in {mode} mode: {source}")]
-    Attach { iface: String, mode: &'static str, source: ProgramError },
+    Attach {
+        iface: String,
+        mode: &'static str,
+        source: ProgramError,
+    },
     #[error("cannot pin the XDP link of {iface} at {path}: {reason}")]
-    Pin { iface: String, path: PathBuf, reason: String },
+    Pin {
+        iface: String,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 /// Sizes that come from the config.
@@ -105,15 +115,19 @@ pub fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), LoadError
         .try_into()
         .map_err(|source| LoadError::Program { name, source })?;
     prog.load().map_err(|source| match source {
-        ProgramError::LoadError { verifier_log, .. } => {
-            LoadError::Verifier { name, log: verifier_tail(&verifier_log.to_string(), 30) }
-        }
+        ProgramError::LoadError { verifier_log, .. } => LoadError::Verifier {
+            name,
+            log: verifier_tail(&verifier_log.to_string(), 30),
+        },
         source => LoadError::Program { name, source },
     })
 }
 
 fn ensure_bpffs_dir(dir: &Path) -> Result<(), LoadError> {
-    fs::create_dir_all(dir).map_err(|source| LoadError::PinDir { path: dir.to_owned(), source })
+    fs::create_dir_all(dir).map_err(|source| LoadError::PinDir {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// Where the XDP link of an interface is pinned.
@@ -147,14 +161,19 @@ pub fn attach_or_adopt(
         let path = link_pin_path(dir, iface);
         if let Ok(pinned) = PinnedLink::from_pin(&path) {
             let fd_link: FdLink = pinned.into();
-            let xdp_link = aya::programs::xdp::XdpLink::try_from(fd_link).map_err(|e| {
-                AttachError::Pin { iface: iface.into(), path: path.clone(), reason: e.to_string() }
-            })?;
-            let id = prog.attach_to_link(xdp_link).map_err(|source| AttachError::Attach {
-                iface: iface.into(),
-                mode: "adopted",
-                source,
-            })?;
+            let xdp_link =
+                aya::programs::xdp::XdpLink::try_from(fd_link).map_err(|e| AttachError::Pin {
+                    iface: iface.into(),
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            let id = prog
+                .attach_to_link(xdp_link)
+                .map_err(|source| AttachError::Attach {
+                    iface: iface.into(),
+                    mode: "adopted",
+                    source,
+                })?;
             // Keep the fd inside the program's link set; the pin file keeps the link alive when
             // this process exits.
             let _ = id;
@@ -163,7 +182,11 @@ pub fn attach_or_adopt(
     }
     let id = prog.attach(iface, mode).map_err(|source| match source {
         ProgramError::UnknownInterface { name } => AttachError::NoInterface(name),
-        source => AttachError::Attach { iface: iface.into(), mode: mode_name(mode), source },
+        source => AttachError::Attach {
+            iface: iface.into(),
+            mode: mode_name(mode),
+            source,
+        },
     })?;
     if let Some(dir) = pin_dir {
         let path = link_pin_path(dir, iface);
@@ -175,7 +198,9 @@ pub fn attach_or_adopt(
         let fd_link = FdLink::try_from(link).map_err(|e| AttachError::Pin {
             iface: iface.into(),
             path: path.clone(),
-            reason: format!("the kernel gave a netlink XDP attachment, which cannot be pinned: {e}"),
+            reason: format!(
+                "the kernel gave a netlink XDP attachment, which cannot be pinned: {e}"
+            ),
         })?;
         fd_link.pin(&path).map_err(|e| AttachError::Pin {
             iface: iface.into(),

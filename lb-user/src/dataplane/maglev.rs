@@ -67,7 +67,11 @@ pub fn build(backends: &[Backend], size: u32) -> Vec<u32> {
         .iter()
         .map(|b| {
             let offset = xxh64(&b.identity, OFFSET_SEED) % m;
-            let skip = if m > 1 { xxh64(&b.identity, SKIP_SEED) % (m - 1) + 1 } else { 1 };
+            let skip = if m > 1 {
+                xxh64(&b.identity, SKIP_SEED) % (m - 1) + 1
+            } else {
+                1
+            };
             (offset, skip)
         })
         .collect();
@@ -100,7 +104,11 @@ pub fn build(backends: &[Backend], size: u32) -> Vec<u32> {
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// Weighted round-robin sequence (nginx's smooth weighted round robin, so a heavy server's turns
@@ -116,7 +124,10 @@ pub fn round_robin(backends: &[Backend], max_len: u32) -> Vec<u32> {
     let mut weights: Vec<u64> = live.iter().map(|b| b.weight as u64 / g).collect();
     let total: u64 = weights.iter().sum();
     if total > max_len as u64 {
-        weights = weights.iter().map(|w| (w * max_len as u64 / total).max(1)).collect();
+        weights = weights
+            .iter()
+            .map(|w| (w * max_len as u64 / total).max(1))
+            .collect();
     }
     let total: i64 = weights.iter().sum::<u64>() as i64;
     let mut current = vec![0i64; live.len()];
@@ -140,7 +151,11 @@ mod tests {
     use super::*;
 
     fn backend(i: u32, weight: u32) -> Backend {
-        Backend { identity: format!("198.18.1.{i}:80").into_bytes(), weight, slot: i }
+        Backend {
+            identity: format!("198.18.1.{i}:80").into_bytes(),
+            weight,
+            slot: i,
+        }
     }
 
     #[test]
@@ -160,7 +175,10 @@ mod tests {
         assert!(t.iter().all(|&x| x != u32::MAX));
         for (slot, w) in [(0u32, 1.0), (1, 2.0), (2, 3.0)] {
             let share = count(slot) / 65_537.0;
-            assert!((share - w / 6.0).abs() < 0.0001, "slot {slot} share {share}");
+            assert!(
+                (share - w / 6.0).abs() < 0.0001,
+                "slot {slot} share {share}"
+            );
         }
     }
 
@@ -171,7 +189,13 @@ mod tests {
         b.reverse();
         assert_eq!(build(&a, 251), build(&b, 251));
         // Same identities with other slot ids give the same table up to renaming.
-        let c: Vec<_> = a.iter().map(|x| Backend { slot: x.slot + 100, ..x.clone() }).collect();
+        let c: Vec<_> = a
+            .iter()
+            .map(|x| Backend {
+                slot: x.slot + 100,
+                ..x.clone()
+            })
+            .collect();
         let ta = build(&a, 251);
         let tc = build(&c, 251);
         assert!(ta.iter().zip(&tc).all(|(x, y)| x + 100 == *y));
@@ -201,7 +225,10 @@ mod tests {
         let seq = round_robin(&[backend(1, 1), backend(2, 3)], 1000);
         assert_eq!(seq.len(), 4);
         assert_eq!(seq.iter().filter(|&&s| s == 2).count(), 3);
-        let seq = round_robin(&[backend(1, 60_000), backend(2, 60_000), backend(3, 1)], 100);
+        let seq = round_robin(
+            &[backend(1, 60_000), backend(2, 60_000), backend(3, 1)],
+            100,
+        );
         assert!(seq.len() <= 102 && seq.contains(&3));
     }
 }

@@ -16,7 +16,10 @@ pub enum MapsError {
     #[error("map {0} is missing from the XDP object")]
     Missing(&'static str),
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
     #[error("cannot mmap the Maglev ring map: {0}")]
     Mmap(std::io::Error),
 }
@@ -45,7 +48,10 @@ unsafe impl Send for RingMmap {}
 
 impl RingMmap {
     fn new(map: MapData) -> Result<Self, MapsError> {
-        let info = map.info().map_err(|source| MapsError::Map { name: map_names::MAGLEV_RINGS, source })?;
+        let info = map.info().map_err(|source| MapsError::Map {
+            name: map_names::MAGLEV_RINGS,
+            source,
+        })?;
         let slots = info.max_entries();
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
@@ -64,8 +70,14 @@ impl RingMmap {
         if ptr == libc::MAP_FAILED {
             return Err(MapsError::Mmap(std::io::Error::last_os_error()));
         }
-        let ptr = NonNull::new(ptr.cast::<u32>()).ok_or_else(|| MapsError::Mmap(std::io::Error::other("null mapping")))?;
-        Ok(Self { ptr, slots, bytes, _map: map })
+        let ptr = NonNull::new(ptr.cast::<u32>())
+            .ok_or_else(|| MapsError::Mmap(std::io::Error::other("null mapping")))?;
+        Ok(Self {
+            ptr,
+            slots,
+            bytes,
+            _map: map,
+        })
     }
 
     pub fn slots(&self) -> u32 {
@@ -75,16 +87,25 @@ impl RingMmap {
     /// Copies `ring` into slots `offset..offset + ring.len()`. The caller guarantees that no live
     /// service points at that region.
     pub fn write(&mut self, offset: u32, ring: &[u32]) {
-        assert!(offset as usize + ring.len() <= self.slots as usize, "ring region out of bounds");
+        assert!(
+            offset as usize + ring.len() <= self.slots as usize,
+            "ring region out of bounds"
+        );
         let base = self.ptr.as_ptr();
         for (i, &slot) in ring.iter().enumerate() {
             // SAFETY: bounds checked above; the mapping lives as long as self.
-            unsafe { base.add((offset as usize + i) * RING_STRIDE_WORDS).write(slot) };
+            unsafe {
+                base.add((offset as usize + i) * RING_STRIDE_WORDS)
+                    .write(slot)
+            };
         }
     }
 
     pub fn read(&self, offset: u32, len: u32) -> Vec<u32> {
-        assert!(offset as usize + len as usize <= self.slots as usize, "ring region out of bounds");
+        assert!(
+            offset as usize + len as usize <= self.slots as usize,
+            "ring region out of bounds"
+        );
         let base = self.ptr.as_ptr();
         (0..len as usize)
             // SAFETY: bounds checked above.
@@ -129,7 +150,9 @@ pub struct KernelMaps {
 
 impl KernelMaps {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, MapsError> {
-        let rings_map = ebpf.take_map(map_names::MAGLEV_RINGS).ok_or(MapsError::Missing(map_names::MAGLEV_RINGS))?;
+        let rings_map = ebpf
+            .take_map(map_names::MAGLEV_RINGS)
+            .ok_or(MapsError::Missing(map_names::MAGLEV_RINGS))?;
         let rings_data = match rings_map {
             aya::maps::Map::Array(d) => d,
             _ => return Err(MapsError::Missing(map_names::MAGLEV_RINGS)),
@@ -150,7 +173,9 @@ impl KernelMaps {
 
     /// Global counters summed over CPUs, in `stat` index order.
     pub fn global_counters(&self) -> Result<Vec<u64>, MapError> {
-        (0..stat::COUNT).map(|i| Ok(sum_u64(&self.global_stats.get(&i, 0)?))).collect()
+        (0..stat::COUNT)
+            .map(|i| Ok(sum_u64(&self.global_stats.get(&i, 0)?)))
+            .collect()
     }
 
     pub fn service_traffic(&self, id: u32) -> Result<TrafficStats, MapError> {
@@ -163,13 +188,31 @@ impl KernelMaps {
 
     /// Zeroes a slot's per-CPU counters (a slot handed to a new real server or service).
     pub fn reset_real_traffic(&mut self, slot: u32) -> Result<(), MapError> {
-        let n = aya::util::nr_cpus().map_err(|(_, e)| MapError::SyscallError(aya::sys::SyscallError { call: "nr_cpus", io_error: e }))?;
-        self.real_stats.set(slot, PerCpuValues::try_from(vec![TrafficStats::default(); n])?, 0)
+        let n = aya::util::nr_cpus().map_err(|(_, e)| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: e,
+            })
+        })?;
+        self.real_stats.set(
+            slot,
+            PerCpuValues::try_from(vec![TrafficStats::default(); n])?,
+            0,
+        )
     }
 
     pub fn reset_service_traffic(&mut self, id: u32) -> Result<(), MapError> {
-        let n = aya::util::nr_cpus().map_err(|(_, e)| MapError::SyscallError(aya::sys::SyscallError { call: "nr_cpus", io_error: e }))?;
-        self.service_stats.set(id, PerCpuValues::try_from(vec![TrafficStats::default(); n])?, 0)
+        let n = aya::util::nr_cpus().map_err(|(_, e)| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: e,
+            })
+        })?;
+        self.service_stats.set(
+            id,
+            PerCpuValues::try_from(vec![TrafficStats::default(); n])?,
+            0,
+        )
     }
 }
 

@@ -19,7 +19,9 @@ use thiserror::Error;
 
 use super::{
     alloc::{IdPool, Region, RegionAlloc},
-    desired::{addr_words, words_addr, DesiredReal, DesiredService, DesiredState, Scheduler, ServiceAddr},
+    desired::{
+        addr_words, words_addr, DesiredReal, DesiredService, DesiredState, Scheduler, ServiceAddr,
+    },
     maglev::{self, Backend},
     maps::KernelMaps,
 };
@@ -38,7 +40,12 @@ pub enum WriteError {
         "the Maglev ring map is full ({capacity} slots, {free} free, {needed} needed for {service}); \
          raise global.maglev_capacity or lower maglev_table_size, then restart with --release-on-exit once"
     )]
-    RingCapacity { service: String, capacity: u32, free: u64, needed: u32 },
+    RingCapacity {
+        service: String,
+        capacity: u32,
+        free: u64,
+        needed: u32,
+    },
 }
 
 /// Identity of a real-server slot within a service.
@@ -100,7 +107,12 @@ fn region_of(offset: u32, size: u32) -> Region {
 
 fn service_key(addr: &ServiceAddr) -> ServiceKey {
     let (words, family) = addr_words(addr.vip);
-    ServiceKey { addr: words, port: addr.port.to_be(), proto: addr.protocol.number(), family }
+    ServiceKey {
+        addr: words,
+        port: addr.port.to_be(),
+        proto: addr.protocol.number(),
+        family,
+    }
 }
 
 fn real_value(r: &DesiredReal, generation: u32, service_id: u32) -> RealServer {
@@ -139,7 +151,11 @@ impl MapWriter {
     /// A writer over maps a previous daemon left pinned: rebuilds the mirror from the kernel so the
     /// next `apply` keeps every slot, generation and ring that is still wanted (established flows
     /// keep their real servers).
-    pub fn adopt(maps: KernelMaps, prev_ring_hold: Duration, now: Instant) -> Result<Self, WriteError> {
+    pub fn adopt(
+        maps: KernelMaps,
+        prev_ring_hold: Duration,
+        now: Instant,
+    ) -> Result<Self, WriteError> {
         let mut w = Self::new(maps, prev_ring_hold);
         let mut by_id: HashMap<u32, ServiceAddr> = HashMap::new();
         let keys: Vec<ServiceKey> = w.maps.services.keys().collect::<Result<_, _>>()?;
@@ -151,10 +167,16 @@ impl MapWriter {
             } else {
                 super::desired::Protocol::Udp
             };
-            let addr = ServiceAddr { vip, port: u16::from_be(key.port), protocol };
+            let addr = ServiceAddr {
+                vip,
+                port: u16::from_be(key.port),
+                protocol,
+            };
             w.service_ids.claim(value.id);
-            w.regions.claim(region_of(value.ring_offset, value.ring_size));
-            w.regions.claim(region_of(value.prev_ring_offset, value.prev_ring_size));
+            w.regions
+                .claim(region_of(value.ring_offset, value.ring_size));
+            w.regions
+                .claim(region_of(value.prev_ring_offset, value.prev_ring_size));
             let ring = w.maps.rings.read(value.ring_offset, value.ring_size);
             by_id.insert(value.id, addr);
             w.services.insert(
@@ -208,7 +230,15 @@ impl MapWriter {
     pub fn slots(&self) -> BTreeMap<ServiceAddr, ServiceSlots> {
         self.services
             .iter()
-            .map(|(a, ws)| (*a, ServiceSlots { id: ws.value.id, reals: ws.reals.clone() }))
+            .map(|(a, ws)| {
+                (
+                    *a,
+                    ServiceSlots {
+                        id: ws.value.id,
+                        reals: ws.reals.clone(),
+                    },
+                )
+            })
             .collect()
     }
 
@@ -217,11 +247,20 @@ impl MapWriter {
         self.services.get(addr).map(|ws| ws.ring.as_slice())
     }
 
-    pub fn apply(&mut self, desired: &DesiredState, now: Instant) -> Result<ApplyReport, WriteError> {
+    pub fn apply(
+        &mut self,
+        desired: &DesiredState,
+        now: Instant,
+    ) -> Result<ApplyReport, WriteError> {
         let mut report = ApplyReport::default();
         let wanted: BTreeMap<ServiceAddr, &DesiredService> =
             desired.services.iter().map(|s| (s.addr, s)).collect();
-        let gone: Vec<ServiceAddr> = self.services.keys().filter(|a| !wanted.contains_key(a)).copied().collect();
+        let gone: Vec<ServiceAddr> = self
+            .services
+            .keys()
+            .filter(|a| !wanted.contains_key(a))
+            .copied()
+            .collect();
         for addr in gone {
             self.remove_service(&addr, &mut report)?;
         }
@@ -229,7 +268,9 @@ impl MapWriter {
             self.upsert_service(ds, now, &mut report)?;
         }
         self.write_vips()?;
-        let cfg = LbConfig { flood_threshold: desired.flood_threshold };
+        let cfg = LbConfig {
+            flood_threshold: desired.flood_threshold,
+        };
         if self.maps.lb_config.get(&0, 0)? != cfg {
             self.maps.lb_config.set(0, cfg, 0)?;
         }
@@ -263,15 +304,25 @@ impl MapWriter {
         Ok(expired)
     }
 
-    fn remove_service(&mut self, addr: &ServiceAddr, report: &mut ApplyReport) -> Result<(), WriteError> {
-        let Some(ws) = self.services.remove(addr) else { return Ok(()) };
+    fn remove_service(
+        &mut self,
+        addr: &ServiceAddr,
+        report: &mut ApplyReport,
+    ) -> Result<(), WriteError> {
+        let Some(ws) = self.services.remove(addr) else {
+            return Ok(());
+        };
         self.maps.services.remove(&ws.key)?;
         for slot in ws.reals.values() {
             self.retire_real(*slot)?;
             report.reals_retired += 1;
         }
-        self.regions.release(region_of(ws.value.ring_offset, ws.value.ring_size));
-        self.regions.release(region_of(ws.value.prev_ring_offset, ws.value.prev_ring_size));
+        self.regions
+            .release(region_of(ws.value.ring_offset, ws.value.ring_size));
+        self.regions.release(region_of(
+            ws.value.prev_ring_offset,
+            ws.value.prev_ring_size,
+        ));
         self.service_ids.free(ws.value.id);
         report.services_removed += 1;
         Ok(())
@@ -280,14 +331,22 @@ impl MapWriter {
     fn retire_real(&mut self, slot: u32) -> Result<(), WriteError> {
         let generation = self.generations[slot as usize].wrapping_add(1);
         self.generations[slot as usize] = generation;
-        let value = RealServer { generation, ..Default::default() };
+        let value = RealServer {
+            generation,
+            ..Default::default()
+        };
         self.maps.reals.set(slot, value, 0)?;
         self.written_reals.remove(&slot);
         self.real_slots.free(slot);
         Ok(())
     }
 
-    fn write_real(&mut self, slot: u32, value: RealServer, report: &mut ApplyReport) -> Result<(), WriteError> {
+    fn write_real(
+        &mut self,
+        slot: u32,
+        value: RealServer,
+        report: &mut ApplyReport,
+    ) -> Result<(), WriteError> {
         if self.written_reals.get(&slot) != Some(&value) {
             self.maps.reals.set(slot, value, 0)?;
             self.written_reals.insert(slot, value);
@@ -296,14 +355,22 @@ impl MapWriter {
         Ok(())
     }
 
-    fn upsert_service(&mut self, ds: &DesiredService, now: Instant, report: &mut ApplyReport) -> Result<(), WriteError> {
+    fn upsert_service(
+        &mut self,
+        ds: &DesiredService,
+        now: Instant,
+        report: &mut ApplyReport,
+    ) -> Result<(), WriteError> {
         let key = service_key(&ds.addr);
         let existing = self.services.remove(&ds.addr);
         let is_new = existing.is_none();
         let mut ws = match existing {
             Some(ws) => ws,
             None => {
-                let id = self.service_ids.alloc().ok_or(WriteError::TooManyServices)?;
+                let id = self
+                    .service_ids
+                    .alloc()
+                    .ok_or(WriteError::TooManyServices)?;
                 self.maps.reset_service_traffic(id)?;
                 report.services_added += 1;
                 WrittenService {
@@ -335,10 +402,29 @@ impl MapWriter {
     ) -> Result<(), WriteError> {
         let id = ws.value.id;
         // 1. Real-server slots (new ones get a fresh generation; kept ones keep theirs).
-        let mut wanted: Vec<(RealKey, &DesiredReal)> =
-            ds.reals.iter().map(|r| (RealKey { addr: r.addr, port: r.port, sorry: false }, r)).collect();
+        let mut wanted: Vec<(RealKey, &DesiredReal)> = ds
+            .reals
+            .iter()
+            .map(|r| {
+                (
+                    RealKey {
+                        addr: r.addr,
+                        port: r.port,
+                        sorry: false,
+                    },
+                    r,
+                )
+            })
+            .collect();
         if let Some(s) = &ds.sorry {
-            wanted.push((RealKey { addr: s.addr, port: s.port, sorry: true }, s));
+            wanted.push((
+                RealKey {
+                    addr: s.addr,
+                    port: s.port,
+                    sorry: true,
+                },
+                s,
+            ));
         }
         let mut slots: BTreeMap<RealKey, u32> = BTreeMap::new();
         for (rk, r) in &wanted {
@@ -346,7 +432,8 @@ impl MapWriter {
                 Some(&slot) => slot,
                 None => {
                     let slot = self.real_slots.alloc().ok_or(WriteError::TooManyReals)?;
-                    self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
+                    self.generations[slot as usize] =
+                        self.generations[slot as usize].wrapping_add(1);
                     self.maps.reset_real_traffic(slot)?;
                     ws.reals.insert(*rk, slot);
                     slot
@@ -368,11 +455,18 @@ impl MapWriter {
                 Backend {
                     identity,
                     weight: r.weight,
-                    slot: slots[&RealKey { addr: r.addr, port: r.port, sorry: false }],
+                    slot: slots[&RealKey {
+                        addr: r.addr,
+                        port: r.port,
+                        sorry: false,
+                    }],
                 }
             })
             .collect();
-        let round_robin = matches!(ds.scheduler, Scheduler::RoundRobin | Scheduler::WeightedRoundRobin);
+        let round_robin = matches!(
+            ds.scheduler,
+            Scheduler::RoundRobin | Scheduler::WeightedRoundRobin
+        );
         let ring = if round_robin {
             let mut b = backends;
             if ds.scheduler == Scheduler::RoundRobin {
@@ -388,12 +482,15 @@ impl MapWriter {
         let mut value = ws.value;
         let mut release_after_switch: Vec<Region> = Vec::new();
         if ring != ws.ring {
-            let region = self.regions.alloc(ring.len() as u32).ok_or_else(|| WriteError::RingCapacity {
-                service: ds.addr.to_string(),
-                capacity: self.regions.capacity(),
-                free: self.regions.free_slots(),
-                needed: ring.len() as u32,
-            })?;
+            let region =
+                self.regions
+                    .alloc(ring.len() as u32)
+                    .ok_or_else(|| WriteError::RingCapacity {
+                        service: ds.addr.to_string(),
+                        capacity: self.regions.capacity(),
+                        free: self.regions.free_slots(),
+                        needed: ring.len() as u32,
+                    })?;
             self.maps.rings.write(region.offset, &ring);
             let old = region_of(value.ring_offset, value.ring_size);
             // The ring being replaced becomes the previous ring (Maglev only: a previous
@@ -414,7 +511,11 @@ impl MapWriter {
             ws.ring = ring;
             report.rings_rebuilt += 1;
         }
-        value.sched = if round_robin { SCHED_ROUND_ROBIN } else { SCHED_MAGLEV };
+        value.sched = if round_robin {
+            SCHED_ROUND_ROBIN
+        } else {
+            SCHED_MAGLEV
+        };
         value.flags = 0;
         if ds.active {
             value.flags |= SVC_F_ACTIVE;
@@ -425,7 +526,13 @@ impl MapWriter {
         value.sorry_real = ds
             .sorry
             .as_ref()
-            .map(|s| slots[&RealKey { addr: s.addr, port: s.port, sorry: true }])
+            .map(|s| {
+                slots[&RealKey {
+                    addr: s.addr,
+                    port: s.port,
+                    sorry: true,
+                }]
+            })
             .unwrap_or(NO_REAL);
 
         // 3. Switch: one map update.
@@ -441,8 +548,12 @@ impl MapWriter {
         }
 
         // 4. Retire real servers no longer configured (after the switch: no ring points at them).
-        let gone: Vec<(RealKey, u32)> =
-            ws.reals.iter().filter(|(k, _)| !slots.contains_key(k)).map(|(k, s)| (*k, *s)).collect();
+        let gone: Vec<(RealKey, u32)> = ws
+            .reals
+            .iter()
+            .filter(|(k, _)| !slots.contains_key(k))
+            .map(|(k, s)| (*k, *s))
+            .collect();
         for (k, slot) in gone {
             self.retire_real(slot)?;
             ws.reals.remove(&k);
@@ -477,7 +588,11 @@ impl MapWriter {
             }
         }
         for ((addr, family), info) in wanted {
-            let key = VipKey { addr, family, _pad: [0; 3] };
+            let key = VipKey {
+                addr,
+                family,
+                _pad: [0; 3],
+            };
             if self.maps.vips.get(&key, 0).ok() != Some(info) {
                 self.maps.vips.insert(key, info, 0)?;
             }

@@ -46,7 +46,11 @@ impl Harness {
     pub fn new(conn_table_size: u32) -> Self {
         let mut ebpf = load(
             xlb::BPF_OBJECT,
-            &LoadOptions { conn_table_size, ring_slots: 1 << 20, pin_dir: None },
+            &LoadOptions {
+                conn_table_size,
+                ring_slots: 1 << 20,
+                pin_dir: None,
+            },
         )
         .expect("XDP object loads and passes the verifier");
         let maps = KernelMaps::take(&mut ebpf).unwrap();
@@ -88,9 +92,18 @@ pub fn real(addr: &str, i: u8, weight: u32) -> DesiredReal {
     }
 }
 
-pub fn service(vip: &str, port: u16, protocol: Protocol, reals: Vec<DesiredReal>) -> DesiredService {
+pub fn service(
+    vip: &str,
+    port: u16,
+    protocol: Protocol,
+    reals: Vec<DesiredReal>,
+) -> DesiredService {
     DesiredService {
-        addr: ServiceAddr { vip: v4(vip), port, protocol },
+        addr: ServiceAddr {
+            vip: v4(vip),
+            port,
+            protocol,
+        },
         active: true,
         scheduler: Scheduler::Maglev,
         hash_client_only: false,
@@ -101,11 +114,17 @@ pub fn service(vip: &str, port: u16, protocol: Protocol, reals: Vec<DesiredReal>
 }
 
 pub fn state(services: Vec<DesiredService>) -> DesiredState {
-    DesiredState { services, flood_threshold: 0, tx_ports: Default::default() }
+    DesiredState {
+        services,
+        flood_threshold: 0,
+        tx_ports: Default::default(),
+    }
 }
 
 pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: &str) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC).ipv4(src, dst, 64).tcp(sport, dport, 1000, 64240);
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240);
     let b = if flags.contains('S') { b.syn() } else { b };
     let b = if flags.contains('A') { b.ack(1) } else { b };
     let b = if flags.contains('F') { b.fin() } else { b };
@@ -116,7 +135,9 @@ pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: &str) -> 
 }
 
 pub fn udp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC).ipv4(src, dst, 64).udp(sport, dport);
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport);
     let mut v = Vec::new();
     b.write(&mut v, b"query").unwrap();
     v
