@@ -1,7 +1,11 @@
 //! xlb: daemon and CLI library.
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod dataplane;
+pub mod net;
+pub mod state;
+pub mod status;
 
 /// The XDP object built from `lb-ebpf` by `build.rs`.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));

@@ -171,6 +171,12 @@ impl KernelMaps {
         })
     }
 
+    pub fn conn_table_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsFd as _;
+        self.conn_table.map().fd().as_fd()
+    }
+
     /// Global counters summed over CPUs, in `stat` index order.
     pub fn global_counters(&self) -> Result<Vec<u64>, MapError> {
         (0..stat::COUNT)

@@ -1,7 +1,9 @@
 //! The kernel side of the daemon: loading, map layout, Maglev tables, the map writer, the sweep.
 pub mod alloc;
+pub mod batch;
 pub mod desired;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
+pub mod sweep;
 pub mod writer;

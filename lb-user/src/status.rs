@@ -1,0 +1,348 @@
+//! What `xlb status` and `xlb conns` show, and their `ipvsadm -ln` / `-lnc` layouts.
+use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataplane::desired::ServiceAddr;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Traffic {
+    pub conns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Rates {
+    pub cps: f64,
+    pub pps: f64,
+    pub bps: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RealStatus {
+    pub addr: SocketAddr,
+    /// Configured weight.
+    pub weight: u32,
+    /// Weight in force (0 = quiescent or inhibited).
+    pub effective_weight: u32,
+    /// Forwarded to (health up and MAC known).
+    pub forwarding: bool,
+    /// "up", or why not ("down: status 503", "MAC ... unknown").
+    pub health: String,
+    pub active_conns: u64,
+    pub inactive_conns: u64,
+    pub traffic: Traffic,
+    pub rates: Rates,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub addr: ServiceAddr,
+    /// ipvsadm scheduler name (mh, sh, rr, wrr).
+    pub scheduler: String,
+    pub persistence_timeout: u32,
+    /// Forwarded on this director now.
+    pub active: bool,
+    /// Why (not) active: "always", "vrrp VI_1 MASTER", "vrrp VI_1 BACKUP", "bgp".
+    pub role: String,
+    pub quorum_up: bool,
+    pub sorry_server: Option<SocketAddr>,
+    pub traffic: Traffic,
+    pub rates: Rates,
+    pub reals: Vec<RealStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VrrpStatus {
+    pub name: String,
+    pub state: String,
+    pub vrid: u8,
+    pub interface: String,
+    pub priority: u8,
+    pub effective_priority: u8,
+    pub last_master: Option<std::net::IpAddr>,
+    pub adverts_rx: u64,
+    pub adverts_tx: u64,
+    pub bad_adverts: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub ifindex: u32,
+    /// native | generic
+    pub mode: String,
+    /// attached | adopted
+    pub how: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub version: String,
+    pub config_file: String,
+    pub conn_table_size: u32,
+    pub conn_table_entries: u64,
+    pub ring_capacity: u32,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub services: Vec<ServiceStatus>,
+    pub vrrp: Vec<VrrpStatus>,
+    /// Global counters by name (see lb_common::stat::NAMES).
+    pub counters: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConnEntry {
+    pub protocol: String,
+    pub expire_secs: u64,
+    pub state: String,
+    pub client: SocketAddr,
+    pub virtual_addr: SocketAddr,
+    pub real: Option<SocketAddr>,
+}
+
+/// Which columns `xlb status` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    Connections,
+    Stats { exact: bool },
+    Rate,
+}
+
+fn addr_str(addr: &ServiceAddr) -> String {
+    addr.to_string()
+}
+
+/// ipvsadm's K/M/G suffixes (powers of 1000 as ipvsadm prints them).
+fn human(n: u64, exact: bool) -> String {
+    if exact || n < 100_000 {
+        return n.to_string();
+    }
+    let units = [("K", 1_000u64), ("M", 1_000_000), ("G", 1_000_000_000), ("T", 1_000_000_000_000)];
+    let mut out = n.to_string();
+    for (suffix, div) in units {
+        if n / div < 100_000 {
+            out = format!("{}{}", n / div, suffix);
+            break;
+        }
+    }
+    out
+}
+
+/// The `ipvsadm -ln` layout (with `--stats` / `--rate` variants), plus health and VRRP.
+pub fn render(report: &StatusReport, view: View) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "xlb version {} (size={}, entries={})",
+        report.version, report.conn_table_size, report.conn_table_entries
+    );
+    match view {
+        View::Connections => {
+            let _ = writeln!(o, "Prot LocalAddress:Port Scheduler Flags");
+            let _ = writeln!(o, "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn");
+        }
+        View::Stats { .. } => {
+            let _ = writeln!(o, "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes");
+            let _ = writeln!(o, "  -> RemoteAddress:Port");
+        }
+        View::Rate => {
+            let _ = writeln!(o, "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS");
+            let _ = writeln!(o, "  -> RemoteAddress:Port");
+        }
+    }
+    for s in &report.services {
+        let proto = s.addr.protocol.ipvsadm_name();
+        match view {
+            View::Connections => {
+                let mut flags = String::new();
+                if s.persistence_timeout > 0 {
+                    let _ = write!(flags, " persistent {}", s.persistence_timeout);
+                }
+                let mut notes = Vec::new();
+                if !s.active {
+                    notes.push(format!("not forwarding here: {}", s.role));
+                }
+                if !s.quorum_up {
+                    notes.push("below quorum".to_string());
+                }
+                let notes = if notes.is_empty() { String::new() } else { format!("  [{}]", notes.join(", ")) };
+                let _ = writeln!(o, "{proto}  {} {}{flags}{notes}", addr_str(&s.addr), s.scheduler);
+                for r in &s.reals {
+                    let health = if r.forwarding && r.health == "up" { String::new() } else { format!("  ({})", r.health) };
+                    let _ = writeln!(
+                        o,
+                        "  -> {:<28} {:<7} {:<6} {:<10} {:<10}{}",
+                        r.addr.to_string(),
+                        "Route",
+                        r.effective_weight,
+                        r.active_conns,
+                        r.inactive_conns,
+                        health
+                    );
+                }
+                if let Some(sorry) = s.sorry_server {
+                    let _ = writeln!(o, "  -> {:<28} {:<7} (sorry server)", sorry.to_string(), "Route");
+                }
+            }
+            View::Stats { exact } => {
+                let t = &s.traffic;
+                let _ = writeln!(
+                    o,
+                    "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                    format!("{proto}  {}", addr_str(&s.addr)),
+                    human(t.conns, exact),
+                    human(t.packets, exact),
+                    0,
+                    human(t.bytes, exact),
+                    0
+                );
+                for r in &s.reals {
+                    let t = &r.traffic;
+                    let _ = writeln!(
+                        o,
+                        "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}",
+                        format!("  -> {}", r.addr),
+                        human(t.conns, exact),
+                        human(t.packets, exact),
+                        0,
+                        human(t.bytes, exact),
+                        0
+                    );
+                }
+            }
+            View::Rate => {
+                let r0 = &s.rates;
+                let _ = writeln!(
+                    o,
+                    "{:<33} {:>8.0} {:>8.0} {:>8} {:>8.0} {:>8}",
+                    format!("{proto}  {}", addr_str(&s.addr)),
+                    r0.cps,
+                    r0.pps,
+                    0,
+                    r0.bps,
+                    0
+                );
+                for r in &s.reals {
+                    let _ = writeln!(
+                        o,
+                        "{:<33} {:>8.0} {:>8.0} {:>8} {:>8.0} {:>8}",
+                        format!("  -> {}", r.addr),
+                        r.rates.cps,
+                        r.rates.pps,
+                        0,
+                        r.rates.bps,
+                        0
+                    );
+                }
+            }
+        }
+    }
+    if !report.vrrp.is_empty() {
+        let _ = writeln!(o, "VRRP");
+        for v in &report.vrrp {
+            let peer = v.last_master.map(|p| format!(", last heard master {p}")).unwrap_or_default();
+            let bad: u64 = v.bad_adverts.values().sum();
+            let _ = writeln!(
+                o,
+                "  {} {} vrid {} on {} priority {}/{}{} (adverts rx {} tx {}, bad {})",
+                v.name, v.state, v.vrid, v.interface, v.effective_priority, v.priority, peer, v.adverts_rx, v.adverts_tx, bad
+            );
+        }
+    }
+    o
+}
+
+/// The `ipvsadm -lnc` layout.
+pub fn render_conns(entries: &[ConnEntry], total: u64) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "xlb connection entries ({} shown of {total})", entries.len());
+    let _ = writeln!(o, "pro expire state       source                   virtual                  destination");
+    for e in entries {
+        let dest = e.real.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            o,
+            "{:<3} {:02}:{:02}  {:<11} {:<24} {:<24} {}",
+            e.protocol,
+            e.expire_secs / 60,
+            e.expire_secs % 60,
+            e.state,
+            e.client.to_string(),
+            e.virtual_addr.to_string(),
+            dest
+        );
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::desired::Protocol;
+
+    pub fn sample() -> StatusReport {
+        StatusReport {
+            version: "0.1.0".into(),
+            config_file: "/etc/xlb/xlb.toml".into(),
+            conn_table_size: 1_048_576,
+            conn_table_entries: 3,
+            ring_capacity: 1 << 20,
+            interfaces: vec![],
+            services: vec![ServiceStatus {
+                name: "web".into(),
+                addr: ServiceAddr { vip: "192.168.2.212".parse().unwrap(), port: 80, protocol: Protocol::Tcp },
+                scheduler: "mh".into(),
+                persistence_timeout: 0,
+                active: true,
+                role: "always".into(),
+                quorum_up: true,
+                sorry_server: None,
+                traffic: Traffic { conns: 3, packets: 250_000, bytes: 1_000 },
+                rates: Rates::default(),
+                reals: vec![
+                    RealStatus {
+                        addr: "192.168.2.220:80".parse().unwrap(),
+                        weight: 1,
+                        effective_weight: 1,
+                        forwarding: true,
+                        health: "up".into(),
+                        active_conns: 2,
+                        inactive_conns: 0,
+                        traffic: Traffic::default(),
+                        rates: Rates::default(),
+                    },
+                    RealStatus {
+                        addr: "192.168.2.221:80".parse().unwrap(),
+                        weight: 1,
+                        effective_weight: 1,
+                        forwarding: false,
+                        health: "down: refused".into(),
+                        active_conns: 0,
+                        inactive_conns: 1,
+                        traffic: Traffic::default(),
+                        rates: Rates::default(),
+                    },
+                ],
+            }],
+            vrrp: vec![],
+            counters: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn ipvsadm_layout() {
+        let text = render(&sample(), View::Connections);
+        let expected = "\
+xlb version 0.1.0 (size=1048576, entries=3)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  192.168.2.212:80 mh
+  -> 192.168.2.220:80             Route   1      2          0         
+  -> 192.168.2.221:80             Route   1      0          1           (down: refused)
+";
+        assert_eq!(text, expected);
+        let stats = render(&sample(), View::Stats { exact: false });
+        assert!(stats.contains("TCP  192.168.2.212:80                    3     250K        0     1000        0"), "{stats}");
+    }
+}
