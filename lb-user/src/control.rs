@@ -54,7 +54,10 @@ pub enum Response {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the daemon at {path}: {source} (is `xlb run` running? are you root?)")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("control socket I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("bad answer from the daemon: {0}")]
@@ -63,8 +66,10 @@ pub enum ClientError {
 
 /// Sends one request and waits for the answer.
 pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Response, ClientError> {
-    let mut stream = UnixStream::connect(socket)
-        .map_err(|source| ClientError::Connect { path: socket.display().to_string(), source })?;
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let mut line = serde_json::to_string(req)?;
@@ -90,9 +95,20 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_garbage_is_rejected() {
-        let r = Request::Conns { service: None, real: None, client: None, limit: 5 };
-        assert_eq!(parse_request(&serde_json::to_string(&r).unwrap()).unwrap(), r);
-        assert_eq!(parse_request(r#"{"cmd":"status"}"#).unwrap(), Request::Status);
+        let r = Request::Conns {
+            service: None,
+            real: None,
+            client: None,
+            limit: 5,
+        };
+        assert_eq!(
+            parse_request(&serde_json::to_string(&r).unwrap()).unwrap(),
+            r
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"status"}"#).unwrap(),
+            Request::Status
+        );
         assert!(parse_request("\x00\x01garbage").is_err());
         assert!(parse_request(r#"{"cmd":"format_disk"}"#).is_err());
         assert!(parse_request(&"x".repeat(MAX_REQUEST + 1)).is_err());

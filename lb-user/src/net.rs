@@ -44,11 +44,19 @@ impl Interface {
 fn same_subnet(a: IpAddr, b: IpAddr, len: u8) -> bool {
     match (a, b) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len.min(32)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - len.min(32))
+            };
             u32::from(a) & mask == u32::from(b) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len.min(128)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len.min(128))
+            };
             u128::from(a) & mask == u128::from(b) & mask
         }
         _ => false,
@@ -74,7 +82,12 @@ impl Net {
     }
 
     pub async fn interface(&self, name: &str) -> Result<Interface, NetError> {
-        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
         let link = match links.try_next().await {
             Ok(Some(l)) => l,
             Ok(None) | Err(_) => return Err(NetError::NoInterface(name.to_owned())),
@@ -89,7 +102,12 @@ impl Net {
         }
         let index = link.header.index;
         let mut addrs = Vec::new();
-        let mut stream = self.handle.address().get().set_link_index_filter(index).execute();
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
         while let Some(msg) = stream.try_next().await? {
             for attr in &msg.attributes {
                 if let AddressAttribute::Address(ip) = attr {
@@ -97,7 +115,12 @@ impl Net {
                 }
             }
         }
-        Ok(Interface { name: name.to_owned(), index, mac, addrs })
+        Ok(Interface {
+            name: name.to_owned(),
+            index,
+            mac,
+            addrs,
+        })
     }
 
     /// Usable (reachable, stale, delay, probe, permanent, noarp) neighbour entries: ip -> (ifindex, MAC).
@@ -105,15 +128,22 @@ impl Net {
         let mut out = BTreeMap::new();
         let mut stream = self.handle.neighbours().get().execute();
         while let Some(msg) = stream.try_next().await? {
-            if matches!(msg.header.state, NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None) {
+            if matches!(
+                msg.header.state,
+                NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None
+            ) {
                 continue;
             }
             let mut ip = None;
             let mut mac = None;
             for attr in &msg.attributes {
                 match attr {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(IpAddr::V4(*a)),
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => ip = Some(IpAddr::V6(*a)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => {
+                        ip = Some(IpAddr::V4(*a))
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                        ip = Some(IpAddr::V6(*a))
+                    }
                     NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
                         let mut m = [0u8; 6];
                         m.copy_from_slice(l);

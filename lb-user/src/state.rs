@@ -6,7 +6,9 @@ use std::{
 
 use crate::{
     config::{self, Announce, Config},
-    dataplane::desired::{DesiredReal, DesiredService, DesiredState, Protocol, Scheduler, ServiceAddr},
+    dataplane::desired::{
+        DesiredReal, DesiredService, DesiredState, Protocol, Scheduler, ServiceAddr,
+    },
     net::Interface,
 };
 
@@ -59,7 +61,11 @@ pub fn scheduler(s: config::Scheduler) -> Scheduler {
 }
 
 pub fn service_addr(vs: &config::VirtualServer) -> ServiceAddr {
-    ServiceAddr { vip: *vs.vip.get_ref(), port: *vs.port.get_ref(), protocol: protocol(vs.protocol) }
+    ServiceAddr {
+        vip: *vs.vip.get_ref(),
+        port: *vs.port.get_ref(),
+        protocol: protocol(vs.protocol),
+    }
 }
 
 /// Is the service forwarded on this director now?
@@ -83,7 +89,9 @@ fn egress<'a>(
         None => interfaces
             .iter()
             .position(|i| i.on_link(ip))
-            .or_else(|| neighbour_ifindex.and_then(|x| interfaces.iter().position(|i| i.index == x)))
+            .or_else(|| {
+                neighbour_ifindex.and_then(|x| interfaces.iter().position(|i| i.index == x))
+            })
             .or(if interfaces.is_empty() { None } else { Some(0) }),
     }?;
     Some((pos as u32, &interfaces[pos]))
@@ -102,7 +110,12 @@ fn desired_real(
     let mac = match (configured_mac, neighbour) {
         (Some(m), _) => m,
         (None, Some((_, m))) => *m,
-        (None, None) => return Err(format!("MAC of {ip} unknown (ARP/ND unresolved on {})", iface.name)),
+        (None, None) => {
+            return Err(format!(
+                "MAC of {ip} unknown (ARP/ND unresolved on {})",
+                iface.name
+            ))
+        }
     };
     Ok(DesiredReal {
         addr: ip,
@@ -133,7 +146,11 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
             let mut real = match desired_real(inputs, ip, port, mac, iface) {
                 Ok(r) => r,
                 Err(note) => {
-                    notes.push(RealNote { service: name.clone(), real: sock, note });
+                    notes.push(RealNote {
+                        service: name.clone(),
+                        real: sock,
+                        note,
+                    });
                     continue;
                 }
             };
@@ -146,7 +163,11 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
                     } else {
                         real.alive = false;
                     }
-                    notes.push(RealNote { service: name.clone(), real: sock, note: format!("down: {}", h.reason) });
+                    notes.push(RealNote {
+                        service: name.clone(),
+                        real: sock,
+                        note: format!("down: {}", h.reason),
+                    });
                 }
                 Some(h) => real.weight = h.weight,
                 None => real.weight = configured,
@@ -163,7 +184,11 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
                     Some(r)
                 }
                 Err(note) => {
-                    notes.push(RealNote { service: name.clone(), real: SocketAddr::new(ip, *vs.port.get_ref()), note });
+                    notes.push(RealNote {
+                        service: name.clone(),
+                        real: SocketAddr::new(ip, *vs.port.get_ref()),
+                        note,
+                    });
                     None
                 }
             }
@@ -184,9 +209,18 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
             sorry,
         });
     }
-    let tx_ports = inputs.interfaces.iter().enumerate().map(|(i, iface)| (i as u32, iface.index)).collect();
+    let tx_ports = inputs
+        .interfaces
+        .iter()
+        .enumerate()
+        .map(|(i, iface)| (i as u32, iface.index))
+        .collect();
     (
-        DesiredState { services, flood_threshold: cfg.global.flood_threshold as u64, tx_ports },
+        DesiredState {
+            services,
+            flood_threshold: cfg.global.flood_threshold as u64,
+            tx_ports,
+        },
         notes,
     )
 }
@@ -202,7 +236,10 @@ pub fn quorum_up(was_up: bool, alive_weight: u64, quorum: u32, hysteresis: u32) 
 }
 
 /// Sum of the weights of the live real servers of every service (for quorum).
-pub fn alive_weights(cfg: &Config, health: &BTreeMap<(String, SocketAddr), RealHealthInput>) -> BTreeMap<String, u64> {
+pub fn alive_weights(
+    cfg: &Config,
+    health: &BTreeMap<(String, SocketAddr), RealHealthInput>,
+) -> BTreeMap<String, u64> {
     cfg.virtual_servers
         .iter()
         .map(|vs| {
@@ -263,7 +300,13 @@ address = "198.18.0.13"
         let health = BTreeMap::new();
         let vips = BTreeSet::new();
         let quorum = BTreeMap::new();
-        let inputs = Inputs { interfaces: &ifaces, neighbours: &neigh, health: &health, master_vips: &vips, quorum_up: &quorum };
+        let inputs = Inputs {
+            interfaces: &ifaces,
+            neighbours: &neigh,
+            health: &health,
+            master_vips: &vips,
+            quorum_up: &quorum,
+        };
         let (state, notes) = build(&cfg, &inputs);
         let s = &state.services[0];
         assert!(s.active, "no VRRP instance lists the VIP: always active");
@@ -288,11 +331,21 @@ address = "198.18.0.13"
         let name = cfg.virtual_servers[0].service_name();
         health.insert(
             (name.clone(), "198.18.0.11:80".parse().unwrap()),
-            RealHealthInput { up: false, weight: 2, reason: "refused".into() },
+            RealHealthInput {
+                up: false,
+                weight: 2,
+                reason: "refused".into(),
+            },
         );
         let vips = BTreeSet::new();
         let quorum = BTreeMap::new();
-        let inputs = Inputs { interfaces: &ifaces, neighbours: &neigh, health: &health, master_vips: &vips, quorum_up: &quorum };
+        let inputs = Inputs {
+            interfaces: &ifaces,
+            neighbours: &neigh,
+            health: &health,
+            master_vips: &vips,
+            quorum_up: &quorum,
+        };
         let (state, _) = build(&cfg, &inputs);
         assert!(!state.services[0].reals[0].alive);
         assert_eq!(alive_weights(&cfg, &health)[&name], 2);

@@ -119,7 +119,12 @@ fn human(n: u64, exact: bool) -> String {
     if exact || n < 100_000 {
         return n.to_string();
     }
-    let units = [("K", 1_000u64), ("M", 1_000_000), ("G", 1_000_000_000), ("T", 1_000_000_000_000)];
+    let units = [
+        ("K", 1_000u64),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
     let mut out = n.to_string();
     for (suffix, div) in units {
         if n / div < 100_000 {
@@ -141,14 +146,23 @@ pub fn render(report: &StatusReport, view: View) -> String {
     match view {
         View::Connections => {
             let _ = writeln!(o, "Prot LocalAddress:Port Scheduler Flags");
-            let _ = writeln!(o, "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn");
+            let _ = writeln!(
+                o,
+                "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"
+            );
         }
         View::Stats { .. } => {
-            let _ = writeln!(o, "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes");
+            let _ = writeln!(
+                o,
+                "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes"
+            );
             let _ = writeln!(o, "  -> RemoteAddress:Port");
         }
         View::Rate => {
-            let _ = writeln!(o, "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS");
+            let _ = writeln!(
+                o,
+                "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS"
+            );
             let _ = writeln!(o, "  -> RemoteAddress:Port");
         }
     }
@@ -167,10 +181,23 @@ pub fn render(report: &StatusReport, view: View) -> String {
                 if !s.quorum_up {
                     notes.push("below quorum".to_string());
                 }
-                let notes = if notes.is_empty() { String::new() } else { format!("  [{}]", notes.join(", ")) };
-                let _ = writeln!(o, "{proto}  {} {}{flags}{notes}", addr_str(&s.addr), s.scheduler);
+                let notes = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", notes.join(", "))
+                };
+                let _ = writeln!(
+                    o,
+                    "{proto}  {} {}{flags}{notes}",
+                    addr_str(&s.addr),
+                    s.scheduler
+                );
                 for r in &s.reals {
-                    let health = if r.forwarding && r.health == "up" { String::new() } else { format!("  ({})", r.health) };
+                    let health = if r.forwarding && r.health == "up" {
+                        String::new()
+                    } else {
+                        format!("  ({})", r.health)
+                    };
                     let _ = writeln!(
                         o,
                         "  -> {:<28} {:<7} {:<6} {:<10} {:<10}{}",
@@ -183,7 +210,12 @@ pub fn render(report: &StatusReport, view: View) -> String {
                     );
                 }
                 if let Some(sorry) = s.sorry_server {
-                    let _ = writeln!(o, "  -> {:<28} {:<7} (sorry server)", sorry.to_string(), "Route");
+                    let _ = writeln!(
+                        o,
+                        "  -> {:<28} {:<7} (sorry server)",
+                        sorry.to_string(),
+                        "Route"
+                    );
                 }
             }
             View::Stats { exact } => {
@@ -242,12 +274,24 @@ pub fn render(report: &StatusReport, view: View) -> String {
     if !report.vrrp.is_empty() {
         let _ = writeln!(o, "VRRP");
         for v in &report.vrrp {
-            let peer = v.last_master.map(|p| format!(", last heard master {p}")).unwrap_or_default();
+            let peer = v
+                .last_master
+                .map(|p| format!(", last heard master {p}"))
+                .unwrap_or_default();
             let bad: u64 = v.bad_adverts.values().sum();
             let _ = writeln!(
                 o,
                 "  {} {} vrid {} on {} priority {}/{}{} (adverts rx {} tx {}, bad {})",
-                v.name, v.state, v.vrid, v.interface, v.effective_priority, v.priority, peer, v.adverts_rx, v.adverts_tx, bad
+                v.name,
+                v.state,
+                v.vrid,
+                v.interface,
+                v.effective_priority,
+                v.priority,
+                peer,
+                v.adverts_rx,
+                v.adverts_tx,
+                bad
             );
         }
     }
@@ -257,8 +301,15 @@ pub fn render(report: &StatusReport, view: View) -> String {
 /// The `ipvsadm -lnc` layout.
 pub fn render_conns(entries: &[ConnEntry], total: u64) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "xlb connection entries ({} shown of {total})", entries.len());
-    let _ = writeln!(o, "pro expire state       source                   virtual                  destination");
+    let _ = writeln!(
+        o,
+        "xlb connection entries ({} shown of {total})",
+        entries.len()
+    );
+    let _ = writeln!(
+        o,
+        "pro expire state       source                   virtual                  destination"
+    );
     for e in entries {
         let dest = e.real.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
         let _ = writeln!(
@@ -291,14 +342,22 @@ mod tests {
             interfaces: vec![],
             services: vec![ServiceStatus {
                 name: "web".into(),
-                addr: ServiceAddr { vip: "192.168.2.212".parse().unwrap(), port: 80, protocol: Protocol::Tcp },
+                addr: ServiceAddr {
+                    vip: "192.168.2.212".parse().unwrap(),
+                    port: 80,
+                    protocol: Protocol::Tcp,
+                },
                 scheduler: "mh".into(),
                 persistence_timeout: 0,
                 active: true,
                 role: "always".into(),
                 quorum_up: true,
                 sorry_server: None,
-                traffic: Traffic { conns: 3, packets: 250_000, bytes: 1_000 },
+                traffic: Traffic {
+                    conns: 3,
+                    packets: 250_000,
+                    bytes: 1_000,
+                },
                 rates: Rates::default(),
                 reals: vec![
                     RealStatus {
@@ -343,6 +402,11 @@ TCP  192.168.2.212:80 mh
 ";
         assert_eq!(text, expected);
         let stats = render(&sample(), View::Stats { exact: false });
-        assert!(stats.contains("TCP  192.168.2.212:80                    3     250K        0     1000        0"), "{stats}");
+        assert!(
+            stats.contains(
+                "TCP  192.168.2.212:80                    3     250K        0     1000        0"
+            ),
+            "{stats}"
+        );
     }
 }

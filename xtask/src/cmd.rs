@@ -145,6 +145,9 @@ pub fn demo_lab() -> Result<DemoLab> {
             ..Default::default()
         },
     )?;
+    // A standalone director (no VRRP in the demo) holds the VIP on its interface, as an operator
+    // would configure it, so clients' ARP for the VIP is answered by the director.
+    lab.add_addr(&director, "eth0", &format!("{DEMO_VIP}/32"))?;
     let python = if Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
     } else {
@@ -278,7 +281,11 @@ pub fn demo() -> Result<()> {
                 lab.log(&daemon)
             );
         }
-        if lab.run(&director, &[&xlb_s, "status"])?.status.success() {
+        if lab
+            .run(&director, &[&xlb_s, "status", "--config", &config_s])?
+            .status
+            .success()
+        {
             break;
         }
         if Instant::now() >= deadline {
@@ -309,7 +316,7 @@ pub fn demo() -> Result<()> {
         .filter_map(|rs| spread.get(rs.name()))
         .sum();
     let failed = n - ok.min(n);
-    let status = lab.run(&director, &[&xlb_s, "status"])?;
+    let status = lab.run(&director, &[&xlb_s, "status", "--config", &config_s])?;
     println!(
         "demo: xlb status:\n{}",
         String::from_utf8_lossy(&status.stdout)

@@ -4,6 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 pub mod check_config;
+pub mod client;
 
 /// Default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/xlb/xlb.toml";
@@ -16,8 +17,82 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// How the CLI finds the daemon's control socket.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SocketArgs {
+    /// Configuration file (its `global.control_socket` is used).
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Control socket path (overrides the one in the configuration).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: attach (or adopt) the XDP program and keep it in step with the config.
+    Run {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Detach the XDP program and remove the pinned maps on exit (default: leave them
+        /// forwarding, like LVS's --dont-release-ipvs, and adopt them at the next start).
+        #[arg(long)]
+        release_on_exit: bool,
+    },
+    /// Apply the configuration file again (like SIGHUP); a bad file is rejected and the running
+    /// configuration stays in force.
+    Reload {
+        #[command(flatten)]
+        socket: SocketArgs,
+    },
+    /// Stop the daemon; forwarding continues unless --detach.
+    Stop {
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Also detach the XDP program and remove every pinned map.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Virtual servers and real servers in the `ipvsadm -ln` layout, with health and VRRP state.
+    #[command(visible_alias = "list")]
+    Status {
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Numeric output (accepted for ipvsadm habits; output is always numeric).
+        #[arg(short = 'n', long)]
+        numeric: bool,
+        /// Conns, InPkts, InBytes per service and real server (like ipvsadm --stats).
+        #[arg(long, conflicts_with = "rate")]
+        stats: bool,
+        /// CPS, InPPS, InBPS (like ipvsadm --rate).
+        #[arg(long)]
+        rate: bool,
+        /// Exact numbers instead of K/M/G.
+        #[arg(long)]
+        exact: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flows in the connection table (like ipvsadm -lnc).
+    Conns {
+        #[command(flatten)]
+        socket: SocketArgs,
+        /// Only this virtual server (its name).
+        #[arg(long)]
+        service: Option<String>,
+        /// Only flows to this real server address.
+        #[arg(long)]
+        real: Option<std::net::IpAddr>,
+        /// Only flows from this client address.
+        #[arg(long)]
+        client: Option<std::net::IpAddr>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file; every error is reported as file:line:column.
     CheckConfig {
         /// The file to check.
@@ -35,6 +110,40 @@ pub enum Command {
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run {
+            config,
+            release_on_exit,
+        } => crate::daemon::run(crate::daemon::RunOptions {
+            config,
+            release_on_exit,
+        }),
+        Command::Reload { socket } => client::reload(&socket),
+        Command::Stop { socket, detach } => client::stop(&socket, detach),
+        Command::Status {
+            socket,
+            numeric: _,
+            stats,
+            rate,
+            exact,
+            json,
+        } => {
+            let view = if stats {
+                crate::status::View::Stats { exact }
+            } else if rate {
+                crate::status::View::Rate
+            } else {
+                crate::status::View::Connections
+            };
+            client::status(&socket, view, json)
+        }
+        Command::Conns {
+            socket,
+            service,
+            real,
+            client: c,
+            limit,
+            json,
+        } => client::conns(&socket, service, real, c, limit, json),
         Command::CheckConfig { file } => check_config::run(&file),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut std::io::stdout());

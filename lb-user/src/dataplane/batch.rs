@@ -22,7 +22,14 @@ struct BatchAttr {
 
 fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
     // SAFETY: attr is a valid, fully initialised bpf_attr prefix of the size we pass.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut BatchAttr, size_of::<BatchAttr>()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            size_of::<BatchAttr>(),
+        )
+    };
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -47,7 +54,11 @@ pub fn for_each<K: Copy + Default, V: Copy + Default>(
     let mut total = 0u64;
     loop {
         let mut attr = BatchAttr {
-            in_batch: if first { 0 } else { token_in.as_mut_ptr() as u64 },
+            in_batch: if first {
+                0
+            } else {
+                token_in.as_mut_ptr() as u64
+            },
             out_batch: token_out.as_mut_ptr() as u64,
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
