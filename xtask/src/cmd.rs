@@ -103,6 +103,8 @@ pub fn lab_clean() -> Result<()> {
 /// The demo topology, see [`demo_lab`].
 pub struct DemoLab {
     pub lab: Lab,
+    /// The bridge every host is on.
+    pub lan: crate::lab::Segment,
     pub client: Host,
     pub director: Host,
     /// `rs1`, `rs2`.
@@ -122,7 +124,13 @@ pub const DEMO_VIP: &str = "198.18.0.100";
 ///
 /// All ports have TX checksum offload off.
 pub fn demo_lab() -> Result<DemoLab> {
-    let mut lab = Lab::new("demo")?;
+    dr_lab("demo", 2)
+}
+
+/// The demo topology with `reals` real servers `rs1..rsN` (198.18.0.11.., 2001:db8::11..), for
+/// tests (`tag` names the lab).
+pub fn dr_lab(tag: &str, reals: usize) -> Result<DemoLab> {
+    let mut lab = Lab::new(tag)?;
     let lan = lab.segment("lan")?;
     let client = lab.host("client")?;
     let director = lab.host("director")?;
@@ -154,10 +162,17 @@ pub fn demo_lab() -> Result<DemoLab> {
         "python3"
     };
     let mut real_servers = Vec::new();
-    for (name, v4, v6) in [
-        ("rs1", "198.18.0.11/24", "2001:db8::11/64"),
-        ("rs2", "198.18.0.12/24", "2001:db8::12/64"),
-    ] {
+    let names: Vec<(String, String, String)> = (1..=reals)
+        .map(|i| {
+            (
+                format!("rs{i}"),
+                format!("198.18.0.{}/24", 10 + i),
+                format!("2001:db8::{}/64", 10 + i),
+            )
+        })
+        .collect();
+    for (name, v4, v6) in &names {
+        let (name, v4, v6) = (name.as_str(), v4.as_str(), v6.as_str());
         let rs = lab.host(name)?;
         lab.attach(
             &rs,
@@ -193,11 +208,16 @@ pub fn demo_lab() -> Result<DemoLab> {
         )?;
         real_servers.push(rs);
     }
-    for (rs, ip) in real_servers.iter().zip(["198.18.0.11", "198.18.0.12"]) {
-        lab.wait_tcp(rs, &format!("{ip}:80"), Duration::from_secs(10))?;
+    for (i, rs) in real_servers.iter().enumerate() {
+        lab.wait_tcp(
+            rs,
+            &format!("198.18.0.{}:80", 11 + i),
+            Duration::from_secs(10),
+        )?;
     }
     Ok(DemoLab {
         lab,
+        lan,
         client,
         director,
         real_servers,
@@ -242,6 +262,7 @@ pub fn demo() -> Result<()> {
     println!("demo: building the lab (client, director, rs1, rs2 on bridge `lan`)");
     let DemoLab {
         mut lab,
+        lan: _,
         client,
         director,
         real_servers,

@@ -2,6 +2,8 @@
 //! configured through the real map writer, run with BPF_PROG_TEST_RUN.
 #![allow(dead_code)]
 
+pub mod dr;
+
 use std::{
     net::IpAddr,
     time::{Duration, Instant},

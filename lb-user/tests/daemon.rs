@@ -1,0 +1,233 @@
+//! The daemon in a namespaced lab with real TCP traffic: restart survival, adoption, reload,
+//! status figures, detach. Needs root.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::dr::{Dr, VIP};
+
+fn xdp_progs_on_eth0(dr: &Dr) -> usize {
+    let out =
+        dr.d.lab
+            .run_ok(&dr.d.director, &["ip", "-d", "link", "show", "eth0"])
+            .unwrap();
+    out.matches("prog/xdp").count()
+}
+
+fn vs<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap()
+}
+
+#[test]
+fn kill9_keeps_forwarding_and_restart_adopts_pinned_state() {
+    let mut dr = Dr::new("d-kill9", 2);
+    dr.write_config(&dr.config_text(&[(1, 1), (2, 1)], ""));
+    dr.start_daemon();
+    let spread = dr.curl(40);
+    assert_eq!(spread.get("FAIL"), None, "{spread:?}");
+    assert!(
+        spread.get("rs1").is_some() && spread.get("rs2").is_some(),
+        "{spread:?}"
+    );
+    let streams = dr.start_streams(20, 8.0);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = dr.status_json();
+    let conns_before = vs(&before, "vs80")["traffic"]["conns"].as_u64().unwrap();
+    assert!(conns_before >= 40);
+
+    dr.kill9_daemon();
+    // No daemon: the pinned program and maps keep forwarding.
+    let spread = dr.curl(30);
+    assert_eq!(
+        spread.get("FAIL"),
+        None,
+        "forwarding stopped with the daemon: {spread:?}"
+    );
+
+    dr.start_daemon();
+    assert_eq!(
+        xdp_progs_on_eth0(&dr),
+        1,
+        "exactly one XDP program on eth0 after the restart"
+    );
+    let after = dr.status_json();
+    assert_eq!(after["interfaces"][0]["how"], "adopted", "{after}");
+    let conns_after = vs(&after, "vs80")["traffic"]["conns"].as_u64().unwrap();
+    assert!(
+        conns_after >= conns_before + 30,
+        "counters continue: {conns_before} -> {conns_after}"
+    );
+    let spread = dr.curl(30);
+    assert_eq!(spread.get("FAIL"), None, "{spread:?}");
+
+    let results = dr.stream_results(&streams, Duration::from_secs(20));
+    assert_eq!(results.len(), 20);
+    for (server, state, gap) in &results {
+        assert_eq!(
+            state, "ok",
+            "a stream broke across kill -9 and restart: {results:?}"
+        );
+        assert!(server.starts_with("rs"), "{results:?}");
+        assert!(*gap < 2000, "stalled {gap} ms: {results:?}");
+    }
+}
+
+#[test]
+fn reload_keeps_streams_and_new_flows_use_the_new_table() {
+    let mut dr = Dr::new("d-reload", 3);
+    dr.write_config(&dr.config_text(&[(1, 1), (2, 1)], ""));
+    dr.start_daemon();
+    let streams = dr.start_streams(20, 6.0);
+    std::thread::sleep(Duration::from_secs(1));
+    // A broken file is rejected and the running configuration stays.
+    dr.write_config("[global]\ninterfaces = [\"eth0\"]\nbogus = 1\n");
+    let out = dr.ctl("reload", &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":3:1:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(dr.curl(10).get("FAIL"), None);
+    // Weight change and an added real server.
+    dr.write_config(&dr.config_text(&[(1, 1), (2, 3), (3, 1)], ""));
+    let out = dr.ctl("reload", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spread = dr.curl(100);
+    assert_eq!(spread.get("FAIL"), None, "{spread:?}");
+    let n = |s: &str| spread.get(s).copied().unwrap_or(0);
+    assert!(
+        n("rs3") > 0,
+        "the added real server gets new flows: {spread:?}"
+    );
+    assert!(n("rs2") > n("rs1"), "weight 3 beats weight 1: {spread:?}");
+    let results = dr.stream_results(&streams, Duration::from_secs(20));
+    assert_eq!(results.len(), 20);
+    for (server, state, _) in &results {
+        assert_eq!(state, "ok", "{results:?}");
+        assert!(
+            server == "rs1" || server == "rs2",
+            "streams opened before the reload stay: {results:?}"
+        );
+    }
+}
+
+#[test]
+fn status_counts_match_real_traffic_and_drain_to_zero() {
+    let mut dr = Dr::new("d-status", 2);
+    dr.write_config(&dr.config_text(&[(1, 1), (2, 1)], ""));
+    dr.start_daemon();
+    let spread = dr.curl(30);
+    assert_eq!(spread.get("FAIL"), None);
+    let st = dr.status_json();
+    let s = vs(&st, "vs80");
+    assert_eq!(s["traffic"]["conns"], 30);
+    for r in s["reals"].as_array().unwrap() {
+        let name = if r["addr"] == "198.18.0.11:80" {
+            "rs1"
+        } else {
+            "rs2"
+        };
+        let served = spread.get(name).copied().unwrap_or(0) as u64;
+        assert_eq!(r["traffic"]["conns"].as_u64().unwrap(), served, "{r}");
+        // Every connection was closed by the client: FIN seen, none established.
+        assert_eq!(r["active_conns"], 0, "{r}");
+        assert_eq!(r["inactive_conns"].as_u64().unwrap(), served, "{r}");
+    }
+    let text = String::from_utf8(dr.ctl("status", &[]).stdout).unwrap();
+    assert!(text.contains(&format!("TCP  {VIP}:80 mh")), "{text}");
+    assert!(
+        text.contains("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"),
+        "{text}"
+    );
+    let rs1 = spread.get("rs1").copied().unwrap_or(0);
+    assert!(
+        text.contains(&format!(
+            "  -> 198.18.0.11:80               Route   1      0          {rs1:<10}"
+        )),
+        "{text}"
+    );
+    let stats = String::from_utf8(dr.ctl("status", &["--stats"]).stdout).unwrap();
+    assert!(
+        stats.contains("Conns   InPkts  OutPkts  InBytes OutBytes"),
+        "{stats}"
+    );
+    // FIN_WAIT expires after tcp_fin = 5 s: back to 0/0 (the LVS operator's stuck-ActiveConn complaint).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = dr.status_json();
+        let total: u64 = vs(&st, "vs80")["reals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["active_conns"].as_u64().unwrap() + r["inactive_conns"].as_u64().unwrap())
+            .sum();
+        if total == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "connections did not drain: {st}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let conns = String::from_utf8(dr.ctl("conns", &[]).stdout).unwrap();
+    assert!(conns.contains("(0 shown of 0)"), "{conns}");
+}
+
+#[test]
+fn replies_do_not_cross_the_director_and_stop_detach_cleans_up() {
+    let mut dr = Dr::new("d-dr", 2);
+    dr.write_config(&dr.config_text(&[(1, 1), (2, 1)], ""));
+    dr.start_daemon();
+    // Capture, on the director, every frame sent from the VIP (the real servers' replies).
+    let dump =
+        dr.d.lab
+            .spawn(
+                &dr.d.director.clone(),
+                &[
+                    "timeout", "6", "tcpdump", "-p", "-n", "-i", "eth0", "ip", "and", "src",
+                    "host", VIP,
+                ],
+            )
+            .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let spread = dr.curl(30);
+    assert_eq!(spread.get("FAIL"), None, "{spread:?}");
+    assert!(spread.len() == 2, "both real servers answer: {spread:?}");
+    while dr.d.lab.exited(&dump).unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = dr.d.lab.log(&dump);
+    assert!(
+        log.contains("0 packets captured"),
+        "replies crossed the director: {log}"
+    );
+
+    let out = dr.ctl("stop", &["--detach"]);
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while xdp_progs_on_eth0(&dr) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "still attached after stop --detach"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pins =
+        dr.d.lab
+            .run_ok(&dr.d.director, &["ls", "/sys/fs/bpf"])
+            .unwrap();
+    assert!(!pins.contains("xlb"), "pins left: {pins}");
+}
