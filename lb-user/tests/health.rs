@@ -514,11 +514,24 @@ async fn script_exit_codes() {
         .await,
         Outcome::up_weight(3, "exit code 5 (weight 3)")
     );
-    assert_eq!(
-        probe(any, &script_check(&["/nonexistent/check"], ""))
-            .await
-            .up,
-        false
+    let o = probe(any, &script_check(&["/nonexistent/check"], "")).await;
+    assert!(!o.up);
+    assert!(
+        o.reason.starts_with("cannot run /nonexistent/check"),
+        "{}",
+        o.reason
+    );
+    // runs as `user`
+    assert!(
+        probe(
+            any,
+            &script_check(
+                &["[ \"$(id -u)\" != 0 ] && [ \"$(id -G)\" = \"$(id -g)\" ]"],
+                "shell = true\nuser = \"nobody\""
+            )
+        )
+        .await
+        .up
     );
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -666,6 +679,18 @@ alpha = true
     // no flap after the restart
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rx.try_recv().is_err());
+
+    // the server goes down; then its check is removed: up at once, with an event
+    drop(l);
+    let h = next_event(&mut rx, Duration::from_secs(2)).await;
+    assert!(!h.up);
+    let mut unchecked = ts.clone();
+    unchecked.truncate(1);
+    unchecked[0].check = None;
+    hc.reload(unchecked);
+    let h = next_event(&mut rx, Duration::from_secs(1)).await;
+    assert!(h.up);
+    assert_eq!(h.reason, "no check");
     hc.shutdown();
 }
 

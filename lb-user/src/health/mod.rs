@@ -214,8 +214,10 @@ impl HealthChecker {
 
     /// Apply a new set of targets: unchanged ones keep their state and task, changed ones are
     /// restarted (inheriting up/down, so a reload does not flap a server; weight reset to the
-    /// configured one, with an event if that changes it), removed ones are stopped (a running
-    /// script is killed), new ones start as in [`HealthChecker::start`].
+    /// configured one; a server whose check was removed is up), with an event when that changes
+    /// up/down or the weight; removed ones are stopped (a running script is killed); new ones
+    /// start as in [`HealthChecker::start`], without an event: read [`HealthChecker::snapshot`]
+    /// after a reload.
     pub fn reload(&mut self, targets: Vec<RealTarget>) {
         let mut old = std::mem::take(&mut self.running);
         for t in targets {
@@ -225,10 +227,9 @@ impl HealthChecker {
                 Some(r) => {
                     r.stop();
                     let prev = r.state.lock().unwrap().clone();
-                    let weight_changed = prev.weight != t.config_weight;
-                    let r = self.spawn(t, Some(prev));
-                    if weight_changed {
-                        let health = r.state.lock().unwrap().clone();
+                    let r = self.spawn(t, Some(prev.clone()));
+                    let health = r.state.lock().unwrap().clone();
+                    if (health.up, health.weight) != (prev.up, prev.weight) {
                         let _ = self.events.send(HealthEvent::Changed {
                             service: key.0.clone(),
                             real: key.1,
@@ -265,6 +266,14 @@ impl HealthChecker {
         let policy = t.policy();
         let now = SystemTime::now();
         let initial = match prev {
+            Some(p) if t.active_check().is_none() && !p.up => RealHealth {
+                up: true,
+                weight: t.config_weight,
+                reason: "no check".into(),
+                since: now,
+                checks: 0,
+                failures: 0,
+            },
             Some(p) => RealHealth {
                 weight: t.config_weight,
                 checks: 0,
@@ -297,6 +306,8 @@ impl HealthChecker {
             },
         };
         let state = Arc::new(Mutex::new(initial.clone()));
+        tracing::debug!(service = %t.service, real = %t.real, probe = %t.probe, up = initial.up,
+            "health checker started");
         let task = t.active_check().map(|check| {
             let tracker = Tracker::new(policy.rise, policy.fall, t.config_weight, initial);
             let ctx = scheduler::Context {

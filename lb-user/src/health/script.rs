@@ -149,16 +149,8 @@ fn spawn(spec: &ScriptSpec) -> Result<(tokio::process::Child, GroupGuard), Strin
         .kill_on_drop(true);
     if let Some(user) = &spec.user {
         let (uid, gid) = lookup_user(user)?;
+        // std drops the supplementary groups (setgroups(0)) before setuid when run as root.
         cmd.uid(uid).gid(gid);
-        // SAFETY: setgroups is async-signal-safe; it drops the daemon's supplementary groups.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setgroups(1, &gid) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
     }
     let child = cmd
         .spawn()
