@@ -656,6 +656,9 @@ alpha = true
     let snap = hc.snapshot();
     assert!(!snap[&("web".to_string(), a)].up, "alpha: starts down");
     assert!(snap[&("web".to_string(), b)].up, "no check: always up");
+    let inputs = hc.state_inputs();
+    assert!(!inputs[&("web".to_string(), a)].up);
+    assert_eq!(inputs[&("web".to_string(), b)].weight, 1);
     let h = next_event(&mut rx, Duration::from_secs(2)).await;
     assert!(h.up && h.weight == 5);
 

@@ -167,6 +167,16 @@ pub struct RealHealth {
     pub failures: u64,
 }
 
+impl From<&RealHealth> for crate::state::RealHealthInput {
+    fn from(h: &RealHealth) -> Self {
+        crate::state::RealHealthInput {
+            up: h.up,
+            weight: h.weight,
+            reason: h.reason.clone(),
+        }
+    }
+}
+
 /// What the checkers tell the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HealthEvent {
@@ -252,6 +262,14 @@ impl HealthChecker {
         self.running
             .iter()
             .map(|(k, r)| (k.clone(), r.state.lock().unwrap().clone()))
+            .collect()
+    }
+
+    /// [`HealthChecker::snapshot`] in the shape [`crate::state`] takes (`Inputs::health`).
+    pub fn state_inputs(&self) -> BTreeMap<(String, SocketAddr), crate::state::RealHealthInput> {
+        self.running
+            .iter()
+            .map(|(k, r)| (k.clone(), (&*r.state.lock().unwrap()).into()))
             .collect()
     }
 
