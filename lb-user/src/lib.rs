@@ -4,6 +4,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod health;
 pub mod net;
 pub mod state;
 pub mod status;
