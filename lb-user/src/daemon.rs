@@ -30,6 +30,7 @@ use crate::{
         sweep::{self, SweepResult, Timeouts},
         writer::{MapWriter, RealKey},
     },
+    health::{self, HealthChecker, HealthEvent},
     net::{self, Interface, Net},
     state::{self, Inputs, RealHealthInput, RealNote},
     status::{ConnEntry, InterfaceStatus, Rates, RealStatus, ServiceStatus, StatusReport, Traffic},
@@ -196,6 +197,8 @@ pub struct Daemon {
     ebpf: Ebpf,
     writer: MapWriter,
     net: Net,
+    checker: HealthChecker,
+    health_rx: mpsc::UnboundedReceiver<HealthEvent>,
     attached: Vec<Attached>,
     neighbours: BTreeMap<IpAddr, (u32, [u8; 6])>,
     health: BTreeMap<(String, SocketAddr), RealHealthInput>,
@@ -249,7 +252,12 @@ impl Daemon {
             }
         }
         let net = Net::connect()?;
+        let (health_tx, health_rx) = mpsc::unbounded_channel();
+        let checker = HealthChecker::start(health::targets(&cfg), health_tx);
         let mut daemon = Self {
+            health: checker.state_inputs(),
+            checker,
+            health_rx,
             timeouts: timeouts(&cfg),
             config_path: opts.config.clone(),
             release_on_exit: opts.release_on_exit,
@@ -258,7 +266,6 @@ impl Daemon {
             net,
             attached: Vec::new(),
             neighbours: BTreeMap::new(),
-            health: BTreeMap::new(),
             quorum_up: BTreeMap::new(),
             master_vips: BTreeSet::new(),
             desired: DesiredState::default(),
@@ -406,12 +413,8 @@ impl Daemon {
         for vs in &self.cfg.virtual_servers {
             let name = vs.service_name();
             let was = self.quorum_up.get(&name).copied().unwrap_or(true);
-            let now = state::quorum_up(
-                was,
-                weights.get(&name).copied().unwrap_or(0),
-                vs.quorum,
-                *vs.hysteresis.get_ref(),
-            );
+            let alive = weights.get(&name).copied().unwrap_or(0);
+            let now = health::quorum::next_state(was, alive, vs.quorum, *vs.hysteresis.get_ref());
             if now != was {
                 warn!(service = %name, "service {} quorum", if now { "back at" } else { "below" });
             }
@@ -458,6 +461,8 @@ impl Daemon {
                 }
                 self.cfg = cfg;
                 self.timeouts = timeouts(&self.cfg);
+                self.checker.reload(health::targets(&self.cfg));
+                self.health = self.checker.state_inputs();
                 let attach = self.attach_all().await;
                 self.resolve_neighbours(true).await;
                 self.reconcile();
@@ -746,6 +751,16 @@ impl Daemon {
         loop {
             tokio::select! {
                 _ = hup.recv() => { let _ = self.reload().await; }
+                Some(event) = self.health_rx.recv() => {
+                    let HealthEvent::Changed { service, real, health } = event;
+                    if health.up {
+                        info!(%service, %real, weight = health.weight, "real server up: {}", health.reason);
+                    } else {
+                        warn!(%service, %real, "real server down: {}", health.reason);
+                    }
+                    self.health = self.checker.state_inputs();
+                    self.reconcile();
+                }
                 _ = term.recv() => { info!("SIGTERM"); break; }
                 _ = int.recv() => { info!("SIGINT"); break; }
                 Some((req, reply)) = control_rx.recv() => {
