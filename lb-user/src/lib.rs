@@ -4,7 +4,9 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod doctor;
 pub mod net;
+pub mod realserver;
 pub mod state;
 pub mod status;
 
