@@ -243,7 +243,10 @@ pub fn up(vips: &[IpAddr], state_file: &Path) -> Result<Vec<String>> {
             .with_context(|| format!("sysctl {} does not exist on this kernel", w.key))?;
         if !w.satisfied_by(&cur) {
             write_sysctl(w.key, w.value).with_context(|| format!("setting {}", w.key))?;
-            state.sysctls.entry(w.key.to_string()).or_insert(cur.clone());
+            state
+                .sysctls
+                .entry(w.key.to_string())
+                .or_insert(cur.clone());
             changes.push(format!("sysctl {} {} -> {}", w.key, cur, w.value));
         }
     }

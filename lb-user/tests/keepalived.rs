@@ -37,12 +37,19 @@ fn corpus_matches_expectations_and_validates() {
         }
         let expected = std::fs::read_to_string(&expected_path)
             .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
-        assert_eq!(text, expected, "{name}: output differs from {}", expected_path.display());
+        assert_eq!(
+            text,
+            expected,
+            "{name}: output differs from {}",
+            expected_path.display()
+        );
     }
 }
 
 fn has_note(i: &keepalived::Imported, loc: &str, needle: &str) -> bool {
-    i.notes.iter().any(|n| n.starts_with(loc) && n.contains(needle))
+    i.notes
+        .iter()
+        .any(|n| n.starts_with(loc) && n.contains(needle))
 }
 
 #[test]
@@ -64,7 +71,11 @@ fn field_report_config() {
     let vi = &cfg.vrrp_instances[0];
     assert_eq!(*vi.virtual_router_id.get_ref(), 51);
     assert_eq!(vi.virtual_ipaddress.get_ref().len(), 2);
-    assert!(has_note(&i, "tests/data/keepalived/field_report.conf:8:", "smtp_server"));
+    assert!(has_note(
+        &i,
+        "tests/data/keepalived/field_report.conf:8:",
+        "smtp_server"
+    ));
 }
 
 #[test]
@@ -73,7 +84,11 @@ fn checkers_and_notes() {
     let cfg = config::parse(&text, "checkers").unwrap();
     let f = "tests/data/keepalived/checkers.conf";
     let web = &cfg.virtual_servers[0];
-    assert_eq!(*web.persistence_timeout.get_ref(), 360, "bare keyword = 360");
+    assert_eq!(
+        *web.persistence_timeout.get_ref(),
+        360,
+        "bare keyword = 360"
+    );
     assert_eq!(web.quorum, 2);
     assert!(web.alpha && web.inhibit_on_failure);
     let ssl = web.real_servers[0].check.as_ref().unwrap();
@@ -81,7 +96,10 @@ fn checkers_and_notes() {
     assert_eq!(ssl.host.as_ref().unwrap().get_ref(), "www.example.com");
     assert_eq!(ssl.retry, Some(2));
     let http = web.real_servers[1].check.as_ref().unwrap();
-    assert_eq!(http.status_codes.as_ref().unwrap().get_ref(), &[200, 201, 202, 203, 204]);
+    assert_eq!(
+        http.status_codes.as_ref().unwrap().get_ref(),
+        &[200, 201, 202, 203, 204]
+    );
     assert_eq!(http.host.as_ref().unwrap().get_ref(), "status.example.com");
     let dns = &cfg.virtual_servers[1];
     let misc = dns.real_servers[0].check.as_ref().unwrap();
@@ -108,7 +126,15 @@ fn includes_sync_groups_unicast_nat() {
     assert_eq!(cfg.vrrp_sync_groups[0].group.get_ref().len(), 2);
     let v4 = &cfg.vrrp_instances[0];
     assert_eq!(v4.unicast_peer.len(), 2);
-    assert_eq!(v4.authentication.as_ref().unwrap().get_ref().auth_pass.get_ref(), "averylon");
+    assert_eq!(
+        v4.authentication
+            .as_ref()
+            .unwrap()
+            .get_ref()
+            .auth_pass
+            .get_ref(),
+        "averylon"
+    );
     assert_eq!(*cfg.vrrp_instances[1].version.get_ref(), 3);
     let d = "tests/data/keepalived/conf.d";
     assert!(has_note(&i, &format!("{d}/10-web.conf:4:"), "lb_kind NAT"));
@@ -122,11 +148,19 @@ fn includes_sync_groups_unicast_nat() {
 fn cli_writes_a_valid_file() {
     let out = std::env::temp_dir().join(format!("xlb-import-{}.toml", std::process::id()));
     let st = std::process::Command::new(env!("CARGO_BIN_EXE_xlb"))
-        .args(["import-keepalived", "tests/data/keepalived/field_report.conf", "-o"])
+        .args([
+            "import-keepalived",
+            "tests/data/keepalived/field_report.conf",
+            "-o",
+        ])
         .arg(&out)
         .output()
         .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     assert!(String::from_utf8_lossy(&st.stderr).contains("note: "));
     config::load(&out).unwrap();
     std::fs::remove_file(&out).unwrap();

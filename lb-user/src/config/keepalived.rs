@@ -152,7 +152,9 @@ fn parse_block(
             if *i < toks.len() {
                 *i += 1; // the closing brace
             } else {
-                notes.push(format!("{loc}: block not closed by `}}` before the end of the file"));
+                notes.push(format!(
+                    "{loc}: block not closed by `}}` before the end of the file"
+                ));
             }
             block = Some(children);
         }
@@ -179,7 +181,9 @@ fn include(
     depth: u32,
 ) -> Vec<Node> {
     if depth >= 16 {
-        notes.push(format!("{loc}: includes nested too deeply (a loop?): ignored"));
+        notes.push(format!(
+            "{loc}: includes nested too deeply (a loop?): ignored"
+        ));
         return vec![];
     }
     let base = file.parent().unwrap_or(Path::new("."));
@@ -354,7 +358,10 @@ impl Imported {
         if self.notes.is_empty() {
             s += ": everything was translated.\n";
         } else {
-            s += &format!(": {} note(s) on what was not translated as is:\n", self.notes.len());
+            s += &format!(
+                ": {} note(s) on what was not translated as is:\n",
+                self.notes.len()
+            );
             for n in &self.notes {
                 for (k, l) in n.lines().enumerate() {
                     s += if k == 0 { "#  - " } else { "#    " };
@@ -421,7 +428,10 @@ impl Translator {
         let what = if n.block.is_some() { " block" } else { "" };
         self.note(
             n,
-            format!("`{}`{what} in {ctx}: no xlb equivalent, not imported", n.words.join(" ")),
+            format!(
+                "`{}`{what} in {ctx}: no xlb equivalent, not imported",
+                n.words.join(" ")
+            ),
         );
     }
 
@@ -430,7 +440,10 @@ impl Translator {
         match n.arg(i).map(str::parse::<T>) {
             Some(Ok(v)) => Some(v),
             Some(Err(_)) => {
-                self.note(n, format!("`{}`: invalid {what}, not imported", n.words.join(" ")));
+                self.note(
+                    n,
+                    format!("`{}`: invalid {what}, not imported", n.words.join(" ")),
+                );
                 None
             }
             None => {
@@ -467,8 +480,11 @@ impl Translator {
         match n.key() {
             "router_id" | "lvs_id" => self.router_id = n.arg(1).map(String::from),
             "vrrp_version" => self.default_version = self.val(n, 1, "VRRP version"),
-            "notification_email" | "notification_email_from" | "smtp_server"
-            | "smtp_connect_timeout" | "smtp_alert" => self.note(
+            "notification_email"
+            | "notification_email_from"
+            | "smtp_server"
+            | "smtp_connect_timeout"
+            | "smtp_alert" => self.note(
                 n,
                 format!(
                     "global_defs {}: xlb sends no mail; use notify_* programs",
@@ -484,7 +500,10 @@ impl Translator {
         match shell_split(&line) {
             Some(v) if !v.is_empty() => Some(u(v)),
             _ => {
-                self.note(n, format!("{ctx} `{line}`: cannot split into a command, not imported"));
+                self.note(
+                    n,
+                    format!("{ctx} `{line}`: cannot split into a command, not imported"),
+                );
                 None
             }
         }
@@ -570,7 +589,10 @@ impl Translator {
                             vi.unicast_peer.push(u(a));
                         }
                         if p.words.len() > 1 {
-                            self.note(p, "unicast_peer options (min_ttl, max_ttl) are not imported");
+                            self.note(
+                                p,
+                                "unicast_peer options (min_ttl, max_ttl) are not imported",
+                            );
                         }
                     }
                 }
@@ -613,7 +635,10 @@ impl Translator {
                 "notify_fault" => vi.notify_fault = self.command(c, "notify_fault"),
                 "notify_stop" | "notify" => self.note(
                     c,
-                    format!("{}: no equivalent (xlb has notify_master/backup/fault)", c.key()),
+                    format!(
+                        "{}: no equivalent (xlb has notify_master/backup/fault)",
+                        c.key()
+                    ),
                 ),
                 _ => self.unknown(c, &ctx),
             }
@@ -632,7 +657,10 @@ impl Translator {
         match vrid {
             Some(v) => vi.virtual_router_id = u(v),
             None => {
-                self.note(n, format!("{ctx}: no valid `virtual_router_id`: set it (1 written)"));
+                self.note(
+                    n,
+                    format!("{ctx}: no valid `virtual_router_id`: set it (1 written)"),
+                );
                 vi.virtual_router_id = u(1);
             }
         }
@@ -643,10 +671,16 @@ impl Translator {
             .any(|p| p.get_ref().addr.is_ipv6())
             && *vi.version.get_ref() == 2
         {
-            self.note(n, format!("{ctx}: IPv6 VIPs need VRRPv3: version = 3 written"));
+            self.note(
+                n,
+                format!("{ctx}: IPv6 VIPs need VRRPv3: version = 3 written"),
+            );
             vi.version = u(3);
             if vi.authentication.take().is_some() {
-                self.note(n, format!("{ctx}: authentication dropped (not part of VRRPv3)"));
+                self.note(
+                    n,
+                    format!("{ctx}: authentication dropped (not part of VRRPv3)"),
+                );
             }
         }
         self.vrrp.push(vi);
@@ -661,7 +695,10 @@ impl Translator {
             match (w[0].as_str(), w.get(1)) {
                 ("auth_type", Some(t)) => kind = Some(t.to_ascii_uppercase()),
                 ("auth_pass", Some(p)) => pass = Some(p.clone()),
-                _ => self.note(n, format!("authentication: `{}` not understood", w.join(" "))),
+                _ => self.note(
+                    n,
+                    format!("authentication: `{}` not understood", w.join(" ")),
+                ),
             }
         }
         match (kind.as_deref(), pass) {
@@ -680,11 +717,17 @@ impl Translator {
                 }))
             }
             (Some("AH"), _) => {
-                self.note(n, "auth_type AH: not supported by xlb; authentication not imported");
+                self.note(
+                    n,
+                    "auth_type AH: not supported by xlb; authentication not imported",
+                );
                 None
             }
             _ => {
-                self.note(n, "authentication without auth_type PASS and auth_pass: not imported");
+                self.note(
+                    n,
+                    "authentication without auth_type PASS and auth_pass: not imported",
+                );
                 None
             }
         }
@@ -694,7 +737,10 @@ impl Translator {
         let p = match n.key().parse::<IpPrefix>() {
             Ok(p) => p,
             Err(e) => {
-                self.note(n, format!("virtual_ipaddress `{}`: {e}; not imported", n.key()));
+                self.note(
+                    n,
+                    format!("virtual_ipaddress `{}`: {e}; not imported", n.key()),
+                );
                 return None;
             }
         };
@@ -840,7 +886,10 @@ impl Translator {
                     Some("UDP") => vs.protocol = Protocol::Udp,
                     other => self.note(
                         c,
-                        format!("protocol {}: not supported; TCP written", other.unwrap_or("")),
+                        format!(
+                            "protocol {}: not supported; TCP written",
+                            other.unwrap_or("")
+                        ),
                     ),
                 },
                 "persistence_timeout" => {
@@ -884,8 +933,13 @@ impl Translator {
                         vs.real_servers.push(rs);
                     }
                 }
-                "omega" | "ha_suspend" | "persistence_granularity" | "quorum_up"
-                | "quorum_down" | "sorry_server_inhibit" | "sorry_server_lvs_method"
+                "omega"
+                | "ha_suspend"
+                | "persistence_granularity"
+                | "quorum_up"
+                | "quorum_down"
+                | "sorry_server_inhibit"
+                | "sorry_server_lvs_method"
                 | "ops" => self.note(
                     c,
                     format!("{}: no equivalent in xlb, not imported", c.words.join(" ")),
@@ -916,7 +970,10 @@ impl Translator {
         // The same check on every real server is written once, on the virtual server.
         if let Some(first) = vs.real_servers.first().and_then(|r| r.check.clone()) {
             if vs.real_servers.len() > 1
-                && vs.real_servers.iter().all(|r| r.check.as_ref() == Some(&first))
+                && vs
+                    .real_servers
+                    .iter()
+                    .all(|r| r.check.as_ref() == Some(&first))
             {
                 vs.check = Some(first);
                 for rs in &mut vs.real_servers {
@@ -928,9 +985,7 @@ impl Translator {
     }
 
     fn real_server(&mut self, n: &Node, vport: u16) -> Option<RealServer> {
-        let Some(addr) = self.val::<IpAddr>(n, 1, "real_server address") else {
-            return None;
-        };
+        let addr = self.val::<IpAddr>(n, 1, "real_server address")?;
         let mut rs = RealServer {
             address: u(addr),
             port: None,

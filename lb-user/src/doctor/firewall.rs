@@ -165,9 +165,7 @@ impl Cond {
                 Some(a) => neg_if(M::of(nets.iter().any(|n| n.contains(a))), *neg),
                 None => M::Maybe,
             },
-            Cond::Daddr(nets, neg) => {
-                neg_if(M::of(nets.iter().any(|n| n.contains(p.daddr))), *neg)
-            }
+            Cond::Daddr(nets, neg) => neg_if(M::of(nets.iter().any(|n| n.contains(p.daddr))), *neg),
             Cond::Iif(names, neg) => match &p.iface {
                 Some(i) => {
                     let hit = names.iter().any(|n| match n.strip_suffix(['+', '*']) {
@@ -178,9 +176,7 @@ impl Cond {
                 }
                 None => M::Maybe,
             },
-            Cond::CtState(states, neg) => {
-                neg_if(M::of(states.iter().any(|s| s == "new")), *neg)
-            }
+            Cond::CtState(states, neg) => neg_if(M::of(states.iter().any(|s| s == "new")), *neg),
             Cond::PktType(t, neg) => {
                 let mc = p.daddr.is_multicast();
                 let r = match t.as_str() {
@@ -385,7 +381,11 @@ pub fn parse_nft(json: &str, skip_xt_tables: bool) -> Result<Vec<Table>, String>
     };
     for it in items {
         if let Some(c) = it.get("chain") {
-            let (fam, tname, cname) = (str_of(&c["family"]), str_of(&c["table"]), str_of(&c["name"]));
+            let (fam, tname, cname) = (
+                str_of(&c["family"]),
+                str_of(&c["table"]),
+                str_of(&c["name"]),
+            );
             let i = find(&mut tables, &fam, &tname);
             let t = &mut tables[i].2;
             let hook = str_of(&c["hook"]);
@@ -396,10 +396,20 @@ pub fn parse_nft(json: &str, skip_xt_tables: bool) -> Result<Vec<Table>, String>
                 t.fix_hint = format!("nft insert rule {fam} {tname} {cname}");
             }
         } else if let Some(r) = it.get("rule") {
-            let (fam, tname, cname) = (str_of(&r["family"]), str_of(&r["table"]), str_of(&r["chain"]));
+            let (fam, tname, cname) = (
+                str_of(&r["family"]),
+                str_of(&r["table"]),
+                str_of(&r["chain"]),
+            );
             let i = find(&mut tables, &fam, &tname);
             let rule = nft_rule(r, &fam, &tname, &cname);
-            tables[i].2.chains.entry(cname).or_default().rules.push(rule);
+            tables[i]
+                .2
+                .chains
+                .entry(cname)
+                .or_default()
+                .rules
+                .push(rule);
         }
     }
     Ok(tables
@@ -437,7 +447,10 @@ fn nft_rule(r: &Value, fam: &str, table: &str, chain: &str) -> Rule {
             other => conds.push(Cond::Unknown(other.into())),
         }
     }
-    let comment = r["comment"].as_str().map(|c| format!(" ({c})")).unwrap_or_default();
+    let comment = r["comment"]
+        .as_str()
+        .map(|c| format!(" ({c})"))
+        .unwrap_or_default();
     Rule {
         desc: format!(
             "nft rule in {fam} {table} {chain}, handle {}{comment} (see `nft -a list chain {fam} {table} {chain}`)",
@@ -622,10 +635,9 @@ fn iptables_rule(cmd: &str, chain: &str, args: &[String], line: &str) -> Rule {
                 });
             }
             "-i" | "--in-interface" => conds.push(Cond::Iif(vec![first], neg)),
-            "--state" | "--ctstate" => conds.push(Cond::CtState(
-                list(&first.to_ascii_lowercase()),
-                neg,
-            )),
+            "--state" | "--ctstate" => {
+                conds.push(Cond::CtState(list(&first.to_ascii_lowercase()), neg))
+            }
             "--pkt-type" => conds.push(Cond::PktType(first.to_ascii_lowercase(), neg)),
             "--dst-type" if first.eq_ignore_ascii_case("multicast") => {
                 conds.push(Cond::PktType("multicast".into(), neg))
@@ -681,7 +693,10 @@ mod tests {
         let save = "*filter\n:INPUT DROP [0:0]\n:vrrp - [0:0]\n-A INPUT -j vrrp\n\
             -A INPUT -d 224.0.0.0/8 -j DROP\n\
             -A vrrp -p 112 -d 224.0.0.18/32 -m comment --comment \"keep alive\" -j ACCEPT\nCOMMIT\n";
-        assert_eq!(fate(&parse_iptables_save(save, false), &v4()), Fate::Accepted);
+        assert_eq!(
+            fate(&parse_iptables_save(save, false), &v4()),
+            Fate::Accepted
+        );
         // An unknown match in a drop rule: maybe.
         let save = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m mark --mark 0x1 -j DROP\nCOMMIT\n";
         assert!(matches!(

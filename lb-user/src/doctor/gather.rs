@@ -176,7 +176,8 @@ pub fn lro(ifname: &str) -> Option<bool> {
         cmd: ETHTOOL_GFLAGS,
         data: 0,
     };
-    ethtool(ifname, &mut v as *mut EthValue as *mut libc::c_void).then_some(v.data & ETH_FLAG_LRO != 0)
+    ethtool(ifname, &mut v as *mut EthValue as *mut libc::c_void)
+        .then_some(v.data & ETH_FLAG_LRO != 0)
 }
 
 fn mtu(ifname: &str) -> Option<u32> {
@@ -262,7 +263,13 @@ pub fn sysctl_files(root: &Path) -> Vec<(String, String)> {
     if let Ok(c) = fs::read_to_string(&conf) {
         out.push((conf.display().to_string(), c));
     }
-    for d in ["etc/sysctl.d", "run/sysctl.d", "usr/local/lib/sysctl.d", "usr/lib/sysctl.d", "lib/sysctl.d"] {
+    for d in [
+        "etc/sysctl.d",
+        "run/sysctl.d",
+        "usr/local/lib/sysctl.d",
+        "usr/lib/sysctl.d",
+        "lib/sysctl.d",
+    ] {
         let mut files: Vec<_> = fs::read_dir(root.join(d))
             .into_iter()
             .flatten()

@@ -169,8 +169,25 @@ pub const NATIVE_XDP_DRIVERS: &[&str] = &[
 
 /// Drivers known to offer only generic (skb) XDP.
 pub const GENERIC_ONLY_DRIVERS: &[&str] = &[
-    "bnx2", "bnx2x", "tg3", "e1000", "e1000e", "r8169", "igbvf", "8139too", "b44", "forcedeth",
-    "atl1c", "alx", "bridge", "dummy", "macvlan", "ipvlan", "vxlan", "8021q", "tg3_netxtreme",
+    "bnx2",
+    "bnx2x",
+    "tg3",
+    "e1000",
+    "e1000e",
+    "r8169",
+    "igbvf",
+    "8139too",
+    "b44",
+    "forcedeth",
+    "atl1c",
+    "alx",
+    "bridge",
+    "dummy",
+    "macvlan",
+    "ipvlan",
+    "vxlan",
+    "8021q",
+    "tg3_netxtreme",
 ];
 
 /// Largest MTU native XDP accepts on most drivers (one page per frame: 4096 minus headroom and
@@ -304,7 +321,9 @@ fn check_interfaces(facts: &Facts, out: &mut Vec<Finding>) {
                          {driver} (one page per frame, without multi-buffer XDP): the attach is \
                          refused"
                     ),
-                    format!("ip link set dev {n} mtu {max} (or 1500 unless jumbo frames are needed)"),
+                    format!(
+                        "ip link set dev {n} mtu {max} (or 1500 unless jumbo frames are needed)"
+                    ),
                 ));
             } else {
                 out.push(ok("xdp-mtu", format!("{n}: MTU {mtu} fits native XDP")));
@@ -530,7 +549,9 @@ fn check_realserver(facts: &Facts, out: &mut Vec<Finding>) {
                     "VIP {ip} is not on lo: the real server drops the frames the director sends \
                      it (destination address not local)"
                 ),
-                format!("xlb realserver up --vip {ip} --persist (or `ip addr add {ip}/{p} dev lo`)"),
+                format!(
+                    "xlb realserver up --vip {ip} --persist (or `ip addr add {ip}/{p} dev lo`)"
+                ),
             ));
         }
     }
@@ -541,12 +562,14 @@ fn check_realserver(facts: &Facts, out: &mut Vec<Finding>) {
         "net.ipv4.conf.all.arp_announce",
         "net.ipv4.conf.lo.arp_announce",
     ] {
-        let want = if key.ends_with("arp_ignore") { "1" } else { "2" };
+        let want = if key.ends_with("arp_ignore") {
+            "1"
+        } else {
+            "2"
+        };
         let w = crate::realserver::Wanted { key, value: want };
         match facts.sysctls.get(key) {
-            Some(v) if w.satisfied_by(v) => {
-                out.push(ok("realserver-arp", format!("{key} = {v}")))
-            }
+            Some(v) if w.satisfied_by(v) => out.push(ok("realserver-arp", format!("{key} = {v}"))),
             Some(v) => out.push(f(
                 Severity::Error,
                 "realserver-arp",
@@ -628,7 +651,12 @@ fn check_stale_sysctls(facts: &Facts, out: &mut Vec<Finding>) {
             if l.starts_with('#') || l.starts_with(';') {
                 continue;
             }
-            let key = l.split('=').next().unwrap_or("").trim().trim_start_matches('-');
+            let key = l
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_start_matches('-');
             if key.replace('/', ".") == "net.ipv4.tcp_tw_recycle" {
                 out.push(f(
                     Severity::Error,
@@ -678,7 +706,10 @@ fn check_pins(facts: &Facts, out: &mut Vec<Finding>) {
         out.push(f(
             Severity::Error,
             "pins",
-            format!("no XDP link pinned for {i} ({}/link_{i}): nothing is forwarded there", p.dir),
+            format!(
+                "no XDP link pinned for {i} ({}/link_{i}): nothing is forwarded there",
+                p.dir
+            ),
             "restart the daemon, or check its log for the attach error",
         ));
     }
@@ -716,13 +747,23 @@ pub fn render(findings: &[Finding]) -> String {
             Severity::Warn => "[warn]",
             Severity::Error => "[FAIL]",
         };
-        s += &format!("{tag} {}: {}\n", x.check, x.detail.replace('\n', "\n       "));
+        s += &format!(
+            "{tag} {}: {}\n",
+            x.check,
+            x.detail.replace('\n', "\n       ")
+        );
         if !x.fix.is_empty() {
             s += &format!("       fix: {}\n", x.fix);
         }
     }
-    let e = findings.iter().filter(|x| x.severity == Severity::Error).count();
-    let w = findings.iter().filter(|x| x.severity == Severity::Warn).count();
+    let e = findings
+        .iter()
+        .filter(|x| x.severity == Severity::Error)
+        .count();
+    let w = findings
+        .iter()
+        .filter(|x| x.severity == Severity::Warn)
+        .count();
     s += &format!("{e} error(s), {w} warning(s)\n");
     s
 }
@@ -753,8 +794,18 @@ mod tests {
             ..Default::default()
         };
         let fs = check(&facts);
-        assert!(has(&fs, Severity::Warn, "xdp-driver", "eth0: driver bnx2 has no native XDP"));
-        assert!(has(&fs, Severity::Ok, "xdp-driver", "eth1: driver mlx5_core"));
+        assert!(has(
+            &fs,
+            Severity::Warn,
+            "xdp-driver",
+            "eth0: driver bnx2 has no native XDP"
+        ));
+        assert!(has(
+            &fs,
+            Severity::Ok,
+            "xdp-driver",
+            "eth1: driver mlx5_core"
+        ));
         assert!(fs.iter().any(|x| x.fix.contains("bnxt_en")));
         facts.xdp_mode = Some(XdpMode::Native);
         let fs = check(&facts);
@@ -788,7 +839,8 @@ mod tests {
             }],
             firewall: FirewallFacts {
                 iptables_save: Some(
-                    "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -d 224.0.0.0/8 -j DROP\nCOMMIT\n".into(),
+                    "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -d 224.0.0.0/8 -j DROP\nCOMMIT\n"
+                        .into(),
                 ),
                 ..Default::default()
             },
@@ -828,9 +880,19 @@ mod tests {
             ..Default::default()
         };
         let fs = check(&facts);
-        assert!(has(&fs, Severity::Error, "realserver-vip", "198.18.2.213 is not on lo"));
+        assert!(has(
+            &fs,
+            Severity::Error,
+            "realserver-vip",
+            "198.18.2.213 is not on lo"
+        ));
         assert!(has(&fs, Severity::Ok, "realserver-vip", "198.18.2.212"));
-        assert!(has(&fs, Severity::Error, "realserver-arp", "all.arp_ignore = 0"));
+        assert!(has(
+            &fs,
+            Severity::Error,
+            "realserver-arp",
+            "all.arp_ignore = 0"
+        ));
         assert!(has(&fs, Severity::Error, "arp-sysctls", "real server eth0"));
         assert!(has(&fs, Severity::Warn, "rp-filter", "eth0"));
     }
@@ -860,8 +922,18 @@ mod tests {
         let fs = check(&facts);
         assert!(has(&fs, Severity::Error, "conn-table-memory", "8192 MiB"));
         assert!(has(&fs, Severity::Warn, "nofile", "below 84"));
-        assert!(has(&fs, Severity::Error, "stale-sysctl", "/etc/sysctl.conf:3"));
-        assert!(!has(&fs, Severity::Error, "stale-sysctl", "/etc/sysctl.conf:1"));
+        assert!(has(
+            &fs,
+            Severity::Error,
+            "stale-sysctl",
+            "/etc/sysctl.conf:3"
+        ));
+        assert!(!has(
+            &fs,
+            Severity::Error,
+            "stale-sysctl",
+            "/etc/sysctl.conf:1"
+        ));
         assert!(has(&fs, Severity::Error, "pins", "CONN_TABLE"));
         assert!(has(&fs, Severity::Error, "pins", "link_eth0"));
         assert!(has(&fs, Severity::Error, "pins", "holds 1 services"));
