@@ -1,5 +1,4 @@
 //! The thin, impure layer of `xlb doctor`: reads the host into [`Facts`].
-use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::net::IpAddr;
@@ -326,11 +325,4 @@ fn count_services(path: &Path) -> Result<usize, String> {
     let map: HashMap<MapData, ServiceKey, Service> =
         HashMap::try_from(Map::HashMap(data)).map_err(|e| e.to_string())?;
     Ok(map.keys().filter(Result::is_ok).count())
-}
-
-/// Sysctl values as a map (for tests of the gathering layer).
-pub fn sysctls(keys: &[&str]) -> BTreeMap<String, String> {
-    keys.iter()
-        .filter_map(|k| crate::realserver::read_sysctl(k).map(|v| (k.to_string(), v)))
-        .collect()
 }
