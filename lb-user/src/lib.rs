@@ -4,8 +4,10 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod doctor;
 pub mod health;
 pub mod net;
+pub mod realserver;
 pub mod state;
 pub mod status;
 

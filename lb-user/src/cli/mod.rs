@@ -5,6 +5,9 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 
 pub mod check_config;
 pub mod client;
+pub mod doctor;
+pub mod import_keepalived;
+pub mod realserver;
 
 /// Default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/xlb/xlb.toml";
@@ -99,6 +102,39 @@ pub enum Command {
         #[arg(default_value = DEFAULT_CONFIG)]
         file: PathBuf,
     },
+    /// Prepare a direct-routing real server: VIPs on `lo`, ARP sysctls (`up`, `down`, `status`).
+    Realserver {
+        #[command(subcommand)]
+        action: realserver::Action,
+    },
+    /// Check a director (and with `--realserver` a real server); explain each finding and its fix.
+    /// Exit 1 on errors (and with `--strict` on warnings), else 0.
+    Doctor {
+        /// Configuration of the director (default: /etc/xlb/xlb.toml when it exists).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Also check this host as a DR real server for the `--vip`s.
+        #[arg(long)]
+        realserver: bool,
+        /// VIPs a real server must hold on `lo` (with `--realserver`).
+        #[arg(long = "vip", value_name = "VIP", num_args = 1..)]
+        vips: Vec<std::net::IpAddr>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Warnings make the exit status 1 too.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Translate a keepalived.conf (VRRP and LVS parts) into xlb TOML; everything without an
+    /// equivalent is reported with its file:line.
+    ImportKeepalived {
+        /// The keepalived configuration (its `include`s are followed).
+        file: PathBuf,
+        /// Output file (default: stdout).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
     /// Write the man pages (xlb.1 and one per subcommand) into a directory.
@@ -145,6 +181,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => client::conns(&socket, service, real, c, limit, json),
         Command::CheckConfig { file } => check_config::run(&file),
+        Command::Realserver { action } => realserver::run(action),
+        Command::Doctor {
+            config,
+            realserver,
+            vips,
+            json,
+            strict,
+        } => doctor::run(config, realserver, vips, json, strict),
+        Command::ImportKeepalived { file, output } => {
+            import_keepalived::run(&file, output.as_deref())
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,328 @@
+//! The thin, impure layer of `xlb doctor`: reads the host into [`Facts`].
+use std::ffi::CString;
+use std::fs;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+
+use super::{Facts, FirewallFacts, IfaceFacts, PinFacts, RealServerFacts, VrrpFacts};
+use crate::config::Config;
+
+/// What to look at.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The configuration file (`None`: director checks that need it are skipped).
+    pub config: Option<std::path::PathBuf>,
+    /// Real-server VIPs (`--realserver --vip ...`).
+    pub realserver_vips: Option<Vec<IpAddr>>,
+}
+
+/// Gathers every fact.
+pub fn gather(opts: &Options) -> Facts {
+    let mut facts = Facts::default();
+    let mut cfg: Option<Config> = None;
+    if let Some(path) = &opts.config {
+        facts.config_file = Some(path.display().to_string());
+        match crate::config::load(path) {
+            Ok(c) => cfg = Some(c),
+            Err(errs) => facts.config_errors = errs.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+    facts.host_interfaces = host_interfaces();
+    let mut sysctl_ifaces: Vec<String> = vec!["all".into(), "lo".into()];
+    sysctl_ifaces.extend(facts.host_interfaces.iter().cloned());
+    if let Some(c) = &cfg {
+        facts.xdp_mode = Some(c.global.xdp_mode);
+        for i in c.global.interfaces.get_ref() {
+            facts.interfaces.push(interface(i.get_ref()));
+        }
+        for v in &c.vrrp_instances {
+            facts.vrrp.push(VrrpFacts {
+                name: v.name.get_ref().clone(),
+                interface: v.interface.get_ref().clone(),
+                v6: v
+                    .virtual_ipaddress
+                    .get_ref()
+                    .first()
+                    .is_some_and(|p| p.get_ref().addr.is_ipv6()),
+                unicast_src_ip: v.unicast_src_ip.as_ref().map(|a| *a.get_ref()),
+                unicast_peer: v.unicast_peer.iter().map(|a| *a.get_ref()).collect(),
+            });
+        }
+        facts.conn_table_size = Some(*c.global.conn_table_size.get_ref());
+        facts.real_servers = c.virtual_servers.iter().map(|v| v.real_servers.len()).sum();
+        facts.pins = Some(pins(c));
+        if !facts.vrrp.is_empty() {
+            facts.firewall = firewall();
+        }
+    }
+    for i in &sysctl_ifaces {
+        for name in ["arp_ignore", "arp_announce", "rp_filter"] {
+            let key = format!("net.ipv4.conf.{i}.{name}");
+            if let Some(v) = crate::realserver::read_sysctl(&key) {
+                facts.sysctls.insert(key, v);
+            }
+        }
+    }
+    if let Some(vips) = &opts.realserver_vips {
+        let present = crate::realserver::Loopback::open()
+            .and_then(|lo| lo.addresses())
+            .unwrap_or_default();
+        facts.realserver = Some(RealServerFacts {
+            vips: vips
+                .iter()
+                .map(|v| (*v, present.iter().any(|(a, _)| a == v)))
+                .collect(),
+        });
+    }
+    facts.mem_available = mem_available();
+    facts.nofile = nofile();
+    facts.sysctl_files = sysctl_files(Path::new("/"));
+    facts
+}
+
+fn host_interfaces() -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir("/proc/sys/net/ipv4/conf")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "all" && n != "default" && n != "lo")
+        .collect();
+    v.sort();
+    v
+}
+
+// --- ethtool ioctls -----------------------------------------------------------------------
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GDRVINFO: u32 = 0x3;
+const ETHTOOL_GFLAGS: u32 = 0x25;
+const ETH_FLAG_LRO: u32 = 1 << 15;
+
+#[repr(C)]
+struct DrvInfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+#[repr(C)]
+struct EthValue {
+    cmd: u32,
+    data: u32,
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+fn ethtool(ifname: &str, data: *mut libc::c_void) -> bool {
+    if ifname.len() >= libc::IFNAMSIZ {
+        return false;
+    }
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data,
+        _pad: [0; 16],
+    };
+    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    // SAFETY: plain socket + ioctl with a properly sized, initialised ifreq whose data pointer
+    // refers to a live, correctly laid out ethtool struct.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return false;
+        }
+        let r = libc::ioctl(fd, SIOCETHTOOL as _, &mut req as *mut IfReq);
+        libc::close(fd);
+        r == 0
+    }
+}
+
+/// The kernel driver of `ifname` (`ethtool -i`), or the `/sys` driver link.
+pub fn driver(ifname: &str) -> Option<String> {
+    // SAFETY: all-zero is a valid DrvInfo.
+    let mut d: DrvInfo = unsafe { std::mem::zeroed() };
+    d.cmd = ETHTOOL_GDRVINFO;
+    if ethtool(ifname, &mut d as *mut DrvInfo as *mut libc::c_void) {
+        let end = d.driver.iter().position(|b| *b == 0).unwrap_or(32);
+        let s = String::from_utf8_lossy(&d.driver[..end]).into_owned();
+        if !s.is_empty() {
+            return Some(s);
+        }
+    }
+    fs::read_link(format!("/sys/class/net/{ifname}/device/driver"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
+/// Whether LRO is on (`ethtool -k`).
+pub fn lro(ifname: &str) -> Option<bool> {
+    let mut v = EthValue {
+        cmd: ETHTOOL_GFLAGS,
+        data: 0,
+    };
+    ethtool(ifname, &mut v as *mut EthValue as *mut libc::c_void)
+        .then_some(v.data & ETH_FLAG_LRO != 0)
+}
+
+fn mtu(ifname: &str) -> Option<u32> {
+    #[repr(C)]
+    struct IfReqMtu {
+        name: [u8; libc::IFNAMSIZ],
+        mtu: libc::c_int,
+        _pad: [u8; 20],
+    }
+    if ifname.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    let mut req = IfReqMtu {
+        name: [0; libc::IFNAMSIZ],
+        mtu: 0,
+        _pad: [0; 20],
+    };
+    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
+    // SAFETY: as in `ethtool`.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let r = libc::ioctl(fd, libc::SIOCGIFMTU as _, &mut req as *mut IfReqMtu);
+        libc::close(fd);
+        (r == 0).then_some(req.mtu as u32)
+    }
+}
+
+/// Facts of one interface.
+pub fn interface(name: &str) -> IfaceFacts {
+    let exists = CString::new(name)
+        // SAFETY: a valid NUL-terminated string.
+        .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) } != 0)
+        .unwrap_or(false);
+    IfaceFacts {
+        name: name.into(),
+        exists,
+        driver: exists.then(|| driver(name)).flatten(),
+        mtu: exists.then(|| mtu(name)).flatten(),
+        lro: exists.then(|| lro(name)).flatten(),
+    }
+}
+
+// --- the rest -----------------------------------------------------------------------------
+
+fn stdout_of(prog: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(prog).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn firewall() -> FirewallFacts {
+    FirewallFacts {
+        nft_json: stdout_of("nft", &["-j", "list", "ruleset"]),
+        iptables_save: stdout_of("iptables-save", &[]),
+        ip6tables_save: stdout_of("ip6tables-save", &[]),
+    }
+}
+
+fn mem_available() -> Option<u64> {
+    let m = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn nofile() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into `r`.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0).then_some(r.rlim_cur)
+}
+
+/// /etc/sysctl.conf and every `*.conf` of the sysctl.d directories under `root`.
+pub fn sysctl_files(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let conf = root.join("etc/sysctl.conf");
+    if let Ok(c) = fs::read_to_string(&conf) {
+        out.push((conf.display().to_string(), c));
+    }
+    for d in [
+        "etc/sysctl.d",
+        "run/sysctl.d",
+        "usr/local/lib/sysctl.d",
+        "usr/lib/sysctl.d",
+        "lib/sysctl.d",
+    ] {
+        let mut files: Vec<_> = fs::read_dir(root.join(d))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+            .collect();
+        files.sort();
+        for p in files {
+            if let Ok(c) = fs::read_to_string(&p) {
+                out.push((p.display().to_string(), c));
+            }
+        }
+    }
+    out
+}
+
+fn pins(c: &Config) -> PinFacts {
+    use crate::dataplane::loader::{link_pin_path, PINNED_MAPS};
+    let dir = c.global.bpffs_dir.get_ref();
+    let mut p = PinFacts {
+        dir: dir.display().to_string(),
+        dir_exists: dir.is_dir(),
+        services_in_config: c.virtual_servers.len(),
+        ..Default::default()
+    };
+    if !p.dir_exists {
+        return p;
+    }
+    p.maps_missing = PINNED_MAPS
+        .iter()
+        .filter(|m| !dir.join(m).exists())
+        .map(|m| m.to_string())
+        .collect();
+    p.links_missing = c
+        .global
+        .interfaces
+        .get_ref()
+        .iter()
+        .map(|i| i.get_ref().clone())
+        .filter(|i| !link_pin_path(dir, i).exists())
+        .collect();
+    let services = dir.join(lb_common::map_names::SERVICES);
+    if services.exists() {
+        p.services_in_map = Some(count_services(&services));
+    }
+    p
+}
+
+fn count_services(path: &Path) -> Result<usize, String> {
+    use aya::maps::{HashMap, Map, MapData};
+    use lb_common::{Service, ServiceKey};
+    let data = MapData::from_pin(path).map_err(|e| e.to_string())?;
+    let map: HashMap<MapData, ServiceKey, Service> =
+        HashMap::try_from(Map::HashMap(data)).map_err(|e| e.to_string())?;
+    Ok(map.keys().filter(Result::is_ok).count())
+}

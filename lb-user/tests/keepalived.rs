@@ -1,0 +1,167 @@
+//! `xlb import-keepalived` over a corpus of keepalived configurations
+//! (`tests/data/keepalived/*.conf`, expected output `*.toml`; `XLB_UPDATE_EXPECT=1` rewrites the
+//! expectations). Every generated file must pass `config::parse`.
+use std::path::Path;
+
+use xlb::config::{self, keepalived};
+
+const DIR: &str = "tests/data/keepalived";
+
+fn import(name: &str) -> (keepalived::Imported, String) {
+    let path = Path::new(DIR).join(format!("{name}.conf"));
+    let imported = keepalived::import_file(&path).unwrap();
+    let text = imported.to_toml().unwrap();
+    (imported, text)
+}
+
+#[test]
+fn corpus_matches_expectations_and_validates() {
+    let mut names: Vec<String> = std::fs::read_dir(DIR)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".conf").map(String::from)
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 3, "{names:?}");
+    for name in names {
+        let (_, text) = import(&name);
+        if let Err(e) = config::parse(&text, &name) {
+            panic!("{name}: the generated TOML does not validate:\n{e}\n{text}");
+        }
+        let expected_path = Path::new(DIR).join(format!("{name}.toml"));
+        if std::env::var_os("XLB_UPDATE_EXPECT").is_some() {
+            std::fs::write(&expected_path, &text).unwrap();
+        }
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
+        assert_eq!(
+            text,
+            expected,
+            "{name}: output differs from {}",
+            expected_path.display()
+        );
+    }
+}
+
+fn has_note(i: &keepalived::Imported, loc: &str, needle: &str) -> bool {
+    i.notes
+        .iter()
+        .any(|n| n.starts_with(loc) && n.contains(needle))
+}
+
+#[test]
+fn field_report_config() {
+    let (i, text) = import("field_report");
+    let cfg = config::parse(&text, "field_report").unwrap();
+    assert_eq!(cfg.global.router_id.as_deref(), Some("lvs-primary"));
+    assert_eq!(cfg.virtual_servers.len(), 2);
+    let vs = &cfg.virtual_servers[0];
+    assert_eq!(*vs.persistence_timeout.get_ref(), 50);
+    assert_eq!(vs.real_servers.len(), 2);
+    assert_eq!(*vs.real_servers[0].weight.get_ref(), 120);
+    // The quoted misc_path with its argument becomes program + argument.
+    let chk = vs.real_servers[1].check.as_ref().unwrap();
+    assert_eq!(
+        chk.command.as_ref().unwrap().get_ref(),
+        &["/etc/keepalived/check_iis.sh", "192.168.2.221"]
+    );
+    let vi = &cfg.vrrp_instances[0];
+    assert_eq!(*vi.virtual_router_id.get_ref(), 51);
+    assert_eq!(vi.virtual_ipaddress.get_ref().len(), 2);
+    assert!(has_note(
+        &i,
+        "tests/data/keepalived/field_report.conf:8:",
+        "smtp_server"
+    ));
+}
+
+#[test]
+fn checkers_and_notes() {
+    let (i, text) = import("checkers");
+    let cfg = config::parse(&text, "checkers").unwrap();
+    let f = "tests/data/keepalived/checkers.conf";
+    let web = &cfg.virtual_servers[0];
+    assert_eq!(
+        *web.persistence_timeout.get_ref(),
+        360,
+        "bare keyword = 360"
+    );
+    assert_eq!(web.quorum, 2);
+    assert!(web.alpha && web.inhibit_on_failure);
+    let ssl = web.real_servers[0].check.as_ref().unwrap();
+    assert_eq!(ssl.path.as_ref().unwrap().get_ref(), "/health");
+    assert_eq!(ssl.host.as_ref().unwrap().get_ref(), "www.example.com");
+    assert_eq!(ssl.retry, Some(2));
+    let http = web.real_servers[1].check.as_ref().unwrap();
+    assert_eq!(
+        http.status_codes.as_ref().unwrap().get_ref(),
+        &[200, 201, 202, 203, 204]
+    );
+    assert_eq!(http.host.as_ref().unwrap().get_ref(), "status.example.com");
+    let dns = &cfg.virtual_servers[1];
+    let misc = dns.real_servers[0].check.as_ref().unwrap();
+    assert!(misc.shell && misc.dynamic);
+    assert_eq!(*misc.timeout.get_ref(), 3.0);
+    assert!(has_note(&i, &format!("{f}:35:"), "lb_algo wlc"));
+    assert!(has_note(&i, &format!("{f}:56:"), "second url"));
+    assert!(has_note(&i, &format!("{f}:75:"), "second checker"));
+    assert!(has_note(&i, &format!("{f}:106:"), "SMTP_CHECK"));
+    let vi = &cfg.vrrp_instances[0];
+    assert!(*vi.nopreempt.get_ref());
+    assert_eq!(
+        vi.notify_master.as_ref().unwrap().get_ref(),
+        &["/usr/local/bin/notify.sh", "master", "VI WEB"]
+    );
+}
+
+#[test]
+fn includes_sync_groups_unicast_nat() {
+    let (i, text) = import("sync_unicast");
+    let cfg = config::parse(&text, "sync_unicast").unwrap();
+    // Both included files (glob, relative to the including file), not the README.
+    assert_eq!(cfg.virtual_servers.len(), 2);
+    assert_eq!(cfg.vrrp_sync_groups[0].group.get_ref().len(), 2);
+    let v4 = &cfg.vrrp_instances[0];
+    assert_eq!(v4.unicast_peer.len(), 2);
+    assert_eq!(
+        v4.authentication
+            .as_ref()
+            .unwrap()
+            .get_ref()
+            .auth_pass
+            .get_ref(),
+        "averylon"
+    );
+    assert_eq!(*cfg.vrrp_instances[1].version.get_ref(), 3);
+    let d = "tests/data/keepalived/conf.d";
+    assert!(has_note(&i, &format!("{d}/10-web.conf:4:"), "lb_kind NAT"));
+    assert!(has_note(&i, &format!("{d}/10-web.conf:6:"), "port 8080"));
+    assert!(has_note(&i, &format!("{d}/20-v6.conf:3:"), "lb_kind TUN"));
+    assert!(has_note(&i, &format!("{d}/20-v6.conf:12:"), "frobnicate"));
+    assert!(text.starts_with("# Generated by `xlb import-keepalived"));
+}
+
+#[test]
+fn cli_writes_a_valid_file() {
+    let out = std::env::temp_dir().join(format!("xlb-import-{}.toml", std::process::id()));
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .args([
+            "import-keepalived",
+            "tests/data/keepalived/field_report.conf",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert!(String::from_utf8_lossy(&st.stderr).contains("note: "));
+    config::load(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+}
