@@ -280,3 +280,432 @@ fn truncated_and_malformed_headers_are_passed_and_counted_never_forwarded() {
         c[stat::MALFORMED as usize]
     );
 }
+
+fn mac_of(out: &[u8]) -> [u8; 6] {
+    [out[0], out[1], out[2], out[3], out[4], out[5]]
+}
+
+#[test]
+fn icmp_errors_go_to_the_flows_real_server() {
+    let h = two_reals();
+    let syn = tcp4(CLIENT, 40100, VIP_B, 80, "S");
+    let (_, out) = h.run(&syn);
+    let chosen = mac_of(&out);
+    // A router on the way back to the client sends "fragmentation needed" to the VIP, quoting the
+    // real server's reply VIP:80 -> client:40100.
+    let mut quoted = Vec::new();
+    PacketBuilder::ipv4(VIP_B, CLIENT, 63)
+        .tcp(80, 40100, 1, 100)
+        .ack(1)
+        .write(&mut quoted, &[])
+        .unwrap();
+    let mut icmp = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4([198, 18, 0, 1], VIP_B, 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ))
+        .write(&mut icmp, &quoted[..28])
+        .unwrap();
+    let (action, out) = h.run(&icmp);
+    assert_eq!(action, XDP_TX);
+    assert_dr_rewrite(&icmp, &out, chosen);
+    assert_eq!(counter(&h, stat::ICMP_FORWARDED), 1);
+    // Truncated quote: passed, counted malformed, never forwarded.
+    let mut short = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4([198, 18, 0, 1], VIP_B, 64)
+        .icmpv4(Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ))
+        .write(&mut short, &quoted[..22])
+        .unwrap();
+    let (action, out) = h.run(&short);
+    assert_eq!((action, &out), (XDP_PASS, &short));
+    // IPv6 packet too big about an IPv6 flow.
+    let mut h6 = Harness::new(1024);
+    let mut r6 = real("198.18.0.11", 1, 1);
+    r6.addr = "2001:db8::11".parse().unwrap();
+    let mut s6 = service(VIP, 80, Protocol::Tcp, vec![r6]);
+    s6.addr.vip = "2001:db8::100".parse().unwrap();
+    h6.apply(&state(vec![s6]));
+    let c6 = "2001:db8::10"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let v6 = "2001:db8::100"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let mut q6 = Vec::new();
+    PacketBuilder::ipv6(v6, c6, 63)
+        .tcp(80, 40000, 1, 100)
+        .write(&mut q6, &[])
+        .unwrap();
+    let mut ptb = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6(
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            v6,
+            64,
+        )
+        .icmpv6(Icmpv6Type::PacketTooBig { mtu: 1280 })
+        .write(&mut ptb, &q6)
+        .unwrap();
+    let (action, out) = h6.run(&ptb);
+    assert_eq!(action, XDP_TX);
+    assert_dr_rewrite(&ptb, &out, real_mac(1));
+}
+
+fn ipv4_fragment(first: bool, sport: u16) -> Vec<u8> {
+    let mut pkt = udp4(CLIENT, sport, VIP_B, 53);
+    // MF set (first fragment) or offset 185 (a later one), header checksum not checked by XDP.
+    let frag: u16 = if first { 0x2000 } else { 185 };
+    pkt[20..22].copy_from_slice(&frag.to_be_bytes());
+    pkt
+}
+
+#[test]
+fn fragments_are_dropped_unless_the_service_hashes_the_client() {
+    let mut h = Harness::new(1024);
+    h.apply(&state(vec![service(
+        VIP,
+        53,
+        Protocol::Udp,
+        vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)],
+    )]));
+    for first in [true, false] {
+        let f = ipv4_fragment(first, 5000);
+        let (action, out) = h.run(&f);
+        assert_eq!((action, &out), (XDP_DROP, &f));
+    }
+    assert_eq!(counter(&h, stat::FRAGMENT_DROPPED), 2);
+    // Fragments to other addresses are the kernel's.
+    let mut other = ipv4_fragment(false, 5000);
+    other[30..34].copy_from_slice(&[198, 18, 0, 2]);
+    assert_eq!(h.run(&other).0, XDP_PASS);
+    // With source hashing every fragment of a client goes to one real server.
+    let mut s = service(
+        VIP,
+        53,
+        Protocol::Udp,
+        vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)],
+    );
+    s.scheduler = Scheduler::SourceHash;
+    h.apply(&state(vec![s]));
+    let (a1, o1) = h.run(&ipv4_fragment(true, 5000));
+    let (a2, o2) = h.run(&ipv4_fragment(false, 5000));
+    let (a3, o3) = h.run(&udp4(CLIENT, 6000, VIP_B, 53));
+    assert_eq!((a1, a2, a3), (XDP_TX, XDP_TX, XDP_TX));
+    assert_eq!(mac_of(&o1), mac_of(&o2));
+    assert_eq!(
+        mac_of(&o1),
+        mac_of(&o3),
+        "source_hash: same client, same real server"
+    );
+    assert_dr_rewrite(&ipv4_fragment(false, 5000), &o2, mac_of(&o1));
+    assert_eq!(counter(&h, stat::FRAGMENT_FORWARDED), 2);
+}
+
+#[test]
+fn quiescent_real_keeps_flows_removed_real_flows_are_redispatched() {
+    let mut h = Harness::new(4096);
+    let both = vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)];
+    h.apply(&state(vec![service(VIP, 80, Protocol::Tcp, both.clone())]));
+    // Open flows until both real servers have some.
+    let mut on = std::collections::BTreeMap::<[u8; 6], Vec<u16>>::new();
+    for sport in 41000..41040u16 {
+        let (_, out) = h.run(&tcp4(CLIENT, sport, VIP_B, 80, "S"));
+        on.entry(mac_of(&out)).or_default().push(sport);
+    }
+    let on2 = on[&real_mac(2)].clone();
+    // Weight 0: quiescent. Established flows stay, new ones avoid it.
+    let mut quiet = both.clone();
+    quiet[1].weight = 0;
+    h.apply(&state(vec![service(VIP, 80, Protocol::Tcp, quiet)]));
+    for &sport in &on2 {
+        let (_, out) = h.run(&tcp4(CLIENT, sport, VIP_B, 80, "A"));
+        assert_eq!(
+            mac_of(&out),
+            real_mac(2),
+            "quiescent real server keeps its flow {sport}"
+        );
+    }
+    for sport in 42000..42050u16 {
+        let (_, out) = h.run(&tcp4(CLIENT, sport, VIP_B, 80, "S"));
+        assert_eq!(
+            mac_of(&out),
+            real_mac(1),
+            "no new flow to a quiescent real server"
+        );
+    }
+    // Removed (or failed): its flows go afresh to a live one on their next packet.
+    h.apply(&state(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![both[0].clone()],
+    )]));
+    let before = counter(&h, stat::REDISPATCHED);
+    for &sport in &on2 {
+        let pkt = tcp4(CLIENT, sport, VIP_B, 80, "A");
+        let (action, out) = h.run(&pkt);
+        assert_eq!(action, XDP_TX);
+        assert_dr_rewrite(&pkt, &out, real_mac(1));
+    }
+    assert_eq!(counter(&h, stat::REDISPATCHED) - before, on2.len() as u64);
+    // Failed (alive = false) behaves the same.
+    let mut failed = both.clone();
+    failed[0].alive = false;
+    h.apply(&state(vec![service(VIP, 80, Protocol::Tcp, failed)]));
+    let (_, out) = h.run(&tcp4(CLIENT, on[&real_mac(1)][0], VIP_B, 80, "A"));
+    assert_eq!(mac_of(&out), real_mac(2));
+}
+
+#[test]
+fn sorry_server_and_no_real_server() {
+    let mut h = Harness::new(1024);
+    let mut s = service(VIP, 80, Protocol::Tcp, vec![]);
+    h.apply(&state(vec![s.clone()]));
+    let syn = tcp4(CLIENT, 40000, VIP_B, 80, "S");
+    let (action, out) = h.run(&syn);
+    assert_eq!((action, &out), (XDP_DROP, &syn));
+    assert_eq!(counter(&h, stat::NO_REAL), 1);
+    s.sorry = Some(real("198.18.0.50", 9, 1));
+    h.apply(&state(vec![s.clone()]));
+    let (action, out) = h.run(&syn);
+    assert_eq!(action, XDP_TX);
+    assert_dr_rewrite(&syn, &out, real_mac(9));
+    assert_eq!(counter(&h, stat::SORRY), 1);
+    // A failed real server with a sorry server: the sorry server.
+    s.reals = vec![real("198.18.0.11", 1, 1)];
+    s.reals[0].alive = false;
+    h.apply(&state(vec![s]));
+    let (_, out) = h.run(&tcp4(CLIENT, 40001, VIP_B, 80, "S"));
+    assert_eq!(mac_of(&out), real_mac(9));
+}
+
+#[test]
+fn inactive_service_passes() {
+    let mut h = Harness::new(1024);
+    let mut s = service(VIP, 80, Protocol::Tcp, vec![real("198.18.0.11", 1, 1)]);
+    s.active = false;
+    h.apply(&state(vec![s]));
+    let syn = tcp4(CLIENT, 40000, VIP_B, 80, "S");
+    let (action, out) = h.run(&syn);
+    assert_eq!((action, &out), (XDP_PASS, &syn));
+    assert_eq!(counter(&h, stat::INACTIVE), 1);
+}
+
+#[test]
+fn flood_guard_forwards_without_inserting() {
+    let mut h = Harness::new(4096);
+    let mut st = state(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)],
+    )]);
+    st.flood_threshold = 10;
+    h.apply(&st);
+    for sport in 0..50u16 {
+        let (action, _) = h.run(&tcp4(CLIENT, 30000 + sport, VIP_B, 80, "S"));
+        assert_eq!(action, XDP_TX);
+    }
+    let table = h.writer.maps().conn_table.iter().count();
+    assert!(table <= 20, "flood guard let {table} entries in");
+    assert!(counter(&h, stat::FLOOD_NOT_INSERTED) >= 30);
+}
+
+#[test]
+fn round_robin_and_weighted_round_robin() {
+    let mut h = Harness::new(4096);
+    let mut s = service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 3)],
+    );
+    s.scheduler = Scheduler::WeightedRoundRobin;
+    h.apply(&state(vec![s.clone()]));
+    let mut n2 = 0;
+    for sport in 0..40u16 {
+        let (_, out) = h.run(&tcp4(CLIENT, 20000 + sport, VIP_B, 80, "S"));
+        if mac_of(&out) == real_mac(2) {
+            n2 += 1;
+        }
+    }
+    assert_eq!(n2, 30, "wrr 1:3 over 40 new flows");
+    s.scheduler = Scheduler::RoundRobin;
+    h.apply(&state(vec![s]));
+    let mut n2 = 0;
+    for sport in 0..40u16 {
+        let (_, out) = h.run(&tcp4(CLIENT, 21000 + sport, VIP_B, 80, "S"));
+        if mac_of(&out) == real_mac(2) {
+            n2 += 1;
+        }
+    }
+    assert_eq!(n2, 20, "rr ignores weights");
+}
+
+/// The kernel's choice equals the Maglev table entry of the flow hash computed in userspace, for
+/// many flows: every director with the same config picks the same real server.
+#[test]
+fn kernel_and_userspace_agree_on_the_flow_hash() {
+    let mut h = Harness::new(65_536);
+    let reals: Vec<_> = (1..=5)
+        .map(|i| real(&format!("198.18.0.{}", 10 + i), i, 1))
+        .collect();
+    h.apply(&state(vec![service(VIP, 80, Protocol::Tcp, reals)]));
+    let addr = ServiceAddr {
+        vip: v4(VIP),
+        port: 80,
+        protocol: Protocol::Tcp,
+    };
+    let ring = h.writer.ring(&addr).unwrap().to_vec();
+    let slots = h.writer.slots();
+    let slot_mac: std::collections::HashMap<u32, [u8; 6]> = slots[&addr]
+        .reals
+        .iter()
+        .map(|(k, s)| {
+            (
+                *s,
+                real_mac(
+                    k.addr
+                        .to_string()
+                        .rsplit('.')
+                        .next()
+                        .unwrap()
+                        .parse::<u8>()
+                        .unwrap()
+                        - 10,
+                ),
+            )
+        })
+        .collect();
+    let mut rng = Rng(0x1234_5678);
+    for _ in 0..2000 {
+        let r = rng.next();
+        let src = [198, 18, (r >> 8) as u8 & 1, (r >> 16) as u8];
+        let sport = (r >> 32) as u16 | 1024;
+        let (_, out) = h.run(&tcp4(src, sport, VIP_B, 80, "S"));
+        let (s, _) = addr_words(std::net::IpAddr::from(src));
+        let (d, _) = addr_words(v4(VIP));
+        let key = FlowKey {
+            src: s,
+            dst: d,
+            sport: sport.to_be(),
+            dport: 80u16.to_be(),
+            proto: PROTO_TCP,
+            family: AF_INET,
+            _pad: [0; 2],
+        };
+        let slot = ring[(flow_hash(&key) % ring.len() as u32) as usize];
+        assert_eq!(mac_of(&out), slot_mac[&slot]);
+    }
+}
+
+/// Maglev on the real lookup table: spread within 1% of the weights over 1,000,000 random flows,
+/// and removing one of N real servers moves close to 1/N of the flows.
+#[test]
+fn maglev_spread_and_disruption_on_the_real_table() {
+    let mut h = Harness::new(1024);
+    let weights = [1u32, 2, 3, 4];
+    let reals: Vec<_> = weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| real(&format!("198.18.0.{}", 11 + i), i as u8 + 1, *w))
+        .collect();
+    h.apply(&state(vec![service(VIP, 80, Protocol::Tcp, reals.clone())]));
+    let addr = ServiceAddr {
+        vip: v4(VIP),
+        port: 80,
+        protocol: Protocol::Tcp,
+    };
+    let ring = h.writer.ring(&addr).unwrap().to_vec();
+    let slots = h.writer.slots()[&addr].reals.clone();
+    let slot_of = |ip: &str| {
+        slots
+            .iter()
+            .find(|(k, _)| k.addr == v4(ip))
+            .map(|(_, s)| *s)
+            .unwrap()
+    };
+    let mut rng = Rng(0xdead_beef);
+    let flows: Vec<FlowKey> = (0..1_000_000)
+        .map(|_| {
+            let r = rng.next();
+            let (s, _) = addr_words(std::net::IpAddr::from([
+                198,
+                18 + (r & 1) as u8,
+                (r >> 8) as u8,
+                (r >> 16) as u8,
+            ]));
+            let (d, _) = addr_words(v4(VIP));
+            FlowKey {
+                src: s,
+                dst: d,
+                sport: (r >> 32) as u16,
+                dport: 80u16.to_be(),
+                proto: PROTO_TCP,
+                family: AF_INET,
+                _pad: [0; 2],
+            }
+        })
+        .collect();
+    let pick = |ring: &[u32], k: &FlowKey| ring[(flow_hash(k) % ring.len() as u32) as usize];
+    let mut counts = std::collections::HashMap::<u32, u64>::new();
+    for f in &flows {
+        *counts.entry(pick(&ring, f)).or_default() += 1;
+    }
+    let total: u32 = weights.iter().sum();
+    for (i, w) in weights.iter().enumerate() {
+        let share = counts[&slot_of(&format!("198.18.0.{}", 11 + i))] as f64 / flows.len() as f64;
+        let want = *w as f64 / total as f64;
+        println!(
+            "real {} weight {w}: share {:.4} (want {:.4})",
+            11 + i,
+            share,
+            want
+        );
+        assert!(
+            (share - want).abs() <= 0.01 * want.max(0.1),
+            "share {share} vs {want}"
+        );
+    }
+    // Equal weights, N = 5, remove one.
+    let eq: Vec<_> = (0..5)
+        .map(|i| real(&format!("198.18.0.{}", 11 + i), i as u8 + 1, 1))
+        .collect();
+    h.apply(&state(vec![service(VIP, 80, Protocol::Tcp, eq.clone())]));
+    let before_ring = h.writer.ring(&addr).unwrap().to_vec();
+    let before_slots = h.writer.slots()[&addr].reals.clone();
+    h.apply(&state(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        eq[..4].to_vec(),
+    )]));
+    let after_ring = h.writer.ring(&addr).unwrap().to_vec();
+    let after_slots = h.writer.slots()[&addr].reals.clone();
+    let name = |slots: &std::collections::BTreeMap<xlb::dataplane::writer::RealKey, u32>,
+                s: u32| {
+        slots
+            .iter()
+            .find(|(_, v)| **v == s)
+            .map(|(k, _)| k.addr)
+            .unwrap()
+    };
+    let moved = flows
+        .iter()
+        .filter(|f| {
+            name(&before_slots, pick(&before_ring, f)) != name(&after_slots, pick(&after_ring, f))
+        })
+        .count() as f64
+        / flows.len() as f64;
+    println!(
+        "removing 1 of 5 real servers moved {:.2}% of 1,000,000 flows (ideal 20%)",
+        moved * 100.0
+    );
+    assert!(moved > 0.19 && moved < 0.23, "moved {moved}");
+}
