@@ -738,6 +738,9 @@ impl Daemon {
         let socket_path = self.cfg.global.control_socket.get_ref().clone();
         let (control_tx, mut control_rx) = mpsc::channel::<ControlMsg>(16);
         let listener = bind_control_socket(&socket_path)?;
+        if let Some(addr) = self.cfg.global.metrics_listen {
+            tokio::spawn(crate::metrics::serve(addr, control_tx.clone()));
+        }
         tokio::spawn(serve_control(listener, control_tx));
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;

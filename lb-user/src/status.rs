@@ -328,7 +328,7 @@ pub fn render_conns(entries: &[ConnEntry], total: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::dataplane::desired::Protocol;
 
