@@ -40,7 +40,8 @@ impl Received {
 
 /// A VRRP socket on one interface.
 pub struct VrrpSocket {
-    fd: AsyncFd<Socket>,
+    tx: AsyncFd<Socket>,
+    rx: AsyncFd<Socket>,
     v6: bool,
     ifindex: u32,
     src: IpAddr,
@@ -66,9 +67,14 @@ fn setsockopt_int(s: &Socket, level: i32, name: i32, v: i32) -> io::Result<()> {
 }
 
 impl VrrpSocket {
-    /// Opens the socket on `ifname` (index `ifindex`) sending from `src` (an address of that
+    /// Opens the sockets on `ifname` (index `ifindex`) sending from `src` (an address of that
     /// interface; for IPv6 its link-local address) to `unicast_peers`, or to the VRRP multicast
     /// group when there are none. Must be called in the network namespace of the interface.
+    ///
+    /// Two sockets: a raw socket bound to an address only receives datagrams *to* that
+    /// address (so no multicast), and the v3 checksum needs a known source. So one socket is
+    /// bound to `src` and only sends (a drop-all filter keeps its queue empty); the other is
+    /// unbound and only receives.
     pub fn open(
         ifname: &str,
         ifindex: u32,
@@ -76,16 +82,37 @@ impl VrrpSocket {
         unicast_peers: &[IpAddr],
     ) -> io::Result<VrrpSocket> {
         let v6 = src.is_ipv6();
-        let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
-        let s = Socket::new(
-            domain,
-            Type::RAW,
-            Some(Protocol::from(i32::from(IPPROTO_VRRP))),
-        )?;
-        s.set_nonblocking(true)?;
-        s.bind_device(Some(ifname.as_bytes()))?;
+        let raw = || -> io::Result<Socket> {
+            let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+            let s = Socket::new(
+                domain,
+                Type::RAW,
+                Some(Protocol::from(i32::from(IPPROTO_VRRP))),
+            )?;
+            s.set_nonblocking(true)?;
+            s.bind_device(Some(ifname.as_bytes()))?;
+            if v6 {
+                s.set_multicast_hops_v6(u32::from(VRRP_TTL))?;
+                s.set_unicast_hops_v6(u32::from(VRRP_TTL))?;
+                s.set_multicast_if_v6(ifindex)?;
+                s.set_multicast_loop_v6(false)?;
+            } else {
+                s.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
+                s.set_ttl_v4(u32::from(VRRP_TTL))?;
+                s.set_multicast_loop_v4(false)?;
+                // Only the groups joined on this socket (not every group of the host).
+                setsockopt_int(&s, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, 0)?;
+            }
+            Ok(s)
+        };
+        let tx = raw()?;
+        // `ret #0`: accept nothing.
+        tx.attach_filter(&[socket2::SockFilter::new(0x06, 0, 0, 0)])?;
         let bind: SocketAddr = match src {
-            IpAddr::V4(a) => SocketAddr::new(IpAddr::V4(a), 0),
+            IpAddr::V4(a) => {
+                tx.set_multicast_if_v4(&a)?;
+                SocketAddr::new(IpAddr::V4(a), 0)
+            }
             IpAddr::V6(a) => {
                 let scope = if a.segments()[0] & 0xffc0 == 0xfe80 {
                     ifindex
@@ -95,33 +122,19 @@ impl VrrpSocket {
                 SocketAddr::V6(SocketAddrV6::new(a, 0, 0, scope))
             }
         };
-        s.bind(&bind.into())?;
+        tx.bind(&bind.into())?;
+        let rx = raw()?;
         if v6 {
-            s.set_multicast_hops_v6(u32::from(VRRP_TTL))?;
-            s.set_unicast_hops_v6(u32::from(VRRP_TTL))?;
-            s.set_multicast_if_v6(ifindex)?;
-            s.set_multicast_loop_v6(false)?;
-            setsockopt_int(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
-            setsockopt_int(&s, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
+            setsockopt_int(&rx, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, 1)?;
+            setsockopt_int(&rx, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)?;
             if unicast_peers.is_empty() {
-                s.join_multicast_v6(&MCAST_V6, ifindex)?;
+                rx.join_multicast_v6(&MCAST_V6, ifindex)?;
             }
-        } else {
-            s.set_multicast_ttl_v4(u32::from(VRRP_TTL))?;
-            s.set_ttl_v4(u32::from(VRRP_TTL))?;
-            s.set_multicast_loop_v4(false)?;
-            // Only the groups joined on this socket (not every group of the host).
-            setsockopt_int(&s, libc::IPPROTO_IP, libc::IP_MULTICAST_ALL, 0)?;
-            let IpAddr::V4(src4) = src else {
-                unreachable!()
-            };
-            s.set_multicast_if_v4(&src4)?;
-            if unicast_peers.is_empty() {
-                s.join_multicast_v4_n(
-                    &MCAST_V4,
-                    &socket2::InterfaceIndexOrAddress::Index(ifindex),
-                )?;
-            }
+        } else if unicast_peers.is_empty() {
+            rx.join_multicast_v4_n(
+                &MCAST_V4,
+                &socket2::InterfaceIndexOrAddress::Index(ifindex),
+            )?;
         }
         let dsts = if unicast_peers.is_empty() {
             vec![if v6 {
@@ -132,11 +145,17 @@ impl VrrpSocket {
         } else {
             unicast_peers.to_vec()
         };
-        // SAFETY: `s` is an owned socket that stays open (inside the AsyncFd) until the AsyncFd
-        // drops, and is not registered elsewhere.
-        let fd = unsafe { AsyncFd::register(s) }.map_err(io::Error::from)?;
+        // SAFETY: `tx`/`rx` are owned sockets that stay open (inside their AsyncFd) until it
+        // drops, and are not registered elsewhere.
+        let (tx, rx) = unsafe {
+            (
+                AsyncFd::register(tx).map_err(io::Error::from)?,
+                AsyncFd::register(rx).map_err(io::Error::from)?,
+            )
+        };
         Ok(VrrpSocket {
-            fd,
+            tx,
+            rx,
             v6,
             ifindex,
             src,
@@ -167,7 +186,7 @@ impl VrrpSocket {
             let bytes = advert.encode(self.src, dst);
             let to = self.dst_sockaddr(dst);
             let r = loop {
-                let mut g = self.fd.writable().await?;
+                let mut g = self.tx.writable().await?;
                 match g.try_io(|s| s.get_ref().send_to(&bytes, &to)) {
                     Ok(r) => break r,
                     Err(_would_block) => continue,
@@ -184,7 +203,7 @@ impl VrrpSocket {
     /// Receives the next datagram.
     pub async fn recv(&self) -> io::Result<Received> {
         loop {
-            let mut g = self.fd.readable().await?;
+            let mut g = self.rx.readable().await?;
             match g.try_io(|s| self.recv_now(s.get_ref())) {
                 Ok(Ok(Some(r))) => return Ok(r),
                 Ok(Ok(None)) => continue,
