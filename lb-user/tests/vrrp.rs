@@ -164,7 +164,9 @@ impl Drop for Engine {
 }
 
 fn has_vip(lab: &Lab, h: &Host, vip: &str) -> bool {
-    let out = lab.run(h, &["ip", "-o", "addr", "show", "dev", "eth0"]).unwrap();
+    let out = lab
+        .run(h, &["ip", "-o", "addr", "show", "dev", "eth0"])
+        .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .any(|w| w.split('/').next() == Some(vip))
@@ -186,8 +188,16 @@ fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> 
 fn assert_only_owner(lab: &Lab, owner: &Host, other: &Host, vip: &str, dur: Duration, what: &str) {
     let t0 = Instant::now();
     while t0.elapsed() < dur {
-        assert!(has_vip(lab, owner, vip), "{what}: {} lost {vip}", owner.name());
-        assert!(!has_vip(lab, other, vip), "{what}: {} also holds {vip}", other.name());
+        assert!(
+            has_vip(lab, owner, vip),
+            "{what}: {} lost {vip}",
+            owner.name()
+        );
+        assert!(
+            !has_vip(lab, other, vip),
+            "{what}: {} also holds {vip}",
+            other.name()
+        );
         thread::sleep(Duration::from_millis(100));
     }
 }
@@ -207,12 +217,31 @@ fn pair(tag: &str, v6: bool) -> Pair {
     let a = lab.host("a").unwrap();
     let b = lab.host("b").unwrap();
     let (aa, ba): (&[&str], &[&str]) = if v6 {
-        (&["198.18.0.1/24", "2001:db8::1/64"], &["198.18.0.2/24", "2001:db8::2/64"])
+        (
+            &["198.18.0.1/24", "2001:db8::1/64"],
+            &["198.18.0.2/24", "2001:db8::2/64"],
+        )
     } else {
         (&["198.18.0.1/24"], &["198.18.0.2/24"])
     };
-    lab.attach(&a, &seg, PortOpts { addrs: aa, ..Default::default() }).unwrap();
-    lab.attach(&b, &seg, PortOpts { addrs: ba, ..Default::default() }).unwrap();
+    lab.attach(
+        &a,
+        &seg,
+        PortOpts {
+            addrs: aa,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    lab.attach(
+        &b,
+        &seg,
+        PortOpts {
+            addrs: ba,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     Pair { lab, a, b }
 }
 
@@ -252,7 +281,10 @@ struct Figures {
 /// xlb MASTER (150) + keepalived BACKUP (100): steady state, crash failover, preemption back,
 /// clean handover on shutdown.
 fn xlb_master(version: u8, unicast: bool) -> Figures {
-    let name = format!("xlb-master v{version} {}", if unicast { "unicast" } else { "multicast" });
+    let name = format!(
+        "xlb-master v{version} {}",
+        if unicast { "unicast" } else { "multicast" }
+    );
     let Pair { mut lab, a, b } = pair(&format!("xm{version}{}", unicast as u8), false);
     let x = Side {
         state: "MASTER",
@@ -269,10 +301,25 @@ fn xlb_master(version: u8, unicast: bool) -> Figures {
         ..x.clone()
     };
     let ka = spawn_keepalived(&mut lab, &b, &k, 0);
+    let ka_start = Instant::now();
     let eng = Engine::start(a.netns(), &xlb_toml(&x));
     wait_for(Duration::from_secs(4), || has_vip(&lab, &a, VIP4))
         .unwrap_or_else(|| panic!("{name}: xlb never became master\n{}", lab.log(&ka)));
-    assert_only_owner(&lab, &a, &b, VIP4, Duration::from_secs(2), &name);
+    // Past keepalived's own Master_Down_Interval: it must have accepted our adverts.
+    let settle = (MDI_100 + Duration::from_secs(1)).saturating_sub(ka_start.elapsed());
+    assert_only_owner(
+        &lab,
+        &a,
+        &b,
+        VIP4,
+        settle.max(Duration::from_secs(1)),
+        &name,
+    );
+    assert!(
+        !lab.log(&ka).contains("Entering MASTER"),
+        "{name}: keepalived became master\n{}",
+        lab.log(&ka)
+    );
     let st = eng.status();
     assert_eq!(st.role, VrrpRole::Master, "{name}");
     assert!(st.adverts_tx >= 2, "{name}: {st:?}");
@@ -282,7 +329,10 @@ fn xlb_master(version: u8, unicast: bool) -> Figures {
     eng.stop(Ctl::Crash);
     let failover = wait_for(MDI_100 + Duration::from_secs(2), || has_vip(&lab, &b, VIP4))
         .unwrap_or_else(|| panic!("{name}: keepalived did not take over\n{}", lab.log(&ka)));
-    assert!(failover <= MDI_100 + Duration::from_secs(1), "{name}: failover {failover:?}");
+    assert!(
+        failover <= MDI_100 + Duration::from_secs(1),
+        "{name}: failover {failover:?}"
+    );
 
     // The higher-priority xlb returns (its stale VIP is removed at start) and preempts.
     let t0 = Instant::now();
@@ -302,15 +352,26 @@ fn xlb_master(version: u8, unicast: bool) -> Figures {
     wait_for(Duration::from_secs(3), || has_vip(&lab, &b, VIP4))
         .unwrap_or_else(|| panic!("{name}: no handover\n{}", lab.log(&ka)));
     let handover = t0.elapsed();
-    assert!(handover < Duration::from_secs(1), "{name}: handover {handover:?}");
+    assert!(
+        handover < Duration::from_secs(1),
+        "{name}: handover {handover:?}"
+    );
     drop(ka);
-    Figures { name, failover, preempt, handover }
+    Figures {
+        name,
+        failover,
+        preempt,
+        handover,
+    }
 }
 
 /// keepalived MASTER (150) + xlb BACKUP (100): steady state, SIGKILL failover, preemption back,
 /// SIGTERM (priority 0) handover to xlb.
 fn keepalived_master(version: u8, unicast: bool) -> Figures {
-    let name = format!("keepalived-master v{version} {}", if unicast { "unicast" } else { "multicast" });
+    let name = format!(
+        "keepalived-master v{version} {}",
+        if unicast { "unicast" } else { "multicast" }
+    );
     let Pair { mut lab, a, b } = pair(&format!("km{version}{}", unicast as u8), false);
     let x = Side {
         state: "BACKUP",
@@ -340,7 +401,10 @@ fn keepalived_master(version: u8, unicast: bool) -> Figures {
     lab.kill(&ka).unwrap();
     let failover = wait_for(MDI_100 + Duration::from_secs(2), || has_vip(&lab, &a, VIP4))
         .unwrap_or_else(|| panic!("{name}: xlb did not take over"));
-    assert!(failover <= MDI_100 + Duration::from_secs(1), "{name}: failover {failover:?}");
+    assert!(
+        failover <= MDI_100 + Duration::from_secs(1),
+        "{name}: failover {failover:?}"
+    );
     assert_eq!(eng.role(), VrrpRole::Master);
 
     // keepalived (higher priority) returns and preempts; xlb releases the VIP.
@@ -360,9 +424,17 @@ fn keepalived_master(version: u8, unicast: bool) -> Figures {
     wait_for(Duration::from_secs(3), || has_vip(&lab, &a, VIP4))
         .unwrap_or_else(|| panic!("{name}: no handover on SIGTERM\n{}", lab.log(&ka)));
     let handover = t0.elapsed();
-    assert!(handover < Duration::from_secs(1), "{name}: handover {handover:?}");
+    assert!(
+        handover < Duration::from_secs(1),
+        "{name}: handover {handover:?}"
+    );
     eng.stop(Ctl::Shutdown);
-    Figures { name, failover, preempt, handover }
+    Figures {
+        name,
+        failover,
+        preempt,
+        handover,
+    }
 }
 
 #[test]
@@ -395,7 +467,11 @@ fn interop_with_keepalived() {
             ),
         }
     }
-    assert!(failed.is_empty(), "failed scenarios:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "failed scenarios:\n{}",
+        failed.join("\n")
+    );
 }
 
 /// Sends raw IPv4 datagrams (header included) from inside the current netns.
@@ -415,7 +491,8 @@ fn send_raw_v4(src: [u8; 4], dst: [u8; 4], ttl: u8, payload: &[u8]) {
     )
     .unwrap();
     s.set_header_included_v4(true).unwrap();
-    s.set_multicast_if_v4(&std::net::Ipv4Addr::from(src)).unwrap();
+    s.set_multicast_if_v4(&std::net::Ipv4Addr::from(src))
+        .unwrap();
     s.bind_device(Some(b"eth0")).unwrap();
     let to: std::net::SocketAddr = (std::net::Ipv4Addr::from(dst), 0).into();
     s.send_to(&pkt, &to.into()).unwrap();
@@ -427,9 +504,24 @@ fn malformed_adverts_are_counted_and_ignored() {
     let seg = lab.segment("lan").unwrap();
     let a = lab.host("a").unwrap();
     let evil = lab.host("evil").unwrap();
-    lab.attach(&a, &seg, PortOpts { addrs: &["198.18.0.1/24"], ..Default::default() }).unwrap();
-    lab.attach(&evil, &seg, PortOpts { addrs: &["198.18.0.9/24"], ..Default::default() })
-        .unwrap();
+    lab.attach(
+        &a,
+        &seg,
+        PortOpts {
+            addrs: &["198.18.0.1/24"],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    lab.attach(
+        &evil,
+        &seg,
+        PortOpts {
+            addrs: &["198.18.0.9/24"],
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let side = Side {
         state: "MASTER",
         priority: 150,
@@ -459,11 +551,27 @@ fn malformed_adverts_are_counted_and_ignored() {
     bad_checksum[6] ^= 0xff;
     let mut bad_version = enc(&good);
     bad_version[0] = 0x41;
-    let bad_auth = enc(&Advert { auth: Some(auth_field("wrong")), ..good.clone() });
-    let no_auth = enc(&Advert { auth: None, ..good.clone() });
-    let other_vrid = enc(&Advert { vrid: 52, ..good.clone() });
-    let bad_interval = enc(&Advert { interval_cs: 200, ..good.clone() });
-    let v3 = enc(&Advert { version: 3, auth: None, ..good.clone() });
+    let bad_auth = enc(&Advert {
+        auth: Some(auth_field("wrong")),
+        ..good.clone()
+    });
+    let no_auth = enc(&Advert {
+        auth: None,
+        ..good.clone()
+    });
+    let other_vrid = enc(&Advert {
+        vrid: 52,
+        ..good.clone()
+    });
+    let bad_interval = enc(&Advert {
+        interval_cs: 200,
+        ..good.clone()
+    });
+    let v3 = enc(&Advert {
+        version: 3,
+        auth: None,
+        ..good.clone()
+    });
     let good_bytes = enc(&good);
     let cases: Vec<(&str, u8, Vec<u8>)> = vec![
         ("ttl", 64, good_bytes.clone()),
@@ -501,7 +609,8 @@ fn malformed_adverts_are_counted_and_ignored() {
     assert!(has_vip(&lab, &a, VIP4));
 
     // Control: the same advert well-formed does demote it (the bad ones did reach it).
-    lab.in_netns(&evil, || send_raw_v4(src, mc, 255, &good_bytes)).unwrap();
+    lab.in_netns(&evil, || send_raw_v4(src, mc, 255, &good_bytes))
+        .unwrap();
     wait_for(Duration::from_secs(1), || eng.role() == VrrpRole::Backup)
         .expect("a valid higher-priority advert demotes the master");
     let st = eng.status();
@@ -523,7 +632,11 @@ fn ipv6_v3_pairs() {
             prefix: 64,
             unicast: None,
         };
-        let lo = Side { state: "BACKUP", priority: 100, ..hi.clone() };
+        let lo = Side {
+            state: "BACKUP",
+            priority: 100,
+            ..hi.clone()
+        };
         let ea = Engine::start(a.netns(), &xlb_toml(&hi));
         let eb = Engine::start(b.netns(), &xlb_toml(&lo));
         wait_for(Duration::from_secs(4), || has_vip(&lab, &a, VIP6)).expect("v6 master");
@@ -552,11 +665,22 @@ fn ipv6_v3_pairs() {
             prefix: 64,
             unicast: None,
         };
-        let k = Side { state: "BACKUP", priority: 100, ..x.clone() };
+        let k = Side {
+            state: "BACKUP",
+            priority: 100,
+            ..x.clone()
+        };
         let ka = spawn_keepalived(&mut lab, &b, &k, 0);
         let ea = Engine::start(a.netns(), &xlb_toml(&x));
         wait_for(Duration::from_secs(4), || has_vip(&lab, &a, VIP6)).expect("v6 master");
-        assert_only_owner(&lab, &a, &b, VIP6, Duration::from_secs(2), "ipv6 xlb+keepalived");
+        assert_only_owner(
+            &lab,
+            &a,
+            &b,
+            VIP6,
+            Duration::from_secs(2),
+            "ipv6 xlb+keepalived",
+        );
         ea.stop(Ctl::Crash);
         let failover = wait_for(MDI_100 + Duration::from_secs(2), || has_vip(&lab, &b, VIP6))
             .unwrap_or_else(|| panic!("keepalived v6 takeover\n{}", lab.log(&ka)));
@@ -565,5 +689,69 @@ fn ipv6_v3_pairs() {
     });
     let h = xx.join().unwrap();
     let f = xk.join().unwrap();
-    eprintln!("ipv6 xlb+xlb handover {} ms; xlb->keepalived failover {} ms", h.as_millis(), f.as_millis());
+    eprintln!(
+        "ipv6 xlb+xlb handover {} ms; xlb->keepalived failover {} ms",
+        h.as_millis(),
+        f.as_millis()
+    );
+}
+
+/// Two instances in a sync group on each of two xlb directors; the first tracks a service.
+/// The service going below quorum puts VI_1 in FAULT (notify_fault runs), VI_2 follows; the
+/// peer takes both VIPs at once (priority 0). Health back: both preempt back together.
+#[test]
+fn track_service_fault_moves_the_sync_group() {
+    let Pair { lab, a, b } = pair("vrrpsync", false);
+    let notify_log = lab.dir().join("notify.log");
+    let cfg = |prio: u8, state: &str, notify: bool| {
+        let notify = if notify {
+            format!(
+                "notify_fault = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"notify\"]\n",
+                notify_log.display()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "[global]\ninterfaces = [\"eth0\"]\n\n\
+             [[virtual_server]]\nvip = \"198.18.0.101\"\nport = 80\nname = \"web\"\n\
+             [[virtual_server.real_server]]\naddress = \"198.18.0.11\"\n\n\
+             [[vrrp_instance]]\nname = \"VI_1\"\nstate = \"{state}\"\ninterface = \"eth0\"\n\
+             virtual_router_id = 51\npriority = {prio}\nvirtual_ipaddress = [\"198.18.0.101/24\"]\n\
+             track_service = [\"web\"]\n{notify}\n\
+             [[vrrp_instance]]\nname = \"VI_2\"\nstate = \"{state}\"\ninterface = \"eth0\"\n\
+             virtual_router_id = 52\npriority = {prio}\nvirtual_ipaddress = [\"198.18.0.102/24\"]\n\n\
+             [[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_1\", \"VI_2\"]\n"
+        )
+    };
+    let ea = Engine::start(a.netns(), &cfg(150, "MASTER", true));
+    let eb = Engine::start(b.netns(), &cfg(100, "BACKUP", false));
+    let both = |h: &Host| has_vip(&lab, h, "198.18.0.101") && has_vip(&lab, h, "198.18.0.102");
+    let none = |h: &Host| !has_vip(&lab, h, "198.18.0.101") && !has_vip(&lab, h, "198.18.0.102");
+    wait_for(Duration::from_secs(4), || both(&a) && none(&b)).expect("a master of both");
+
+    let t0 = Instant::now();
+    let _ = ea
+        .ctl
+        .send(Ctl::Health(BTreeMap::from([("web".to_string(), false)])));
+    wait_for(Duration::from_secs(3), || both(&b) && none(&a)).expect("b takes both");
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let roles = {
+        let (tx, rx) = std_mpsc::channel();
+        ea.ctl.send(Ctl::Status(tx)).unwrap();
+        rx.recv().unwrap()
+    };
+    assert!(roles.iter().all(|s| s.role == VrrpRole::Fault), "{roles:?}");
+    wait_for(Duration::from_secs(2), || {
+        std::fs::read_to_string(&notify_log).is_ok_and(|s| s.contains("INSTANCE VI_1 FAULT 150"))
+    })
+    .expect("notify_fault ran with keepalived's arguments");
+
+    let _ = ea
+        .ctl
+        .send(Ctl::Health(BTreeMap::from([("web".to_string(), true)])));
+    wait_for(Duration::from_secs(6), || both(&a) && none(&b)).expect("a preempts both back");
+    ea.stop(Ctl::Shutdown);
+    eb.stop(Ctl::Shutdown);
 }

@@ -62,7 +62,12 @@ impl Net {
 
     /// The interface `name`, `None` when it does not exist.
     pub async fn link(&self, name: &str) -> Result<Option<LinkState>> {
-        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut s = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match s.try_next().await {
             Ok(Some(m)) => Ok(Some(Self::link_state(&m))),
             Ok(None) => Ok(None),

@@ -86,7 +86,7 @@ impl Instance {
             .virtual_ipaddress
             .get_ref()
             .iter()
-            .map(|p| p.get_ref().clone())
+            .map(|p| *p.get_ref())
             .collect();
         let vip_addrs: Vec<IpAddr> = vips.iter().map(|p| p.addr).collect();
         // Left over by a crashed predecessor: we start as backup, so they must go.
@@ -95,7 +95,10 @@ impl Instance {
         }
         let v6 = match vip_addrs.first() {
             Some(a) => a.is_ipv6(),
-            None => cfg.unicast_src_ip.as_ref().is_some_and(|a| a.get_ref().is_ipv6()),
+            None => cfg
+                .unicast_src_ip
+                .as_ref()
+                .is_some_and(|a| a.get_ref().is_ipv6()),
         };
         let version = *cfg.version.get_ref();
         if v6 && version != 3 {
@@ -167,8 +170,8 @@ impl Instance {
                 Err(e) => tracing::warn!(instance = %self.name, "tracking {}: {e:#}", i.get_ref()),
             }
         }
-        self.link_fault = (!down.is_empty())
-            .then(|| format!("tracked interface {} down", down.join(", ")));
+        self.link_fault =
+            (!down.is_empty()).then(|| format!("tracked interface {} down", down.join(", ")));
     }
 
     /// Tracked services: sets the service fault (no weight) and returns the priority to run at
@@ -231,8 +234,11 @@ impl Instance {
             }
             return None;
         }
-        if let Err(e) = adv.check_for(*self.cfg.version.get_ref(), self.auth.as_ref(), self.interval_cs)
-        {
+        if let Err(e) = adv.check_for(
+            *self.cfg.version.get_ref(),
+            self.auth.as_ref(),
+            self.interval_cs,
+        ) {
             if e == RxError::Interval {
                 tracing::warn!(
                     instance = %self.name, peer = %rx.src,

@@ -131,10 +131,7 @@ impl VrrpSocket {
                 rx.join_multicast_v6(&MCAST_V6, ifindex)?;
             }
         } else if unicast_peers.is_empty() {
-            rx.join_multicast_v4_n(
-                &MCAST_V4,
-                &socket2::InterfaceIndexOrAddress::Index(ifindex),
-            )?;
+            rx.join_multicast_v4_n(&MCAST_V4, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
         }
         let dsts = if unicast_peers.is_empty() {
             vec![if v6 {
@@ -266,8 +263,7 @@ impl VrrpSocket {
                 if h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_HOPLIMIT {
                     let v = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32);
                     ttl = v.clamp(0, 255) as u8;
-                } else if h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_PKTINFO
-                {
+                } else if h.cmsg_level == libc::IPPROTO_IPV6 && h.cmsg_type == libc::IPV6_PKTINFO {
                     let pi =
                         std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in6_pktinfo);
                     dst = IpAddr::V6(Ipv6Addr::from(pi.ipi6_addr.s6_addr));

@@ -381,11 +381,17 @@ mod tests {
     fn master_down_interval_v2_v3() {
         let m = Machine::new(params(100, 2, "198.18.0.1"));
         // 3 s + 156/256 s
-        assert_eq!(m.master_down_interval(), Duration::from_nanos(3_609_375_000));
+        assert_eq!(
+            m.master_down_interval(),
+            Duration::from_nanos(3_609_375_000)
+        );
         let mut p = params(100, 3, "198.18.0.1");
         p.advert_int = Duration::from_millis(500);
         let m = Machine::new(p);
-        assert_eq!(m.master_down_interval(), Duration::from_nanos(1_804_687_500));
+        assert_eq!(
+            m.master_down_interval(),
+            Duration::from_nanos(1_804_687_500)
+        );
     }
 
     #[test]

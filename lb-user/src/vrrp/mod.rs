@@ -119,7 +119,12 @@ pub struct Vrrp {
 fn sync_peers(cfg: &Config) -> BTreeMap<String, Vec<String>> {
     let mut peers = BTreeMap::new();
     for g in &cfg.vrrp_sync_groups {
-        let members: Vec<String> = g.group.get_ref().iter().map(|m| m.get_ref().clone()).collect();
+        let members: Vec<String> = g
+            .group
+            .get_ref()
+            .iter()
+            .map(|m| m.get_ref().clone())
+            .collect();
         for m in &members {
             peers.insert(
                 m.clone(),
@@ -133,7 +138,12 @@ fn sync_peers(cfg: &Config) -> BTreeMap<String, Vec<String>> {
 fn vrid_set(cfg: &Config) -> BTreeSet<(String, u8)> {
     cfg.vrrp_instances
         .iter()
-        .map(|i| (i.interface.get_ref().clone(), *i.virtual_router_id.get_ref()))
+        .map(|i| {
+            (
+                i.interface.get_ref().clone(),
+                *i.virtual_router_id.get_ref(),
+            )
+        })
         .collect()
 }
 
@@ -181,13 +191,12 @@ impl Vrrp {
             became_master: 0,
             since: SystemTime::now(),
         }));
-        let inst = Instance::setup(
-            cfg,
-            self.shared.clone(),
-            status.clone(),
-            self.health.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-        )
-        .await?;
+        let health = self
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let inst = Instance::setup(cfg, self.shared.clone(), status.clone(), health).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.shared
             .sync
@@ -279,7 +288,10 @@ impl Vrrp {
     /// Shutdown: send priority 0 (so the backup takes over at once), remove VIPs, stop tasks.
     pub async fn shutdown(mut self) {
         let names: Vec<String> = self.instances.keys().cloned().collect();
-        let stops = names.iter().filter_map(|n| self.instances.remove(n)).map(|r| r.shutdown());
+        let stops = names
+            .iter()
+            .filter_map(|n| self.instances.remove(n))
+            .map(|r| r.shutdown());
         futures::future::join_all(stops).await;
     }
 
@@ -288,7 +300,13 @@ impl Vrrp {
         self.instances
             .values()
             .filter(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).role == VrrpRole::Master)
-            .flat_map(|r| r.cfg.virtual_ipaddress.get_ref().iter().map(|p| p.get_ref().addr))
+            .flat_map(|r| {
+                r.cfg
+                    .virtual_ipaddress
+                    .get_ref()
+                    .iter()
+                    .map(|p| p.get_ref().addr)
+            })
             .collect()
     }
 }

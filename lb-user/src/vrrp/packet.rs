@@ -376,14 +376,8 @@ mod tests {
     fn decode_errors() {
         let src: IpAddr = "198.18.0.1".parse().unwrap();
         let good = hex(V2);
-        assert_eq!(
-            Advert::decode(&good[..7], src, MC),
-            Err(RxError::TooShort)
-        );
-        assert_eq!(
-            Advert::decode(&good[..12], src, MC),
-            Err(RxError::TooShort)
-        );
+        assert_eq!(Advert::decode(&good[..7], src, MC), Err(RxError::TooShort));
+        assert_eq!(Advert::decode(&good[..12], src, MC), Err(RxError::TooShort));
         let mut b = good.clone();
         b[0] = 0x11;
         assert_eq!(Advert::decode(&b, src, MC), Err(RxError::Version));
