@@ -67,6 +67,8 @@ fn keepalived_conf(s: &Side) -> String {
 enum Ctl {
     Status(std_mpsc::Sender<Vec<InstanceStatus>>),
     Health(BTreeMap<String, bool>),
+    /// `Vrrp::reload` with this TOML; replies with the result.
+    Reload(String, std_mpsc::Sender<Result<(), String>>),
     /// Graceful: priority 0, VIPs removed.
     Shutdown,
     /// Like a crash: the runtime is dropped, nothing is sent or cleaned up.
@@ -81,6 +83,10 @@ struct Engine {
 
 impl Engine {
     fn start(netns: &str, toml: &str) -> Engine {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let cfg = xlb::config::parse(toml, "test.toml").expect("valid config");
         let (ctl, mut rx) = tokio::sync::mpsc::unbounded_channel::<Ctl>();
         let (ready_tx, ready_rx) = std_mpsc::channel();
@@ -94,7 +100,7 @@ impl Engine {
                 rt.block_on(async move {
                     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
                     let v = Vrrp::start(&cfg, ev_tx).await;
-                    let v = match v {
+                    let mut v = match v {
                         Ok(v) => {
                             ready_tx.send(Ok(())).unwrap();
                             v
@@ -111,6 +117,11 @@ impl Engine {
                                 let _ = tx.send(v.status());
                             }
                             Ctl::Health(h) => v.set_service_health(&h),
+                            Ctl::Reload(toml, tx) => {
+                                let cfg = xlb::config::parse(&toml, "test.toml").unwrap();
+                                let r = v.reload(&cfg).await.map_err(|e| format!("{e:#}"));
+                                let _ = tx.send(r);
+                            }
                             Ctl::Shutdown => {
                                 v.shutdown().await;
                                 return;
@@ -140,6 +151,18 @@ impl Engine {
         let (tx, rx) = std_mpsc::channel();
         self.ctl.send(Ctl::Status(tx)).unwrap();
         rx.recv_timeout(Duration::from_secs(5)).unwrap().remove(0)
+    }
+
+    fn all(&self) -> Vec<InstanceStatus> {
+        let (tx, rx) = std_mpsc::channel();
+        self.ctl.send(Ctl::Status(tx)).unwrap();
+        rx.recv_timeout(Duration::from_secs(5)).unwrap()
+    }
+
+    fn reload(&self, toml: &str) {
+        let (tx, rx) = std_mpsc::channel();
+        self.ctl.send(Ctl::Reload(toml.to_string(), tx)).unwrap();
+        rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
     }
 
     fn role(&self) -> VrrpRole {
@@ -702,11 +725,23 @@ fn ipv6_v3_pairs() {
 #[test]
 fn track_service_fault_moves_the_sync_group() {
     let Pair { lab, a, b } = pair("vrrpsync", false);
+    // A tracked link of its own (no dummy module here): a veth pair inside `a`.
+    for cmd in [
+        &[
+            "ip", "link", "add", "trk0", "type", "veth", "peer", "name", "trk1",
+        ][..],
+        &["ip", "link", "set", "trk1", "up"],
+        &["ip", "link", "set", "trk0", "up"],
+    ] {
+        lab.run_ok(&a, cmd).unwrap();
+    }
     let notify_log = lab.dir().join("notify.log");
     let cfg = |prio: u8, state: &str, notify: bool| {
+        // Only `a` has trk0 (and the notify program).
         let notify = if notify {
             format!(
-                "notify_fault = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"notify\"]\n",
+                "track_interface = [\"trk0\"]\n\
+                 notify_fault = [\"sh\", \"-c\", \"echo \\\"$*\\\" >> {}\", \"notify\"]\n",
                 notify_log.display()
             )
         } else {
@@ -724,7 +759,8 @@ fn track_service_fault_moves_the_sync_group() {
              [[vrrp_sync_group]]\nname = \"G\"\ngroup = [\"VI_1\", \"VI_2\"]\n"
         )
     };
-    let ea = Engine::start(a.netns(), &cfg(150, "MASTER", true));
+    let cfg_a = cfg(150, "MASTER", true);
+    let ea = Engine::start(a.netns(), &cfg_a);
     let eb = Engine::start(b.netns(), &cfg(100, "BACKUP", false));
     let both = |h: &Host| has_vip(&lab, h, "198.18.0.101") && has_vip(&lab, h, "198.18.0.102");
     let none = |h: &Host| !has_vip(&lab, h, "198.18.0.101") && !has_vip(&lab, h, "198.18.0.102");
@@ -751,7 +787,37 @@ fn track_service_fault_moves_the_sync_group() {
     let _ = ea
         .ctl
         .send(Ctl::Health(BTreeMap::from([("web".to_string(), true)])));
+    if wait_for(Duration::from_secs(6), || both(&a) && none(&b)).is_none() {
+        panic!(
+            "a does not preempt both back:\n{:#?}\n{:#?}",
+            ea.all(),
+            eb.all()
+        );
+    }
+
+    // Tracked interface down: FAULT (polled every 0.5 s), the peer takes both.
+    let t0 = Instant::now();
+    lab.run_ok(&a, &["ip", "link", "set", "trk0", "down"])
+        .unwrap();
+    wait_for(Duration::from_secs(3), || both(&b) && none(&a)).expect("b takes both");
+    let took = t0.elapsed();
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    lab.run_ok(&a, &["ip", "link", "set", "trk0", "up"])
+        .unwrap();
     wait_for(Duration::from_secs(6), || both(&a) && none(&b)).expect("a preempts both back");
+
+    // Reload with the same configuration: nothing moves, counters kept.
+    let before = ea.all();
+    ea.reload(&cfg_a);
+    thread::sleep(Duration::from_millis(300));
+    let after = ea.all();
+    assert!(both(&a) && none(&b));
+    for (x, y) in before.iter().zip(&after) {
+        assert_eq!(
+            (x.role, x.became_master, x.since),
+            (y.role, y.became_master, y.since)
+        );
+    }
     ea.stop(Ctl::Shutdown);
     eb.stop(Ctl::Shutdown);
 }

@@ -303,7 +303,8 @@ impl Machine {
         out
     }
 
-    /// Sync group: another member moved to `role`; follow it (no further propagation).
+    /// Sync group: another member moved to MASTER or BACKUP; follow it (no further
+    /// propagation). A member's FAULT is followed through [`Machine::set_fault`].
     pub fn follow(&mut self, now: Instant, role: VrrpRole, reason: String) -> Vec<Action> {
         let mut out = Vec::new();
         match role {
@@ -313,14 +314,7 @@ impl Machine {
             VrrpRole::Backup if self.role == VrrpRole::Master => {
                 self.become_backup(now, reason, &mut out)
             }
-            VrrpRole::Fault => {
-                let mut o = self.set_fault(now, Some(reason));
-                out.append(&mut o);
-            }
-            VrrpRole::Backup if self.role == VrrpRole::Fault => {
-                let mut o = self.set_fault(now, None);
-                out.append(&mut o);
-            }
+            // FAULT (and leaving it) goes through `set_fault`, which knows every cause.
             _ => {}
         }
         out
@@ -561,14 +555,14 @@ mod tests {
         let a = m.follow(t, VrrpRole::Backup, "sync".into());
         assert_eq!(sends(&a), vec![0]);
         assert_eq!(roles(&a), vec![VrrpRole::Backup]);
+        // A faulty member stays faulty when the group goes BACKUP.
         assert_eq!(
-            roles(&m.follow(t, VrrpRole::Fault, "sync".into())),
+            roles(&m.set_fault(t, Some("sync".into()))),
             vec![VrrpRole::Fault]
         );
-        assert_eq!(
-            roles(&m.follow(t, VrrpRole::Backup, "sync".into())),
-            vec![VrrpRole::Backup]
-        );
+        assert!(m.follow(t, VrrpRole::Backup, "sync".into()).is_empty());
+        assert!(m.follow(t, VrrpRole::Master, "sync".into()).is_empty());
+        assert_eq!(roles(&m.set_fault(t, None)), vec![VrrpRole::Backup]);
         m.on_timer(m.deadline().unwrap());
         assert_eq!(sends(&m.stop()), vec![0]);
     }
