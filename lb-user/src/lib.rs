@@ -11,6 +11,7 @@ pub mod net;
 pub mod realserver;
 pub mod state;
 pub mod status;
+pub mod vrrp;
 
 /// The XDP object built from `lb-ebpf` by `build.rs`.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));

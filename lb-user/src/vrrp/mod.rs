@@ -1,0 +1,312 @@
+//! VRRP (v2 RFC 3768, v3 RFC 5798), interoperable with keepalived: the director pair's failover.
+//!
+//! - [`packet`]: advert codec and checksums (pure).
+//! - [`machine`]: the per-instance state machine (pure, time passed in).
+//! - [`io`]: the raw socket (protocol 112, TTL 255, multicast or unicast).
+//! - [`addr`]: VIPs on the interface (rtnetlink), gratuitous ARP / unsolicited NA.
+//! - [`notify`]: `notify_master/backup/fault` programs.
+//! - `instance`: the task of one instance, gluing the above.
+//!
+//! [`Vrrp`] runs one task per `vrrp_instance` on the current tokio runtime, in the network
+//! namespace of the thread that calls [`Vrrp::start`].
+
+pub mod addr;
+mod instance;
+pub mod io;
+pub mod machine;
+pub mod notify;
+pub mod packet;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, VrrpInstance};
+use instance::{Cmd, Instance, Shared, SyncState};
+
+/// The role of an instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum VrrpRole {
+    Init,
+    Backup,
+    Master,
+    Fault,
+}
+
+impl fmt::Display for VrrpRole {
+    /// keepalived's spelling (`MASTER`, ...), also passed to notify programs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VrrpRole::Init => "INIT",
+            VrrpRole::Backup => "BACKUP",
+            VrrpRole::Master => "MASTER",
+            VrrpRole::Fault => "FAULT",
+        })
+    }
+}
+
+/// What [`Vrrp::status`] reports per instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub role: VrrpRole,
+    /// Configured priority.
+    pub priority: u8,
+    /// Advertised priority (after `track_service_weight`).
+    pub effective_priority: u8,
+    pub vrid: u8,
+    pub interface: String,
+    /// The peer it last heard.
+    pub last_master: Option<IpAddr>,
+    /// Valid adverts received (for this VRID).
+    pub adverts_rx: u64,
+    pub adverts_tx: u64,
+    /// Dropped adverts by reason (`ttl`, `checksum`, `version`, `auth`, `vrid`, `too_short`,
+    /// `interval`, ...): see [`packet::RxError::as_str`].
+    pub bad_adverts: BTreeMap<String, u64>,
+    pub became_master: u64,
+    /// When `role` was entered.
+    pub since: SystemTime,
+}
+
+/// Sent to the daemon on every role change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VrrpEvent {
+    RoleChanged {
+        instance: String,
+        role: VrrpRole,
+        reason: String,
+    },
+}
+
+struct Running {
+    cfg: VrrpInstance,
+    cmd: mpsc::UnboundedSender<Cmd>,
+    status: Arc<Mutex<InstanceStatus>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn shutdown(self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::Shutdown(tx)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+        drop(self.cmd);
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(1), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}
+
+/// The VRRP engine: every `vrrp_instance` of the configuration.
+pub struct Vrrp {
+    instances: BTreeMap<String, Running>,
+    shared: Shared,
+    /// The latest service health, for instances started by a reload.
+    health: Mutex<BTreeMap<String, bool>>,
+}
+
+fn sync_peers(cfg: &Config) -> BTreeMap<String, Vec<String>> {
+    let mut peers = BTreeMap::new();
+    for g in &cfg.vrrp_sync_groups {
+        let members: Vec<String> = g
+            .group
+            .get_ref()
+            .iter()
+            .map(|m| m.get_ref().clone())
+            .collect();
+        for m in &members {
+            peers.insert(
+                m.clone(),
+                members.iter().filter(|o| *o != m).cloned().collect(),
+            );
+        }
+    }
+    peers
+}
+
+fn vrid_set(cfg: &Config) -> BTreeSet<(String, u8)> {
+    cfg.vrrp_instances
+        .iter()
+        .map(|i| {
+            (
+                i.interface.get_ref().clone(),
+                *i.virtual_router_id.get_ref(),
+            )
+        })
+        .collect()
+}
+
+impl Vrrp {
+    /// Starts one task per instance on the current tokio runtime.
+    pub async fn start(
+        cfg: &Config,
+        events: mpsc::UnboundedSender<VrrpEvent>,
+    ) -> anyhow::Result<Vrrp> {
+        let shared = Shared {
+            sync: Arc::new(Mutex::new(SyncState {
+                peers: sync_peers(cfg),
+                senders: BTreeMap::new(),
+            })),
+            vrids: Arc::new(RwLock::new(vrid_set(cfg))),
+            events,
+        };
+        let mut v = Vrrp {
+            instances: BTreeMap::new(),
+            shared,
+            health: Mutex::new(BTreeMap::new()),
+        };
+        for i in &cfg.vrrp_instances {
+            if let Err(e) = v.start_one(i).await {
+                v.shutdown().await;
+                return Err(e);
+            }
+        }
+        Ok(v)
+    }
+
+    async fn start_one(&mut self, cfg: &VrrpInstance) -> anyhow::Result<()> {
+        let name = cfg.name.get_ref().clone();
+        let status = Arc::new(Mutex::new(InstanceStatus {
+            name: name.clone(),
+            role: VrrpRole::Init,
+            priority: *cfg.priority.get_ref(),
+            effective_priority: *cfg.priority.get_ref(),
+            vrid: *cfg.virtual_router_id.get_ref(),
+            interface: cfg.interface.get_ref().clone(),
+            last_master: None,
+            adverts_rx: 0,
+            adverts_tx: 0,
+            bad_adverts: BTreeMap::new(),
+            became_master: 0,
+            since: SystemTime::now(),
+        }));
+        let health = self
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let inst = Instance::setup(cfg, self.shared.clone(), status.clone(), health).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.shared
+            .sync
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .senders
+            .insert(name.clone(), tx.clone());
+        let task = tokio::spawn(inst.run(rx));
+        self.instances.insert(
+            name,
+            Running {
+                cfg: cfg.clone(),
+                cmd: tx,
+                status,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    async fn stop_one(&mut self, name: &str) {
+        if let Some(r) = self.instances.remove(name) {
+            self.shared
+                .sync
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .senders
+                .remove(name);
+            r.shutdown().await;
+        }
+    }
+
+    /// Applies a new configuration: unchanged instances keep running (and their state);
+    /// changed ones are stopped (resigning if master) and restarted; removed ones stopped.
+    pub async fn reload(&mut self, cfg: &Config) -> anyhow::Result<()> {
+        let wanted: BTreeMap<String, &VrrpInstance> = cfg
+            .vrrp_instances
+            .iter()
+            .map(|i| (i.name.get_ref().clone(), i))
+            .collect();
+        let stale: Vec<String> = self
+            .instances
+            .iter()
+            .filter(|(n, r)| wanted.get(*n).is_none_or(|w| **w != r.cfg))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &stale {
+            self.stop_one(n).await;
+        }
+        *self.shared.vrids.write().unwrap_or_else(|e| e.into_inner()) = vrid_set(cfg);
+        self.shared
+            .sync
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .peers = sync_peers(cfg);
+        let mut first_err = None;
+        for (n, i) in wanted {
+            if !self.instances.contains_key(&n) {
+                if let Err(e) = self.start_one(i).await {
+                    tracing::error!("vrrp_instance {n}: {e:#}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Health of tracked services: name -> healthy (quorum met). Call whenever it changes.
+    /// Services never reported count as healthy.
+    pub fn set_service_health(&self, health: &BTreeMap<String, bool>) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = health.clone();
+        for r in self.instances.values() {
+            if !r.cfg.track_service.is_empty() {
+                let _ = r.cmd.send(Cmd::Health(health.clone()));
+            }
+        }
+    }
+
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        self.instances
+            .values()
+            .map(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
+    }
+
+    /// Shutdown: send priority 0 (so the backup takes over at once), remove VIPs, stop tasks.
+    pub async fn shutdown(mut self) {
+        let names: Vec<String> = self.instances.keys().cloned().collect();
+        let stops = names
+            .iter()
+            .filter_map(|n| self.instances.remove(n))
+            .map(|r| r.shutdown());
+        futures::future::join_all(stops).await;
+    }
+
+    /// The VIPs this director owns now (its instances in MASTER).
+    pub fn master_vips(&self) -> BTreeSet<IpAddr> {
+        self.instances
+            .values()
+            .filter(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).role == VrrpRole::Master)
+            .flat_map(|r| {
+                r.cfg
+                    .virtual_ipaddress
+                    .get_ref()
+                    .iter()
+                    .map(|p| p.get_ref().addr)
+            })
+            .collect()
+    }
+}
