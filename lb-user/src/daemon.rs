@@ -34,6 +34,7 @@ use crate::{
     net::{self, Interface, Net},
     state::{self, Inputs, RealHealthInput, RealNote},
     status::{ConnEntry, InterfaceStatus, Rates, RealStatus, ServiceStatus, StatusReport, Traffic},
+    vrrp::{Vrrp, VrrpEvent},
 };
 
 /// How long the previous Maglev ring is consulted by mid-stream packets without a table entry.
@@ -199,6 +200,8 @@ pub struct Daemon {
     net: Net,
     checker: HealthChecker,
     health_rx: mpsc::UnboundedReceiver<HealthEvent>,
+    vrrp: Option<Vrrp>,
+    vrrp_rx: mpsc::UnboundedReceiver<VrrpEvent>,
     attached: Vec<Attached>,
     neighbours: BTreeMap<IpAddr, (u32, [u8; 6])>,
     health: BTreeMap<(String, SocketAddr), RealHealthInput>,
@@ -254,7 +257,12 @@ impl Daemon {
         let net = Net::connect()?;
         let (health_tx, health_rx) = mpsc::unbounded_channel();
         let checker = HealthChecker::start(health::targets(&cfg), health_tx);
+        let (vrrp_tx, vrrp_rx) = mpsc::unbounded_channel();
+        let vrrp = Vrrp::start(&cfg, vrrp_tx).await.context("starting VRRP")?;
         let mut daemon = Self {
+            master_vips: vrrp.master_vips(),
+            vrrp: Some(vrrp),
+            vrrp_rx,
             health: checker.state_inputs(),
             checker,
             health_rx,
@@ -267,7 +275,6 @@ impl Daemon {
             attached: Vec::new(),
             neighbours: BTreeMap::new(),
             quorum_up: BTreeMap::new(),
-            master_vips: BTreeSet::new(),
             desired: DesiredState::default(),
             notes: Vec::new(),
             sweep: SweepResult::default(),
@@ -420,6 +427,11 @@ impl Daemon {
             }
             self.quorum_up.insert(name, now);
         }
+        if let Some(vrrp) = &self.vrrp {
+            // VRRP's track_service: an instance tracking a service below quorum faults (or
+            // lowers its priority), so the peer takes the VIP.
+            vrrp.set_service_health(&self.quorum_up);
+        }
         let inputs = Inputs {
             interfaces: &interfaces,
             neighbours: &self.neighbours,
@@ -463,9 +475,15 @@ impl Daemon {
                 self.timeouts = timeouts(&self.cfg);
                 self.checker.reload(health::targets(&self.cfg));
                 self.health = self.checker.state_inputs();
+                let mut vrrp_result = Ok(());
+                if let Some(vrrp) = &mut self.vrrp {
+                    vrrp_result = vrrp.reload(&self.cfg).await;
+                    self.master_vips = vrrp.master_vips();
+                }
                 let attach = self.attach_all().await;
                 self.resolve_neighbours(true).await;
                 self.reconcile();
+                let attach = attach.and(vrrp_result.context("VRRP"));
                 match attach {
                     Ok(()) => {
                         info!(file = %self.config_path.display(), "configuration reloaded");
@@ -659,7 +677,27 @@ impl Daemon {
                 })
                 .collect(),
             services,
-            vrrp: Vec::new(),
+            vrrp: self
+                .vrrp
+                .as_ref()
+                .map(|v| {
+                    v.status()
+                        .into_iter()
+                        .map(|i| crate::status::VrrpStatus {
+                            name: i.name,
+                            state: i.role.to_string(),
+                            vrid: i.vrid,
+                            interface: i.interface,
+                            priority: i.priority,
+                            effective_priority: i.effective_priority,
+                            last_master: i.last_master,
+                            adverts_rx: i.adverts_rx,
+                            adverts_tx: i.adverts_tx,
+                            bad_adverts: i.bad_adverts,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             counters,
         }
     }
@@ -754,6 +792,14 @@ impl Daemon {
         loop {
             tokio::select! {
                 _ = hup.recv() => { let _ = self.reload().await; }
+                Some(event) = self.vrrp_rx.recv() => {
+                    let VrrpEvent::RoleChanged { instance, role, reason } = event;
+                    info!(%instance, %role, "VRRP: {reason}");
+                    if let Some(vrrp) = &self.vrrp {
+                        self.master_vips = vrrp.master_vips();
+                    }
+                    self.reconcile();
+                }
                 Some(event) = self.health_rx.recv() => {
                     let HealthEvent::Changed { service, real, health } = event;
                     if health.up {
@@ -798,6 +844,11 @@ impl Daemon {
         }
         sd_notify("STOPPING=1");
         let _ = std::fs::remove_file(&socket_path);
+        if let Some(vrrp) = self.vrrp.take() {
+            // Priority 0 and VIPs removed: the backup takes over at once, and no dead master
+            // keeps the VIP (the IP conflict the LVS field report warns about).
+            vrrp.shutdown().await;
+        }
         if detach {
             let pin_dir = self.pin_dir();
             for a in &self.attached {

@@ -16,7 +16,9 @@ use crate::{
 };
 
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 struct Family<'a> {
@@ -28,7 +30,10 @@ impl Family<'_> {
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
     fn line(&mut self, name: &str, labels: &[(&str, String)], value: f64) {
-        let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", esc(v))).collect();
+        let l: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+            .collect();
         let _ = writeln!(self.out, "{name}{{{}}} {value}", l.join(","));
     }
 }
@@ -36,11 +41,27 @@ impl Family<'_> {
 pub fn render(report: &StatusReport) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
-    f.head("xlb_conn_table_entries", "gauge", "Flows in the connection table.");
-    f.line("xlb_conn_table_entries", &[], report.conn_table_entries as f64);
-    f.head("xlb_conn_table_size", "gauge", "Capacity of the connection table (conn_table_size).");
+    f.head(
+        "xlb_conn_table_entries",
+        "gauge",
+        "Flows in the connection table.",
+    );
+    f.line(
+        "xlb_conn_table_entries",
+        &[],
+        report.conn_table_entries as f64,
+    );
+    f.head(
+        "xlb_conn_table_size",
+        "gauge",
+        "Capacity of the connection table (conn_table_size).",
+    );
     f.line("xlb_conn_table_size", &[], report.conn_table_size as f64);
-    f.head("xlb_packets_total", "counter", "XDP program counters by reason and action.");
+    f.head(
+        "xlb_packets_total",
+        "counter",
+        "XDP program counters by reason and action.",
+    );
     for (name, v) in &report.counters {
         f.line("xlb_packets_total", &[("counter", name.clone())], *v as f64);
     }
@@ -53,11 +74,31 @@ pub fn render(report: &StatusReport) -> String {
         ]
     };
     for (metric, kind, help) in [
-        ("xlb_service_connections_total", "counter", "New connections to a virtual server."),
-        ("xlb_service_packets_total", "counter", "Packets forwarded for a virtual server."),
-        ("xlb_service_bytes_total", "counter", "Bytes forwarded for a virtual server."),
-        ("xlb_service_active", "gauge", "1 when this director forwards the virtual server now."),
-        ("xlb_service_quorum_up", "gauge", "1 when the virtual server is at quorum."),
+        (
+            "xlb_service_connections_total",
+            "counter",
+            "New connections to a virtual server.",
+        ),
+        (
+            "xlb_service_packets_total",
+            "counter",
+            "Packets forwarded for a virtual server.",
+        ),
+        (
+            "xlb_service_bytes_total",
+            "counter",
+            "Bytes forwarded for a virtual server.",
+        ),
+        (
+            "xlb_service_active",
+            "gauge",
+            "1 when this director forwards the virtual server now.",
+        ),
+        (
+            "xlb_service_quorum_up",
+            "gauge",
+            "1 when the virtual server is at quorum.",
+        ),
     ] {
         f.head(metric, kind, help);
         for s in &report.services {
@@ -72,13 +113,41 @@ pub fn render(report: &StatusReport) -> String {
         }
     }
     for (metric, kind, help) in [
-        ("xlb_real_connections_total", "counter", "New connections sent to a real server."),
-        ("xlb_real_packets_total", "counter", "Packets sent to a real server."),
-        ("xlb_real_bytes_total", "counter", "Bytes sent to a real server."),
-        ("xlb_real_active_connections", "gauge", "ActiveConn: established flows (as ipvsadm)."),
-        ("xlb_real_inactive_connections", "gauge", "InActConn: flows in other states (as ipvsadm)."),
-        ("xlb_real_weight", "gauge", "Weight in force (0 = quiescent)."),
-        ("xlb_real_up", "gauge", "1 when the real server receives traffic (health up, MAC known)."),
+        (
+            "xlb_real_connections_total",
+            "counter",
+            "New connections sent to a real server.",
+        ),
+        (
+            "xlb_real_packets_total",
+            "counter",
+            "Packets sent to a real server.",
+        ),
+        (
+            "xlb_real_bytes_total",
+            "counter",
+            "Bytes sent to a real server.",
+        ),
+        (
+            "xlb_real_active_connections",
+            "gauge",
+            "ActiveConn: established flows (as ipvsadm).",
+        ),
+        (
+            "xlb_real_inactive_connections",
+            "gauge",
+            "InActConn: flows in other states (as ipvsadm).",
+        ),
+        (
+            "xlb_real_weight",
+            "gauge",
+            "Weight in force (0 = quiescent).",
+        ),
+        (
+            "xlb_real_up",
+            "gauge",
+            "1 when the real server receives traffic (health up, MAC known).",
+        ),
     ] {
         f.head(metric, kind, help);
         for s in &report.services {
@@ -98,14 +167,30 @@ pub fn render(report: &StatusReport) -> String {
             }
         }
     }
-    f.head("xlb_vrrp_master", "gauge", "1 when the VRRP instance is MASTER here.");
+    f.head(
+        "xlb_vrrp_master",
+        "gauge",
+        "1 when the VRRP instance is MASTER here.",
+    );
     for v in &report.vrrp {
-        f.line("xlb_vrrp_master", &[("instance", v.name.clone()), ("state", v.state.clone())], (v.state == "MASTER") as u8 as f64);
+        f.line(
+            "xlb_vrrp_master",
+            &[("instance", v.name.clone()), ("state", v.state.clone())],
+            (v.state == "MASTER") as u8 as f64,
+        );
     }
-    f.head("xlb_vrrp_bad_adverts_total", "counter", "VRRP advertisements dropped, by reason.");
+    f.head(
+        "xlb_vrrp_bad_adverts_total",
+        "counter",
+        "VRRP advertisements dropped, by reason.",
+    );
     for v in &report.vrrp {
         for (reason, n) in &v.bad_adverts {
-            f.line("xlb_vrrp_bad_adverts_total", &[("instance", v.name.clone()), ("reason", reason.clone())], *n as f64);
+            f.line(
+                "xlb_vrrp_bad_adverts_total",
+                &[("instance", v.name.clone()), ("reason", reason.clone())],
+                *n as f64,
+            );
         }
     }
     out
@@ -122,11 +207,14 @@ pub async fn serve(addr: SocketAddr, daemon: mpsc::Sender<(Request, oneshot::Sen
     };
     info!(%addr, "metrics on http://{addr}/metrics");
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
         let daemon = daemon.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+            {
                 Ok(Ok(n)) => n,
                 _ => return,
             };

@@ -153,9 +153,6 @@ pub fn dr_lab(tag: &str, reals: usize) -> Result<DemoLab> {
             ..Default::default()
         },
     )?;
-    // A standalone director (no VRRP in the demo) holds the VIP on its interface, as an operator
-    // would configure it, so clients' ARP for the VIP is answered by the director.
-    lab.add_addr(&director, "eth0", &format!("{DEMO_VIP}/32"))?;
     let python = if Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
     } else {
@@ -267,6 +264,9 @@ pub fn demo() -> Result<()> {
         director,
         real_servers,
     } = demo_lab()?;
+    // A standalone director (no VRRP in the demo) holds the VIP on its interface, as an operator
+    // would configure it, so clients' ARP for the VIP is answered by the director.
+    lab.add_addr(&director, "eth0", &format!("{DEMO_VIP}/32"))?;
     println!("demo: lab {} is up", lab.id());
     for (rs, ip) in real_servers.iter().zip(["198.18.0.11", "198.18.0.12"]) {
         let body = lab.run_ok(

@@ -43,6 +43,7 @@ while True:
 const STREAM_CLIENT: &str = r#"
 import selectors, socket, sys, time
 vip, n, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+stall = float(sys.argv[4]) if len(sys.argv) > 4 else 2.0
 sel = selectors.DefaultSelector()
 conns = []
 for i in range(n):
@@ -79,7 +80,7 @@ now = time.time()
 for c in conns:
     if c["state"] == "ok":
         c["gap"] = max(c["gap"], now - c["last"])
-        if c["gap"] > 2.0:
+        if c["gap"] > stall:
             c["state"] = "stalled"
     print(c.get("name") or "-", c["state"], int(c["gap"] * 1000))
 "#;
@@ -94,6 +95,16 @@ pub struct Dr {
 
 impl Dr {
     pub fn new(tag: &str, reals: usize) -> Self {
+        let dr = Self::without_vip(tag, reals);
+        // A standalone director holds the VIP (the configs below use announce = "always").
+        dr.d.lab
+            .add_addr(&dr.d.director, "eth0", &format!("{VIP}/32"))
+            .unwrap();
+        dr
+    }
+
+    /// The lab without the VIP on the director (VRRP puts it there).
+    pub fn without_vip(tag: &str, reals: usize) -> Self {
         let mut d = dr_lab(tag, reals).expect("lab");
         let dir = d.lab.dir().to_path_buf();
         std::fs::write(dir.join("stream_server.py"), STREAM_SERVER).unwrap();
@@ -224,6 +235,11 @@ impl Dr {
 
     /// Starts the streaming client in the background: `n` connections for `seconds`.
     pub fn start_streams(&mut self, n: usize, seconds: f64) -> Proc {
+        self.start_streams_stall(n, seconds, 2.0)
+    }
+
+    /// Like `start_streams`, with the gap (seconds) above which a connection counts as stalled.
+    pub fn start_streams_stall(&mut self, n: usize, seconds: f64, stall: f64) -> Proc {
         let client = self
             .d
             .lab
@@ -231,11 +247,11 @@ impl Dr {
             .join("stream_client.py")
             .display()
             .to_string();
-        let (ns, s) = (n.to_string(), seconds.to_string());
+        let (ns, s, st) = (n.to_string(), seconds.to_string(), stall.to_string());
         let c = self.d.client.clone();
         self.d
             .lab
-            .spawn(&c, &["python3", &client, VIP, &ns, &s])
+            .spawn(&c, &["python3", &client, VIP, &ns, &s, &st])
             .unwrap()
     }
 

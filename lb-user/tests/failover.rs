@@ -1,0 +1,231 @@
+//! Two xlb directors paired by VRRP (the keepalived MASTER/BACKUP deployment): one master at a
+//! time, failover when the master dies, a long-lived TCP connection and a request loop through the
+//! VIP across it, preemption back, clean handover on stop. Needs root.
+mod common;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use common::dr::{Dr, VIP};
+use xtask::lab::{Host, PortOpts, Proc};
+
+fn config(socket: &str, state: &str, priority: u8) -> String {
+    let mut t = format!(
+        "[global]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\nconn_table_size = 65536\n\
+         control_socket = \"{socket}\"\nsweep_interval = 0.5\n\n\
+         [[vrrp_instance]]\nname = \"VI_1\"\nstate = \"{state}\"\ninterface = \"eth0\"\n\
+         virtual_router_id = 51\npriority = {priority}\nadvert_int = 1.0\n\
+         authentication = {{ auth_type = \"PASS\", auth_pass = \"labpass1\" }}\n\
+         virtual_ipaddress = [\"{VIP}/24\"]\n"
+    );
+    for port in [80, 9000] {
+        t +=
+            &format!("\n[[virtual_server]]\nname = \"vs{port}\"\nvip = \"{VIP}\"\nport = {port}\n");
+        for i in [1, 2] {
+            t += &format!(
+                "[[virtual_server.real_server]]\naddress = \"198.18.0.{}\"\n",
+                10 + i
+            );
+        }
+    }
+    t
+}
+
+struct Director {
+    host: Host,
+    config: PathBuf,
+    socket: String,
+    daemon: Option<Proc>,
+}
+
+fn has_vip(dr: &Dr, h: &Host) -> bool {
+    dr.d.lab
+        .run_ok(h, &["ip", "-4", "addr", "show", "dev", "eth0"])
+        .unwrap()
+        .contains(&format!("{VIP}/24"))
+}
+
+fn start(dr: &mut Dr, d: &mut Director) {
+    let cfg = d.config.display().to_string();
+    d.daemon = Some(
+        dr.d.lab
+            .spawn(&d.host, &[&dr.xlb, "run", "--config", &cfg])
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dr
+        .d
+        .lab
+        .run(&d.host, &[&dr.xlb, "status", "--socket", &d.socket])
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "daemon on {} did not start",
+            d.host.name()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t0.elapsed()
+}
+
+#[test]
+fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
+    let mut dr = Dr::without_vip("f-pair", 2);
+    let dir2 = dr.d.lab.host("dir2").unwrap();
+    let lan = dr.d.lan.clone();
+    dr.d.lab
+        .attach(
+            &dir2,
+            &lan,
+            PortOpts {
+                addrs: &["198.18.0.3/24"],
+                xdp_peer_pass: true,
+                tx_checksum_off: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let dir = dr.d.lab.dir().to_path_buf();
+    let mut directors = Vec::new();
+    for (i, host, state, prio) in [
+        (1, dr.d.director.clone(), "MASTER", 150u8),
+        (2, dir2.clone(), "BACKUP", 100),
+    ] {
+        let socket = format!("/run/xlb/{}-{i}.sock", dr.d.lab.id());
+        let path = dir.join(format!("xlb{i}.toml"));
+        std::fs::write(&path, config(&socket, state, prio)).unwrap();
+        directors.push(Director {
+            host,
+            config: path,
+            socket,
+            daemon: None,
+        });
+    }
+    let (mut d1, mut d2) = (directors.remove(0), directors.remove(0));
+    start(&mut dr, &mut d1);
+    start(&mut dr, &mut d2);
+    wait_for("dir1 MASTER with the VIP", Duration::from_secs(10), || {
+        has_vip(&dr, &d1.host)
+    });
+    assert!(!has_vip(&dr, &d2.host), "one master at a time");
+    let st =
+        dr.d.lab
+            .run_ok(&d1.host, &[&dr.xlb, "status", "--socket", &d1.socket])
+            .unwrap();
+    assert!(st.contains("VI_1 MASTER vrid 51"), "{st}");
+    assert_eq!(dr.curl(10).get("FAIL"), None);
+
+    // Streams and a request loop across the failover.
+    let streams = dr.start_streams_stall(10, 16.0, 12.0);
+    let script = format!(
+        "for i in $(seq 120); do t=$(date +%s.%N); if curl -sf -m 1 -o /dev/null http://{VIP}/; then echo \"$t ok\"; else echo \"$t FAIL\"; fi; sleep 0.05; done"
+    );
+    let client = dr.d.client.clone();
+    let loop_proc = dr.d.lab.spawn(&client, &["sh", "-c", &script]).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // The master dies: daemon killed and its link cut (a dead machine, not a clean stop).
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let t_kill = Instant::now();
+    dr.d.lab
+        .signal(d1.daemon.as_ref().unwrap(), libc::SIGKILL)
+        .unwrap();
+    dr.d.lab
+        .run_ok(&d1.host, &["ip", "link", "set", "eth0", "down"])
+        .unwrap();
+    let took = wait_for("dir2 takes the VIP", Duration::from_secs(10), || {
+        has_vip(&dr, &d2.host)
+    });
+    println!(
+        "failover (SIGKILL + link down): VIP on the backup after {:.2} s",
+        t_kill.elapsed().as_secs_f64()
+    );
+    // Master_Down_Interval = 3 x 1 s + (256-100)/256 s; + 1 s slack.
+    assert!(
+        took.as_secs_f64() < 3.0 + 156.0 / 256.0 + 1.0,
+        "failover took {took:?}"
+    );
+
+    let results = dr.stream_results(&streams, Duration::from_secs(40));
+    for (server, state, gap) in &results {
+        assert_eq!(
+            state, "ok",
+            "a long-lived connection broke across the failover: {results:?}"
+        );
+        assert!(server.starts_with("rs"));
+        println!("stream on {server}: longest gap {gap} ms");
+    }
+    while dr.d.lab.exited(&loop_proc).unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = dr.d.lab.log(&loop_proc);
+    let window_end = killed_at + took.as_secs_f64() + 2.0;
+    let late_failures: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.ends_with("FAIL")
+                && l.split(' ')
+                    .next()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .is_some_and(|t| t > window_end)
+        })
+        .collect();
+    let failures = log.lines().filter(|l| l.ends_with("FAIL")).count();
+    println!("request loop: {failures} failed requests, all inside the failover window");
+    assert!(
+        late_failures.is_empty(),
+        "requests failed after the failover window: {late_failures:?}"
+    );
+    assert!(
+        log.lines().filter(|l| l.ends_with(" ok")).count() > 60,
+        "{log}"
+    );
+
+    // The old master returns: higher priority preempts back.
+    dr.d.lab
+        .run_ok(&d1.host, &["ip", "link", "set", "eth0", "up"])
+        .unwrap();
+    start(&mut dr, &mut d1);
+    wait_for("dir1 preempts back", Duration::from_secs(15), || {
+        has_vip(&dr, &d1.host) && !has_vip(&dr, &d2.host)
+    });
+    assert_eq!(dr.curl(10).get("FAIL"), None);
+
+    // Clean stop of the master: priority 0, the backup takes over at once (< 1 s + skew).
+    let t_stop = Instant::now();
+    let out =
+        dr.d.lab
+            .run(&d1.host, &[&dr.xlb, "stop", "--socket", &d1.socket])
+            .unwrap();
+    assert!(out.status.success());
+    wait_for("handover on stop", Duration::from_secs(3), || {
+        has_vip(&dr, &d2.host)
+    });
+    println!(
+        "handover on `xlb stop`: {:.2} s",
+        t_stop.elapsed().as_secs_f64()
+    );
+    wait_for(
+        "old master released the VIP",
+        Duration::from_secs(3),
+        || !has_vip(&dr, &d1.host),
+    );
+    assert_eq!(dr.curl(10).get("FAIL"), None);
+    let _ = &mut d2;
+}
