@@ -208,6 +208,8 @@ pub struct Daemon {
     quorum_up: BTreeMap<String, bool>,
     master_vips: BTreeSet<IpAddr>,
     desired: DesiredState,
+    /// BGP-announced VIPs this daemon has put on `lo` (the BGP daemon exports `lo` routes).
+    announced: BTreeSet<IpAddr>,
     notes: Vec<RealNote>,
     timeouts: Timeouts,
     sweep: SweepResult,
@@ -276,6 +278,7 @@ impl Daemon {
             neighbours: BTreeMap::new(),
             quorum_up: BTreeMap::new(),
             desired: DesiredState::default(),
+            announced: BTreeSet::new(),
             notes: Vec::new(),
             sweep: SweepResult::default(),
             last: None,
@@ -286,6 +289,7 @@ impl Daemon {
         daemon.attach_all().await?;
         daemon.resolve_neighbours(true).await;
         daemon.reconcile();
+        daemon.announce_bgp_vips().await;
         Ok(daemon)
     }
 
@@ -454,6 +458,64 @@ impl Daemon {
         self.desired = desired;
     }
 
+    /// BGP mode: a VIP is on `lo` (so BIRD announces it) exactly while its service can be served
+    /// here: the XDP program is attached and the service is at quorum. Withdrawing it takes the
+    /// director out of the routers' ECMP set within the BGP daemon's reaction time.
+    async fn announce_bgp_vips(&mut self) {
+        let attached = !self.attached.is_empty();
+        let mut wanted = BTreeSet::new();
+        let mut bgp_vips = BTreeSet::new();
+        for vs in &self.cfg.virtual_servers {
+            if self.cfg.announce_of(vs) != config::Announce::Bgp {
+                continue;
+            }
+            let vip = *vs.vip.get_ref();
+            bgp_vips.insert(vip);
+            let up = self
+                .quorum_up
+                .get(&vs.service_name())
+                .copied()
+                .unwrap_or(true);
+            if attached && up {
+                wanted.insert(vip);
+            }
+        }
+        // A VIP shared by several services is announced while any of them can be served.
+        let lo = match self.net.interface("lo").await {
+            Ok(lo) => lo,
+            Err(e) => {
+                warn!("cannot read lo: {e}");
+                return;
+            }
+        };
+        let present: BTreeSet<IpAddr> = lo
+            .addrs
+            .iter()
+            .map(|(a, _)| *a)
+            .filter(|a| bgp_vips.contains(a))
+            .collect();
+        for vip in wanted.difference(&present) {
+            match self.net.add_host_address(lo.index, *vip).await {
+                Ok(()) => info!(%vip, "BGP: VIP put on lo (announced)"),
+                Err(e) => warn!(%vip, "BGP: cannot add the VIP to lo: {e}"),
+            }
+        }
+        // Withdraw what we announced (or a previous run did) that can no longer be served.
+        let stale: Vec<IpAddr> = present
+            .iter()
+            .chain(self.announced.iter())
+            .filter(|v| !wanted.contains(v))
+            .copied()
+            .collect();
+        for vip in stale {
+            match self.net.del_address(lo.index, vip).await {
+                Ok(()) => warn!(%vip, "BGP: VIP removed from lo (withdrawn)"),
+                Err(e) => warn!(%vip, "BGP: cannot remove the VIP from lo: {e}"),
+            }
+        }
+        self.announced = wanted;
+    }
+
     async fn reload(&mut self) -> Result<String, Vec<String>> {
         sd_notify("RELOADING=1");
         let result = match config::load(&self.config_path) {
@@ -483,6 +545,7 @@ impl Daemon {
                 let attach = self.attach_all().await;
                 self.resolve_neighbours(true).await;
                 self.reconcile();
+                self.announce_bgp_vips().await;
                 let attach = attach.and(vrrp_result.context("VRRP"));
                 match attach {
                     Ok(()) => {
@@ -809,6 +872,7 @@ impl Daemon {
                     }
                     self.health = self.checker.state_inputs();
                     self.reconcile();
+                    self.announce_bgp_vips().await;
                 }
                 _ = term.recv() => { info!("SIGTERM"); break; }
                 _ = int.recv() => { info!("SIGINT"); break; }
@@ -839,6 +903,7 @@ impl Daemon {
                         warn!("expiring previous rings: {e}");
                     }
                     self.reconcile();
+                    self.announce_bgp_vips().await;
                 }
             }
         }
@@ -850,6 +915,12 @@ impl Daemon {
             vrrp.shutdown().await;
         }
         if detach {
+            // Nothing will forward here any more: stop attracting traffic first.
+            if let Ok(lo) = self.net.interface("lo").await {
+                for vip in std::mem::take(&mut self.announced) {
+                    let _ = self.net.del_address(lo.index, vip).await;
+                }
+            }
             let pin_dir = self.pin_dir();
             for a in &self.attached {
                 if let Err(e) = loader::detach_pinned(&pin_dir, &a.iface.name) {

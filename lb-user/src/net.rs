@@ -123,6 +123,52 @@ impl Net {
         })
     }
 
+    /// Adds `ip` as a host address (/32 or /128) on the interface `index`; already present is fine.
+    pub async fn add_host_address(&self, index: u32, ip: IpAddr) -> Result<(), NetError> {
+        let len = if ip.is_ipv4() { 32 } else { 128 };
+        self.handle
+            .address()
+            .add(index, ip, len)
+            .replace()
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `ip` from the interface `index` if it is there.
+    pub async fn del_address(&self, index: u32, ip: IpAddr) -> Result<(), NetError> {
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(ip)
+            .execute();
+        while let Some(msg) = stream.try_next().await? {
+            self.handle.address().del(msg).execute().await?;
+        }
+        Ok(())
+    }
+
+    /// Addresses on the interface `index`.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>, NetError> {
+        let mut out = Vec::new();
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = stream.try_next().await? {
+            for attr in &msg.attributes {
+                if let AddressAttribute::Address(ip) = attr {
+                    out.push(*ip);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Usable (reachable, stale, delay, probe, permanent, noarp) neighbour entries: ip -> (ifindex, MAC).
     pub async fn neighbours(&self) -> Result<BTreeMap<IpAddr, (u32, [u8; 6])>, NetError> {
         let mut out = BTreeMap::new();
