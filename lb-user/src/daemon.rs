@@ -286,7 +286,16 @@ impl Daemon {
             rates_reals: HashMap::new(),
             cfg,
         };
-        daemon.attach_all().await?;
+        if let Err(e) = daemon.attach_all().await {
+            if !adopting {
+                // Nothing was forwarding before this run: leave no half-set-up state pinned
+                // (a later start would adopt it).
+                let dir = daemon.pin_dir();
+                drop(daemon);
+                let _ = loader::remove_pins(&dir);
+            }
+            return Err(e);
+        }
         daemon.resolve_neighbours(true).await;
         daemon.reconcile();
         daemon.announce_bgp_vips().await;

@@ -231,3 +231,23 @@ fn replies_do_not_cross_the_director_and_stop_detach_cleans_up() {
             .unwrap();
     assert!(!pins.contains("xlb"), "pins left: {pins}");
 }
+
+#[test]
+fn run_fails_clearly_on_a_missing_interface_and_leaves_nothing_pinned() {
+    let dr = Dr::new("d-noif", 1);
+    let cfg = dr
+        .config_text(&[(1, 1)], "")
+        .replace("interfaces = [\"eth0\"]", "interfaces = [\"nosuch0\"]");
+    dr.write_config(&cfg);
+    let config = dr.config.display().to_string();
+    let out = dr.xlb(&["run", "--config", &config]);
+    assert_eq!(out.status.code(), Some(1));
+    let log =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("nosuch0"), "{log}");
+    let pins =
+        dr.d.lab
+            .run_ok(&dr.d.director, &["ls", "/sys/fs/bpf"])
+            .unwrap();
+    assert!(!pins.contains("xlb"), "pins left behind: {pins}");
+}
