@@ -709,3 +709,17 @@ fn maglev_spread_and_disruption_on_the_real_table() {
     );
     assert!(moved > 0.19 && moved < 0.23, "moved {moved}");
 }
+
+/// `conn_table_size` = 16,777,216 loads (the largest size the issue names) and forwards.
+#[test]
+fn conn_table_of_16m_entries_loads_and_works() {
+    let mut h = Harness::new(16_777_216);
+    h.apply(&state(vec![service(VIP, 80, Protocol::Tcp, vec![real("198.18.0.11", 1, 1)])]));
+    let syn = tcp4(CLIENT, 40000, VIP_B, 80, "S");
+    let (action, out) = h.run(&syn);
+    assert_eq!(action, XDP_TX);
+    assert_dr_rewrite(&syn, &out, real_mac(1));
+    let (_, out) = h.run(&tcp4(CLIENT, 40000, VIP_B, 80, "A"));
+    assert_eq!(mac_of(&out), real_mac(1));
+    assert_eq!(counter(&h, stat::CONN_HIT), 1);
+}
