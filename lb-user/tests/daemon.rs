@@ -31,7 +31,7 @@ fn kill9_keeps_forwarding_and_restart_adopts_pinned_state() {
     let spread = dr.curl(40);
     assert_eq!(spread.get("FAIL"), None, "{spread:?}");
     assert!(
-        spread.get("rs1").is_some() && spread.get("rs2").is_some(),
+        spread.contains_key("rs1") && spread.contains_key("rs2"),
         "{spread:?}"
     );
     let streams = dr.start_streams(20, 8.0);

@@ -4,10 +4,7 @@ mod common;
 
 use common::*;
 use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder};
-use lb_common::{
-    hash::{flow_hash, source_hash},
-    stat, FlowKey, AF_INET, PROTO_TCP,
-};
+use lb_common::{hash::flow_hash, stat, FlowKey, AF_INET, PROTO_TCP};
 use xlb::dataplane::desired::{addr_words, Protocol, Scheduler, ServiceAddr};
 
 const VIP: &str = "198.18.0.100";
@@ -714,7 +711,12 @@ fn maglev_spread_and_disruption_on_the_real_table() {
 #[test]
 fn conn_table_of_16m_entries_loads_and_works() {
     let mut h = Harness::new(16_777_216);
-    h.apply(&state(vec![service(VIP, 80, Protocol::Tcp, vec![real("198.18.0.11", 1, 1)])]));
+    h.apply(&state(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![real("198.18.0.11", 1, 1)],
+    )]));
     let syn = tcp4(CLIENT, 40000, VIP_B, 80, "S");
     let (action, out) = h.run(&syn);
     assert_eq!(action, XDP_TX);

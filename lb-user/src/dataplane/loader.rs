@@ -100,7 +100,7 @@ pub fn load(object: &[u8], opts: &LoadOptions) -> Result<Ebpf, LoadError> {
         None => Vec::new(),
     };
     for (name, path) in &pin_paths {
-        loader.map_pin_path(*name, path.as_path());
+        loader.map_pin_path(name, path.as_path());
     }
     let mut ebpf = loader.load(object)?;
     load_program(&mut ebpf, PROGRAM)?;

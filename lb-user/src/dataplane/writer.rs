@@ -496,7 +496,7 @@ impl MapWriter {
             // The ring being replaced becomes the previous ring (Maglev only: a previous
             // round-robin sequence says nothing about where a flow went).
             release_after_switch.push(region_of(value.prev_ring_offset, value.prev_ring_size));
-            if !round_robin && old.len > 0 && ring.len() > 0 {
+            if !round_robin && old.len > 0 && !ring.is_empty() {
                 value.prev_ring_offset = old.offset;
                 value.prev_ring_size = old.len;
                 ws.prev_since = Some(now);
