@@ -64,6 +64,21 @@ fn find_service(flow: &FlowKey, port: u16) -> Option<Service> {
     unsafe { SERVICES.get(&key) }.copied()
 }
 
+/// The flow's service if this director forwards it now; otherwise counts why not (the packet is
+/// then the kernel's).
+#[inline(always)]
+fn active_service(flow: &FlowKey) -> Option<Service> {
+    let Some(svc) = find_service(flow, flow.dport) else {
+        count(stat::NOT_SERVICE);
+        return None;
+    };
+    if svc.flags & SVC_F_ACTIVE == 0 {
+        count(stat::INACTIVE);
+        return None;
+    }
+    Some(svc)
+}
+
 #[inline(always)]
 fn packet_len(ctx: &XdpContext) -> u64 {
     (ctx.data_end() - ctx.data()) as u64
@@ -71,14 +86,9 @@ fn packet_len(ctx: &XdpContext) -> u64 {
 
 #[inline(always)]
 fn flow_packet(ctx: &XdpContext, flow: &FlowKey, tcp_flags: u8) -> u32 {
-    let Some(svc) = find_service(flow, flow.dport) else {
-        count(stat::NOT_SERVICE);
+    let Some(svc) = active_service(flow) else {
         return xdp_action::XDP_PASS;
     };
-    if svc.flags & SVC_F_ACTIVE == 0 {
-        count(stat::INACTIVE);
-        return xdp_action::XDP_PASS;
-    }
     let Some(dispatch) = conntrack::dispatch(&svc, flow, tcp_flags) else {
         count(stat::NO_REAL);
         return xdp_action::XDP_DROP;
@@ -130,14 +140,9 @@ fn fragment(ctx: &XdpContext, flow: &FlowKey) -> u32 {
 /// real server, so path-MTU discovery works through the director.
 #[inline(always)]
 fn icmp_error(ctx: &XdpContext, flow: &FlowKey) -> u32 {
-    let Some(svc) = find_service(flow, flow.dport) else {
-        count(stat::NOT_SERVICE);
+    let Some(svc) = active_service(flow) else {
         return xdp_action::XDP_PASS;
     };
-    if svc.flags & SVC_F_ACTIVE == 0 {
-        count(stat::INACTIVE);
-        return xdp_action::XDP_PASS;
-    }
     let real_id = conntrack::lookup_real(&svc, flow).unwrap_or_else(|| select::pick(&svc, flow));
     let Some(real) = select::alive_real(real_id) else {
         count(stat::NO_REAL);

@@ -150,25 +150,6 @@ impl Net {
         Ok(())
     }
 
-    /// Addresses on the interface `index`.
-    pub async fn addresses(&self, index: u32) -> Result<Vec<IpAddr>, NetError> {
-        let mut out = Vec::new();
-        let mut stream = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
-            .execute();
-        while let Some(msg) = stream.try_next().await? {
-            for attr in &msg.attributes {
-                if let AddressAttribute::Address(ip) = attr {
-                    out.push(*ip);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Usable (reachable, stale, delay, probe, permanent, noarp) neighbour entries: ip -> (ifindex, MAC).
     pub async fn neighbours(&self) -> Result<BTreeMap<IpAddr, (u32, [u8; 6])>, NetError> {
         let mut out = BTreeMap::new();

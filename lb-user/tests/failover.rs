@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::dr::{Dr, VIP};
+use common::dr::{wait_until, Dr, VIP};
 use xtask::lab::{Host, PortOpts, Proc};
 
 fn config(socket: &str, state: &str, priority: u8) -> String {
@@ -72,15 +72,6 @@ fn start(dr: &mut Dr, d: &mut Director) {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    t0.elapsed()
-}
-
 #[test]
 fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
     let mut dr = Dr::without_vip("f-pair", 2);
@@ -117,7 +108,7 @@ fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
     let (mut d1, mut d2) = (directors.remove(0), directors.remove(0));
     start(&mut dr, &mut d1);
     start(&mut dr, &mut d2);
-    wait_for("dir1 MASTER with the VIP", Duration::from_secs(10), || {
+    wait_until("dir1 MASTER with the VIP", Duration::from_secs(10), || {
         has_vip(&dr, &d1.host)
     });
     assert!(!has_vip(&dr, &d2.host), "one master at a time");
@@ -149,7 +140,7 @@ fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
     dr.d.lab
         .run_ok(&d1.host, &["ip", "link", "set", "eth0", "down"])
         .unwrap();
-    let took = wait_for("dir2 takes the VIP", Duration::from_secs(10), || {
+    let took = wait_until("dir2 takes the VIP", Duration::from_secs(10), || {
         has_vip(&dr, &d2.host)
     });
     println!(
@@ -202,7 +193,7 @@ fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
         .run_ok(&d1.host, &["ip", "link", "set", "eth0", "up"])
         .unwrap();
     start(&mut dr, &mut d1);
-    wait_for("dir1 preempts back", Duration::from_secs(15), || {
+    wait_until("dir1 preempts back", Duration::from_secs(15), || {
         has_vip(&dr, &d1.host) && !has_vip(&dr, &d2.host)
     });
     assert_eq!(dr.curl(10).get("FAIL"), None);
@@ -214,14 +205,14 @@ fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
             .run(&d1.host, &[&dr.xlb, "stop", "--socket", &d1.socket])
             .unwrap();
     assert!(out.status.success());
-    wait_for("handover on stop", Duration::from_secs(3), || {
+    wait_until("handover on stop", Duration::from_secs(3), || {
         has_vip(&dr, &d2.host)
     });
     println!(
         "handover on `xlb stop`: {:.2} s",
         t_stop.elapsed().as_secs_f64()
     );
-    wait_for(
+    wait_until(
         "old master released the VIP",
         Duration::from_secs(3),
         || !has_vip(&dr, &d1.host),

@@ -3,9 +3,9 @@
 //! spread. Needs root.
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::dr::Dr;
+use common::dr::{wait_until, Dr};
 
 fn real_status(dr: &Dr, addr: &str) -> serde_json::Value {
     let st = dr.status_json();
@@ -16,15 +16,6 @@ fn real_status(dr: &Dr, addr: &str) -> serde_json::Value {
         .find(|r| r["addr"] == addr)
         .unwrap()
         .clone()
-}
-
-fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    t0.elapsed()
 }
 
 #[test]
@@ -43,7 +34,7 @@ fn stopped_listener_is_taken_out_and_comes_back() {
     let nft = |rule: &str| dr.d.lab.run_ok(&rs2, &["nft", rule]).unwrap();
     // The listener "stops": connections to port 80 are refused.
     nft("add table inet xlbtest; add chain inet xlbtest input { type filter hook input priority 0; }; add rule inet xlbtest input tcp dport 80 reject with tcp reset");
-    let took = wait("rs2 marked down", Duration::from_secs(5), || {
+    let took = wait_until("rs2 marked down", Duration::from_secs(5), || {
         real_status(&dr, "198.18.0.12:80")["forwarding"] == false
     });
     println!(
@@ -68,7 +59,7 @@ fn stopped_listener_is_taken_out_and_comes_back() {
     assert_eq!(spread.get("rs1"), Some(&40));
     // It comes back (rise = 2).
     nft("delete table inet xlbtest");
-    wait("rs2 back", Duration::from_secs(5), || {
+    wait_until("rs2 back", Duration::from_secs(5), || {
         real_status(&dr, "198.18.0.12:80")["forwarding"] == true
     });
     let spread = dr.curl(40);
@@ -94,7 +85,7 @@ fn misc_dynamic_weights_change_the_spread() {
     );
     dr.write_config(&cfg);
     dr.start_daemon();
-    wait("dynamic weight 3", Duration::from_secs(5), || {
+    wait_until("dynamic weight 3", Duration::from_secs(5), || {
         real_status(&dr, "198.18.0.11:80")["effective_weight"] == 3
     });
     let spread = dr.curl(200);
@@ -103,7 +94,7 @@ fn misc_dynamic_weights_change_the_spread() {
     println!("weights 3:1 -> rs1 got {rs1} of 200");
     assert!(rs1 > 125 && rs1 < 175, "{spread:?}");
     std::fs::write(&wfile, "3").unwrap(); // weight 1
-    wait("dynamic weight 1", Duration::from_secs(5), || {
+    wait_until("dynamic weight 1", Duration::from_secs(5), || {
         real_status(&dr, "198.18.0.11:80")["effective_weight"] == 1
     });
     let spread = dr.curl(200);
@@ -112,7 +103,7 @@ fn misc_dynamic_weights_change_the_spread() {
     assert!(rs1 > 70 && rs1 < 130, "{spread:?}");
     // Exit 1: down.
     std::fs::write(&wfile, "1").unwrap();
-    wait("script says down", Duration::from_secs(5), || {
+    wait_until("script says down", Duration::from_secs(5), || {
         real_status(&dr, "198.18.0.11:80")["forwarding"] == false
     });
     let health = real_status(&dr, "198.18.0.11:80")["health"]

@@ -277,3 +277,13 @@ impl Dr {
             .collect()
     }
 }
+
+/// Polls `f` every 50 ms until it holds; panics after `timeout`. Returns how long it took.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t0.elapsed()
+}
