@@ -129,7 +129,7 @@ fn reload_keeps_streams_and_new_flows_use_the_new_table() {
 #[test]
 fn status_counts_match_real_traffic_and_drain_to_zero() {
     let mut dr = Dr::new("d-status", 2);
-    dr.write_config(&dr.config_text(&[(1, 1), (2, 1)], ""));
+    dr.write_config(&dr.config_text(&[(1, 1), (2, 1)], "metrics_listen = \"127.0.0.1:9108\""));
     dr.start_daemon();
     let spread = dr.curl(30);
     assert_eq!(spread.get("FAIL"), None);
@@ -161,6 +161,24 @@ fn status_counts_match_real_traffic_and_drain_to_zero() {
         )),
         "{text}"
     );
+    let metrics =
+        dr.d.lab
+            .run_ok(
+                &dr.d.director,
+                &["curl", "-sf", "http://127.0.0.1:9108/metrics"],
+            )
+            .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "xlb_real_inactive_connections{{service=\"vs80\",vip=\"{VIP}\",port=\"80\",protocol=\"tcp\",real=\"198.18.0.11:80\"}} {rs1}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("xlb_service_connections_total{service=\"vs80\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("xlb_conn_table_size{} 65536"), "{metrics}");
     let stats = String::from_utf8(dr.ctl("status", &["--stats"]).stdout).unwrap();
     assert!(
         stats.contains("Conns   InPkts  OutPkts  InBytes OutBytes"),
