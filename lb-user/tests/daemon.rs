@@ -269,3 +269,40 @@ fn run_fails_clearly_on_a_missing_interface_and_leaves_nothing_pinned() {
             .unwrap();
     assert!(!pins.contains("xlb"), "pins left behind: {pins}");
 }
+
+#[test]
+fn ipv6_service_end_to_end() {
+    let mut dr = Dr::new("d-v6", 2);
+    dr.d.lab
+        .run_ok(
+            &dr.d.director,
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                "2001:db8::100/128",
+                "dev",
+                "eth0",
+                "nodad",
+            ],
+        )
+        .unwrap();
+    let cfg = format!(
+        "[global]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\nconn_table_size = 4096\ncontrol_socket = \"{}\"\n\n\
+         [[virtual_server]]\nname = \"v6\"\nvip = \"2001:db8::100\"\nport = 80\nannounce = \"always\"\n\
+         [[virtual_server.real_server]]\naddress = \"2001:db8::11\"\n[[virtual_server.real_server]]\naddress = \"2001:db8::12\"\n",
+        dr.socket
+    );
+    dr.write_config(&cfg);
+    dr.start_daemon();
+    let spread =
+        xtask::cmd::curl_spread(&dr.d.lab, &dr.d.client, "http://[2001:db8::100]/", 40).unwrap();
+    assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", dr.daemon_log());
+    assert!(
+        spread.contains_key("rs1") && spread.contains_key("rs2"),
+        "{spread:?}"
+    );
+    let st = dr.status_json();
+    assert_eq!(vs(&st, "v6")["traffic"]["conns"], 40);
+}
