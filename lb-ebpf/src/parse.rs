@@ -279,8 +279,10 @@ fn parse_ipv6(ctx: &XdpContext, off: usize) -> Parsed {
                 let Some([nh, len]) = read_2(ctx, l4) else {
                     return Parsed::Malformed;
                 };
+                // The length unit is the skipped header's (AH: 4 bytes, others: 8), not the next one's.
+                let skipped = next;
                 next = nh;
-                l4 += if next == IPV6_AUTH {
+                l4 += if skipped == IPV6_AUTH {
                     (len as usize + 2) * 4
                 } else {
                     (len as usize + 1) * 8
