@@ -30,12 +30,18 @@ pub fn build(release: bool) -> Result<()> {
 ///
 /// Without `--resilience`: `cargo test --workspace --exclude lb-ebpf --no-fail-fast [-- ARGS]`
 /// with `XLB_TEST_FULL=1` (ARGS go to the test binaries: a name filter, `--nocapture`, ...).
-/// With `--resilience`: only `cargo test -p lb-user --test resilience -- --include-ignored [ARGS]`.
+/// With `--resilience`: only `cargo test -p lb-user --test resilience -- --include-ignored
+/// --test-threads=1 [ARGS]` (the heavier `#[ignore]`d variants included).
+///
+/// Either way the resilience scenarios write their figures to `$XLB_RESILIENCE_REPORT`, printed
+/// afterwards as a table (scenario | figure | goal | result), also when a test failed.
 pub fn test(resilience: bool, extra: &[String]) -> Result<()> {
     setup::ensure(true)?;
     let root = workspace_root();
+    let report = target_dir().join("resilience-report.tsv");
+    let _ = fs::remove_file(&report);
     let mut c = cargo();
-    c.current_dir(&root);
+    c.current_dir(&root).env("XLB_RESILIENCE_REPORT", &report);
     if resilience {
         if !root.join("lb-user/tests/resilience.rs").exists() {
             println!("test: lb-user/tests/resilience.rs does not exist yet, nothing to run");
@@ -49,6 +55,7 @@ pub fn test(resilience: bool, extra: &[String]) -> Result<()> {
             "resilience",
             "--",
             "--include-ignored",
+            "--test-threads=1",
         ])
         .args(extra);
     } else {
@@ -65,7 +72,43 @@ pub fn test(resilience: bool, extra: &[String]) -> Result<()> {
             c.arg("--").args(extra);
         }
     }
-    run_inherit(&mut c).context("tests failed")
+    let result = run_inherit(&mut c).context("tests failed");
+    if let Ok(rows) = fs::read_to_string(&report) {
+        print!("{}", resilience_table(&rows));
+    }
+    result
+}
+
+/// Renders the tab-separated rows `scenario, figure, goal, result, ok|FAIL` as an aligned table.
+pub fn resilience_table(rows: &str) -> String {
+    let header = ["scenario", "figure", "goal", "result", ""];
+    let rows: Vec<Vec<&str>> = rows
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split('\t').collect())
+        .collect();
+    let mut width = header.map(str::len);
+    for r in &rows {
+        for (w, cell) in width.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut s = String::new();
+        for (i, w) in width.iter().enumerate() {
+            let cell = cells.get(i).copied().unwrap_or("");
+            s += &format!("| {cell:<w$} ");
+        }
+        s + "|\n"
+    };
+    let mut out = format!("\nresilience: {} figures\n", rows.len());
+    out += &line(&header);
+    let rule: Vec<String> = width.iter().map(|w| "-".repeat(*w)).collect();
+    out += &line(&rule.iter().map(String::as_str).collect::<Vec<_>>());
+    for r in &rows {
+        out += &line(r);
+    }
+    out
 }
 
 /// `cargo xtask bench [--quick]`: `cargo bench -p lb-user` once lb-user has benches

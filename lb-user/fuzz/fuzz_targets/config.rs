@@ -1,0 +1,8 @@
+//! `xlb::config::parse` (TOML schema, located errors, validation) on arbitrary bytes.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../common/bodies.rs"]
+mod bodies;
+
+fuzz_target!(|data: &[u8]| bodies::config(data));
