@@ -6,7 +6,13 @@ use std::{io::Write as _, sync::Mutex};
 static FILE: Mutex<()> = Mutex::new(());
 
 /// Records one figure. `ok` says whether `result` meets `goal`.
-pub fn row(scenario: &str, figure: &str, goal: &str, result: impl std::fmt::Display, ok: bool) {
+pub fn row(
+    scenario: &str,
+    figure: &str,
+    goal: &str,
+    result: impl std::fmt::Display,
+    ok: bool,
+) -> bool {
     let verdict = if ok { "ok" } else { "FAIL" };
     let line = format!("{scenario}\t{figure}\t{goal}\t{result}\t{verdict}");
     eprintln!("resilience: {}", line.replace('\t', " | "));
@@ -20,11 +26,12 @@ pub fn row(scenario: &str, figure: &str, goal: &str, result: impl std::fmt::Disp
             let _ = writeln!(f, "{line}");
         }
     }
+    ok
 }
 
 /// A figure that is information only (no goal).
 pub fn info(scenario: &str, figure: &str, result: impl std::fmt::Display) {
-    row(scenario, figure, "-", result, true);
+    let _ = row(scenario, figure, "-", result, true);
 }
 
 /// A figure whose goal is exactly `goal`.
