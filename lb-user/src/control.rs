@@ -74,10 +74,16 @@ pub fn request(socket: &Path, req: &Request, timeout: Duration) -> Result<Respon
     stream.set_write_timeout(Some(timeout))?;
     let mut line = serde_json::to_string(req)?;
     line.push('\n');
-    stream.write_all(line.as_bytes())?;
+    // The daemon may answer and close without reading the request (it refuses a non-root peer
+    // that way): its answer is still readable and says more than the broken pipe.
+    let written = stream.write_all(line.as_bytes());
     let mut reader = BufReader::new(stream);
     let mut answer = String::new();
-    reader.read_line(&mut answer)?;
+    let read = reader.read_line(&mut answer);
+    if answer.is_empty() {
+        written?;
+        read?;
+    }
     Ok(serde_json::from_str(&answer)?)
 }
 
