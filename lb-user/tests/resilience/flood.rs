@@ -49,7 +49,13 @@ fn csum_fold(mut sum: u32) -> u16 {
 }
 
 /// One SYN frame from a random 198.19.x.y:port to `dst`:`dport`.
-pub fn syn_frame(rng: &mut Rng, dst_mac: [u8; 6], src_mac: [u8; 6], dst: [u8; 4], dport: u16) -> Vec<u8> {
+pub fn syn_frame(
+    rng: &mut Rng,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    dst: [u8; 4],
+    dport: u16,
+) -> Vec<u8> {
     let r = rng.next();
     let src = [198, 19, (r >> 8) as u8, r as u8];
     let sport = 1024 + ((r >> 16) as u16 % 60000);
@@ -88,6 +94,7 @@ pub fn syn_frame(rng: &mut Rng, dst_mac: [u8; 6], src_mac: [u8; 6], dst: [u8; 4]
 }
 
 /// Sends SYNs as fast as one thread can for `dur`; returns the frames sent.
+#[allow(clippy::too_many_arguments)]
 pub fn flood(
     fd: &OwnedFd,
     ifindex: i32,

@@ -23,15 +23,29 @@ pub const VIP_C: [u8; 4] = [198, 18, 0, 102];
 /// VIP whose service is inactive (BACKUP): PASS.
 pub const VIP_D: [u8; 4] = [198, 18, 0, 103];
 /// IPv6 VIP with TCP 80 (real 5).
-pub const VIP_6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00];
+pub const VIP_6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+];
 const NOT_VIP_4: [u8; 4] = [198, 18, 0, 50];
-const NOT_VIP_6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50];
+const NOT_VIP_6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50,
+];
 
 pub fn desired() -> DesiredState {
     let v4 = |a: [u8; 4]| Ipv4Addr::from(a).to_string();
-    let mut c = service(&v4(VIP_C), 0, Protocol::Tcp, vec![real("198.18.0.14", 4, 1)]);
+    let mut c = service(
+        &v4(VIP_C),
+        0,
+        Protocol::Tcp,
+        vec![real("198.18.0.14", 4, 1)],
+    );
     c.hash_client_only = true;
-    let mut d = service(&v4(VIP_D), 80, Protocol::Tcp, vec![real("198.18.0.16", 6, 1)]);
+    let mut d = service(
+        &v4(VIP_D),
+        80,
+        Protocol::Tcp,
+        vec![real("198.18.0.16", 6, 1)],
+    );
     d.active = false;
     let mut r6 = real("198.18.0.15", 5, 1);
     r6.addr = "2001:db8::15".parse().unwrap();
@@ -44,7 +58,12 @@ pub fn desired() -> DesiredState {
             Protocol::Tcp,
             vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)],
         ),
-        service(&v4(VIP_A), 53, Protocol::Udp, vec![real("198.18.0.13", 3, 1)]),
+        service(
+            &v4(VIP_A),
+            53,
+            Protocol::Udp,
+            vec![real("198.18.0.13", 3, 1)],
+        ),
         service(&v4(VIP_B), 80, Protocol::Tcp, vec![]),
         c,
         d,
@@ -248,14 +267,25 @@ pub fn generate(rng: &mut Rng) -> (Vec<u8>, Want) {
             } else {
                 want
             };
-            (0x0800, ipv4(client4(&mut g), dst, proto, frag, 0, &l4), want)
+            (
+                0x0800,
+                ipv4(client4(&mut g), dst, proto, frag, 0, &l4),
+                want,
+            )
         }
         // ICMPv4 errors quoting a reply from a VIP, sometimes truncated.
         6 => {
             let cport = g.port();
             let client = client4(&mut g);
             let quoted_from = if g.chance(80) { VIP_A } else { NOT_VIP_4 };
-            let inner = ipv4(quoted_from, client, 6, 0, 0, &tcp(80, cport, 0x18, &payload));
+            let inner = ipv4(
+                quoted_from,
+                client,
+                6,
+                0,
+                0,
+                &tcp(80, cport, 0x18, &payload),
+            );
             let keep = match g.n(4) {
                 0 => g.n(24) as usize + 1, // truncated inside the inner IP header or ports
                 _ => 28 + g.n(20) as usize,
@@ -268,7 +298,11 @@ pub fn generate(rng: &mut Rng) -> (Vec<u8>, Want) {
             } else {
                 Want::Tx(&[1, 2])
             };
-            (0x0800, ipv4([198, 18, 0, 1], quoted_from, 1, 0, 0, &icmp), want)
+            (
+                0x0800,
+                ipv4([198, 18, 0, 1], quoted_from, 1, 0, 0, &icmp),
+                want,
+            )
         }
         // TCP/UDP over IPv6 with 0-5 extension headers (more than 4: passed), sometimes a fragment.
         7..=9 => {
@@ -367,7 +401,7 @@ pub fn mutate(rng: &mut Rng, f: &mut Vec<u8>) {
     for _ in 0..rounds {
         let len = f.len().max(1);
         // Most header fields sit in the first 100 bytes: bias positions there.
-        let pos = if rng.next() % 4 == 0 {
+        let pos = if rng.next().is_multiple_of(4) {
             rng.next() as usize % len
         } else {
             rng.next() as usize % len.min(100)
@@ -500,9 +534,8 @@ pub fn run(h: &Harness, seed: u64, n: u64) -> Outcome {
                 }
             }
             XDP_DROP => {
-                let is_vip = dst.is_some_and(|d| {
-                    [&VIP_A[..], &VIP_B, &VIP_C, &VIP_D, &VIP_6].contains(&d)
-                });
+                let is_vip =
+                    dst.is_some_and(|d| [&VIP_A[..], &VIP_B, &VIP_C, &VIP_D, &VIP_6].contains(&d));
                 if !is_vip {
                     bad("DROP of a frame not addressed to a VIP");
                 }
@@ -552,9 +585,8 @@ pub fn check_counters(c: &[u64], o: &Outcome) -> Vec<String> {
             ));
         }
     }
-    let pass_reasons = c[stat::NOT_SERVICE as usize]
-        + c[stat::MALFORMED as usize]
-        + c[stat::INACTIVE as usize];
+    let pass_reasons =
+        c[stat::NOT_SERVICE as usize] + c[stat::MALFORMED as usize] + c[stat::INACTIVE as usize];
     if pass_reasons != c[stat::ACTION_PASS as usize] {
         v.push(format!(
             "not_service + malformed + inactive = {pass_reasons} != action_pass {}",

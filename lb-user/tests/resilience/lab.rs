@@ -182,13 +182,13 @@ pub fn config(dr: &Dr, reals: &[(usize, u32)], k: &Knobs, comment: &str) -> Stri
     t
 }
 
-/// `sh -c "ulimit -n 65536; exec ARGV"` (thousands of sockets).
+/// `sh -c "ulimit -n $(ulimit -Hn); exec ARGV"` (thousands of sockets).
 fn with_nofile(argv: &[&str]) -> Vec<String> {
     let quoted: Vec<String> = argv.iter().map(|a| format!("'{a}'")).collect();
     vec![
         "sh".into(),
         "-c".into(),
-        format!("ulimit -n 65536; exec {}", quoted.join(" ")),
+        format!("ulimit -n $(ulimit -Hn); exec {}", quoted.join(" ")),
     ]
 }
 
@@ -282,21 +282,20 @@ pub fn stream_results(dr: &mut Dr, p: &Proc, timeout: Duration) -> Streams {
         assert!(Instant::now() < deadline, "stream client did not finish");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let conns = dr
-        .d
-        .lab
-        .log(p)
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next()? == "conn").then_some(())?;
-            Some((
-                f.next()?.to_string(),
-                f.next()?.to_string(),
-                f.next()?.parse().ok()?,
-            ))
-        })
-        .collect();
+    let conns =
+        dr.d.lab
+            .log(p)
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next()? == "conn").then_some(())?;
+                Some((
+                    f.next()?.to_string(),
+                    f.next()?.to_string(),
+                    f.next()?.parse().ok()?,
+                ))
+            })
+            .collect();
     Streams { conns }
 }
 
@@ -317,9 +316,7 @@ pub fn start_nginx(dr: &mut Dr) {
         std::fs::write(&path, conf).unwrap();
         let path = path.display().to_string();
         let prefix = dir.display().to_string();
-        dr.d.lab
-            .sysctl(&rs, "net.core.somaxconn", "8192")
-            .unwrap();
+        dr.d.lab.sysctl(&rs, "net.core.somaxconn", "8192").unwrap();
         dr.d.lab
             .sysctl(&rs, "net.ipv4.tcp_max_syn_backlog", "8192")
             .unwrap();
@@ -370,7 +367,10 @@ pub fn config_view(status: &serde_json::Value) -> Vec<String> {
             s["name"], s["addr"], s["scheduler"], s["active"]
         ));
         for r in s["reals"].as_array().unwrap() {
-            v.push(format!("  {} w{} fwd {}", r["addr"], r["weight"], r["forwarding"]));
+            v.push(format!(
+                "  {} w{} fwd {}",
+                r["addr"], r["weight"], r["forwarding"]
+            ));
         }
     }
     v
@@ -378,11 +378,5 @@ pub fn config_view(status: &serde_json::Value) -> Vec<String> {
 
 /// Sends `n` HTTP requests (a new connection each) to VIP:port; server name -> count.
 pub fn curl_port(dr: &Dr, port: u16, n: usize) -> std::collections::BTreeMap<String, usize> {
-    xtask::cmd::curl_spread(
-        &dr.d.lab,
-        &dr.d.client,
-        &format!("http://{VIP}:{port}/"),
-        n,
-    )
-    .unwrap()
+    xtask::cmd::curl_spread(&dr.d.lab, &dr.d.client, &format!("http://{VIP}:{port}/"), n).unwrap()
 }

@@ -41,13 +41,6 @@ pub fn eq(scenario: &str, figure: &str, goal: u64, result: u64) -> bool {
     ok
 }
 
-/// A figure whose goal is at most `goal`.
-pub fn at_most(scenario: &str, figure: &str, goal: u64, result: u64) -> bool {
-    let ok = result <= goal;
-    row(scenario, figure, &format!("<= {goal}"), result, ok);
-    ok
-}
-
 /// A figure whose goal is at least `goal`.
 pub fn at_least(scenario: &str, figure: &str, goal: u64, result: u64) -> bool {
     let ok = result >= goal;
