@@ -43,3 +43,41 @@ pub fn keepalived(data: &[u8]) {
         let _ = xlb::config::parse(&toml, "imported.toml");
     }
 }
+
+/// A VRRP advertisement as received (v2/v3, IPv4 or IPv6 by the first input byte's low bit):
+/// decoded as is, and again with its checksum made valid so the fuzzer gets past it. A decoded
+/// advert encodes, and that decodes to the same advert (v2 intervals are whole seconds, 1-255).
+pub fn vrrp(data: &[u8]) {
+    use std::net::IpAddr;
+    use xlb::vrrp::packet::{checksum, Advert};
+    let Some((&sel, buf)) = data.split_first() else {
+        return;
+    };
+    let (src, dst): (IpAddr, IpAddr) = if sel & 1 == 0 {
+        (
+            "198.18.0.101".parse().unwrap(),
+            "224.0.0.18".parse().unwrap(),
+        )
+    } else {
+        ("fe80::1".parse().unwrap(), "ff02::12".parse().unwrap())
+    };
+    let _ = Advert::decode(buf, src, dst);
+    if buf.len() < 8 {
+        return;
+    }
+    let mut fixed = buf.to_vec();
+    fixed[6] = 0;
+    fixed[7] = 0;
+    let pseudo = (fixed[0] >> 4 == 3).then_some((src, dst));
+    let c = checksum(&fixed, pseudo, 112);
+    fixed[6..8].copy_from_slice(&c.to_be_bytes());
+    if let Ok(advert) = Advert::decode(&fixed, src, dst) {
+        let again =
+            Advert::decode(&advert.encode(src, dst), src, dst).expect("an encoded advert decodes");
+        let mut want = advert.clone();
+        if want.version == 2 {
+            want.interval_cs = want.interval_cs.clamp(100, 25_500);
+        }
+        assert_eq!(again, want, "encode/decode round trip");
+    }
+}
