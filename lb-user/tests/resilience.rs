@@ -23,7 +23,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{dr::Dr, Harness};
+use common::{
+    dr::{wait_until, Dr, VIP},
+    Harness,
+};
 use lab::{Knobs, STREAM_PORT};
 
 /// Scenarios run one at a time: their figures (rates, stalls) must not depend on each other.
@@ -456,15 +459,6 @@ fn streams_through_operations(n: usize, scenario: &str) {
         how == "adopted",
     );
     assert!(ok, "{:?}\n{}", r.broken(), dr.daemon_log());
-    // Director failover and fail-back with these streams: VRRP reached main while this suite was
-    // written (xlb+xlb failover has its own lab test in tests/failover.rs); not yet a scenario here.
-    let _ = report::row(
-        "1 failover/fail-back",
-        "TODO: failover: needs VRRP integration into this scenario (two directors)",
-        "0 reset",
-        "not run",
-        true,
-    );
 }
 
 #[test]
@@ -1047,4 +1041,138 @@ fn invalid_configs_are_rejected_and_the_control_socket_is_hostile_proof() {
         r.broken(),
         dr.daemon_log()
     );
+}
+
+/// The director pair of the field report, both running xlb with VRRP: `n` long-lived streams
+/// through the master's death (daemon SIGKILLed, link cut) and its return (preemption).
+fn streams_through_failover(n: usize, scenario: &str) {
+    let _g = serial();
+    let mut dr = Dr::without_vip("r-fail", 2);
+    lab::start_stream_servers(&mut dr, 0.1);
+    let dir2 = dr.d.lab.host("dir2").unwrap();
+    let lan = dr.d.lan.clone();
+    dr.d.lab
+        .attach(
+            &dir2,
+            &lan,
+            xtask::lab::PortOpts {
+                addrs: &["198.18.0.3/24"],
+                xdp_peer_pass: true,
+                tx_checksum_off: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let base = lab::config(&dr, &[(1, 1), (2, 1)], &Knobs::default(), "pair")
+        .replace("announce = \"always\"\n", "");
+    let dir1 = dr.d.director.clone();
+    let mut sockets = Vec::new();
+    let mut daemons = Vec::new();
+    for (i, host, state, prio) in [
+        (1, dir1.clone(), "MASTER", 150),
+        (2, dir2.clone(), "BACKUP", 100),
+    ] {
+        let socket = format!("/run/xlb/{}-{i}.sock", dr.d.lab.id());
+        let text = base.replace(&dr.socket, &socket)
+            + &format!(
+                "\n[[vrrp_instance]]\nname = \"VI_1\"\nstate = \"{state}\"\ninterface = \"eth0\"\n\
+                 virtual_router_id = 51\npriority = {prio}\nadvert_int = 1.0\nvirtual_ipaddress = [\"{VIP}/24\"]\n"
+            );
+        let path = dr.d.lab.dir().join(format!("pair{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        sockets.push(socket);
+        daemons.push((host, path));
+    }
+    let xlb = dr.xlb.clone();
+    let start = |dr: &mut Dr, i: usize| {
+        let (host, path) = daemons[i].clone();
+        let p =
+            dr.d.lab
+                .spawn(
+                    &host,
+                    &[&xlb, "run", "--config", &path.display().to_string()],
+                )
+                .unwrap();
+        wait_until("daemon answers", Duration::from_secs(20), || {
+            dr.d.lab
+                .run(&host, &[&xlb, "status", "--socket", &sockets[i]])
+                .unwrap()
+                .status
+                .success()
+        });
+        p
+    };
+    let has_vip = |dr: &Dr, h: &xtask::lab::Host| {
+        dr.d.lab
+            .run_ok(h, &["ip", "-4", "addr", "show", "dev", "eth0"])
+            .unwrap()
+            .contains(&format!("{VIP}/24"))
+    };
+    let d1 = start(&mut dr, 0);
+    let _d2 = start(&mut dr, 1);
+    wait_until("dir1 MASTER", Duration::from_secs(10), || {
+        has_vip(&dr, &dir1)
+    });
+    let client = dr.d.client.clone();
+    // TCP backs off while the master is gone: a gap of several seconds is the failover, not a stall.
+    let p = lab::start_streams(&mut dr, &client, n, 30.0, 15.0);
+    let connected = lab::wait_connected(&mut dr, &p, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    dr.d.lab.signal(&d1, libc::SIGKILL).unwrap();
+    dr.d.lab
+        .run_ok(&dir1, &["ip", "link", "set", "eth0", "down"])
+        .unwrap();
+    let failover = wait_until("dir2 takes over", Duration::from_secs(10), || {
+        has_vip(&dr, &dir2)
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    dr.d.lab
+        .run_ok(&dir1, &["ip", "link", "set", "eth0", "up"])
+        .unwrap();
+    let t_back = Instant::now();
+    let _d1 = start(&mut dr, 0);
+    wait_until("dir1 preempts back", Duration::from_secs(15), || {
+        has_vip(&dr, &dir1) && !has_vip(&dr, &dir2)
+    });
+    let failback = t_back.elapsed();
+    let r = lab::stream_results(&mut dr, &p, Duration::from_secs(80));
+    report::info(
+        scenario,
+        "failover: master SIGKILLed + link cut -> VIP on backup (s)",
+        format!("{:.2}", failover.as_secs_f64()),
+    );
+    report::info(
+        scenario,
+        "fail-back: master restarted -> preempted back (s)",
+        format!("{:.2}", failback.as_secs_f64()),
+    );
+    report::info(scenario, "max gap of a stream (ms)", r.max_gap_ms());
+    let mut ok = report::eq(scenario, "streams connected", n as u64, connected as u64);
+    ok &= report::eq(scenario, "streams reset", 0, r.count("reset"));
+    ok &= report::eq(
+        scenario,
+        "streams stalled (> 15 s gap)",
+        0,
+        r.count("stalled"),
+    );
+    ok &= report::eq(
+        scenario,
+        "streams moved to another server",
+        0,
+        r.count("switched"),
+    );
+    ok &= report::row(
+        scenario,
+        "failover within Master_Down_Interval + 1 s",
+        "< 4.61 s",
+        &format!("{:.2} s", failover.as_secs_f64()),
+        failover.as_secs_f64() < 3.0 + 156.0 / 256.0 + 1.0,
+    );
+    assert!(ok, "{:?}", r.broken());
+}
+
+#[test]
+#[ignore = "heavier variant: cargo xtask test --resilience"]
+fn streams_through_director_failover_and_failback() {
+    streams_through_failover(200, "1 streams through failover/fail-back");
 }
