@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod hash;
+pub mod bench;
 
 /// Kernel map names, shared so the loader and the program cannot disagree.
 pub mod map_names {
