@@ -74,6 +74,9 @@ unsafe impl aya::Pod for BenchCfg {}
 mod tests {
     #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<super::BenchCfg>(), super::BENCH_FRAME_MAX + 24);
+        assert_eq!(
+            core::mem::size_of::<super::BenchCfg>(),
+            super::BENCH_FRAME_MAX + 24
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! network-byte-order words; an IPv4 address uses word 0 and leaves the rest zero.
 #![no_std]
 
-pub mod hash;
 pub mod bench;
+pub mod hash;
 
 /// Kernel map names, shared so the loader and the program cannot disagree.
 pub mod map_names {

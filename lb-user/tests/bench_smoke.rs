@@ -25,12 +25,21 @@ fn quick_bench_runs_and_paths_check() {
         assert_eq!(v["one_cpu"]["path_ok"], true, "{v}");
         assert_eq!(v["all_cpus"]["path_ok"], true, "{v}");
     }
-    assert!(r["live"]["xlb_established"]["mpps"]["median"].as_f64().unwrap() > 0.0);
+    assert!(
+        r["live"]["xlb_established"]["mpps"]["median"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     assert!(r["verifier"]["xlb"]["jited_bytes"].as_u64().unwrap() > 0);
     for ext in ["json", "md"] {
         assert!(dir.join(format!("smoke.{ext}")).exists());
     }
     assert!(dir.join("smoke-table-size.png").exists());
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(t.elapsed().as_secs() < 60, "quick bench took {:?}", t.elapsed());
+    assert!(
+        t.elapsed().as_secs() < 60,
+        "quick bench took {:?}",
+        t.elapsed()
+    );
 }

@@ -129,7 +129,9 @@ pub fn pktgen_script(iface: &str, dst_mac: &str, count: u64) -> Vec<(String, Str
 /// so and skips. XLB_PKTGEN_DST_MAC: the director's MAC (default broadcast), XLB_PKTGEN_COUNT.
 pub fn pktgen(iface: &str, quick: bool) -> Result<()> {
     if !Path::new(PKTGEN_DIR).exists() {
-        let _ = std::process::Command::new("modprobe").arg("pktgen").status();
+        let _ = std::process::Command::new("modprobe")
+            .arg("pktgen")
+            .status();
     }
     if !Path::new(PKTGEN_DIR).exists() {
         println!(
@@ -139,7 +141,8 @@ pub fn pktgen(iface: &str, quick: bool) -> Result<()> {
         );
         return Ok(());
     }
-    let dst_mac = std::env::var("XLB_PKTGEN_DST_MAC").unwrap_or_else(|_| "ff:ff:ff:ff:ff:ff".into());
+    let dst_mac =
+        std::env::var("XLB_PKTGEN_DST_MAC").unwrap_or_else(|_| "ff:ff:ff:ff:ff:ff".into());
     let count: u64 = std::env::var("XLB_PKTGEN_COUNT")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -155,7 +158,10 @@ pub fn pktgen(iface: &str, quick: bool) -> Result<()> {
     let result = fs::read_to_string(format!("{PKTGEN_DIR}/{iface}")).unwrap_or_default();
     let tx_after = fs::read_to_string(format!("/sys/class/net/{iface}/statistics/tx_packets"))?;
     let sent = tx_after.trim().parse::<u64>()? - tx_before.trim().parse::<u64>()?;
-    println!("bench --pktgen {iface}: {sent} frames in {secs:.2} s = {:.3} Mpps sent", sent as f64 / secs / 1e6);
+    println!(
+        "bench --pktgen {iface}: {sent} frames in {secs:.2} s = {:.3} Mpps sent",
+        sent as f64 / secs / 1e6
+    );
     if let Some(line) = result.lines().find(|l| l.contains("pps")) {
         println!("pktgen: {}", line.trim());
     }

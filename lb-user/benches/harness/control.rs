@@ -157,7 +157,8 @@ pub fn reload(
             // Back to empty maps for the next initial apply.
             let empty = DesiredState::default();
             dp.writer.apply(&empty, Instant::now())?;
-            dp.writer.expire_previous_rings(Instant::now() + Duration::from_secs(3600))?;
+            dp.writer
+                .expire_previous_rings(Instant::now() + Duration::from_secs(3600))?;
         }
         let t = Instant::now();
         dp.writer.apply(&a, Instant::now())?;
@@ -166,7 +167,8 @@ pub fn reload(
         dp.writer.apply(&a, Instant::now())?;
         out.unchanged.push(ms(t.elapsed()));
         // Previous rings of the last change expire first, so the ring map never fills.
-        dp.writer.expire_previous_rings(Instant::now() + Duration::from_secs(3600))?;
+        dp.writer
+            .expire_previous_rings(Instant::now() + Duration::from_secs(3600))?;
         let t = Instant::now();
         dp.writer.apply(&b, Instant::now())?;
         out.all_changed.push(ms(t.elapsed()));
@@ -176,7 +178,12 @@ pub fn reload(
 }
 
 /// The ActiveConn sweep over the table as it is; `runs` runs or until `budget` is spent.
-pub fn sweep_runs(dp: &mut Dp, runs: usize, budget: Duration, progress: &Progress) -> Result<(u64, Vec<f64>)> {
+pub fn sweep_runs(
+    dp: &mut Dp,
+    runs: usize,
+    budget: Duration,
+    progress: &Progress,
+) -> Result<(u64, Vec<f64>)> {
     let timeouts = Timeouts::default();
     let mut v = Vec::new();
     let mut entries = 0;

@@ -46,9 +46,13 @@ pub const PROGRAMS: [&str; 6] = [
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 pub const VIP4: [u8; 4] = [198, 18, 0, 100];
-pub const VIP6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00];
+pub const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+];
 pub const OTHER4: [u8; 4] = [198, 18, 0, 50];
-pub const OTHER6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50];
+pub const OTHER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50,
+];
 pub const PORT: u16 = 80;
 /// Source "spaces" (second octet of the IPv4 source): prefilled flows, fresh flows.
 pub const SPACE_PREFILL: u8 = 18;
@@ -88,7 +92,9 @@ impl Dp {
         if let Some(p) = spec.conn_table_pin {
             loader.map_pin_path(map_names::CONN_TABLE, p);
         }
-        let mut ebpf = loader.load(xlb::BPF_OBJECT).context("loading the XDP object")?;
+        let mut ebpf = loader
+            .load(xlb::BPF_OBJECT)
+            .context("loading the XDP object")?;
         for p in PROGRAMS {
             load_program(&mut ebpf, p)?;
         }
@@ -109,8 +115,10 @@ impl Dp {
             ebpf.take_map(BENCH_CFG).context("BENCH_CFG")?.try_into()?;
         let seq: PerCpuArray<MapData, u64> =
             ebpf.take_map(BENCH_SEQ).context("BENCH_SEQ")?.try_into()?;
-        let aux: PerCpuArray<MapData, u64> =
-            ebpf.take_map("AUX_COUNT").context("AUX_COUNT")?.try_into()?;
+        let aux: PerCpuArray<MapData, u64> = ebpf
+            .take_map("AUX_COUNT")
+            .context("AUX_COUNT")?
+            .try_into()?;
         let maps = KernelMaps::take(&mut ebpf)?;
         let writer = MapWriter::new(maps, Duration::from_secs(60));
         let ncpus = aya::util::nr_cpus().map_err(|(m, e)| anyhow!("{m}: {e}"))?;
@@ -222,7 +230,10 @@ impl Dp {
         let fd = self.prog_fd("xlb_bench_wrapper")?;
         let r = sys::test_run(fd, &syn, 1)?;
         if r.retval != 3 {
-            bail!("xlb answered {} to the sample SYN (XDP_TX expected)", r.retval);
+            bail!(
+                "xlb answered {} to the sample SYN (XDP_TX expected)",
+                r.retval
+            );
         }
         let want = flow_key_v4(SPACE_PREFILL, 0);
         let found = self
@@ -307,7 +318,10 @@ pub fn bench_state(ifindex: u32, real_mac: [u8; 6], src_mac: [u8; 6]) -> Desired
         sorry: None,
     };
     DesiredState {
-        services: vec![svc(IpAddr::from(VIP4), false), svc(IpAddr::from(VIP6), true)],
+        services: vec![
+            svc(IpAddr::from(VIP4), false),
+            svc(IpAddr::from(VIP6), true),
+        ],
         flood_threshold: 0,
         tx_ports: Default::default(),
     }

@@ -23,7 +23,9 @@ fn real_forwarding(status: &Value, addr_prefix: &str) -> Option<bool> {
     fn walk(v: &Value, p: &str, out: &mut Option<bool>) {
         match v {
             Value::Object(m) => {
-                if let (Some(Value::String(a)), Some(Value::Bool(f))) = (m.get("addr"), m.get("forwarding")) {
+                if let (Some(Value::String(a)), Some(Value::Bool(f))) =
+                    (m.get("addr"), m.get("forwarding"))
+                {
                     if a.starts_with(p) {
                         let up = *f && m.get("health").and_then(|h| h.as_str()) == Some("up");
                         *out = Some(out.unwrap_or(true) && up);
@@ -98,7 +100,11 @@ pub fn run(runs: usize, progress: &Progress) -> Result<Value> {
         let dt = wait(&d.lab, false, Duration::from_secs(15)).context("dead real server")?;
         out_s.push(dt.as_secs_f64());
         let spread = curl_spread(&d.lab, &client, &format!("http://{DEMO_VIP}/"), 6)?;
-        leaked += spread.iter().filter(|(k, _)| k.as_str() != "rs2").map(|(_, v)| v).sum::<usize>();
+        leaked += spread
+            .iter()
+            .filter(|(k, _)| k.as_str() != "rs2")
+            .map(|(_, v)| v)
+            .sum::<usize>();
         d.lab.run_ok(&rs1, &["ip", "link", "set", "eth0", "up"])?;
         let up = wait(&d.lab, true, Duration::from_secs(15)).context("real server back")?;
         back_s.push(up.as_secs_f64());

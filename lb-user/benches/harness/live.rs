@@ -66,12 +66,20 @@ impl LiveResult {
     }
 }
 
-pub fn run(rounds: usize, frames: u32, batch: u32, cpu: usize, progress: &Progress) -> Result<LiveResult> {
+pub fn run(
+    rounds: usize,
+    frames: u32,
+    batch: u32,
+    cpu: usize,
+    progress: &Progress,
+) -> Result<LiveResult> {
     let mut lab = Lab::new("bench")?;
     let h = lab.host("live")?;
     lab.run_ok(
         &h,
-        &["ip", "link", "add", "gen0", "type", "veth", "peer", "name", "dir0"],
+        &[
+            "ip", "link", "add", "gen0", "type", "veth", "peer", "name", "dir0",
+        ],
     )?;
     for i in ["gen0", "dir0"] {
         lab.run_ok(&h, &["ip", "link", "set", i, "up"])?;
@@ -89,7 +97,11 @@ pub fn run(rounds: usize, frames: u32, batch: u32, cpu: usize, progress: &Progre
         })?;
         // xlb on dir0 sends every real server's frames back out of dir0 towards gen0.
         dp.apply_state(dir_idx, gen_mac, dir_mac)?;
-        let count: &mut Xdp = dp.ebpf.program_mut("xlb_count").context("xlb_count")?.try_into()?;
+        let count: &mut Xdp = dp
+            .ebpf
+            .program_mut("xlb_count")
+            .context("xlb_count")?
+            .try_into()?;
         let _count_link = count.attach("gen0", XdpMode::Driver)?;
         // The generator's input: dst gen0, src dir0; after its MAC swap: gen0 -> dir0.
         let mut frame = tcp4([198, 18, 201, 1], 40_000, VIP4, PORT, false);
@@ -119,7 +131,10 @@ pub fn run(rounds: usize, frames: u32, batch: u32, cpu: usize, progress: &Progre
                 let mpps = delivered as f64 / r.wall.as_secs_f64() / 1e6;
                 let frac = delivered as f64 / f64::from(frames);
                 if std::env::var_os("XLB_BENCH_DEBUG").is_some() {
-                    eprintln!("live {name}: {delivered} in {:?} (kernel {} ns/frame)", r.wall, r.ns_per_rep);
+                    eprintln!(
+                        "live {name}: {delivered} in {:?} (kernel {} ns/frame)",
+                        r.wall, r.ns_per_rep
+                    );
                 }
                 if round == 0 {
                     continue;

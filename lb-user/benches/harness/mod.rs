@@ -20,8 +20,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use dp::{
-    tcp4, tcp6, v6_fresh_src, Dp, GlobalLru, LoadSpec, OTHER4, OTHER6, PORT, SLOT_DROP, SLOT_MACSWAP,
-    SLOT_PASS, SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6,
+    tcp4, tcp6, v6_fresh_src, Dp, GlobalLru, LoadSpec, OTHER4, OTHER6, PORT, SLOT_DROP,
+    SLOT_MACSWAP, SLOT_PASS, SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6,
 };
 use timing::{Case, Expect, Fresh, FreshAlloc, Prog};
 
@@ -181,7 +181,12 @@ pub fn run(cfg: &Config) -> Result<Value> {
     let r = plan.rounds as u64;
     progress.add(r * 11 + plan.sizes.len() as u64 * r * 4 + 2 * r * 2);
     progress.add(plan.live_rounds as u64 * 2);
-    progress.add((plan.maglev_reals.len() * plan.maglev_sizes.len() + plan.reload_runs + plan.sweep_runs + plan.failover_runs) as u64);
+    progress.add(
+        (plan.maglev_reals.len() * plan.maglev_sizes.len()
+            + plan.reload_runs
+            + plan.sweep_runs
+            + plan.failover_runs) as u64,
+    );
 
     let mut out = json!({
         "name": cfg.name,
@@ -194,7 +199,13 @@ pub fn run(cfg: &Config) -> Result<Value> {
     });
 
     if std::env::var("XLB_BENCH_ONLY").is_ok_and(|v| v == "live") {
-        let live = live::run(plan.live_rounds, plan.live_frames, plan.live_batch, cpu, &progress)?;
+        let live = live::run(
+            plan.live_rounds,
+            plan.live_frames,
+            plan.live_batch,
+            cpu,
+            &progress,
+        )?;
         progress.finish();
         println!("{}", live.json());
         return Ok(out);
@@ -224,7 +235,9 @@ pub fn run(cfg: &Config) -> Result<Value> {
 
     let ack4 = tcp4([198, 18, 200, 1], 40_000, VIP4, PORT, false);
     let ack6 = tcp6(
-        [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0x0e, 0, 0, 0, 0, 0, 0, 0, 1],
+        [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0x0e, 0, 0, 0, 0, 0, 0, 0, 1,
+        ],
         40_000,
         VIP6,
         PORT,
@@ -234,7 +247,9 @@ pub fn run(cfg: &Config) -> Result<Value> {
     let syn6 = tcp6(v6_fresh_src(), 0, VIP6, PORT, true);
     let other4 = tcp4([198, 18, 200, 1], 40_000, OTHER4, PORT, false);
     let other6 = tcp6(
-        [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0x0e, 0, 0, 0, 0, 0, 0, 0, 1],
+        [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0x0e, 0, 0, 0, 0, 0, 0, 0, 1,
+        ],
         40_000,
         OTHER6,
         PORT,
@@ -249,20 +264,86 @@ pub fn run(cfg: &Config) -> Result<Value> {
         }
     }
     let base_cases = vec![
-        Case::new("floor: MAC-swap XDP_TX (wrapped)", Prog::Wrapped(SLOT_MACSWAP), ack4.clone(), Expect::Action(3)),
-        Case::new("floor: XDP_DROP (wrapped)", Prog::Wrapped(SLOT_DROP), ack4.clone(), Expect::Action(1)),
-        Case::new("wrapper only (XDP_PASS)", Prog::Wrapped(SLOT_PASS), ack4.clone(), Expect::Action(2)),
-        Case::new("bare MAC-swap XDP_TX", Prog::Bare("xlb_macswap"), ack4.clone(), Expect::Action(3)),
-        Case::new("bare XDP_DROP", Prog::Bare("xlb_drop"), ack4.clone(), Expect::Action(1)),
-        Case::new("xlb established IPv4", Prog::Wrapped(SLOT_XLB), ack4.clone(), Expect::Hit),
-        Case::new("xlb established IPv6", Prog::Wrapped(SLOT_XLB), ack6.clone(), Expect::Hit),
-        Case::new("xlb new flow (SYN) IPv4", Prog::Wrapped(SLOT_XLB), syn4.clone(), Expect::Miss).fresh(Fresh::V4, true),
-        Case::new("xlb new flow (SYN) IPv6", Prog::Wrapped(SLOT_XLB), syn6.clone(), Expect::Miss).fresh(Fresh::V6, true),
-        Case::new("xlb not a service (PASS) IPv4", Prog::Wrapped(SLOT_XLB), other4, Expect::NotService),
-        Case::new("xlb not a service (PASS) IPv6", Prog::Wrapped(SLOT_XLB), other6, Expect::NotService),
+        Case::new(
+            "floor: MAC-swap XDP_TX (wrapped)",
+            Prog::Wrapped(SLOT_MACSWAP),
+            ack4.clone(),
+            Expect::Action(3),
+        ),
+        Case::new(
+            "floor: XDP_DROP (wrapped)",
+            Prog::Wrapped(SLOT_DROP),
+            ack4.clone(),
+            Expect::Action(1),
+        ),
+        Case::new(
+            "wrapper only (XDP_PASS)",
+            Prog::Wrapped(SLOT_PASS),
+            ack4.clone(),
+            Expect::Action(2),
+        ),
+        Case::new(
+            "bare MAC-swap XDP_TX",
+            Prog::Bare("xlb_macswap"),
+            ack4.clone(),
+            Expect::Action(3),
+        ),
+        Case::new(
+            "bare XDP_DROP",
+            Prog::Bare("xlb_drop"),
+            ack4.clone(),
+            Expect::Action(1),
+        ),
+        Case::new(
+            "xlb established IPv4",
+            Prog::Wrapped(SLOT_XLB),
+            ack4.clone(),
+            Expect::Hit,
+        ),
+        Case::new(
+            "xlb established IPv6",
+            Prog::Wrapped(SLOT_XLB),
+            ack6.clone(),
+            Expect::Hit,
+        ),
+        Case::new(
+            "xlb new flow (SYN) IPv4",
+            Prog::Wrapped(SLOT_XLB),
+            syn4.clone(),
+            Expect::Miss,
+        )
+        .fresh(Fresh::V4, true),
+        Case::new(
+            "xlb new flow (SYN) IPv6",
+            Prog::Wrapped(SLOT_XLB),
+            syn6.clone(),
+            Expect::Miss,
+        )
+        .fresh(Fresh::V6, true),
+        Case::new(
+            "xlb not a service (PASS) IPv4",
+            Prog::Wrapped(SLOT_XLB),
+            other4,
+            Expect::NotService,
+        ),
+        Case::new(
+            "xlb not a service (PASS) IPv6",
+            Prog::Wrapped(SLOT_XLB),
+            other6,
+            Expect::NotService,
+        ),
     ];
     progress.note("test_run: floors and xlb paths");
-    let base = timing::rounds(&mut dp, &base_cases, 0, plan.rounds, plan.reps, 1, &mut fresh, &progress)?;
+    let base = timing::rounds(
+        &mut dp,
+        &base_cases,
+        0,
+        plan.rounds,
+        plan.reps,
+        1,
+        &mut fresh,
+        &progress,
+    )?;
 
     // Table-size curve.
     dp.clear_table()?;
@@ -278,16 +359,51 @@ pub fn run(cfg: &Config) -> Result<Value> {
         let prefill_s = t.elapsed().as_secs_f64();
         filled = n;
         let entries_mem = sys::fdinfo_field(dp.table_fd(), "memlock");
-        let hit = Case::new(&format!("xlb established, lookups over {n} flows"), Prog::Wrapped(SLOT_XLB), tcp4([198, SPACE_PREFILL, 0, 0], 0, VIP4, PORT, false), Expect::Hit).spread(n);
+        let hit = Case::new(
+            &format!("xlb established, lookups over {n} flows"),
+            Prog::Wrapped(SLOT_XLB),
+            tcp4([198, SPACE_PREFILL, 0, 0], 0, VIP4, PORT, false),
+            Expect::Hit,
+        )
+        .spread(n);
         let floor = base_cases[0].clone();
-        let hits = timing::rounds(&mut dp, &[floor.clone(), hit], 0, plan.rounds, plan.reps, stride, &mut fresh, &progress)?;
+        let hits = timing::rounds(
+            &mut dp,
+            &[floor.clone(), hit],
+            0,
+            plan.rounds,
+            plan.reps,
+            stride,
+            &mut fresh,
+            &progress,
+        )?;
         if n == *plan.sizes.last().unwrap() {
             progress.note(&format!("sweep over the {n}-flow table"));
-            let (entries, v) = control::sweep_runs(&mut dp, plan.sweep_runs, Duration::from_secs(150), &progress)?;
+            let (entries, v) = control::sweep_runs(
+                &mut dp,
+                plan.sweep_runs,
+                Duration::from_secs(150),
+                &progress,
+            )?;
             sweep_json = json!({"entries": entries, "conn_table_size": plan.table_size, "sweep": control::stats_ms(&v)});
         }
-        let syn = Case::new(&format!("xlb new flow (SYN) into a table of {n} flows"), Prog::Wrapped(SLOT_XLB), syn4.clone(), Expect::Miss).fresh(Fresh::V4, true);
-        let news = timing::rounds(&mut dp, &[floor, syn], 0, plan.rounds, plan.reps, 1, &mut fresh, &progress)?;
+        let syn = Case::new(
+            &format!("xlb new flow (SYN) into a table of {n} flows"),
+            Prog::Wrapped(SLOT_XLB),
+            syn4.clone(),
+            Expect::Miss,
+        )
+        .fresh(Fresh::V4, true);
+        let news = timing::rounds(
+            &mut dp,
+            &[floor, syn],
+            0,
+            plan.rounds,
+            plan.reps,
+            1,
+            &mut fresh,
+            &progress,
+        )?;
         curve.push(json!({
             "flows": n,
             "prefill_s": prefill_s,
@@ -307,7 +423,11 @@ pub fn run(cfg: &Config) -> Result<Value> {
     let mut memlock_small = None;
     for variant in ["per_cpu_lru", "global_lru"] {
         progress.note(&format!("insert path, {variant}"));
-        let global = if variant == "global_lru" { Some(GlobalLru::create(plan.lru_table)?) } else { None };
+        let global = if variant == "global_lru" {
+            Some(GlobalLru::create(plan.lru_table)?)
+        } else {
+            None
+        };
         let mut dp = Dp::load(&LoadSpec {
             conn_table_size: plan.lru_table,
             ring_slots: 4 * 65_537,
@@ -320,12 +440,35 @@ pub fn run(cfg: &Config) -> Result<Value> {
         dp.apply_test_state()?;
         let mut fresh = FreshAlloc::default();
         let floor = base_cases[0].clone();
-        let syn = Case::new(&format!("new flow, {variant}, 1 CPU"), Prog::Wrapped(SLOT_XLB), syn4.clone(), Expect::Miss).fresh(Fresh::V4, false);
-        let one = timing::rounds(&mut dp, &[floor, syn.clone()], 0, plan.rounds, plan.reps, 1, &mut fresh, &progress)?;
+        let syn = Case::new(
+            &format!("new flow, {variant}, 1 CPU"),
+            Prog::Wrapped(SLOT_XLB),
+            syn4.clone(),
+            Expect::Miss,
+        )
+        .fresh(Fresh::V4, false);
+        let one = timing::rounds(
+            &mut dp,
+            &[floor, syn.clone()],
+            0,
+            plan.rounds,
+            plan.reps,
+            1,
+            &mut fresh,
+            &progress,
+        )?;
         let cpus: Vec<usize> = (0..ncpus).collect();
         let mut syn_all = syn;
         syn_all.name = format!("new flow, {variant}, {ncpus} CPUs at once");
-        let all = timing::concurrent_fresh(&mut dp, &syn_all, &cpus, plan.rounds, plan.reps, &mut fresh, &progress)?;
+        let all = timing::concurrent_fresh(
+            &mut dp,
+            &syn_all,
+            &cpus,
+            plan.rounds,
+            plan.reps,
+            &mut fresh,
+            &progress,
+        )?;
         lru.insert(variant.into(), json!({"floor": one[0].json(), "one_cpu": one[1].json(), "all_cpus": all.json(), "table_size": plan.lru_table}));
         sys::pin_to_cpu(cpu)?;
     }
@@ -338,12 +481,23 @@ pub fn run(cfg: &Config) -> Result<Value> {
 
     // ---- 2. live frames ----
     progress.note("live frames through a veth pair");
-    let live = live::run(plan.live_rounds, plan.live_frames, plan.live_batch, cpu, &progress)?;
+    let live = live::run(
+        plan.live_rounds,
+        plan.live_frames,
+        plan.live_batch,
+        cpu,
+        &progress,
+    )?;
     out["live"] = live.json();
 
     // ---- 3. control plane ----
     progress.note("control plane");
-    let mag = control::maglev_builds(&plan.maglev_reals, &plan.maglev_sizes, plan.maglev_runs, &progress);
+    let mag = control::maglev_builds(
+        &plan.maglev_reals,
+        &plan.maglev_sizes,
+        plan.maglev_runs,
+        &progress,
+    );
     out["control"] = json!({
         "maglev": mag.iter().map(|(n, s, v)| json!({"reals": n, "table_size": s, "build": control::stats_ms(v)})).collect::<Vec<_>>(),
     });
@@ -359,7 +513,8 @@ pub fn run(cfg: &Config) -> Result<Value> {
     // ---- 4. failover ----
     out["failover"] = if plan.failover_runs > 0 {
         progress.note("failover: dead real server out of rotation (daemon in a lab)");
-        failover::run(plan.failover_runs, &progress).unwrap_or_else(|e| json!({"error": format!("{e:#}")}))
+        failover::run(plan.failover_runs, &progress)
+            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}))
     } else {
         json!({"skipped": "not run in --quick mode"})
     };

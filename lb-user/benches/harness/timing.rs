@@ -287,9 +287,7 @@ pub fn concurrent_fresh(
         // Past every flow made so far (earlier runs left theirs in the table).
         let base = fresh.next;
         fresh.next += u64::from(reps);
-        let values: Vec<u64> = (0..dp_ncpus())
-            .map(|c| c as u64 * span + base)
-            .collect();
+        let values: Vec<u64> = (0..dp_ncpus()).map(|c| c as u64 * span + base).collect();
         dp.set_seq_values(values)?;
         let before = dp.counters()?;
         let frame = &case.frame;
