@@ -308,8 +308,8 @@ pub fn plot_curve(r: &Value, path: &std::path::Path) -> Result<()> {
     let floor = pts("floor_hit_rounds");
     let ymax = hit.iter().chain(&new).map(|p| p.1).fold(10.0, f64::max) * 1.15;
     let (x0, x1) = (
-        hit.first().map_or(0.0, |p| p.0) - 0.5,
-        hit.last().map_or(1.0, |p| p.0) + 0.5,
+        hit.first().map_or(0.0, |p| p.0).floor() - 1.0,
+        hit.last().map_or(1.0, |p| p.0).ceil() + 1.0,
     );
     let root = BitMapBackend::new(path, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -326,6 +326,7 @@ pub fn plot_curve(r: &Value, path: &std::path::Path) -> Result<()> {
         .configure_mesh()
         .x_desc("flows in the table (log2)")
         .y_desc("ns per packet")
+        .x_labels((x1 - x0) as usize + 1)
         .x_label_formatter(&|x| format!("2^{x:.0}"))
         .draw()?;
     for (data, color, label) in [
