@@ -159,7 +159,7 @@ impl Dp {
         n: u64,
         stride: u32,
     ) -> Result<()> {
-        if frame.len() > BENCH_FRAME_MAX || frame.len() % 8 != 0 {
+        if frame.len() > BENCH_FRAME_MAX || !frame.len().is_multiple_of(8) {
             bail!("template frames are multiples of 8 up to {BENCH_FRAME_MAX} bytes");
         }
         let mut c = BenchCfg {
