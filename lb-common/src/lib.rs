@@ -5,6 +5,7 @@
 //! network-byte-order words; an IPv4 address uses word 0 and leaves the rest zero.
 #![no_std]
 
+pub mod bench;
 pub mod hash;
 
 /// Kernel map names, shared so the loader and the program cannot disagree.

@@ -111,21 +111,105 @@ pub fn resilience_table(rows: &str) -> String {
     out
 }
 
-/// `cargo xtask bench [--quick]`: `cargo bench -p lb-user` once lb-user has benches
-/// (`XLB_BENCH_QUICK=1` with `--quick`).
-pub fn bench(quick: bool) -> Result<()> {
+/// `cargo xtask bench [--quick] [--pktgen IFACE]`.
+///
+/// Without `--pktgen`: runs the `xlb` bench target of lb-user (`cargo bench -p lb-user --bench
+/// xlb`), which writes `bench/results/<name>.{json,md}` and its plots (`XLB_BENCH_QUICK=1` with
+/// `--quick`: tiny counts, results named `quick`). With `--pktgen IFACE`: drives the kernel's
+/// packet generator on IFACE instead (see [`pktgen`]).
+pub fn bench(quick: bool, pktgen_iface: Option<&str>) -> Result<()> {
+    if let Some(iface) = pktgen_iface {
+        return pktgen(iface, quick);
+    }
     setup::ensure(true)?;
     let root = workspace_root();
-    if !root.join("lb-user/benches").is_dir() {
-        println!("bench: not implemented yet");
-        return Ok(());
-    }
     let mut c = cargo();
-    c.args(["bench", "-p", "lb-user"]).current_dir(&root);
+    c.args(["bench", "-p", "lb-user", "--bench", "xlb"])
+        .current_dir(&root);
     if quick {
         c.env("XLB_BENCH_QUICK", "1");
     }
     run_inherit(&mut c)
+}
+
+/// Where the kernel's packet generator is driven from.
+pub const PKTGEN_DIR: &str = "/proc/net/pktgen";
+
+/// The `/proc/net/pktgen` commands of one run: 64-byte UDP frames from IFACE towards the
+/// benchmark VIP (198.18.0.100:80) with source ports spread over 1024..65535, so a director
+/// sees many flows. `dst_mac` is the director's MAC.
+pub fn pktgen_script(iface: &str, dst_mac: &str, count: u64) -> Vec<(String, String)> {
+    let dev = format!("{PKTGEN_DIR}/{iface}");
+    let thread = format!("{PKTGEN_DIR}/kpktgend_0");
+    let mut v = vec![
+        (thread.clone(), "rem_device_all".to_string()),
+        (thread, format!("add_device {iface}")),
+    ];
+    for cmd in [
+        format!("count {count}"),
+        "clone_skb 1000".into(),
+        "pkt_size 60".into(),
+        "burst 32".into(),
+        "delay 0".into(),
+        format!("dst_mac {dst_mac}"),
+        "dst 198.18.0.100".into(),
+        "src_min 198.19.0.1".into(),
+        "src_max 198.19.0.254".into(),
+        "udp_dst_min 80".into(),
+        "udp_dst_max 80".into(),
+        "udp_src_min 1024".into(),
+        "udp_src_max 65535".into(),
+        "flag UDPSRC_RND".into(),
+    ] {
+        v.push((dev.clone(), cmd));
+    }
+    v.push((format!("{PKTGEN_DIR}/pgctrl"), "start".into()));
+    v
+}
+
+/// `cargo xtask bench --pktgen IFACE`: the kernel packet generator on a real NIC (procedure in
+/// bench/README.md). Needs the `pktgen` module; where it does not exist (this VM's kernel), says
+/// so and skips. XLB_PKTGEN_DST_MAC: the director's MAC (default broadcast), XLB_PKTGEN_COUNT.
+pub fn pktgen(iface: &str, quick: bool) -> Result<()> {
+    if !Path::new(PKTGEN_DIR).exists() {
+        let _ = std::process::Command::new("modprobe")
+            .arg("pktgen")
+            .status();
+    }
+    if !Path::new(PKTGEN_DIR).exists() {
+        println!(
+            "bench --pktgen: {PKTGEN_DIR} does not exist and `modprobe pktgen` did not create it: \
+             this kernel has no pktgen module (CONFIG_NET_PKTGEN). Skipped; see bench/README.md \
+             for the procedure on real hardware."
+        );
+        return Ok(());
+    }
+    let dst_mac =
+        std::env::var("XLB_PKTGEN_DST_MAC").unwrap_or_else(|_| "ff:ff:ff:ff:ff:ff".into());
+    let count: u64 = std::env::var("XLB_PKTGEN_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 100_000 } else { 10_000_000 });
+    let tx_before = fs::read_to_string(format!("/sys/class/net/{iface}/statistics/tx_packets"))
+        .with_context(|| format!("no interface {iface}"))?;
+    let t = Instant::now();
+    for (file, cmd) in pktgen_script(iface, &dst_mac, count) {
+        // Writing `start` to pgctrl blocks until the run ends.
+        fs::write(&file, format!("{cmd}\n")).with_context(|| format!("echo {cmd} > {file}"))?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let result = fs::read_to_string(format!("{PKTGEN_DIR}/{iface}")).unwrap_or_default();
+    let tx_after = fs::read_to_string(format!("/sys/class/net/{iface}/statistics/tx_packets"))?;
+    let sent = tx_after.trim().parse::<u64>()? - tx_before.trim().parse::<u64>()?;
+    println!(
+        "bench --pktgen {iface}: {sent} frames in {secs:.2} s = {:.3} Mpps sent",
+        sent as f64 / secs / 1e6
+    );
+    if let Some(line) = result.lines().find(|l| l.contains("pps")) {
+        println!("pktgen: {}", line.trim());
+    }
+    println!("Read the director's delivered rate on the receiving side (see bench/README.md).");
+    Ok(())
 }
 
 /// `cargo xtask lab clean`: see [`lab::clean_all`].

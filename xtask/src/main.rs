@@ -34,11 +34,14 @@ enum Cmd {
     },
     /// Build xlb, make a namespaced lab (client, director, rs1, rs2) and show traffic balanced.
     Demo,
-    /// Run the benchmarks.
+    /// Run the benchmarks (results in bench/results/, method in bench/README.md).
     Bench {
-        /// Shorter runs.
+        /// Tiny counts: runs in seconds (also run by the test suite).
         #[arg(long)]
         quick: bool,
+        /// Drive the kernel packet generator (/proc/net/pktgen) on IFACE instead.
+        #[arg(long, value_name = "IFACE")]
+        pktgen: Option<String>,
     },
     /// Manage lab leftovers.
     Lab {
@@ -59,7 +62,7 @@ fn main() -> Result<()> {
         Cmd::Build { release } => cmd::build(release),
         Cmd::Test { resilience, extra } => cmd::test(resilience, &extra),
         Cmd::Demo => cmd::demo(),
-        Cmd::Bench { quick } => cmd::bench(quick),
+        Cmd::Bench { quick, pktgen } => cmd::bench(quick, pktgen.as_deref()),
         Cmd::Lab { cmd: LabCmd::Clean } => {
             setup::ensure(true)?;
             cmd::lab_clean()

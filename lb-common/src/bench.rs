@@ -1,0 +1,82 @@
+//! Layout shared by the benchmark wrapper program (`xlb_bench_wrapper` in lb-ebpf) and the
+//! benchmark harness (`cargo xtask bench`). Nothing of the daemon uses it.
+//!
+//! `BPF_PROG_TEST_RUN` with `repeat` does not reset the frame between repetitions, and `xlb`
+//! rewrites it. The wrapper restores the template frame before every repetition, optionally
+//! writes a per-repetition flow index into it, then tail-calls the program under test.
+
+/// Largest template frame (bytes); frames are copied in 8-byte words.
+pub const BENCH_FRAME_MAX: usize = 128;
+/// Slots of `BENCH_PROGS` (the programs the wrapper can tail-call).
+pub const BENCH_PROG_SLOTS: u32 = 8;
+
+/// Map names.
+pub const BENCH_CFG: &str = "BENCH_CFG";
+pub const BENCH_PROGS: &str = "BENCH_PROGS";
+pub const BENCH_SEQ: &str = "BENCH_SEQ";
+
+/// How the wrapper varies the flow per repetition (`BenchCfg::mode`).
+pub mod mode {
+    /// The template as is, every repetition.
+    pub const FIXED: u32 = 0;
+    /// Flow index `(seq * stride) % n`: lookups spread over all `n` flows (`stride` odd and `n` a
+    /// power of two, so every flow is visited once per `n` repetitions).
+    pub const SPREAD: u32 = 1;
+    /// Flow index `seq`: a new flow every repetition.
+    pub const FRESH: u32 = 2;
+}
+
+/// Where the flow index goes: its high 16 bits replace the last two bytes of the source address,
+/// its low 16 bits the source port (both big endian). IPv4 in an untagged Ethernet frame: source
+/// address bytes 2..4 at 28, source port at 34.
+pub const V4_ADDR_OFF: usize = 28;
+pub const V4_PORT_OFF: usize = 34;
+/// IPv6: source address bytes 14..16 at 36, source port at 54.
+pub const V6_ADDR_OFF: usize = 36;
+pub const V6_PORT_OFF: usize = 54;
+
+/// The single entry of `BENCH_CFG`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BenchCfg {
+    /// The template; the wrapper copies `min(frame length, BENCH_FRAME_MAX)` rounded down to 8.
+    pub frame: [u8; BENCH_FRAME_MAX],
+    /// `BENCH_PROGS` slot to tail-call.
+    pub target: u32,
+    /// One of [`mode`].
+    pub mode: u32,
+    /// Modulus of [`mode::SPREAD`].
+    pub n: u64,
+    /// 0: IPv4 offsets, else IPv6 offsets.
+    pub ipv6: u32,
+    /// Multiplier of [`mode::SPREAD`].
+    pub stride: u32,
+}
+
+impl Default for BenchCfg {
+    fn default() -> Self {
+        Self {
+            frame: [0; BENCH_FRAME_MAX],
+            target: 0,
+            mode: mode::FIXED,
+            n: 1,
+            ipv6: 0,
+            stride: 1,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)], Copy, integers and a byte array only, no implicit padding.
+unsafe impl aya::Pod for BenchCfg {}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn layout() {
+        assert_eq!(
+            core::mem::size_of::<super::BenchCfg>(),
+            super::BENCH_FRAME_MAX + 24
+        );
+    }
+}

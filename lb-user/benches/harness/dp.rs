@@ -1,0 +1,441 @@
+//! The data path under BPF_PROG_TEST_RUN: the XDP object loaded with the benchmark wrapper wired
+//! to the programs under test, a service state, frames, flow keys and table prefill.
+use std::{
+    net::IpAddr,
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd, RawFd},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{Array, MapData, PerCpuArray, PerCpuValues, ProgramArray},
+    programs::Xdp,
+    Ebpf, EbpfLoader, VerifierLogLevel,
+};
+use etherparse::PacketBuilder;
+use lb_common::{
+    bench::{mode, BenchCfg, BENCH_CFG, BENCH_FRAME_MAX, BENCH_PROGS, BENCH_SEQ},
+    map_names, FlowEntry, FlowKey, AF_INET, AF_INET6, PROTO_TCP,
+};
+use xlb::dataplane::{
+    batch,
+    desired::{DesiredReal, DesiredService, DesiredState, Protocol, Scheduler, ServiceAddr},
+    loader::load_program,
+    maps::KernelMaps,
+    sweep::monotonic_ns,
+    writer::MapWriter,
+};
+
+use super::sys;
+
+pub const SLOT_XLB: u32 = 0;
+pub const SLOT_MACSWAP: u32 = 1;
+pub const SLOT_DROP: u32 = 2;
+pub const SLOT_PASS: u32 = 3;
+
+pub const PROGRAMS: [&str; 6] = [
+    "xlb",
+    "xlb_pass",
+    "xlb_drop",
+    "xlb_macswap",
+    "xlb_count",
+    "xlb_bench_wrapper",
+];
+
+pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+pub const VIP4: [u8; 4] = [198, 18, 0, 100];
+pub const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+];
+pub const OTHER4: [u8; 4] = [198, 18, 0, 50];
+pub const OTHER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50,
+];
+pub const PORT: u16 = 80;
+/// Source "spaces" (second octet of the IPv4 source): prefilled flows, fresh flows.
+pub const SPACE_PREFILL: u8 = 18;
+pub const SPACE_FRESH: u8 = 19;
+/// IPv6 fresh flows: 2001:db8:0:f::<index>.
+pub const V6_FRESH_NET: [u8; 8] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0x0f];
+
+/// test_run delivers frames as if received on `lo`.
+const TEST_RUN_IFINDEX: u32 = 1;
+
+pub struct Dp {
+    pub ebpf: Ebpf,
+    pub writer: MapWriter,
+    cfg: Array<MapData, BenchCfg>,
+    seq: PerCpuArray<MapData, u64>,
+    pub aux: PerCpuArray<MapData, u64>,
+    _progs: ProgramArray<MapData>,
+    ncpus: usize,
+    /// Template for prefilled entries (taken from an entry xlb itself inserted).
+    entry: Option<FlowEntry>,
+}
+
+pub struct LoadSpec<'a> {
+    pub conn_table_size: u32,
+    pub ring_slots: u32,
+    /// Use the map pinned here as CONN_TABLE (the global-LRU variant).
+    pub conn_table_pin: Option<&'a Path>,
+}
+
+impl Dp {
+    pub fn load(spec: &LoadSpec<'_>) -> Result<Dp> {
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(map_names::CONN_TABLE, spec.conn_table_size)
+            .map_max_entries(map_names::MAGLEV_RINGS, spec.ring_slots)
+            .verifier_log_level(VerifierLogLevel::STATS);
+        if let Some(p) = spec.conn_table_pin {
+            loader.map_pin_path(map_names::CONN_TABLE, p);
+        }
+        let mut ebpf = loader
+            .load(xlb::BPF_OBJECT)
+            .context("loading the XDP object")?;
+        for p in PROGRAMS {
+            load_program(&mut ebpf, p)?;
+        }
+        let mut progs: ProgramArray<MapData> = ebpf
+            .take_map(BENCH_PROGS)
+            .context("BENCH_PROGS")?
+            .try_into()?;
+        for (slot, name) in [
+            (SLOT_XLB, "xlb"),
+            (SLOT_MACSWAP, "xlb_macswap"),
+            (SLOT_DROP, "xlb_drop"),
+            (SLOT_PASS, "xlb_pass"),
+        ] {
+            let p: &Xdp = ebpf.program(name).context(name)?.try_into()?;
+            progs.set(slot, p.fd()?, 0)?;
+        }
+        let cfg: Array<MapData, BenchCfg> =
+            ebpf.take_map(BENCH_CFG).context("BENCH_CFG")?.try_into()?;
+        let seq: PerCpuArray<MapData, u64> =
+            ebpf.take_map(BENCH_SEQ).context("BENCH_SEQ")?.try_into()?;
+        let aux: PerCpuArray<MapData, u64> = ebpf
+            .take_map("AUX_COUNT")
+            .context("AUX_COUNT")?
+            .try_into()?;
+        let maps = KernelMaps::take(&mut ebpf)?;
+        let writer = MapWriter::new(maps, Duration::from_secs(60));
+        let ncpus = aya::util::nr_cpus().map_err(|(m, e)| anyhow!("{m}: {e}"))?;
+        Ok(Dp {
+            ebpf,
+            writer,
+            cfg,
+            seq,
+            aux,
+            _progs: progs,
+            ncpus,
+            entry: None,
+        })
+    }
+
+    pub fn prog_fd(&self, name: &str) -> Result<RawFd> {
+        let p: &Xdp = self
+            .ebpf
+            .program(name)
+            .with_context(|| format!("no program {name}"))?
+            .try_into()?;
+        Ok(p.fd()?.as_fd().as_raw_fd())
+    }
+
+    pub fn table_fd(&self) -> RawFd {
+        self.writer.maps().conn_table_fd().as_raw_fd()
+    }
+
+    pub fn set_cfg(&mut self, frame: &[u8], target: u32, mode: u32, n: u64) -> Result<()> {
+        self.set_cfg_stride(frame, target, mode, n, 1)
+    }
+
+    pub fn set_cfg_stride(
+        &mut self,
+        frame: &[u8],
+        target: u32,
+        mode: u32,
+        n: u64,
+        stride: u32,
+    ) -> Result<()> {
+        if frame.len() > BENCH_FRAME_MAX || !frame.len().is_multiple_of(8) {
+            bail!("template frames are multiples of 8 up to {BENCH_FRAME_MAX} bytes");
+        }
+        let mut c = BenchCfg {
+            target,
+            mode,
+            n: n.max(1),
+            stride,
+            ipv6: u32::from(u16::from_be_bytes([frame[12], frame[13]]) == 0x86dd),
+            ..Default::default()
+        };
+        c.frame[..frame.len()].copy_from_slice(frame);
+        self.cfg.set(0, c, 0)?;
+        Ok(())
+    }
+
+    /// Sets every CPU's repetition counter.
+    pub fn set_seq(&mut self, v: u64) -> Result<()> {
+        self.seq
+            .set(0, PerCpuValues::try_from(vec![v; self.ncpus])?, 0)?;
+        Ok(())
+    }
+
+    pub fn counters(&self) -> Result<Vec<u64>> {
+        Ok(self.writer.maps().global_counters()?)
+    }
+
+    pub fn aux_total(&self) -> Result<u64> {
+        Ok(self.aux.get(&0, 0)?.iter().sum())
+    }
+
+    /// Applies the benchmark state: one TCP service on VIP4:80 and one on VIP6:80, 100 real
+    /// servers each (Maglev, 65,537 slots), every real reached by XDP_TX on `ifindex`.
+    pub fn apply_state(&mut self, ifindex: u32, real_mac: [u8; 6], src_mac: [u8; 6]) -> Result<()> {
+        let state = bench_state(ifindex, real_mac, src_mac);
+        self.writer.apply(&state, Instant::now())?;
+        Ok(())
+    }
+
+    pub fn apply_test_state(&mut self) -> Result<()> {
+        self.apply_state(TEST_RUN_IFINDEX, [0x02, 0, 0, 0, 1, 1], DIRECTOR_MAC)
+    }
+
+    /// Every key of the table (small tables only).
+    pub fn keys(&self) -> Result<Vec<(FlowKey, FlowEntry)>> {
+        let mut out = Vec::new();
+        batch::for_each::<FlowKey, FlowEntry>(self.table_fd(), 4096, |k, v| out.push((*k, *v)))?;
+        Ok(out)
+    }
+
+    /// Empties the connection table.
+    pub fn clear_table(&mut self) -> Result<u64> {
+        let keys: Vec<FlowKey> = self.keys()?.into_iter().map(|(k, _)| k).collect();
+        Ok(self.delete(&keys))
+    }
+
+    pub fn delete(&mut self, keys: &[FlowKey]) -> u64 {
+        let fd = self.table_fd();
+        let table = &mut self.writer.maps_mut().conn_table;
+        batch::delete(fd, keys, |k| table.remove(k).is_ok())
+    }
+
+    /// Runs the wrapper once over flow 0 of the prefill space with a SYN, so xlb itself inserts
+    /// the entry the prefill copies; checks that our key layout matches the program's.
+    pub fn learn_entry(&mut self) -> Result<()> {
+        let syn = tcp4([198, SPACE_PREFILL, 0, 0], 0, VIP4, PORT, true);
+        self.set_cfg(&syn, SLOT_XLB, mode::SPREAD, 1)?;
+        self.set_seq(0)?;
+        let fd = self.prog_fd("xlb_bench_wrapper")?;
+        let r = sys::test_run(fd, &syn, 1)?;
+        if r.retval != 3 {
+            bail!(
+                "xlb answered {} to the sample SYN (XDP_TX expected)",
+                r.retval
+            );
+        }
+        let want = flow_key_v4(SPACE_PREFILL, 0);
+        let found = self
+            .keys()?
+            .into_iter()
+            .find(|(k, _)| *k == want)
+            .ok_or_else(|| anyhow!("the key layout of the harness does not match xlb's"))?;
+        let mut e = found.1;
+        e.state = lb_common::conn_state::ESTABLISHED;
+        self.entry = Some(e);
+        Ok(())
+    }
+
+    /// Inserts prefill flows `from..to` (IPv4, established) with BPF_MAP_UPDATE_BATCH, spread
+    /// evenly over every CPU (with BPF_F_NO_COMMON_LRU each CPU's LRU list owns 1/ncpu of the
+    /// table: a prefill from one CPU would evict its own entries past that share).
+    pub fn prefill(&mut self, from: u64, to: u64) -> Result<()> {
+        let mut entry = self.entry.context("learn_entry first")?;
+        entry.last_seen_ns = monotonic_ns();
+        let fd = self.table_fd();
+        let ncpus = self.ncpus as u64;
+        let per = (to - from).div_ceil(ncpus);
+        std::thread::scope(|s| -> Result<()> {
+            let mut hs = Vec::new();
+            for cpu in 0..ncpus {
+                let a = from + cpu * per;
+                let b = (a + per).min(to);
+                hs.push(s.spawn(move || -> Result<()> {
+                    sys::pin_to_cpu(cpu as usize)?;
+                    let mut i = a;
+                    while i < b {
+                        let end = (i + 65_536).min(b);
+                        let keys: Vec<FlowKey> =
+                            (i..end).map(|k| flow_key_v4(SPACE_PREFILL, k)).collect();
+                        let vals = vec![entry; keys.len()];
+                        sys::update_batch(fd, &keys, &vals).context("BPF_MAP_UPDATE_BATCH")?;
+                        i = end;
+                    }
+                    Ok(())
+                }));
+            }
+            for h in hs {
+                h.join().map_err(|_| anyhow!("prefill thread panicked"))??;
+            }
+            Ok(())
+        })
+    }
+}
+
+pub fn bench_state(ifindex: u32, real_mac: [u8; 6], src_mac: [u8; 6]) -> DesiredState {
+    let reals = |v6: bool| -> Vec<DesiredReal> {
+        (1..=100u32)
+            .map(|i| DesiredReal {
+                addr: if v6 {
+                    IpAddr::from([
+                        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, i as u8,
+                    ])
+                } else {
+                    IpAddr::from([198, 18, 2, i as u8])
+                },
+                port: PORT,
+                weight: 1,
+                alive: true,
+                mac: real_mac,
+                src_mac,
+                ifindex,
+                tx_port: 0,
+            })
+            .collect()
+    };
+    let svc = |vip: IpAddr, v6: bool| DesiredService {
+        addr: ServiceAddr {
+            vip,
+            port: PORT,
+            protocol: Protocol::Tcp,
+        },
+        active: true,
+        scheduler: Scheduler::Maglev,
+        hash_client_only: false,
+        table_size: 65_537,
+        reals: reals(v6),
+        sorry: None,
+    };
+    DesiredState {
+        services: vec![
+            svc(IpAddr::from(VIP4), false),
+            svc(IpAddr::from(VIP6), true),
+        ],
+        flood_threshold: 0,
+        tx_ports: Default::default(),
+    }
+}
+
+fn pad8(mut v: Vec<u8>, min: usize) -> Vec<u8> {
+    let len = v.len().max(min).div_ceil(8) * 8;
+    v.resize(len, 0);
+    v
+}
+
+/// A TCP frame (ACK, or SYN) padded to 64 bytes.
+pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, syn: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240);
+    let b = if syn { b.syn() } else { b.ack(1) };
+    let mut v = Vec::new();
+    b.write(&mut v, &[]).expect("frame");
+    pad8(v, 64)
+}
+
+/// An IPv6 TCP frame padded to 80 bytes.
+pub fn tcp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, syn: bool) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6(src, dst, 64)
+        .tcp(sport, dport, 1000, 64240);
+    let b = if syn { b.syn() } else { b.ack(1) };
+    let mut v = Vec::new();
+    b.write(&mut v, &[]).expect("frame");
+    pad8(v, 80)
+}
+
+fn word(b: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(b)
+}
+
+/// The table key of IPv4 flow `i` of `space` to VIP4:80 (see lb_common::bench for the layout).
+pub fn flow_key_v4(space: u8, i: u64) -> FlowKey {
+    let hi = ((i >> 16) as u16).to_be_bytes();
+    FlowKey {
+        src: [word([198, space, hi[0], hi[1]]), 0, 0, 0],
+        dst: [word(VIP4), 0, 0, 0],
+        sport: u16::from_ne_bytes((i as u16).to_be_bytes()),
+        dport: u16::from_ne_bytes(PORT.to_be_bytes()),
+        proto: PROTO_TCP,
+        family: AF_INET,
+        _pad: [0; 2],
+    }
+}
+
+/// The table key of IPv6 fresh flow `i` (2001:db8:0:f::<hi16>, port lo16).
+pub fn flow_key_v6_fresh(i: u64) -> FlowKey {
+    let mut src = [0u8; 16];
+    src[..8].copy_from_slice(&V6_FRESH_NET);
+    src[14..16].copy_from_slice(&((i >> 16) as u16).to_be_bytes());
+    let w = |a: &[u8; 16], k: usize| word([a[k], a[k + 1], a[k + 2], a[k + 3]]);
+    FlowKey {
+        src: [w(&src, 0), w(&src, 4), w(&src, 8), w(&src, 12)],
+        dst: [w(&VIP6, 0), w(&VIP6, 4), w(&VIP6, 8), w(&VIP6, 12)],
+        sport: u16::from_ne_bytes((i as u16).to_be_bytes()),
+        dport: u16::from_ne_bytes(PORT.to_be_bytes()),
+        proto: PROTO_TCP,
+        family: AF_INET6,
+        _pad: [0; 2],
+    }
+}
+
+pub fn v6_fresh_src() -> [u8; 16] {
+    let mut src = [0u8; 16];
+    src[..8].copy_from_slice(&V6_FRESH_NET);
+    src
+}
+
+/// A global-LRU CONN_TABLE (no BPF_F_NO_COMMON_LRU), pinned so the loader adopts it instead of
+/// creating the object's per-CPU-LRU map. The pin is removed when this drops (the loaded object
+/// keeps its own fd).
+pub struct GlobalLru {
+    pub path: PathBuf,
+    _fd: OwnedFd,
+}
+
+impl GlobalLru {
+    pub fn create(entries: u32) -> Result<GlobalLru> {
+        let dir = Path::new("/sys/fs/bpf");
+        if !dir.exists() {
+            bail!("/sys/fs/bpf is missing (mount -t bpf bpf /sys/fs/bpf)");
+        }
+        let path = dir.join(format!("xlb-bench-lru-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let fd = sys::create_map(
+            sys::BPF_MAP_TYPE_LRU_HASH,
+            std::mem::size_of::<FlowKey>() as u32,
+            std::mem::size_of::<FlowEntry>() as u32,
+            entries,
+            0,
+            "CONN_TABLE",
+        )
+        .context("creating the global-LRU table")?;
+        sys::pin(fd.as_raw_fd(), &path).context("pinning the global-LRU table")?;
+        Ok(GlobalLru { path, _fd: fd })
+    }
+}
+
+impl Drop for GlobalLru {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Dp {
+    /// Sets each CPU's repetition counter.
+    pub fn set_seq_values(&mut self, v: Vec<u64>) -> Result<()> {
+        self.seq.set(0, PerCpuValues::try_from(v)?, 0)?;
+        Ok(())
+    }
+}

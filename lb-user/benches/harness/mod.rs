@@ -1,0 +1,526 @@
+//! The benchmark harness behind `cargo xtask bench [--quick]` (the `xlb` bench target) and the
+//! `bench_smoke` test. See bench/README.md for the method and the targets.
+#![allow(dead_code)]
+
+pub mod control;
+pub mod dp;
+pub mod failover;
+pub mod live;
+pub mod report;
+pub mod sys;
+pub mod timing;
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+use dp::{
+    tcp4, tcp6, v6_fresh_src, Dp, GlobalLru, LoadSpec, OTHER4, OTHER6, PORT, SLOT_DROP,
+    SLOT_MACSWAP, SLOT_PASS, SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6,
+};
+use timing::{Case, Expect, Fresh, FreshAlloc, Prog};
+
+pub struct Progress(ProgressBar);
+
+impl Progress {
+    pub fn new(visible: bool) -> Progress {
+        let pb = if visible {
+            ProgressBar::new(0)
+        } else {
+            ProgressBar::hidden()
+        };
+        pb.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
+        Progress(pb)
+    }
+    pub fn add(&self, n: u64) {
+        self.0.inc_length(n);
+    }
+    pub fn inc(&self, msg: &str) {
+        self.0.set_message(msg.to_string());
+        self.0.inc(1);
+    }
+    pub fn note(&self, msg: &str) {
+        self.0.println(msg);
+    }
+    pub fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+pub struct Config {
+    pub quick: bool,
+    pub name: String,
+    pub out_dir: PathBuf,
+    pub progress: bool,
+}
+
+/// Sizes of everything, full or quick.
+pub struct Plan {
+    pub rounds: usize,
+    pub reps: u32,
+    pub table_size: u32,
+    pub sizes: Vec<u64>,
+    pub lru_table: u32,
+    pub live_rounds: usize,
+    pub live_frames: u32,
+    pub live_batch: u32,
+    pub maglev_reals: Vec<u32>,
+    pub maglev_sizes: Vec<u32>,
+    pub maglev_runs: usize,
+    pub reload: (u32, u32, u32),
+    pub reload_runs: usize,
+    pub sweep_runs: usize,
+    pub failover_runs: usize,
+}
+
+impl Plan {
+    pub fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                rounds: 3,
+                reps: 2_000,
+                table_size: 65_536,
+                sizes: vec![1_024, 16_384],
+                lru_table: 16_384,
+                live_rounds: 2,
+                live_frames: 100_000,
+                live_batch: 64,
+                maglev_reals: vec![10, 100, 1_000],
+                maglev_sizes: vec![65_537],
+                maglev_runs: 2,
+                reload: (20, 10, 65_537),
+                reload_runs: 2,
+                sweep_runs: 2,
+                failover_runs: 0,
+            }
+        } else {
+            Plan {
+                rounds: 10,
+                reps: 1_000_000,
+                table_size: 16_777_216,
+                sizes: vec![1_024, 65_536, 1_048_576, 4_194_304, 16_777_216],
+                lru_table: 1_048_576,
+                live_rounds: 10,
+                live_frames: 1_000_000,
+                live_batch: 64,
+                maglev_reals: vec![10, 100, 1_000],
+                maglev_sizes: vec![65_537, 655_373],
+                maglev_runs: 10,
+                reload: (1_000, 10, 65_537),
+                reload_runs: 10,
+                sweep_runs: 10,
+                failover_runs: 10,
+            }
+        }
+    }
+}
+
+fn cmd_out(argv: &[&str]) -> String {
+    std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn machine() -> Value {
+    let lscpu = cmd_out(&["lscpu"]);
+    let field = |k: &str| {
+        lscpu
+            .lines()
+            .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    json!({
+        "cpu_model": field("Model name:"),
+        "cpus": field("CPU(s):"),
+        "threads_per_core": field("Thread(s) per core:"),
+        "hypervisor": field("Hypervisor vendor:"),
+        "kernel": cmd_out(&["uname", "-r"]),
+        "date": cmd_out(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        "memory": cmd_out(&["sh", "-c", "grep MemTotal /proc/meminfo | tr -s ' '"]),
+    })
+}
+
+/// Verifier figures of every program of the object (instructions processed = the STATS line's
+/// "processed N insns", from bpf_prog_info.verified_insns; JITed bytes).
+fn verifier(dp: &Dp) -> Result<Value> {
+    let mut m = serde_json::Map::new();
+    for name in dp::PROGRAMS {
+        let p: &aya::programs::Xdp = dp.ebpf.program(name).context(name)?.try_into()?;
+        let info = p.info()?;
+        m.insert(
+            name.into(),
+            json!({
+                "insns_processed": info.verified_instruction_count(),
+                "jited_bytes": info.size_jitted(),
+                "xlated_bytes": info.size_translated(),
+            }),
+        );
+    }
+    Ok(Value::Object(m))
+}
+
+/// The whole benchmark; writes `<out_dir>/<name>.{json,md}` and the plots, returns the JSON.
+pub fn run(cfg: &Config) -> Result<Value> {
+    let plan = Plan::new(cfg.quick);
+    let progress = Progress::new(cfg.progress);
+    let started = Instant::now();
+    let ncpus = aya::util::nr_cpus().map_err(|(m, e)| anyhow::anyhow!("{m}: {e}"))?;
+    let cpu = ncpus - 1;
+    sys::pin_to_cpu(cpu)?;
+    let r = plan.rounds as u64;
+    progress.add(r * 11 + plan.sizes.len() as u64 * r * 4 + 2 * r * 2);
+    progress.add(plan.live_rounds as u64 * 2);
+    progress.add(
+        (plan.maglev_reals.len() * plan.maglev_sizes.len()
+            + plan.reload_runs
+            + plan.sweep_runs
+            + plan.failover_runs) as u64,
+    );
+
+    let mut out = json!({
+        "name": cfg.name,
+        "mode": if cfg.quick { "quick" } else { "full" },
+        "machine": machine(),
+        "plan": {
+            "rounds": plan.rounds, "repetitions": plan.reps, "conn_table_size": plan.table_size,
+            "sizes": plan.sizes, "test_cpu": cpu,
+        },
+    });
+
+    if std::env::var("XLB_BENCH_ONLY").is_ok_and(|v| v == "live") {
+        let live = live::run(
+            plan.live_rounds,
+            plan.live_frames,
+            plan.live_batch,
+            cpu,
+            &progress,
+        )?;
+        progress.finish();
+        println!("{}", live.json());
+        return Ok(out);
+    }
+
+    if std::env::var("XLB_BENCH_ONLY").is_ok_and(|v| v == "failover") {
+        println!("{}", failover::run(2, &progress)?);
+        return Ok(out);
+    }
+
+    // ---- 1. ns/packet through BPF_PROG_TEST_RUN ----
+    progress.note(&format!(
+        "loading xlb with a {}-entry connection table",
+        plan.table_size
+    ));
+    let t = Instant::now();
+    let mut dp = Dp::load(&LoadSpec {
+        conn_table_size: plan.table_size,
+        ring_slots: 4 * 65_537,
+        conn_table_pin: None,
+    })?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    out["verifier"] = verifier(&dp)?;
+    out["verifier"]["load_ms_with_table"] = json!(load_ms);
+    dp.apply_test_state()?;
+    let mut fresh = FreshAlloc::default();
+
+    let ack4 = tcp4([198, 18, 200, 1], 40_000, VIP4, PORT, false);
+    let ack6 = tcp6(
+        [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0x0e, 0, 0, 0, 0, 0, 0, 0, 1,
+        ],
+        40_000,
+        VIP6,
+        PORT,
+        false,
+    );
+    let syn4 = tcp4([198, SPACE_FRESH, 0, 0], 0, VIP4, PORT, true);
+    let syn6 = tcp6(v6_fresh_src(), 0, VIP6, PORT, true);
+    let other4 = tcp4([198, 18, 200, 1], 40_000, OTHER4, PORT, false);
+    let other6 = tcp6(
+        [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0x0e, 0, 0, 0, 0, 0, 0, 0, 1,
+        ],
+        40_000,
+        OTHER6,
+        PORT,
+        false,
+    );
+    // Establish the two fixed flows (the first run inserts, later runs hit).
+    {
+        let fd = dp.prog_fd("xlb_bench_wrapper")?;
+        for f in [&ack4, &ack6] {
+            dp.set_cfg(f, SLOT_XLB, lb_common::bench::mode::FIXED, 1)?;
+            sys::test_run(fd, f, 1)?;
+        }
+    }
+    let base_cases = vec![
+        Case::new(
+            "floor: MAC-swap XDP_TX (wrapped)",
+            Prog::Wrapped(SLOT_MACSWAP),
+            ack4.clone(),
+            Expect::Action(3),
+        ),
+        Case::new(
+            "floor: XDP_DROP (wrapped)",
+            Prog::Wrapped(SLOT_DROP),
+            ack4.clone(),
+            Expect::Action(1),
+        ),
+        Case::new(
+            "wrapper only (XDP_PASS)",
+            Prog::Wrapped(SLOT_PASS),
+            ack4.clone(),
+            Expect::Action(2),
+        ),
+        Case::new(
+            "bare MAC-swap XDP_TX",
+            Prog::Bare("xlb_macswap"),
+            ack4.clone(),
+            Expect::Action(3),
+        ),
+        Case::new(
+            "bare XDP_DROP",
+            Prog::Bare("xlb_drop"),
+            ack4.clone(),
+            Expect::Action(1),
+        ),
+        Case::new(
+            "xlb established IPv4",
+            Prog::Wrapped(SLOT_XLB),
+            ack4.clone(),
+            Expect::Hit,
+        ),
+        Case::new(
+            "xlb established IPv6",
+            Prog::Wrapped(SLOT_XLB),
+            ack6.clone(),
+            Expect::Hit,
+        ),
+        Case::new(
+            "xlb new flow (SYN) IPv4",
+            Prog::Wrapped(SLOT_XLB),
+            syn4.clone(),
+            Expect::Miss,
+        )
+        .fresh(Fresh::V4, true),
+        Case::new(
+            "xlb new flow (SYN) IPv6",
+            Prog::Wrapped(SLOT_XLB),
+            syn6.clone(),
+            Expect::Miss,
+        )
+        .fresh(Fresh::V6, true),
+        Case::new(
+            "xlb not a service (PASS) IPv4",
+            Prog::Wrapped(SLOT_XLB),
+            other4,
+            Expect::NotService,
+        ),
+        Case::new(
+            "xlb not a service (PASS) IPv6",
+            Prog::Wrapped(SLOT_XLB),
+            other6,
+            Expect::NotService,
+        ),
+    ];
+    progress.note("test_run: floors and xlb paths");
+    let base = timing::rounds(
+        &mut dp,
+        &base_cases,
+        0,
+        plan.rounds,
+        plan.reps,
+        1,
+        &mut fresh,
+        &progress,
+    )?;
+
+    // Table-size curve.
+    dp.clear_table()?;
+    dp.learn_entry()?;
+    let mut filled = 1u64; // flow 0 was inserted by learn_entry
+    let mut curve = Vec::new();
+    let mut sweep_json = Value::Null;
+    let stride = 2_654_435_761u32; // odd: visits every flow of a power-of-two N
+    for &n in &plan.sizes {
+        progress.note(&format!("prefilling the connection table to {n} flows"));
+        let t = Instant::now();
+        dp.prefill(filled, n)?;
+        let prefill_s = t.elapsed().as_secs_f64();
+        filled = n;
+        let entries_mem = sys::fdinfo_field(dp.table_fd(), "memlock");
+        let hit = Case::new(
+            &format!("xlb established, lookups over {n} flows"),
+            Prog::Wrapped(SLOT_XLB),
+            tcp4([198, SPACE_PREFILL, 0, 0], 0, VIP4, PORT, false),
+            Expect::Hit,
+        )
+        .spread(n);
+        let floor = base_cases[0].clone();
+        let hits = timing::rounds(
+            &mut dp,
+            &[floor.clone(), hit],
+            0,
+            plan.rounds,
+            plan.reps,
+            stride,
+            &mut fresh,
+            &progress,
+        )?;
+        if n == *plan.sizes.last().unwrap() {
+            progress.note(&format!("sweep over the {n}-flow table"));
+            let (entries, v) = control::sweep_runs(
+                &mut dp,
+                plan.sweep_runs,
+                Duration::from_secs(150),
+                &progress,
+            )?;
+            sweep_json = json!({"entries": entries, "conn_table_size": plan.table_size, "sweep": control::stats_ms(&v)});
+        }
+        let syn = Case::new(
+            &format!("xlb new flow (SYN) into a table of {n} flows"),
+            Prog::Wrapped(SLOT_XLB),
+            syn4.clone(),
+            Expect::Miss,
+        )
+        .fresh(Fresh::V4, true);
+        let news = timing::rounds(
+            &mut dp,
+            &[floor, syn],
+            0,
+            plan.rounds,
+            plan.reps,
+            1,
+            &mut fresh,
+            &progress,
+        )?;
+        curve.push(json!({
+            "flows": n,
+            "prefill_s": prefill_s,
+            "memlock": entries_mem,
+            "floor_hit_rounds": hits[0].json(),
+            "established": hits[1].json(),
+            "floor_new_rounds": news[0].json(),
+            "new_flow": news[1].json(),
+            "hit_fraction": hits[1].hit_fraction(),
+        }));
+    }
+    let memlock_big = sys::fdinfo_field(dp.table_fd(), "memlock");
+    drop(dp);
+
+    // Per-CPU vs global LRU on the insert path.
+    let mut lru = serde_json::Map::new();
+    let mut memlock_small = None;
+    for variant in ["per_cpu_lru", "global_lru"] {
+        progress.note(&format!("insert path, {variant}"));
+        let global = if variant == "global_lru" {
+            Some(GlobalLru::create(plan.lru_table)?)
+        } else {
+            None
+        };
+        let mut dp = Dp::load(&LoadSpec {
+            conn_table_size: plan.lru_table,
+            ring_slots: 4 * 65_537,
+            conn_table_pin: global.as_ref().map(|g| g.path.as_path()),
+        })?;
+        drop(global);
+        if variant == "per_cpu_lru" {
+            memlock_small = sys::fdinfo_field(dp.table_fd(), "memlock");
+        }
+        dp.apply_test_state()?;
+        let mut fresh = FreshAlloc::default();
+        let floor = base_cases[0].clone();
+        let syn = Case::new(
+            &format!("new flow, {variant}, 1 CPU"),
+            Prog::Wrapped(SLOT_XLB),
+            syn4.clone(),
+            Expect::Miss,
+        )
+        .fresh(Fresh::V4, false);
+        let one = timing::rounds(
+            &mut dp,
+            &[floor, syn.clone()],
+            0,
+            plan.rounds,
+            plan.reps,
+            1,
+            &mut fresh,
+            &progress,
+        )?;
+        let cpus: Vec<usize> = (0..ncpus).collect();
+        let mut syn_all = syn;
+        syn_all.name = format!("new flow, {variant}, {ncpus} CPUs at once");
+        let all = timing::concurrent_fresh(
+            &mut dp,
+            &syn_all,
+            &cpus,
+            plan.rounds,
+            plan.reps,
+            &mut fresh,
+            &progress,
+        )?;
+        lru.insert(variant.into(), json!({"floor": one[0].json(), "one_cpu": one[1].json(), "all_cpus": all.json(), "table_size": plan.lru_table}));
+        sys::pin_to_cpu(cpu)?;
+    }
+
+    out["testrun"] = json!({
+        "base": base.iter().map(|s| s.json()).collect::<Vec<_>>(),
+        "curve": curve,
+        "lru": lru,
+    });
+
+    // ---- 2. live frames ----
+    progress.note("live frames through a veth pair");
+    let live = live::run(
+        plan.live_rounds,
+        plan.live_frames,
+        plan.live_batch,
+        cpu,
+        &progress,
+    )?;
+    out["live"] = live.json();
+
+    // ---- 3. control plane ----
+    progress.note("control plane");
+    let mag = control::maglev_builds(
+        &plan.maglev_reals,
+        &plan.maglev_sizes,
+        plan.maglev_runs,
+        &progress,
+    );
+    out["control"] = json!({
+        "maglev": mag.iter().map(|(n, s, v)| json!({"reals": n, "table_size": s, "build": control::stats_ms(v)})).collect::<Vec<_>>(),
+    });
+    let (svcs, reals, tsize) = plan.reload;
+    let reload = control::reload(svcs, reals, tsize, plan.reload_runs, &progress)?;
+    out["control"]["reload"] = reload.json();
+    out["control"]["sweep"] = sweep_json;
+    out["control"]["conn_table_memory"] = json!({
+        "small": {"entries": plan.lru_table, "memlock_bytes": memlock_small},
+        "large": {"entries": plan.table_size, "memlock_bytes": memlock_big},
+    });
+
+    // ---- 4. failover ----
+    out["failover"] = if plan.failover_runs > 0 {
+        progress.note("failover: dead real server out of rotation (daemon in a lab)");
+        failover::run(plan.failover_runs, &progress)
+            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}))
+    } else {
+        json!({"skipped": "not run in --quick mode"})
+    };
+    out["elapsed_s"] = json!(started.elapsed().as_secs_f64());
+    progress.finish();
+
+    report::write(cfg, &out)?;
+    Ok(out)
+}
