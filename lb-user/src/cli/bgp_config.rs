@@ -299,7 +299,10 @@ mod tests {
                 .iter()
                 .map(|s| s.parse().unwrap())
                 .collect(),
-            router_ips: vec!["198.18.1.1".parse().unwrap(), "2001:db8:1::1".parse().unwrap()],
+            router_ips: vec![
+                "198.18.1.1".parse().unwrap(),
+                "2001:db8:1::1".parse().unwrap(),
+            ],
             router_as: 65000,
             local_as: 65001,
             router_id: Some("198.18.1.2".parse().unwrap()),
