@@ -168,7 +168,7 @@ fn v6_dir(n: usize) -> String {
     format!("2001:db8:1::{}", 1 + n)
 }
 
-/// The director config: VIP4 and VIP6, ports 80 and 9000, announce = "bgp", TCP checks every
+/// The director config: VIP4 and VIP6, ports 80 and 9000, announce = "bgp", quorum 2, TCP checks every
 /// 0.5 s over the real servers `reals` (numbers from 1).
 fn xlb_config(socket: &str, reals: &[usize]) -> String {
     let mut t = format!(
@@ -179,7 +179,7 @@ fn xlb_config(socket: &str, reals: &[usize]) -> String {
         for port in [80, 9000] {
             t += &format!(
                 "\n[[virtual_server]]\nname = \"{}{port}\"\nvip = \"{vip}\"\nport = {port}\n\
-                 announce = \"bgp\"\n[virtual_server.check]\ntype = \"tcp\"\ninterval = 0.5\n\
+                 announce = \"bgp\"\nquorum = 2\n[virtual_server.check]\ntype = \"tcp\"\ninterval = 0.5\n\
                  timeout = 0.5\nretry = 0\n",
                 if v6 { "v6-" } else { "v4-" }
             );
@@ -726,23 +726,32 @@ fn three_directors_behind_ecmp_lose_no_flow() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let d2 = s.dirs[1].host.clone();
-    nft(&s, &d2, "add table inet xlbtest");
-    nft(
-        &s,
-        &d2,
-        "add chain inet xlbtest out { type filter hook output priority 0; }",
-    );
+    // One nftables table per real server, dropping dir2's probes to it.
     let t_fail = Instant::now();
-    nft(
-        &s,
-        &d2,
-        "add rule inet xlbtest out ip daddr 198.18.1.0/24 tcp dport { 80, 9000 } drop",
-    );
-    nft(
-        &s,
-        &d2,
-        "add rule inet xlbtest out ip6 daddr 2001:db8:1::/64 tcp dport { 80, 9000 } drop",
-    );
+    for i in [1, 2] {
+        nft(&s, &d2, &format!("add table inet xlbrs{i}"));
+        nft(
+            &s,
+            &d2,
+            &format!("add chain inet xlbrs{i} out {{ type filter hook output priority 0; }}"),
+        );
+        nft(
+            &s,
+            &d2,
+            &format!(
+                "add rule inet xlbrs{i} out ip daddr 198.18.1.{} tcp dport {{ 80, 9000 }} drop",
+                10 + i
+            ),
+        );
+        nft(
+            &s,
+            &d2,
+            &format!(
+                "add rule inet xlbrs{i} out ip6 daddr 2001:db8:1::{} tcp dport {{ 80, 9000 }} drop",
+                10 + i
+            ),
+        );
+    }
     s.wait_nexthops(2, Duration::from_secs(10));
     println!(
         "dir2 health checks fail: withdrawn at the router {:.2} s after the checks started failing",
@@ -750,8 +759,13 @@ fn three_directors_behind_ecmp_lose_no_flow() {
     );
     // New flows while dir2 is out: they never saw dir2, and after dir2 returns some hash to it.
     let (streams_b, stop_b) = s.start_streams("b", &format!("{VIP4},{VIP6}"), 40, 3.0);
+    // rs1 passes dir2's checks again first: below quorum (2), dir2 stays withdrawn, with a ring
+    // of rs1 alone that nobody serves with. It must not become dir2's previous ring.
+    nft(&s, &d2, "delete table inet xlbrs1");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(s.nexthops(VIP4), 2, "dir2 below quorum stays withdrawn");
     let t_heal = Instant::now();
-    nft(&s, &d2, "delete table inet xlbtest");
+    nft(&s, &d2, "delete table inet xlbrs2");
     s.wait_nexthops(3, Duration::from_secs(10));
     println!(
         "dir2 healthy again: back in ECMP after {:.2} s",
