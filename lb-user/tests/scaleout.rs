@@ -797,20 +797,26 @@ fn three_directors_behind_ecmp_lose_no_flow() {
         assert!(out.contains("reloaded"), "{out}");
     }
     std::thread::sleep(Duration::from_millis(500));
-    let t_kill = Instant::now();
-    s.kill_director(0);
-    s.wait_nexthops(2, Duration::from_secs(10));
-    println!(
-        "rs3 added on all directors, then dir1 SIGKILLed: withdrawn after {:.0} ms",
-        t_kill.elapsed().as_secs_f64() * 1000.0
-    );
-    // dir1's XDP program still forwards what reaches it: detach it, as if the machine died.
+    // dir1 is lost silently (its link goes down: no TCP close, no BGP message): BFD notices.
+    let t_loss = Instant::now();
     s.lab
         .run_ok(
             &s.dirs[0].host.clone(),
             &["ip", "link", "set", "eth0", "down"],
         )
         .unwrap();
+    let (t4, t6) = s.wait_nexthops(2, Duration::from_secs(10));
+    println!(
+        "rs3 added on all directors, then dir1's link lost: withdrawn by BFD after {:.0} ms (v4), \
+         {:.0} ms (v6)",
+        t4.as_secs_f64() * 1000.0,
+        t6.as_secs_f64() * 1000.0
+    );
+    assert!(
+        t_loss.elapsed() < Duration::from_secs(2),
+        "BFD (100 ms x 3) should beat the 3 s hold time"
+    );
+    s.kill_director(0);
     std::thread::sleep(Duration::from_secs(2));
     let rc = s.stream_results(&streams, &stop);
     let hits: Vec<u64> = (1..3)
