@@ -11,6 +11,8 @@ use std::{
 
 use xtask::lab::{Host, Lab, PortOpts, Proc};
 
+mod common;
+
 const VIP4: &str = "198.18.0.100";
 const VIP6: &str = "2001:db8::100";
 const XLB: &str = env!("CARGO_BIN_EXE_xlb");
@@ -838,4 +840,48 @@ fn three_directors_behind_ecmp_lose_no_flow() {
     assert!(spread.get("rs3").copied().unwrap_or(0) > 0, "{spread:?}");
     assert_eq!(spread.get("FAIL"), None);
     println!("scale-out lab: {:.1} s", t_start.elapsed().as_secs_f64());
+}
+
+/// A ring written while the service was withdrawn (marked unserved) is skipped: the previous ring
+/// stays the one flows were dispatched with. Packet-level, with the real XDP object.
+#[test]
+fn unserved_ring_never_becomes_the_previous_ring() {
+    use common::*;
+    use xlb::dataplane::desired::Protocol;
+    let full = || {
+        state(vec![service(
+            "198.18.0.100",
+            80,
+            Protocol::Tcp,
+            vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)],
+        )])
+    };
+    let ack = |sport: u16| tcp4([198, 18, 2, 10], sport, [198, 18, 0, 100], 80, "A");
+    // Flows the full ring sends to rs2 (probed on a separate program instance).
+    let probe = {
+        let mut h = Harness::new(65_536);
+        h.apply(&full());
+        (1000..3000u16)
+            .filter(|&p| h.run(&ack(p)).1[0..6] == real_mac(2))
+            .take(20)
+            .collect::<Vec<u16>>()
+    };
+    assert_eq!(probe.len(), 20);
+    let mut h = Harness::new(65_536);
+    h.apply(&full());
+    // rs2 fails while the VIP is withdrawn: ring {rs1}, marked unserved; then rs2 is back.
+    let mut partial = full();
+    partial.services[0].reals[1].alive = false;
+    h.apply(&partial);
+    h.writer.set_ring_served(&partial.services[0].addr, false);
+    h.apply(&full());
+    for p in probe {
+        let (action, out) = h.run(&ack(p));
+        assert_eq!(action, XDP_TX);
+        assert_eq!(
+            out[0..6],
+            real_mac(2),
+            "mid-stream flow {p} sent by the unserved ring"
+        );
+    }
 }
