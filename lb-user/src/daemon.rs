@@ -455,7 +455,30 @@ impl Daemon {
             master_vips: &self.master_vips,
             quorum_up: &self.quorum_up,
         };
-        let (desired, notes) = state::build(&self.cfg, &inputs);
+        let (mut desired, notes) = state::build(&self.cfg, &inputs);
+        // BGP: a service below quorum is withdrawn (its VIP leaves lo just after this). Until the
+        // routers have moved its flows away, packets still arrive: keep the tables the other
+        // directors share rather than re-dispatching flows of servers only this director sees
+        // as down (which would reset them). Nobody routes to a withdrawn service, so its
+        // tables stay frozen until it is back at quorum.
+        for vs in &self.cfg.virtual_servers {
+            if self.cfg.announce_of(vs) != config::Announce::Bgp
+                || self
+                    .quorum_up
+                    .get(&vs.service_name())
+                    .copied()
+                    .unwrap_or(true)
+            {
+                continue;
+            }
+            let addr = state::service_addr(vs);
+            let old = self.desired.services.iter().find(|s| s.addr == addr);
+            if let (Some(old), Some(new)) =
+                (old, desired.services.iter_mut().find(|s| s.addr == addr))
+            {
+                *new = old.clone();
+            }
+        }
         for n in &notes {
             if !self.notes.contains(n) {
                 warn!(service = %n.service, real = %n.real, "{}", n.note);
