@@ -17,26 +17,6 @@ const VIP4: &str = "198.18.0.100";
 const VIP6: &str = "2001:db8::100";
 const XLB: &str = env!("CARGO_BIN_EXE_xlb");
 
-const HTTP_SERVER: &str = r#"
-import http.server, socket, sys
-name = sys.argv[1]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = (name + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-class S(http.server.ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-S(("::", 80), H).serve_forever()
-"#;
-
 /// Streams "<name>\n" every 50 ms on each accepted connection until the peer goes away.
 const STREAM_SERVER: &str = r#"
 import socket, sys, threading, time
@@ -60,24 +40,23 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
-/// `probe.py VIP N`: N HTTP requests (a new connection, so a new source port, each); prints
-/// "<server> <count>" lines (failures as FAIL).
+/// `probe.py VIP N`: N connections to VIP:9000 (a new source port each), reading the first line
+/// (the server's name); prints "<server> <count>" lines (failures as FAIL).
 const PROBE: &str = r#"
 import socket, sys, collections
 vip, n = sys.argv[1], int(sys.argv[2])
 seen = collections.Counter()
 for i in range(n):
     try:
-        s = socket.create_connection((vip, 80), timeout=2)
-        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        s = socket.create_connection((vip, 9000), timeout=2)
         data = b""
-        while True:
+        while b"\n" not in data:
             d = s.recv(4096)
             if not d:
                 break
             data += d
         s.close()
-        seen[data.split(b"\r\n\r\n", 1)[1].decode().strip() or "FAIL"] += 1
+        seen[data.split(b"\n")[0].decode().strip() or "FAIL"] += 1
     except Exception:
         seen["FAIL"] += 1
 for k, v in sorted(seen.items()):
@@ -170,29 +149,28 @@ fn v6_dir(n: usize) -> String {
     format!("2001:db8:1::{}", 1 + n)
 }
 
-/// The director config: VIP4 and VIP6, ports 80 and 9000, announce = "bgp", quorum 2, TCP checks every
-/// 0.5 s over the real servers `reals` (numbers from 1).
+/// The director config: one service per VIP (VIP4:9000, VIP6:9000), announce = "bgp", quorum 2,
+/// TCP checks every 0.5 s over the real servers `reals` (numbers from 1). One service per VIP:
+/// a VIP shared by several services stays announced while any of them is at quorum.
 fn xlb_config(socket: &str, reals: &[usize]) -> String {
     let mut t = format!(
         "[global]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\nconn_table_size = 65536\n\
          control_socket = \"{socket}\"\nsweep_interval = 0.5\n\n[timeouts]\ntcp_fin = 5\nclose = 2\n"
     );
     for (vip, v6) in [(VIP4, false), (VIP6, true)] {
-        for port in [80, 9000] {
-            t += &format!(
-                "\n[[virtual_server]]\nname = \"{}{port}\"\nvip = \"{vip}\"\nport = {port}\n\
-                 announce = \"bgp\"\nquorum = 2\n[virtual_server.check]\ntype = \"tcp\"\ninterval = 0.5\n\
-                 timeout = 0.5\nretry = 0\n",
-                if v6 { "v6-" } else { "v4-" }
-            );
-            for r in reals {
-                let addr = if v6 {
-                    format!("2001:db8:1::{}", 10 + r)
-                } else {
-                    format!("198.18.1.{}", 10 + r)
-                };
-                t += &format!("[[virtual_server.real_server]]\naddress = \"{addr}\"\n");
-            }
+        t += &format!(
+            "\n[[virtual_server]]\nname = \"{}9000\"\nvip = \"{vip}\"\nport = 9000\n\
+             announce = \"bgp\"\nquorum = 2\n[virtual_server.check]\ntype = \"tcp\"\n\
+             interval = 0.5\ntimeout = 0.5\nretry = 0\n",
+            if v6 { "v6-" } else { "v4-" }
+        );
+        for r in reals {
+            let addr = if v6 {
+                format!("2001:db8:1::{}", 10 + r)
+            } else {
+                format!("198.18.1.{}", 10 + r)
+            };
+            t += &format!("[[virtual_server.real_server]]\naddress = \"{addr}\"\n");
         }
     }
     t
@@ -226,7 +204,6 @@ impl Scale {
         let back = lab.segment("back").unwrap();
         let dir = lab.dir().to_path_buf();
         for (f, s) in [
-            ("www.py", HTTP_SERVER),
             ("stream.py", STREAM_SERVER),
             ("probe.py", PROBE),
             ("streams.py", STREAMS),
@@ -308,10 +285,8 @@ impl Scale {
             )
             .unwrap();
             let name = format!("rs{i}");
-            for script in ["www.py", "stream.py"] {
-                let p = dir.join(script).display().to_string();
-                lab.spawn(&rs, &["python3", &p, &name]).unwrap();
-            }
+            let p = dir.join("stream.py").display().to_string();
+            lab.spawn(&rs, &["python3", &p, &name]).unwrap();
         }
         let mut dirs = Vec::new();
         for n in 1..=3 {
@@ -348,14 +323,12 @@ impl Scale {
                 .find(|h| h.name() == format!("rs{i}"))
                 .unwrap()
                 .clone();
-            for port in [80, 9000] {
-                lab.wait_tcp(
-                    &rs,
-                    &format!("198.18.1.{}:{port}", 10 + i),
-                    Duration::from_secs(10),
-                )
-                .unwrap();
-            }
+            lab.wait_tcp(
+                &rs,
+                &format!("198.18.1.{}:9000", 10 + i),
+                Duration::from_secs(10),
+            )
+            .unwrap();
         }
         Scale {
             lab,
@@ -741,7 +714,7 @@ fn three_directors_behind_ecmp_lose_no_flow() {
             &s,
             &d2,
             &format!(
-                "add rule inet xlbrs{i} out ip daddr 198.18.1.{} tcp dport {{ 80, 9000 }} drop",
+                "add rule inet xlbrs{i} out ip daddr 198.18.1.{} tcp dport 9000 drop",
                 10 + i
             ),
         );
@@ -749,7 +722,7 @@ fn three_directors_behind_ecmp_lose_no_flow() {
             &s,
             &d2,
             &format!(
-                "add rule inet xlbrs{i} out ip6 daddr 2001:db8:1::{} tcp dport {{ 80, 9000 }} drop",
+                "add rule inet xlbrs{i} out ip6 daddr 2001:db8:1::{} tcp dport 9000 drop",
                 10 + i
             ),
         );
