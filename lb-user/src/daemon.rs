@@ -210,6 +210,8 @@ pub struct Daemon {
     desired: DesiredState,
     /// BGP-announced VIPs this daemon has put on `lo` (the BGP daemon exports `lo` routes).
     announced: BTreeSet<IpAddr>,
+    /// BGP VIPs withdrawn at least once by this run (their rings while withdrawn served nobody).
+    bgp_withdrawn_once: BTreeSet<IpAddr>,
     notes: Vec<RealNote>,
     timeouts: Timeouts,
     sweep: SweepResult,
@@ -279,6 +281,7 @@ impl Daemon {
             quorum_up: BTreeMap::new(),
             desired: DesiredState::default(),
             announced: BTreeSet::new(),
+            bgp_withdrawn_once: BTreeSet::new(),
             notes: Vec::new(),
             sweep: SweepResult::default(),
             last: None,
@@ -452,7 +455,30 @@ impl Daemon {
             master_vips: &self.master_vips,
             quorum_up: &self.quorum_up,
         };
-        let (desired, notes) = state::build(&self.cfg, &inputs);
+        let (mut desired, notes) = state::build(&self.cfg, &inputs);
+        // BGP: a service below quorum is withdrawn (its VIP leaves lo just after this). Until the
+        // routers have moved its flows away, packets still arrive: keep the tables the other
+        // directors share rather than re-dispatching flows of servers only this director sees
+        // as down (which would reset them). Nobody routes to a withdrawn service, so its
+        // tables stay frozen until it is back at quorum.
+        for vs in &self.cfg.virtual_servers {
+            if self.cfg.announce_of(vs) != config::Announce::Bgp
+                || self
+                    .quorum_up
+                    .get(&vs.service_name())
+                    .copied()
+                    .unwrap_or(true)
+            {
+                continue;
+            }
+            let addr = state::service_addr(vs);
+            let old = self.desired.services.iter().find(|s| s.addr == addr);
+            if let (Some(old), Some(new)) =
+                (old, desired.services.iter_mut().find(|s| s.addr == addr))
+            {
+                *new = old.clone();
+            }
+        }
         for n in &notes {
             if !self.notes.contains(n) {
                 warn!(service = %n.service, real = %n.real, "{}", n.note);
@@ -463,6 +489,20 @@ impl Daemon {
             Ok(report) if !report.is_empty() => info!(?report, "kernel maps updated"),
             Ok(_) => {}
             Err(e) => error!("updating the kernel maps: {e}"),
+        }
+        // BGP: a ring written while the VIP is withdrawn (after having been announced) served no
+        // flow and must not become the previous ring; a full ring (every real server alive)
+        // while announced is what the other directors have, so it may.
+        for ds in &desired.services {
+            let vip = ds.addr.vip;
+            if !self.bgp_withdrawn_once.contains(&vip) {
+                continue;
+            }
+            if !self.announced.contains(&vip) {
+                self.writer.set_ring_served(&ds.addr, false);
+            } else if ds.reals.iter().all(|r| r.alive) {
+                self.writer.set_ring_served(&ds.addr, true);
+            }
         }
         self.desired = desired;
     }
@@ -517,6 +557,7 @@ impl Daemon {
             .copied()
             .collect();
         for vip in stale {
+            self.bgp_withdrawn_once.insert(vip);
             match self.net.del_address(lo.index, vip).await {
                 Ok(()) => warn!(%vip, "BGP: VIP removed from lo (withdrawn)"),
                 Err(e) => warn!(%vip, "BGP: cannot remove the VIP from lo: {e}"),

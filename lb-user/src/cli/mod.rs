@@ -3,6 +3,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
+pub mod bgp_config;
 pub mod check_config;
 pub mod client;
 pub mod doctor;
@@ -135,6 +136,9 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Print the BGP daemon configuration (BIRD 2) announcing this director's `announce = "bgp"`
+    /// VIPs to the router(s); with `--router` also the router side (ECMP over the directors).
+    BgpConfig(bgp_config::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
     /// Write the man pages (xlb.1 and one per subcommand) into a directory.
@@ -192,6 +196,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ImportKeepalived { file, output } => {
             import_keepalived::run(&file, output.as_deref())
         }
+        Command::BgpConfig(args) => bgp_config::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

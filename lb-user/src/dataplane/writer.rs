@@ -62,6 +62,9 @@ struct WrittenService {
     value: Service,
     ring: Vec<u32>,
     prev_since: Option<Instant>,
+    /// The current ring was written while nobody sent this director the service's traffic (a
+    /// withdrawn BGP service): when replaced it does not become the previous ring.
+    ring_unserved: bool,
     reals: BTreeMap<RealKey, u32>,
 }
 
@@ -186,6 +189,7 @@ impl MapWriter {
                     value,
                     ring,
                     prev_since: (value.prev_ring_size > 0).then_some(now),
+                    ring_unserved: false,
                     reals: BTreeMap::new(),
                 },
             );
@@ -281,6 +285,18 @@ impl MapWriter {
             }
         }
         Ok(report)
+    }
+
+    /// Whether the current ring of `addr` is one flows were dispatched with. A ring marked
+    /// unserved (written while the service was withdrawn from the routers) does not become the
+    /// previous ring when it is replaced. Without this, a director coming back after a local
+    /// outage would keep, for `prev_ring_hold`, a ring from its recovery (one real server up, the
+    /// other not yet) that no director ever served with, and send mid-stream flows arriving from
+    /// the other directors to the wrong server.
+    pub fn set_ring_served(&mut self, addr: &ServiceAddr, served: bool) {
+        if let Some(ws) = self.services.get_mut(addr) {
+            ws.ring_unserved = !served;
+        }
     }
 
     /// Drops previous rings held longer than `prev_ring_hold`.
@@ -382,6 +398,7 @@ impl MapWriter {
                     },
                     ring: Vec::new(),
                     prev_since: None,
+                    ring_unserved: false,
                     reals: BTreeMap::new(),
                 }
             }
@@ -494,21 +511,29 @@ impl MapWriter {
             self.maps.rings.write(region.offset, &ring);
             let old = region_of(value.ring_offset, value.ring_size);
             // The ring being replaced becomes the previous ring (Maglev only: a previous
-            // round-robin sequence says nothing about where a flow went).
-            release_after_switch.push(region_of(value.prev_ring_offset, value.prev_ring_size));
-            if !round_robin && old.len > 0 && !ring.is_empty() {
-                value.prev_ring_offset = old.offset;
-                value.prev_ring_size = old.len;
-                ws.prev_since = Some(now);
-            } else {
-                value.prev_ring_offset = 0;
-                value.prev_ring_size = 0;
-                ws.prev_since = None;
+            // round-robin sequence says nothing about where a flow went). A ring no flow was
+            // dispatched with (written while the service was withdrawn) is skipped: the previous
+            // ring, if any, stays.
+            if ws.ring_unserved && !round_robin && !ring.is_empty() {
+                // The previous ring stays as it is.
                 release_after_switch.push(old);
+            } else {
+                release_after_switch.push(region_of(value.prev_ring_offset, value.prev_ring_size));
+                if !round_robin && old.len > 0 && !ring.is_empty() {
+                    value.prev_ring_offset = old.offset;
+                    value.prev_ring_size = old.len;
+                    ws.prev_since = Some(now);
+                } else {
+                    value.prev_ring_offset = 0;
+                    value.prev_ring_size = 0;
+                    ws.prev_since = None;
+                    release_after_switch.push(old);
+                }
             }
             value.ring_offset = region.offset;
             value.ring_size = region.len;
             ws.ring = ring;
+            ws.ring_unserved = false;
             report.rings_rebuilt += 1;
         }
         value.sched = if round_robin {

@@ -1,0 +1,860 @@
+//! Scale-out: three active xlb directors behind a router doing ECMP, each announcing the VIPs with
+//! BIRD (config from `xlb bgp-config`). Client -> router (BIRD, ECMP) -> dir1..3 (xlb + BIRD) ->
+//! real servers, which answer the client straight through the router. Checks the spread, the
+//! withdrawal of a killed or unhealthy director with no long-lived connection broken, and a
+//! real-server change followed by a director loss (the previous-ring remedy). Needs root and BIRD.
+use std::{
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use xtask::lab::{Host, Lab, PortOpts, Proc};
+
+mod common;
+
+const VIP4: &str = "198.18.0.100";
+const VIP6: &str = "2001:db8::100";
+const XLB: &str = env!("CARGO_BIN_EXE_xlb");
+
+/// Streams "<name>\n" every 50 ms on each accepted connection until the peer goes away.
+const STREAM_SERVER: &str = r#"
+import socket, sys, threading, time
+name = sys.argv[1]
+srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+srv.bind(("::", 9000))
+srv.listen(512)
+def serve(c):
+    try:
+        while True:
+            c.sendall((name + "\n").encode())
+            time.sleep(0.05)
+    except OSError:
+        pass
+    finally:
+        c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// `probe.py VIP N`: N connections to VIP:9000 (a new source port each), reading the first line
+/// (the server's name); prints "<server> <count>" lines (failures as FAIL).
+const PROBE: &str = r#"
+import socket, sys, collections
+vip, n = sys.argv[1], int(sys.argv[2])
+seen = collections.Counter()
+for i in range(n):
+    try:
+        s = socket.create_connection((vip, 9000), timeout=2)
+        data = b""
+        while b"\n" not in data:
+            d = s.recv(4096)
+            if not d:
+                break
+            data += d
+        s.close()
+        seen[data.split(b"\n")[0].decode().strip() or "FAIL"] += 1
+    except Exception:
+        seen["FAIL"] += 1
+for k, v in sorted(seen.items()):
+    print(k, v)
+"#;
+
+/// `streams.py VIPS N STALL STOPFILE`: N connections to VIP:9000 (round robin over the
+/// comma-separated VIPs), each also sending a byte every 200 ms (so the client's packets keep
+/// crossing the directors); prints "connected" once all are up, runs until STOPFILE exists, then
+/// one line per connection: "<vip> <server> ok|reset|stalled|refused <max gap ms>".
+const STREAMS: &str = r#"
+import os, selectors, socket, sys, time
+vips, n, stall, stop = sys.argv[1].split(","), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+sel = selectors.DefaultSelector()
+conns = []
+for i in range(n):
+    vip = vips[i % len(vips)]
+    try:
+        s = socket.create_connection((vip, 9000), timeout=3)
+    except OSError:
+        conns.append({"vip": vip, "name": "-", "state": "refused", "gap": 0})
+        continue
+    s.setblocking(False)
+    c = {"vip": vip, "sock": s, "name": None, "last": time.time(), "gap": 0.0, "state": "ok", "buf": b""}
+    conns.append(c)
+    sel.register(s, selectors.EVENT_READ, c)
+print("connected", flush=True)
+next_ping = time.time()
+while not os.path.exists(stop):
+    now = time.time()
+    if now >= next_ping:
+        next_ping = now + 0.2
+        for c in conns:
+            if c["state"] == "ok":
+                try:
+                    c["sock"].send(b".")
+                except OSError:
+                    pass
+    for key, _ in sel.select(timeout=0.05):
+        c = key.data
+        try:
+            data = c["sock"].recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError:
+            data = b""
+        now = time.time()
+        if not data:
+            c["state"] = "reset"
+            sel.unregister(c["sock"])
+            continue
+        c["gap"] = max(c["gap"], now - c["last"])
+        c["last"] = now
+        c["buf"] += data
+        if c["name"] is None and b"\n" in c["buf"]:
+            c["name"] = c["buf"].split(b"\n")[0].decode()
+        if len(c["buf"]) > 4096:
+            c["buf"] = c["buf"][-64:]
+now = time.time()
+for c in conns:
+    if c["state"] == "ok":
+        c["gap"] = max(c["gap"], now - c["last"])
+        if c["gap"] > stall:
+            c["state"] = "stalled"
+    print(c["vip"], c.get("name") or "-", c["state"], int(c["gap"] * 1000), flush=True)
+"#;
+
+struct Director {
+    host: Host,
+    n: usize,
+    config: String,
+    socket: String,
+    bird_conf: String,
+    xlb: Option<Proc>,
+    bird: Option<Proc>,
+}
+
+struct Scale {
+    lab: Lab,
+    client: Host,
+    router: Host,
+    dirs: Vec<Director>,
+    dir: std::path::PathBuf,
+}
+
+fn v4_dir(n: usize) -> String {
+    format!("198.18.1.{}", 1 + n)
+}
+fn v6_dir(n: usize) -> String {
+    format!("2001:db8:1::{}", 1 + n)
+}
+
+/// The director config: one service per VIP (VIP4:9000, VIP6:9000), announce = "bgp", quorum 2,
+/// TCP checks every 0.5 s over the real servers `reals` (numbers from 1). One service per VIP:
+/// a VIP shared by several services stays announced while any of them is at quorum.
+fn xlb_config(socket: &str, reals: &[usize]) -> String {
+    let mut t = format!(
+        "[global]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\nconn_table_size = 65536\n\
+         control_socket = \"{socket}\"\nsweep_interval = 0.5\n\n[timeouts]\ntcp_fin = 5\nclose = 2\n"
+    );
+    for (vip, v6) in [(VIP4, false), (VIP6, true)] {
+        t += &format!(
+            "\n[[virtual_server]]\nname = \"{}9000\"\nvip = \"{vip}\"\nport = 9000\n\
+             announce = \"bgp\"\nquorum = 2\n[virtual_server.check]\ntype = \"tcp\"\n\
+             interval = 0.5\ntimeout = 0.5\nretry = 0\n",
+            if v6 { "v6-" } else { "v4-" }
+        );
+        for r in reals {
+            let addr = if v6 {
+                format!("2001:db8:1::{}", 10 + r)
+            } else {
+                format!("198.18.1.{}", 10 + r)
+            };
+            t += &format!("[[virtual_server.real_server]]\naddress = \"{addr}\"\n");
+        }
+    }
+    t
+}
+
+fn o<'a>(addrs: &'a [&'a str]) -> PortOpts<'a> {
+    PortOpts {
+        addrs,
+        tx_checksum_off: true,
+        ..Default::default()
+    }
+}
+
+fn nft(s: &Scale, h: &Host, rule: &str) {
+    s.lab.run_ok(h, &["nft", rule]).unwrap();
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t0.elapsed()
+}
+
+impl Scale {
+    fn new() -> Self {
+        let mut lab = Lab::new("scaleout").unwrap();
+        let front = lab.segment("front").unwrap();
+        let back = lab.segment("back").unwrap();
+        let dir = lab.dir().to_path_buf();
+        for (f, s) in [
+            ("stream.py", STREAM_SERVER),
+            ("probe.py", PROBE),
+            ("streams.py", STREAMS),
+        ] {
+            std::fs::write(dir.join(f), s).unwrap();
+        }
+        let client = lab.host("client").unwrap();
+        let router = lab.host("router").unwrap();
+
+        lab.attach(&client, &front, o(&["198.18.2.10/24", "2001:db8:2::10/64"]))
+            .unwrap();
+        lab.attach(&router, &front, o(&["198.18.2.1/24", "2001:db8:2::1/64"]))
+            .unwrap();
+        lab.attach(
+            &router,
+            &back,
+            PortOpts {
+                ifname: "eth1",
+                ..o(&["198.18.1.1/24", "2001:db8:1::1/64"])
+            },
+        )
+        .unwrap();
+        lab.run_ok(
+            &client,
+            &["ip", "route", "add", "default", "via", "198.18.2.1"],
+        )
+        .unwrap();
+        lab.run_ok(
+            &client,
+            &[
+                "ip",
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                "2001:db8:2::1",
+            ],
+        )
+        .unwrap();
+        for (k, v) in [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+            ("net.ipv4.fib_multipath_hash_policy", "1"),
+            ("net.ipv6.fib_multipath_hash_policy", "1"),
+        ] {
+            lab.sysctl(&router, k, v).unwrap();
+        }
+        // Real servers rs1..rs3 (rs3 joins the config later): VIPs on lo, ARP sysctls, default
+        // route via the router (replies bypass the directors).
+        for i in 1..=3 {
+            let rs = lab.host(&format!("rs{i}")).unwrap();
+            let (a4, a6) = (
+                format!("198.18.1.{}/24", 10 + i),
+                format!("2001:db8:1::{}/64", 10 + i),
+            );
+            lab.attach(&rs, &back, o(&[&a4, &a6])).unwrap();
+            for k in ["all", "lo"] {
+                lab.sysctl(&rs, &format!("net.ipv4.conf.{k}.arp_ignore"), "1")
+                    .unwrap();
+                lab.sysctl(&rs, &format!("net.ipv4.conf.{k}.arp_announce"), "2")
+                    .unwrap();
+            }
+            lab.add_addr(&rs, "lo", &format!("{VIP4}/32")).unwrap();
+            lab.add_addr(&rs, "lo", &format!("{VIP6}/128")).unwrap();
+            lab.run_ok(&rs, &["ip", "route", "add", "default", "via", "198.18.1.1"])
+                .unwrap();
+            lab.run_ok(
+                &rs,
+                &[
+                    "ip",
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "2001:db8:1::1",
+                ],
+            )
+            .unwrap();
+            let name = format!("rs{i}");
+            let p = dir.join("stream.py").display().to_string();
+            lab.spawn(&rs, &["python3", &p, &name]).unwrap();
+        }
+        let mut dirs = Vec::new();
+        for n in 1..=3 {
+            let host = lab.host(&format!("dir{n}")).unwrap();
+            let (a4, a6) = (format!("{}/24", v4_dir(n)), format!("{}/64", v6_dir(n)));
+            lab.attach(
+                &host,
+                &back,
+                PortOpts {
+                    addrs: &[&a4, &a6],
+                    xdp_peer_pass: true,
+                    tx_checksum_off: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let socket = format!("/run/xlb/{}-d{n}.sock", lab.id());
+            let config = dir.join(format!("xlb{n}.toml")).display().to_string();
+            std::fs::write(&config, xlb_config(&socket, &[1, 2])).unwrap();
+            dirs.push(Director {
+                host,
+                n,
+                config,
+                socket,
+                bird_conf: dir.join(format!("bird{n}.conf")).display().to_string(),
+                xlb: None,
+                bird: None,
+            });
+        }
+        for i in 1..=3 {
+            let rs = lab
+                .hosts()
+                .iter()
+                .find(|h| h.name() == format!("rs{i}"))
+                .unwrap()
+                .clone();
+            lab.wait_tcp(
+                &rs,
+                &format!("198.18.1.{}:9000", 10 + i),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+        }
+        Scale {
+            lab,
+            client,
+            router,
+            dirs,
+            dir,
+        }
+    }
+
+    /// BIRD configs from `xlb bgp-config`: each director's in its own netns (router id from
+    /// its source address), the router's from the first with `--router`.
+    fn write_bird_configs(&self) {
+        let directors: Vec<String> = (1..=3).flat_map(|n| [v4_dir(n), v6_dir(n)]).collect();
+        for d in &self.dirs {
+            let mut argv = vec![
+                XLB,
+                "bgp-config",
+                "--daemon",
+                "bird",
+                "--config",
+                &d.config,
+                "--router-ip",
+                "198.18.1.1",
+                "2001:db8:1::1",
+                "--router-as",
+                "65000",
+                "--local-as",
+                "65001",
+                "--bfd",
+                "--router",
+                "--director",
+            ];
+            argv.extend(directors.iter().map(String::as_str));
+            let out = self.lab.run_ok(&d.host, &argv).unwrap();
+            let (director, router) = xlb::cli::bgp_config::split_router(&out).unwrap();
+            assert!(
+                director.contains(&format!("router id {};", v4_dir(d.n))),
+                "{director}"
+            );
+            std::fs::write(&d.bird_conf, director).unwrap();
+            if d.n == 1 {
+                std::fs::write(self.dir.join("bird-router.conf"), router).unwrap();
+            }
+        }
+    }
+
+    fn start_bird(&mut self, host: &Host, conf: &str, name: &str) -> Proc {
+        let sock = self.dir.join(format!("{name}.ctl")).display().to_string();
+        let pid = self.dir.join(format!("{name}.pid")).display().to_string();
+        self.lab
+            .spawn(host, &["bird", "-f", "-c", conf, "-s", &sock, "-P", &pid])
+            .unwrap()
+    }
+
+    fn start_director(&mut self, i: usize) {
+        let (host, config, socket, conf, n) = {
+            let d = &self.dirs[i];
+            (
+                d.host.clone(),
+                d.config.clone(),
+                d.socket.clone(),
+                d.bird_conf.clone(),
+                d.n,
+            )
+        };
+        let p = self
+            .lab
+            .spawn(&host, &[XLB, "run", "--config", &config])
+            .unwrap();
+        self.dirs[i].xlb = Some(p);
+        wait_for("xlb answers", Duration::from_secs(20), || {
+            self.lab
+                .run(&host, &[XLB, "status", "--socket", &socket])
+                .unwrap()
+                .status
+                .success()
+        });
+        let b = self.start_bird(&host, &conf, &format!("bird{n}"));
+        self.dirs[i].bird = Some(b);
+    }
+
+    /// SIGKILL of the director's xlb and BIRD (its XDP program stays attached and pinned).
+    fn kill_director(&mut self, i: usize) {
+        for p in [self.dirs[i].xlb.take(), self.dirs[i].bird.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.lab.kill(&p).unwrap();
+        }
+    }
+
+    /// Number of next hops of the router's route to `vip` (0: no route).
+    fn nexthops(&self, vip: &str) -> usize {
+        let fam = if vip.contains(':') { "-6" } else { "-4" };
+        let out = self
+            .lab
+            .run_ok(&self.router, &["ip", fam, "route", "show", vip])
+            .unwrap();
+        let n = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with("nexthop"))
+            .count();
+        if n == 0 && !out.trim().is_empty() {
+            1
+        } else {
+            n
+        }
+    }
+
+    fn wait_nexthops(&self, n: usize, timeout: Duration) -> (Duration, Duration) {
+        let t4 = wait_for(&format!("{n} v4 next hops"), timeout, || {
+            self.nexthops(VIP4) == n
+        });
+        let t6 = wait_for(&format!("{n} v6 next hops"), timeout, || {
+            self.nexthops(VIP6) == n
+        });
+        (t4, t4 + t6)
+    }
+
+    fn status(&self, i: usize) -> serde_json::Value {
+        let d = &self.dirs[i];
+        let out = self
+            .lab
+            .run_ok(&d.host, &[XLB, "status", "--socket", &d.socket, "--json"])
+            .unwrap();
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// Connections counted by director `i` per family: (v4, v6).
+    fn conns(&self, i: usize) -> (u64, u64) {
+        let st = self.status(i);
+        let mut c = (0, 0);
+        for s in st["services"].as_array().unwrap() {
+            let n = s["traffic"]["conns"].as_u64().unwrap();
+            if s["name"].as_str().unwrap().starts_with("v6") {
+                c.1 += n;
+            } else {
+                c.0 += n;
+            }
+        }
+        c
+    }
+
+    fn counter(&self, i: usize, name: &str) -> u64 {
+        self.status(i)["counters"][name].as_u64().unwrap_or(0)
+    }
+
+    fn probe(&self, vip: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+        let p = self.dir.join("probe.py").display().to_string();
+        let out = self
+            .lab
+            .run_ok(&self.client, &["python3", &p, vip, &n.to_string()])
+            .unwrap();
+        out.lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Starts the stream client; returns it once every connection is up.
+    fn start_streams(&mut self, tag: &str, vips: &str, n: usize, stall: f64) -> (Proc, String) {
+        let stop = self.dir.join(format!("stop-{tag}")).display().to_string();
+        let p = self.dir.join("streams.py").display().to_string();
+        let c = self.client.clone();
+        let proc = self
+            .lab
+            .spawn(
+                &c,
+                &[
+                    "python3",
+                    &p,
+                    vips,
+                    &n.to_string(),
+                    &stall.to_string(),
+                    &stop,
+                ],
+            )
+            .unwrap();
+        wait_for("streams connected", Duration::from_secs(15), || {
+            self.lab.log(&proc).contains("connected")
+        });
+        (proc, stop)
+    }
+
+    /// Stops the stream client; (vip, server, state, gap ms) per connection.
+    fn stream_results(&mut self, p: &Proc, stop: &str) -> Vec<(String, String, String, u64)> {
+        std::fs::write(stop, "").unwrap();
+        wait_for("stream client exits", Duration::from_secs(10), || {
+            self.lab.exited(p).unwrap().is_some()
+        });
+        self.lab
+            .log(p)
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 4).then(|| {
+                    (
+                        f[0].into(),
+                        f[1].into(),
+                        f[2].into(),
+                        f[3].parse().unwrap_or(0),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+fn summarize(what: &str, r: &[(String, String, String, u64)]) -> (usize, u64) {
+    let ok = r.iter().filter(|x| x.2 == "ok").count();
+    let longest = r.iter().map(|x| x.3).max().unwrap_or(0);
+    let bad: Vec<_> = r.iter().filter(|x| x.2 != "ok").collect();
+    println!(
+        "{what}: {ok}/{} connections survived, longest gap {longest} ms; broken: {bad:?}",
+        r.len()
+    );
+    (ok, longest)
+}
+
+/// `xlb bgp-config` output is accepted by BIRD (`bird -p` parses without running).
+#[test]
+fn bgp_config_parses_in_bird() {
+    if Command::new("bird").arg("--version").output().is_err() {
+        eprintln!("bird not installed: skipped");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("xlb-bgpcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("xlb.toml");
+    std::fs::write(&cfg, xlb_config("/run/xlb/x.sock", &[1, 2])).unwrap();
+    for bfd in ["--bfd", "--no-bfd"] {
+        let out = Command::new(XLB)
+            .args(["bgp-config", "--config"])
+            .arg(&cfg)
+            .args([
+                "--router-ip",
+                "198.18.1.1",
+                "2001:db8:1::1",
+                "--router-id",
+                "198.18.1.2",
+            ])
+            .args([bfd, "--router", "--director", "198.18.1.2", "2001:db8:1::2"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (d, r) = xlb::cli::bgp_config::split_router(&text).unwrap();
+        assert!(d.contains("198.18.0.100/32") && d.contains("2001:db8::100/128"));
+        assert_eq!(d.contains("protocol bfd"), bfd == "--bfd");
+        for (name, part) in [("director", d), ("router", r)] {
+            let f = dir.join(format!("{name}.conf"));
+            std::fs::write(&f, part).unwrap();
+            let p = Command::new("bird")
+                .arg("-p")
+                .arg("-c")
+                .arg(&f)
+                .output()
+                .unwrap();
+            assert!(
+                p.status.success(),
+                "bird rejects the {name} config: {}\n{part}",
+                String::from_utf8_lossy(&p.stderr)
+            );
+        }
+    }
+    for f in ["configs/bird-director.conf", "configs/bird-router.conf"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(f);
+        let p = Command::new("bird")
+            .arg("-p")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            p.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&p.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn three_directors_behind_ecmp_lose_no_flow() {
+    let t_start = Instant::now();
+    let mut s = Scale::new();
+    s.write_bird_configs();
+    let router_conf = s.dir.join("bird-router.conf").display().to_string();
+    let router = s.router.clone();
+    let _router_bird = s.start_bird(&router, &router_conf, "bird-router");
+    for i in 0..3 {
+        s.start_director(i);
+    }
+    let (t, _) = s.wait_nexthops(3, Duration::from_secs(20));
+    println!(
+        "router: 3 next hops for {VIP4} and {VIP6} after {:.2} s",
+        t.as_secs_f64()
+    );
+    println!(
+        "{}",
+        s.lab
+            .run_ok(&router, &["ip", "route", "show", VIP4])
+            .unwrap()
+            .trim()
+    );
+
+    // Spread: 300 v4 and 150 v6 flows over all three directors and both real servers.
+    let before: Vec<(u64, u64)> = (0..3).map(|i| s.conns(i)).collect();
+    let spread4 = s.probe(VIP4, 300);
+    let spread6 = s.probe(VIP6, 150);
+    let after: Vec<(u64, u64)> = (0..3).map(|i| s.conns(i)).collect();
+    let per_dir: Vec<(u64, u64)> = (0..3)
+        .map(|i| (after[i].0 - before[i].0, after[i].1 - before[i].1))
+        .collect();
+    println!(
+        "spread: v4 servers {spread4:?}, v6 servers {spread6:?}, per director (v4, v6) {per_dir:?}"
+    );
+    assert_eq!(spread4.get("FAIL"), None);
+    assert_eq!(spread6.get("FAIL"), None);
+    for rs in ["rs1", "rs2"] {
+        assert!(spread4.get(rs).copied().unwrap_or(0) > 60, "{spread4:?}");
+        assert!(spread6.get(rs).copied().unwrap_or(0) > 30, "{spread6:?}");
+    }
+    for (i, (c4, c6)) in per_dir.iter().enumerate() {
+        assert!(
+            *c4 >= 40,
+            "director {} got {c4} of 300 v4 flows: {per_dir:?}",
+            i + 1
+        );
+        assert!(
+            *c6 >= 15,
+            "director {} got {c6} of 150 v6 flows: {per_dir:?}",
+            i + 1
+        );
+    }
+    assert_eq!(per_dir.iter().map(|c| c.0).sum::<u64>(), 300);
+
+    // 1. dir3 dies (SIGKILL of xlb and BIRD), then comes back; 2. dir2's checks fail (nftables
+    // drops its probes), then pass again; 100 v4 + 20 v6 streams across all of it.
+    let (streams, stop) = s.start_streams(
+        "a",
+        &format!("{VIP4},{VIP4},{VIP4},{VIP4},{VIP4},{VIP6}"),
+        120,
+        3.0,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let t_kill = Instant::now();
+    s.kill_director(2);
+    let (t4, t6) = s.wait_nexthops(2, Duration::from_secs(10));
+    println!(
+        "dir3 SIGKILLed: withdrawn at the router after {:.0} ms (v4), {:.0} ms (v6)",
+        t4.as_secs_f64() * 1000.0,
+        t6.as_secs_f64() * 1000.0
+    );
+    assert!(t_kill.elapsed() < Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(500));
+    let t_back = Instant::now();
+    s.start_director(2);
+    s.wait_nexthops(3, Duration::from_secs(15));
+    println!(
+        "dir3 restarted (xlb adopts the pinned maps, BIRD reconnects): back in ECMP after {:.2} s",
+        t_back.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let d2 = s.dirs[1].host.clone();
+    // One nftables table per real server, dropping dir2's probes to it.
+    let t_fail = Instant::now();
+    for i in [1, 2] {
+        nft(&s, &d2, &format!("add table inet xlbrs{i}"));
+        nft(
+            &s,
+            &d2,
+            &format!("add chain inet xlbrs{i} out {{ type filter hook output priority 0; }}"),
+        );
+        nft(
+            &s,
+            &d2,
+            &format!(
+                "add rule inet xlbrs{i} out ip daddr 198.18.1.{} tcp dport 9000 drop",
+                10 + i
+            ),
+        );
+        nft(
+            &s,
+            &d2,
+            &format!(
+                "add rule inet xlbrs{i} out ip6 daddr 2001:db8:1::{} tcp dport 9000 drop",
+                10 + i
+            ),
+        );
+    }
+    s.wait_nexthops(2, Duration::from_secs(10));
+    println!(
+        "dir2 health checks fail: withdrawn at the router {:.2} s after the checks started failing",
+        t_fail.elapsed().as_secs_f64()
+    );
+    // New flows while dir2 is out: they never saw dir2, and after dir2 returns some hash to it.
+    let (streams_b, stop_b) = s.start_streams("b", &format!("{VIP4},{VIP6}"), 40, 3.0);
+    // rs1 passes dir2's checks again first: below quorum (2), dir2 stays withdrawn, with a ring
+    // of rs1 alone that nobody serves with. It must not become dir2's previous ring.
+    nft(&s, &d2, "delete table inet xlbrs1");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(s.nexthops(VIP4), 2, "dir2 below quorum stays withdrawn");
+    let t_heal = Instant::now();
+    nft(&s, &d2, "delete table inet xlbrs2");
+    s.wait_nexthops(3, Duration::from_secs(10));
+    println!(
+        "dir2 healthy again: back in ECMP after {:.2} s",
+        t_heal.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let ra = s.stream_results(&streams, &stop);
+    let rb = s.stream_results(&streams_b, &stop_b);
+    let (ok_a, _) = summarize(
+        "streams across kill + return + health failure + return",
+        &ra,
+    );
+    let (ok_b, _) = summarize("streams opened while dir2 was withdrawn", &rb);
+    assert_eq!(ok_a, ra.len());
+    assert_eq!(ok_b, rb.len());
+    assert!(ra.iter().any(|x| x.1 == "rs1") && ra.iter().any(|x| x.1 == "rs2"));
+
+    // 3. rs3 is added on every director (reload), then dir1 dies: the established flows it
+    // carried move to dir2/dir3, which have no entry for them and must send them where the
+    // previous real-server set did (previous ring).
+    let (streams, stop) = s.start_streams("c", &format!("{VIP4},{VIP4},{VIP4},{VIP6}"), 100, 3.0);
+    let hits_before: Vec<u64> = (0..3).map(|i| s.counter(i, "prev_ring_hit")).collect();
+    for d in &s.dirs {
+        std::fs::write(&d.config, xlb_config(&d.socket, &[1, 2, 3])).unwrap();
+        let out = s
+            .lab
+            .run_ok(&d.host, &[XLB, "reload", "--socket", &d.socket])
+            .unwrap();
+        assert!(out.contains("reloaded"), "{out}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // dir1 is lost silently (its link goes down: no TCP close, no BGP message): BFD notices.
+    let t_loss = Instant::now();
+    s.lab
+        .run_ok(
+            &s.dirs[0].host.clone(),
+            &["ip", "link", "set", "eth0", "down"],
+        )
+        .unwrap();
+    let (t4, t6) = s.wait_nexthops(2, Duration::from_secs(10));
+    println!(
+        "rs3 added on all directors, then dir1's link lost: withdrawn by BFD after {:.0} ms (v4), \
+         {:.0} ms (v6)",
+        t4.as_secs_f64() * 1000.0,
+        t6.as_secs_f64() * 1000.0
+    );
+    assert!(
+        t_loss.elapsed() < Duration::from_secs(2),
+        "BFD (100 ms x 3) should beat the 3 s hold time"
+    );
+    s.kill_director(0);
+    std::thread::sleep(Duration::from_secs(2));
+    let rc = s.stream_results(&streams, &stop);
+    let hits: Vec<u64> = (1..3)
+        .map(|i| s.counter(i, "prev_ring_hit") - hits_before[i])
+        .collect();
+    let (ok_c, _) = summarize("established streams across rs3 added + dir1 lost", &rc);
+    println!("prev_ring_hit on the surviving directors (dir2, dir3): {hits:?}");
+    let spread = s.probe(VIP4, 60);
+    println!("new flows after the change: {spread:?}");
+    assert_eq!(
+        ok_c,
+        rc.len(),
+        "goal: every established connection survives"
+    );
+    assert!(
+        hits.iter().sum::<u64>() > 0,
+        "the moved flows used the previous ring"
+    );
+    assert!(spread.get("rs3").copied().unwrap_or(0) > 0, "{spread:?}");
+    assert_eq!(spread.get("FAIL"), None);
+    println!("scale-out lab: {:.1} s", t_start.elapsed().as_secs_f64());
+}
+
+/// A ring written while the service was withdrawn (marked unserved) is skipped: the previous ring
+/// stays the one flows were dispatched with. Packet-level, with the real XDP object.
+#[test]
+fn unserved_ring_never_becomes_the_previous_ring() {
+    use common::*;
+    use xlb::dataplane::desired::Protocol;
+    let full = || {
+        state(vec![service(
+            "198.18.0.100",
+            80,
+            Protocol::Tcp,
+            vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)],
+        )])
+    };
+    let ack = |sport: u16| tcp4([198, 18, 2, 10], sport, [198, 18, 0, 100], 80, "A");
+    // Flows the full ring sends to rs2 (probed on a separate program instance).
+    let probe = {
+        let mut h = Harness::new(65_536);
+        h.apply(&full());
+        (1000..3000u16)
+            .filter(|&p| h.run(&ack(p)).1[0..6] == real_mac(2))
+            .take(20)
+            .collect::<Vec<u16>>()
+    };
+    assert_eq!(probe.len(), 20);
+    let mut h = Harness::new(65_536);
+    h.apply(&full());
+    // rs2 fails while the VIP is withdrawn: ring {rs1}, marked unserved; then rs2 is back.
+    let mut partial = full();
+    partial.services[0].reals[1].alive = false;
+    h.apply(&partial);
+    h.writer.set_ring_served(&partial.services[0].addr, false);
+    h.apply(&full());
+    for p in probe {
+        let (action, out) = h.run(&ack(p));
+        assert_eq!(action, XDP_TX);
+        assert_eq!(
+            out[0..6],
+            real_mac(2),
+            "mid-stream flow {p} sent by the unserved ring"
+        );
+    }
+}
