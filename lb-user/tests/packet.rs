@@ -775,3 +775,32 @@ fn ipv6_authentication_header_length_unit() {
         assert_dr_rewrite(&pkt, &out, real_mac(1));
     }
 }
+
+/// A real server behind another interface than the receiving one: `XDP_REDIRECT` through the
+/// devmap, with the egress interface's MAC as the source.
+#[test]
+fn real_server_on_another_interface_is_redirected() {
+    let mut h = Harness::new(1024);
+    let mut r = real("198.18.1.11", 1, 1);
+    r.ifindex = 99; // not the receiving interface (test_run receives on lo, ifindex 1)
+    r.tx_port = 3;
+    r.src_mac = [0x02, 0, 0, 0, 0x99, 0x99];
+    let mut st = state(vec![service(VIP, 80, Protocol::Tcp, vec![r])]);
+    st.tx_ports.insert(3, 1); // devmap slot 3 -> an existing interface (lo)
+    h.apply(&st);
+    let syn = tcp4(CLIENT, 40000, VIP_B, 80, "S");
+    let (action, out) = h.run(&syn);
+    assert_eq!(action, XDP_REDIRECT);
+    assert_eq!(&out[0..6], &real_mac(1));
+    assert_eq!(&out[6..12], &[0x02, 0, 0, 0, 0x99, 0x99]);
+    assert_eq!(&out[12..], &syn[12..]);
+    assert_eq!(counter(&h, stat::ACTION_REDIRECT), 1);
+    // An empty devmap slot: the redirect fails; dropped and counted, never sent out the wrong way.
+    let mut r2 = real("198.18.1.12", 2, 1);
+    r2.ifindex = 99;
+    r2.tx_port = 5;
+    h.apply(&state(vec![service(VIP, 80, Protocol::Tcp, vec![r2])]));
+    let (action, _) = h.run(&tcp4(CLIENT, 40001, VIP_B, 80, "S"));
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(counter(&h, stat::REDIRECT_FAILED), 1);
+}

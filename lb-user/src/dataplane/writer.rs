@@ -62,10 +62,20 @@ struct WrittenService {
     value: Service,
     ring: Vec<u32>,
     prev_since: Option<Instant>,
+    /// What `ring` was built from: an apply with the same inputs skips the build (a reload of
+    /// 1,000 unchanged services must not rebuild 1,000 Maglev tables).
+    ring_inputs: Option<RingInputs>,
     /// The current ring was written while nobody sent this director the service's traffic (a
     /// withdrawn BGP service): when replaced it does not become the previous ring.
     ring_unserved: bool,
     reals: BTreeMap<RealKey, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RingInputs {
+    backends: Vec<Backend>,
+    table_size: u32,
+    round_robin: bool,
 }
 
 /// What one `apply` changed (logged by the daemon, checked by tests).
@@ -189,6 +199,7 @@ impl MapWriter {
                     value,
                     ring,
                     prev_since: (value.prev_ring_size > 0).then_some(now),
+                    ring_inputs: None,
                     ring_unserved: false,
                     reals: BTreeMap::new(),
                 },
@@ -398,6 +409,7 @@ impl MapWriter {
                     },
                     ring: Vec::new(),
                     prev_since: None,
+                    ring_inputs: None,
                     ring_unserved: false,
                     reals: BTreeMap::new(),
                 }
@@ -484,21 +496,29 @@ impl MapWriter {
             ds.scheduler,
             Scheduler::RoundRobin | Scheduler::WeightedRoundRobin
         );
-        let ring = if round_robin {
-            let mut b = backends;
-            if ds.scheduler == Scheduler::RoundRobin {
-                // rr ignores weights (except 0 = quiescent), as in IPVS.
-                for x in &mut b {
-                    x.weight = x.weight.min(1);
-                }
+        let mut backends = backends;
+        if ds.scheduler == Scheduler::RoundRobin {
+            // rr ignores weights (except 0 = quiescent), as in IPVS.
+            for x in &mut backends {
+                x.weight = x.weight.min(1);
             }
-            maglev::round_robin(&b, ds.table_size)
-        } else {
-            maglev::build(&backends, ds.table_size)
+        }
+        let inputs = RingInputs {
+            backends,
+            table_size: ds.table_size,
+            round_robin,
         };
+        let ring = if ws.ring_inputs.as_ref() == Some(&inputs) {
+            None
+        } else if round_robin {
+            Some(maglev::round_robin(&inputs.backends, ds.table_size))
+        } else {
+            Some(maglev::build(&inputs.backends, ds.table_size))
+        };
+        let ring = ring.filter(|r| *r != ws.ring);
         let mut value = ws.value;
         let mut release_after_switch: Vec<Region> = Vec::new();
-        if ring != ws.ring {
+        if let Some(ring) = ring {
             let region =
                 self.regions
                     .alloc(ring.len() as u32)
@@ -571,6 +591,9 @@ impl MapWriter {
         for r in release_after_switch {
             self.regions.release(r);
         }
+
+        // Only now is the ring for these inputs in force (an error above retries the build).
+        ws.ring_inputs = Some(inputs);
 
         // 4. Retire real servers no longer configured (after the switch: no ring points at them).
         let gone: Vec<(RealKey, u32)> = ws
