@@ -220,3 +220,78 @@ fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
     assert_eq!(dr.curl(10).get("FAIL"), None);
     let _ = &mut d2;
 }
+
+fn doctor_vrrp_peers(dr: &Dr, d: &Director) -> serde_json::Value {
+    let cfg = d.config.display().to_string();
+    let out =
+        dr.d.lab
+            .run(&d.host, &[&dr.xlb, "doctor", "--config", &cfg, "--json"])
+            .unwrap();
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let list = all
+        .as_array()
+        .cloned()
+        .or_else(|| all["findings"].as_array().cloned())
+        .unwrap();
+    list.into_iter()
+        .find(|f| f["check"] == "vrrp-peers")
+        .unwrap_or_else(|| panic!("{all}"))
+}
+
+#[test]
+fn doctor_sees_the_peer_and_a_split_brain() {
+    let mut dr = Dr::without_vip("f-doc", 1);
+    let dir2 = dr.d.lab.host("dir2").unwrap();
+    let lan = dr.d.lan.clone();
+    dr.d.lab
+        .attach(
+            &dir2,
+            &lan,
+            PortOpts {
+                addrs: &["198.18.0.3/24"],
+                xdp_peer_pass: true,
+                tx_checksum_off: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let dir = dr.d.lab.dir().to_path_buf();
+    let mut directors = Vec::new();
+    for (i, host, state, prio) in [
+        (1, dr.d.director.clone(), "MASTER", 150u8),
+        (2, dir2.clone(), "BACKUP", 100),
+    ] {
+        let socket = format!("/run/xlb/{}-{i}.sock", dr.d.lab.id());
+        let path = dir.join(format!("xlb{i}.toml"));
+        std::fs::write(&path, config(&socket, state, prio)).unwrap();
+        directors.push(Director {
+            host,
+            config: path,
+            socket,
+            daemon: None,
+        });
+    }
+    let (mut d1, mut d2) = (directors.remove(0), directors.remove(0));
+    start(&mut dr, &mut d1);
+    start(&mut dr, &mut d2);
+    wait_until("dir1 MASTER", Duration::from_secs(10), || {
+        has_vip(&dr, &d1.host)
+    });
+    let f = doctor_vrrp_peers(&dr, &d2);
+    assert_eq!(f["severity"], "ok", "{f}");
+    assert!(
+        f["detail"].as_str().unwrap().contains("hears its MASTER"),
+        "{f}"
+    );
+    // The LVS field report's split brain: the backup's firewall drops VRRP.
+    dr.d.lab
+        .run_ok(&d2.host, &["nft", "add table inet fw; add chain inet fw input { type filter hook input priority 0; }; add rule inet fw input ip protocol 112 drop"])
+        .unwrap();
+    wait_until("dir2 takes the VIP too", Duration::from_secs(10), || {
+        has_vip(&dr, &d2.host)
+    });
+    let f = doctor_vrrp_peers(&dr, &d1);
+    assert_eq!(f["severity"], "error", "{f}");
+    assert!(f["detail"].as_str().unwrap().contains("split brain"), "{f}");
+}

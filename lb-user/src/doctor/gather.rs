@@ -17,6 +17,35 @@ pub struct Options {
     pub realserver_vips: Option<Vec<IpAddr>>,
 }
 
+/// Asks the running daemon (if any) for its VRRP instances twice, 3 advert intervals apart.
+fn observe_vrrp(cfg: &Config, vrrp: &mut [VrrpFacts]) {
+    use crate::control::{request, Request, Response};
+    let socket = cfg.global.control_socket.get_ref();
+    let sample = || match request(socket, &Request::Status, std::time::Duration::from_secs(5)) {
+        Ok(Response::Status(r)) => Some(r.vrrp),
+        _ => None,
+    };
+    let Some(before) = sample() else { return };
+    let window = vrrp.iter().map(|v| v.advert_int_ms).max().unwrap_or(1000) as f64 * 3.0 / 1000.0;
+    std::thread::sleep(std::time::Duration::from_secs_f64(window.clamp(0.1, 15.0)));
+    let Some(after) = sample() else { return };
+    for v in vrrp.iter_mut() {
+        let (Some(b), Some(a)) = (
+            before.iter().find(|i| i.name == v.name),
+            after.iter().find(|i| i.name == v.name),
+        ) else {
+            continue;
+        };
+        v.observed = Some(super::VrrpObserved {
+            state_before: b.state.clone(),
+            state_after: a.state.clone(),
+            adverts_rx_before: b.adverts_rx,
+            adverts_rx_after: a.adverts_rx,
+            last_master: a.last_master,
+        });
+    }
+}
+
 /// Gathers every fact.
 pub fn gather(opts: &Options) -> Facts {
     let mut facts = Facts::default();
@@ -40,6 +69,9 @@ pub fn gather(opts: &Options) -> Facts {
             facts.vrrp.push(VrrpFacts {
                 name: v.name.get_ref().clone(),
                 interface: v.interface.get_ref().clone(),
+                vrid: *v.virtual_router_id.get_ref(),
+                advert_int_ms: (*v.advert_int.get_ref() * 1000.0).round() as u64,
+                observed: None,
                 v6: v
                     .virtual_ipaddress
                     .get_ref()
@@ -54,6 +86,7 @@ pub fn gather(opts: &Options) -> Facts {
         facts.pins = Some(pins(c));
         if !facts.vrrp.is_empty() {
             facts.firewall = firewall();
+            observe_vrrp(c, &mut facts.vrrp);
         }
     }
     for i in &sysctl_ifaces {

@@ -68,9 +68,23 @@ pub struct IfaceFacts {
 pub struct VrrpFacts {
     pub name: String,
     pub interface: String,
+    pub vrid: u8,
+    pub advert_int_ms: u64,
+    /// What the running daemon reported over 3 advert intervals (`None`: daemon not reachable).
+    pub observed: Option<VrrpObserved>,
     pub v6: bool,
     pub unicast_src_ip: Option<IpAddr>,
     pub unicast_peer: Vec<IpAddr>,
+}
+
+/// Two samples of a running instance, 3 advert intervals apart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VrrpObserved {
+    pub state_before: String,
+    pub state_after: String,
+    pub adverts_rx_before: u64,
+    pub adverts_rx_after: u64,
+    pub last_master: Option<IpAddr>,
 }
 
 /// The firewall as dumped by its tools (`None`: tool absent or failed).
@@ -206,6 +220,7 @@ pub fn check(facts: &Facts) -> Vec<Finding> {
     check_config(facts, &mut out);
     check_interfaces(facts, &mut out);
     check_vrrp_firewall(facts, &mut out);
+    check_vrrp_peers(facts, &mut out);
     check_director_sysctls(facts, &mut out);
     check_realserver(facts, &mut out);
     check_conn_table(facts, &mut out);
@@ -372,6 +387,72 @@ fn vrrp_probes(facts: &Facts) -> Vec<(String, Probe)> {
         }
     }
     out
+}
+
+/// Peers heard within 3 advert intervals: a BACKUP that hears no MASTER is about to become one
+/// (split brain if the other is alive), and a MASTER that hears adverts has a rival MASTER.
+fn check_vrrp_peers(facts: &Facts, out: &mut Vec<Finding>) {
+    const UNICAST_FIX: &str =
+        "allow IP protocol 112 to/from the peer (and 224.0.0.18 / ff02::12), \
+        or use unicast_src_ip + unicast_peer where multicast is filtered";
+    for v in &facts.vrrp {
+        let Some(o) = &v.observed else {
+            out.push(f(
+                Severity::Ok,
+                "vrrp-peers",
+                format!(
+                    "{}: daemon not reachable; peer liveness not checked",
+                    v.name
+                ),
+                "",
+            ));
+            continue;
+        };
+        let heard = o.adverts_rx_after > o.adverts_rx_before;
+        let window = 3.0 * v.advert_int_ms as f64 / 1000.0;
+        match (o.state_after.as_str(), heard) {
+            ("BACKUP", false) => out.push(f(
+                Severity::Error,
+                "vrrp-peers",
+                format!(
+                    "{} (vrid {} on {}): BACKUP heard no advertisement in {window:.1} s; it will take over \
+                     while the MASTER may still be alive: split-brain risk",
+                    v.name, v.vrid, v.interface
+                ),
+                UNICAST_FIX,
+            )),
+            ("MASTER", true) => out.push(f(
+                Severity::Error,
+                "vrrp-peers",
+                format!(
+                    "{} (vrid {} on {}): MASTER hears another MASTER{}: split brain",
+                    v.name,
+                    v.vrid,
+                    v.interface,
+                    o.last_master.map(|m| format!(" ({m})")).unwrap_or_default()
+                ),
+                "check that both directors can hear each other's adverts (firewall, multicast \
+                 snooping, VLANs); priorities must differ",
+            )),
+            (state, _) if o.state_before != o.state_after => out.push(f(
+                Severity::Warn,
+                "vrrp-peers",
+                format!("{}: changed from {} to {state} while observed", v.name, o.state_before),
+                "run the check again once the pair is stable",
+            )),
+            (state, _) => out.push(f(
+                Severity::Ok,
+                "vrrp-peers",
+                format!(
+                    "{} (vrid {}): {state}{}",
+                    v.name,
+                    v.vrid,
+                    if heard { ", hears its MASTER" } else { ", no rival heard" }
+                ),
+                "",
+            )),
+        }
+    }
 }
 
 fn check_vrrp_firewall(facts: &Facts, out: &mut Vec<Finding>) {
@@ -827,6 +908,38 @@ mod tests {
         assert!(has(&fs, Severity::Error, "xdp-mtu", "eth0: MTU 9000"));
         assert!(has(&fs, Severity::Warn, "xdp-mtu", "eth1: MTU 4000"));
         assert!(has(&fs, Severity::Warn, "lro", "eth1"));
+    }
+
+    #[test]
+    fn vrrp_peers() {
+        let facts = |state: &str, before: u64, after: u64| Facts {
+            vrrp: vec![VrrpFacts {
+                name: "VI_1".into(),
+                interface: "eth0".into(),
+                vrid: 51,
+                advert_int_ms: 1000,
+                observed: Some(VrrpObserved {
+                    state_before: state.into(),
+                    state_after: state.into(),
+                    adverts_rx_before: before,
+                    adverts_rx_after: after,
+                    last_master: None,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let sev = |f: &Facts| {
+            check(f)
+                .into_iter()
+                .find(|x| x.check == "vrrp-peers")
+                .unwrap()
+                .severity
+        };
+        assert_eq!(sev(&facts("BACKUP", 5, 5)), Severity::Error);
+        assert_eq!(sev(&facts("BACKUP", 5, 8)), Severity::Ok);
+        assert_eq!(sev(&facts("MASTER", 5, 8)), Severity::Error);
+        assert_eq!(sev(&facts("MASTER", 0, 0)), Severity::Ok);
     }
 
     #[test]
