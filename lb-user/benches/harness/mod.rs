@@ -185,7 +185,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
         (plan.maglev_reals.len() * plan.maglev_sizes.len()
             + plan.reload_runs
             + plan.sweep_runs
-            + plan.failover_runs) as u64,
+            + 3 * plan.failover_runs) as u64,
     );
 
     let mut out = json!({
@@ -213,6 +213,11 @@ pub fn run(cfg: &Config) -> Result<Value> {
 
     if std::env::var("XLB_BENCH_ONLY").is_ok_and(|v| v == "failover") {
         println!("{}", failover::run(2, &progress)?);
+        println!("{}", failover::vrrp(2, failover::Peer::Xlb, &progress)?);
+        println!(
+            "{}",
+            failover::vrrp(2, failover::Peer::Keepalived, &progress)?
+        );
         return Ok(out);
     }
 
@@ -513,8 +518,17 @@ pub fn run(cfg: &Config) -> Result<Value> {
     // ---- 4. failover ----
     out["failover"] = if plan.failover_runs > 0 {
         progress.note("failover: dead real server out of rotation (daemon in a lab)");
-        failover::run(plan.failover_runs, &progress)
-            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}))
+        let mut fo = failover::run(plan.failover_runs, &progress)
+            .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+        progress.note("failover: VRRP, xlb MASTER killed, xlb / keepalived BACKUP takes over");
+        for (key, peer) in [
+            ("vrrp_xlb_xlb", failover::Peer::Xlb),
+            ("vrrp_xlb_keepalived", failover::Peer::Keepalived),
+        ] {
+            fo[key] = failover::vrrp(plan.failover_runs, peer, &progress)
+                .unwrap_or_else(|e| json!({"error": format!("{e:#}")}));
+        }
+        fo
     } else {
         json!({"skipped": "not run in --quick mode"})
     };
