@@ -14,7 +14,7 @@ use lb_common::{
 /// (RSS changes and the daemon's sweep need one table), while inserts, the hot operation under a
 /// SYN flood, take only the local CPU's LRU lock instead of one global lock. Measured with
 /// `cargo xtask bench` (bench/README.md): inserts into a full 1M table cost the same within noise
-/// on 2 CPUs (per-CPU 794/991 ns on one/both CPUs, common 892/1,002 ns), and a shared lock only
+/// on 2 CPUs (per-CPU 754/946 ns on one/both CPUs, common 886/923 ns), and a shared lock only
 /// gets worse with more cores, so per-CPU lists it is. Their cost: each CPU owns
 /// conn_table_size / CPUs entries, so a CPU that gets more than its share of flows evicts early.
 const NO_COMMON_LRU: u32 = 2;
