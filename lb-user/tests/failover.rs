@@ -72,9 +72,10 @@ fn start(dr: &mut Dr, d: &mut Director) {
     }
 }
 
-#[test]
-fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
-    let mut dr = Dr::without_vip("f-pair", 2);
+/// Two directors on the lab's segment, both running `xlb run` with VRRP: dir1 MASTER (150),
+/// dir2 BACKUP (100).
+fn pair(tag: &str, reals: usize) -> (Dr, Director, Director) {
+    let mut dr = Dr::without_vip(tag, reals);
     let dir2 = dr.d.lab.host("dir2").unwrap();
     let lan = dr.d.lan.clone();
     dr.d.lab
@@ -108,6 +109,12 @@ fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
     let (mut d1, mut d2) = (directors.remove(0), directors.remove(0));
     start(&mut dr, &mut d1);
     start(&mut dr, &mut d2);
+    (dr, d1, d2)
+}
+
+#[test]
+fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
+    let (mut dr, mut d1, mut d2) = pair("f-pair", 2);
     wait_until("dir1 MASTER with the VIP", Duration::from_secs(10), || {
         has_vip(&dr, &d1.host)
     });
@@ -241,40 +248,7 @@ fn doctor_vrrp_peers(dr: &Dr, d: &Director) -> serde_json::Value {
 
 #[test]
 fn doctor_sees_the_peer_and_a_split_brain() {
-    let mut dr = Dr::without_vip("f-doc", 1);
-    let dir2 = dr.d.lab.host("dir2").unwrap();
-    let lan = dr.d.lan.clone();
-    dr.d.lab
-        .attach(
-            &dir2,
-            &lan,
-            PortOpts {
-                addrs: &["198.18.0.3/24"],
-                xdp_peer_pass: true,
-                tx_checksum_off: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let dir = dr.d.lab.dir().to_path_buf();
-    let mut directors = Vec::new();
-    for (i, host, state, prio) in [
-        (1, dr.d.director.clone(), "MASTER", 150u8),
-        (2, dir2.clone(), "BACKUP", 100),
-    ] {
-        let socket = format!("/run/xlb/{}-{i}.sock", dr.d.lab.id());
-        let path = dir.join(format!("xlb{i}.toml"));
-        std::fs::write(&path, config(&socket, state, prio)).unwrap();
-        directors.push(Director {
-            host,
-            config: path,
-            socket,
-            daemon: None,
-        });
-    }
-    let (mut d1, mut d2) = (directors.remove(0), directors.remove(0));
-    start(&mut dr, &mut d1);
-    start(&mut dr, &mut d2);
+    let (dr, d1, d2) = pair("f-doc", 1);
     wait_until("dir1 MASTER", Duration::from_secs(10), || {
         has_vip(&dr, &d1.host)
     });

@@ -17,29 +17,6 @@ const VIP4: &str = "198.18.0.100";
 const VIP6: &str = "2001:db8::100";
 const XLB: &str = env!("CARGO_BIN_EXE_xlb");
 
-/// Streams "<name>\n" every 50 ms on each accepted connection until the peer goes away.
-const STREAM_SERVER: &str = r#"
-import socket, sys, threading, time
-name = sys.argv[1]
-srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-srv.bind(("::", 9000))
-srv.listen(512)
-def serve(c):
-    try:
-        while True:
-            c.sendall((name + "\n").encode())
-            time.sleep(0.05)
-    except OSError:
-        pass
-    finally:
-        c.close()
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"#;
-
 /// `probe.py VIP N`: N connections to VIP:9000 (a new source port each), reading the first line
 /// (the server's name); prints "<server> <count>" lines (failures as FAIL).
 const PROBE: &str = r#"
@@ -204,7 +181,7 @@ impl Scale {
         let back = lab.segment("back").unwrap();
         let dir = lab.dir().to_path_buf();
         for (f, s) in [
-            ("stream.py", STREAM_SERVER),
+            ("stream.py", common::dr::STREAM_SERVER),
             ("probe.py", PROBE),
             ("streams.py", STREAMS),
         ] {

@@ -16,7 +16,7 @@ use xtask::{
 pub const VIP: &str = "198.18.0.100";
 
 /// Streams "<name>\n" every 50 ms on each accepted connection until the peer goes away.
-const STREAM_SERVER: &str = r#"
+pub const STREAM_SERVER: &str = r#"
 import socket, sys, threading, time
 name = sys.argv[1]
 srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
