@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use aya::{programs::XdpMode, Ebpf};
 use lb_common::{map_names, stat};
 use tokio::{
-    io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::UnixListener,
     signal::unix::{signal, SignalKind},
     sync::{mpsc, oneshot},
@@ -1056,5 +1056,3 @@ async fn serve_control(listener: UnixListener, tx: mpsc::Sender<ControlMsg>) {
         });
     }
 }
-
-use tokio::io::AsyncReadExt as _;

@@ -581,7 +581,8 @@ impl MapWriter {
             .unwrap_or(NO_REAL);
 
         // 3. Switch: one map update.
-        if value != ws.value || self.maps.services.get(&ws.key, 0).is_err() {
+        // A new service is always written, even when its value equals the blank mirror entry.
+        if value != ws.value || is_new {
             self.maps.services.insert(ws.key, value, 0)?;
             if !is_new {
                 report.services_updated += 1;
