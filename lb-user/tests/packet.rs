@@ -11,6 +11,19 @@ const VIP: &str = "198.18.0.100";
 const VIP_B: [u8; 4] = [198, 18, 0, 100];
 const CLIENT: [u8; 4] = [198, 18, 0, 10];
 
+/// A TCP service on [2001:db8::100]:80 over one real server, 2001:db8::11 (MAC `real_mac(1)`).
+fn service6() -> xlb::dataplane::desired::DesiredService {
+    let mut r6 = real("198.18.0.11", 1, 1);
+    r6.addr = "2001:db8::11".parse().unwrap();
+    let mut s6 = service(VIP, 80, Protocol::Tcp, vec![r6]);
+    s6.addr.vip = "2001:db8::100".parse().unwrap();
+    s6
+}
+
+fn ip6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
 fn two_reals() -> Harness {
     let mut h = Harness::new(4096);
     h.apply(&state(vec![service(
@@ -88,10 +101,7 @@ fn new_tcp_flow_is_forwarded_by_maglev_and_same_flow_sticks() {
 #[test]
 fn udp_service_and_ipv6_service() {
     let mut h = Harness::new(4096);
-    let mut r6 = real("198.18.0.11", 1, 1);
-    r6.addr = "2001:db8::11".parse().unwrap();
-    let mut s6 = service(VIP, 80, Protocol::Tcp, vec![r6]);
-    s6.addr.vip = "2001:db8::100".parse().unwrap();
+    let s6 = service6();
     h.apply(&state(vec![
         service(VIP, 53, Protocol::Udp, vec![real("198.18.0.11", 1, 1)]),
         s6,
@@ -104,14 +114,8 @@ fn udp_service_and_ipv6_service() {
     let pkt = tcp4(CLIENT, 5353, VIP_B, 53, "S");
     let (action, out) = h.run(&pkt);
     assert_eq!((action, out), (XDP_PASS, pkt));
-    let src6 = "2001:db8::10"
-        .parse::<std::net::Ipv6Addr>()
-        .unwrap()
-        .octets();
-    let vip6 = "2001:db8::100"
-        .parse::<std::net::Ipv6Addr>()
-        .unwrap()
-        .octets();
+    let src6 = ip6("2001:db8::10");
+    let vip6 = ip6("2001:db8::100");
     let mut pkt = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
         .ipv6(src6, vip6, 64)
@@ -321,19 +325,10 @@ fn icmp_errors_go_to_the_flows_real_server() {
     assert_eq!((action, &out), (XDP_PASS, &short));
     // IPv6 packet too big about an IPv6 flow.
     let mut h6 = Harness::new(1024);
-    let mut r6 = real("198.18.0.11", 1, 1);
-    r6.addr = "2001:db8::11".parse().unwrap();
-    let mut s6 = service(VIP, 80, Protocol::Tcp, vec![r6]);
-    s6.addr.vip = "2001:db8::100".parse().unwrap();
+    let s6 = service6();
     h6.apply(&state(vec![s6]));
-    let c6 = "2001:db8::10"
-        .parse::<std::net::Ipv6Addr>()
-        .unwrap()
-        .octets();
-    let v6 = "2001:db8::100"
-        .parse::<std::net::Ipv6Addr>()
-        .unwrap()
-        .octets();
+    let c6 = ip6("2001:db8::10");
+    let v6 = ip6("2001:db8::100");
     let mut q6 = Vec::new();
     PacketBuilder::ipv6(v6, c6, 63)
         .tcp(80, 40000, 1, 100)
@@ -733,19 +728,10 @@ fn conn_table_of_16m_entries_loads_and_works() {
 #[test]
 fn ipv6_authentication_header_length_unit() {
     let mut h = Harness::new(4096);
-    let mut r6 = real("198.18.0.11", 1, 1);
-    r6.addr = "2001:db8::11".parse().unwrap();
-    let mut s6 = service(VIP, 80, Protocol::Tcp, vec![r6]);
-    s6.addr.vip = "2001:db8::100".parse().unwrap();
+    let s6 = service6();
     h.apply(&state(vec![s6]));
-    let src6 = "2001:db8::10"
-        .parse::<std::net::Ipv6Addr>()
-        .unwrap()
-        .octets();
-    let vip6 = "2001:db8::100"
-        .parse::<std::net::Ipv6Addr>()
-        .unwrap()
-        .octets();
+    let src6 = ip6("2001:db8::10");
+    let vip6 = ip6("2001:db8::100");
     // [hop-by-hop (16 bytes)] AH (16 bytes: length field 2) -> TCP to port 80.
     for with_hop in [false, true] {
         let mut tcp = vec![0u8; 20];
