@@ -256,6 +256,25 @@ pub struct Streams {
 }
 
 impl Streams {
+    /// Reports (and checks) that no stream was reset, stalled beyond `stall_s` or moved to
+    /// another server.
+    pub fn report_unbroken(&self, scenario: &str, stall_s: u64) -> bool {
+        let mut ok = super::report::eq(scenario, "streams reset", 0, self.count("reset"));
+        ok &= super::report::eq(
+            scenario,
+            &format!("streams stalled (> {stall_s} s gap)"),
+            0,
+            self.count("stalled"),
+        );
+        ok &= super::report::eq(
+            scenario,
+            "streams moved to another server",
+            0,
+            self.count("switched"),
+        );
+        ok
+    }
+
     pub fn count(&self, state: &str) -> u64 {
         self.conns.iter().filter(|c| c.1 == state).count() as u64
     }
