@@ -269,7 +269,8 @@ impl Dp {
                         let keys: Vec<FlowKey> =
                             (i..end).map(|k| flow_key_v4(SPACE_PREFILL, k)).collect();
                         let vals = vec![entry; keys.len()];
-                        sys::update_batch(fd, &keys, &vals).context("BPF_MAP_UPDATE_BATCH")?;
+                        xlb::dataplane::batch::update(fd, &keys, &vals)
+                            .context("BPF_MAP_UPDATE_BATCH")?;
                         i = end;
                     }
                     Ok(())

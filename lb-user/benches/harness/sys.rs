@@ -1,6 +1,6 @@
 //! Raw bpf(2) calls the harness needs beyond aya 0.14: BPF_PROG_TEST_RUN usable from several
-//! threads at once (and in live-frames mode with an `xdp_md` context), BPF_MAP_UPDATE_BATCH for
-//! prefilling the connection table, BPF_MAP_CREATE + BPF_OBJ_PIN for the global-LRU variant, CPU
+//! threads at once (and in live-frames mode with an `xdp_md` context; table prefills use
+//! `xlb::dataplane::batch::update`), BPF_MAP_CREATE + BPF_OBJ_PIN for the global-LRU variant, CPU
 //! pinning and fdinfo.
 use std::{
     ffi::CString,
@@ -13,7 +13,6 @@ use std::{
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 /// `BPF_F_TEST_XDP_LIVE_FRAMES`.
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
@@ -128,32 +127,6 @@ pub fn test_run_live(
         ns_per_rep: attr.duration,
         wall: t.elapsed(),
     })
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-/// BPF_MAP_UPDATE_BATCH of `keys[i] -> values[i]` (K, V: the map's exact key and value types).
-pub fn update_batch<K, V>(map_fd: RawFd, keys: &[K], values: &[V]) -> io::Result<()> {
-    assert_eq!(keys.len(), values.len());
-    let mut attr = BatchAttr {
-        keys: keys.as_ptr() as u64,
-        values: values.as_ptr() as u64,
-        count: keys.len() as u32,
-        map_fd: map_fd as u32,
-        ..Default::default()
-    };
-    sys_bpf(BPF_MAP_UPDATE_BATCH, &mut attr).map(|_| ())
 }
 
 #[repr(C)]

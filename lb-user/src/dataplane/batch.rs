@@ -1,9 +1,10 @@
-//! BPF_MAP_LOOKUP_BATCH / BPF_MAP_DELETE_BATCH on the connection table. aya 0.14 has no batch
-//! API, and walking 16M entries with get_next_key + lookup costs two syscalls per entry; a batch
+//! BPF_MAP_LOOKUP_BATCH / BPF_MAP_UPDATE_BATCH / BPF_MAP_DELETE_BATCH on the connection table.
+//! aya 0.14 has no batch API, and walking 16M entries with get_next_key + lookup costs two syscalls per entry; a batch
 //! moves thousands of entries per syscall.
 use std::{io, mem::size_of, os::fd::RawFd};
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
 /// The `batch` member of `union bpf_attr`.
@@ -92,6 +93,20 @@ pub fn for_each<K: Copy + Default, V: Copy + Default>(
         token_in = token_out;
         first = false;
     }
+}
+
+/// Writes `keys[i] -> values[i]` in one syscall (K, V: the map's exact key and value types).
+/// Used to prefill tables (benchmarks).
+pub fn update<K: Copy, V: Copy>(map_fd: RawFd, keys: &[K], values: &[V]) -> io::Result<()> {
+    assert_eq!(keys.len(), values.len(), "one value per key");
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: map_fd as u32,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_BATCH, &mut attr)
 }
 
 /// Deletes `keys`; keys already gone (the LRU evicted them, or a packet path removed them) are
