@@ -20,15 +20,16 @@ use xlb::health::{
 // ---------------------------------------------------------------------------------------------
 // helpers
 
+/// A check written as in a `[check]` table, resolved with a 1 s default interval (the probed
+/// address is the target's).
 fn check(toml_src: &str) -> Check {
-    toml::from_str(toml_src).unwrap()
+    let written: xlb::config::schema::Check = toml::from_str(toml_src).unwrap();
+    let interval = written.interval.as_ref().map_or(1.0, |i| *i.get_ref());
+    Check::resolve(&written, interval, "127.0.0.1:0".parse().unwrap())
 }
 
 fn target(service: &str, addr: SocketAddr, check: Option<Check>) -> RealTarget {
-    let interval = check
-        .as_ref()
-        .and_then(|c| c.interval.as_ref().map(|i| *i.get_ref()))
-        .unwrap_or(1.0);
+    let interval = check.as_ref().map_or(1.0, |c| c.interval);
     RealTarget {
         service: service.into(),
         real: addr,

@@ -466,7 +466,6 @@ fn wrk_load(seconds: u32, scenario: &str) {
         syn_recv: 3,
         tcp_fin: 3,
         close: 2,
-        time_wait: 3,
         ..Knobs::default()
     };
     dr.write_config(&lab::config(&dr, &[(1, 1), (2, 1)], &k, "wrk"));

@@ -50,7 +50,7 @@ impl Harness {
             xlb::BPF_OBJECT,
             &LoadOptions {
                 conn_table_size,
-                ring_slots: 1 << 20,
+                maglev_capacity: 1 << 20,
                 pin_dir: None,
             },
         )

@@ -142,7 +142,6 @@ pub struct Knobs {
     pub syn_recv: u32,
     pub tcp_fin: u32,
     pub close: u32,
-    pub time_wait: u32,
 }
 
 impl Default for Knobs {
@@ -153,7 +152,6 @@ impl Default for Knobs {
             syn_recv: 5,
             tcp_fin: 5,
             close: 2,
-            time_wait: 5,
         }
     }
 }
@@ -165,8 +163,8 @@ pub fn config(dr: &Dr, reals: &[(usize, u32)], k: &Knobs, comment: &str) -> Stri
     let mut t = format!(
         "# {comment}\n[global]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\n\
          conn_table_size = {}\nflood_threshold = {}\ncontrol_socket = \"{}\"\nsweep_interval = 0.5\n\n\
-         [timeouts]\ntcp_fin = {}\nclose = {}\nsyn_recv = {}\ntime_wait = {}\n",
-        k.conn_table_size, k.flood_threshold, dr.socket, k.tcp_fin, k.close, k.syn_recv, k.time_wait
+         [timeouts]\ntcp_fin = {}\nclose = {}\nsyn_recv = {}\n",
+        k.conn_table_size, k.flood_threshold, dr.socket, k.tcp_fin, k.close, k.syn_recv
     );
     for port in [80, STREAM_PORT, NGINX_PORT] {
         t += &format!(
