@@ -20,6 +20,10 @@ use xlb::dataplane::{
     maps::KernelMaps,
     writer::MapWriter,
 };
+use xtask::lab::require::Need;
+
+/// What a packet test needs (gate each with `xtask::require!(BPF)`): loading the XDP object.
+pub const BPF: &[Need] = &[Need::Bpf];
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
