@@ -424,6 +424,8 @@ fn summarize(what: &str, r: &Streams) -> (usize, u64) {
 #[test]
 fn bgp_config_parses_in_bird() {
     xtask::require!([Need::Binary("bird")]);
+    // bird lives in /usr/sbin, which a user's PATH may lack.
+    let bird = xtask::util::which("bird").expect("checked");
     let dir = std::env::temp_dir().join(format!("xlb-bgpcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("xlb.toml");
@@ -454,7 +456,7 @@ fn bgp_config_parses_in_bird() {
         for (name, part) in [("director", d), ("router", r)] {
             let f = dir.join(format!("{name}.conf"));
             std::fs::write(&f, part).unwrap();
-            let p = Command::new("bird")
+            let p = Command::new(&bird)
                 .arg("-p")
                 .arg("-c")
                 .arg(&f)
@@ -469,7 +471,7 @@ fn bgp_config_parses_in_bird() {
     }
     for f in ["configs/bird-director.conf", "configs/bird-router.conf"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(f);
-        let p = Command::new("bird")
+        let p = Command::new(&bird)
             .arg("-p")
             .arg("-c")
             .arg(&path)

@@ -28,6 +28,8 @@ pub enum Need {
     /// Loading XDP programs (BPF_PROG_TEST_RUN, the daemon): CAP_BPF or CAP_SYS_ADMIN, and
     /// CAP_NET_ADMIN; probed by loading a two-instruction XDP program.
     Bpf,
+    /// Root (effective uid 0), e.g. to run a command as another user.
+    Root,
     /// An executable on `PATH` (or in the sbin directories).
     Binary(&'static str),
 }
@@ -65,14 +67,18 @@ fn kernel_has_bpffs() -> bool {
     })
 }
 
-/// Why the lab cannot run here, if it cannot.
-fn lab_missing() -> Option<String> {
+fn root_missing() -> Option<String> {
     // SAFETY: plain syscall.
     let euid = unsafe { libc::geteuid() };
+    (euid != 0).then(|| format!("root (running as uid {euid})"))
+}
+
+/// Why the lab cannot run here, if it cannot.
+fn lab_missing() -> Option<String> {
     let caps = effective_caps();
     let mut why = Vec::new();
-    if euid != 0 {
-        why.push(format!("root (running as uid {euid})"));
+    if let Some(root) = root_missing() {
+        why.push(root);
     } else if !has_cap(caps, CAP_SYS_ADMIN) || !has_cap(caps, CAP_NET_ADMIN) {
         why.push("CAP_SYS_ADMIN and CAP_NET_ADMIN".to_string());
     }
@@ -107,6 +113,7 @@ pub fn missing(need: Need) -> Option<String> {
     match need {
         Need::Lab => lab_missing(),
         Need::Bpf => bpf_missing(),
+        Need::Root => root_missing(),
         Need::Binary(bin) => which(bin)
             .is_none()
             .then(|| format!("`{bin}` on PATH (cargo xtask setup installs it)")),
