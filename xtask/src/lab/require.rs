@@ -159,25 +159,46 @@ pub fn current_test() -> String {
         .to_string()
 }
 
+/// What becomes of a test, given what it misses.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Everything is there.
+    Run,
+    /// Not a full run: say this (one line) and pass.
+    Skip(String),
+    /// A full run: fail with this.
+    Fail(String),
+}
+
+/// The verdict for test `test` missing `missing`, in a full run or not.
+pub fn verdict(test: &str, missing: &Missing, full: bool) -> Verdict {
+    if missing.is_empty() {
+        Verdict::Run
+    } else if full {
+        Verdict::Fail(format!(
+            "{test}: {missing}. A full run (XLB_TEST_FULL=1 or CI=true) skips nothing: run \
+             `cargo xtask setup` and run as root"
+        ))
+    } else {
+        Verdict::Skip(format!(
+            "test {test}: SKIPPED, {missing} (run `cargo xtask test` as root to run it)"
+        ))
+    }
+}
+
 /// Checks `groups` for the running test `test`: `true` when everything is there. Otherwise, in a
-/// full run ([`full_run`]) it panics; else it prints one `skipped` line and returns `false`
+/// full run ([`full_run`]) it panics; else it prints one `SKIPPED` line and returns `false`
 /// (the test then returns, and passes). The line goes to the process's stderr directly, not
 /// through the test harness's capture, so it is seen without `--nocapture`.
 pub fn check(test: &str, groups: &[&[Need]]) -> bool {
-    let missing = Missing::of(groups);
-    if missing.is_empty() {
-        return true;
+    match verdict(test, &Missing::of(groups), full_run()) {
+        Verdict::Run => true,
+        Verdict::Fail(why) => panic!("{why}"),
+        Verdict::Skip(line) => {
+            let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+            false
+        }
     }
-    if full_run() {
-        panic!(
-            "{test}: {missing}. A full run (XLB_TEST_FULL=1 or CI=true) skips nothing: run \
-             `cargo xtask setup` and run as root"
-        );
-    }
-    let line =
-        format!("test {test}: SKIPPED, {missing} (run `cargo xtask test` as root to run it)\n");
-    let _ = std::io::stderr().write_all(line.as_bytes());
-    false
 }
 
 /// Returns from the calling test, after saying why, unless every need is there (see
@@ -213,6 +234,26 @@ mod tests {
         assert_eq!(m.0.len(), 1, "{m}");
         assert!(m.to_string().starts_with("needs `xlb-no-such-tool`"), "{m}");
         assert!(Missing::of(&[&[Need::Binary("sh")]]).is_empty());
+    }
+
+    #[test]
+    fn a_full_run_fails_where_a_plain_run_skips() {
+        let absent = Missing::of(&[&[Need::Binary("xlb-no-such-tool")]]);
+        assert_eq!(verdict("t", &Missing::default(), true), Verdict::Run);
+        assert_eq!(verdict("t", &Missing::default(), false), Verdict::Run);
+        match verdict("t", &absent, false) {
+            Verdict::Skip(line) => {
+                assert!(
+                    line.starts_with("test t: SKIPPED, needs `xlb-no-such-tool`"),
+                    "{line}"
+                );
+                assert!(!line.contains('\n'), "one line: {line}");
+            }
+            v => panic!("{v:?}"),
+        }
+        assert!(
+            matches!(verdict("t", &absent, true), Verdict::Fail(m) if m.contains("xlb-no-such-tool"))
+        );
     }
 
     #[test]
