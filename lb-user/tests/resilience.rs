@@ -1140,7 +1140,7 @@ fn streams_through_failover(n: usize, scenario: &str) {
         scenario,
         "failover within Master_Down_Interval + 1 s",
         "< 4.61 s",
-        &format!("{:.2} s", failover.as_secs_f64()),
+        format!("{:.2} s", failover.as_secs_f64()),
         failover.as_secs_f64() < 3.0 + 156.0 / 256.0 + 1.0,
     );
     assert!(ok, "{:?}", r.broken());

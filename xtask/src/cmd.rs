@@ -261,7 +261,8 @@ pub fn demo() -> Result<()> {
     // would configure it, so clients' ARP for the VIP is answered by the director.
     lab.add_addr(&director, "eth0", &format!("{}/32", dr::VIP))?;
     println!("demo: lab {} is up", lab.id());
-    for (rs, ip) in real_servers.iter().zip(["198.18.0.11", "198.18.0.12"]) {
+    for (i, rs) in real_servers.iter().enumerate() {
+        let ip = dr::real_v4(i + 1);
         let body = lab.run_ok(
             &client,
             &["curl", "-sf", "-m", "2", &format!("http://{ip}/")],

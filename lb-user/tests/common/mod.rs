@@ -50,6 +50,11 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(conn_table_size: u32) -> Self {
+        let missing = xtask::lab::require::Missing::of(&[BPF]);
+        assert!(
+            missing.is_empty(),
+            "{missing}: start this test with `xtask::require!(BPF)` so that it skips where it cannot run"
+        );
         let mut ebpf = load(
             xlb::BPF_OBJECT,
             &LoadOptions {
