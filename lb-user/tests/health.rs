@@ -16,6 +16,7 @@ use xlb::health::{
     http::md5_hex, scheduler::check_once, targets, AnyProbe, HealthChecker, HealthEvent, Outcome,
     Probe, RealHealth, RealTarget,
 };
+use xtask::lab::require::Need;
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -522,7 +523,15 @@ async fn script_exit_codes() {
         "{}",
         o.reason
     );
-    // runs as `user`
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `user = "nobody"`: the script runs as that user, with only its own group (switching users
+/// needs root).
+#[tokio::test]
+async fn script_runs_as_the_configured_user() {
+    xtask::require!([Need::Root]);
+    let any: SocketAddr = "127.0.0.1:80".parse().unwrap();
     assert!(
         probe(
             any,
@@ -534,7 +543,6 @@ async fn script_exit_codes() {
         .await
         .up
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
