@@ -38,6 +38,26 @@ pub enum Request {
         limit: usize,
     },
     Reload,
+    /// Set (or with `set: None` clear) the operator's override of one real server.
+    Real {
+        service: String,
+        #[serde(default)]
+        protocol: Option<crate::config::Protocol>,
+        real: String,
+        #[serde(default)]
+        set: Option<crate::overlay::RealOverride>,
+    },
+    /// List the operator's overrides.
+    Overrides,
+    /// Clear every override.
+    ClearOverrides,
+    /// Zero the traffic counters of one service (and its real servers), or of all.
+    Zero {
+        #[serde(default)]
+        service: Option<String>,
+        #[serde(default)]
+        protocol: Option<crate::config::Protocol>,
+    },
     Stop {
         #[serde(default)]
         detach: bool,
@@ -52,11 +72,27 @@ fn default_limit() -> usize {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     Status(Box<StatusReport>),
-    Conns { entries: Vec<ConnEntry>, total: u64 },
-    Reloaded { summary: String },
-    ReloadFailed { errors: Vec<String> },
+    Conns {
+        entries: Vec<ConnEntry>,
+        total: u64,
+    },
+    Reloaded {
+        summary: String,
+    },
+    /// A run-time change was made.
+    Done {
+        summary: String,
+    },
+    Overrides {
+        entries: Vec<crate::overlay::OverrideEntry>,
+    },
+    ReloadFailed {
+        errors: Vec<String>,
+    },
     Stopping,
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

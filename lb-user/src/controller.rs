@@ -21,6 +21,7 @@ use crate::{
     dataplane::desired::{DesiredState, ServiceAddr},
     health,
     net::Interface,
+    overlay::Overlay,
     state::{self, Inputs, RealHealthInput, RealNote},
 };
 
@@ -35,6 +36,8 @@ pub struct Observed<'a> {
     pub health: &'a BTreeMap<(String, SocketAddr), RealHealthInput>,
     /// VIPs whose VRRP instance is MASTER here.
     pub master_vips: &'a BTreeSet<IpAddr>,
+    /// The operator's run-time changes (drain, weight, disable).
+    pub overlay: &'a Overlay,
 }
 
 /// A service crossing its quorum (logged by the shell, told to VRRP's `track_service`).
@@ -100,13 +103,14 @@ impl Controller {
 
     /// One planning round for the kernel tables.
     pub fn plan_tables(&mut self, cfg: &Config, seen: &Observed<'_>) -> TablePlan {
-        let quorum_changes = self.update_quorum(cfg, seen.health);
+        let quorum_changes = self.update_quorum(cfg, seen.health, seen.overlay);
         let inputs = Inputs {
             interfaces: seen.interfaces,
             neighbours: seen.neighbours,
             health: seen.health,
             master_vips: seen.master_vips,
             quorum_up: &self.quorum_up,
+            overlay: seen.overlay,
         };
         let (mut desired, notes) = state::build(cfg, &inputs);
         self.freeze_withdrawn(cfg, &mut desired);
@@ -129,8 +133,9 @@ impl Controller {
         &mut self,
         cfg: &Config,
         health: &BTreeMap<(String, SocketAddr), RealHealthInput>,
+        overlay: &Overlay,
     ) -> Vec<QuorumChange> {
-        let weights = state::alive_weights(cfg, health);
+        let weights = state::alive_weights(cfg, health, overlay);
         let mut changes = Vec::new();
         for vs in &cfg.virtual_servers {
             let name = vs.name.clone();
@@ -301,11 +306,13 @@ mac = "02:00:00:00:00:13"
 
         fn round(&self, c: &mut Controller, down: &[u8]) -> TablePlan {
             let h = health(down);
+            let overlay = Overlay::default();
             let seen = Observed {
                 interfaces: &self.ifaces,
                 neighbours: &self.neigh,
                 health: &h,
                 master_vips: &self.masters,
+                overlay: &overlay,
             };
             c.plan_tables(&self.cfg, &seen)
         }

@@ -9,6 +9,7 @@ pub mod doctor;
 pub mod health;
 pub mod metrics;
 pub mod net;
+pub mod overlay;
 pub mod realserver;
 pub mod report;
 pub mod state;

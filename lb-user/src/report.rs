@@ -20,8 +20,8 @@ use crate::{
     },
     state,
     status::{
-        ConnEntry, InterfaceStatus, Rates, RealStatus, ServiceStatus, StatusReport, Traffic,
-        VrrpStatus,
+        ConnEntry, InterfaceStatus, Rates, RealStatus, ServiceStatus, StatusReport, TimeoutStatus,
+        Traffic, VrrpStatus,
     },
 };
 
@@ -129,6 +129,13 @@ pub fn status(inp: &StatusInputs<'_>) -> StatusReport {
         services,
         vrrp: inp.vrrp.clone(),
         counters,
+        timeouts: TimeoutStatus {
+            tcp: inp.cfg.timeouts.tcp,
+            tcp_fin: inp.cfg.timeouts.tcp_fin,
+            syn_recv: inp.cfg.timeouts.syn_recv,
+            close: inp.cfg.timeouts.close,
+            udp: inp.cfg.timeouts.udp,
+        },
     }
 }
 

@@ -10,6 +10,7 @@ use crate::{
         DesiredReal, DesiredService, DesiredState, Protocol, Scheduler, ServiceAddr,
     },
     net::Interface,
+    overlay::{Overlay, RealOverride},
 };
 
 /// Health of one real server as the checkers see it.
@@ -34,6 +35,8 @@ pub struct Inputs<'a> {
     pub master_vips: &'a BTreeSet<IpAddr>,
     /// Service name -> is the service at quorum (kept by the caller with hysteresis).
     pub quorum_up: &'a BTreeMap<String, bool>,
+    /// The operator's run-time changes.
+    pub overlay: &'a Overlay,
 }
 
 /// Why a real server is not forwarded to (shown in status).
@@ -138,6 +141,60 @@ fn desired_real(
     })
 }
 
+/// The real server as it is forwarded to now: its egress and MAC, then health (a failed one is
+/// not alive, or quiescent with `inhibit_on_failure`), then the operator's overlay. `None` (and a
+/// note) when it cannot be forwarded to at all.
+fn real_in_force(
+    vs: &config::VirtualServer,
+    rs: &config::RealServer,
+    inputs: &Inputs<'_>,
+    notes: &mut Vec<RealNote>,
+) -> Option<DesiredReal> {
+    let sock = rs.socket_addr();
+    let mut note = |text: String| {
+        notes.push(RealNote {
+            service: vs.name.clone(),
+            real: sock,
+            note: text,
+        })
+    };
+    let mac = rs.mac.as_ref().map(|m| m.0);
+    let mut real = match desired_real(inputs, rs.address, rs.port, mac, rs.interface.as_deref()) {
+        Ok(r) => r,
+        Err(why) => {
+            note(why.to_string());
+            return None;
+        }
+    };
+    let mut why = Vec::new();
+    match inputs.health.get(&(vs.name.clone(), sock)) {
+        Some(h) if !h.up => {
+            if vs.inhibit_on_failure {
+                // keepalived's inhibit_on_failure: weight 0, flows stay.
+                real.weight = 0;
+            } else {
+                real.alive = false;
+            }
+            why.push(format!("down: {}", h.reason));
+        }
+        Some(h) => real.weight = h.weight,
+        None => real.weight = rs.weight,
+    }
+    if let Some(o) = inputs.overlay.get(&vs.name, sock) {
+        match o {
+            RealOverride::Drain => real.weight = 0,
+            RealOverride::Weight(w) if real.alive && why.is_empty() => real.weight = w,
+            RealOverride::Weight(_) => {}
+            RealOverride::Disable => real.alive = false,
+        }
+        why.push(o.to_string());
+    }
+    if !why.is_empty() {
+        note(why.join("; "));
+    }
+    Some(real)
+}
+
 /// Builds the desired state. Real servers without a known MAC are kept out of the ring (and
 /// listed in the notes) rather than forwarded into a black hole.
 pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>) {
@@ -145,44 +202,11 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
     let mut services = Vec::new();
     for vs in &cfg.virtual_servers {
         let name = vs.name.clone();
-        let mut reals = Vec::new();
-        for rs in &vs.real_servers {
-            let ip = rs.address;
-            let port = rs.port;
-            let sock = SocketAddr::new(ip, port);
-            let mac = rs.mac.as_ref().map(|m| m.0);
-            let iface = rs.interface.as_deref();
-            let mut real = match desired_real(inputs, ip, port, mac, iface) {
-                Ok(r) => r,
-                Err(note) => {
-                    notes.push(RealNote {
-                        service: name.clone(),
-                        real: sock,
-                        note: note.to_string(),
-                    });
-                    continue;
-                }
-            };
-            let configured = rs.weight;
-            match inputs.health.get(&(name.clone(), sock)) {
-                Some(h) if !h.up => {
-                    if vs.inhibit_on_failure {
-                        // keepalived's inhibit_on_failure: weight 0, flows stay.
-                        real.weight = 0;
-                    } else {
-                        real.alive = false;
-                    }
-                    notes.push(RealNote {
-                        service: name.clone(),
-                        real: sock,
-                        note: format!("down: {}", h.reason),
-                    });
-                }
-                Some(h) => real.weight = h.weight,
-                None => real.weight = configured,
-            }
-            reals.push(real);
-        }
+        let reals: Vec<DesiredReal> = vs
+            .real_servers
+            .iter()
+            .filter_map(|rs| real_in_force(vs, rs, inputs, &mut notes))
+            .collect();
         let at_quorum = inputs.quorum_up.get(&name).copied().unwrap_or(true);
         let sorry = vs.sorry_server.and_then(|ip| {
             let mac = vs.sorry_server_mac.as_ref().map(|m| m.0);
@@ -201,6 +225,7 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
                 }
             }
         });
+        let mut reals = reals;
         if !at_quorum && sorry.is_some() {
             // Below quorum with a sorry server: keepalived sends everything to the sorry server.
             for r in &mut reals {
@@ -233,28 +258,41 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
     )
 }
 
+/// The weight a real server contributes to its service's quorum: 0 when down, drained or
+/// disabled.
+fn live_weight(
+    vs: &config::VirtualServer,
+    rs: &config::RealServer,
+    health: &BTreeMap<(String, SocketAddr), RealHealthInput>,
+    overlay: &Overlay,
+) -> u64 {
+    let health_weight = match health.get(&(vs.name.clone(), rs.socket_addr())) {
+        Some(h) if !h.up => return 0,
+        Some(h) => h.weight,
+        None => rs.weight,
+    };
+    match overlay.get(&vs.name, rs.socket_addr()) {
+        Some(RealOverride::Drain | RealOverride::Disable) => 0,
+        Some(RealOverride::Weight(w)) => w as u64,
+        None => health_weight as u64,
+    }
+}
+
 /// Sum of the weights of the live real servers of every service (for quorum).
 pub fn alive_weights(
     cfg: &Config,
     health: &BTreeMap<(String, SocketAddr), RealHealthInput>,
+    overlay: &Overlay,
 ) -> BTreeMap<String, u64> {
     cfg.virtual_servers
         .iter()
         .map(|vs| {
-            let name = vs.name.clone();
             let sum = vs
                 .real_servers
                 .iter()
-                .map(|rs| {
-                    let sock = SocketAddr::new(rs.address, rs.port);
-                    match health.get(&(name.clone(), sock)) {
-                        Some(h) if !h.up => 0,
-                        Some(h) => h.weight as u64,
-                        None => rs.weight as u64,
-                    }
-                })
+                .map(|rs| live_weight(vs, rs, health, overlay))
                 .sum();
-            (name, sum)
+            (vs.name.clone(), sum)
         })
         .collect()
 }
@@ -304,6 +342,7 @@ address = "198.18.0.13"
             health: &health,
             master_vips: &vips,
             quorum_up: &quorum,
+            overlay: &Overlay::default(),
         };
         let (state, notes) = build(&cfg, &inputs);
         let s = &state.services[0];
@@ -343,9 +382,61 @@ address = "198.18.0.13"
             health: &health,
             master_vips: &vips,
             quorum_up: &quorum,
+            overlay: &Overlay::default(),
         };
         let (state, _) = build(&cfg, &inputs);
         assert!(!state.services[0].reals[0].alive);
-        assert_eq!(alive_weights(&cfg, &health)[&name], 2);
+        assert_eq!(alive_weights(&cfg, &health, &Overlay::default())[&name], 2);
+    }
+
+    #[test]
+    fn operator_overrides_drain_weigh_and_disable_on_top_of_health() {
+        let cfg = config::parse(CFG, "t.toml").unwrap();
+        let ifaces = [iface()];
+        let mut neigh = BTreeMap::new();
+        neigh.insert("198.18.0.11".parse().unwrap(), (7, [2, 0, 0, 0, 0, 0x11]));
+        let name = cfg.virtual_servers[0].name.clone();
+        let r11 = crate::overlay::RealRef {
+            service: name.clone(),
+            real: "198.18.0.11:80".parse().unwrap(),
+        };
+        let r12 = crate::overlay::RealRef {
+            service: name.clone(),
+            real: "198.18.0.12:80".parse().unwrap(),
+        };
+        let mut overlay = Overlay::default();
+        overlay.set(&r11, RealOverride::Drain);
+        overlay.set(&r12, RealOverride::Weight(7));
+        let (health, vips, quorum) = (BTreeMap::new(), BTreeSet::new(), BTreeMap::new());
+        let build_with = |overlay: &Overlay| {
+            let inputs = Inputs {
+                interfaces: &ifaces,
+                neighbours: &neigh,
+                health: &health,
+                master_vips: &vips,
+                quorum_up: &quorum,
+                overlay,
+            };
+            build(&cfg, &inputs)
+        };
+        let (state, notes) = build_with(&overlay);
+        let reals = &state.services[0].reals;
+        assert_eq!(
+            (reals[0].weight, reals[0].alive),
+            (0, true),
+            "drained keeps its flows"
+        );
+        assert_eq!(reals[1].weight, 7);
+        assert!(notes
+            .iter()
+            .any(|n| n.real == r11.real && n.note == "drained by operator"));
+        // 0 (drained) + 7 + 1 (198.18.0.13: no MAC yet, but its checks count for quorum).
+        assert_eq!(alive_weights(&cfg, &health, &overlay)[&name], 8);
+        overlay.set(&r11, RealOverride::Disable);
+        let (state, _) = build_with(&overlay);
+        assert!(
+            !state.services[0].reals[0].alive,
+            "disabled: flows dispatched afresh"
+        );
     }
 }

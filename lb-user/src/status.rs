@@ -3,7 +3,7 @@ use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::desired::ServiceAddr;
+use crate::dataplane::desired::{Protocol, ServiceAddr};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Traffic {
@@ -90,6 +90,58 @@ pub struct StatusReport {
     pub vrrp: Vec<VrrpStatus>,
     /// Global counters by name (see lb_common::stat::NAMES).
     pub counters: BTreeMap<String, u64>,
+    /// The idle timeouts in force (`ipvsadm -l --timeout`).
+    #[serde(default)]
+    pub timeouts: TimeoutStatus,
+}
+
+/// `[timeouts]` in force, in seconds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TimeoutStatus {
+    pub tcp: u32,
+    pub tcp_fin: u32,
+    pub syn_recv: u32,
+    pub close: u32,
+    pub udp: u32,
+}
+
+/// Counters of packets the program dropped, by reason (shown under the table).
+const DROP_COUNTERS: [&str; 4] = [
+    "no_real_server",
+    "fragment_dropped",
+    "redirect_failed",
+    "action_drop",
+];
+
+impl StatusReport {
+    /// Keeps only the services at `addr` (and `protocol` when given): `xlb status -t VIP:PORT`.
+    /// Whether any is left.
+    pub fn select(&mut self, addr: SocketAddr, protocol: Option<Protocol>) -> bool {
+        self.services.retain(|s| {
+            s.addr.vip == addr.ip()
+                && s.addr.port == addr.port()
+                && protocol.is_none_or(|p| s.addr.protocol == p)
+        });
+        !self.services.is_empty()
+    }
+
+    /// Services by protocol, address and port, real servers by address (`ipvsadm --sort`).
+    pub fn sort(&mut self) {
+        self.services
+            .sort_by_key(|s| (s.addr.protocol, s.addr.vip, s.addr.port));
+        for s in &mut self.services {
+            s.reals.sort_by_key(|r| r.addr);
+        }
+    }
+}
+
+/// `ipvsadm -l --timeout`.
+pub fn render_timeouts(report: &StatusReport) -> String {
+    let t = &report.timeouts;
+    format!(
+        "Timeout (tcp tcpfin udp): {} {} {}\nTimeout (syn_recv close): {} {}\n",
+        t.tcp, t.tcp_fin, t.udp, t.syn_recv, t.close
+    )
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -173,6 +225,11 @@ pub fn render(report: &StatusReport, view: View) -> String {
                 let mut flags = String::new();
                 if s.persistence_timeout > 0 {
                     let _ = write!(flags, " persistent {}", s.persistence_timeout);
+                }
+                let default_name =
+                    crate::config::default_service_name(s.addr.vip, s.addr.port, protocol_of(s));
+                if s.name != default_name {
+                    let _ = write!(flags, "  ({})", s.name);
                 }
                 let mut notes = Vec::new();
                 if !s.active {
@@ -271,6 +328,7 @@ pub fn render(report: &StatusReport, view: View) -> String {
             }
         }
     }
+    render_dataplane(&mut o, report);
     if !report.vrrp.is_empty() {
         let _ = writeln!(o, "VRRP");
         for v in &report.vrrp {
@@ -296,6 +354,32 @@ pub fn render(report: &StatusReport, view: View) -> String {
         }
     }
     o
+}
+
+fn protocol_of(s: &ServiceStatus) -> crate::config::Protocol {
+    match s.addr.protocol {
+        Protocol::Tcp => crate::config::Protocol::Tcp,
+        Protocol::Udp => crate::config::Protocol::Udp,
+    }
+}
+
+/// The XDP attachments and the drop counters, under the table.
+fn render_dataplane(o: &mut String, report: &StatusReport) {
+    let modes: Vec<String> = report
+        .interfaces
+        .iter()
+        .map(|i| format!("{} {} ({})", i.name, i.mode, i.how))
+        .collect();
+    if !modes.is_empty() {
+        let _ = writeln!(o, "XDP {}", modes.join(", "));
+    }
+    let drops: Vec<String> = DROP_COUNTERS
+        .iter()
+        .filter_map(|n| report.counters.get(*n).map(|v| format!("{n} {v}")))
+        .collect();
+    if !drops.is_empty() {
+        let _ = writeln!(o, "Dropped {}", drops.join(", "));
+    }
 }
 
 /// The `ipvsadm -lnc` layout.
@@ -386,6 +470,13 @@ pub(crate) mod tests {
             }],
             vrrp: vec![],
             counters: BTreeMap::new(),
+            timeouts: TimeoutStatus {
+                tcp: 900,
+                tcp_fin: 120,
+                syn_recv: 60,
+                close: 10,
+                udp: 300,
+            },
         }
     }
 
@@ -396,7 +487,7 @@ pub(crate) mod tests {
 xlb version 0.1.0 (size=1048576, entries=3)
 Prot LocalAddress:Port Scheduler Flags
   -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
-TCP  192.168.2.212:80 mh
+TCP  192.168.2.212:80 mh  (web)
   -> 192.168.2.220:80             Route   1      2          0         
   -> 192.168.2.221:80             Route   1      0          1           (down: refused)
 ";
@@ -408,5 +499,35 @@ TCP  192.168.2.212:80 mh
             ),
             "{stats}"
         );
+    }
+
+    #[test]
+    fn timeouts_filter_sort_and_dataplane_lines() {
+        let mut r = sample();
+        assert_eq!(
+            render_timeouts(&r),
+            "Timeout (tcp tcpfin udp): 900 120 300\nTimeout (syn_recv close): 60 10\n"
+        );
+        r.interfaces.push(InterfaceStatus {
+            name: "eth0".into(),
+            ifindex: 2,
+            mode: "generic".into(),
+            how: "adopted".into(),
+        });
+        r.counters.insert("no_real_server".into(), 4);
+        let text = render(&r, View::Connections);
+        assert!(text.contains("XDP eth0 generic (adopted)\n"), "{text}");
+        assert!(text.contains("Dropped no_real_server 4\n"), "{text}");
+        let mut second = r.services[0].clone();
+        second.addr.port = 443;
+        second.reals.reverse();
+        r.services.insert(0, second);
+        r.sort();
+        assert_eq!(r.services[0].addr.port, 80);
+        assert!(r.services[1].reals[0].addr < r.services[1].reals[1].addr);
+        let mut only = r.clone();
+        assert!(only.select("192.168.2.212:443".parse().unwrap(), Some(Protocol::Tcp)));
+        assert_eq!(only.services.len(), 1);
+        assert!(!r.select("192.168.2.212:443".parse().unwrap(), Some(Protocol::Udp)));
     }
 }

@@ -22,7 +22,7 @@ fn socket_path(args: &SocketArgs) -> PathBuf {
     }
 }
 
-fn call(args: &SocketArgs, req: &Request) -> anyhow::Result<Response> {
+pub fn call(args: &SocketArgs, req: &Request) -> anyhow::Result<Response> {
     let resp = request(&socket_path(args), req, TIMEOUT)?;
     if let Response::Error { message } = &resp {
         bail!("daemon: {message}");
@@ -30,18 +30,38 @@ fn call(args: &SocketArgs, req: &Request) -> anyhow::Result<Response> {
     Ok(resp)
 }
 
-pub fn status(args: &SocketArgs, view: View, json: bool) -> anyhow::Result<ExitCode> {
-    match call(args, &Request::Status)? {
-        Response::Status(report) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", render(&report, view));
-            }
-            Ok(ExitCode::SUCCESS)
+/// What `xlb status` shows.
+pub struct StatusOptions {
+    pub view: View,
+    pub json: bool,
+    /// Only the services at VIP:PORT (of this protocol when given).
+    pub only: Option<(std::net::SocketAddr, Option<crate::config::Protocol>)>,
+    pub sort: bool,
+    /// The timeouts in force instead of the table.
+    pub timeouts: bool,
+}
+
+pub fn status(args: &SocketArgs, opts: &StatusOptions) -> anyhow::Result<ExitCode> {
+    let Response::Status(mut report) = call(args, &Request::Status)? else {
+        bail!("unexpected answer from the daemon");
+    };
+    if let Some((addr, protocol)) = opts.only {
+        let p = protocol.map(crate::state::protocol);
+        if !report.select(addr, p) {
+            bail!("no virtual service {addr} (see `xlb status`)");
         }
-        other => bail!("unexpected answer: {other:?}"),
     }
+    if opts.sort {
+        report.sort();
+    }
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if opts.timeouts {
+        print!("{}", crate::status::render_timeouts(&report));
+    } else {
+        print!("{}", render(&report, opts.view));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn conns(

@@ -8,6 +8,8 @@ pub mod check_config;
 pub mod client;
 pub mod doctor;
 pub mod import_keepalived;
+pub mod ipvsadm;
+pub mod real;
 pub mod realserver;
 
 /// Default configuration file.
@@ -65,6 +67,26 @@ pub enum Command {
         /// Numeric output (accepted for ipvsadm habits; output is always numeric).
         #[arg(short = 'n', long)]
         numeric: bool,
+        /// List (accepted for ipvsadm habits: `xlb list -ln`).
+        #[arg(short = 'l', visible_short_alias = 'L')]
+        list: bool,
+        /// Only this TCP service (VIP:PORT), like ipvsadm -t.
+        #[arg(
+            short = 't',
+            long = "tcp-service",
+            value_name = "VIP:PORT",
+            conflicts_with = "udp_service"
+        )]
+        tcp_service: Option<std::net::SocketAddr>,
+        /// Only this UDP service (VIP:PORT), like ipvsadm -u.
+        #[arg(short = 'u', long = "udp-service", value_name = "VIP:PORT")]
+        udp_service: Option<std::net::SocketAddr>,
+        /// Services sorted by protocol, address and port (ipvsadm --sort).
+        #[arg(long)]
+        sort: bool,
+        /// Show the idle timeouts in force (ipvsadm --timeout).
+        #[arg(long, conflicts_with_all = ["stats", "rate"])]
+        timeout: bool,
         /// Conns, InPkts, InBytes per service and real server (like ipvsadm --stats).
         #[arg(long, conflicts_with = "rate")]
         stats: bool,
@@ -97,6 +119,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run-time changes of a real server (drain, weight, disable, enable), kept across reloads
+    /// and restarts until cleared; `xlb real list` shows them.
+    Real {
+        #[command(subcommand)]
+        action: real::Action,
+    },
+    /// ipvsadm's spelling: -L/-l -n [-t VIP:PORT] [--stats|--rate|--timeout|--sort], -c,
+    /// -e -t VIP:PORT -r RS[:PORT] -w N, -d (take out), -a (put back), -Z.
+    Ipvsadm(ipvsadm::Args),
     /// Validate a configuration file; every error is reported as file:line:column.
     CheckConfig {
         /// The file to check.
@@ -162,6 +193,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status {
             socket,
             numeric: _,
+            list: _,
+            tcp_service,
+            udp_service,
+            sort,
+            timeout,
             stats,
             rate,
             exact,
@@ -174,8 +210,20 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 crate::status::View::Connections
             };
-            client::status(&socket, view, json)
+            let only = tcp_service
+                .map(|a| (a, Some(crate::config::Protocol::Tcp)))
+                .or(udp_service.map(|a| (a, Some(crate::config::Protocol::Udp))));
+            let opts = client::StatusOptions {
+                view,
+                json,
+                only,
+                sort,
+                timeouts: timeout,
+            };
+            client::status(&socket, &opts)
         }
+        Command::Real { action } => real::run(action),
+        Command::Ipvsadm(args) => ipvsadm::run(args),
         Command::Conns {
             socket,
             service,

@@ -1205,6 +1205,7 @@ impl Translator {
                 maglev_capacity: u(0),
                 control_socket: u(PathBuf::from("/run/xlb/xlb.sock")),
                 bpffs_dir: u(PathBuf::from("/sys/fs/bpf/xlb")),
+                state_dir: u(PathBuf::from("/var/lib/xlb")),
                 metrics_listen: None,
                 sweep_interval: u(2.0),
             },

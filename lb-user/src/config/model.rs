@@ -35,6 +35,7 @@ pub struct Global {
     pub maglev_capacity: u32,
     pub control_socket: PathBuf,
     pub bpffs_dir: PathBuf,
+    pub state_dir: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
     /// Seconds.
     pub sweep_interval: f64,
@@ -231,6 +232,7 @@ impl Global {
             maglev_capacity: *g.maglev_capacity.get_ref(),
             control_socket: g.control_socket.get_ref().clone(),
             bpffs_dir: g.bpffs_dir.get_ref().clone(),
+            state_dir: g.state_dir.get_ref().clone(),
             metrics_listen: g.metrics_listen,
             sweep_interval: *g.sweep_interval.get_ref(),
         }

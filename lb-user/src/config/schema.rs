@@ -95,6 +95,10 @@ pub struct Global {
     /// bpffs directory where maps and links are pinned (they survive a daemon restart). Absolute.
     #[serde(default = "default_bpffs_dir")]
     pub bpffs_dir: Spanned<PathBuf>,
+    /// Directory of the daemon's own state (the operator's run-time changes made with
+    /// `xlb real ...` / `xlb ipvsadm -e`, kept across restarts). Absolute, default `/var/lib/xlb`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: Spanned<PathBuf>,
     /// Address of the Prometheus `/metrics` endpoint, e.g. `"127.0.0.1:9108"`. Absent = off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
@@ -121,6 +125,9 @@ fn default_flood_threshold() -> u32 {
 }
 fn default_control_socket() -> Spanned<PathBuf> {
     unspanned(PathBuf::from("/run/xlb/xlb.sock"))
+}
+fn default_state_dir() -> Spanned<PathBuf> {
+    unspanned(PathBuf::from("/var/lib/xlb"))
 }
 fn default_bpffs_dir() -> Spanned<PathBuf> {
     unspanned(PathBuf::from("/sys/fs/bpf/xlb"))

@@ -71,6 +71,7 @@ fn global(g: &Global, c: &mut Collector<'_>) {
     frange(c, &g.sweep_interval, 0.1, 60.0, "sweep_interval (seconds)");
     absolute(c, &g.control_socket, "control_socket");
     absolute(c, &g.bpffs_dir, "bpffs_dir");
+    absolute(c, &g.state_dir, "state_dir");
 }
 
 fn timeouts(t: &Timeouts, c: &mut Collector<'_>) {

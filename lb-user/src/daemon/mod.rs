@@ -5,6 +5,7 @@
 //! One task owns all state; everything else talks to it through channels.
 mod attach;
 mod error;
+mod ops;
 mod query;
 mod systemd;
 
@@ -37,6 +38,7 @@ use crate::{
     },
     health::{self, HealthChecker, HealthEvent},
     net::{self, Net},
+    overlay::Overlay,
     report::RateTracker,
     state::RealHealthInput,
     status::StatusReport,
@@ -121,6 +123,8 @@ pub struct Daemon {
     attached: Vec<Attached>,
     seen: Observations,
     controller: Controller,
+    /// The operator's run-time changes, kept in `global.state_dir`.
+    overlay: Overlay,
     timeouts: Timeouts,
     sweep: SweepResult,
     rates: RateTracker,
@@ -189,6 +193,7 @@ impl Daemon {
             net,
             attached: Vec::new(),
             controller: Controller::default(),
+            overlay: load_overlay(&cfg),
             sweep: SweepResult::default(),
             rates: RateTracker::default(),
             snapshots: watch::channel(Arc::new(StatusReport::default())).0,
@@ -259,6 +264,7 @@ impl Daemon {
             neighbours: &self.seen.neighbours,
             health: &self.seen.health,
             master_vips: &self.seen.master_vips,
+            overlay: &self.overlay,
         };
         let plan = self.controller.plan_tables(&self.cfg, &seen);
         for q in &plan.quorum_changes {
@@ -451,6 +457,23 @@ impl Daemon {
             warn!("removing {}: {e}", pin_dir.display());
         }
         info!("detached and released all pinned state");
+    }
+}
+
+/// The overlay saved by an earlier run. An unreadable file is reported and left as it is (the
+/// next change rewrites it); the daemon starts without overrides rather than not at all.
+fn load_overlay(cfg: &Config) -> Overlay {
+    match Overlay::load(&cfg.global.state_dir) {
+        Ok(o) => {
+            if !o.is_empty() {
+                info!(overrides = o.list(cfg).len(), "operator overrides restored");
+            }
+            o
+        }
+        Err(e) => {
+            error!("{e}; starting without operator overrides");
+            Overlay::default()
+        }
     }
 }
 

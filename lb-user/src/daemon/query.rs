@@ -115,6 +115,17 @@ impl Daemon {
                 Ok(summary) => Response::Reloaded { summary },
                 Err(e) => Response::ReloadFailed { errors: e.lines() },
             },
+            Request::Real {
+                service,
+                protocol,
+                real,
+                set,
+            } => self.set_override(&service, protocol, &real, set).await,
+            Request::Overrides => Response::Overrides {
+                entries: self.overlay.list(&self.cfg),
+            },
+            Request::ClearOverrides => self.clear_overrides().await,
+            Request::Zero { service, protocol } => self.zero(service.as_deref(), protocol),
             Request::Stop { .. } => return None,
         })
     }

@@ -305,6 +305,23 @@ impl MapWriter {
         }
     }
 
+    /// Zeroes the traffic counters of the service at `addr` and its real servers, or of every
+    /// service (`ipvsadm -Z`); the number of services zeroed.
+    pub fn zero_traffic(&mut self, addr: Option<&ServiceAddr>) -> Result<usize, WriteError> {
+        let mut zeroed = 0;
+        for (a, ws) in &self.services {
+            if addr.is_some_and(|x| x != a) {
+                continue;
+            }
+            self.maps.reset_service_traffic(ws.value.id)?;
+            for slot in ws.reals.values() {
+                self.maps.reset_real_traffic(*slot)?;
+            }
+            zeroed += 1;
+        }
+        Ok(zeroed)
+    }
+
     /// Drops previous rings held longer than `prev_ring_hold`.
     pub fn expire_previous_rings(&mut self, now: Instant) -> Result<usize, WriteError> {
         let mut expired = 0;
