@@ -266,13 +266,7 @@ address = "198.18.0.11"
         let c = cfg();
         let r = resolve(&c, "web", None, "198.18.0.11").unwrap();
         assert_eq!(r.real, "198.18.0.11:80".parse().unwrap());
-        let r = resolve(
-            &c,
-            "198.18.0.100:80",
-            Some(Protocol::Tcp),
-            "198.18.0.12:80",
-        )
-        .unwrap();
+        let r = resolve(&c, "198.18.0.100:80", Some(Protocol::Tcp), "198.18.0.12:80").unwrap();
         assert_eq!(r.service, "web");
         let udp = resolve(&c, "198.18.0.100:80", Some(Protocol::Udp), "198.18.0.11").unwrap();
         assert_eq!(udp.service, "198.18.0.100:80/udp");

@@ -152,6 +152,25 @@ fn drain_keeps_flows_survives_reload_and_restart_and_clears() {
     assert_eq!(real(&st, "vs80", rs1)["traffic"]["conns"], 0, "{st}");
     let t = ok(&dr.ctl("list", &["-ln", "--timeout"]));
     assert!(t.contains("Timeout (tcp tcpfin udp): 900 5 300"), "{t}");
+    // keepalived's SIGUSR1 / SIGUSR2: dumps beside the control socket, the daemon keeps running.
+    let daemon = dr.daemon.as_ref().unwrap();
+    dr.d.lab.signal(daemon, libc::SIGUSR1).unwrap();
+    dr.d.lab.signal(daemon, libc::SIGUSR2).unwrap();
+    let dir = std::path::Path::new(&dr.socket)
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    common::dr::wait_until("dumps written", Duration::from_secs(5), || {
+        dir.join("xlb.data").exists() && dir.join("xlb.stats").exists()
+    });
+    let data = std::fs::read_to_string(dir.join("xlb.data")).unwrap();
+    assert!(data.contains(&format!("TCP  {VIP}:80 mh")), "{data}");
+    let stats = std::fs::read_to_string(dir.join("xlb.stats")).unwrap();
+    assert!(stats.contains("counter action_tx"), "{stats}");
+    assert!(
+        dr.d.lab.exited(daemon).unwrap().is_none(),
+        "SIGUSR1/2 must not end the daemon"
+    );
     let one = ok(&dr.ctl("ipvsadm", &["-ln", "-t", &format!("{VIP}:80")]));
     assert!(
         one.contains(&format!("TCP  {VIP}:80 mh")) && !one.contains(":9000"),

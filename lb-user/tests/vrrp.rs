@@ -99,7 +99,7 @@ impl Engine {
                     .unwrap();
                 rt.block_on(async move {
                     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
-                    let v = Vrrp::start(&cfg, ev_tx).await;
+                    let v = Vrrp::start(&cfg, ev_tx, false).await;
                     let mut v = match v {
                         Ok(v) => {
                             ready_tx.send(Ok(())).unwrap();

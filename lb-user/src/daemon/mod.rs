@@ -173,7 +173,9 @@ impl Daemon {
         let (health_tx, health_rx) = mpsc::unbounded_channel();
         let checker = HealthChecker::start(health::targets(&cfg), health_tx);
         let (vrrp_tx, vrrp_rx) = mpsc::unbounded_channel();
-        let vrrp = Vrrp::start(&cfg, vrrp_tx).await.map_err(Error::Vrrp)?;
+        let vrrp = Vrrp::start(&cfg, vrrp_tx, adopting)
+            .await
+            .map_err(Error::Vrrp)?;
         let seen = Observations {
             master_vips: vrrp.master_vips(),
             health: checker.state_inputs(),
@@ -388,6 +390,17 @@ impl Daemon {
             sig(SignalKind::terminate())?,
             sig(SignalKind::interrupt())?,
         );
+        // keepalived's SIGUSR1 / SIGUSR2: a data / stats dump to a file, never the default
+        // action (which would end the daemon without a VRRP resign).
+        let (mut usr1, mut usr2) = (
+            sig(SignalKind::user_defined1())?,
+            sig(SignalKind::user_defined2())?,
+        );
+        // The watchdog is fed from this loop: a hung loop means frozen health, and systemd
+        // restarts the daemon (forwarding continues from the pinned state meanwhile).
+        let watchdog = systemd::watchdog_interval();
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         let interval = Duration::from_secs_f64(self.cfg.global.sweep_interval);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -426,6 +439,9 @@ impl Daemon {
                     }
                 }
                 _ = tick.tick() => self.tick().await,
+                _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::notify("WATCHDOG=1"),
+                _ = usr1.recv() => self.dump(query::Dump::Data),
+                _ = usr2.recv() => self.dump(query::Dump::Stats),
             }
         }
         self.shutdown(&socket_path, detach).await;

@@ -3,7 +3,9 @@
 //! (the sweep that expires entries runs on the daemon's tick).
 use std::{os::fd::AsRawFd as _, sync::Arc, time::Instant};
 
-use tracing::warn;
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
 
 use super::{attach::Attached, Daemon};
 use crate::{
@@ -13,9 +15,31 @@ use crate::{
         sweep::{self, SweepResult},
     },
     report::{self, ConnFilter, ConnListing, StatusInputs, TrafficSample},
-    status::{ConnEntry, StatusReport},
+    status::{render, render_timeouts, ConnEntry, StatusReport, View},
     vrrp::Vrrp,
 };
+
+/// Which dump a signal asks for.
+#[derive(Clone, Copy, Debug)]
+pub enum Dump {
+    /// SIGUSR1: the table, timeouts and operator overrides.
+    Data,
+    /// SIGUSR2: counters and rates.
+    Stats,
+}
+
+/// Writes `text` to `path` with mode 0600 (it names the real servers and the traffic).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
 
 impl Daemon {
     /// Reads the traffic counters of everything written (read-only).
@@ -90,6 +114,42 @@ impl Daemon {
             warn!("reading the connection table: {e}");
         }
         (listing.entries, listing.total)
+    }
+
+    /// keepalived's SIGUSR1/SIGUSR2 answer: the state (or the statistics) written to
+    /// `xlb.data` (`xlb.stats`) beside the control socket, readable by root only.
+    pub(super) fn dump(&self, what: Dump) {
+        let report = self.status();
+        let (name, text) = match what {
+            Dump::Data => {
+                let mut text = render(&report, View::Connections);
+                text += &render_timeouts(&report);
+                for e in self.overlay.list(&self.cfg) {
+                    text += &format!("override {} {} {}\n", e.service, e.real, e.what);
+                }
+                ("xlb.data", text)
+            }
+            Dump::Stats => {
+                let mut text = render(&report, View::Stats { exact: true });
+                text += &render(&report, View::Rate);
+                for (name, value) in &report.counters {
+                    text += &format!("counter {name} {value}\n");
+                }
+                ("xlb.stats", text)
+            }
+        };
+        let dir = self
+            .cfg
+            .global
+            .control_socket
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/run/xlb"));
+        let path = dir.join(name);
+        match write_private(&path, &text) {
+            Ok(()) => info!(file = %path.display(), "state written (SIGUSR)"),
+            Err(e) => warn!(file = %path.display(), "cannot write the dump: {e}"),
+        }
     }
 
     /// Answers one control request; `None` for a stop request (answered by the caller).

@@ -20,3 +20,16 @@ pub fn notify(state: &str) {
         let _ = sock.send_to(state.as_bytes(), PathBuf::from(path));
     }
 }
+
+/// How often to send `WATCHDOG=1` when the unit has `WatchdogSec=` (half the timeout, as
+/// sd_watchdog_enabled(3) advises); `None` without a watchdog or when it is meant for another
+/// process.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}

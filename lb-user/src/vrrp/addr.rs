@@ -60,7 +60,7 @@ impl Net {
             .context("listing addresses")
     }
 
-    fn msg_addr(m: &AddressMessage) -> Option<IpAddr> {
+    pub fn msg_addr(m: &AddressMessage) -> Option<IpAddr> {
         // IFA_LOCAL is the interface's own address on point-to-point links; prefer it.
         let mut addr = None;
         for a in &m.attributes {

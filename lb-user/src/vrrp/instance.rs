@@ -61,6 +61,8 @@ pub(super) struct Instance {
     service_fault: Option<String>,
     sync_fault: Option<String>,
     health: BTreeMap<String, bool>,
+    /// Start as MASTER: the previous daemon was MASTER and its forwarding was adopted.
+    resume: bool,
 }
 
 fn secs(f: f64) -> Duration {
@@ -68,12 +70,18 @@ fn secs(f: f64) -> Duration {
 }
 
 impl Instance {
+    /// Whether the instance carries on as MASTER (see [`Machine::resume_master`]).
+    pub fn resumes(&self) -> bool {
+        self.resume
+    }
+
     /// Resolves the interface and source address, removes stale VIPs, opens the socket.
     pub async fn setup(
         cfg: &VrrpInstance,
         shared: Shared,
         status: Arc<Mutex<InstanceStatus>>,
         health: BTreeMap<String, bool>,
+        resume: bool,
     ) -> Result<Instance> {
         let name = cfg.name.clone();
         let ifname = cfg.interface.clone();
@@ -84,9 +92,19 @@ impl Instance {
             .with_context(|| format!("vrrp_instance {name}: no interface {ifname}"))?;
         let vips: Vec<IpPrefix> = cfg.virtual_ipaddress.clone();
         let vip_addrs: Vec<IpAddr> = vips.iter().map(|p| p.addr).collect();
-        // Left over by a crashed predecessor: we start as backup, so they must go.
-        for v in &vip_addrs {
-            net.del(link.index, *v).await?;
+        // The VIPs are still here when the previous daemon died as MASTER (a clean stop removes
+        // them). With its forwarding adopted, carry on as MASTER; otherwise they are left over by
+        // a crashed predecessor and we start as backup, so they must go.
+        let present = net.addrs(link.index).await?;
+        let holds_vips = !vip_addrs.is_empty()
+            && vip_addrs
+                .iter()
+                .all(|v| present.iter().any(|m| Net::msg_addr(m) == Some(*v)));
+        let resume = resume && holds_vips;
+        if !resume {
+            for v in &vip_addrs {
+                net.del(link.index, *v).await?;
+            }
         }
         let v6 = match vip_addrs.first() {
             Some(a) => a.is_ipv6(),
@@ -136,6 +154,7 @@ impl Instance {
             service_fault: None,
             sync_fault: None,
             health: BTreeMap::new(),
+            resume,
         };
         inst.check_links().await;
         let now = Instant::now();
@@ -407,7 +426,11 @@ impl Instance {
 
     /// The task body.
     pub async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-        let actions = self.machine.start(Instant::now());
+        let actions = if self.resume {
+            self.machine.resume_master(Instant::now())
+        } else {
+            self.machine.start(Instant::now())
+        };
         self.apply(actions, true).await;
         let mut link_tick = tokio::time::interval(Duration::from_millis(500));
         link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -139,9 +139,13 @@ fn vrid_set(cfg: &Config) -> BTreeSet<(String, u8)> {
 
 impl Vrrp {
     /// Starts one task per instance on the current tokio runtime.
+    ///
+    /// `resume`: the daemon adopted the forwarding state of a previous run; an instance whose
+    /// VIPs are still on its interface (that run died as MASTER) carries on as MASTER at once.
     pub async fn start(
         cfg: &Config,
         events: mpsc::UnboundedSender<VrrpEvent>,
+        resume: bool,
     ) -> anyhow::Result<Vrrp> {
         let shared = Shared {
             sync: Arc::new(Mutex::new(SyncState {
@@ -157,7 +161,7 @@ impl Vrrp {
             health: Mutex::new(BTreeMap::new()),
         };
         for i in &cfg.vrrp_instances {
-            if let Err(e) = v.start_one(i).await {
+            if let Err(e) = v.start_one(i, resume).await {
                 v.shutdown().await;
                 return Err(e);
             }
@@ -165,7 +169,7 @@ impl Vrrp {
         Ok(v)
     }
 
-    async fn start_one(&mut self, cfg: &VrrpInstance) -> anyhow::Result<()> {
+    async fn start_one(&mut self, cfg: &VrrpInstance, resume: bool) -> anyhow::Result<()> {
         let name = cfg.name.clone();
         let status = Arc::new(Mutex::new(InstanceStatus {
             name: name.clone(),
@@ -186,7 +190,13 @@ impl Vrrp {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let inst = Instance::setup(cfg, self.shared.clone(), status.clone(), health).await?;
+        let inst =
+            Instance::setup(cfg, self.shared.clone(), status.clone(), health, resume).await?;
+        if inst.resumes() {
+            // Seen as MASTER from the start, so the daemon's first table keeps the service
+            // active (the task's first transition confirms it).
+            status.lock().unwrap_or_else(|e| e.into_inner()).role = VrrpRole::Master;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         self.shared
             .sync
@@ -245,7 +255,7 @@ impl Vrrp {
         let mut first_err = None;
         for (n, i) in wanted {
             if !self.instances.contains_key(&n) {
-                if let Err(e) = self.start_one(i).await {
+                if let Err(e) = self.start_one(i, false).await {
                     tracing::error!("vrrp_instance {n}: {e:#}");
                     first_err.get_or_insert(e);
                 }
