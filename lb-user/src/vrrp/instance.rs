@@ -10,12 +10,13 @@ use anyhow::{bail, Context as _, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::addr::{self, Net};
+use super::addr;
 use super::io::{Received, VrrpSocket};
 use super::machine::{Action, Machine, Params};
 use super::packet::{auth_field, Advert, RxError, AUTH_LEN};
 use super::{InstanceStatus, VrrpEvent, VrrpRole};
 use crate::config::{IpPrefix, VrrpInstance, VrrpState};
+use crate::net::{Dad, Net};
 
 /// Commands from [`super::Vrrp`] (and sync group peers) to a task.
 pub(super) enum Cmd {
@@ -77,7 +78,7 @@ impl Instance {
     ) -> Result<Instance> {
         let name = cfg.name.get_ref().clone();
         let ifname = cfg.interface.get_ref().clone();
-        let net = Net::new()?;
+        let net = Net::connect()?;
         let link = net
             .link(&ifname)
             .await?
@@ -91,7 +92,7 @@ impl Instance {
         let vip_addrs: Vec<IpAddr> = vips.iter().map(|p| p.addr).collect();
         // Left over by a crashed predecessor: we start as backup, so they must go.
         for v in &vip_addrs {
-            net.del(link.index, *v).await?;
+            net.del_address(link.index, *v).await?;
         }
         let v6 = match vip_addrs.first() {
             Some(a) => a.is_ipv6(),
@@ -106,7 +107,7 @@ impl Instance {
         }
         let src = match &cfg.unicast_src_ip {
             Some(a) => *a.get_ref(),
-            None => net.primary_addr(link.index, v6, &vip_addrs).await?,
+            None => net.primary_address(link.index, v6, &vip_addrs).await?,
         };
         let peers: Vec<IpAddr> = cfg.unicast_peer.iter().map(|p| *p.get_ref()).collect();
         let sock = VrrpSocket::open(&ifname, link.index, src, &peers)
@@ -283,7 +284,7 @@ impl Instance {
 
     async fn add_vips(&mut self) {
         for v in &self.vips {
-            if let Err(e) = self.net.add(self.ifindex, v).await {
+            if let Err(e) = self.net.add_address(self.ifindex, *v, Dad::Skip).await {
                 tracing::error!(instance = %self.name, "{e:#}");
             }
         }
@@ -314,7 +315,7 @@ impl Instance {
             g.abort();
         }
         for v in &self.vips {
-            if let Err(e) = self.net.del(self.ifindex, v.addr).await {
+            if let Err(e) = self.net.del_address(self.ifindex, v.addr).await {
                 tracing::error!(instance = %self.name, "{e:#}");
             }
         }
