@@ -65,16 +65,6 @@ fn file_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Re
     }
 }
 
-/// Wraps a failed sysctl write.
-fn sysctl_error(action: &'static str, key: &str) -> impl FnOnce(io::Error) -> RealServerError {
-    let key = key.to_owned();
-    move |source| RealServerError::Sysctl {
-        action,
-        key,
-        source,
-    }
-}
-
 /// Default state file.
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/xlb/realserver.json";
 /// The systemd unit written by `--persist`.
@@ -150,9 +140,13 @@ pub fn read_sysctl(key: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// Writes a sysctl.
-pub fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
-    fs::write(sysctl_path(key), value)
+/// Writes a sysctl; `action` says why, for the error.
+pub fn write_sysctl(action: &'static str, key: &str, value: &str) -> Result<()> {
+    fs::write(sysctl_path(key), value).map_err(|source| RealServerError::Sysctl {
+        action,
+        key: key.to_owned(),
+        source,
+    })
 }
 
 /// What `up` recorded: the previous value of every sysctl it changed and the VIPs it added.
@@ -240,7 +234,7 @@ pub fn up(vips: &[IpAddr], state_file: &Path) -> Result<Vec<String>> {
     for w in wanted_sysctls(vips) {
         let cur = read_sysctl(w.key).ok_or(RealServerError::NoSysctl(w.key))?;
         if !w.satisfied_by(&cur) {
-            write_sysctl(w.key, w.value).map_err(sysctl_error("setting", w.key))?;
+            write_sysctl("setting", w.key, w.value)?;
             state
                 .sysctls
                 .entry(w.key.to_string())
@@ -303,7 +297,7 @@ pub fn down(vips: &[IpAddr], state_file: &Path) -> Result<Vec<String>> {
         for (key, old) in &state.sysctls {
             let cur = read_sysctl(key).unwrap_or_default();
             if cur != *old {
-                write_sysctl(key, old).map_err(sysctl_error("restoring", key))?;
+                write_sysctl("restoring", key, old)?;
                 changes.push(format!("sysctl {key} {cur} -> {old} (restored)"));
             }
         }
