@@ -10,11 +10,6 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn is_root() -> bool {
-    // SAFETY: plain syscall.
-    unsafe { libc::geteuid() == 0 }
-}
-
 fn addr_lines(lab: &Lab, h: &Host) -> String {
     lab.run_ok(h, &["ip", "-o", "addr", "show", "dev", "eth0"])
         .unwrap()
@@ -32,7 +27,13 @@ fn mac_of(lab: &Lab, h: &Host) -> [u8; 6] {
     mac
 }
 
-fn two_hosts() -> (Lab, Host, Host) {
+/// Two hosts on one segment; `None` (and a note) without root.
+fn two_hosts() -> Option<(Lab, Host, Host)> {
+    // SAFETY: plain syscall.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (network namespaces)");
+        return None;
+    }
     let mut lab = Lab::new("netlink").unwrap();
     let lan = lab.segment("lan").unwrap();
     let h = lab.host("h").unwrap();
@@ -47,16 +48,14 @@ fn two_hosts() -> (Lab, Host, Host) {
         };
         lab.attach(host, &lan, opts).unwrap();
     }
-    (lab, h, peer)
+    Some((lab, h, peer))
 }
 
 #[test]
 fn addresses_are_added_and_removed_idempotently() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces)");
+    let Some((lab, h, _peer)) = two_hosts() else {
         return;
-    }
-    let (lab, h, _peer) = two_hosts();
+    };
     // The socket stays bound to the lab namespace after the thread that opened it ends.
     let net = in_named_netns(h.netns(), BlockingNet::connect)
         .unwrap()
@@ -109,11 +108,9 @@ fn addresses_are_added_and_removed_idempotently() {
 
 #[test]
 fn primary_address_and_neighbour_probe() {
-    if !is_root() {
-        eprintln!("skipped: needs root (network namespaces)");
+    let Some((lab, h, peer)) = two_hosts() else {
         return;
-    }
-    let (lab, h, peer) = two_hosts();
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
