@@ -35,7 +35,8 @@ fn mac_of(bytes: &[u8]) -> Option<[u8; 6]> {
     bytes.try_into().ok()
 }
 
-/// Index, MAC (zero when the link has none, as `lo`) and operational state of a link message.
+/// Index, MAC (zero when the link has none, as `lo`), operational state and MTU of a link
+/// message.
 pub fn link_state_of(m: &LinkMessage) -> LinkState {
     let mac = m
         .attributes
@@ -45,12 +46,21 @@ pub fn link_state_of(m: &LinkMessage) -> LinkState {
             _ => None,
         })
         .unwrap_or_default();
+    let mtu = m
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Mtu(mtu) => Some(*mtu),
+            _ => None,
+        })
+        .unwrap_or_default();
     let flags = m.header.flags;
     LinkState {
         index: m.header.index,
         mac,
         // IFF_RUNNING is the kernel's "operationally up": carrier present and not dormant.
         up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::Running),
+        mtu,
     }
 }
 
@@ -142,12 +152,14 @@ mod tests {
         let mut m = LinkMessage::default();
         m.header.index = 7;
         m.header.flags = LinkFlags::Up;
-        m.attributes
-            .push(LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]));
+        m.attributes = vec![
+            LinkAttribute::Mtu(1500),
+            LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]),
+        ];
         let down = link_state_of(&m);
         assert_eq!(
-            (down.index, down.mac, down.up),
-            (7, [2, 0, 0, 0, 0, 1], false)
+            (down.index, down.mac, down.up, down.mtu),
+            (7, [2, 0, 0, 0, 0, 1], false, 1500)
         );
         m.header.flags = LinkFlags::Up | LinkFlags::Running;
         assert!(link_state_of(&m).up);

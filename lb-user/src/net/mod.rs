@@ -57,6 +57,7 @@ pub struct LinkState {
     pub mac: [u8; 6],
     /// Administratively up and operationally running (carrier present).
     pub up: bool,
+    pub mtu: u32,
 }
 
 /// An interface of the director.
@@ -97,10 +98,6 @@ impl Net {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(NetError::Connect)?;
         tokio::spawn(conn);
         Ok(Self { handle })
-    }
-
-    pub fn handle(&self) -> &Handle {
-        &self.handle
     }
 
     /// The link `name`; `None` when there is none.
