@@ -14,8 +14,8 @@
 //!   (`net.ipv6.conf.lo.disable_ipv6=0`), recorded and restored like the IPv4 values.
 //!
 //! `up` records the values it changes and the VIPs it adds in a state file; `down` restores
-//! exactly those, so `up` then `down` leaves the host as it was. Addresses go through [`crate::net`],
-//! sysctls through `/proc/sys`; no BPF is involved.
+//! exactly those, so `up` then `down` leaves the host as it was. Addresses go through
+//! [`crate::net`], sysctls through `/proc/sys`; no BPF is involved.
 
 use std::collections::BTreeMap;
 use std::fs;
