@@ -16,7 +16,6 @@ use super::machine::{Action, Machine, Params};
 use super::packet::{auth_field, Advert, RxError, AUTH_LEN};
 use super::{InstanceStatus, VrrpEvent, VrrpRole};
 use crate::config::{IpPrefix, VrrpInstance, VrrpState};
-use crate::net::{Dad, Net};
 
 /// Commands from [`super::Vrrp`] (and sync group peers) to a task.
 pub(super) enum Cmd {
@@ -48,7 +47,7 @@ pub(super) struct Instance {
     name: String,
     machine: Machine,
     sock: VrrpSocket,
-    net: Net,
+    net: crate::net::Net,
     ifindex: u32,
     mac: [u8; 6],
     vips: Vec<IpPrefix>,
@@ -78,7 +77,7 @@ impl Instance {
     ) -> Result<Instance> {
         let name = cfg.name.get_ref().clone();
         let ifname = cfg.interface.get_ref().clone();
-        let net = Net::connect()?;
+        let net = crate::net::Net::connect()?;
         let link = net
             .link(&ifname)
             .await?
@@ -284,7 +283,7 @@ impl Instance {
 
     async fn add_vips(&mut self) {
         for v in &self.vips {
-            if let Err(e) = self.net.add_address(self.ifindex, *v, Dad::Skip).await {
+            if let Err(e) = self.net.add_address(self.ifindex, *v, crate::net::Dad::Skip).await {
                 tracing::error!(instance = %self.name, "{e:#}");
             }
         }
