@@ -283,7 +283,11 @@ impl Instance {
 
     async fn add_vips(&mut self) {
         for v in &self.vips {
-            if let Err(e) = self.net.add_address(self.ifindex, *v, crate::net::Dad::Skip).await {
+            if let Err(e) = self
+                .net
+                .add_address(self.ifindex, *v, crate::net::Dad::Skip)
+                .await
+            {
                 tracing::error!(instance = %self.name, "{e:#}");
             }
         }
