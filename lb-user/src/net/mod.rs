@@ -77,6 +77,12 @@ impl Interface {
     }
 }
 
+/// Could a link be called `name`? The kernel answers a lookup of an empty or too long name
+/// with EINVAL, where the answer a caller wants is "no such link".
+fn is_valid_link_name(name: &str) -> bool {
+    !name.is_empty() && name.len() < libc::IFNAMSIZ
+}
+
 /// Whether the kernel runs duplicate address detection on a new IPv6 address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dad {
@@ -102,6 +108,9 @@ impl Net {
 
     /// The link `name`; `None` when there is none.
     pub async fn link(&self, name: &str) -> Result<Option<LinkState>, NetError> {
+        if !is_valid_link_name(name) {
+            return Ok(None);
+        }
         let mut links = self
             .handle
             .link()
@@ -257,6 +266,16 @@ mod tests {
         assert!(eth.on_link("198.18.0.11".parse().unwrap()));
         assert!(eth.on_link("2001:db8::11".parse().unwrap()));
         assert!(!eth.on_link("198.18.1.11".parse().unwrap()));
+    }
+
+    #[test]
+    fn link_names() {
+        assert!(is_valid_link_name("eth0") && is_valid_link_name("a23456789012345"));
+        assert!(
+            !is_valid_link_name("a234567890123456"),
+            "16 bytes: over IFNAMSIZ"
+        );
+        assert!(!is_valid_link_name(""));
     }
 
     #[test]
