@@ -77,8 +77,8 @@ impl Interface {
     }
 }
 
-/// Could a link be called `name`? The kernel answers a lookup of an empty or too long name
-/// with EINVAL, where the answer a caller wants is "no such link".
+/// Could a link be called `name`? The kernel answers a lookup of a too long name with ERANGE
+/// (an empty one with EINVAL), where the answer a caller wants is "no such link".
 fn is_valid_link_name(name: &str) -> bool {
     !name.is_empty() && name.len() < libc::IFNAMSIZ
 }
