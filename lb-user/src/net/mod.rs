@@ -78,7 +78,7 @@ impl Interface {
 }
 
 /// Could a link be called `name`? The kernel answers a lookup of a too long name with ERANGE
-/// (an empty one with EINVAL), where the answer a caller wants is "no such link".
+/// where the answer a caller wants is "no such link" (as for an empty name).
 fn is_valid_link_name(name: &str) -> bool {
     !name.is_empty() && name.len() < libc::IFNAMSIZ
 }
