@@ -2,6 +2,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod controller;
 pub mod daemon;
 pub mod dataplane;
 pub mod doctor;
@@ -9,6 +10,7 @@ pub mod health;
 pub mod metrics;
 pub mod net;
 pub mod realserver;
+pub mod report;
 pub mod state;
 pub mod status;
 pub mod vrrp;

@@ -1,19 +1,16 @@
 //! Prometheus metrics (text exposition format 0.0.4), rendered from the same report as
 //! `xlb status`. The format is a few lines of text, so it is written here rather than through a
 //! metrics registry crate; the HTTP side is the minimum a scraper needs (GET /metrics).
-use std::{fmt::Write as _, net::SocketAddr, time::Duration};
+use std::{fmt::Write as _, net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpListener,
-    sync::{mpsc, oneshot},
+    sync::watch,
 };
 use tracing::{info, warn};
 
-use crate::{
-    control::{Request, Response},
-    status::StatusReport,
-};
+use crate::status::StatusReport;
 
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -196,8 +193,9 @@ pub fn render(report: &StatusReport) -> String {
     out
 }
 
-/// Serves GET /metrics on `addr`, asking the daemon task for a fresh report per scrape.
-pub async fn serve(addr: SocketAddr, daemon: mpsc::Sender<(Request, oneshot::Sender<Response>)>) {
+/// Serves GET /metrics on `addr` from the daemon's latest status snapshot: a scrape never waits
+/// behind the daemon's task (a slow reload, a long `xlb conns`).
+pub async fn serve(addr: SocketAddr, snapshots: watch::Receiver<Arc<StatusReport>>) {
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -210,7 +208,7 @@ pub async fn serve(addr: SocketAddr, daemon: mpsc::Sender<(Request, oneshot::Sen
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;
         };
-        let daemon = daemon.clone();
+        let snapshots = snapshots.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
@@ -220,14 +218,8 @@ pub async fn serve(addr: SocketAddr, daemon: mpsc::Sender<(Request, oneshot::Sen
             };
             let req = String::from_utf8_lossy(&buf[..n]);
             let (status, body) = if req.starts_with("GET /metrics") {
-                let (tx, rx) = oneshot::channel();
-                if daemon.send((Request::Status, tx)).await.is_err() {
-                    return;
-                }
-                match rx.await {
-                    Ok(Response::Status(report)) => ("200 OK", render(&report)),
-                    _ => ("503 Service Unavailable", "daemon busy\n".to_string()),
-                }
+                let report = snapshots.borrow().clone();
+                ("200 OK", render(&report))
             } else {
                 ("404 Not Found", "try /metrics\n".to_string())
             };

@@ -62,16 +62,16 @@ pub fn scheduler(s: config::Scheduler) -> Scheduler {
 
 pub fn service_addr(vs: &config::VirtualServer) -> ServiceAddr {
     ServiceAddr {
-        vip: *vs.vip.get_ref(),
-        port: *vs.port.get_ref(),
+        vip: vs.vip,
+        port: vs.port,
         protocol: protocol(vs.protocol),
     }
 }
 
 /// Is the service forwarded on this director now?
-pub fn is_active(cfg: &Config, vs: &config::VirtualServer, master_vips: &BTreeSet<IpAddr>) -> bool {
-    match cfg.announce_of(vs) {
-        Announce::Vrrp => master_vips.contains(vs.vip.get_ref()),
+pub fn is_active(vs: &config::VirtualServer, master_vips: &BTreeSet<IpAddr>) -> bool {
+    match vs.announce {
+        Announce::Vrrp => master_vips.contains(&vs.vip),
         Announce::Bgp | Announce::Always => true,
     }
 }
@@ -97,24 +97,33 @@ fn egress<'a>(
     Some((pos as u32, &interfaces[pos]))
 }
 
+/// Why a real server cannot be forwarded to (the note `xlb status` shows).
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    #[error("no usable egress interface")]
+    NoEgress,
+    #[error("MAC of {ip} unknown (ARP/ND unresolved on {interface})")]
+    MacUnknown { ip: IpAddr, interface: String },
+}
+
 fn desired_real(
     inputs: &Inputs<'_>,
     ip: IpAddr,
     port: u16,
     configured_mac: Option<[u8; 6]>,
     wanted_iface: Option<&str>,
-) -> Result<DesiredReal, String> {
+) -> Result<DesiredReal, Unusable> {
     let neighbour = inputs.neighbours.get(&ip);
     let (tx_port, iface) = egress(inputs.interfaces, wanted_iface, ip, neighbour.map(|n| n.0))
-        .ok_or_else(|| "no usable egress interface".to_string())?;
+        .ok_or(Unusable::NoEgress)?;
     let mac = match (configured_mac, neighbour) {
         (Some(m), _) => m,
         (None, Some((_, m))) => *m,
         (None, None) => {
-            return Err(format!(
-                "MAC of {ip} unknown (ARP/ND unresolved on {})",
-                iface.name
-            ))
+            return Err(Unusable::MacUnknown {
+                ip,
+                interface: iface.name.clone(),
+            })
         }
     };
     Ok(DesiredReal {
@@ -135,26 +144,26 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
     let mut notes = Vec::new();
     let mut services = Vec::new();
     for vs in &cfg.virtual_servers {
-        let name = vs.service_name();
+        let name = vs.name.clone();
         let mut reals = Vec::new();
         for rs in &vs.real_servers {
-            let ip = *rs.address.get_ref();
-            let port = rs.effective_port(vs);
+            let ip = rs.address;
+            let port = rs.port;
             let sock = SocketAddr::new(ip, port);
-            let mac = rs.mac.as_ref().map(|m| m.get_ref().0);
-            let iface = rs.interface.as_ref().map(|i| i.get_ref().as_str());
+            let mac = rs.mac.as_ref().map(|m| m.0);
+            let iface = rs.interface.as_deref();
             let mut real = match desired_real(inputs, ip, port, mac, iface) {
                 Ok(r) => r,
                 Err(note) => {
                     notes.push(RealNote {
                         service: name.clone(),
                         real: sock,
-                        note,
+                        note: note.to_string(),
                     });
                     continue;
                 }
             };
-            let configured = *rs.weight.get_ref();
+            let configured = rs.weight;
             match inputs.health.get(&(name.clone(), sock)) {
                 Some(h) if !h.up => {
                     if vs.inhibit_on_failure {
@@ -175,10 +184,9 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
             reals.push(real);
         }
         let at_quorum = inputs.quorum_up.get(&name).copied().unwrap_or(true);
-        let sorry = vs.sorry_server.as_ref().and_then(|s| {
-            let ip = *s.get_ref();
-            let mac = vs.sorry_server_mac.as_ref().map(|m| m.get_ref().0);
-            match desired_real(inputs, ip, *vs.port.get_ref(), mac, None) {
+        let sorry = vs.sorry_server.and_then(|ip| {
+            let mac = vs.sorry_server_mac.as_ref().map(|m| m.0);
+            match desired_real(inputs, ip, vs.port, mac, None) {
                 Ok(mut r) => {
                     r.weight = 1;
                     Some(r)
@@ -186,8 +194,8 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
                 Err(note) => {
                     notes.push(RealNote {
                         service: name.clone(),
-                        real: SocketAddr::new(ip, *vs.port.get_ref()),
-                        note,
+                        real: SocketAddr::new(ip, vs.port),
+                        note: note.to_string(),
                     });
                     None
                 }
@@ -201,10 +209,10 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
         }
         services.push(DesiredService {
             addr: service_addr(vs),
-            active: is_active(cfg, vs, inputs.master_vips),
+            active: is_active(vs, inputs.master_vips),
             scheduler: scheduler(vs.scheduler),
-            hash_client_only: *vs.persistence_timeout.get_ref() > 0,
-            table_size: *vs.maglev_table_size.get_ref(),
+            hash_client_only: vs.persistence_timeout > 0,
+            table_size: vs.maglev_table_size,
             reals,
             sorry,
         });
@@ -233,16 +241,16 @@ pub fn alive_weights(
     cfg.virtual_servers
         .iter()
         .map(|vs| {
-            let name = vs.service_name();
+            let name = vs.name.clone();
             let sum = vs
                 .real_servers
                 .iter()
                 .map(|rs| {
-                    let sock = SocketAddr::new(*rs.address.get_ref(), rs.effective_port(vs));
+                    let sock = SocketAddr::new(rs.address, rs.port);
                     match health.get(&(name.clone(), sock)) {
                         Some(h) if !h.up => 0,
                         Some(h) => h.weight as u64,
-                        None => *rs.weight.get_ref() as u64,
+                        None => rs.weight as u64,
                     }
                 })
                 .sum();
@@ -318,7 +326,7 @@ address = "198.18.0.13"
         let mut neigh = BTreeMap::new();
         neigh.insert("198.18.0.11".parse().unwrap(), (7, [2, 0, 0, 0, 0, 0x11]));
         let mut health = BTreeMap::new();
-        let name = cfg.virtual_servers[0].service_name();
+        let name = cfg.virtual_servers[0].name.clone();
         health.insert(
             (name.clone(), "198.18.0.11:80".parse().unwrap()),
             RealHealthInput {

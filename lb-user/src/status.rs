@@ -78,13 +78,13 @@ pub struct InterfaceStatus {
     pub how: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct StatusReport {
     pub version: String,
     pub config_file: String,
     pub conn_table_size: u32,
     pub conn_table_entries: u64,
-    pub ring_capacity: u32,
+    pub maglev_capacity: u32,
     pub interfaces: Vec<InterfaceStatus>,
     pub services: Vec<ServiceStatus>,
     pub vrrp: Vec<VrrpStatus>,
@@ -338,7 +338,7 @@ pub(crate) mod tests {
             config_file: "/etc/xlb/xlb.toml".into(),
             conn_table_size: 1_048_576,
             conn_table_entries: 3,
-            ring_capacity: 1 << 20,
+            maglev_capacity: 1 << 20,
             interfaces: vec![],
             services: vec![ServiceStatus {
                 name: "web".into(),

@@ -8,8 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::dr::{wait_until, Dr, VIP};
-use xtask::lab::{Host, PortOpts, Proc};
+use common::dr::{wait_until, Dr, NEEDS, VIP};
+use xtask::lab::{require::Need, streams::State, Host, PortOpts, Proc};
 
 fn config(socket: &str, state: &str, priority: u8) -> String {
     let mut t = format!(
@@ -114,6 +114,7 @@ fn pair(tag: &str, reals: usize) -> (Dr, Director, Director) {
 
 #[test]
 fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
+    xtask::require!(NEEDS);
     let (mut dr, mut d1, mut d2) = pair("f-pair", 2);
     wait_until("dir1 MASTER with the VIP", Duration::from_secs(10), || {
         has_vip(&dr, &d1.host)
@@ -161,13 +162,14 @@ fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
     );
 
     let results = dr.stream_results(&streams, Duration::from_secs(40));
-    for (server, state, gap) in &results {
+    for s in &results.0 {
         assert_eq!(
-            state, "ok",
+            s.state,
+            State::Ok,
             "a long-lived connection broke across the failover: {results:?}"
         );
-        assert!(server.starts_with("rs"));
-        println!("stream on {server}: longest gap {gap} ms");
+        assert!(s.server.starts_with("rs"));
+        println!("stream on {}: longest gap {} ms", s.server, s.max_gap_ms);
     }
     while dr.d.lab.exited(&loop_proc).unwrap().is_none() {
         std::thread::sleep(Duration::from_millis(200));
@@ -248,6 +250,7 @@ fn doctor_vrrp_peers(dr: &Dr, d: &Director) -> serde_json::Value {
 
 #[test]
 fn doctor_sees_the_peer_and_a_split_brain() {
+    xtask::require!(NEEDS, [Need::Binary("nft")]);
     let (dr, d1, d2) = pair("f-doc", 1);
     wait_until("dir1 MASTER", Duration::from_secs(10), || {
         has_vip(&dr, &d1.host)

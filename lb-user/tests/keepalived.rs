@@ -55,7 +55,7 @@ fn has_note(i: &keepalived::Imported, loc: &str, needle: &str) -> bool {
 #[test]
 fn field_report_config() {
     let (i, text) = import("field_report");
-    let cfg = config::parse(&text, "field_report").unwrap();
+    let cfg = config::parse_schema(&text, "field_report").unwrap();
     assert_eq!(cfg.global.router_id.as_deref(), Some("lvs-primary"));
     assert_eq!(cfg.virtual_servers.len(), 2);
     let vs = &cfg.virtual_servers[0];
@@ -81,7 +81,7 @@ fn field_report_config() {
 #[test]
 fn checkers_and_notes() {
     let (i, text) = import("checkers");
-    let cfg = config::parse(&text, "checkers").unwrap();
+    let cfg = config::parse_schema(&text, "checkers").unwrap();
     let f = "tests/data/keepalived/checkers.conf";
     let web = &cfg.virtual_servers[0];
     assert_eq!(
@@ -120,7 +120,7 @@ fn checkers_and_notes() {
 #[test]
 fn includes_sync_groups_unicast_nat() {
     let (i, text) = import("sync_unicast");
-    let cfg = config::parse(&text, "sync_unicast").unwrap();
+    let cfg = config::parse_schema(&text, "sync_unicast").unwrap();
     // Both included files (glob, relative to the including file), not the README.
     assert_eq!(cfg.virtual_servers.len(), 2);
     assert_eq!(cfg.vrrp_sync_groups[0].group.get_ref().len(), 2);

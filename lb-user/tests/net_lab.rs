@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use xlb::net::{BlockingNet, Dad, Net, NetError};
-use xtask::lab::{in_named_netns, Host, Lab, PortOpts};
+use xtask::lab::{in_named_netns, require::Need, Host, Lab, PortOpts};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -27,13 +27,8 @@ fn mac_of(lab: &Lab, h: &Host) -> [u8; 6] {
     mac
 }
 
-/// Two hosts on one segment; `None` (and a note) without root.
-fn two_hosts() -> Option<(Lab, Host, Host)> {
-    // SAFETY: plain syscall.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root (network namespaces)");
-        return None;
-    }
+/// Two hosts on one segment.
+fn two_hosts() -> (Lab, Host, Host) {
     let mut lab = Lab::new("netlink").unwrap();
     let lan = lab.segment("lan").unwrap();
     let h = lab.host("h").unwrap();
@@ -48,14 +43,13 @@ fn two_hosts() -> Option<(Lab, Host, Host)> {
         };
         lab.attach(host, &lan, opts).unwrap();
     }
-    Some((lab, h, peer))
+    (lab, h, peer)
 }
 
 #[test]
 fn addresses_are_added_and_removed_idempotently() {
-    let Some((lab, h, _peer)) = two_hosts() else {
-        return;
-    };
+    xtask::require!([Need::Lab]);
+    let (lab, h, _peer) = two_hosts();
     // The socket stays bound to the lab namespace after the thread that opened it ends.
     let net = in_named_netns(h.netns(), BlockingNet::connect)
         .unwrap()
@@ -109,9 +103,8 @@ fn addresses_are_added_and_removed_idempotently() {
 
 #[test]
 fn primary_address_and_neighbour_probe() {
-    let Some((lab, h, peer)) = two_hosts() else {
-        return;
-    };
+    xtask::require!([Need::Lab]);
+    let (lab, h, peer) = two_hosts();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

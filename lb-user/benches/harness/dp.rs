@@ -77,7 +77,7 @@ pub struct Dp {
 
 pub struct LoadSpec<'a> {
     pub conn_table_size: u32,
-    pub ring_slots: u32,
+    pub maglev_capacity: u32,
     /// Use the map pinned here as CONN_TABLE (the global-LRU variant).
     pub conn_table_pin: Option<&'a Path>,
 }
@@ -87,7 +87,7 @@ impl Dp {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(map_names::CONN_TABLE, spec.conn_table_size)
-            .map_max_entries(map_names::MAGLEV_RINGS, spec.ring_slots)
+            .map_max_entries(map_names::MAGLEV_RINGS, spec.maglev_capacity)
             .verifier_log_level(VerifierLogLevel::STATS);
         if let Some(p) = spec.conn_table_pin {
             loader.map_pin_path(map_names::CONN_TABLE, p);

@@ -229,7 +229,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
     let t = Instant::now();
     let mut dp = Dp::load(&LoadSpec {
         conn_table_size: plan.table_size,
-        ring_slots: 4 * 65_537,
+        maglev_capacity: 4 * 65_537,
         conn_table_pin: None,
     })?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -435,7 +435,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
         };
         let mut dp = Dp::load(&LoadSpec {
             conn_table_size: plan.lru_table,
-            ring_slots: 4 * 65_537,
+            maglev_capacity: 4 * 65_537,
             conn_table_pin: global.as_ref().map(|g| g.path.as_path()),
         })?;
         drop(global);

@@ -18,7 +18,7 @@ pub fn config(data: &[u8]) {
                 "parse is not deterministic"
             );
             for vs in &cfg.virtual_servers {
-                let _ = vs.service_name();
+                assert!(!vs.name.is_empty(), "every service has a name");
             }
         }
         Err(errors) => {

@@ -17,7 +17,7 @@ fn socket_path(args: &SocketArgs) -> PathBuf {
         return s.clone();
     }
     match crate::config::load(&args.config) {
-        Ok(cfg) => cfg.global.control_socket.get_ref().clone(),
+        Ok(cfg) => cfg.global.control_socket.clone(),
         Err(_) => PathBuf::from("/run/xlb/xlb.sock"),
     }
 }

@@ -153,10 +153,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             release_on_exit,
-        } => crate::daemon::run(crate::daemon::RunOptions {
+        } => Ok(crate::daemon::run(crate::daemon::RunOptions {
             config,
             release_on_exit,
-        }),
+        })),
         Command::Reload { socket } => client::reload(&socket),
         Command::Stop { socket, detach } => client::stop(&socket, detach),
         Command::Status {

@@ -114,7 +114,7 @@ fn empty_vec<T>() -> Spanned<Vec<T>> {
     unspanned(Vec::new())
 }
 fn default_conn_table_size() -> Spanned<u32> {
-    unspanned(1_048_576)
+    unspanned(lb_common::DEFAULT_CONN_TABLE_SIZE)
 }
 fn default_flood_threshold() -> u32 {
     125_000
@@ -143,9 +143,6 @@ pub struct Timeouts {
     /// TCP flow that has seen only a SYN (IPVS `SYN_RECV`), default 60.
     #[serde(default = "d60")]
     pub syn_recv: Spanned<u32>,
-    /// IPVS `TIME_WAIT`, default 120.
-    #[serde(default = "d120")]
-    pub time_wait: Spanned<u32>,
     /// TCP flow after a RST (IPVS `CLOSE`), default 10.
     #[serde(default = "d10")]
     pub close: Spanned<u32>,
@@ -176,7 +173,6 @@ impl Default for Timeouts {
             tcp: d900(),
             tcp_fin: d120(),
             syn_recv: d60(),
-            time_wait: d120(),
             close: d10(),
             udp: d300(),
         }

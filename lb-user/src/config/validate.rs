@@ -78,7 +78,6 @@ fn timeouts(t: &Timeouts, c: &mut Collector<'_>) {
         (&t.tcp, "tcp"),
         (&t.tcp_fin, "tcp_fin"),
         (&t.syn_recv, "syn_recv"),
-        (&t.time_wait, "time_wait"),
         (&t.close, "close"),
         (&t.udp, "udp"),
     ] {

@@ -20,7 +20,7 @@ pub struct Options {
 /// Asks the running daemon (if any) for its VRRP instances twice, 3 advert intervals apart.
 fn observe_vrrp(cfg: &Config, vrrp: &mut [VrrpFacts]) {
     use crate::control::{request, Request, Response};
-    let socket = cfg.global.control_socket.get_ref();
+    let socket = &cfg.global.control_socket;
     let sample = || match request(socket, &Request::Status, std::time::Duration::from_secs(5)) {
         Ok(Response::Status(r)) => Some(r.vrrp),
         _ => None,
@@ -63,26 +63,25 @@ pub fn gather(opts: &Options) -> Facts {
     if let Some(c) = &cfg {
         facts.xdp_mode = Some(c.global.xdp_mode);
         let net = BlockingNet::connect().ok();
-        for i in c.global.interfaces.get_ref() {
-            facts.interfaces.push(interface(net.as_ref(), i.get_ref()));
+        for i in &c.global.interfaces {
+            facts.interfaces.push(interface(net.as_ref(), i));
         }
         for v in &c.vrrp_instances {
             facts.vrrp.push(VrrpFacts {
-                name: v.name.get_ref().clone(),
-                interface: v.interface.get_ref().clone(),
-                vrid: *v.virtual_router_id.get_ref(),
-                advert_int_ms: (*v.advert_int.get_ref() * 1000.0).round() as u64,
+                name: v.name.clone(),
+                interface: v.interface.clone(),
+                vrid: v.virtual_router_id,
+                advert_int_ms: (v.advert_int * 1000.0).round() as u64,
                 observed: None,
                 v6: v
                     .virtual_ipaddress
-                    .get_ref()
                     .first()
-                    .is_some_and(|p| p.get_ref().addr.is_ipv6()),
-                unicast_src_ip: v.unicast_src_ip.as_ref().map(|a| *a.get_ref()),
-                unicast_peer: v.unicast_peer.iter().map(|a| *a.get_ref()).collect(),
+                    .is_some_and(|p| p.addr.is_ipv6()),
+                unicast_src_ip: v.unicast_src_ip,
+                unicast_peer: v.unicast_peer.clone(),
             });
         }
-        facts.conn_table_size = Some(*c.global.conn_table_size.get_ref());
+        facts.conn_table_size = Some(c.global.conn_table_size);
         facts.real_servers = c.virtual_servers.iter().map(|v| v.real_servers.len()).sum();
         facts.pins = Some(pins(c));
         if !facts.vrrp.is_empty() {
@@ -292,7 +291,7 @@ pub fn sysctl_files(root: &Path) -> Vec<(String, String)> {
 
 fn pins(c: &Config) -> PinFacts {
     use crate::dataplane::loader::{link_pin_path, PINNED_MAPS};
-    let dir = c.global.bpffs_dir.get_ref();
+    let dir = &c.global.bpffs_dir;
     let mut p = PinFacts {
         dir: dir.display().to_string(),
         dir_exists: dir.is_dir(),
@@ -310,10 +309,9 @@ fn pins(c: &Config) -> PinFacts {
     p.links_missing = c
         .global
         .interfaces
-        .get_ref()
         .iter()
-        .map(|i| i.get_ref().clone())
         .filter(|i| !link_pin_path(dir, i).exists())
+        .cloned()
         .collect();
     let services = dir.join(lb_common::map_names::SERVICES);
     if services.exists() {

@@ -10,6 +10,7 @@
 //! The checkers never touch the data plane: the daemon consumes the events (or [`HealthChecker::snapshot`])
 //! and recomputes the desired state.
 
+mod error;
 pub mod http;
 pub mod quorum;
 pub mod scheduler;
@@ -23,6 +24,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
+
+pub use error::ProbeError;
 
 use crate::config::{Check, CheckType, Config};
 
@@ -54,9 +57,7 @@ pub struct RealTarget {
 impl RealTarget {
     /// The check that runs, `None` when the server is always up.
     pub fn active_check(&self) -> Option<&Check> {
-        self.check
-            .as_ref()
-            .filter(|c| *c.kind.get_ref() != CheckType::None)
+        self.check.as_ref().filter(|c| c.kind != CheckType::None)
     }
 
     /// Timing and thresholds of the check (defaults for an always-up target).
@@ -68,11 +69,11 @@ impl RealTarget {
             },
             Some(c) => Policy {
                 interval: self.interval,
-                timeout: secs(*c.timeout.get_ref()),
-                retry: c.effective_retry(),
-                delay_before_retry: secs(c.effective_delay_before_retry()),
-                rise: (*c.rise.get_ref()).max(1),
-                fall: (*c.fall.get_ref()).max(1),
+                timeout: secs(c.timeout),
+                retry: c.retry,
+                delay_before_retry: secs(c.delay_before_retry),
+                rise: c.rise.max(1),
+                fall: c.fall.max(1),
             },
         }
     }
@@ -86,24 +87,22 @@ fn secs(s: f64) -> Duration {
 pub fn targets(cfg: &Config) -> Vec<RealTarget> {
     let mut out = Vec::new();
     for vs in &cfg.virtual_servers {
-        let service = vs.service_name();
+        let service = vs.name.clone();
         for rs in &vs.real_servers {
-            let real = SocketAddr::new(*rs.address.get_ref(), rs.effective_port(vs));
-            let check = vs.check_of(rs).cloned();
-            let probe = check.as_ref().map_or(real, |c| c.probe_addr(vs, rs));
-            let interval = check
-                .as_ref()
-                .map_or(*vs.delay_loop.get_ref(), |c| c.effective_interval(vs));
+            let real = SocketAddr::new(rs.address, rs.port);
+            let check = rs.check.clone();
+            let probe = check.as_ref().map_or(real, |c| c.target);
+            let interval = check.as_ref().map_or(vs.delay_loop, |c| c.interval);
             out.push(RealTarget {
                 service: service.clone(),
                 real,
                 check,
                 probe,
                 interval: secs(interval),
-                config_weight: *rs.weight.get_ref(),
+                config_weight: rs.weight,
                 alpha: vs.alpha,
-                notify_up: rs.notify_up.as_ref().map(|c| c.get_ref().clone()),
-                notify_down: rs.notify_down.as_ref().map(|c| c.get_ref().clone()),
+                notify_up: rs.notify_up.clone(),
+                notify_down: rs.notify_down.clone(),
             });
         }
     }
@@ -364,13 +363,13 @@ pub enum AnyProbe {
     /// `script`.
     Script(script::ScriptProbe),
     /// A check that cannot run (e.g. unreadable `ca_file`): always down with this reason.
-    Broken(String),
+    Broken(ProbeError),
 }
 
 impl AnyProbe {
     /// Build the probe of `check` for target `t`.
     pub fn new(check: &Check, t: &RealTarget) -> Self {
-        match check.kind.get_ref() {
+        match check.kind {
             CheckType::Tcp => AnyProbe::Tcp(tcp::TcpProbe { addr: t.probe }),
             CheckType::Http | CheckType::Https => match http::HttpProbe::new(check, t.probe) {
                 Ok(p) => AnyProbe::Http(Box::new(p)),
@@ -380,7 +379,7 @@ impl AnyProbe {
                 Ok(p) => AnyProbe::Script(p),
                 Err(e) => AnyProbe::Broken(e),
             },
-            CheckType::None => AnyProbe::Broken("no check".into()),
+            CheckType::None => AnyProbe::Broken(ProbeError::NoCheck),
         }
     }
 }
@@ -391,7 +390,7 @@ impl Probe for AnyProbe {
             AnyProbe::Tcp(p) => p.probe().await,
             AnyProbe::Http(p) => p.probe().await,
             AnyProbe::Script(p) => p.probe().await,
-            AnyProbe::Broken(e) => Outcome::down(e.clone()),
+            AnyProbe::Broken(e) => Outcome::down(e.to_string()),
         }
     }
 }

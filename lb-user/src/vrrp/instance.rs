@@ -75,19 +75,14 @@ impl Instance {
         status: Arc<Mutex<InstanceStatus>>,
         health: BTreeMap<String, bool>,
     ) -> Result<Instance> {
-        let name = cfg.name.get_ref().clone();
-        let ifname = cfg.interface.get_ref().clone();
+        let name = cfg.name.clone();
+        let ifname = cfg.interface.clone();
         let net = crate::net::Net::connect()?;
         let link = net
             .link(&ifname)
             .await?
             .with_context(|| format!("vrrp_instance {name}: no interface {ifname}"))?;
-        let vips: Vec<IpPrefix> = cfg
-            .virtual_ipaddress
-            .get_ref()
-            .iter()
-            .map(|p| *p.get_ref())
-            .collect();
+        let vips: Vec<IpPrefix> = cfg.virtual_ipaddress.clone();
         let vip_addrs: Vec<IpAddr> = vips.iter().map(|p| p.addr).collect();
         // Left over by a crashed predecessor: we start as backup, so they must go.
         for v in &vip_addrs {
@@ -95,37 +90,34 @@ impl Instance {
         }
         let v6 = match vip_addrs.first() {
             Some(a) => a.is_ipv6(),
-            None => cfg
-                .unicast_src_ip
-                .as_ref()
-                .is_some_and(|a| a.get_ref().is_ipv6()),
+            None => cfg.unicast_src_ip.as_ref().is_some_and(|a| a.is_ipv6()),
         };
-        let version = *cfg.version.get_ref();
+        let version = cfg.version;
         if v6 && version != 3 {
             bail!("vrrp_instance {name}: IPv6 needs version 3");
         }
         let src = match &cfg.unicast_src_ip {
-            Some(a) => *a.get_ref(),
+            Some(a) => *a,
             None => net.primary_address(link.index, v6, &vip_addrs).await?,
         };
-        let peers: Vec<IpAddr> = cfg.unicast_peer.iter().map(|p| *p.get_ref()).collect();
+        let peers: Vec<IpAddr> = cfg.unicast_peer.clone();
         let sock = VrrpSocket::open(&ifname, link.index, src, &peers)
             .with_context(|| format!("vrrp_instance {name}: opening the VRRP socket"))?;
-        let advert_int = *cfg.advert_int.get_ref();
+        let advert_int = cfg.advert_int;
         let machine = Machine::new(Params {
             name: name.clone(),
             version,
-            priority: *cfg.priority.get_ref(),
+            priority: cfg.priority,
             advert_int: secs(advert_int),
-            preempt: !*cfg.nopreempt.get_ref(),
-            preempt_delay: secs(*cfg.preempt_delay.get_ref()),
+            preempt: !cfg.nopreempt,
+            preempt_delay: secs(cfg.preempt_delay),
             primary_ip: src,
-            want_master: *cfg.state.get_ref() == VrrpState::Master,
+            want_master: cfg.state == VrrpState::Master,
         });
         let auth = cfg
             .authentication
             .as_ref()
-            .map(|a| auth_field(a.get_ref().auth_pass.get_ref()));
+            .map(|a| auth_field(&a.auth_pass));
         let mut inst = Instance {
             cfg: cfg.clone(),
             name,
@@ -164,10 +156,10 @@ impl Instance {
     async fn check_links(&mut self) {
         let mut down = Vec::new();
         for i in &self.cfg.track_interface {
-            match self.net.link(i.get_ref()).await {
+            match self.net.link(i).await {
                 Ok(Some(l)) if l.up => {}
-                Ok(_) => down.push(i.get_ref().clone()),
-                Err(e) => tracing::warn!(instance = %self.name, "tracking {}: {e:#}", i.get_ref()),
+                Ok(_) => down.push(i.clone()),
+                Err(e) => tracing::warn!(instance = %self.name, "tracking {}: {e:#}", i),
             }
         }
         self.link_fault =
@@ -182,13 +174,13 @@ impl Instance {
             .cfg
             .track_service
             .iter()
-            .map(|s| s.get_ref().as_str())
+            .map(|s| s.as_str())
             .filter(|s| self.health.get(*s) == Some(&false))
             .collect();
-        let base = *self.cfg.priority.get_ref();
+        let base = self.cfg.priority;
         self.service_fault = None;
         match &self.cfg.track_service_weight {
-            Some(w) if !bad.is_empty() => (i32::from(base) + *w.get_ref()).clamp(1, 254) as u8,
+            Some(w) if !bad.is_empty() => (i32::from(base) + w).clamp(1, 254) as u8,
             Some(_) => base,
             None => {
                 self.service_fault = (!bad.is_empty())
@@ -222,23 +214,19 @@ impl Instance {
                 return None;
             }
         };
-        if adv.vrid != *self.cfg.virtual_router_id.get_ref() {
+        if adv.vrid != self.cfg.virtual_router_id {
             let ours = self
                 .shared
                 .vrids
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains(&(self.cfg.interface.get_ref().clone(), adv.vrid));
+                .contains(&(self.cfg.interface.clone(), adv.vrid));
             if !ours {
                 self.count_bad(RxError::Vrid);
             }
             return None;
         }
-        if let Err(e) = adv.check_for(
-            *self.cfg.version.get_ref(),
-            self.auth.as_ref(),
-            self.interval_cs,
-        ) {
+        if let Err(e) = adv.check_for(self.cfg.version, self.auth.as_ref(), self.interval_cs) {
             if e == RxError::Interval {
                 tracing::warn!(
                     instance = %self.name, peer = %rx.src,
@@ -272,8 +260,8 @@ impl Instance {
 
     fn advert(&self, priority: u8) -> Advert {
         Advert {
-            version: *self.cfg.version.get_ref(),
-            vrid: *self.cfg.virtual_router_id.get_ref(),
+            version: self.cfg.version,
+            vrid: self.cfg.virtual_router_id,
             priority,
             interval_cs: self.interval_cs,
             auth: self.auth,
@@ -295,7 +283,7 @@ impl Instance {
         let (ifindex, mac) = (self.ifindex, self.mac);
         let vips: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
         let repeat = self.cfg.garp_master_repeat;
-        let delay = secs(*self.cfg.garp_master_delay.get_ref());
+        let delay = secs(self.cfg.garp_master_delay);
         let name = self.name.clone();
         if let Some(g) = self.garp.take() {
             g.abort();
@@ -373,7 +361,7 @@ impl Instance {
         };
         if let Some(argv) = notify {
             super::notify::spawn(
-                argv.get_ref(),
+                argv,
                 &self.name,
                 &role.to_string(),
                 self.machine.effective_priority(),

@@ -120,13 +120,8 @@ pub struct Vrrp {
 fn sync_peers(cfg: &Config) -> BTreeMap<String, Vec<String>> {
     let mut peers = BTreeMap::new();
     for g in &cfg.vrrp_sync_groups {
-        let members: Vec<String> = g
-            .group
-            .get_ref()
-            .iter()
-            .map(|m| m.get_ref().clone())
-            .collect();
-        for m in &members {
+        let members = &g.group;
+        for m in members {
             peers.insert(
                 m.clone(),
                 members.iter().filter(|o| *o != m).cloned().collect(),
@@ -139,12 +134,7 @@ fn sync_peers(cfg: &Config) -> BTreeMap<String, Vec<String>> {
 fn vrid_set(cfg: &Config) -> BTreeSet<(String, u8)> {
     cfg.vrrp_instances
         .iter()
-        .map(|i| {
-            (
-                i.interface.get_ref().clone(),
-                *i.virtual_router_id.get_ref(),
-            )
-        })
+        .map(|i| (i.interface.clone(), i.virtual_router_id))
         .collect()
 }
 
@@ -177,14 +167,14 @@ impl Vrrp {
     }
 
     async fn start_one(&mut self, cfg: &VrrpInstance) -> anyhow::Result<()> {
-        let name = cfg.name.get_ref().clone();
+        let name = cfg.name.clone();
         let status = Arc::new(Mutex::new(InstanceStatus {
             name: name.clone(),
             role: VrrpRole::Init,
-            priority: *cfg.priority.get_ref(),
-            effective_priority: *cfg.priority.get_ref(),
-            vrid: *cfg.virtual_router_id.get_ref(),
-            interface: cfg.interface.get_ref().clone(),
+            priority: cfg.priority,
+            effective_priority: cfg.priority,
+            vrid: cfg.virtual_router_id,
+            interface: cfg.interface.clone(),
             last_master: None,
             adverts_rx: 0,
             adverts_tx: 0,
@@ -236,7 +226,7 @@ impl Vrrp {
         let wanted: BTreeMap<String, &VrrpInstance> = cfg
             .vrrp_instances
             .iter()
-            .map(|i| (i.name.get_ref().clone(), i))
+            .map(|i| (i.name.clone(), i))
             .collect();
         let stale: Vec<String> = self
             .instances
@@ -301,13 +291,7 @@ impl Vrrp {
         self.instances
             .values()
             .filter(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).role == VrrpRole::Master)
-            .flat_map(|r| {
-                r.cfg
-                    .virtual_ipaddress
-                    .get_ref()
-                    .iter()
-                    .map(|p| p.get_ref().addr)
-            })
+            .flat_map(|r| r.cfg.virtual_ipaddress.iter().map(|p| p.addr))
             .collect()
     }
 }
