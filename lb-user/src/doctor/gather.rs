@@ -1,5 +1,4 @@
 //! The thin, impure layer of `xlb doctor`: reads the host into [`Facts`].
-use std::ffi::CString;
 use std::fs;
 use std::net::IpAddr;
 use std::path::Path;
@@ -7,6 +6,7 @@ use std::process::Command;
 
 use super::{Facts, FirewallFacts, IfaceFacts, PinFacts, RealServerFacts, VrrpFacts};
 use crate::config::Config;
+use crate::net::BlockingNet;
 
 /// What to look at.
 #[derive(Clone, Debug, Default)]
@@ -62,8 +62,9 @@ pub fn gather(opts: &Options) -> Facts {
     sysctl_ifaces.extend(facts.host_interfaces.iter().cloned());
     if let Some(c) = &cfg {
         facts.xdp_mode = Some(c.global.xdp_mode);
+        let net = BlockingNet::connect().ok();
         for i in &c.global.interfaces {
-            facts.interfaces.push(interface(i));
+            facts.interfaces.push(interface(net.as_ref(), i));
         }
         for v in &c.vrrp_instances {
             facts.vrrp.push(VrrpFacts {
@@ -211,45 +212,15 @@ pub fn lro(ifname: &str) -> Option<bool> {
         .then_some(v.data & ETH_FLAG_LRO != 0)
 }
 
-fn mtu(ifname: &str) -> Option<u32> {
-    #[repr(C)]
-    struct IfReqMtu {
-        name: [u8; libc::IFNAMSIZ],
-        mtu: libc::c_int,
-        _pad: [u8; 20],
-    }
-    if ifname.len() >= libc::IFNAMSIZ {
-        return None;
-    }
-    let mut req = IfReqMtu {
-        name: [0; libc::IFNAMSIZ],
-        mtu: 0,
-        _pad: [0; 20],
-    };
-    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
-    // SAFETY: as in `ethtool`.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return None;
-        }
-        let r = libc::ioctl(fd, libc::SIOCGIFMTU as _, &mut req as *mut IfReqMtu);
-        libc::close(fd);
-        (r == 0).then_some(req.mtu as u32)
-    }
-}
-
-/// Facts of one interface.
-pub fn interface(name: &str) -> IfaceFacts {
-    let exists = CString::new(name)
-        // SAFETY: a valid NUL-terminated string.
-        .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) } != 0)
-        .unwrap_or(false);
+/// Facts of one interface (`net`: `None` when netlink could not be opened).
+pub fn interface(net: Option<&BlockingNet>, name: &str) -> IfaceFacts {
+    let link = net.and_then(|n| n.link(name).ok().flatten());
+    let exists = link.is_some();
     IfaceFacts {
         name: name.into(),
         exists,
         driver: exists.then(|| driver(name)).flatten(),
-        mtu: exists.then(|| mtu(name)).flatten(),
+        mtu: link.map(|l| l.mtu),
         lro: exists.then(|| lro(name)).flatten(),
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::addr::{self, Net};
+use super::addr;
 use super::io::{Received, VrrpSocket};
 use super::machine::{Action, Machine, Params};
 use super::packet::{auth_field, Advert, RxError, AUTH_LEN};
@@ -47,7 +47,7 @@ pub(super) struct Instance {
     name: String,
     machine: Machine,
     sock: VrrpSocket,
-    net: Net,
+    net: crate::net::Net,
     ifindex: u32,
     mac: [u8; 6],
     vips: Vec<IpPrefix>,
@@ -85,7 +85,7 @@ impl Instance {
     ) -> Result<Instance> {
         let name = cfg.name.clone();
         let ifname = cfg.interface.clone();
-        let net = Net::new()?;
+        let net = crate::net::Net::connect()?;
         let link = net
             .link(&ifname)
             .await?
@@ -95,15 +95,15 @@ impl Instance {
         // The VIPs are still here when the previous daemon died as MASTER (a clean stop removes
         // them). With its forwarding adopted, carry on as MASTER; otherwise they are left over by
         // a crashed predecessor and we start as backup, so they must go.
-        let present = net.addrs(link.index).await?;
+        let present = net.addresses(link.index).await?;
         let holds_vips = !vip_addrs.is_empty()
             && vip_addrs
                 .iter()
-                .all(|v| present.iter().any(|m| Net::msg_addr(m) == Some(*v)));
+                .all(|v| present.iter().any(|(a, _)| a == v));
         let resume = resume && holds_vips;
         if !resume {
             for v in &vip_addrs {
-                net.del(link.index, *v).await?;
+                net.del_address(link.index, *v).await?;
             }
         }
         let v6 = match vip_addrs.first() {
@@ -116,7 +116,7 @@ impl Instance {
         }
         let src = match &cfg.unicast_src_ip {
             Some(a) => *a,
-            None => net.primary_addr(link.index, v6, &vip_addrs).await?,
+            None => net.primary_address(link.index, v6, &vip_addrs).await?,
         };
         let peers: Vec<IpAddr> = cfg.unicast_peer.clone();
         let sock = VrrpSocket::open(&ifname, link.index, src, &peers)
@@ -290,7 +290,11 @@ impl Instance {
 
     async fn add_vips(&mut self) {
         for v in &self.vips {
-            if let Err(e) = self.net.add(self.ifindex, v).await {
+            if let Err(e) = self
+                .net
+                .add_address(self.ifindex, *v, crate::net::Dad::Skip)
+                .await
+            {
                 tracing::error!(instance = %self.name, "{e:#}");
             }
         }
@@ -321,7 +325,7 @@ impl Instance {
             g.abort();
         }
         for v in &self.vips {
-            if let Err(e) = self.net.del(self.ifindex, v.addr).await {
+            if let Err(e) = self.net.del_address(self.ifindex, v.addr).await {
                 tracing::error!(instance = %self.name, "{e:#}");
             }
         }

@@ -3,7 +3,8 @@
 //! - [`packet`]: advert codec and checksums (pure).
 //! - [`machine`]: the per-instance state machine (pure, time passed in).
 //! - [`io`]: the raw socket (protocol 112, TTL 255, multicast or unicast).
-//! - [`addr`]: VIPs on the interface (rtnetlink), gratuitous ARP / unsolicited NA.
+//! - [`addr`]: gratuitous ARP / unsolicited NA for the VIPs (put on the interface by
+//!   [`crate::net`]).
 //! - [`notify`]: `notify_master/backup/fault` programs.
 //! - `instance`: the task of one instance, gluing the above.
 //!
