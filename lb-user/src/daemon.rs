@@ -49,8 +49,14 @@ type ControlMsg = (Request, oneshot::Sender<Response>);
 
 /// Entry point of `xlb run`.
 pub fn run(opts: RunOptions) -> anyhow::Result<ExitCode> {
-    init_tracing();
-    let cfg = match config::load(&opts.config) {
+    let loaded = config::load(&opts.config);
+    crate::logging::init(
+        loaded
+            .as_ref()
+            .map(|c| c.global.log_format)
+            .unwrap_or_default(),
+    );
+    let cfg = match loaded {
         Ok(c) => c,
         Err(errors) => {
             for e in errors.iter() {
@@ -79,17 +85,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<ExitCode> {
         };
         daemon.run().await
     })
-}
-
-fn init_tracing() {
-    use tracing_subscriber::{fmt, EnvFilter};
-    let filter = EnvFilter::try_from_env("XLB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // journald adds its own timestamps; keep ours for plain terminals and files.
-    let _ = fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_target(false)
-        .try_init();
 }
 
 /// systemd's sd_notify (Type=notify): one datagram to $NOTIFY_SOCKET. No crate needed for it.
@@ -218,6 +213,9 @@ pub struct Daemon {
     last: Option<Sample>,
     rates_services: HashMap<u32, Rates>,
     rates_reals: HashMap<u32, Rates>,
+    /// The last configuration load (metrics: xlb_config_last_reload_successful).
+    config_load: crate::status::ConfigLoad,
+    sweep_duration: Duration,
 }
 
 impl Daemon {
@@ -287,6 +285,11 @@ impl Daemon {
             last: None,
             rates_services: HashMap::new(),
             rates_reals: HashMap::new(),
+            config_load: crate::status::ConfigLoad {
+                successful: true,
+                at_unix: unix_now(),
+            },
+            sweep_duration: Duration::ZERO,
             cfg,
         };
         if let Err(e) = daemon.attach_all().await {
@@ -607,14 +610,20 @@ impl Daemon {
             }
         };
         sd_notify("READY=1");
+        self.config_load = crate::status::ConfigLoad {
+            successful: result.is_ok(),
+            at_unix: unix_now(),
+        };
         result
     }
 
     fn do_sweep(&mut self) {
+        let started = Instant::now();
         match sweep::sweep(self.writer.maps_mut(), &self.timeouts) {
             Ok(r) => self.sweep = r,
             Err(e) => warn!("connection-table sweep: {e}"),
         }
+        self.sweep_duration = started.elapsed();
     }
 
     fn sample_rates(&mut self) {
@@ -663,6 +672,7 @@ impl Daemon {
         self.do_sweep();
         let slots = self.writer.slots();
         let maps = self.writer.maps();
+        let check_stats = self.checker.check_stats();
         let mut services = Vec::new();
         for vs in &self.cfg.virtual_servers {
             let name = vs.service_name();
@@ -720,6 +730,10 @@ impl Daemon {
                     },
                     rates: slot
                         .and_then(|s| self.rates_reals.get(&s))
+                        .cloned()
+                        .unwrap_or_default(),
+                    check: check_stats
+                        .get(&(name.clone(), sock))
                         .cloned()
                         .unwrap_or_default(),
                 });
@@ -807,11 +821,22 @@ impl Daemon {
                             adverts_rx: i.adverts_rx,
                             adverts_tx: i.adverts_tx,
                             bad_adverts: i.bad_adverts,
+                            transitions: i.transitions,
+                            last_bad_advert: i.last_bad_advert,
                         })
                         .collect()
                 })
                 .unwrap_or_default(),
             counters,
+            config_load: self.config_load.clone(),
+            sweep_duration_secs: self.sweep_duration.as_secs_f64(),
+            recent_transitions: crate::status::RecentTransitions::merge([
+                self.checker.recent_transitions(),
+                self.vrrp
+                    .as_ref()
+                    .map(|v| v.recent_transitions())
+                    .unwrap_or_default(),
+            ]),
         }
     }
 
@@ -890,7 +915,10 @@ impl Daemon {
         let (control_tx, mut control_rx) = mpsc::channel::<ControlMsg>(16);
         let listener = bind_control_socket(&socket_path)?;
         if let Some(addr) = self.cfg.global.metrics_listen {
-            tokio::spawn(crate::metrics::serve(addr, control_tx.clone()));
+            tokio::spawn(crate::metrics::serve(
+                addr,
+                status_snapshots(control_tx.clone()),
+            ));
         }
         tokio::spawn(serve_control(listener, control_tx));
         let mut hup = signal(SignalKind::hangup())?;
@@ -906,20 +934,16 @@ impl Daemon {
             tokio::select! {
                 _ = hup.recv() => { let _ = self.reload().await; }
                 Some(event) = self.vrrp_rx.recv() => {
-                    let VrrpEvent::RoleChanged { instance, role, reason } = event;
-                    info!(%instance, %role, "VRRP: {reason}");
+                    // Logged by the instance (one line per transition).
+                    let VrrpEvent::RoleChanged { .. } = event;
                     if let Some(vrrp) = &self.vrrp {
                         self.master_vips = vrrp.master_vips();
                     }
                     self.reconcile();
                 }
                 Some(event) = self.health_rx.recv() => {
-                    let HealthEvent::Changed { service, real, health } = event;
-                    if health.up {
-                        info!(%service, %real, weight = health.weight, "real server up: {}", health.reason);
-                    } else {
-                        warn!(%service, %real, "real server down: {}", health.reason);
-                    }
+                    // Logged by the checker (one line per transition).
+                    let HealthEvent::Changed { .. } = event;
                     self.health = self.checker.state_inputs();
                     self.reconcile();
                     self.announce_bgp_vips().await;
@@ -987,6 +1011,40 @@ impl Daemon {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// ADAPTER (to be replaced by the new core, which publishes a snapshot after each change):
+/// asks the control channel for a status report every second and publishes it, so that the
+/// metrics/status HTTP server never waits on the daemon's control queue (a slow reload delays
+/// the next snapshot, not a scrape).
+fn status_snapshots(
+    control: mpsc::Sender<ControlMsg>,
+) -> tokio::sync::watch::Receiver<std::sync::Arc<StatusReport>> {
+    let (tx, rx) = tokio::sync::watch::channel(std::sync::Arc::new(StatusReport::empty()));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (otx, orx) = oneshot::channel();
+            if control.send((Request::Status, otx)).await.is_err() {
+                return;
+            }
+            if let Ok(Response::Status(report)) = orx.await {
+                if tx.send(std::sync::Arc::new(*report)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    rx
 }
 
 fn bind_control_socket(path: &Path) -> anyhow::Result<UnixListener> {

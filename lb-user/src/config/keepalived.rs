@@ -1207,6 +1207,7 @@ impl Translator {
                 bpffs_dir: u(PathBuf::from("/sys/fs/bpf/xlb")),
                 metrics_listen: None,
                 sweep_interval: u(2.0),
+                log_format: Default::default(),
             },
             timeouts: Timeouts::default(),
             virtual_servers: std::mem::take(&mut self.vs),

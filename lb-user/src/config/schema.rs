@@ -63,6 +63,17 @@ pub enum XdpMode {
     Auto,
 }
 
+/// How the daemon writes its log (`global.log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Native journald records under systemd (`JOURNAL_STREAM`), plain text lines elsewhere.
+    #[default]
+    Text,
+    /// One JSON object a line on stderr (for log shippers), also under systemd.
+    Json,
+}
+
 /// `[global]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +113,10 @@ pub struct Global {
     /// flows expired. 0.1..=60, default 2.0.
     #[serde(default = "default_sweep_interval")]
     pub sweep_interval: Spanned<f64>,
+    /// `text` (default: journald-native under systemd, plain lines on a terminal) or `json`.
+    /// Read at start; a reload does not change it.
+    #[serde(default)]
+    pub log_format: LogFormat,
 }
 
 fn zero_u32() -> Spanned<u32> {
