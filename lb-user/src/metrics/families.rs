@@ -67,18 +67,19 @@ pub struct CheckLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InstanceLabels {
-    pub instance: String,
+    /// Not `instance`: Prometheus sets that label to the scraped target.
+    pub vrrp_instance: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InstanceStateLabels {
-    pub instance: String,
+    pub vrrp_instance: String,
     pub state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BadAdvertLabels {
-    pub instance: String,
+    pub vrrp_instance: String,
     pub reason: String,
 }
 

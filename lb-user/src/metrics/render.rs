@@ -193,12 +193,12 @@ fn fill_real(f: &Families, s: &ServiceLabels, r: &RealStatus) {
 
 fn fill_vrrp(f: &Families, v: &VrrpStatus) {
     let l = InstanceLabels {
-        instance: v.name.clone(),
+        vrrp_instance: v.name.clone(),
     };
     for state in VRRP_STATES {
         f.vrrp_state
             .get_or_create(&InstanceStateLabels {
-                instance: v.name.clone(),
+                vrrp_instance: v.name.clone(),
                 state: state.to_string(),
             })
             .set(i64::from(v.state == *state));
@@ -216,7 +216,7 @@ fn fill_vrrp(f: &Families, v: &VrrpStatus) {
         let key = reason.as_str();
         f.vrrp_bad_adverts
             .get_or_create(&BadAdvertLabels {
-                instance: v.name.clone(),
+                vrrp_instance: v.name.clone(),
                 reason: key.to_string(),
             })
             .inc_by(v.bad_adverts.get(key).copied().unwrap_or(0));
@@ -273,12 +273,12 @@ mod tests {
             "xlb_xdp_actions_total{action=\"redirect\"} 4",
             "xlb_conn_table_hits_total 8",
             "xlb_xdp_no_real_server_drops_total 7",
-            "xlb_vrrp_state{instance=\"VI_1\",state=\"BACKUP\"} 1",
-            "xlb_vrrp_state{instance=\"VI_1\",state=\"MASTER\"} 0",
-            "xlb_vrrp_state{instance=\"VI_1\",state=\"FAULT\"} 0",
-            "xlb_vrrp_bad_adverts_total{instance=\"VI_1\",reason=\"auth\"} 3",
-            "xlb_vrrp_bad_adverts_total{instance=\"VI_1\",reason=\"ttl\"} 0",
-            "xlb_vrrp_transitions_total{instance=\"VI_1\"} 2",
+            "xlb_vrrp_state{vrrp_instance=\"VI_1\",state=\"BACKUP\"} 1",
+            "xlb_vrrp_state{vrrp_instance=\"VI_1\",state=\"MASTER\"} 0",
+            "xlb_vrrp_state{vrrp_instance=\"VI_1\",state=\"FAULT\"} 0",
+            "xlb_vrrp_bad_adverts_total{vrrp_instance=\"VI_1\",reason=\"auth\"} 3",
+            "xlb_vrrp_bad_adverts_total{vrrp_instance=\"VI_1\",reason=\"ttl\"} 0",
+            "xlb_vrrp_transitions_total{vrrp_instance=\"VI_1\"} 2",
             "xlb_real_active_connections{service=\"web\",vip=\"192.168.2.212\",port=\"80\",protocol=\"tcp\",real=\"192.168.2.220:80\"} 2",
             "xlb_real_up{service=\"web\",vip=\"192.168.2.212\",port=\"80\",protocol=\"tcp\",real=\"192.168.2.221:80\"} 0",
             "xlb_service_connections_total{service=\"web\",vip=\"192.168.2.212\",port=\"80\",protocol=\"tcp\"} 3",
