@@ -74,6 +74,13 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The default is left out when a configuration is written (`xlb import-keepalived`).
+    pub fn is_default(&self) -> bool {
+        *self == LogFormat::default()
+    }
+}
+
 /// `[global]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,7 +122,7 @@ pub struct Global {
     pub sweep_interval: Spanned<f64>,
     /// `text` (default: journald-native under systemd, plain lines on a terminal) or `json`.
     /// Read at start; a reload does not change it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "LogFormat::is_default")]
     pub log_format: LogFormat,
 }
 

@@ -57,7 +57,14 @@ pub fn respond(
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    // Before the daemon's first snapshot: no zeros that would read as facts (table size 0...).
+    let waiting = snapshot.config_file.is_empty();
     match path {
+        "/metrics" | "/status.json" if waiting => response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "no status snapshot from the daemon yet\n",
+        ),
         "/metrics" => {
             let format = Format::negotiate(accept);
             let body = render(snapshot, &super::process::read(), format);
@@ -148,6 +155,11 @@ mod tests {
             respond(&Method::POST, "/metrics", None, &snap).status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
+        let empty = StatusReport::empty();
+        let code = |path: &str| respond(&Method::GET, path, None, &empty).status();
+        assert_eq!(code("/metrics"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(code("/status.json"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(code("/-/healthy"), StatusCode::OK);
     }
 
     #[test]
