@@ -477,3 +477,139 @@ fn check_journal(journal: &std::os::unix::net::UnixDatagram, dr: &Dr) {
         "logged twice (journal and stderr): {stderr}"
     );
 }
+
+fn vrrp_config(socket: &str, state: &str, priority: u8, pass: &str, extra: &str) -> String {
+    format!(
+        "[global]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\nconn_table_size = 65536\n\
+         control_socket = \"{socket}\"\n{extra}\n\n\
+         [[vrrp_instance]]\nname = \"VI_1\"\nstate = \"{state}\"\ninterface = \"eth0\"\n\
+         virtual_router_id = 51\npriority = {priority}\nadvert_int = 1.0\n\
+         authentication = {{ auth_type = \"PASS\", auth_pass = \"{pass}\" }}\n\
+         virtual_ipaddress = [\"{VIP}/24\"]\n\n\
+         [[virtual_server]]\nname = \"vs80\"\nvip = \"{VIP}\"\nport = 80\n\
+         [[virtual_server.real_server]]\naddress = \"198.18.0.11\"\n"
+    )
+}
+
+fn has_vip(dr: &Dr, h: &xtask::lab::Host) -> bool {
+    dr.d.lab
+        .run_ok(h, &["ip", "-4", "addr", "show", "dev", "eth0"])
+        .unwrap()
+        .contains(&format!("{VIP}/24"))
+}
+
+/// The issue's split brain: the peer's auth_pass differs, so each director drops the other's
+/// adverts and both become MASTER. The drop is a WARN line naming the sender (rate-limited),
+/// counted by reason in the metrics (every reason from 0), and `xlb doctor` fails naming it.
+#[test]
+fn password_mismatch_is_warned_counted_and_fails_doctor() {
+    if !is_root() {
+        eprintln!("needs root (network namespaces): skipped");
+        return;
+    }
+    let mut dr = Dr::without_vip("obs-auth", 1);
+    let dir2 = dr.d.lab.host("dir2").unwrap();
+    let lan = dr.d.lan.clone();
+    let opts = xtask::lab::PortOpts {
+        addrs: &["198.18.0.3/24"],
+        xdp_peer_pass: true,
+        tx_checksum_off: true,
+        ..Default::default()
+    };
+    dr.d.lab.attach(&dir2, &lan, opts).unwrap();
+    let dir = dr.d.lab.dir().to_path_buf();
+    let id = dr.d.lab.id().to_string();
+    let (s1, s2) = (
+        format!("/run/xlb/{id}-1.sock"),
+        format!("/run/xlb/{id}-2.sock"),
+    );
+    let (c1, c2) = (dir.join("xlb1.toml"), dir.join("xlb2.toml"));
+    let metrics = format!("metrics_listen = \"{METRICS}\"");
+    std::fs::write(&c1, vrrp_config(&s1, "MASTER", 150, "labpass1", &metrics)).unwrap();
+    std::fs::write(&c2, vrrp_config(&s2, "BACKUP", 100, "otherpw", "")).unwrap();
+    let d1 = dr.d.director.clone();
+    let mut procs = Vec::new();
+    for (host, cfg, sock) in [(&d1, &c1, &s1), (&dir2, &c2, &s2)] {
+        let cfg = cfg.display().to_string();
+        procs.push(
+            dr.d.lab
+                .spawn(host, &[&dr.xlb, "run", "--config", &cfg])
+                .unwrap(),
+        );
+        wait_until("the daemon answers", Duration::from_secs(20), || {
+            let argv = [dr.xlb.as_str(), "status", "--socket", sock];
+            dr.d.lab.run(host, &argv).unwrap().status.success()
+        });
+    }
+    wait_until(
+        "both directors MASTER (split brain)",
+        Duration::from_secs(15),
+        || has_vip(&dr, &d1) && has_vip(&dr, &dir2),
+    );
+
+    let cfg1 = c1.display().to_string();
+    let out =
+        dr.d.lab
+            .run(&d1, &[&dr.xlb, "doctor", "--config", &cfg1, "--json"])
+            .unwrap();
+    assert!(
+        !out.status.success(),
+        "doctor must fail on a split brain by password"
+    );
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = all
+        .as_array()
+        .cloned()
+        .or_else(|| all["findings"].as_array().cloned())
+        .unwrap();
+    let bad = list
+        .iter()
+        .find(|f| f["check"] == "vrrp-bad-adverts")
+        .unwrap_or_else(|| panic!("{all:#}"));
+    assert_eq!(bad["severity"], "error", "{bad}");
+    let detail = bad["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("auth x") && detail.contains("198.18.0.3"),
+        "{detail}"
+    );
+
+    let scrape = http(&dr, &[&format!("http://{METRICS}/metrics")]);
+    let value = |series: &str| -> Option<u64> {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let auth = value("xlb_vrrp_bad_adverts_total{vrrp_instance=\"VI_1\",reason=\"auth\"}");
+    assert!(auth.is_some_and(|n| n >= 3), "{scrape}");
+    assert_eq!(
+        value("xlb_vrrp_bad_adverts_total{vrrp_instance=\"VI_1\",reason=\"ttl\"}"),
+        Some(0)
+    );
+    assert_eq!(
+        value("xlb_vrrp_state{vrrp_instance=\"VI_1\",state=\"MASTER\"}"),
+        Some(1)
+    );
+    assert_eq!(
+        value("xlb_vrrp_state{vrrp_instance=\"VI_1\",state=\"BACKUP\"}"),
+        Some(0)
+    );
+
+    // The log names the sender and the cause, once per 30 s however many adverts arrive.
+    let log = dr.d.lab.log(&procs[0]);
+    let warned: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("bad VRRP advert from 198.18.0.3 dropped: authentication mismatch"))
+        .collect();
+    assert!(!warned.is_empty(), "{log}");
+    assert!(
+        warned[0].contains("WARN") && warned[0].contains("split brain"),
+        "{log}"
+    );
+    assert!(
+        (warned.len() as u64) < auth.unwrap_or(0),
+        "not rate-limited: {} lines for {auth:?} adverts\n{log}",
+        warned.len()
+    );
+    assert!(log.contains("(VI_1) Entering MASTER STATE"), "{log}");
+}
