@@ -27,9 +27,14 @@ fn promtool() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn is_root() -> bool {
+/// Lab tests need root (network namespaces): without it they say so and pass.
+fn skip_unless_root() -> bool {
     // SAFETY: plain syscall.
-    unsafe { libc::geteuid() == 0 }
+    let root = unsafe { libc::geteuid() == 0 };
+    if !root {
+        eprintln!("needs root (network namespaces): skipped");
+    }
+    !root
 }
 
 /// A snapshot with one of everything, so that every family has series.
@@ -325,8 +330,7 @@ fn lab_config(dr: &Dr) -> String {
 
 #[test]
 fn live_director_metrics_page_and_journal() {
-    if !is_root() {
-        eprintln!("needs root (network namespaces): skipped");
+    if skip_unless_root() {
         return;
     }
     let mut dr = Dr::new("obs", 2);
@@ -503,8 +507,7 @@ fn has_vip(dr: &Dr, h: &xtask::lab::Host) -> bool {
 /// counted by reason in the metrics (every reason from 0), and `xlb doctor` fails naming it.
 #[test]
 fn password_mismatch_is_warned_counted_and_fails_doctor() {
-    if !is_root() {
-        eprintln!("needs root (network namespaces): skipped");
+    if skip_unless_root() {
         return;
     }
     let mut dr = Dr::without_vip("obs-auth", 1);

@@ -986,25 +986,31 @@ mod tests {
         assert!(has(&fs, Severity::Warn, "lro", "eth1"));
     }
 
-    #[test]
-    fn vrrp_peers() {
-        let facts = |state: &str, before: u64, after: u64| Facts {
+    /// VI_1 (vrid 51 on eth0, advert 1 s) as the daemon reported it.
+    fn observed_vrrp(observed: VrrpObserved) -> Facts {
+        Facts {
             vrrp: vec![VrrpFacts {
                 name: "VI_1".into(),
                 interface: "eth0".into(),
                 vrid: 51,
                 advert_int_ms: 1000,
-                observed: Some(VrrpObserved {
-                    state_before: state.into(),
-                    state_after: state.into(),
-                    adverts_rx_before: before,
-                    adverts_rx_after: after,
-                    last_master: None,
-                    ..Default::default()
-                }),
+                observed: Some(observed),
                 ..Default::default()
             }],
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vrrp_peers() {
+        let facts = |state: &str, before: u64, after: u64| {
+            observed_vrrp(VrrpObserved {
+                state_before: state.into(),
+                state_after: state.into(),
+                adverts_rx_before: before,
+                adverts_rx_after: after,
+                ..Default::default()
+            })
         };
         let sev = |f: &Facts| {
             check(f)
@@ -1021,23 +1027,15 @@ mod tests {
 
     #[test]
     fn vrrp_bad_adverts_name_their_cause() {
-        let facts = |reason: &str, before: u64, after: u64| Facts {
-            vrrp: vec![VrrpFacts {
-                name: "VI_1".into(),
-                interface: "eth0".into(),
-                vrid: 51,
-                advert_int_ms: 1000,
-                observed: Some(VrrpObserved {
-                    state_before: "MASTER".into(),
-                    state_after: "MASTER".into(),
-                    bad_adverts_before: [(reason.to_string(), before)].into(),
-                    bad_adverts_after: [(reason.to_string(), after)].into(),
-                    last_bad_advert: Some(("198.18.0.3".parse().unwrap(), reason.into())),
-                    ..Default::default()
-                }),
+        let facts = |reason: &str, before: u64, after: u64| {
+            observed_vrrp(VrrpObserved {
+                state_before: "MASTER".into(),
+                state_after: "MASTER".into(),
+                bad_adverts_before: [(reason.to_string(), before)].into(),
+                bad_adverts_after: [(reason.to_string(), after)].into(),
+                last_bad_advert: Some(("198.18.0.3".parse().unwrap(), reason.into())),
                 ..Default::default()
-            }],
-            ..Default::default()
+            })
         };
         let find = |f: &Facts| check(f).into_iter().find(|x| x.check == "vrrp-bad-adverts");
         let auth = find(&facts("auth", 2, 5)).unwrap();

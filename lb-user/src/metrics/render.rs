@@ -2,7 +2,10 @@
 //!
 //! A fresh registry per scrape, filled from the snapshot: every value comes from a typed field
 //! of [`StatusReport`], so a new metric cannot silently report another one's value.
-use prometheus_client::{metrics::counter::Counter, registry::Registry};
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
 
 use super::families::{self, *};
 use super::process::ProcessStats;
@@ -110,14 +113,25 @@ fn fill_xdp(f: &Families, reg: &mut Registry, r: &StatusReport) {
             .inc_by(*v);
     }
     for i in &r.interfaces {
-        for mode in XDP_MODES {
-            f.interface_xdp_mode
-                .get_or_create(&InterfaceLabels {
-                    interface: i.name.clone(),
-                    mode: mode.to_string(),
-                })
-                .set(i64::from(i.mode == *mode));
-        }
+        one_hot(&f.interface_xdp_mode, XDP_MODES, &i.mode, |mode| {
+            InterfaceLabels {
+                interface: i.name.clone(),
+                mode: mode.to_string(),
+            }
+        });
+    }
+}
+
+/// One series per value of `all`: 1 for `current`, 0 for the others, every scrape (a state
+/// change does not start a new series, and `== 1` selects the current one).
+fn one_hot<S>(family: &Family<S, Gauge>, all: &[&str], current: &str, labels: impl Fn(&str) -> S)
+where
+    S: Clone + std::hash::Hash + Eq,
+{
+    for value in all {
+        family
+            .get_or_create(&labels(value))
+            .set(i64::from(*value == current));
     }
 }
 
@@ -195,14 +209,12 @@ fn fill_vrrp(f: &Families, v: &VrrpStatus) {
     let l = InstanceLabels {
         vrrp_instance: v.name.clone(),
     };
-    for state in VRRP_STATES {
-        f.vrrp_state
-            .get_or_create(&InstanceStateLabels {
-                vrrp_instance: v.name.clone(),
-                state: state.to_string(),
-            })
-            .set(i64::from(v.state == *state));
-    }
+    one_hot(&f.vrrp_state, VRRP_STATES, &v.state, |state| {
+        InstanceStateLabels {
+            vrrp_instance: v.name.clone(),
+            state: state.to_string(),
+        }
+    });
     f.vrrp_priority.get_or_create(&l).set(i64::from(v.priority));
     f.vrrp_effective_priority
         .get_or_create(&l)
