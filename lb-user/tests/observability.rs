@@ -260,7 +260,8 @@ fn screenshot(dr: &Dr, profile: &Path, out: &Path) {
     let mut argv: Vec<String> = vec!["timeout".into(), "60".into(), "chromium".into()];
     argv.extend(CHROMIUM_FLAGS.iter().map(|s| s.to_string()));
     argv.push(format!("--user-data-dir={}", profile.display()));
-    // Ten refreshes: the sparklines have a history.
+    // Ten refreshes in the browser's virtual time. They run within about one real second, so
+    // they see one or two daemon snapshots: the sparklines in the screenshot are nearly flat.
     argv.push("--virtual-time-budget=10000".into());
     argv.push("--window-size=1400,820".into());
     argv.push(format!("--screenshot={}", out.display()));
