@@ -20,8 +20,8 @@ use crate::{
     },
     state,
     status::{
-        ConnEntry, InterfaceStatus, Rates, RealStatus, ServiceStatus, StatusReport, TimeoutStatus,
-        Traffic, VrrpStatus,
+        CheckStats, ConfigLoad, ConnEntry, InterfaceStatus, Rates, RealStatus, ServiceStatus,
+        StatusReport, TimeoutStatus, Traffic, Transition, VrrpStatus,
     },
 };
 
@@ -95,6 +95,11 @@ pub struct StatusInputs<'a> {
     pub counters: Vec<u64>,
     pub conn_table_size: u32,
     pub maglev_capacity: u32,
+    /// Health-check results per (service, real server).
+    pub check_stats: &'a BTreeMap<(String, SocketAddr), CheckStats>,
+    pub config_load: ConfigLoad,
+    pub sweep_duration_secs: f64,
+    pub recent_transitions: Vec<Transition>,
 }
 
 fn traffic(t: Option<&TrafficStats>) -> Traffic {
@@ -129,6 +134,9 @@ pub fn status(inp: &StatusInputs<'_>) -> StatusReport {
         services,
         vrrp: inp.vrrp.clone(),
         counters,
+        config_load: inp.config_load.clone(),
+        sweep_duration_secs: inp.sweep_duration_secs,
+        recent_transitions: inp.recent_transitions.clone(),
         timeouts: TimeoutStatus {
             tcp: inp.cfg.timeouts.tcp,
             tcp_fin: inp.cfg.timeouts.tcp_fin,
@@ -204,6 +212,11 @@ fn service_status(inp: &StatusInputs<'_>, vs: &config::VirtualServer) -> Service
                 inactive_conns: counts.inactive,
                 traffic: traffic(slot.and_then(|s| inp.traffic.reals.get(&s))),
                 rates: slot.map(|s| inp.rates.real(s)).unwrap_or_default(),
+                check: inp
+                    .check_stats
+                    .get(&(name.clone(), sock))
+                    .cloned()
+                    .unwrap_or_default(),
             }
         })
         .collect();

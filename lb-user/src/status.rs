@@ -34,6 +34,75 @@ pub struct RealStatus {
     pub inactive_conns: u64,
     pub traffic: Traffic,
     pub rates: Rates,
+    /// Results of its health check so far (metrics, status page).
+    #[serde(default)]
+    pub check: CheckStats,
+}
+
+/// Health-check results of one real server since its checker started.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CheckStats {
+    /// Results (after retries) by class: `ok`, `refused`, `timeout`, `status`... (see
+    /// [`crate::health::RESULT_CLASSES`]).
+    pub results: BTreeMap<String, u64>,
+    /// Time the last result took (retries included).
+    pub last_duration_secs: f64,
+    /// Sum of the time of every result.
+    pub duration_sum_secs: f64,
+}
+
+/// One health or VRRP transition, as logged.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Transition {
+    /// Seconds since the Unix epoch.
+    pub at_unix: f64,
+    /// `health` or `vrrp`.
+    pub kind: String,
+    /// `web 198.18.0.11:80` or the VRRP instance name.
+    pub subject: String,
+    /// `up`, `down`, `weight 3`, `MASTER`, `BACKUP`, `FAULT`...
+    pub state: String,
+    pub reason: String,
+}
+
+/// The last transitions, oldest first, at most [`RecentTransitions::CAPACITY`].
+#[derive(Clone, Debug, Default)]
+pub struct RecentTransitions {
+    items: std::collections::VecDeque<Transition>,
+}
+
+impl RecentTransitions {
+    /// Bounded: a flapping server cannot grow the daemon's memory.
+    pub const CAPACITY: usize = 50;
+
+    pub fn push(&mut self, kind: &str, subject: String, state: String, reason: String) {
+        let at_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        if self.items.len() == Self::CAPACITY {
+            self.items.pop_front();
+        }
+        self.items.push_back(Transition {
+            at_unix,
+            kind: kind.to_string(),
+            subject,
+            state,
+            reason,
+        });
+    }
+
+    pub fn to_vec(&self) -> Vec<Transition> {
+        self.items.iter().cloned().collect()
+    }
+
+    /// Merges lists from several sources, oldest first, keeping the newest `CAPACITY`.
+    pub fn merge(lists: impl IntoIterator<Item = Vec<Transition>>) -> Vec<Transition> {
+        let mut all: Vec<Transition> = lists.into_iter().flatten().collect();
+        all.sort_by(|a, b| a.at_unix.total_cmp(&b.at_unix));
+        let skip = all.len().saturating_sub(Self::CAPACITY);
+        all.split_off(skip)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -66,6 +135,30 @@ pub struct VrrpStatus {
     pub adverts_rx: u64,
     pub adverts_tx: u64,
     pub bad_adverts: BTreeMap<String, u64>,
+    /// Role changes since the instance started.
+    #[serde(default)]
+    pub transitions: u64,
+    /// The last advert dropped: who sent it and why.
+    #[serde(default)]
+    pub last_bad_advert: Option<BadAdvert>,
+}
+
+/// A dropped VRRP advert.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BadAdvert {
+    pub from: std::net::IpAddr,
+    /// The `bad_adverts` key (`auth`, `vrid`, `interval`...).
+    pub reason: String,
+    /// Seconds since the Unix epoch.
+    pub at_unix: u64,
+}
+
+/// The last configuration load (start or reload).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConfigLoad {
+    pub successful: bool,
+    /// Seconds since the Unix epoch.
+    pub at_unix: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -93,6 +186,15 @@ pub struct StatusReport {
     /// The idle timeouts in force (`ipvsadm -l --timeout`).
     #[serde(default)]
     pub timeouts: TimeoutStatus,
+    /// The last configuration load or reload.
+    #[serde(default)]
+    pub config_load: ConfigLoad,
+    /// Time the last connection-table sweep took.
+    #[serde(default)]
+    pub sweep_duration_secs: f64,
+    /// The last health and VRRP transitions, oldest first.
+    #[serde(default)]
+    pub recent_transitions: Vec<Transition>,
 }
 
 /// `[timeouts]` in force, in seconds.
@@ -142,6 +244,27 @@ pub fn render_timeouts(report: &StatusReport) -> String {
         "Timeout (tcp tcpfin udp): {} {} {}\nTimeout (syn_recv close): {} {}\n",
         t.tcp, t.tcp_fin, t.udp, t.syn_recv, t.close
     )
+}
+
+impl StatusReport {
+    /// A report with nothing in it yet (before the daemon's first snapshot).
+    pub fn empty() -> Self {
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            config_file: String::new(),
+            conn_table_size: 0,
+            conn_table_entries: 0,
+            maglev_capacity: 0,
+            interfaces: Vec::new(),
+            services: Vec::new(),
+            vrrp: Vec::new(),
+            counters: BTreeMap::new(),
+            config_load: ConfigLoad::default(),
+            sweep_duration_secs: 0.0,
+            recent_transitions: Vec::new(),
+            timeouts: TimeoutStatus::default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -454,6 +577,7 @@ pub(crate) mod tests {
                         inactive_conns: 0,
                         traffic: Traffic::default(),
                         rates: Rates::default(),
+                        check: CheckStats::default(),
                     },
                     RealStatus {
                         addr: "192.168.2.221:80".parse().unwrap(),
@@ -465,6 +589,7 @@ pub(crate) mod tests {
                         inactive_conns: 1,
                         traffic: Traffic::default(),
                         rates: Rates::default(),
+                        check: CheckStats::default(),
                     },
                 ],
             }],
@@ -477,7 +602,31 @@ pub(crate) mod tests {
                 close: 10,
                 udp: 300,
             },
+            config_load: ConfigLoad::default(),
+            sweep_duration_secs: 0.0,
+            recent_transitions: vec![],
         }
+    }
+
+    #[test]
+    fn recent_transitions_are_bounded_and_ordered() {
+        let mut a = RecentTransitions::default();
+        for i in 0..(RecentTransitions::CAPACITY + 5) {
+            a.push(
+                "health",
+                format!("web {i}"),
+                "down".into(),
+                "refused".into(),
+            );
+        }
+        let v = a.to_vec();
+        assert_eq!(v.len(), RecentTransitions::CAPACITY);
+        assert_eq!(v[0].subject, "web 5");
+        let mut b = RecentTransitions::default();
+        b.push("vrrp", "VI_1".into(), "MASTER".into(), "".into());
+        let m = RecentTransitions::merge([v, b.to_vec()]);
+        assert_eq!(m.len(), RecentTransitions::CAPACITY);
+        assert_eq!(m.last().map(|t| t.subject.as_str()), Some("VI_1"));
     }
 
     #[test]

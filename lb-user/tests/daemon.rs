@@ -166,24 +166,30 @@ fn status_counts_match_real_traffic_and_drain_to_zero() {
         )),
         "{text}"
     );
-    let metrics =
+    // /metrics answers from a snapshot published each second: wait for one taken after the requests.
+    let want = format!(
+        "xlb_real_inactive_connections{{service=\"vs80\",vip=\"{VIP}\",port=\"80\",protocol=\"tcp\",real=\"198.18.0.11:80\"}} {rs1}"
+    );
+    let scrape = || {
         dr.d.lab
             .run_ok(
                 &dr.d.director,
                 &["curl", "-sf", "http://127.0.0.1:9108/metrics"],
             )
-            .unwrap();
-    assert!(
-        metrics.contains(&format!(
-            "xlb_real_inactive_connections{{service=\"vs80\",vip=\"{VIP}\",port=\"80\",protocol=\"tcp\",real=\"198.18.0.11:80\"}} {rs1}"
-        )),
-        "{metrics}"
-    );
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut metrics = scrape();
+    while !metrics.contains(&want) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        metrics = scrape();
+    }
+    assert!(metrics.contains(&want), "{metrics}");
     assert!(
         metrics.contains("xlb_service_connections_total{service=\"vs80\""),
         "{metrics}"
     );
-    assert!(metrics.contains("xlb_conn_table_size{} 65536"), "{metrics}");
+    assert!(metrics.contains("xlb_conn_table_size 65536"), "{metrics}");
     let stats = String::from_utf8(dr.ctl("status", &["--stats"]).stdout).unwrap();
     assert!(
         stats.contains("Conns   InPkts  OutPkts  InBytes OutBytes"),

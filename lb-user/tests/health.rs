@@ -41,6 +41,7 @@ fn target(service: &str, addr: SocketAddr, check: Option<Check>) -> RealTarget {
         alpha: false,
         notify_up: None,
         notify_down: None,
+        virtual_server: None,
     }
 }
 

@@ -631,6 +631,16 @@ fn malformed_adverts_are_counted_and_ignored() {
             st.bad_adverts
         );
     }
+    // The last one dropped is kept with its sender (status, doctor).
+    let last = st
+        .last_bad_advert
+        .clone()
+        .expect("the last bad advert is kept");
+    assert_eq!(
+        (last.from, last.reason.as_str()),
+        (srcip, "version"),
+        "{st:?}"
+    );
     assert!(has_vip(&lab, &a, VIP4));
 
     // Control: the same advert well-formed does demote it (the bad ones did reach it).

@@ -25,6 +25,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "nftables",
     "iptables",
     "iputils-ping",
+    "chromium",
 ];
 
 /// Binaries whose presence means the packages above are installed.
@@ -42,6 +43,7 @@ pub const PROBE_BINARIES: &[&str] = &[
     "nft",
     "iptables",
     "ping",
+    "chromium",
 ];
 
 /// The bpf-linker release the eBPF build expects (major, minor).
@@ -67,6 +69,7 @@ impl Reporter {
 pub fn ensure(quiet: bool) -> Result<()> {
     let r = Reporter { quiet };
     apt_packages(&r)?;
+    promtool(&r)?;
     nightly(&r)?;
     bpf_linker(&r)?;
     bpffs(&r)?;
@@ -100,6 +103,42 @@ fn apt_packages(r: &Reporter) -> Result<()> {
         bail!("still missing after apt-get install: {}", still.join(" "));
     }
     r.done(&what);
+    Ok(())
+}
+
+/// Where [`promtool`] puts the binary.
+pub const PROMTOOL: &str = "/usr/local/bin/promtool";
+
+/// promtool from Debian's `prometheus` package, without the package: installing it would add a
+/// Prometheus server service (started on hosts with an init system) and its web assets; the
+/// tests only need promtool, so it is taken out of the downloaded .deb.
+fn promtool(r: &Reporter) -> Result<()> {
+    if which("promtool").is_some() || Path::new(PROMTOOL).exists() {
+        r.skipped("promtool");
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("xlb-setup-promtool-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let result = (|| -> Result<()> {
+        let download = || run_inherit(cmd("apt-get", ["download", "prometheus"]).current_dir(&dir));
+        if download().is_err() {
+            run_inherit(&mut cmd("apt-get", ["update"]))?;
+            download()?;
+        }
+        let deb = fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .context("apt-get download prometheus left no .deb")?;
+        let root = dir.join("x");
+        run_inherit(cmd("dpkg-deb", ["-x"]).arg(&deb).arg(&root))?;
+        fs::copy(root.join("usr/bin/promtool"), PROMTOOL).context("copying promtool")?;
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(PROMTOOL, fs::Permissions::from_mode(0o755))?;
+        Ok(())
+    })();
+    let _ = fs::remove_dir_all(&dir);
+    result?;
+    r.done("promtool (from the prometheus .deb, no service installed)");
     Ok(())
 }
 

@@ -37,6 +37,11 @@ pub struct SocketArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: attach (or adopt) the XDP program and keep it in step with the config.
+    ///
+    /// Logs: native journal records (with priorities and SERVICE/REAL/INSTANCE fields) under
+    /// systemd, plain lines on stderr elsewhere, JSON lines with `global.log_format = "json"`.
+    /// Level: XLB_LOG, else RUST_LOG (EnvFilter syntax, e.g. `info,xlb::vrrp=debug`), default
+    /// info.
     Run {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,

@@ -1208,6 +1208,7 @@ impl Translator {
                 state_dir: u(PathBuf::from("/var/lib/xlb")),
                 metrics_listen: None,
                 sweep_interval: u(2.0),
+                log_format: Default::default(),
             },
             timeouts: Timeouts::default(),
             virtual_servers: std::mem::take(&mut self.vs),

@@ -9,7 +9,7 @@ use std::{
 
 use super::schema;
 pub use super::schema::{
-    Announce, AuthType, CheckType, HttpMethod, Protocol, Scheduler, VrrpState, XdpMode,
+    Announce, AuthType, CheckType, HttpMethod, LogFormat, Protocol, Scheduler, VrrpState, XdpMode,
 };
 pub use super::types::{IpPrefix, MacAddr};
 
@@ -39,6 +39,7 @@ pub struct Global {
     pub metrics_listen: Option<SocketAddr>,
     /// Seconds.
     pub sweep_interval: f64,
+    pub log_format: LogFormat,
 }
 
 /// `[timeouts]`, in seconds.
@@ -235,6 +236,7 @@ impl Global {
             state_dir: g.state_dir.get_ref().clone(),
             metrics_listen: g.metrics_listen,
             sweep_interval: *g.sweep_interval.get_ref(),
+            log_format: g.log_format,
         }
     }
 }

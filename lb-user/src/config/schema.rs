@@ -63,6 +63,24 @@ pub enum XdpMode {
     Auto,
 }
 
+/// How the daemon writes its log (`global.log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Native journald records under systemd (`JOURNAL_STREAM`), plain text lines elsewhere.
+    #[default]
+    Text,
+    /// One JSON object a line on stderr (for log shippers), also under systemd.
+    Json,
+}
+
+impl LogFormat {
+    /// The default is left out when a configuration is written (`xlb import-keepalived`).
+    pub fn is_default(&self) -> bool {
+        *self == LogFormat::default()
+    }
+}
+
 /// `[global]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +124,10 @@ pub struct Global {
     /// flows expired. 0.1..=60, default 2.0.
     #[serde(default = "default_sweep_interval")]
     pub sweep_interval: Spanned<f64>,
+    /// `text` (default: journald-native under systemd, plain lines on a terminal) or `json`.
+    /// Read at start; a reload does not change it.
+    #[serde(default, skip_serializing_if = "LogFormat::is_default")]
+    pub log_format: LogFormat,
 }
 
 fn zero_u32() -> Spanned<u32> {

@@ -41,7 +41,7 @@ use crate::{
     overlay::Overlay,
     report::RateTracker,
     state::RealHealthInput,
-    status::StatusReport,
+    status::{ConfigLoad, StatusReport},
     vrrp::{Vrrp, VrrpEvent},
 };
 use attach::Attached;
@@ -57,8 +57,16 @@ pub struct RunOptions {
 
 /// Entry point of `xlb run`: exit 2 for a bad file, 1 when the daemon cannot start.
 pub fn run(opts: RunOptions) -> ExitCode {
-    init_tracing();
-    match run_inner(opts) {
+    let loaded = config::load(&opts.config);
+    // The configured log format, or the default when the file is rejected (its errors are
+    // logged just below).
+    crate::logging::init(
+        loaded
+            .as_ref()
+            .map(|c| c.global.log_format)
+            .unwrap_or_default(),
+    );
+    match run_inner(opts, loaded) {
         Ok(code) => code,
         Err(e @ Error::Config { .. }) => {
             if let Error::Config { errors, .. } = &e {
@@ -74,8 +82,11 @@ pub fn run(opts: RunOptions) -> ExitCode {
     }
 }
 
-fn run_inner(opts: RunOptions) -> Result<ExitCode, Error> {
-    let cfg = config::load(&opts.config).map_err(|errors| Error::Config {
+fn run_inner(
+    opts: RunOptions,
+    loaded: Result<Config, config::ConfigErrors>,
+) -> Result<ExitCode, Error> {
+    let cfg = loaded.map_err(|errors| Error::Config {
         path: opts.config.clone(),
         errors,
     })?;
@@ -88,16 +99,6 @@ fn run_inner(opts: RunOptions) -> Result<ExitCode, Error> {
         let daemon = Daemon::start(cfg, &opts).await?;
         daemon.run().await
     })
-}
-
-fn init_tracing() {
-    use tracing_subscriber::{fmt, EnvFilter};
-    let filter = EnvFilter::try_from_env("XLB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_target(false)
-        .try_init();
 }
 
 /// What the daemon observed last, the controller's input besides the configuration.
@@ -130,6 +131,9 @@ pub struct Daemon {
     rates: RateTracker,
     /// The last status report, for readers that must not wait behind the daemon's task.
     snapshots: watch::Sender<Arc<StatusReport>>,
+    /// The last configuration load (metrics: xlb_config_last_reload_successful).
+    config_load: ConfigLoad,
+    sweep_duration: Duration,
 }
 
 /// Loads the program and opens the maps, adopting what a previous run left pinned.
@@ -198,7 +202,12 @@ impl Daemon {
             overlay: load_overlay(&cfg),
             sweep: SweepResult::default(),
             rates: RateTracker::default(),
-            snapshots: watch::channel(Arc::new(StatusReport::default())).0,
+            snapshots: watch::channel(Arc::new(StatusReport::empty())).0,
+            config_load: ConfigLoad {
+                successful: true,
+                at_unix: unix_now(),
+            },
+            sweep_duration: Duration::ZERO,
             cfg,
         };
         if let Err(e) = daemon.attach().await {
@@ -331,6 +340,10 @@ impl Daemon {
                 .for_each(|l| error!("reload rejected: {l}")),
         }
         systemd::notify("READY=1");
+        self.config_load = ConfigLoad {
+            successful: result.is_ok(),
+            at_unix: unix_now(),
+        };
         result
     }
 
@@ -362,10 +375,12 @@ impl Daemon {
     /// The periodic work: neighbours, sweep, rates, previous rings, a planning round.
     async fn tick(&mut self) {
         self.resolve_neighbours(false).await;
+        let started = Instant::now();
         match sweep::sweep(self.writer.maps_mut(), &self.timeouts) {
             Ok(r) => self.sweep = r,
             Err(e) => warn!("connection-table sweep: {e}"),
         }
+        self.sweep_duration = started.elapsed();
         let sample = self.traffic_sample();
         self.rates.update(sample.clone());
         if let Err(e) = self.writer.expire_previous_rings(Instant::now()) {
@@ -410,19 +425,14 @@ impl Daemon {
         loop {
             tokio::select! {
                 _ = hup.recv() => { let _ = self.reload().await; }
-                Some(VrrpEvent::RoleChanged { instance, role, reason }) = self.vrrp_rx.recv() => {
-                    info!(%instance, %role, "VRRP: {reason}");
+                // Each transition is logged once, by the VRRP instance / the health checker.
+                Some(VrrpEvent::RoleChanged { .. }) = self.vrrp_rx.recv() => {
                     if let Some(vrrp) = &self.vrrp {
                         self.seen.master_vips = vrrp.master_vips();
                     }
                     self.reconcile().await;
                 }
-                Some(HealthEvent::Changed { service, real, health }) = self.health_rx.recv() => {
-                    if health.up {
-                        info!(%service, %real, weight = health.weight, "real server up: {}", health.reason);
-                    } else {
-                        warn!(%service, %real, "real server down: {}", health.reason);
-                    }
+                Some(HealthEvent::Changed { .. }) = self.health_rx.recv() => {
                     self.seen.health = self.checker.state_inputs();
                     self.reconcile().await;
                 }
@@ -474,6 +484,13 @@ impl Daemon {
         }
         info!("detached and released all pinned state");
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// The overlay saved by an earlier run. An unreadable file is reported and left as it is (the

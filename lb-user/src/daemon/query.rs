@@ -84,6 +84,16 @@ impl Daemon {
             vrrp: self.vrrp.as_ref().map(vrrp_status).unwrap_or_default(),
             counters: maps.global_counters().unwrap_or_default(),
             conn_table_size: conn_table_size.unwrap_or(0),
+            check_stats: &self.checker.check_stats(),
+            config_load: self.config_load.clone(),
+            sweep_duration_secs: self.sweep_duration.as_secs_f64(),
+            recent_transitions: crate::status::RecentTransitions::merge([
+                self.checker.recent_transitions(),
+                self.vrrp
+                    .as_ref()
+                    .map(|v| v.recent_transitions())
+                    .unwrap_or_default(),
+            ]),
             maglev_capacity: self.writer.maglev_capacity(),
         })
     }
@@ -205,6 +215,8 @@ fn vrrp_status(v: &Vrrp) -> Vec<crate::status::VrrpStatus> {
             adverts_rx: i.adverts_rx,
             adverts_tx: i.adverts_tx,
             bad_adverts: i.bad_adverts,
+            transitions: i.transitions,
+            last_bad_advert: i.last_bad_advert,
         })
         .collect()
 }

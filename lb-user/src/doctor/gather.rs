@@ -42,6 +42,12 @@ fn observe_vrrp(cfg: &Config, vrrp: &mut [VrrpFacts]) {
             adverts_rx_before: b.adverts_rx,
             adverts_rx_after: a.adverts_rx,
             last_master: a.last_master,
+            bad_adverts_before: b.bad_adverts.clone(),
+            bad_adverts_after: a.bad_adverts.clone(),
+            last_bad_advert: a
+                .last_bad_advert
+                .as_ref()
+                .map(|x| (x.from, x.reason.clone())),
         });
     }
 }

@@ -52,6 +52,8 @@ pub struct RealTarget {
     pub notify_up: Option<Vec<String>>,
     /// Program and arguments run (no shell) when the server goes down.
     pub notify_down: Option<Vec<String>>,
+    /// The virtual server's address (named in transition log lines as keepalived does).
+    pub virtual_server: Option<crate::dataplane::desired::ServiceAddr>,
 }
 
 impl RealTarget {
@@ -103,6 +105,7 @@ pub fn targets(cfg: &Config) -> Vec<RealTarget> {
                 alpha: vs.alpha,
                 notify_up: rs.notify_up.clone(),
                 notify_down: rs.notify_down.clone(),
+                virtual_server: Some(crate::state::service_addr(vs)),
             });
         }
     }
@@ -145,6 +148,47 @@ impl Outcome {
             weight: None,
             reason: reason.into(),
         }
+    }
+}
+
+/// Classes of check results, the `result` label of `xlb_health_check_results_total`: a bounded
+/// set, whatever a check's reason text says.
+pub const RESULT_CLASSES: &[&str] = &[
+    "ok",
+    "refused",
+    "timeout",
+    "unreachable",
+    "connect_error",
+    "status",
+    "body_mismatch",
+    "digest_mismatch",
+    "http_error",
+    "tls_error",
+    "exit_code",
+    "signal",
+    "other",
+];
+
+/// The class of a result (one of [`RESULT_CLASSES`]).
+pub fn result_class(o: &Outcome) -> &'static str {
+    if o.up {
+        return "ok";
+    }
+    let r = o.reason.as_str();
+    let starts = |p: &str| r.starts_with(p);
+    match () {
+        _ if r == "refused" => "refused",
+        _ if r == "timeout" => "timeout",
+        _ if r == "unreachable" => "unreachable",
+        _ if starts("connect error") => "connect_error",
+        _ if starts("status ") => "status",
+        _ if starts("body mismatch") => "body_mismatch",
+        _ if starts("digest mismatch") => "digest_mismatch",
+        _ if starts("http") || starts("bad request") => "http_error",
+        _ if starts("TLS") => "tls_error",
+        _ if starts("exit code") => "exit_code",
+        _ if starts("killed by signal") => "signal",
+        _ => "other",
     }
 }
 
@@ -195,6 +239,7 @@ type Key = (String, SocketAddr);
 struct Running {
     target: RealTarget,
     state: Arc<Mutex<RealHealth>>,
+    stats: Arc<Mutex<crate::status::CheckStats>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -202,6 +247,8 @@ struct Running {
 pub struct HealthChecker {
     events: UnboundedSender<HealthEvent>,
     running: HashMap<Key, Running>,
+    /// Transitions as the checkers logged them (status page).
+    recent: Arc<Mutex<crate::status::RecentTransitions>>,
 }
 
 impl HealthChecker {
@@ -212,6 +259,7 @@ impl HealthChecker {
         let mut hc = HealthChecker {
             events,
             running: HashMap::new(),
+            recent: Arc::default(),
         };
         for t in targets {
             let r = hc.spawn(t, None);
@@ -272,6 +320,27 @@ impl HealthChecker {
             .collect()
     }
 
+    /// Check results of every real server so far.
+    pub fn check_stats(&self) -> BTreeMap<(String, SocketAddr), crate::status::CheckStats> {
+        self.running
+            .iter()
+            .map(|(k, r)| {
+                (
+                    k.clone(),
+                    r.stats.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The last up/down/weight transitions, oldest first.
+    pub fn recent_transitions(&self) -> Vec<crate::status::Transition> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_vec()
+    }
+
     /// Stop every checker (running scripts are killed).
     pub fn shutdown(self) {
         for (_, r) in self.running {
@@ -323,6 +392,7 @@ impl HealthChecker {
             },
         };
         let state = Arc::new(Mutex::new(initial.clone()));
+        let stats = Arc::new(Mutex::new(crate::status::CheckStats::default()));
         tracing::debug!(service = %t.service, real = %t.real, probe = %t.probe, up = initial.up,
             "health checker started");
         let task = t.active_check().map(|check| {
@@ -334,6 +404,10 @@ impl HealthChecker {
                 events: self.events.clone(),
                 notify_up: t.notify_up.clone(),
                 notify_down: t.notify_down.clone(),
+                virtual_server: t.virtual_server,
+                check_kind: check.kind,
+                stats: stats.clone(),
+                recent: self.recent.clone(),
             };
             let probe = AnyProbe::new(check, &t);
             tokio::spawn(scheduler::run(probe, policy, tracker, ctx))
@@ -341,6 +415,7 @@ impl HealthChecker {
         Running {
             target: t,
             state,
+            stats,
             task,
         }
     }

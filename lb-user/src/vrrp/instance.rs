@@ -16,6 +16,7 @@ use super::machine::{Action, Machine, Params};
 use super::packet::{auth_field, Advert, RxError, AUTH_LEN};
 use super::{InstanceStatus, VrrpEvent, VrrpRole};
 use crate::config::{IpPrefix, VrrpInstance, VrrpState};
+use crate::logging::RateLimit;
 
 /// Commands from [`super::Vrrp`] (and sync group peers) to a task.
 pub(super) enum Cmd {
@@ -40,6 +41,8 @@ pub(super) struct Shared {
     /// `(interface, vrid)` of every configured instance: adverts for other VRIDs are counted.
     pub vrids: Arc<RwLock<BTreeSet<(String, u8)>>>,
     pub events: mpsc::UnboundedSender<VrrpEvent>,
+    /// Role changes as logged (status page).
+    pub recent: Arc<Mutex<crate::status::RecentTransitions>>,
 }
 
 pub(super) struct Instance {
@@ -63,7 +66,12 @@ pub(super) struct Instance {
     health: BTreeMap<String, bool>,
     /// Start as MASTER: the previous daemon was MASTER and its forwarding was adopted.
     resume: bool,
+    /// One WARN line per reason per [`BAD_ADVERT_LOG_EVERY`]: a peer sends one advert a second.
+    bad_advert_log: BTreeMap<RxError, RateLimit>,
 }
+
+/// At most one log line per reason of bad adverts per this time.
+const BAD_ADVERT_LOG_EVERY: Duration = Duration::from_secs(30);
 
 fn secs(f: f64) -> Duration {
     Duration::from_secs_f64(f.max(0.0))
@@ -155,6 +163,7 @@ impl Instance {
             sync_fault: None,
             health: BTreeMap::new(),
             resume,
+            bad_advert_log: BTreeMap::new(),
         };
         inst.check_links().await;
         let now = Instant::now();
@@ -215,21 +224,53 @@ impl Instance {
         self.machine.set_fault(now, f)
     }
 
-    fn count_bad(&self, e: RxError) {
-        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        *st.bad_adverts.entry(e.as_str().to_string()).or_default() += 1;
-        tracing::debug!(instance = %self.name, "dropped advert: {e}");
+    /// Counts a dropped advert by reason and says so at WARN (rate-limited per reason) with its
+    /// sender: a password or VRID mismatch with the peer is otherwise a silent split brain.
+    fn count_bad(&mut self, e: RxError, from: IpAddr, detail: String) {
+        {
+            let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            *st.bad_adverts.entry(e.as_str().to_string()).or_default() += 1;
+            st.last_bad_advert = Some(crate::status::BadAdvert {
+                from,
+                reason: e.as_str().to_string(),
+                at_unix: SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            });
+        }
+        let limit = self
+            .bad_advert_log
+            .entry(e)
+            .or_insert_with(|| RateLimit::new(BAD_ADVERT_LOG_EVERY));
+        let Some(held_back) = limit.allow(Instant::now()) else {
+            return;
+        };
+        let more = if held_back > 0 {
+            format!(" ({held_back} more dropped for this reason since the last line)")
+        } else {
+            String::new()
+        };
+        tracing::warn!(
+            instance = %self.name, peer = %from, reason = e.as_str(),
+            "({}) bad VRRP advert from {from} dropped: {e}{detail}: {}{more}",
+            self.name, e.hint()
+        );
     }
 
     /// Validates a received datagram; `Some((src, priority, interval))` for a good advert.
-    fn validate(&self, rx: &Received) -> Option<(IpAddr, u8, Duration)> {
+    fn validate(&mut self, rx: &Received) -> Option<(IpAddr, u8, Duration)> {
         if rx.src == self.sock.src() {
             return None;
         }
         let adv = match rx.advert() {
             Ok(a) => a,
             Err(e) => {
-                self.count_bad(e);
+                let detail = match e {
+                    RxError::Version => format!(" (ours is {})", self.cfg.version),
+                    _ => String::new(),
+                };
+                self.count_bad(e, rx.src, detail);
                 return None;
             }
         };
@@ -241,19 +282,26 @@ impl Instance {
                 .unwrap_or_else(|e| e.into_inner())
                 .contains(&(self.cfg.interface.clone(), adv.vrid));
             if !ours {
-                self.count_bad(RxError::Vrid);
+                let detail = format!(
+                    " (VRID {}, ours {} on {})",
+                    adv.vrid, self.cfg.virtual_router_id, self.cfg.interface
+                );
+                self.count_bad(RxError::Vrid, rx.src, detail);
             }
             return None;
         }
         if let Err(e) = adv.check_for(self.cfg.version, self.auth.as_ref(), self.interval_cs) {
-            if e == RxError::Interval {
-                tracing::warn!(
-                    instance = %self.name, peer = %rx.src,
-                    "VRRPv2 advert interval {} cs differs from ours ({} cs): dropped",
+            let detail = match e {
+                RxError::Interval => format!(
+                    " (its interval {} cs, ours {} cs)",
                     adv.interval_cs, self.interval_cs
-                );
-            }
-            self.count_bad(e);
+                ),
+                RxError::Version => {
+                    format!(" (version {}, ours {})", adv.version, self.cfg.version)
+                }
+                _ => String::new(),
+            };
+            self.count_bad(e, rx.src, detail);
             return None;
         }
         if adv.version == 3 && adv.interval_cs != self.interval_cs {
@@ -357,8 +405,33 @@ impl Instance {
         st.last_master = self.machine.last_master;
     }
 
+    /// The one line of a role change, with keepalived's `(VI_1) Entering MASTER STATE` in it.
+    fn log_transition(&self, role: VrrpRole, reason: &str) {
+        let prio = self.machine.effective_priority();
+        let peer = self
+            .machine
+            .last_master
+            .map(|p| format!(", last master heard {p}"))
+            .unwrap_or_default();
+        let line = format!(
+            "({}) Entering {role} STATE ({reason}; priority {prio}{peer})",
+            self.name
+        );
+        let role_name = role.to_string();
+        if role == VrrpRole::Fault {
+            tracing::warn!(instance = %self.name, role = %role_name, %reason, "{line}");
+        } else {
+            tracing::info!(instance = %self.name, role = %role_name, %reason, "{line}");
+        }
+        self.shared
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push("vrrp", self.name.clone(), role_name, reason.to_string());
+    }
+
     async fn on_transition(&mut self, role: VrrpRole, reason: String, propagate: bool) {
-        tracing::info!(instance = %self.name, "VRRP: entering {role} state ({reason})");
+        self.log_transition(role, &reason);
         if role == VrrpRole::Master {
             self.add_vips().await;
         } else {
@@ -368,6 +441,7 @@ impl Instance {
             let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
             st.role = role;
             st.since = SystemTime::now();
+            st.transitions += 1;
             if role == VrrpRole::Master {
                 st.became_master += 1;
             }

@@ -73,6 +73,10 @@ pub struct InstanceStatus {
     pub became_master: u64,
     /// When `role` was entered.
     pub since: SystemTime,
+    /// Role changes so far.
+    pub transitions: u64,
+    /// The last advert dropped: its sender and why.
+    pub last_bad_advert: Option<crate::status::BadAdvert>,
 }
 
 /// Sent to the daemon on every role change.
@@ -155,6 +159,7 @@ impl Vrrp {
             })),
             vrids: Arc::new(RwLock::new(vrid_set(cfg))),
             events,
+            recent: Arc::default(),
         };
         let mut v = Vrrp {
             instances: BTreeMap::new(),
@@ -185,6 +190,8 @@ impl Vrrp {
             bad_adverts: BTreeMap::new(),
             became_master: 0,
             since: SystemTime::now(),
+            transitions: 0,
+            last_bad_advert: None,
         }));
         let health = self
             .health
@@ -277,6 +284,15 @@ impl Vrrp {
                 let _ = r.cmd.send(Cmd::Health(health.clone()));
             }
         }
+    }
+
+    /// The last role changes of every instance, oldest first.
+    pub fn recent_transitions(&self) -> Vec<crate::status::Transition> {
+        self.shared
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_vec()
     }
 
     pub fn status(&self) -> Vec<InstanceStatus> {
