@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod doctor;
 pub mod health;
+pub mod import;
 pub mod metrics;
 pub mod net;
 pub mod realserver;

@@ -12,7 +12,6 @@
 //! `Config` (`toml::to_string`) writes back what the operator wrote, not an expansion.
 
 mod error;
-pub mod keepalived;
 pub mod schema;
 pub mod types;
 mod validate;
