@@ -63,7 +63,7 @@ fn corpus_matches_expectations_and_validates() {
         })
         .collect();
     names.sort();
-    assert!(names.len() >= 3, "{names:?}");
+    assert!(names.len() >= 20, "{names:?}");
     for name in names {
         let err_path = Path::new(DIR).join(format!("{name}.err"));
         if err_path.exists() {
@@ -216,4 +216,100 @@ fn cli_writes_a_valid_file() {
     assert!(String::from_utf8_lossy(&st.stderr).contains("note: "));
     validate(&std::fs::read_to_string(&out).unwrap(), "out").unwrap();
     std::fs::remove_file(&out).unwrap();
+}
+
+#[test]
+fn keepalived_meaning_kept() {
+    let d = "tests/data/keepalived";
+    // Definitions and conditionals.
+    let (_, text) = import("variables");
+    let cfg = validate(&text, "variables").unwrap();
+    assert_eq!(cfg.vrrp_instances[0].interface.get_ref(), "bond0");
+    assert_eq!(cfg.virtual_servers[0].real_servers[0].weight.get_ref(), &2);
+    let (_, text) = import("conditionals");
+    let vi = &validate(&text, "conditionals").unwrap().vrrp_instances[0];
+    assert_eq!(*vi.priority.get_ref(), 150);
+    assert_eq!(vi.unicast_peer.len(), 1);
+    // A real-server port other than the service's is probed, as keepalived does.
+    let (i, text) = import("port_translated");
+    let vs = &validate(&text, "port_translated").unwrap().virtual_servers[0];
+    let chk = vs.real_servers[0].check.as_ref().unwrap();
+    assert_eq!(chk.connect_port.as_ref().map(|p| *p.get_ref()), Some(8080));
+    assert_eq!(
+        vs.real_servers.len(),
+        3,
+        "one address on two ports is one server"
+    );
+    assert!(has_note(
+        &i,
+        &format!("{d}/port_translated.conf:7:"),
+        "connect_port"
+    ));
+    // MISC_CHECK: argv, no shell, as keepalived execs it.
+    let (_, text) = import("misc_shell");
+    let vs = &validate(&text, "misc_shell").unwrap().virtual_servers[0];
+    let misc = vs.real_servers[0].check.as_ref().unwrap();
+    assert!(!misc.shell);
+    assert_eq!(misc.command.as_ref().unwrap().get_ref()[3], "&>");
+    // Defaults: 60 s delay loop, 200-299.
+    let (_, text) = import("defaults");
+    let vs = &validate(&text, "defaults").unwrap().virtual_servers[0];
+    assert_eq!(*vs.delay_loop.get_ref(), 60.0);
+    let codes = vs.real_servers[0]
+        .check
+        .as_ref()
+        .unwrap()
+        .status_codes
+        .as_ref()
+        .unwrap();
+    assert_eq!(codes.get_ref(), &(200..=299).collect::<Vec<u16>>());
+    // Groups: one service per member; port-less = port 0.
+    let (_, text) = import("groups");
+    let cfg = validate(&text, "groups").unwrap();
+    // 2001:db8::60 has only IPv4 real servers: not imported, with a note.
+    assert_eq!(cfg.virtual_servers.len(), 4);
+    assert_eq!(*cfg.virtual_servers[3].port.get_ref(), 0);
+    // GBK decoded.
+    let (i, text) = import("gbk");
+    let cfg = validate(&text, "gbk").unwrap();
+    assert_eq!(cfg.global.router_id.as_deref(), Some("主调度器"));
+    assert!(has_note(&i, &format!("{d}/gbk.conf:1:"), "GB18030"));
+}
+
+#[test]
+fn hostile_input_is_a_located_error() {
+    for (name, needle) in [
+        ("nesting_bomb", "nesting_bomb.conf:33: blocks nested"),
+        ("include_loop", "include_loop.d/a.conf:3: include loop"),
+        (
+            "unterminated_quote",
+            "unterminated_quote.conf:5: unterminated quote",
+        ),
+        ("endless_definition", "endless_definition.conf:4:"),
+    ] {
+        let e = try_import(name)
+            .err()
+            .unwrap_or_else(|| panic!("{name} imported"));
+        assert!(e.to_string().contains(needle), "{name}: {e}");
+    }
+}
+
+#[test]
+fn cli_fails_when_every_virtual_server_is_dropped() {
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_xlb"))
+        .args([
+            "import-keepalived",
+            "tests/data/keepalived/fwmark_only.conf",
+            "-i",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert_eq!(st.status.code(), Some(1), "{err}");
+    assert!(err.contains("imported 0 of 2 virtual_server(s)"), "{err}");
+    assert!(
+        err.contains("no virtual_server could be translated"),
+        "{err}"
+    );
 }

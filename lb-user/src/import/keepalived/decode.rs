@@ -38,8 +38,10 @@ pub fn decode(bytes: &[u8], file: &str) -> Result<Decoded, DecodeError> {
             assumed: None,
         });
     }
-    if let Some(s) = encoding_rs::GB18030.decode_without_bom_handling_and_without_replacement(bytes)
-    {
+    let gbk = gbk_shaped(bytes)
+        .then(|| encoding_rs::GB18030.decode_without_bom_handling_and_without_replacement(bytes))
+        .flatten();
+    if let Some(s) = gbk {
         return Ok(Decoded {
             text: s.into_owned(),
             assumed: Some("GB18030 (GBK)"),
@@ -50,6 +52,23 @@ pub fn decode(bytes: &[u8], file: &str) -> Result<Decoded, DecodeError> {
         text: s.into_owned(),
         assumed: Some("Latin-1 (windows-1252)"),
     })
+}
+
+/// Chinese text in GBK is pairs of bytes >= 0x81 (GB2312 hanzi and punctuation); Latin-1 text
+/// has single high bytes between ASCII letters (`\xe9t\xe9`), which GB18030 would also decode,
+/// as nonsense. So GB18030 is assumed only when every high byte is in such a pair.
+fn gbk_shaped(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] < 0x80 {
+            i += 1;
+        } else if bytes.get(i + 1).is_some_and(|b| *b >= 0x81) {
+            i += 2;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// The first line (1-based) with a byte that is not ASCII: where to look in a legacy file.
@@ -74,6 +93,9 @@ mod tests {
         let d = decode(b"# caf\xe9\n", "f").unwrap();
         assert_eq!(d.text, "# café\n");
         assert_eq!(d.assumed, Some("Latin-1 (windows-1252)"));
+        // "été": valid GB18030 bytes, but Latin-1-shaped.
+        let d = decode(b"# \xe9t\xe9 ma\xeetre\n", "f").unwrap();
+        assert_eq!(d.text, "# été maître\n");
         assert_eq!(
             decode(b"a\nb\0", "f"),
             Err(DecodeError::Nul {

@@ -48,6 +48,9 @@ pub struct Expanded {
     pub lines: Vec<String>,
     /// `$NAME`s with no definition (kept as written, as keepalived does).
     pub undefined: Vec<String>,
+    /// Defined `$NAME`s not replaced because of what follows them (keepalived replaces a bare
+    /// `$NAME` only before a blank, `,`, `)` or the end of the line).
+    pub misplaced: Vec<String>,
     /// Standard definitions whose value depends on where the import runs.
     pub host_dependent: Vec<String>,
 }
@@ -150,8 +153,13 @@ impl Definitions {
             let at = pos + off;
             let Some(r) = self.reference(&buf[at + 1..]) else {
                 if let Some(name) = bare_name(&buf[at + 1..]) {
-                    if !out.undefined.iter().any(|u| u == name) {
-                        out.undefined.push(name.to_string());
+                    let list = if self.defs.iter().any(|d| d.name == name) {
+                        &mut out.misplaced
+                    } else {
+                        &mut out.undefined
+                    };
+                    if !list.iter().any(|u| u == name) {
+                        list.push(name.to_string());
                     }
                 }
                 pos = at + 1;

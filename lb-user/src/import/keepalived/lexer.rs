@@ -202,6 +202,16 @@ impl Lexer {
                 format!("`${name}` is not defined: kept as written (keepalived does the same)"),
             ));
         }
+        for name in &e.misplaced {
+            notes.push(Note::at(
+                &raw.loc,
+                format!(
+                    "`${name}` is not replaced here: keepalived replaces a bare `$NAME` only \
+                     before a blank, `,`, `)` or the end of the line; kept as written (write \
+                     `${{{name}}}`)"
+                ),
+            ));
+        }
         for what in &e.host_dependent {
             notes.push(Note::at(&raw.loc, format!("{what}: check it")));
         }

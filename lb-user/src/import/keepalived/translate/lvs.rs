@@ -144,8 +144,8 @@ impl Translator {
         for (k, m) in targets.iter().enumerate() {
             let before = self.notes.len();
             let vs = self.service(n, m.vip, m.port);
-            if k > 0 {
-                // The notes of a group's body are the same for every member.
+            if k > 0 && vs.is_some() {
+                // The notes of a group's body are the same for every member that imports.
                 self.notes.truncate(before);
             }
             if let Some(vs) = vs {

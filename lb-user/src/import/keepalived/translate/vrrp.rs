@@ -453,7 +453,12 @@ impl Translator {
                 let family_ok = own
                     .first()
                     .is_none_or(|f: &Spanned<IpPrefix>| f.get_ref().addr.is_ipv4() == a.is_ipv4());
-                if let Some((_, other)) = vips.iter().find(|(v, _)| *v == a) {
+                if !family_ok || own.iter().any(|q| q.get_ref().addr == a) {
+                    self.notes.push(super::Note::at(
+                        &loc,
+                        format!("vrrp_instance {name}: VIP {a} listed twice or of another family than the first; not imported"),
+                    ));
+                } else if let Some((_, other)) = vips.iter().find(|(v, _)| *v == a) {
                     self.notes.push(super::Note::at(
                         &loc,
                         format!(
@@ -461,11 +466,6 @@ impl Translator {
                              keepalived adds it from both, xlb lets one instance own a VIP: kept \
                              in {other} only"
                         ),
-                    ));
-                } else if !family_ok || own.iter().any(|q| q.get_ref().addr == a) {
-                    self.notes.push(super::Note::at(
-                        &loc,
-                        format!("vrrp_instance {name}: VIP {a} listed twice or of another family than the first; not imported"),
                     ));
                 } else {
                     vips.push((a, name.clone()));
