@@ -224,7 +224,9 @@ impl Definitions {
         let name = bare_name(body)?;
         let after = &body[name.len()..];
         let (params, len) = if braces {
-            let close = after.find('}')?;
+            // Names and parameters are short: bounding the search keeps a line of many `${`
+            // linear.
+            let (close, _) = after.char_indices().take(64).find(|(_, c)| *c == '}')?;
             let params = &after[..close];
             if !params.is_empty()
                 && (!params.starts_with([' ', '\t'])

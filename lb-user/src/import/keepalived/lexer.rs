@@ -215,17 +215,16 @@ impl Lexer {
         for what in &e.host_dependent {
             notes.push(Note::at(&raw.loc, format!("{what}: check it")));
         }
-        let mut lines = e.lines.into_iter();
-        let first = lines.next().unwrap_or_default();
-        for (k, l) in lines.enumerate() {
-            self.queue.insert(
-                k,
-                RawLine {
-                    loc: raw.loc.clone(),
-                    text: l,
-                    dir: raw.dir.clone(),
-                },
-            );
+        let mut lines = e.lines;
+        let rest = lines.split_off(1.min(lines.len()));
+        let first = lines.pop().unwrap_or_default();
+        // The further lines of a multi-line definition come next, before what was queued.
+        for l in rest.into_iter().rev() {
+            self.queue.push_front(RawLine {
+                loc: raw.loc.clone(),
+                text: l,
+                dir: raw.dir.clone(),
+            });
         }
         Ok(decomment(&first).unwrap_or(first))
     }

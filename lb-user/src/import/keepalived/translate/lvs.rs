@@ -13,6 +13,8 @@ use super::{u, Node, Translator};
 const DEFAULT_DELAY_LOOP: f64 = 60.0;
 /// Most services one group entry (an address range or prefix) expands to.
 const MAX_RANGE: u128 = 256;
+/// Most xlb virtual servers one import makes (groups multiply them).
+const MAX_SERVICES: usize = 65_536;
 
 /// One (vip, port) of a `virtual_server_group`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +144,10 @@ impl Translator {
         };
         let mut imported = false;
         for (k, m) in targets.iter().enumerate() {
+            if self.vs.len() >= MAX_SERVICES {
+                self.note(n, format!("more than {MAX_SERVICES} virtual servers in all: the rest of this one is not imported"));
+                break;
+            }
             let before = self.notes.len();
             let vs = self.service(n, m.vip, m.port);
             if k > 0 && vs.is_some() {
@@ -188,11 +194,17 @@ impl Translator {
             );
             return false;
         }
-        if self
-            .vs
-            .iter()
-            .any(|(_, v)| (*v.vip.get_ref(), *v.port.get_ref(), v.protocol) == key)
-        {
+        if self.vs.len() >= MAX_SERVICES {
+            self.note(
+                n,
+                format!(
+                    "more than {MAX_SERVICES} virtual servers in all: {} {} not imported",
+                    key.0, key.1
+                ),
+            );
+            return false;
+        }
+        if !self.vs_keys.insert(key) {
             self.note(
                 n,
                 format!(
@@ -465,18 +477,19 @@ impl Translator {
     /// summed.
     fn merge_same_address(&mut self, n: &Node, vs: &mut VirtualServer) {
         let mut merged: Vec<RealServer> = Vec::new();
+        let mut index: std::collections::HashMap<(IpAddr, u16), usize> = Default::default();
         for rs in std::mem::take(&mut vs.real_servers) {
             let key = (*rs.address.get_ref(), rs.effective_port(vs));
-            match merged
-                .iter_mut()
-                .find(|m| (*m.address.get_ref(), m.effective_port(vs)) == key)
-            {
+            match index.get(&key).map(|&k| &mut merged[k]) {
                 Some(first) => {
                     let w = (first.weight.get_ref() + rs.weight.get_ref()).min(65535);
                     self.note(n, format!("real_server {} is listed more than once (other ports): direct routing delivers the service port to it for each entry, so it is one server with weight {w} (the sum); only the first entry's check is imported", key.0));
                     first.weight = u(w);
                 }
-                None => merged.push(rs),
+                None => {
+                    index.insert(key, merged.len());
+                    merged.push(rs);
+                }
             }
         }
         vs.real_servers = merged;

@@ -76,6 +76,8 @@ struct Translator {
     vrrp: Vec<(Loc, VrrpInstance)>,
     sync_groups: Vec<VrrpSyncGroup>,
     vs: Vec<(Loc, VirtualServer)>,
+    /// (vip, port, protocol) of `vs`.
+    vs_keys: std::collections::HashSet<(std::net::IpAddr, u16, crate::config::schema::Protocol)>,
     /// `virtual_server_group` name -> its members (vip, port) and where it is.
     vs_groups: HashMap<String, (Loc, Vec<lvs::Member>)>,
     summary: Summary,

@@ -258,11 +258,12 @@ impl Translator {
     }
 
     fn unicast_peers(&mut self, c: &Node, vi: &mut VrrpInstance) {
+        let mut seen: HashSet<IpAddr> = vi.unicast_peer.iter().map(|p| *p.get_ref()).collect();
         for p in c.children() {
             let Some(a) = self.val::<IpAddr>(p, 0, "peer address") else {
                 continue;
             };
-            if !is_unicast(a) || vi.unicast_peer.iter().any(|q| *q.get_ref() == a) {
+            if !is_unicast(a) || !seen.insert(a) {
                 self.note(
                     p,
                     format!(
@@ -427,7 +428,7 @@ impl Translator {
     pub(super) fn resolve_vrrp_conflicts(&mut self) {
         let mut names = HashSet::new();
         let mut vrids = HashSet::new();
-        let mut vips: Vec<(IpAddr, String)> = Vec::new();
+        let mut vips: std::collections::HashMap<IpAddr, String> = Default::default();
         let mut kept = Vec::new();
         for (loc, mut vi) in std::mem::take(&mut self.vrrp) {
             let name = vi.name.get_ref().clone();
@@ -447,18 +448,19 @@ impl Translator {
                 self.summary.vrrp_instances_imported -= 1;
                 continue;
             }
-            let mut own = Vec::new();
+            let mut own: Vec<Spanned<IpPrefix>> = Vec::new();
+            let mut own_set = HashSet::new();
             for p in std::mem::take(vi.virtual_ipaddress.get_mut()) {
                 let a = p.get_ref().addr;
                 let family_ok = own
                     .first()
-                    .is_none_or(|f: &Spanned<IpPrefix>| f.get_ref().addr.is_ipv4() == a.is_ipv4());
-                if !family_ok || own.iter().any(|q| q.get_ref().addr == a) {
+                    .is_none_or(|f| f.get_ref().addr.is_ipv4() == a.is_ipv4());
+                if !family_ok || !own_set.insert(a) {
                     self.notes.push(super::Note::at(
                         &loc,
                         format!("vrrp_instance {name}: VIP {a} listed twice or of another family than the first; not imported"),
                     ));
-                } else if let Some((_, other)) = vips.iter().find(|(v, _)| *v == a) {
+                } else if let Some(other) = vips.get(&a) {
                     self.notes.push(super::Note::at(
                         &loc,
                         format!(
@@ -468,7 +470,7 @@ impl Translator {
                         ),
                     ));
                 } else {
-                    vips.push((a, name.clone()));
+                    vips.insert(a, name.clone());
                     own.push(p);
                 }
             }
