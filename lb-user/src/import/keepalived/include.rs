@@ -95,7 +95,13 @@ impl LineSource {
     }
 
     /// Main file text given in memory; `path` names it and anchors its includes.
-    pub fn from_text(text: &str, path: &Path, within: Option<PathBuf>) -> Self {
+    pub fn from_text(
+        text: &str,
+        path: &Path,
+        within: Option<PathBuf>,
+    ) -> Result<Self, IncludeError> {
+        // The same refusal as for a file's bytes.
+        decode(text.as_bytes(), &path.display().to_string())?;
         let mut s = Self::empty(within);
         let id = std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
         s.stack.push(Frame::Open(OpenFile {
@@ -105,7 +111,7 @@ impl LineSource {
             lines: text.lines().map(String::from).collect(),
             next: 0,
         }));
-        s
+        Ok(s)
     }
 
     fn empty(within: Option<PathBuf>) -> Self {

@@ -162,7 +162,7 @@ impl Imported {
                 self.notes.len()
             );
             for n in &self.notes {
-                for (k, l) in n.to_string().lines().enumerate() {
+                for (k, l) in printable(&n.to_string()).lines().enumerate() {
                     s += if k == 0 { "#  - " } else { "#    " };
                     s += l;
                     s += "\n";
@@ -195,6 +195,43 @@ impl Imported {
         }
         last
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_in_the_output_point_into_keepalived_files() {
+        let text = "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 9\n}\n\
+                    virtual_server 198.18.0.1 80 {\n real_server 198.18.0.2 80\n}\n";
+        let opts = Options {
+            config_id: "x".into(),
+            includes_within: None,
+        };
+        let i = import_str(text, Path::new("k.conf"), &opts).unwrap();
+        let toml = i.to_toml().unwrap();
+        let line_of = |needle: &str| 1 + toml.lines().position(|l| l.starts_with(needle)).unwrap();
+        let vs = i.origin_of_line(&toml, line_of("vip = ")).unwrap();
+        assert_eq!(vs.to_string(), "k.conf:5");
+        let vi = i
+            .origin_of_line(&toml, line_of("virtual_router_id"))
+            .unwrap();
+        assert_eq!(vi.to_string(), "k.conf:1");
+        assert!(i.origin_of_line(&toml, line_of("interfaces")).is_none());
+    }
+}
+
+/// A note quotes the keepalived text, which may hold control characters that a TOML comment
+/// cannot: those are written as `\u{..}` escapes.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\n' | '\t' => c.to_string(),
+            c if c.is_control() => c.escape_unicode().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// `toml` writes long integer arrays one element a line; status code lists (200..=299) read
@@ -234,7 +271,7 @@ pub fn import_file(path: &Path, opts: &Options) -> Result<Imported, ImportError>
 
 /// Imports keepalived text; `path` names it in notes and anchors relative includes.
 pub fn import_str(text: &str, path: &Path, opts: &Options) -> Result<Imported, ImportError> {
-    let src = include::LineSource::from_text(text, path, opts.includes_within.clone());
+    let src = include::LineSource::from_text(text, path, opts.includes_within.clone())?;
     import(src, path, opts)
 }
 

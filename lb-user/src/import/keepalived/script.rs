@@ -50,7 +50,7 @@ pub fn parse_line(line: &str, with_user: bool) -> Result<Script, ScriptError> {
     let words = split(line, false)?;
     let cmd = words.get(1).ok_or(ScriptError::Empty)?;
     let argv = split(cmd, true)?;
-    if argv.is_empty() {
+    if argv.first().is_none_or(|p| p.trim().is_empty()) {
         return Err(ScriptError::Empty);
     }
     let rest = words.get(2..).unwrap_or(&[]);

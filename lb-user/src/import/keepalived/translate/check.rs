@@ -140,7 +140,7 @@ impl Translator {
                 }
                 ("connect_port", _) => {
                     chk.connect_port = self
-                        .bounded::<u16>(c, 1, "connect_port", 0..=65535, 1..=65535)
+                        .bounded::<u16>(c, 1, "connect_port", 1..=65535, 1..=65535)
                         .map(u)
                 }
                 ("url", _) if http => {
@@ -160,7 +160,7 @@ impl Translator {
                 ("misc_path", CheckType::Script) => self.misc_path(c, &mut chk),
                 ("misc_dynamic", CheckType::Script) => chk.dynamic = true,
                 ("user", CheckType::Script) => {
-                    chk.user = c.arg(1).map(|s| u(s.to_string()));
+                    chk.user = c.arg(1).filter(|s| !s.is_empty()).map(|s| u(s.to_string()));
                     if c.words.len() > 2 {
                         self.note(
                             c,

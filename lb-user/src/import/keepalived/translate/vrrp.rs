@@ -56,7 +56,7 @@ pub(super) fn is_unicast(ip: IpAddr) -> bool {
 impl Translator {
     pub(super) fn vrrp_instance(&mut self, n: &Node) {
         self.summary.vrrp_instances_seen += 1;
-        let Some(name) = n.arg(1).map(String::from) else {
+        let Some(name) = n.arg(1).filter(|a| !a.trim().is_empty()).map(String::from) else {
             self.note(n, "vrrp_instance without a name: not imported");
             return;
         };
