@@ -16,6 +16,14 @@ const MAX_RANGE: u128 = 256;
 /// Most xlb virtual servers one import makes (groups multiply them).
 const MAX_SERVICES: usize = 65_536;
 
+/// A virtual server being read.
+struct ServiceDraft {
+    vs: VirtualServer,
+    defaults: CheckDefaults,
+    virtualhost: Option<String>,
+    lb_algo_seen: bool,
+}
+
 /// One (vip, port) of a `virtual_server_group`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Member {
@@ -221,87 +229,27 @@ impl Translator {
     /// The body of a virtual_server for one (vip, port).
     fn service(&mut self, n: &Node, vip: IpAddr, port: u16) -> Option<VirtualServer> {
         let ctx = format!("virtual_server {vip} {port}");
-        let mut vs = new_service(vip, port);
-        let mut defaults = CheckDefaults {
-            script_timeout: DEFAULT_DELAY_LOOP,
-            ..CheckDefaults::default()
+        let mut d = ServiceDraft {
+            vs: new_service(vip, port),
+            defaults: CheckDefaults {
+                script_timeout: DEFAULT_DELAY_LOOP,
+                ..CheckDefaults::default()
+            },
+            virtualhost: None,
+            lb_algo_seen: false,
         };
-        let mut virtualhost = None;
-        let mut lb_algo_seen = false;
         // Service settings first: keepalived applies them whatever their place in the block.
         for c in n.children().iter().filter(|c| c.key() != "real_server") {
-            if self.check_default(c, &mut defaults, false) {
-                continue;
-            }
-            match c.key() {
-                "delay_loop" => {
-                    if let Some(d) = self.seconds(c, "delay_loop", 0.01) {
-                        vs.delay_loop = u(d);
-                        defaults.script_timeout = d;
-                    }
-                }
-                "lb_algo" | "lvs_sched" => {
-                    lb_algo_seen = true;
-                    vs.scheduler = self.scheduler(c);
-                }
-                "lb_kind" | "lvs_method" => self.lb_kind(c, vip),
-                "protocol" => match c.arg(1) {
-                    Some("TCP") => vs.protocol = Protocol::Tcp,
-                    Some("UDP") => vs.protocol = Protocol::Udp,
-                    other => self.note(
-                        c,
-                        format!(
-                            "protocol {}: not supported; TCP written",
-                            other.unwrap_or("")
-                        ),
-                    ),
-                },
-                "persistence_timeout" => {
-                    let t = if c.words.len() > 1 {
-                        self.bounded::<u32>(
-                            c,
-                            1,
-                            "persistence_timeout",
-                            1..=2_678_400,
-                            0..=2_592_000,
-                        )
-                    } else {
-                        Some(360)
-                    };
-                    if let Some(t) = t {
-                        vs.persistence_timeout = u(t);
-                    }
-                }
-                "sorry_server" => self.sorry_server(c, &mut vs),
-                "quorum" => {
-                    if let Some(q) = self.bounded::<u32>(c, 1, "quorum", 1..=u32::MAX, 1..=u32::MAX)
-                    {
-                        vs.quorum = q;
-                    }
-                }
-                "hysteresis" => {
-                    if let Some(h) = self.val::<u32>(c, 1, "hysteresis") {
-                        vs.hysteresis = u(h);
-                    }
-                }
-                "alpha" => vs.alpha = true,
-                "inhibit_on_failure" => vs.inhibit_on_failure = true,
-                "virtualhost" => virtualhost = c.arg(1).map(String::from),
-                "omega"
-                | "ha_suspend"
-                | "persistence_granularity"
-                | "quorum_up"
-                | "quorum_down"
-                | "sorry_server_inhibit"
-                | "sorry_server_lvs_method"
-                | "ops"
-                | "ip_family" => self.note(
-                    c,
-                    format!("{}: no equivalent in xlb, not imported", c.words.join(" ")),
-                ),
-                _ => self.unknown(c, &ctx),
+            if !self.check_default(c, &mut d.defaults, false) {
+                self.service_setting(c, &mut d, &ctx);
             }
         }
+        let ServiceDraft {
+            mut vs,
+            defaults,
+            virtualhost,
+            lb_algo_seen,
+        } = d;
         for c in n.children().iter().filter(|c| c.key() == "real_server") {
             if let Some(rs) = self.real_server(c, &vs, &defaults) {
                 vs.real_servers.push(rs);
@@ -330,6 +278,71 @@ impl Translator {
         apply_virtualhost(&mut vs, virtualhost);
         hoist_common_check(&mut vs);
         Some(vs)
+    }
+
+    /// One service-level statement of a virtual_server block.
+    fn service_setting(&mut self, c: &Node, d: &mut ServiceDraft, ctx: &str) {
+        match c.key() {
+            "delay_loop" => {
+                if let Some(t) = self.seconds(c, "delay_loop", 0.01) {
+                    d.vs.delay_loop = u(t);
+                    d.defaults.script_timeout = t;
+                }
+            }
+            "lb_algo" | "lvs_sched" => {
+                d.lb_algo_seen = true;
+                d.vs.scheduler = self.scheduler(c);
+            }
+            "lb_kind" | "lvs_method" => self.lb_kind(c, *d.vs.vip.get_ref()),
+            "protocol" => match c.arg(1) {
+                Some("TCP") => d.vs.protocol = Protocol::Tcp,
+                Some("UDP") => d.vs.protocol = Protocol::Udp,
+                other => self.note(
+                    c,
+                    format!(
+                        "protocol {}: not supported; TCP written",
+                        other.unwrap_or("")
+                    ),
+                ),
+            },
+            "persistence_timeout" => {
+                let t = if c.words.len() > 1 {
+                    self.bounded::<u32>(c, 1, "persistence_timeout", 1..=2_678_400, 0..=2_592_000)
+                } else {
+                    Some(360)
+                };
+                if let Some(t) = t {
+                    d.vs.persistence_timeout = u(t);
+                }
+            }
+            "sorry_server" => self.sorry_server(c, &mut d.vs),
+            "quorum" => {
+                if let Some(q) = self.bounded::<u32>(c, 1, "quorum", 1..=u32::MAX, 1..=u32::MAX) {
+                    d.vs.quorum = q;
+                }
+            }
+            "hysteresis" => {
+                if let Some(h) = self.val::<u32>(c, 1, "hysteresis") {
+                    d.vs.hysteresis = u(h);
+                }
+            }
+            "alpha" => d.vs.alpha = true,
+            "inhibit_on_failure" => d.vs.inhibit_on_failure = true,
+            "virtualhost" => d.virtualhost = c.arg(1).map(String::from),
+            "omega"
+            | "ha_suspend"
+            | "persistence_granularity"
+            | "quorum_up"
+            | "quorum_down"
+            | "sorry_server_inhibit"
+            | "sorry_server_lvs_method"
+            | "ops"
+            | "ip_family" => self.note(
+                c,
+                format!("{}: no equivalent in xlb, not imported", c.words.join(" ")),
+            ),
+            _ => self.unknown(c, ctx),
+        }
     }
 
     fn scheduler(&mut self, c: &Node) -> Scheduler {

@@ -10,6 +10,14 @@ use crate::config::types::IpPrefix;
 
 use super::{u, Node, Translator};
 
+/// A vrrp_instance being read: the settings whose absence is decided at the end.
+struct Draft {
+    vi: VrrpInstance,
+    state: Option<VrrpState>,
+    interface: Option<String>,
+    vrid: Option<u32>,
+}
+
 /// keepalived's address-owner priority.
 const PRIO_OWNER: u8 = 255;
 
@@ -61,99 +69,21 @@ impl Translator {
             return;
         };
         let ctx = format!("vrrp_instance {name}");
-        let mut vi = new_instance(&name, self.default_version.unwrap_or(2));
-        let (mut state, mut interface, mut vrid) = (None, None, None);
+        let mut d = Draft {
+            vi: new_instance(&name, self.default_version.unwrap_or(2)),
+            state: None,
+            interface: None,
+            vrid: None,
+        };
         for c in n.children() {
-            match c.key() {
-                "state" => match c.arg(1) {
-                    Some("MASTER") => state = Some(VrrpState::Master),
-                    Some("BACKUP") => state = Some(VrrpState::Backup),
-                    _ => self.note(
-                        c,
-                        "state: keepalived accepts MASTER or BACKUP (upper case); BACKUP assumed",
-                    ),
-                },
-                "interface" => interface = c.arg(1).map(String::from),
-                "virtual_router_id" => {
-                    vrid = self.bounded::<u32>(c, 1, "virtual_router_id", 1..=255, 1..=255)
-                }
-                "priority" => {
-                    if let Some(p) = self.bounded::<u32>(c, 1, "priority", 1..=255, 1..=255) {
-                        vi.priority = u(p as u8);
-                    }
-                }
-                "advert_int" => {
-                    if let Some(a) =
-                        self.bounded::<f64>(c, 1, "advert_int", 0.01..=255.0, 0.01..=255.0)
-                    {
-                        vi.advert_int = u(a);
-                    }
-                }
-                "version" => {
-                    if let Some(v) = self.bounded::<u8>(c, 1, "version", 2..=3, 2..=3) {
-                        vi.version = u(v);
-                    }
-                }
-                "authentication" => vi.authentication = self.authentication(c),
-                "virtual_ipaddress" => {
-                    let mut vips = vec![];
-                    for a in c.children() {
-                        if let Some(p) = self.vip(a, &interface) {
-                            vips.push(u(p));
-                        }
-                    }
-                    vi.virtual_ipaddress = u(vips);
-                }
-                "virtual_ipaddress_excluded" | "virtual_routes" | "virtual_rules" => self.note(
-                    c,
-                    format!(
-                        "{}: not imported (xlb only manages the VIPs of virtual_ipaddress)",
-                        c.key()
-                    ),
-                ),
-                "unicast_src_ip" => vi.unicast_src_ip = self.val::<IpAddr>(c, 1, "address").map(u),
-                "unicast_peer" => self.unicast_peers(c, &mut vi),
-                "nopreempt" => vi.nopreempt = u(true),
-                "preempt" => vi.nopreempt = u(false),
-                "preempt_delay" => {
-                    if let Some(d) =
-                        self.bounded::<f64>(c, 1, "preempt_delay", 0.0..=1000.0, 0.0..=1000.0)
-                    {
-                        vi.preempt_delay = u(d);
-                    }
-                }
-                "garp_master_delay" => {
-                    if let Some(d) =
-                        self.bounded::<f64>(c, 1, "garp_master_delay", 0.0..=1000.0, 0.0..=1000.0)
-                    {
-                        vi.garp_master_delay = u(d);
-                    }
-                }
-                "garp_master_repeat" => {
-                    if let Some(r) = self.val::<u32>(c, 1, "garp_master_repeat") {
-                        vi.garp_master_repeat = r;
-                    }
-                }
-                "track_interface" => self.track_interfaces(c, &mut vi),
-                "track_script" => self.note(
-                    c,
-                    "track_script: not translated (xlb has no script tracking yet); use \
-                     track_service (+ track_service_weight) on the xlb virtual servers the script \
-                     was checking",
-                ),
-                "notify_master" => vi.notify_master = self.command(c, "notify_master"),
-                "notify_backup" => vi.notify_backup = self.command(c, "notify_backup"),
-                "notify_fault" => vi.notify_fault = self.command(c, "notify_fault"),
-                "notify_stop" | "notify" => self.note(
-                    c,
-                    format!(
-                        "{}: no equivalent (xlb has notify_master/backup/fault)",
-                        c.key()
-                    ),
-                ),
-                _ => self.unknown(c, &ctx),
-            }
+            self.instance_setting(c, &mut d, &ctx);
         }
+        let Draft {
+            mut vi,
+            state,
+            interface,
+            vrid,
+        } = d;
         match state {
             Some(s) => vi.state = u(s),
             None => self.note(
@@ -187,6 +117,96 @@ impl Translator {
         self.fix_version(n, &ctx, &mut vi);
         self.summary.vrrp_instances_imported += 1;
         self.vrrp.push((n.loc.clone(), vi));
+    }
+
+    /// One statement of a vrrp_instance block.
+    fn instance_setting(&mut self, c: &Node, d: &mut Draft, ctx: &str) {
+        match c.key() {
+            "state" => match c.arg(1) {
+                Some("MASTER") => d.state = Some(VrrpState::Master),
+                Some("BACKUP") => d.state = Some(VrrpState::Backup),
+                _ => self.note(
+                    c,
+                    "state: keepalived accepts MASTER or BACKUP (upper case); BACKUP assumed",
+                ),
+            },
+            "interface" => d.interface = c.arg(1).map(String::from),
+            "virtual_router_id" => {
+                d.vrid = self.bounded::<u32>(c, 1, "virtual_router_id", 1..=255, 1..=255)
+            }
+            "priority" => {
+                if let Some(p) = self.bounded::<u32>(c, 1, "priority", 1..=255, 1..=255) {
+                    d.vi.priority = u(p as u8);
+                }
+            }
+            "advert_int" => {
+                if let Some(a) = self.bounded::<f64>(c, 1, "advert_int", 0.01..=255.0, 0.01..=255.0)
+                {
+                    d.vi.advert_int = u(a);
+                }
+            }
+            "version" => {
+                if let Some(v) = self.bounded::<u8>(c, 1, "version", 2..=3, 2..=3) {
+                    d.vi.version = u(v);
+                }
+            }
+            "authentication" => d.vi.authentication = self.authentication(c),
+            "virtual_ipaddress" => {
+                let vips = c
+                    .children()
+                    .iter()
+                    .filter_map(|a| self.vip(a, &d.interface));
+                d.vi.virtual_ipaddress = u(vips.map(u).collect());
+            }
+            "virtual_ipaddress_excluded" | "virtual_routes" | "virtual_rules" => self.note(
+                c,
+                format!(
+                    "{}: not imported (xlb only manages the VIPs of virtual_ipaddress)",
+                    c.key()
+                ),
+            ),
+            "unicast_src_ip" => d.vi.unicast_src_ip = self.val::<IpAddr>(c, 1, "address").map(u),
+            "unicast_peer" => self.unicast_peers(c, &mut d.vi),
+            "nopreempt" => d.vi.nopreempt = u(true),
+            "preempt" => d.vi.nopreempt = u(false),
+            "preempt_delay" => {
+                if let Some(t) =
+                    self.bounded::<f64>(c, 1, "preempt_delay", 0.0..=1000.0, 0.0..=1000.0)
+                {
+                    d.vi.preempt_delay = u(t);
+                }
+            }
+            "garp_master_delay" => {
+                if let Some(t) =
+                    self.bounded::<f64>(c, 1, "garp_master_delay", 0.0..=1000.0, 0.0..=1000.0)
+                {
+                    d.vi.garp_master_delay = u(t);
+                }
+            }
+            "garp_master_repeat" => {
+                if let Some(r) = self.val::<u32>(c, 1, "garp_master_repeat") {
+                    d.vi.garp_master_repeat = r;
+                }
+            }
+            "track_interface" => self.track_interfaces(c, &mut d.vi),
+            "track_script" => self.note(
+                c,
+                "track_script: not translated (xlb has no script tracking yet); use \
+                 track_service (+ track_service_weight) on the xlb virtual servers the script \
+                 was checking",
+            ),
+            "notify_master" => d.vi.notify_master = self.command(c, "notify_master"),
+            "notify_backup" => d.vi.notify_backup = self.command(c, "notify_backup"),
+            "notify_fault" => d.vi.notify_fault = self.command(c, "notify_fault"),
+            "notify_stop" | "notify" => self.note(
+                c,
+                format!(
+                    "{}: no equivalent (xlb has notify_master/backup/fault)",
+                    c.key()
+                ),
+            ),
+            _ => self.unknown(c, ctx),
+        }
     }
 
     /// keepalived's own fix-ups (vrrp.c `vrrp_complete_instance`).
