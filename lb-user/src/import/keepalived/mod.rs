@@ -197,31 +197,6 @@ impl Imported {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errors_in_the_output_point_into_keepalived_files() {
-        let text = "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 9\n}\n\
-                    virtual_server 198.18.0.1 80 {\n real_server 198.18.0.2 80\n}\n";
-        let opts = Options {
-            config_id: "x".into(),
-            includes_within: None,
-        };
-        let i = import_str(text, Path::new("k.conf"), &opts).unwrap();
-        let toml = i.to_toml().unwrap();
-        let line_of = |needle: &str| 1 + toml.lines().position(|l| l.starts_with(needle)).unwrap();
-        let vs = i.origin_of_line(&toml, line_of("vip = ")).unwrap();
-        assert_eq!(vs.to_string(), "k.conf:5");
-        let vi = i
-            .origin_of_line(&toml, line_of("virtual_router_id"))
-            .unwrap();
-        assert_eq!(vi.to_string(), "k.conf:1");
-        assert!(i.origin_of_line(&toml, line_of("interfaces")).is_none());
-    }
-}
-
 /// A note quotes the keepalived text, which may hold control characters that a TOML comment
 /// cannot: those are written as `\u{..}` escapes.
 fn printable(s: &str) -> String {
@@ -287,4 +262,29 @@ fn import(src: include::LineSource, path: &Path, opts: &Options) -> Result<Impor
         summary: out.summary,
         origins: out.origins,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_in_the_output_point_into_keepalived_files() {
+        let text = "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 9\n}\n\
+                    virtual_server 198.18.0.1 80 {\n real_server 198.18.0.2 80\n}\n";
+        let opts = Options {
+            config_id: "x".into(),
+            includes_within: None,
+        };
+        let i = import_str(text, Path::new("k.conf"), &opts).unwrap();
+        let toml = i.to_toml().unwrap();
+        let line_of = |needle: &str| 1 + toml.lines().position(|l| l.starts_with(needle)).unwrap();
+        let vs = i.origin_of_line(&toml, line_of("vip = ")).unwrap();
+        assert_eq!(vs.to_string(), "k.conf:5");
+        let vi = i
+            .origin_of_line(&toml, line_of("virtual_router_id"))
+            .unwrap();
+        assert_eq!(vi.to_string(), "k.conf:1");
+        assert!(i.origin_of_line(&toml, line_of("interfaces")).is_none());
+    }
 }
