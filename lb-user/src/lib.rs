@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod doctor;
 pub mod health;
+pub mod import;
 pub mod logging;
 pub mod metrics;
 pub mod net;

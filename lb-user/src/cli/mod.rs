@@ -171,6 +171,10 @@ pub enum Command {
         /// Output file (default: stdout).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// keepalived's config id (`keepalived -i`): selects the `@ID` lines. Default: this
+        /// host's name up to its first dot, as keepalived.
+        #[arg(short = 'i', long, value_name = "ID")]
+        config_id: Option<String>,
     },
     /// Print the BGP daemon configuration (BIRD 2) announcing this director's `announce = "bgp"`
     /// VIPs to the router(s); with `--router` also the router side (ECMP over the directors).
@@ -246,9 +250,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             strict,
         } => doctor::run(config, realserver, vips, json, strict),
-        Command::ImportKeepalived { file, output } => {
-            import_keepalived::run(&file, output.as_deref())
-        }
+        Command::ImportKeepalived {
+            file,
+            output,
+            config_id,
+        } => import_keepalived::run(&file, output.as_deref(), config_id),
         Command::BgpConfig(args) => bgp_config::run(&args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut std::io::stdout());

@@ -13,7 +13,6 @@
 //! default resolved. Spans never leave this module.
 
 mod error;
-pub mod keepalived;
 pub mod model;
 pub mod schema;
 pub mod types;

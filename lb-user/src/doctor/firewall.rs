@@ -560,7 +560,7 @@ pub fn parse_iptables_save(text: &str, v6: bool) -> Vec<Table> {
                     t.base.push(name);
                 }
             } else if let Some(rest) = line.strip_prefix("-A ") {
-                let words = crate::config::keepalived::shell_split(rest).unwrap_or_default();
+                let words = crate::import::keepalived::shell_split(rest).unwrap_or_default();
                 if let Some((chain, args)) = words.split_first() {
                     let rule = iptables_rule(cmd, chain, args, line);
                     t.chains.entry(chain.clone()).or_default().rules.push(rule);
