@@ -88,6 +88,10 @@ pub enum Response {
     },
     ReloadFailed {
         errors: Vec<String>,
+        /// The file was valid and is in force, except for what `errors` says could not be
+        /// applied (false: the file was rejected and the running configuration stays).
+        #[serde(default)]
+        partial: bool,
     },
     Stopping,
     Error {

@@ -152,6 +152,25 @@ fn drain_keeps_flows_survives_reload_and_restart_and_clears() {
     assert_eq!(real(&st, "vs80", rs1)["traffic"]["conns"], 0, "{st}");
     let t = ok(&dr.ctl("list", &["-ln", "--timeout"]));
     assert!(t.contains("Timeout (tcp tcpfin udp): 900 5 300"), "{t}");
+    // A valid file that cannot be fully applied (an interface that does not exist) is reported
+    // as partly applied (exit 1), not as rejected; the rest of it is in force.
+    let partial = text.replace(
+        "interfaces = [\"eth0\"]",
+        "interfaces = [\"eth0\", \"xlbnone0\"]",
+    );
+    assert_ne!(partial, text);
+    dr.write_config(&partial);
+    let out = dr.ctl("reload", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("xlbnone0") && err.contains("partly applied"),
+        "{err}"
+    );
+    assert_eq!(dr.curl(10).get("FAIL"), None, "eth0 still forwards");
+    dr.write_config(&text);
+    ok(&dr.ctl("reload", &[]));
+
     // keepalived's SIGUSR1 / SIGUSR2: dumps beside the control socket, the daemon keeps running.
     let daemon = dr.daemon.as_ref().unwrap();
     dr.d.lab.signal(daemon, libc::SIGUSR1).unwrap();

@@ -104,9 +104,17 @@ pub fn reload(args: &SocketArgs) -> anyhow::Result<ExitCode> {
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
-        Response::ReloadFailed { errors } => {
+        Response::ReloadFailed { errors, partial } => {
             for e in errors {
                 eprintln!("{e}");
+            }
+            if partial {
+                // Exit 1: not the "file rejected" 2, so that systemd and scripts can tell.
+                eprintln!(
+                    "reload partly applied: the new configuration is in force except for the \
+                     errors above (fix them and reload again)"
+                );
+                return Ok(ExitCode::from(1));
             }
             eprintln!("reload rejected; the running configuration stays in force");
             Ok(ExitCode::from(2))

@@ -30,8 +30,8 @@ pub enum Error {
     Attach(#[from] loader::AttachError),
     #[error("cannot attach to {0}: no XDP mode to try")]
     NoMode(String),
-    #[error("starting VRRP: {0:#}")]
-    Vrrp(anyhow::Error),
+    #[error("starting VRRP: {0}")]
+    Vrrp(crate::vrrp::VrrpError),
     #[error(transparent)]
     Control(#[from] control::ServerError),
     #[error("installing a signal handler: {0}")]
@@ -50,6 +50,11 @@ pub enum ReloadError {
 }
 
 impl ReloadError {
+    /// The file is in force, but not all of it could be applied.
+    pub fn is_partial(&self) -> bool {
+        matches!(self, ReloadError::Apply(_))
+    }
+
     /// One line per error, as the control protocol carries them.
     pub fn lines(&self) -> Vec<String> {
         match self {

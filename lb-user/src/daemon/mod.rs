@@ -334,10 +334,14 @@ impl Daemon {
         let result = self.reload_inner().await;
         match &result {
             Ok(_) => info!(file = %self.config_path.display(), "configuration reloaded"),
-            Err(e) => e
-                .lines()
-                .iter()
-                .for_each(|l| error!("reload rejected: {l}")),
+            Err(e) => {
+                let what = if e.is_partial() {
+                    "reload partly applied"
+                } else {
+                    "reload rejected"
+                };
+                e.lines().iter().for_each(|l| error!("{what}: {l}"));
+            }
         }
         systemd::notify("READY=1");
         self.config_load = ConfigLoad {
@@ -368,7 +372,7 @@ impl Daemon {
         self.resolve_neighbours(true).await;
         self.reconcile().await;
         attached.map_err(|e| ReloadError::Apply(e.to_string()))?;
-        vrrp_result.map_err(|e| ReloadError::Apply(format!("VRRP: {e:#}")))?;
+        vrrp_result.map_err(|e| ReloadError::Apply(format!("VRRP: {e}")))?;
         Ok(format!("reloaded {}", self.config_path.display()))
     }
 

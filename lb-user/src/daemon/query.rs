@@ -28,17 +28,20 @@ pub enum Dump {
     Stats,
 }
 
-/// Writes `text` to `path` with mode 0600 (it names the real servers and the traffic).
+/// Writes `text` to `path` with mode 0600 (it names the real servers and the traffic), through a
+/// temporary file renamed into place, so a reader never sees half a dump.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    std::fs::rename(&tmp, path)
 }
 
 impl Daemon {
@@ -183,7 +186,10 @@ impl Daemon {
             }
             Request::Reload => match self.reload().await {
                 Ok(summary) => Response::Reloaded { summary },
-                Err(e) => Response::ReloadFailed { errors: e.lines() },
+                Err(e) => Response::ReloadFailed {
+                    partial: e.is_partial(),
+                    errors: e.lines(),
+                },
             },
             Request::Real {
                 service,

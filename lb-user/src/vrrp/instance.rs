@@ -1,12 +1,12 @@
 //! One instance's task: the IO shell around [`Machine`]: socket, timers, tracked interfaces and
 //! services, VIPs, GARP, notify, sync group propagation.
 
+use super::VrrpError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{bail, Context as _, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -90,20 +90,28 @@ impl Instance {
         status: Arc<Mutex<InstanceStatus>>,
         health: BTreeMap<String, bool>,
         resume: bool,
-    ) -> Result<Instance> {
+    ) -> Result<Instance, VrrpError> {
         let name = cfg.name.clone();
         let ifname = cfg.interface.clone();
-        let net = crate::net::Net::connect()?;
-        let link = net
-            .link(&ifname)
-            .await?
-            .with_context(|| format!("vrrp_instance {name}: no interface {ifname}"))?;
+        let net_err = |source| VrrpError::Net {
+            instance: name.clone(),
+            source,
+        };
+        let net = crate::net::Net::connect().map_err(net_err)?;
+        let link =
+            net.link(&ifname)
+                .await
+                .map_err(net_err)?
+                .ok_or_else(|| VrrpError::NoInterface {
+                    instance: name.clone(),
+                    interface: ifname.clone(),
+                })?;
         let vips: Vec<IpPrefix> = cfg.virtual_ipaddress.clone();
         let vip_addrs: Vec<IpAddr> = vips.iter().map(|p| p.addr).collect();
         // The VIPs are still here when the previous daemon died as MASTER (a clean stop removes
         // them). With its forwarding adopted, carry on as MASTER; otherwise they are left over by
         // a crashed predecessor and we start as backup, so they must go.
-        let present = net.addresses(link.index).await?;
+        let present = net.addresses(link.index).await.map_err(net_err)?;
         let holds_vips = !vip_addrs.is_empty()
             && vip_addrs
                 .iter()
@@ -111,7 +119,7 @@ impl Instance {
         let resume = resume && holds_vips;
         if !resume {
             for v in &vip_addrs {
-                net.del_address(link.index, *v).await?;
+                net.del_address(link.index, *v).await.map_err(net_err)?;
             }
         }
         let v6 = match vip_addrs.first() {
@@ -120,15 +128,22 @@ impl Instance {
         };
         let version = cfg.version;
         if v6 && version != 3 {
-            bail!("vrrp_instance {name}: IPv6 needs version 3");
+            return Err(VrrpError::V6NeedsV3(name));
         }
         let src = match &cfg.unicast_src_ip {
             Some(a) => *a,
-            None => net.primary_address(link.index, v6, &vip_addrs).await?,
+            None => net
+                .primary_address(link.index, v6, &vip_addrs)
+                .await
+                .map_err(net_err)?,
         };
         let peers: Vec<IpAddr> = cfg.unicast_peer.clone();
-        let sock = VrrpSocket::open(&ifname, link.index, src, &peers)
-            .with_context(|| format!("vrrp_instance {name}: opening the VRRP socket"))?;
+        let sock = VrrpSocket::open(&ifname, link.index, src, &peers).map_err(|source| {
+            VrrpError::Socket {
+                instance: name.clone(),
+                source,
+            }
+        })?;
         let advert_int = cfg.advert_int;
         let machine = Machine::new(Params {
             name: name.clone(),

@@ -30,6 +30,25 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, VrrpInstance};
 use instance::{Cmd, Instance, Shared, SyncState};
 
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum VrrpError {
+    #[error("vrrp_instance {instance}: no interface {interface}")]
+    NoInterface { instance: String, interface: String },
+    #[error("vrrp_instance {0}: IPv6 needs version 3")]
+    V6NeedsV3(String),
+    #[error("vrrp_instance {instance}: opening the VRRP socket: {source}")]
+    Socket {
+        instance: String,
+        source: std::io::Error,
+    },
+    #[error("vrrp_instance {instance}: {source}")]
+    Net {
+        instance: String,
+        source: crate::net::NetError,
+    },
+}
+
 /// The role of an instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum VrrpRole {
@@ -151,7 +170,7 @@ impl Vrrp {
         cfg: &Config,
         events: mpsc::UnboundedSender<VrrpEvent>,
         resume: bool,
-    ) -> anyhow::Result<Vrrp> {
+    ) -> Result<Vrrp, VrrpError> {
         let shared = Shared {
             sync: Arc::new(Mutex::new(SyncState {
                 peers: sync_peers(cfg),
@@ -175,7 +194,7 @@ impl Vrrp {
         Ok(v)
     }
 
-    async fn start_one(&mut self, cfg: &VrrpInstance, resume: bool) -> anyhow::Result<()> {
+    async fn start_one(&mut self, cfg: &VrrpInstance, resume: bool) -> Result<(), VrrpError> {
         let name = cfg.name.clone();
         let status = Arc::new(Mutex::new(InstanceStatus {
             name: name.clone(),
@@ -239,7 +258,7 @@ impl Vrrp {
 
     /// Applies a new configuration: unchanged instances keep running (and their state);
     /// changed ones are stopped (resigning if master) and restarted; removed ones stopped.
-    pub async fn reload(&mut self, cfg: &Config) -> anyhow::Result<()> {
+    pub async fn reload(&mut self, cfg: &Config) -> Result<(), VrrpError> {
         let wanted: BTreeMap<String, &VrrpInstance> = cfg
             .vrrp_instances
             .iter()
@@ -264,7 +283,7 @@ impl Vrrp {
         for (n, i) in wanted {
             if !self.instances.contains_key(&n) {
                 if let Err(e) = self.start_one(i, false).await {
-                    tracing::error!("vrrp_instance {n}: {e:#}");
+                    tracing::error!("{e}");
                     first_err.get_or_insert(e);
                 }
             }
