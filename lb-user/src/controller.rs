@@ -16,29 +16,14 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
+pub use crate::state::Observed;
 use crate::{
     config::{Announce, Config},
     dataplane::desired::{DesiredState, ServiceAddr},
     health,
-    net::Interface,
     overlay::Overlay,
     state::{self, Inputs, RealHealthInput, RealNote},
 };
-
-/// What the daemon observed, besides the configuration.
-#[derive(Debug)]
-pub struct Observed<'a> {
-    /// The attached XDP interfaces, in config order.
-    pub interfaces: &'a [Interface],
-    /// ip -> (ifindex, MAC) from the neighbour table.
-    pub neighbours: &'a BTreeMap<IpAddr, (u32, [u8; 6])>,
-    /// (service name, real address:port) -> health; missing = no check = up.
-    pub health: &'a BTreeMap<(String, SocketAddr), RealHealthInput>,
-    /// VIPs whose VRRP instance is MASTER here.
-    pub master_vips: &'a BTreeSet<IpAddr>,
-    /// The operator's run-time changes (drain, weight, disable).
-    pub overlay: &'a Overlay,
-}
 
 /// A service crossing its quorum (logged by the shell, told to VRRP's `track_service`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,12 +90,8 @@ impl Controller {
     pub fn plan_tables(&mut self, cfg: &Config, seen: &Observed<'_>) -> TablePlan {
         let quorum_changes = self.update_quorum(cfg, seen.health, seen.overlay);
         let inputs = Inputs {
-            interfaces: seen.interfaces,
-            neighbours: seen.neighbours,
-            health: seen.health,
-            master_vips: seen.master_vips,
+            seen,
             quorum_up: &self.quorum_up,
-            overlay: seen.overlay,
         };
         let (mut desired, notes) = state::build(cfg, &inputs);
         self.freeze_withdrawn(cfg, &mut desired);
@@ -234,15 +215,10 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::{config, net::Interface};
 
+    /// "web" announced by BGP, quorum 2 with hysteresis 1, a TCP check, three real servers.
     const BGP: &str = r#"
-[global]
-interfaces = ["eth0"]
-[[virtual_server]]
-name = "web"
-vip = "198.18.0.100"
-port = 80
 announce = "bgp"
 quorum = 2
 hysteresis = 1
@@ -262,12 +238,7 @@ mac = "02:00:00:00:00:13"
     const VIP: &str = "198.18.0.100";
 
     fn iface() -> Interface {
-        Interface {
-            name: "eth0".into(),
-            index: 7,
-            mac: [2, 0, 0, 0, 0, 2],
-            addrs: vec![("198.18.0.2".parse().unwrap(), 24)],
-        }
+        crate::net::testing::eth0()
     }
 
     /// Health with the listed real servers (last octet) down.
@@ -297,7 +268,7 @@ mac = "02:00:00:00:00:13"
     impl World {
         fn new(src: &str) -> Self {
             Self {
-                cfg: config::parse(src, "t.toml").unwrap(),
+                cfg: config::testing::web(src),
                 ifaces: vec![iface()],
                 neigh: BTreeMap::new(),
                 masters: BTreeSet::new(),

@@ -238,13 +238,10 @@ mod tests {
     use super::*;
     use crate::config::{self, Protocol};
 
-    const CFG: &str = r#"
-[global]
-interfaces = ["eth0"]
-[[virtual_server]]
-name = "web"
-vip = "198.18.0.100"
-port = 80
+    /// "web" with two real servers, and a UDP service on the same VIP:port.
+    fn cfg() -> Config {
+        config::testing::web(
+            r#"
 [[virtual_server.real_server]]
 address = "198.18.0.11"
 [[virtual_server.real_server]]
@@ -255,10 +252,8 @@ port = 80
 protocol = "udp"
 [[virtual_server.real_server]]
 address = "198.18.0.11"
-"#;
-
-    fn cfg() -> Config {
-        config::parse(CFG, "t.toml").unwrap()
+"#,
+        )
     }
 
     #[test]

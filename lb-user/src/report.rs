@@ -378,20 +378,8 @@ mod tests {
 
     #[test]
     fn conn_listing_filters_counts_and_limits() {
-        let cfg = config::parse(
-            r#"
-[global]
-interfaces = ["eth0"]
-[[virtual_server]]
-name = "web"
-vip = "198.18.0.100"
-port = 80
-[[virtual_server.real_server]]
-address = "198.18.0.11"
-"#,
-            "t.toml",
-        )
-        .unwrap();
+        let cfg =
+            config::testing::web("[[virtual_server.real_server]]\naddress = \"198.18.0.11\"\n");
         let addr = state::service_addr(&cfg.virtual_servers[0]);
         let rk = RealKey {
             addr: "198.18.0.11".parse().unwrap(),

@@ -22,10 +22,10 @@ pub struct RealHealthInput {
     pub reason: String,
 }
 
-/// Everything the desired state depends on besides the config.
+/// What the daemon observed, besides the configuration.
 #[derive(Debug)]
-pub struct Inputs<'a> {
-    /// The configured XDP interfaces, in config order (their position is the devmap key).
+pub struct Observed<'a> {
+    /// The attached XDP interfaces, in config order (their position is the devmap key).
     pub interfaces: &'a [Interface],
     /// ip -> (ifindex, MAC) from the neighbour table.
     pub neighbours: &'a BTreeMap<IpAddr, (u32, [u8; 6])>,
@@ -33,10 +33,16 @@ pub struct Inputs<'a> {
     pub health: &'a BTreeMap<(String, SocketAddr), RealHealthInput>,
     /// VIPs whose VRRP instance is MASTER here.
     pub master_vips: &'a BTreeSet<IpAddr>,
+    /// The operator's run-time changes (drain, weight, disable).
+    pub overlay: &'a Overlay,
+}
+
+/// Everything the desired state depends on besides the config.
+#[derive(Debug)]
+pub struct Inputs<'a> {
+    pub seen: &'a Observed<'a>,
     /// Service name -> is the service at quorum (kept by the caller with hysteresis).
     pub quorum_up: &'a BTreeMap<String, bool>,
-    /// The operator's run-time changes.
-    pub overlay: &'a Overlay,
 }
 
 /// Why a real server is not forwarded to (shown in status).
@@ -116,9 +122,14 @@ fn desired_real(
     configured_mac: Option<[u8; 6]>,
     wanted_iface: Option<&str>,
 ) -> Result<DesiredReal, Unusable> {
-    let neighbour = inputs.neighbours.get(&ip);
-    let (tx_port, iface) = egress(inputs.interfaces, wanted_iface, ip, neighbour.map(|n| n.0))
-        .ok_or(Unusable::NoEgress)?;
+    let neighbour = inputs.seen.neighbours.get(&ip);
+    let (tx_port, iface) = egress(
+        inputs.seen.interfaces,
+        wanted_iface,
+        ip,
+        neighbour.map(|n| n.0),
+    )
+    .ok_or(Unusable::NoEgress)?;
     let mac = match (configured_mac, neighbour) {
         (Some(m), _) => m,
         (None, Some((_, m))) => *m,
@@ -167,7 +178,7 @@ fn real_in_force(
         }
     };
     let mut why = Vec::new();
-    match inputs.health.get(&(vs.name.clone(), sock)) {
+    match inputs.seen.health.get(&(vs.name.clone(), sock)) {
         Some(h) if !h.up => {
             if vs.inhibit_on_failure {
                 // keepalived's inhibit_on_failure: weight 0, flows stay.
@@ -180,7 +191,7 @@ fn real_in_force(
         Some(h) => real.weight = h.weight,
         None => real.weight = rs.weight,
     }
-    if let Some(o) = inputs.overlay.get(&vs.name, sock) {
+    if let Some(o) = inputs.seen.overlay.get(&vs.name, sock) {
         match o {
             RealOverride::Drain => real.weight = 0,
             RealOverride::Weight(w) if real.alive && why.is_empty() => real.weight = w,
@@ -234,7 +245,7 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
         }
         services.push(DesiredService {
             addr: service_addr(vs),
-            active: is_active(vs, inputs.master_vips),
+            active: is_active(vs, inputs.seen.master_vips),
             scheduler: scheduler(vs.scheduler),
             hash_client_only: vs.persistence_timeout > 0,
             table_size: vs.maglev_table_size,
@@ -243,6 +254,7 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
         });
     }
     let tx_ports = inputs
+        .seen
         .interfaces
         .iter()
         .enumerate()
@@ -318,33 +330,36 @@ mac = "02:00:00:00:00:12"
 address = "198.18.0.13"
 "#;
 
-    fn iface() -> Interface {
-        Interface {
-            name: "eth0".into(),
-            index: 7,
-            mac: [2, 0, 0, 0, 0, 2],
-            addrs: vec![("198.18.0.2".parse().unwrap(), 24)],
-        }
-    }
-
-    #[test]
-    fn builds_reals_with_neighbour_macs_and_notes_unresolved() {
+    /// Builds the desired state of CFG with 198.18.0.11's MAC known.
+    fn build_with(
+        health: &BTreeMap<(String, SocketAddr), RealHealthInput>,
+        overlay: &Overlay,
+    ) -> (DesiredState, Vec<RealNote>) {
         let cfg = config::parse(CFG, "t.toml").unwrap();
         let ifaces = [iface()];
         let mut neigh = BTreeMap::new();
         neigh.insert("198.18.0.11".parse().unwrap(), (7, [2, 0, 0, 0, 0, 0x11]));
-        let health = BTreeMap::new();
-        let vips = BTreeSet::new();
-        let quorum = BTreeMap::new();
-        let inputs = Inputs {
+        let seen = Observed {
             interfaces: &ifaces,
             neighbours: &neigh,
-            health: &health,
-            master_vips: &vips,
-            quorum_up: &quorum,
-            overlay: &Overlay::default(),
+            health,
+            master_vips: &BTreeSet::new(),
+            overlay,
         };
-        let (state, notes) = build(&cfg, &inputs);
+        let inputs = Inputs {
+            seen: &seen,
+            quorum_up: &BTreeMap::new(),
+        };
+        build(&cfg, &inputs)
+    }
+
+    fn iface() -> Interface {
+        crate::net::testing::eth0()
+    }
+
+    #[test]
+    fn builds_reals_with_neighbour_macs_and_notes_unresolved() {
+        let (state, notes) = build_with(&BTreeMap::new(), &Overlay::default());
         let s = &state.services[0];
         assert!(s.active, "no VRRP instance lists the VIP: always active");
         assert_eq!(s.reals.len(), 2);
@@ -361,9 +376,6 @@ address = "198.18.0.13"
     #[test]
     fn failed_real_is_not_alive_and_alive_weight_counts_the_others() {
         let cfg = config::parse(CFG, "t.toml").unwrap();
-        let ifaces = [iface()];
-        let mut neigh = BTreeMap::new();
-        neigh.insert("198.18.0.11".parse().unwrap(), (7, [2, 0, 0, 0, 0, 0x11]));
         let mut health = BTreeMap::new();
         let name = cfg.virtual_servers[0].name.clone();
         health.insert(
@@ -374,17 +386,7 @@ address = "198.18.0.13"
                 reason: "refused".into(),
             },
         );
-        let vips = BTreeSet::new();
-        let quorum = BTreeMap::new();
-        let inputs = Inputs {
-            interfaces: &ifaces,
-            neighbours: &neigh,
-            health: &health,
-            master_vips: &vips,
-            quorum_up: &quorum,
-            overlay: &Overlay::default(),
-        };
-        let (state, _) = build(&cfg, &inputs);
+        let (state, _) = build_with(&health, &Overlay::default());
         assert!(!state.services[0].reals[0].alive);
         assert_eq!(alive_weights(&cfg, &health, &Overlay::default())[&name], 2);
     }
@@ -392,9 +394,6 @@ address = "198.18.0.13"
     #[test]
     fn operator_overrides_drain_weigh_and_disable_on_top_of_health() {
         let cfg = config::parse(CFG, "t.toml").unwrap();
-        let ifaces = [iface()];
-        let mut neigh = BTreeMap::new();
-        neigh.insert("198.18.0.11".parse().unwrap(), (7, [2, 0, 0, 0, 0, 0x11]));
         let name = cfg.virtual_servers[0].name.clone();
         let r11 = crate::overlay::RealRef {
             service: name.clone(),
@@ -407,19 +406,8 @@ address = "198.18.0.13"
         let mut overlay = Overlay::default();
         overlay.set(&r11, RealOverride::Drain);
         overlay.set(&r12, RealOverride::Weight(7));
-        let (health, vips, quorum) = (BTreeMap::new(), BTreeSet::new(), BTreeMap::new());
-        let build_with = |overlay: &Overlay| {
-            let inputs = Inputs {
-                interfaces: &ifaces,
-                neighbours: &neigh,
-                health: &health,
-                master_vips: &vips,
-                quorum_up: &quorum,
-                overlay,
-            };
-            build(&cfg, &inputs)
-        };
-        let (state, notes) = build_with(&overlay);
+        let health = BTreeMap::new();
+        let (state, notes) = build_with(&health, &overlay);
         let reals = &state.services[0].reals;
         assert_eq!(
             (reals[0].weight, reals[0].alive),
@@ -433,7 +421,7 @@ address = "198.18.0.13"
         // 0 (drained) + 7 + 1 (198.18.0.13: no MAC yet, but its checks count for quorum).
         assert_eq!(alive_weights(&cfg, &health, &overlay)[&name], 8);
         overlay.set(&r11, RealOverride::Disable);
-        let (state, _) = build_with(&overlay);
+        let (state, _) = build_with(&health, &overlay);
         assert!(
             !state.services[0].reals[0].alive,
             "disabled: flows dispatched afresh"

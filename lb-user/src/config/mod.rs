@@ -30,6 +30,20 @@ pub use model::*;
 
 use error::{unknown_key_message, Collector};
 
+/// Configurations written for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// `[global]` on eth0 and the head of the virtual server "web" at 198.18.0.100:80; a test
+    /// appends the service's keys and real servers.
+    pub const WEB: &str = "[global]\ninterfaces = [\"eth0\"]\n[[virtual_server]]\nname = \"web\"\n\
+                           vip = \"198.18.0.100\"\nport = 80\n";
+
+    /// [`WEB`] followed by `rest`, parsed.
+    pub fn web(rest: &str) -> super::Config {
+        super::parse(&format!("{WEB}{rest}"), "t.toml").unwrap()
+    }
+}
+
 /// Read, parse and validate the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     load_schema(path).map(|s| Config::from_schema(&s))

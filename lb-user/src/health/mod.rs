@@ -351,45 +351,26 @@ impl HealthChecker {
     fn spawn(&self, t: RealTarget, prev: Option<RealHealth>) -> Running {
         let policy = t.policy();
         let now = SystemTime::now();
+        let fresh = |up: bool, reason: &str| RealHealth {
+            up,
+            weight: t.config_weight,
+            reason: reason.into(),
+            since: now,
+            checks: 0,
+            failures: 0,
+        };
+        let unchecked = t.active_check().is_none();
         let initial = match prev {
-            Some(p) if t.active_check().is_none() && !p.up => RealHealth {
-                up: true,
-                weight: t.config_weight,
-                reason: "no check".into(),
-                since: now,
-                checks: 0,
-                failures: 0,
-            },
-            Some(p) => RealHealth {
+            // A check removed from a real server that was down: up, as an unchecked one is.
+            Some(p) if !(unchecked && !p.up) => RealHealth {
                 weight: t.config_weight,
                 checks: 0,
                 failures: 0,
                 ..p
             },
-            None if t.active_check().is_none() => RealHealth {
-                up: true,
-                weight: t.config_weight,
-                reason: "no check".into(),
-                since: now,
-                checks: 0,
-                failures: 0,
-            },
-            None if t.alpha => RealHealth {
-                up: false,
-                weight: t.config_weight,
-                reason: "alpha: down until the check passes".into(),
-                since: now,
-                checks: 0,
-                failures: 0,
-            },
-            None => RealHealth {
-                up: true,
-                weight: t.config_weight,
-                reason: "initial".into(),
-                since: now,
-                checks: 0,
-                failures: 0,
-            },
+            _ if unchecked => fresh(true, "no check"),
+            _ if t.alpha => fresh(false, "alpha: down until the check passes"),
+            _ => fresh(true, "initial"),
         };
         let state = Arc::new(Mutex::new(initial.clone()));
         let stats = Arc::new(Mutex::new(crate::status::CheckStats::default()));

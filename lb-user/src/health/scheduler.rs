@@ -308,6 +308,26 @@ fn report(ctx: &Context, change: &Change, h: &RealHealth) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TCP check's context for service "s" and `real`, reporting to `events`.
+    fn test_context(
+        real: &str,
+        state: Arc<Mutex<RealHealth>>,
+        events: tokio::sync::mpsc::UnboundedSender<HealthEvent>,
+    ) -> Context {
+        Context {
+            service: "s".into(),
+            real: real.parse().unwrap(),
+            state,
+            events,
+            notify_up: None,
+            notify_down: None,
+            virtual_server: None,
+            check_kind: crate::config::CheckType::Tcp,
+            stats: Arc::default(),
+            recent: Arc::default(),
+        }
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn start(up: bool) -> RealHealth {
@@ -437,18 +457,7 @@ mod tests {
             calls: calls.clone(),
         };
         let state = Arc::new(Mutex::new(start(true)));
-        let ctx = Context {
-            service: "s".into(),
-            real: "127.0.0.1:80".parse().unwrap(),
-            state: state.clone(),
-            events: tx,
-            notify_up: None,
-            notify_down: None,
-            virtual_server: None,
-            check_kind: crate::config::CheckType::Tcp,
-            stats: Arc::default(),
-            recent: Arc::default(),
-        };
+        let ctx = test_context("127.0.0.1:80", state.clone(), tx);
         let t0 = tokio::time::Instant::now();
         let task = tokio::spawn(run(f, policy(), Tracker::new(2, 2, 1, start(true)), ctx));
         let HealthEvent::Changed { health, .. } = rx.recv().await.unwrap();
@@ -517,18 +526,7 @@ mod tests {
     async fn a_hung_check_does_not_delay_another() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mk = |real: &str, script| {
-            let ctx = Context {
-                service: "s".into(),
-                real: real.parse().unwrap(),
-                state: Arc::new(Mutex::new(start(true))),
-                events: tx.clone(),
-                notify_up: None,
-                notify_down: None,
-                virtual_server: None,
-                check_kind: crate::config::CheckType::Tcp,
-                stats: Arc::default(),
-                recent: Arc::default(),
-            };
+            let ctx = test_context(real, Arc::new(Mutex::new(start(true))), tx.clone());
             let f = Fake {
                 script,
                 calls: Arc::new(AtomicUsize::new(0)),

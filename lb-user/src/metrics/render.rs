@@ -183,26 +183,30 @@ fn fill_real(f: &Families, s: &ServiceLabels, r: &RealStatus) {
         .get_or_create(&l)
         .set(i64::from(r.effective_weight));
     f.real_up.get_or_create(&l).set(i64::from(r.forwarding));
-    let check = CheckLabels {
-        service: s.service.clone(),
-        real: l.real.clone(),
-    };
+    fill_check(f, &s.service, &l.real, &r.check);
+}
+
+/// Health-check results (every class, 0 included) and durations of one real server.
+fn fill_check(f: &Families, service: &str, real: &str, stats: &crate::status::CheckStats) {
     for class in crate::health::RESULT_CLASSES {
-        let n = r.check.results.get(*class).copied().unwrap_or(0);
-        f.check_results
-            .get_or_create(&CheckResultLabels {
-                service: check.service.clone(),
-                real: check.real.clone(),
-                result: class.to_string(),
-            })
-            .inc_by(n);
+        let labels = CheckResultLabels {
+            service: service.to_string(),
+            real: real.to_string(),
+            result: class.to_string(),
+        };
+        let n = stats.results.get(*class).copied().unwrap_or(0);
+        f.check_results.get_or_create(&labels).inc_by(n);
     }
+    let check = CheckLabels {
+        service: service.to_string(),
+        real: real.to_string(),
+    };
     f.check_last_duration
         .get_or_create(&check)
-        .set(r.check.last_duration_secs);
+        .set(stats.last_duration_secs);
     f.check_seconds
         .get_or_create(&check)
-        .inc_by(r.check.duration_sum_secs);
+        .inc_by(stats.duration_sum_secs);
 }
 
 fn fill_vrrp(f: &Families, v: &VrrpStatus) {

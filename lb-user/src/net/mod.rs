@@ -287,3 +287,17 @@ mod tests {
         );
     }
 }
+
+/// Interfaces written for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// eth0, ifindex 7, MAC 02:00:00:00:00:02, 198.18.0.2/24.
+    pub fn eth0() -> super::Interface {
+        super::Interface {
+            name: "eth0".into(),
+            index: 7,
+            mac: [2, 0, 0, 0, 0, 2],
+            addrs: vec![("198.18.0.2".parse().unwrap(), 24)],
+        }
+    }
+}
