@@ -1,4 +1,7 @@
 //! What `xlb status` and `xlb conns` show, and their `ipvsadm -ln` / `-lnc` layouts.
+//!
+//! Why one file of this size: the report types and the layouts that print them change together
+//! (a new field is shown in the same commit); about a quarter of it is the layout tests.
 use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};

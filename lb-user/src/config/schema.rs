@@ -4,6 +4,9 @@
 //! names it. Values whose *meaning* is checked after parsing (addresses, ports, weights, names
 //! referenced from other sections) are wrapped in [`Spanned`] so that errors point at them; read
 //! them with `.get_ref()` / `.as_ref()`. `Spanned` compares by value only.
+//!
+//! Why one file of this size: it is the reference of the file format, one struct per section and
+//! every key with its keepalived keyword, default and range; split, it would be read in pieces.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -3,6 +3,10 @@
 //! service: real-server slots first, then the new ring into a free region, then the service entry
 //! (one atomic map update switches to the new ring), and only then the retirement of removed
 //! real servers and the release of regions nothing points at any more.
+//!
+//! Why one file of this size: the ordering of writes is the writer's whole correctness argument
+//! (a packet never sees a half-written service), so adopt, apply and retire stay side by side;
+//! the pure decisions are in [`super::ring_plan`].
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
