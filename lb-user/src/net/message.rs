@@ -4,11 +4,11 @@ use std::net::IpAddr;
 
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
-    link::{LinkAttribute, LinkFlags, LinkMessage},
+    link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp, XdpAttached},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
 };
 
-use super::LinkState;
+use super::{LinkState, XdpAttachment};
 
 /// The interface's own address in an address message. `IFA_LOCAL` is preferred: on
 /// point-to-point links `IFA_ADDRESS` is the peer's; IPv6 messages carry only `IFA_ADDRESS`.
@@ -61,6 +61,25 @@ pub fn link_state_of(m: &LinkMessage) -> LinkState {
         // IFF_RUNNING is the kernel's "operationally up": carrier present and not dormant.
         up: flags.contains(LinkFlags::Up) && flags.contains(LinkFlags::Running),
         mtu,
+        xdp: xdp_attachment_of(m),
+    }
+}
+
+/// The XDP attachment the kernel reports for a link (none when it says nothing).
+pub fn xdp_attachment_of(m: &LinkMessage) -> XdpAttachment {
+    let attached = m.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Xdp(xdp) => xdp.iter().find_map(|x| match x {
+            LinkXdp::Attached(a) => Some(*a),
+            _ => None,
+        }),
+        _ => None,
+    });
+    match attached {
+        Some(XdpAttached::Driver) => XdpAttachment::Native,
+        Some(XdpAttached::SocketBuffer) => XdpAttachment::Generic,
+        Some(XdpAttached::Hardware) => XdpAttachment::Offload,
+        Some(XdpAttached::Multiple) => XdpAttachment::Multiple,
+        _ => XdpAttachment::None,
     }
 }
 
@@ -145,6 +164,21 @@ mod tests {
         let v6 = addr_msg(64, vec![AddressAttribute::Address(ip("2001:db8::2"))]);
         assert_eq!(prefixed_address_of(&v6), Some((ip("2001:db8::2"), 64)));
         assert_eq!(address_of(&addr_msg(24, vec![])), None);
+    }
+
+    #[test]
+    fn xdp_attachment_as_the_kernel_reports_it() {
+        let mut m = LinkMessage::default();
+        assert_eq!(xdp_attachment_of(&m), XdpAttachment::None);
+        m.attributes = vec![LinkAttribute::Xdp(vec![
+            LinkXdp::ProgId(7),
+            LinkXdp::Attached(XdpAttached::SocketBuffer),
+        ])];
+        assert_eq!(xdp_attachment_of(&m), XdpAttachment::Generic);
+        m.attributes = vec![LinkAttribute::Xdp(vec![LinkXdp::Attached(
+            XdpAttached::Driver,
+        )])];
+        assert_eq!(link_state_of(&m).xdp, XdpAttachment::Native);
     }
 
     #[test]

@@ -58,6 +58,36 @@ pub struct LinkState {
     /// Administratively up and operationally running (carrier present).
     pub up: bool,
     pub mtu: u32,
+    /// How an XDP program is attached to it, as the kernel reports (`ip -d link`).
+    pub xdp: XdpAttachment,
+}
+
+/// An XDP attachment as the kernel reports it (IFLA_XDP_ATTACHED).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpAttachment {
+    #[default]
+    None,
+    /// In the driver (native, `xdp` in `ip -d link`).
+    Native,
+    /// Generic, after the skb is built (`xdpgeneric`).
+    Generic,
+    /// Offloaded to the NIC.
+    Offload,
+    /// Several programs in several modes.
+    Multiple,
+}
+
+impl XdpAttachment {
+    /// The name `xlb status` and the config use (`native`, `generic`).
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpAttachment::None => "none",
+            XdpAttachment::Native => "native",
+            XdpAttachment::Generic => "generic",
+            XdpAttachment::Offload => "offload",
+            XdpAttachment::Multiple => "multiple",
+        }
+    }
 }
 
 /// An interface of the director.
