@@ -16,7 +16,7 @@ use crate::{
 
 /// `cargo xtask build [--release]`: `cargo build -p lb-user`.
 pub fn build(release: bool) -> Result<()> {
-    setup::ensure(true)?;
+    setup::ensure_for(setup::Need::Build, true)?;
     let mut c = cargo();
     c.args(["build", "-p", "lb-user"])
         .current_dir(workspace_root());
@@ -360,7 +360,7 @@ pub fn curl_spread(lab: &Lab, host: &Host, url: &str, n: usize) -> Result<BTreeM
 
 /// `cargo xtask demo`.
 pub fn demo() -> Result<()> {
-    setup::ensure(true)?;
+    setup::ensure_for(setup::Need::Demo, true)?;
     let root = workspace_root();
     // XLB_DEMO_CONFIG / XLB_DEMO_BIN override the config and the binary (to try the demo with
     // another config, or to test this command with a stand-in daemon).

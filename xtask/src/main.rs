@@ -16,7 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what building and testing need (apt packages, nightly + rust-src, bpf-linker, bpffs); idempotent.
+    /// Install what building, the demo and the tests need (apt packages, nightly + rust-src, bpf-linker,
+    /// bpffs, cargo-deb); idempotent, and never enables a service on the host.
     Setup,
     /// Build the xlb binary (`cargo build -p lb-user`).
     Build {

@@ -11,38 +11,68 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::util::{cargo, cmd, output, output_ok, run_inherit, which, workspace_root};
 
-/// Debian packages installed when any probe binary is missing.
-pub const APT_PACKAGES: &[&str] = &[
-    "iproute2",
-    "ethtool",
-    "keepalived",
-    "curl",
-    "wrk",
-    "tcpdump",
-    "python3",
-    "nginx-light",
-    "bird2",
-    "nftables",
-    "iptables",
-    "iputils-ping",
+/// What a command needs installed: each level includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Need {
+    /// Building xlb: the nightly toolchain with rust-src, bpf-linker.
+    Build,
+    /// `cargo xtask demo`: the lab's tools (ip, ethtool, curl, python3's http.server), a bpffs.
+    Demo,
+    /// `cargo xtask test` / `bench` / `package`: the real peers and tools the tests drive.
+    Test,
+}
+
+/// A Debian package and the file whose presence means it is installed (a cheap probe).
+#[derive(Clone, Copy, Debug)]
+pub struct AptPackage {
+    pub name: &'static str,
+    pub probe: &'static str,
+    pub need: Need,
+}
+
+const fn apt(name: &'static str, probe: &'static str, need: Need) -> AptPackage {
+    AptPackage { name, probe, need }
+}
+
+/// Probes are binaries looked up in `PATH` and the sbin directories, or absolute paths.
+pub const APT_PACKAGES: &[AptPackage] = &[
+    apt("iproute2", "ip", Need::Demo),
+    apt("ethtool", "ethtool", Need::Demo),
+    apt("curl", "curl", Need::Demo),
+    apt("python3", "python3", Need::Demo),
+    apt("keepalived", "keepalived", Need::Test),
+    apt("wrk", "wrk", Need::Test),
+    apt("tcpdump", "tcpdump", Need::Test),
+    apt("nginx-light", "nginx", Need::Test),
+    apt("bird2", "birdc", Need::Test),
+    apt("nftables", "nft", Need::Test),
+    apt("iptables", "iptables", Need::Test),
+    apt("iputils-ping", "ping", Need::Test),
+    // The package tests: `man xlb`, `systemd-analyze verify`, a Debian 11 chroot.
+    apt("man-db", "man", Need::Test),
+    apt("systemd", "systemd-analyze", Need::Test),
+    apt("debootstrap", "debootstrap", Need::Test),
+    // The static (musl) build for old distributions.
+    apt("musl-tools", "musl-gcc", Need::Test),
+    apt("file", "file", Need::Test),
 ];
 
-/// Binaries whose presence means the packages above are installed.
-pub const PROBE_BINARIES: &[&str] = &[
-    "ip",
-    "ethtool",
-    "keepalived",
-    "curl",
-    "wrk",
-    "tcpdump",
-    "python3",
-    "nginx",
-    "bird",
-    "birdc",
-    "nft",
-    "iptables",
-    "ping",
-];
+/// The packages `need` calls for whose probe is missing.
+pub fn missing_packages(need: Need, present: impl Fn(&str) -> bool) -> Vec<AptPackage> {
+    APT_PACKAGES
+        .iter()
+        .filter(|p| p.need <= need && !present(p.probe))
+        .copied()
+        .collect()
+}
+
+fn probe_present(probe: &str) -> bool {
+    if probe.starts_with('/') {
+        Path::new(probe).exists()
+    } else {
+        which(probe).is_some()
+    }
+}
 
 /// The bpf-linker release the eBPF build expects (major, minor).
 pub const BPF_LINKER_WANTED: (u32, u32) = (0, 13);
@@ -62,43 +92,154 @@ impl Reporter {
     }
 }
 
-/// Makes sure everything is installed. With `quiet`, only the steps that did something are
-/// printed.
+/// Makes sure everything the tests need is installed ([`Need::Test`]). With `quiet`, only the
+/// steps that did something are printed.
 pub fn ensure(quiet: bool) -> Result<()> {
+    ensure_for(Need::Test, quiet)
+}
+
+/// Makes sure what `need` calls for is installed.
+pub fn ensure_for(need: Need, quiet: bool) -> Result<()> {
     let r = Reporter { quiet };
-    apt_packages(&r)?;
+    apt_packages(&r, need)?;
     nightly(&r)?;
     bpf_linker(&r)?;
-    bpffs(&r)?;
+    if need >= Need::Demo {
+        bpffs(&r)?;
+    }
+    if need >= Need::Test {
+        cargo_deb(&r)?;
+    }
     Ok(())
 }
 
-fn apt_packages(r: &Reporter) -> Result<()> {
-    let what = format!("debian packages ({})", APT_PACKAGES.join(" "));
-    let missing: Vec<&str> = PROBE_BINARIES
-        .iter()
-        .copied()
-        .filter(|b| which(b).is_none())
-        .collect();
+fn apt_packages(r: &Reporter, need: Need) -> Result<()> {
+    let missing = missing_packages(need, probe_present);
     if missing.is_empty() {
-        r.skipped(&what);
+        r.skipped(&format!("debian packages for {need:?}"));
         return Ok(());
     }
-    println!("setup: missing binaries: {}", missing.join(" "));
+    let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
+    println!("setup: installing {}", names.join(" "));
     run_inherit(&mut cmd("apt-get", ["update"]))?;
-    run_inherit(
-        cmd("apt-get", ["install", "-y"])
-            .args(APT_PACKAGES)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
-    let still: Vec<&str> = PROBE_BINARIES
+    {
+        let _no_starts = PolicyRcD::install()?;
+        run_inherit(
+            cmd("apt-get", ["install", "-y"])
+                .args(&names)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+    }
+    disable_units_of(&names)?;
+    let still: Vec<&str> = missing_packages(need, probe_present)
         .iter()
-        .copied()
-        .filter(|b| which(b).is_none())
+        .map(|p| p.probe)
         .collect();
     if !still.is_empty() {
         bail!("still missing after apt-get install: {}", still.join(" "));
     }
+    r.done(&format!("debian packages ({})", names.join(" ")));
+    Ok(())
+}
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// `/usr/sbin/policy-rc.d` answering 101 ("action forbidden") while it lives, so that packages'
+/// maintainer scripts do not start services (keepalived, nginx, BIRD would otherwise run on the
+/// host with their default configs). An existing policy-rc.d is left alone.
+struct PolicyRcD {
+    ours: bool,
+}
+
+impl PolicyRcD {
+    fn install() -> Result<Self> {
+        if Path::new(POLICY_RC_D).exists() {
+            return Ok(Self { ours: false });
+        }
+        fs::write(
+            POLICY_RC_D,
+            "#!/bin/sh\n# cargo xtask setup: no service starts\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        fs::set_permissions(
+            POLICY_RC_D,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .with_context(|| format!("chmod {POLICY_RC_D}"))?;
+        Ok(Self { ours: true })
+    }
+}
+
+impl Drop for PolicyRcD {
+    fn drop(&mut self) {
+        if self.ours {
+            let _ = fs::remove_file(POLICY_RC_D);
+        }
+    }
+}
+
+/// The systemd units (services, sockets, timers) in a `dpkg -L` listing.
+pub fn systemd_units_in(dpkg_listing: &str) -> Vec<String> {
+    dpkg_listing
+        .lines()
+        .filter(|l| {
+            l.starts_with("/lib/systemd/system/") || l.starts_with("/usr/lib/systemd/system/")
+        })
+        .filter_map(|l| l.rsplit('/').next())
+        .filter(|u| {
+            [".service", ".socket", ".timer"]
+                .iter()
+                .any(|s| u.ends_with(s))
+        })
+        .filter(|u| !u.contains('@'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Disables the units the just-installed `packages` enabled (postinst enables them even when
+/// policy-rc.d stops the start): setup never leaves a service enabled on the host.
+fn disable_units_of(packages: &[&str]) -> Result<()> {
+    if which("systemctl").is_none() {
+        return Ok(());
+    }
+    for pkg in packages {
+        let Ok(listing) = output_ok(&mut cmd("dpkg", ["-L", pkg])) else {
+            continue;
+        };
+        for unit in systemd_units_in(&listing) {
+            let enabled = output(&mut cmd("systemctl", ["is-enabled", &unit]))
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "enabled");
+            if enabled {
+                output_ok(&mut cmd("systemctl", ["disable", &unit]))?;
+                println!("setup: disabled {unit} (installed by {pkg}; not a host service here)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cargo-deb release `cargo xtask package` uses.
+pub const CARGO_DEB_VERSION: &str = "3.8.0";
+
+fn cargo_deb_works() -> bool {
+    output(cargo().args(["deb", "--version"])).is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION)
+    })
+}
+
+fn cargo_deb(r: &Reporter) -> Result<()> {
+    let what = format!("cargo-deb {CARGO_DEB_VERSION}");
+    if cargo_deb_works() {
+        r.skipped(&what);
+        return Ok(());
+    }
+    run_inherit(cargo().args([
+        "install",
+        "cargo-deb",
+        "--locked",
+        "--version",
+        CARGO_DEB_VERSION,
+    ]))?;
     r.done(&what);
     Ok(())
 }
@@ -284,6 +425,34 @@ mod tests {
         assert!(!bpf_linker_version_ok(
             "error: 'bpf-linker' is not installed"
         ));
+    }
+
+    #[test]
+    fn needs_are_cumulative() {
+        let none = |_: &str| false;
+        let build = missing_packages(Need::Build, none);
+        let demo = missing_packages(Need::Demo, none);
+        let test = missing_packages(Need::Test, none);
+        assert!(build.is_empty());
+        assert!(demo.iter().any(|p| p.name == "curl"));
+        assert!(
+            !demo.iter().any(|p| p.name == "keepalived"),
+            "the demo runs no keepalived"
+        );
+        assert!(test.len() > demo.len());
+        assert!(test.iter().any(|p| p.name == "bird2"));
+        assert!(missing_packages(Need::Test, |_| true).is_empty());
+    }
+
+    #[test]
+    fn finds_units_in_a_dpkg_listing() {
+        let listing = "/.\n/lib/systemd/system\n/lib/systemd/system/keepalived.service\n\
+            /usr/lib/systemd/system/nginx.service\n/lib/systemd/system/getty@.service\n\
+            /etc/keepalived/keepalived.conf\n/usr/share/doc/x.service\n";
+        assert_eq!(
+            systemd_units_in(listing),
+            ["keepalived.service", "nginx.service"]
+        );
     }
 
     #[test]
