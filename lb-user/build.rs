@@ -77,10 +77,17 @@ fn bpf_target_arch() -> anyhow::Result<String> {
 
 fn nested_cargo(out_dir: &Path) -> anyhow::Result<Command> {
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "build", "--package", EBPF_PACKAGE])
-        .args(["--bins", "--message-format=json", "--release", "--target"])
-        .arg(bpf_target()?)
-        .args(["-Z", "build-std=core"]);
+    cmd.args([
+        "run",
+        "nightly",
+        "cargo",
+        "build",
+        "--package",
+        EBPF_PACKAGE,
+    ])
+    .args(["--bins", "--message-format=json", "--release", "--target"])
+    .arg(bpf_target()?)
+    .args(["-Z", "build-std=core"]);
     let sep = "\x1f";
     let rustflags = OsString::from(format!(
         "--cfg=bpf_target_arch=\"{}\"{sep}-Cdebuginfo=2{sep}-Clink-arg=--btf",

@@ -6,8 +6,18 @@ mod diagnostics;
 /// Cargo's progress verbs, as the nested build prints them (right-aligned).
 fn is_cargo_progress(line: &str) -> bool {
     let verbs = [
-        "Compiling", "Finished", "Fresh", "Blocking", "Updating", "Downloading", "Downloaded",
-        "Locking", "Adding", "Checking", "Running", "Building",
+        "Compiling",
+        "Finished",
+        "Fresh",
+        "Blocking",
+        "Updating",
+        "Downloading",
+        "Downloaded",
+        "Locking",
+        "Adding",
+        "Checking",
+        "Running",
+        "Building",
     ];
     let first = line.split_whitespace().next().unwrap_or("");
     line.starts_with(' ') && verbs.contains(&first)
@@ -49,7 +59,8 @@ fn a_rendered_compiler_warning_is_kept_whole() {
 
 #[test]
 fn errors_are_kept() {
-    let text = "   Compiling lb-ebpf v0.1.0\nerror[E0425]: cannot find value `y`\n --> src/main.rs:3:5\n";
+    let text =
+        "   Compiling lb-ebpf v0.1.0\nerror[E0425]: cannot find value `y`\n --> src/main.rs:3:5\n";
     assert_eq!(diagnostics::diagnostic_lines(text).len(), 2);
 }
 
@@ -66,5 +77,8 @@ fn this_builds_script_output_has_no_progress_warnings() {
         .filter_map(|l| l.strip_prefix("cargo:warning="))
         .filter(|l| is_cargo_progress(l))
         .collect();
-    assert!(progress.is_empty(), "progress forwarded as warnings: {progress:?}");
+    assert!(
+        progress.is_empty(),
+        "progress forwarded as warnings: {progress:?}"
+    );
 }
