@@ -329,3 +329,57 @@ fn man_prints_by_default_and_writes_files_only_with_dir() {
     assert!(stderr(&none).contains("xlb-status.1"), "{}", stderr(&none));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// The configs/ file without its leading comment block (the command that generated it).
+fn without_header(text: &str) -> &str {
+    text.split_once("\n\n").map_or(text, |(_, rest)| rest)
+}
+
+#[test]
+fn scale_out_example_validates_and_generates_the_shipped_bird_configs() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs");
+    let cfg = format!("{root}/xlb-scaleout.toml");
+    let check = xlb(&["check-config", &cfg]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(text.matches("held by xlb on lo").count(), 2, "{text}");
+    let args = [
+        "bgp-config",
+        "--daemon",
+        "bird",
+        "--config",
+        &cfg,
+        "--router-ip",
+        "198.18.1.1",
+        "2001:db8:1::1",
+        "--router-id",
+        "198.18.1.2",
+        "--router-as",
+        "65000",
+        "--local-as",
+        "65001",
+        "--router",
+        "--director",
+        "198.18.1.2",
+        "198.18.1.3",
+        "198.18.1.4",
+        "2001:db8:1::2",
+        "2001:db8:1::3",
+        "2001:db8:1::4",
+    ];
+    let out = xlb(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let (director, router) = xlb::cli::bgp_config::split_router(&generated).unwrap();
+    for (name, want) in [
+        ("bird-director.conf", director),
+        ("bird-router.conf", router),
+    ] {
+        let shipped = std::fs::read_to_string(format!("{root}/{name}")).unwrap();
+        assert_eq!(
+            without_header(&shipped).trim(),
+            want.trim(),
+            "configs/{name} is not what xlb bgp-config makes from configs/xlb-scaleout.toml"
+        );
+    }
+}
