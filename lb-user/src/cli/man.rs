@@ -166,6 +166,103 @@ mod tests {
         assert!(roff.contains(".nf\n\\&.x = 1\n.fi\n"), "{roff}");
     }
 
+    /// A valid configuration; `{G}`, `{VS}`, ... mark where a table's unknown key goes.
+    const SKELETON: &str = r#"
+[global]
+interfaces = ["eth0"]
+{G}
+[timeouts]
+{T}
+[[virtual_server]]
+vip = "198.18.0.100"
+port = 80
+{VS}
+check = { type = "tcp" {C} }
+[[virtual_server.real_server]]
+address = "198.18.0.11"
+{RS}
+[[vrrp_instance]]
+name = "VI_1"
+state = "MASTER"
+interface = "eth0"
+virtual_router_id = 51
+virtual_ipaddress = ["198.18.0.100"]
+authentication = { auth_type = "PASS", auth_pass = "x" {A} }
+{V}
+[[vrrp_sync_group]]
+name = "G"
+group = ["VI_1"]
+{SG}
+"#;
+
+    /// The keys the schema accepts in the table marked `mark`, from the parser's own "unknown
+    /// key ..., expected one of `a`, `b`" answer (so a key added to the schema shows up here).
+    fn schema_keys(mark: &str) -> Vec<String> {
+        let mut src = SKELETON.to_string();
+        for m in ["{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}"] {
+            let inline = m == "{C}" || m == "{A}";
+            let with = if inline {
+                ", zz_unknown = 1"
+            } else {
+                "zz_unknown = 1"
+            };
+            src = src.replace(m, if m == mark { with } else { "" });
+        }
+        let errors = crate::config::parse(&src, "t.toml").expect_err(mark);
+        let msg = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let list = msg
+            .split_once("expected one of ")
+            .unwrap_or_else(|| panic!("{mark}: {msg}"))
+            .1;
+        list.lines()
+            .next()
+            .unwrap_or("")
+            .split(", ")
+            .map(|k| k.trim_matches('`').to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_reference_describes_every_schema_key() {
+        let mut missing = Vec::new();
+        for mark in ["{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}"] {
+            let keys = schema_keys(mark);
+            assert!(keys.len() >= 2, "{mark}: {keys:?}");
+            for k in keys {
+                let entry = format!("* `{k}`");
+                let table = format!("`[virtual_server.{k}]`");
+                let array = format!("`[[virtual_server.{k}]]`");
+                let alias = format!("`{k}`, accepted as an alias");
+                if ![entry, table, array, alias]
+                    .iter()
+                    .any(|e| CONFIG_REFERENCE.contains(e.as_str()))
+                {
+                    missing.push(format!("{mark} {k}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "keys missing from man/xlb.toml.5.md: {missing:?}"
+        );
+        for section in [
+            "[global]",
+            "[timeouts]",
+            "[[virtual_server]]",
+            "[[vrrp_instance]]",
+            "[[vrrp_sync_group]]",
+        ] {
+            assert!(
+                CONFIG_REFERENCE.contains(&format!("## {section}")),
+                "{section}"
+            );
+        }
+    }
+
     #[test]
     fn page_names() {
         assert!(names("xlb", "xlb.1"));
