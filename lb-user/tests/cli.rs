@@ -383,3 +383,17 @@ fn scale_out_example_validates_and_generates_the_shipped_bird_configs() {
         );
     }
 }
+
+#[test]
+fn shipped_realserver_sysctl_snippet_sets_what_realserver_up_sets() {
+    let snippet = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../configs/xlb-realserver-sysctl.conf"
+    ))
+    .unwrap();
+    let v6: std::net::IpAddr = "2001:db8::100".parse().unwrap();
+    for w in xlb::realserver::wanted_sysctls(&[v6]) {
+        let line = format!("{} = {}", w.key, w.value);
+        assert!(snippet.lines().any(|l| l == line), "missing `{line}`");
+    }
+}

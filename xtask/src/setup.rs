@@ -5,6 +5,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
+    process::Command,
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -54,6 +55,8 @@ pub const APT_PACKAGES: &[AptPackage] = &[
     apt("debootstrap", "debootstrap", Need::Test),
     // The static (musl) build for old distributions.
     apt("musl-tools", "musl-gcc", Need::Test),
+    // LLVM libunwind (C++) for the musl std built from rust-src.
+    apt("g++", "g++", Need::Test),
     apt("file", "file", Need::Test),
 ];
 
@@ -109,6 +112,11 @@ pub fn ensure_for(need: Need, quiet: bool) -> Result<()> {
     }
     if need >= Need::Test {
         cargo_deb(&r)?;
+        // Only the old-distribution tests need it, and they skip (saying why) without it: a
+        // mirror that cannot be reached must not block every other test.
+        if let Err(e) = debian11(&r) {
+            println!("setup: no Debian 11 root ({e:#}); the old-distribution tests will skip");
+        }
     }
     Ok(())
 }
@@ -240,6 +248,77 @@ fn cargo_deb(r: &Reporter) -> Result<()> {
         "--version",
         CARGO_DEB_VERSION,
     ]))?;
+    r.done(&what);
+    Ok(())
+}
+
+/// A Debian 11 (bullseye, glibc 2.31) root made by debootstrap from Debian's mirror: the package
+/// and the static binary are tried in it (`dpkg -i`, `xlb --version`, `man xlb`, `systemd-analyze
+/// verify` of the unit with Debian 11's systemd).
+pub fn debian11_root() -> PathBuf {
+    crate::util::target_dir().join("debian11-root")
+}
+
+/// What the Debian 11 root has besides `minbase`; also its completeness marker's content.
+pub const DEBIAN11_INCLUDE: &str = "man-db,systemd,procps";
+const DEBIAN11_MARKER: &str = ".xlb-setup-complete";
+
+/// Mount points at or below `dir` in `/proc/mounts` content, deepest first.
+pub fn mounts_below(mounts: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    found
+}
+
+/// Removes a half-made root: unmounts what debootstrap left mounted in it first (never recurse
+/// into a mounted /proc, /sys or a bind-mounted /dev).
+fn remove_root(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let mounts = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    for m in mounts_below(&mounts, dir) {
+        output_ok(Command::new("umount").arg("-l").arg(&m))?;
+    }
+    let mounts = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    if !mounts_below(&mounts, dir).is_empty() {
+        bail!("{} still has mounts; not removing it", dir.display());
+    }
+    fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
+}
+
+fn debian11(r: &Reporter) -> Result<()> {
+    let root = debian11_root();
+    let what = format!("Debian 11 root at {}", root.display());
+    let marker = root.join(DEBIAN11_MARKER);
+    if fs::read_to_string(&marker).is_ok_and(|m| m.trim() == DEBIAN11_INCLUDE) {
+        r.skipped(&what);
+        return Ok(());
+    }
+    let tmp = root.with_extension("tmp");
+    remove_root(&tmp)?;
+    remove_root(&root)?;
+    println!(
+        "setup: debootstrap bullseye (Debian 11) into {} (a few minutes)",
+        tmp.display()
+    );
+    run_inherit(&mut cmd(
+        "debootstrap",
+        [
+            "--variant=minbase".to_string(),
+            format!("--include={DEBIAN11_INCLUDE}"),
+            "bullseye".into(),
+            tmp.display().to_string(),
+            "http://deb.debian.org/debian".into(),
+        ],
+    ))?;
+    fs::write(tmp.join(DEBIAN11_MARKER), DEBIAN11_INCLUDE)?;
+    fs::rename(&tmp, &root).with_context(|| format!("renaming {}", tmp.display()))?;
     r.done(&what);
     Ok(())
 }
@@ -453,6 +532,18 @@ mod tests {
             systemd_units_in(listing),
             ["keepalived.service", "nginx.service"]
         );
+    }
+
+    #[test]
+    fn finds_mounts_below_a_root_deepest_first() {
+        let mounts = "proc /proc proc rw 0 0\n\
+            proc /t/r/proc proc rw 0 0\n\
+            sysfs /t/r/sys sysfs rw 0 0\n\
+            devpts /t/r/dev/pts devpts rw 0 0\n\
+            tmpfs /t/rx tmpfs rw 0 0\n";
+        let found = mounts_below(mounts, Path::new("/t/r"));
+        assert_eq!(found[0], PathBuf::from("/t/r/dev/pts"));
+        assert_eq!(found.len(), 3, "{found:?}");
     }
 
     #[test]

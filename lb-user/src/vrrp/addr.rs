@@ -140,9 +140,11 @@ pub fn link_state(name: &str) -> io::Result<Option<LinkState>> {
     for (d, s) in req.ifr_name.iter_mut().zip(name.as_bytes()) {
         *d = *s as libc::c_char;
     }
-    let ioctl = |req: &mut libc::ifreq, op: libc::Ioctl| -> io::Result<()> {
+    // The SIOC* constants are c_ulong, ioctl's request is c_ulong on glibc and c_int on musl.
+    #[allow(clippy::unnecessary_cast)]
+    let ioctl = |req: &mut libc::ifreq, op: libc::c_ulong| -> io::Result<()> {
         // SAFETY: valid fd and a live ifreq.
-        if unsafe { libc::ioctl(fd.as_raw_fd(), op, req as *mut libc::ifreq) } < 0 {
+        if unsafe { libc::ioctl(fd.as_raw_fd(), op as libc::Ioctl, req as *mut libc::ifreq) } < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
