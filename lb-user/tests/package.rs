@@ -34,7 +34,8 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// The Debian 11 root seen through an overlay (writes go to a scratch upper dir), with /proc.
+/// The Debian 11 root seen through an overlay (writes go to a scratch upper dir), with /proc,
+/// /sys and the cgroup2 hierarchy mounted.
 struct Debian11 {
     scratch: PathBuf,
     root: PathBuf,
@@ -67,12 +68,17 @@ impl Debian11 {
             .arg(&me.root));
         assert!(o.status.success(), "overlay: {}", text(&o));
         me.mounted.push(me.root.clone());
-        let proc_dir = me.root.join("proc");
-        let o = run(Command::new("mount")
-            .args(["-t", "proc", "proc"])
-            .arg(&proc_dir));
-        assert!(o.status.success(), "proc: {}", text(&o));
-        me.mounted.push(proc_dir);
+        // systemd-analyze verify needs /proc and a cgroup hierarchy.
+        for (fs, dir) in [
+            ("proc", "proc"),
+            ("sysfs", "sys"),
+            ("cgroup2", "sys/fs/cgroup"),
+        ] {
+            let at = me.root.join(dir);
+            let o = run(Command::new("mount").args(["-t", fs, fs]).arg(&at));
+            assert!(o.status.success(), "mount {fs}: {}", text(&o));
+            me.mounted.push(at);
+        }
         Some(me)
     }
 
@@ -130,7 +136,7 @@ fn assert_package_contents(deb: &Path) {
         "./usr/share/man/man1/xlb.1.gz",
         "./usr/share/man/man1/xlb-status.1.gz",
         "./usr/share/man/man5/xlb.toml.5.gz",
-        "./lib/systemd/system/xlb.service",
+        "./usr/lib/systemd/system/xlb.service",
         "./usr/share/bash-completion/completions/xlb",
         "./usr/share/zsh/vendor-completions/_xlb",
         "./usr/share/fish/vendor_completions.d/xlb.fish",

@@ -3,11 +3,16 @@
 //!
 //! rustup cannot download targets here and the stable toolchain has no musl std, so the standard
 //! library is built from nightly's rust-src (`-Z build-std`) and linked with Debian's musl-tools
-//! (`musl-gcc`, musl's libc.a) instead of Rust's self-contained musl objects. The unwinder std
-//! links statically as `libunwind.a` (Rust ships LLVM's in its self-contained musl objects, which
-//! build-std does not build) is GCC's `libgcc_eh.a`, which has the same `_Unwind_*` ABI: a
-//! symlink in `target/musl-unwind/` offers it under that name. `cargo xtask setup` installs
-//! musl-tools and g++; rust-src comes with the nightly toolchain the eBPF build already uses.
+//! (`musl-gcc`, musl's libc.a) instead of Rust's self-contained musl objects. Two things those
+//! objects would have provided are made here:
+//! - `libunwind.a`, which std links statically on musl: LLVM's libunwind, compiled with musl-gcc
+//!   from the sources in rust-src (`src/llvm-project/libunwind`) into `target/musl-unwind/`
+//!   (GCC's libgcc_eh.a does not do: Debian's calls glibc's `_dl_find_object`);
+//! - a non-PIE link: musl-gcc's specs give a static-pie binary an interpreter
+//!   (`/lib/ld-musl-x86_64.so.1`, absent on glibc systems), so the binary is linked with
+//!   `-C relocation-model=static` (`cargo rustc`, so only the final link changes).
+//! `cargo xtask setup` installs musl-tools and g++ (C++ for libunwind); rust-src comes with the
+//! nightly toolchain the eBPF build already uses.
 use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context as _, Result};
@@ -22,51 +27,88 @@ pub fn static_binary_path() -> PathBuf {
     target_dir().join(MUSL_TARGET).join("release").join("xlb")
 }
 
-/// The directory offering GCC's `libgcc_eh.a` as `libunwind.a` to the musl link.
+/// Where the musl build of LLVM's libunwind (`libunwind.a`) is made.
 pub fn unwind_dir() -> PathBuf {
     target_dir().join("musl-unwind")
 }
 
+/// Compiles LLVM's libunwind from nightly's rust-src with musl-gcc (the flags Rust's bootstrap
+/// uses), once.
 fn prepare_unwind_dir() -> Result<()> {
-    let eh = output_ok(Command::new("gcc").arg("-print-file-name=libgcc_eh.a"))?;
-    let eh = PathBuf::from(eh.trim());
-    if !eh.is_absolute() || !eh.exists() {
-        bail!("gcc has no libgcc_eh.a ({}): install gcc", eh.display());
-    }
     let dir = unwind_dir();
-    std::fs::create_dir_all(&dir)?;
-    let link = dir.join("libunwind.a");
-    if std::fs::read_link(&link).ok().as_deref() != Some(eh.as_path()) {
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&eh, &link)
-            .with_context(|| format!("linking {} -> {}", link.display(), eh.display()))?;
+    let lib = dir.join("libunwind.a");
+    if lib.exists() {
+        return Ok(());
     }
+    let sysroot = crate::setup::nightly_sysroot().context("nightly toolchain missing")?;
+    let src = sysroot.join("lib/rustlib/src/rust/src/llvm-project/libunwind");
+    if !src.join("src/libunwind.cpp").exists() {
+        bail!("no libunwind sources in {} (rust-src)", src.display());
+    }
+    std::fs::create_dir_all(&dir)?;
+    let common = [
+        "-O2",
+        "-fPIC",
+        "-fstrict-aliasing",
+        "-funwind-tables",
+        "-fvisibility=hidden",
+        "-D_LIBUNWIND_DISABLE_VISIBILITY_ANNOTATIONS",
+        "-DNDEBUG",
+    ];
+    let c_files = ["UnwindLevel1.c", "UnwindLevel1-gcc-ext.c", "Unwind-sjlj.c"];
+    let asm_files = ["UnwindRegistersRestore.S", "UnwindRegistersSave.S"];
+    let cxx_files = ["libunwind.cpp", "Unwind-EHABI.cpp", "Unwind-seh.cpp"];
+    let mut objects = Vec::new();
+    for f in c_files.iter().chain(&asm_files).chain(&cxx_files) {
+        let obj = dir.join(format!("{f}.o"));
+        let mut c = Command::new("musl-gcc");
+        if f.ends_with(".cpp") {
+            c.args([
+                "-x",
+                "c++",
+                "-std=c++17",
+                "-fno-exceptions",
+                "-fno-rtti",
+                "-nostdinc++",
+            ]);
+        } else {
+            c.arg("-std=c99");
+        }
+        c.args(common)
+            .arg("-I")
+            .arg(src.join("include"))
+            .arg("-c")
+            .arg(src.join("src").join(f))
+            .arg("-o")
+            .arg(&obj);
+        output_ok(&mut c).with_context(|| format!("compiling libunwind's {f}"))?;
+        objects.push(obj);
+    }
+    output_ok(Command::new("ar").arg("rcs").arg(&lib).args(&objects))?;
     Ok(())
 }
 
-/// `rustup run nightly cargo build --release -p lb-user --bin xlb --target x86_64-unknown-linux-musl
-/// -Z build-std=std,panic_abort` with musl-gcc as C compiler and linker.
+/// `rustup run nightly cargo rustc --release -p lb-user --bin xlb --target
+/// x86_64-unknown-linux-musl -Z build-std=std,panic_abort -- -C relocation-model=static` with
+/// musl-gcc as C compiler and linker, and [`unwind_dir`] in the library path.
 pub fn build_command() -> Command {
     let mut c = Command::new("rustup");
-    c.args([
-        "run",
-        "nightly",
-        "cargo",
-        "build",
-        "--release",
-        "-p",
-        "lb-user",
-    ])
-    .args(["--bin", "xlb", "--target", MUSL_TARGET])
-    .args(["-Z", "build-std=std,panic_abort"])
-    .args(["-Z", "build-std-features=llvm-libunwind"])
-    .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER", "musl-gcc")
-    .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
-    .env(
-        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS",
-        "-C link-self-contained=no -C target-feature=+crt-static",
-    )
-    .current_dir(workspace_root());
+    c.args(["run", "nightly", "cargo", "rustc", "--release"])
+        .args(["-p", "lb-user", "--bin", "xlb", "--target", MUSL_TARGET])
+        .args(["-Z", "build-std=std,panic_abort"])
+        .args(["-Z", "build-std-features=llvm-libunwind"])
+        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER", "musl-gcc")
+        .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
+        .env(
+            "CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS",
+            format!(
+                "-C link-self-contained=no -C target-feature=+crt-static -L native={}",
+                unwind_dir().display()
+            ),
+        )
+        // Only the final link: a non-PIE static executable (see the module comment).
+        .args(["--", "-C", "relocation-model=static"])
+        .current_dir(workspace_root());
     // The outer (stable) cargo's settings are not the nested nightly's.
     for key in [
         "RUSTC",
@@ -79,9 +121,11 @@ pub fn build_command() -> Command {
     c
 }
 
-/// Whether `file`'s description of a binary says it is statically linked.
+/// Whether `file`'s description of a binary says it is statically linked (and has no
+/// interpreter, which a static-pie from musl-gcc would).
 pub fn file_says_static(description: &str) -> bool {
-    description.contains("statically linked") || description.contains("static-pie linked")
+    (description.contains("statically linked") || description.contains("static-pie linked"))
+        && !description.contains("interpreter")
 }
 
 /// Builds the static binary and checks that it is static; returns its path.
@@ -116,6 +160,9 @@ mod tests {
         ));
         assert!(!file_says_static(
             "ELF 64-bit LSB pie executable, x86-64, dynamically linked, interpreter /lib64/ld-linux-x86-64.so.2"
+        ));
+        assert!(!file_says_static(
+            "ELF 64-bit LSB pie executable, x86-64, version 1 (GNU/Linux), dynamically linked, interpreter /lib/ld-musl-x86_64.so.1, not stripped"
         ));
     }
 }
