@@ -118,6 +118,22 @@ pub fn build_command() -> Command {
     ] {
         c.env_remove(key);
     }
+    // What `cargo run` / `cargo test` set for their own child (CARGO_PKG_NAME=xtask, ...): build
+    // scripts that watch such variables (ring's) would rerun whenever the caller differs.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        let per_crate = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+        ];
+        if per_crate.iter().any(|p| k.starts_with(p))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&k.as_ref())
+        {
+            c.env_remove(&key);
+        }
+    }
     c
 }
 
