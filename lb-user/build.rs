@@ -130,7 +130,7 @@ fn build_ebpf(out_dir: &Path) -> anyhow::Result<Vec<(String, PathBuf)>> {
                 ..
             }))) => executables.push((target.name, exe.into_std_path_buf())),
             Some(Ok(Message::CompilerMessage(CompilerMessage { message, .. }))) => {
-                rendered.push(message.rendered.unwrap_or_else(|| message.message));
+                rendered.push(message.rendered.unwrap_or(message.message));
             }
             // Not JSON: something a build script of the nested build printed.
             Some(Ok(Message::TextLine(_))) => rendered.push(line),

@@ -11,6 +11,7 @@
 //! - a non-PIE link: musl-gcc's specs give a static-pie binary an interpreter
 //!   (`/lib/ld-musl-x86_64.so.1`, absent on glibc systems), so the binary is linked with
 //!   `-C relocation-model=static` (`cargo rustc`, so only the final link changes).
+//!
 //! `cargo xtask setup` installs musl-tools and g++ (C++ for libunwind); rust-src comes with the
 //! nightly toolchain the eBPF build already uses.
 use std::{path::PathBuf, process::Command};
