@@ -18,7 +18,7 @@ use crate::{
 
 /// `cargo xtask build [--release]`: `cargo build -p lb-user`.
 pub fn build(release: bool) -> Result<()> {
-    setup::ensure(true)?;
+    setup::ensure_for(setup::Need::Build, true)?;
     let mut c = cargo();
     c.args(["build", "-p", "lb-user"])
         .current_dir(workspace_root());
@@ -230,7 +230,7 @@ pub fn lab_clean() -> Result<()> {
 
 /// `cargo xtask demo`.
 pub fn demo() -> Result<()> {
-    setup::ensure(true)?;
+    setup::ensure_for(setup::Need::Demo, true)?;
     let root = workspace_root();
     // XLB_DEMO_CONFIG / XLB_DEMO_BIN override the config and the binary (to try the demo with
     // another config, or to test this command with a stand-in daemon).

@@ -279,7 +279,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         out += &format!("\n{ROUTER_MARKER}\n");
         out += &bird_router(&params, &args.directors);
     }
-    print!("{out}");
+    super::stdout::emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,7 +1,7 @@
 //! The CLI side of the control socket: status, conns, reload, stop.
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::bail;
+use anyhow::{anyhow, bail};
 
 use super::SocketArgs;
 use crate::{
@@ -11,19 +11,39 @@ use crate::{
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The socket: --socket, else the config's `global.control_socket`, else the default.
-fn socket_path(args: &SocketArgs) -> PathBuf {
+/// Where the daemon listens when no configuration says otherwise.
+const DEFAULT_SOCKET: &str = "/run/xlb/xlb.sock";
+
+/// The socket: --socket, else the config's `global.control_socket`. Only a missing default
+/// config falls back to the default socket; a config with errors is an error (asking the
+/// default socket instead would silently talk to another daemon, or to none).
+fn socket_path(args: &SocketArgs) -> anyhow::Result<PathBuf> {
     if let Some(s) = &args.socket {
-        return s.clone();
+        return Ok(s.clone());
     }
-    match crate::config::load(&args.config) {
-        Ok(cfg) => cfg.global.control_socket.clone(),
-        Err(_) => PathBuf::from("/run/xlb/xlb.sock"),
+    let file = args.config_file();
+    if args.config.is_none() && !file.exists() {
+        return Ok(PathBuf::from(DEFAULT_SOCKET));
+    }
+    match crate::config::load(&file) {
+        Ok(cfg) => Ok(cfg.global.control_socket.clone()),
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            bail!(
+                "{}\ncannot find the control socket: {} has {} error(s) (fix it, or name the \
+                 socket with --socket)",
+                list.join("\n"),
+                file.display(),
+                errors.len()
+            )
+        }
     }
 }
 
 pub fn call(args: &SocketArgs, req: &Request) -> anyhow::Result<Response> {
-    let resp = request(&socket_path(args), req, TIMEOUT)?;
+    // The client error's message already names its cause (the OS error): no error chain, or
+    // `xlb: {e:#}` prints the cause twice.
+    let resp = request(&socket_path(args)?, req, TIMEOUT).map_err(|e| anyhow!("{e}"))?;
     if let Response::Error { message } = &resp {
         bail!("daemon: {message}");
     }
@@ -55,11 +75,11 @@ pub fn status(args: &SocketArgs, opts: &StatusOptions) -> anyhow::Result<ExitCod
         report.sort();
     }
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::stdout::emit_line(&serde_json::to_string_pretty(&report)?)?;
     } else if opts.timeouts {
-        print!("{}", crate::status::render_timeouts(&report));
+        super::stdout::emit(&crate::status::render_timeouts(&report))?;
     } else {
-        print!("{}", render(&report, opts.view));
+        super::stdout::emit(&render(&report, opts.view))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -83,14 +103,11 @@ pub fn conns(
     )? {
         Response::Conns { entries, total } => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "total": total, "entries": entries })
-                    )?
-                );
+                super::stdout::emit_line(&serde_json::to_string_pretty(
+                    &serde_json::json!({ "total": total, "entries": entries }),
+                )?)?;
             } else {
-                print!("{}", render_conns(&entries, total));
+                super::stdout::emit(&render_conns(&entries, total))?;
             }
             Ok(ExitCode::SUCCESS)
         }

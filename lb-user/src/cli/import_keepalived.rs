@@ -22,7 +22,7 @@ pub fn run(
     let check = crate::config::parse(&text, &name);
     match output {
         Some(p) => std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?,
-        None => print!("{text}"),
+        None => super::stdout::emit(&text)?,
     }
     for n in &imported.notes {
         eprintln!("note: {n}");

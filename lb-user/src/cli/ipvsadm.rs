@@ -71,10 +71,10 @@ pub struct Args {
     pub sort: bool,
     #[arg(long)]
     pub exact: bool,
-    /// Configuration file (its `global.control_socket` is used). No short form: `-c` is
-    /// ipvsadm's --connection.
-    #[arg(long, default_value = super::DEFAULT_CONFIG)]
-    pub config: std::path::PathBuf,
+    /// Configuration file (its `global.control_socket` is used; default /etc/xlb/xlb.toml).
+    /// No short form: `-c` is ipvsadm's --connection.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     /// Control socket path (overrides the one in the configuration).
     #[arg(long)]
     pub socket: Option<std::path::PathBuf>,

@@ -9,8 +9,10 @@ pub mod client;
 pub mod doctor;
 pub mod import_keepalived;
 pub mod ipvsadm;
+pub mod man;
 pub mod real;
 pub mod realserver;
+pub mod stdout;
 
 /// Default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/xlb/xlb.toml";
@@ -26,12 +28,22 @@ pub struct Cli {
 /// How the CLI finds the daemon's control socket.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SocketArgs {
-    /// Configuration file (its `global.control_socket` is used).
-    #[arg(short, long, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    /// Configuration file whose `global.control_socket` is used [default: /etc/xlb/xlb.toml;
+    /// /run/xlb/xlb.sock when that file does not exist].
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Control socket path (overrides the one in the configuration).
     #[arg(long)]
     pub socket: Option<PathBuf>,
+}
+
+impl SocketArgs {
+    /// `--config`, else the default file.
+    pub fn config_file(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,7 +160,7 @@ pub enum Command {
     /// Exit 1 on errors (and with `--strict` on warnings), else 0.
     Doctor {
         /// Configuration of the director (default: /etc/xlb/xlb.toml when it exists).
-        #[arg(long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Also check this host as a DR real server for the `--vip`s.
         #[arg(long)]
@@ -181,11 +193,9 @@ pub enum Command {
     BgpConfig(bgp_config::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
-    /// Write the man pages (xlb.1 and one per subcommand) into a directory.
-    Man {
-        #[arg(default_value = ".")]
-        dir: PathBuf,
-    },
+    /// Print a man page (roff) to stdout, or with --dir write them all: xlb(1), one xlb-CMD(1)
+    /// per subcommand, xlb.toml(5).
+    Man(man::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -257,13 +267,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => import_keepalived::run(&file, output.as_deref(), config_id),
         Command::BgpConfig(args) => bgp_config::run(&args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut script);
+            stdout::emit(&String::from_utf8_lossy(&script))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man { dir } => {
-            std::fs::create_dir_all(&dir)?;
-            clap_mangen::generate_to(Cli::command(), &dir)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Man(args) => man::run(&args),
     }
 }

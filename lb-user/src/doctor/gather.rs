@@ -64,6 +64,7 @@ pub fn gather(opts: &Options) -> Facts {
         }
     }
     facts.host_interfaces = host_interfaces();
+    facts.kernel = Some(super::kernel::probe());
     let mut sysctl_ifaces: Vec<String> = vec!["all".into(), "lo".into()];
     sysctl_ifaces.extend(facts.host_interfaces.iter().cloned());
     if let Some(c) = &cfg {
@@ -90,6 +91,8 @@ pub fn gather(opts: &Options) -> Facts {
         facts.conn_table_size = Some(c.global.conn_table_size);
         facts.real_servers = c.virtual_servers.iter().map(|v| v.real_servers.len()).sum();
         facts.pins = Some(pins(c));
+        facts.vip_holders = super::vip::holders(c);
+        facts.local_addresses = local_addresses();
         if !facts.vrrp.is_empty() {
             facts.firewall = firewall();
             observe_vrrp(c, &mut facts.vrrp);
@@ -333,4 +336,28 @@ fn count_services(path: &Path) -> Result<usize, String> {
     let map: HashMap<MapData, ServiceKey, Service> =
         HashMap::try_from(Map::HashMap(data)).map_err(|e| e.to_string())?;
     Ok(map.keys().filter(Result::is_ok).count())
+}
+
+/// (interface, address) of every address on this host, from `ip -o addr show`.
+fn local_addresses() -> Vec<(String, IpAddr)> {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-o", "addr", "show"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    parse_ip_o_addr(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parses `ip -o addr show` lines: `2: eth0    inet 198.18.0.2/24 brd ... scope global eth0`.
+pub fn parse_ip_o_addr(text: &str) -> Vec<(String, IpAddr)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let iface = w.nth(1)?.split('@').next()?.to_string();
+            let _family = w.next()?;
+            let addr = w.next()?.split('/').next()?.parse().ok()?;
+            Some((iface, addr))
+        })
+        .collect()
 }

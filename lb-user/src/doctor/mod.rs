@@ -4,13 +4,12 @@
 //! `iptables-save`, bpffs); [`check`] is a pure function from facts to [`Finding`]s, so every
 //! rule is unit-tested with hand-written facts.
 //!
-//! Not checked (yet): whether VRRP peers are actually heard within 3 advert intervals. That needs
-//! the daemon's view (its control socket); the firewall check covers the usual cause.
-//!
 //! Exit status of the CLI: 1 when there is an error, 0 with warnings only (1 with `--strict`).
 
 pub mod firewall;
 pub mod gather;
+pub mod kernel;
+pub mod vip;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -24,6 +23,8 @@ use firewall::{Fate, Probe};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Not checked (and why): neither good nor bad.
+    Skip,
     Ok,
     Warn,
     Error,
@@ -145,6 +146,12 @@ pub struct Facts {
     pub sysctl_files: Vec<(String, String)>,
     pub pins: Option<PinFacts>,
     pub realserver: Option<RealServerFacts>,
+    /// The kernel release and BPF features (`None`: not gathered).
+    pub kernel: Option<kernel::KernelFacts>,
+    /// Who holds each VIP of the configuration.
+    pub vip_holders: Vec<vip::VipHolder>,
+    /// Addresses on this host's interfaces (interface, address), `lo` included.
+    pub local_addresses: Vec<(String, IpAddr)>,
 }
 
 /// Drivers with native (driver-mode) XDP in mainline Linux.
@@ -223,7 +230,11 @@ pub const CONN_ENTRY_BYTES: u64 = 40 + 24 + 64;
 pub fn check(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
     check_config(facts, &mut out);
+    if let Some(k) = &facts.kernel {
+        kernel::check(k, &mut out);
+    }
     check_interfaces(facts, &mut out);
+    check_vip_holders(facts, &mut out);
     check_vrrp_firewall(facts, &mut out);
     check_vrrp_peers(facts, &mut out);
     check_vrrp_bad_adverts(facts, &mut out);
@@ -395,6 +406,44 @@ fn vrrp_probes(facts: &Facts) -> Vec<(String, Probe)> {
     out
 }
 
+/// Who holds each VIP; an unmanaged (`announce = "always"`) VIP should be on this host or routed
+/// here by other means.
+fn check_vip_holders(facts: &Facts, out: &mut Vec<Finding>) {
+    for h in &facts.vip_holders {
+        if h.holder != vip::Holder::Unmanaged {
+            out.push(ok("vip", h.to_string()));
+            continue;
+        }
+        let local: Vec<&str> = facts
+            .local_addresses
+            .iter()
+            .filter(|(_, a)| *a == h.vip)
+            .map(|(i, _)| i.as_str())
+            .collect();
+        if local.is_empty() {
+            out.push(f(
+                Severity::Warn,
+                "vip",
+                format!(
+                    "VIP {} (announce = \"always\") is on no interface of this host and xlb does \
+                     not add it: clients reach it only if a router sends its packets here",
+                    h.vip
+                ),
+                h.to_string(),
+            ));
+        } else {
+            out.push(ok(
+                "vip",
+                format!(
+                    "VIP {} (announce = \"always\"): held by this host on {}, not by xlb",
+                    h.vip,
+                    local.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
 /// Peers heard within 3 advert intervals: a BACKUP that hears no MASTER is about to become one
 /// (split brain if the other is alive), and a MASTER that hears adverts has a rival MASTER.
 fn check_vrrp_peers(facts: &Facts, out: &mut Vec<Finding>) {
@@ -404,10 +453,10 @@ fn check_vrrp_peers(facts: &Facts, out: &mut Vec<Finding>) {
     for v in &facts.vrrp {
         let Some(o) = &v.observed else {
             out.push(f(
-                Severity::Ok,
+                Severity::Skip,
                 "vrrp-peers",
                 format!(
-                    "{}: daemon not reachable; peer liveness not checked",
+                    "{}: not checked: the daemon is not reachable (peers are heard through it)",
                     v.name
                 ),
                 "",
@@ -900,6 +949,7 @@ pub fn render(findings: &[Finding]) -> String {
     let mut s = String::new();
     for x in findings {
         let tag = match x.severity {
+            Severity::Skip => "[skip]",
             Severity::Ok => "[ ok ]",
             Severity::Warn => "[warn]",
             Severity::Error => "[FAIL]",
