@@ -430,11 +430,15 @@ impl Daemon {
             tokio::select! {
                 _ = hup.recv() => { let _ = self.reload().await; }
                 // Each transition is logged once, by the VRRP instance / the health checker.
-                Some(VrrpEvent::RoleChanged { .. }) = self.vrrp_rx.recv() => {
+                Some(VrrpEvent::RoleChanged { applied, .. }) = self.vrrp_rx.recv() => {
                     if let Some(vrrp) = &self.vrrp {
                         self.seen.master_vips = vrrp.master_vips();
                     }
                     self.reconcile().await;
+                    // The tables forward the new MASTER's VIPs: it may take them now.
+                    if let Some(applied) = applied {
+                        let _ = applied.send(());
+                    }
                 }
                 Some(HealthEvent::Changed { .. }) = self.health_rx.recv() => {
                     self.seen.health = self.checker.state_inputs();

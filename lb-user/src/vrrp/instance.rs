@@ -448,18 +448,18 @@ impl Instance {
     async fn on_transition(&mut self, role: VrrpRole, reason: String, propagate: bool) {
         self.log_transition(role, &reason);
         if role == VrrpRole::Master {
+            // Tables first: the daemon makes the services active, then the VIPs arrive and
+            // the gratuitous ARPs draw the traffic. The other way round, the first packets
+            // reach a kernel that holds the VIP with no service behind it, and it resets them.
+            self.record_role(role);
+            let (applied, done) = oneshot::channel();
+            self.tell_daemon(role, &reason, Some(applied));
+            let _ = tokio::time::timeout(super::TABLES_WAIT, done).await;
             self.add_vips().await;
         } else {
             self.del_vips().await;
-        }
-        {
-            let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
-            st.role = role;
-            st.since = SystemTime::now();
-            st.transitions += 1;
-            if role == VrrpRole::Master {
-                st.became_master += 1;
-            }
+            self.record_role(role);
+            self.tell_daemon(role, &reason, None);
         }
         let notify = match role {
             VrrpRole::Master => self.cfg.notify_master.as_ref(),
@@ -475,11 +475,6 @@ impl Instance {
                 self.machine.effective_priority(),
             );
         }
-        let _ = self.shared.events.send(VrrpEvent::RoleChanged {
-            instance: self.name.clone(),
-            role,
-            reason: reason.clone(),
-        });
         if propagate && role != VrrpRole::Init {
             let sync = self.shared.sync.lock().unwrap_or_else(|e| e.into_inner());
             for peer in sync.peers.get(&self.name).into_iter().flatten() {
@@ -491,6 +486,25 @@ impl Instance {
                 }
             }
         }
+    }
+
+    fn record_role(&self, role: VrrpRole) {
+        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        st.role = role;
+        st.since = SystemTime::now();
+        st.transitions += 1;
+        if role == VrrpRole::Master {
+            st.became_master += 1;
+        }
+    }
+
+    fn tell_daemon(&self, role: VrrpRole, reason: &str, applied: Option<oneshot::Sender<()>>) {
+        let _ = self.shared.events.send(VrrpEvent::RoleChanged {
+            instance: self.name.clone(),
+            role,
+            reason: reason.to_string(),
+            applied,
+        });
     }
 
     async fn follow(&mut self, role: VrrpRole, reason: String) {

@@ -99,14 +99,20 @@ pub struct InstanceStatus {
 }
 
 /// Sent to the daemon on every role change.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum VrrpEvent {
     RoleChanged {
         instance: String,
         role: VrrpRole,
         reason: String,
+        /// Becoming MASTER: answered once the daemon's tables forward the VIPs, before the
+        /// instance adds them and sends gratuitous ARPs.
+        applied: Option<oneshot::Sender<()>>,
     },
 }
+
+/// How long a new MASTER waits for the daemon's tables before taking the VIPs anyway.
+pub const TABLES_WAIT: Duration = Duration::from_millis(500);
 
 struct Running {
     cfg: VrrpInstance,
