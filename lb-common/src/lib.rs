@@ -22,6 +22,7 @@ pub mod map_names {
     pub const FLOOD_STATE: &str = "FLOOD_STATE";
     pub const LB_CONFIG: &str = "LB_CONFIG";
     pub const TX_PORTS: &str = "TX_PORTS";
+    pub const IFACE_MACS: &str = "IFACE_MACS";
 }
 
 /// Service slots (ids index per-service counters and round-robin state).
@@ -31,6 +32,8 @@ pub const MAX_SERVICES: u32 = 4096;
 pub const MAX_REALS: u32 = 65_536;
 /// Egress interfaces reachable by `XDP_REDIRECT` (devmap size).
 pub const MAX_TX_PORTS: u32 = 64;
+/// Slots of `IFACE_MACS`: an interface's entry sits at `ifindex % MAX_IFACE_SLOTS`.
+pub const MAX_IFACE_SLOTS: u32 = 4096;
 /// Default connection-table size (the `conn_table_size` config value).
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 1_048_576;
 /// "No real server" marker in rings and in `Service::sorry_real`.
@@ -146,6 +149,19 @@ pub struct RealServer {
     pub _pad: u8,
 }
 
+/// Value of the `IFACE_MACS` array: the MAC of an interface the program is attached to, at slot
+/// `ifindex % MAX_IFACE_SLOTS`. A frame received on `ifindex` whose destination MAC is another
+/// unicast address is not for this director (a switch flooding unknown unicast): it is passed
+/// untouched. An interface without an entry (slot empty or holding another ifindex) is not
+/// checked. `ifindex` 0 = empty slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IfaceMac {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
 /// Key of the connection table: the flow as the client sends it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -256,7 +272,11 @@ pub mod stat {
     pub const PREV_RING_HIT: u32 = 17;
     /// Redirect to a devmap port that failed (dropped by the kernel as XDP_ABORTED-like).
     pub const REDIRECT_FAILED: u32 = 18;
-    pub const COUNT: u32 = 19;
+    /// Unicast frames for another MAC than the receiving interface's (passed untouched).
+    pub const NOT_OUR_MAC: u32 = 19;
+    /// Broadcast and multicast frames (passed untouched: ARP, VRRP, neighbour discovery).
+    pub const GROUP_MAC: u32 = 20;
+    pub const COUNT: u32 = 21;
 
     /// Names for status and metrics, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -279,6 +299,8 @@ pub mod stat {
         "insert_failed",
         "prev_ring_hit",
         "redirect_failed",
+        "not_our_mac",
+        "group_mac",
     ];
 }
 
@@ -297,6 +319,7 @@ mod pod {
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for FloodState {}
     unsafe impl aya::Pod for LbConfig {}
+    unsafe impl aya::Pod for IfaceMac {}
 }
 
 #[cfg(test)]
@@ -314,6 +337,7 @@ mod tests {
         assert_eq!(size_of::<VipInfo>(), 8);
         assert_eq!(size_of::<FlowEntry>(), 24);
         assert_eq!(size_of::<TrafficStats>(), 24);
+        assert_eq!(size_of::<IfaceMac>(), 12);
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
     }
 }

@@ -1,5 +1,5 @@
 //! xlb's XDP program: IPVS direct routing at XDP speed.
-//! parse -> service -> connection table -> (Maglev on a miss) -> MAC rewrite -> TX/REDIRECT -> count.
+//! destination MAC -> parse -> service -> connection table -> (Maglev on a miss) -> MAC rewrite -> TX/REDIRECT -> count.
 #![no_std]
 #![no_main]
 
@@ -12,10 +12,12 @@ mod select;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{
-    stat, FlowKey, Service, ServiceKey, VipKey, NO_REAL, PROTO_TCP, SVC_F_ACTIVE, VIP_F_FRAG_TCP,
-    VIP_F_FRAG_UDP,
+    stat, FlowKey, Service, ServiceKey, VipKey, MAX_IFACE_SLOTS, NO_REAL, PROTO_TCP, SVC_F_ACTIVE,
+    VIP_F_FRAG_TCP, VIP_F_FRAG_UDP,
 };
-use maps::{count, count_traffic, AUX_COUNT, REAL_STATS, SERVICES, SERVICE_STATS, VIPS};
+use maps::{
+    count, count_traffic, AUX_COUNT, IFACE_MACS, REAL_STATS, SERVICES, SERVICE_STATS, VIPS,
+};
 use parse::{parse, Parsed};
 
 #[xdp]
@@ -30,8 +32,47 @@ pub fn xlb(ctx: XdpContext) -> u32 {
     action
 }
 
+/// Whom the frame is addressed to, by its destination MAC.
+enum Addressee {
+    /// The receiving interface's MAC (or an interface whose MAC the daemon did not give).
+    Us,
+    /// Another unicast MAC: a frame a switch flooded to us, meant for another host.
+    OtherHost,
+    /// Broadcast or multicast (ARP, VRRP adverts, neighbour discovery).
+    Group,
+}
+
+#[inline(always)]
+fn addressee(ctx: &XdpContext) -> Addressee {
+    let Some(dst) = parse::ptr_at::<[u8; 6]>(ctx, 0) else {
+        // Shorter than a MAC: the parser counts it as malformed.
+        return Addressee::Us;
+    };
+    // SAFETY: ptr_at proved 6 bytes.
+    let dst = unsafe { core::ptr::read_unaligned(dst) };
+    if dst[0] & 1 != 0 {
+        return Addressee::Group;
+    }
+    let ifindex = ctx.ingress_ifindex() as u32;
+    match IFACE_MACS.get(ifindex % MAX_IFACE_SLOTS) {
+        Some(i) if i.ifindex == ifindex && i.mac != dst => Addressee::OtherHost,
+        _ => Addressee::Us,
+    }
+}
+
 #[inline(always)]
 fn process(ctx: &XdpContext) -> u32 {
+    match addressee(ctx) {
+        Addressee::Us => {}
+        Addressee::OtherHost => {
+            count(stat::NOT_OUR_MAC);
+            return xdp_action::XDP_PASS;
+        }
+        Addressee::Group => {
+            count(stat::GROUP_MAC);
+            return xdp_action::XDP_PASS;
+        }
+    }
     match parse(ctx) {
         Parsed::Other => {
             count(stat::NOT_SERVICE);

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    stat, FloodState, FlowEntry, FlowKey, LbConfig, RealServer, Service, ServiceKey, TrafficStats,
-    VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE, MAX_REALS, MAX_SERVICES, MAX_TX_PORTS,
+    stat, FloodState, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer, Service, ServiceKey,
+    TrafficStats, VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE, MAX_IFACE_SLOTS, MAX_REALS,
+    MAX_SERVICES, MAX_TX_PORTS,
 };
 
 /// BPF_F_NO_COMMON_LRU: per-CPU LRU lists over one shared table. Every CPU can find every flow
@@ -64,6 +65,11 @@ pub static LB_CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
 /// Egress interfaces for real servers behind another interface than the receiving one.
 #[map]
 pub static TX_PORTS: DevMap = DevMap::with_max_entries(MAX_TX_PORTS, 0);
+
+/// MAC of every interface the program is attached to (written by the daemon), by
+/// `ifindex % MAX_IFACE_SLOTS`: an array, so the per-packet lookup is inlined by the JIT.
+#[map]
+pub static IFACE_MACS: Array<IfaceMac> = Array::with_max_entries(MAX_IFACE_SLOTS, 0);
 
 /// Counters of the bench/test helper programs (packets seen), not used by `xlb`.
 #[map]

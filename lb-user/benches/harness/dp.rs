@@ -15,7 +15,10 @@ use aya::{
 };
 use etherparse::PacketBuilder;
 use lb_common::{
-    bench::{mode, BenchCfg, BENCH_CFG, BENCH_FRAME_MAX, BENCH_PROGS, BENCH_SEQ},
+    bench::{
+        mode, BenchCfg, BENCH_CFG, BENCH_FRAME_MAX, BENCH_LINES, BENCH_PROGS, BENCH_SEQ,
+        BENCH_WRAPPERS,
+    },
     map_names, FlowEntry, FlowKey, AF_INET, AF_INET6, PROTO_TCP,
 };
 use xlb::dataplane::{
@@ -33,15 +36,39 @@ pub const SLOT_XLB: u32 = 0;
 pub const SLOT_MACSWAP: u32 = 1;
 pub const SLOT_DROP: u32 = 2;
 pub const SLOT_PASS: u32 = 3;
+/// One kernel LRU-hash lookup (CONN_TABLE) + MAC-swap.
+pub const SLOT_FLOOR_LRU: u32 = 4;
+/// One random 64-byte line of BENCH_LINES + MAC-swap.
+pub const SLOT_FLOOR_LINE: u32 = 5;
+/// bpf_xdp_adjust_head(-20) + MAC-swap (an encapsulating forwarder's floor).
+pub const SLOT_FLOOR_ENCAP: u32 = 6;
 
-pub const PROGRAMS: [&str; 6] = [
+/// The programs under test, by slot.
+const SLOTS: [(u32, &str); 7] = [
+    (SLOT_XLB, "xlb"),
+    (SLOT_MACSWAP, "xlb_macswap"),
+    (SLOT_DROP, "xlb_drop"),
+    (SLOT_PASS, "xlb_pass"),
+    (SLOT_FLOOR_LRU, "xlb_floor_lru"),
+    (SLOT_FLOOR_LINE, "xlb_floor_line"),
+    (SLOT_FLOOR_ENCAP, "xlb_floor_encap"),
+];
+
+pub const PROGRAMS: [&str; 8] = [
     "xlb",
     "xlb_pass",
     "xlb_drop",
     "xlb_macswap",
     "xlb_count",
-    "xlb_bench_wrapper",
+    "xlb_floor_lru",
+    "xlb_floor_line",
+    "xlb_floor_encap",
 ];
+
+/// The wrapper program that tail-calls `slot`.
+pub fn wrapper(slot: u32) -> &'static str {
+    BENCH_WRAPPERS[slot as usize]
+}
 
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -80,6 +107,8 @@ pub struct LoadSpec<'a> {
     pub ring_slots: u32,
     /// Use the map pinned here as CONN_TABLE (the global-LRU variant).
     pub conn_table_pin: Option<&'a Path>,
+    /// Lines of the one-random-line floor's array (64 bytes each).
+    pub lines: u32,
 }
 
 impl Dp {
@@ -88,6 +117,7 @@ impl Dp {
         loader
             .map_max_entries(map_names::CONN_TABLE, spec.conn_table_size)
             .map_max_entries(map_names::MAGLEV_RINGS, spec.ring_slots)
+            .map_max_entries(BENCH_LINES, spec.lines.max(1))
             .verifier_log_level(VerifierLogLevel::STATS);
         if let Some(p) = spec.conn_table_pin {
             loader.map_pin_path(map_names::CONN_TABLE, p);
@@ -95,19 +125,14 @@ impl Dp {
         let mut ebpf = loader
             .load(xlb::BPF_OBJECT)
             .context("loading the XDP object")?;
-        for p in PROGRAMS {
+        for p in PROGRAMS.iter().chain(BENCH_WRAPPERS.iter()) {
             load_program(&mut ebpf, p)?;
         }
         let mut progs: ProgramArray<MapData> = ebpf
             .take_map(BENCH_PROGS)
             .context("BENCH_PROGS")?
             .try_into()?;
-        for (slot, name) in [
-            (SLOT_XLB, "xlb"),
-            (SLOT_MACSWAP, "xlb_macswap"),
-            (SLOT_DROP, "xlb_drop"),
-            (SLOT_PASS, "xlb_pass"),
-        ] {
+        for (slot, name) in SLOTS {
             let p: &Xdp = ebpf.program(name).context(name)?.try_into()?;
             progs.set(slot, p.fd()?, 0)?;
         }
@@ -147,14 +172,13 @@ impl Dp {
         self.writer.maps().conn_table_fd().as_raw_fd()
     }
 
-    pub fn set_cfg(&mut self, frame: &[u8], target: u32, mode: u32, n: u64) -> Result<()> {
-        self.set_cfg_stride(frame, target, mode, n, 1)
+    pub fn set_cfg(&mut self, frame: &[u8], mode: u32, n: u64) -> Result<()> {
+        self.set_cfg_stride(frame, mode, n, 1)
     }
 
     pub fn set_cfg_stride(
         &mut self,
         frame: &[u8],
-        target: u32,
         mode: u32,
         n: u64,
         stride: u32,
@@ -163,7 +187,7 @@ impl Dp {
             bail!("template frames are multiples of 8 up to {BENCH_FRAME_MAX} bytes");
         }
         let mut c = BenchCfg {
-            target,
+            len: frame.len() as u32,
             mode,
             n: n.max(1),
             stride,
@@ -199,7 +223,16 @@ impl Dp {
     }
 
     pub fn apply_test_state(&mut self) -> Result<()> {
-        self.apply_state(TEST_RUN_IFINDEX, [0x02, 0, 0, 0, 1, 1], DIRECTOR_MAC)
+        self.apply_state(TEST_RUN_IFINDEX, [0x02, 0, 0, 0, 1, 1], DIRECTOR_MAC)?;
+        self.set_iface_mac(TEST_RUN_IFINDEX, DIRECTOR_MAC)
+    }
+
+    /// The receiving interface's MAC, as the daemon writes it (the destination-MAC check runs on
+    /// every benchmarked packet).
+    pub fn set_iface_mac(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        let macs = std::collections::BTreeMap::from([(ifindex, mac)]);
+        self.writer.maps_mut().set_interface_macs(&macs)?;
+        Ok(())
     }
 
     /// Every key of the table (small tables only).
@@ -225,9 +258,9 @@ impl Dp {
     /// the entry the prefill copies; checks that our key layout matches the program's.
     pub fn learn_entry(&mut self) -> Result<()> {
         let syn = tcp4([198, SPACE_PREFILL, 0, 0], 0, VIP4, PORT, true);
-        self.set_cfg(&syn, SLOT_XLB, mode::SPREAD, 1)?;
+        self.set_cfg(&syn, mode::SPREAD, 1)?;
         self.set_seq(0)?;
-        let fd = self.prog_fd("xlb_bench_wrapper")?;
+        let fd = self.prog_fd(wrapper(SLOT_XLB))?;
         let r = sys::test_run(fd, &syn, 1)?;
         if r.retval != 3 {
             bail!(

@@ -1,13 +1,13 @@
 //! Typed handles on the program's maps, taken out of a loaded `Ebpf`.
-use std::{os::fd::AsRawFd as _, ptr::NonNull};
+use std::{collections::BTreeMap, os::fd::AsRawFd as _, ptr::NonNull};
 
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
     Ebpf,
 };
 use lb_common::{
-    map_names, stat, FlowEntry, FlowKey, LbConfig, RealServer, Service, ServiceKey, TrafficStats,
-    VipInfo, VipKey,
+    map_names, stat, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer, Service, ServiceKey,
+    TrafficStats, VipInfo, VipKey, MAX_IFACE_SLOTS,
 };
 use thiserror::Error;
 
@@ -22,6 +22,11 @@ pub enum MapsError {
     },
     #[error("cannot mmap the Maglev ring map: {0}")]
     Mmap(std::io::Error),
+    #[error(
+        "interfaces {a} and {b} share IFACE_MACS slot {slot} (ifindex % {MAX_IFACE_SLOTS}); \
+         the destination-MAC check is off for {b}"
+    )]
+    IfaceSlotTaken { a: u32, b: u32, slot: u32 },
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, MapsError>
@@ -146,6 +151,7 @@ pub struct KernelMaps {
     pub real_stats: PerCpuArray<MapData, TrafficStats>,
     pub lb_config: Array<MapData, LbConfig>,
     pub tx_ports: aya::maps::DevMap<MapData>,
+    pub iface_macs: Array<MapData, IfaceMac>,
 }
 
 impl KernelMaps {
@@ -168,7 +174,50 @@ impl KernelMaps {
             real_stats: take(ebpf, map_names::REAL_STATS)?,
             lb_config: take(ebpf, map_names::LB_CONFIG)?,
             tx_ports: take(ebpf, map_names::TX_PORTS)?,
+            iface_macs: take(ebpf, map_names::IFACE_MACS)?,
         })
+    }
+
+    /// Makes IFACE_MACS hold exactly `macs` (ifindex -> MAC of every interface the program is
+    /// attached to): frames for other unicast MACs received there are then passed untouched.
+    /// Interfaces left out are not checked. On a slot collision the first interface (lowest
+    /// ifindex) keeps the slot, the rest are written and the collision is returned.
+    pub fn set_interface_macs(&mut self, macs: &BTreeMap<u32, [u8; 6]>) -> Result<(), MapsError> {
+        let map_err = |source| MapsError::Map {
+            name: map_names::IFACE_MACS,
+            source,
+        };
+        let mut want: BTreeMap<u32, IfaceMac> = BTreeMap::new();
+        let mut collision = None;
+        for (&ifindex, &mac) in macs {
+            let slot = ifindex % MAX_IFACE_SLOTS;
+            match want.get(&slot) {
+                Some(taken) => {
+                    collision.get_or_insert(MapsError::IfaceSlotTaken {
+                        a: taken.ifindex,
+                        b: ifindex,
+                        slot,
+                    });
+                }
+                None => {
+                    want.insert(
+                        slot,
+                        IfaceMac {
+                            ifindex,
+                            mac,
+                            _pad: [0; 2],
+                        },
+                    );
+                }
+            }
+        }
+        for slot in 0..MAX_IFACE_SLOTS {
+            let value = want.get(&slot).copied().unwrap_or_default();
+            if self.iface_macs.get(&slot, 0).map_err(map_err)? != value {
+                self.iface_macs.set(slot, value, 0).map_err(map_err)?;
+            }
+        }
+        collision.map_or(Ok(()), Err)
     }
 
     pub fn conn_table_fd(&self) -> std::os::fd::BorrowedFd<'_> {
