@@ -34,6 +34,16 @@ pub struct BenchLine {
     pub words: [u64; 8],
 }
 
+/// The key words of an IPv4 flow in a way of the set-associative prototype (`xlb_floor_set`):
+/// (source and destination address, ports). The ports word sits in the high half of word 1.
+#[inline(always)]
+pub fn set_way_key(key: &crate::FlowKey) -> (u64, u64) {
+    (
+        ((key.src[0] as u64) << 32) | key.dst[0] as u64,
+        ((key.sport as u64) << 16) | key.dport as u64,
+    )
+}
+
 /// How the wrapper varies the flow per repetition (`BenchCfg::mode`).
 pub mod mode {
     /// The template as is, every repetition.

@@ -23,6 +23,8 @@ pub mod map_names {
     pub const LB_CONFIG: &str = "LB_CONFIG";
     pub const TX_PORTS: &str = "TX_PORTS";
     pub const IFACE_MACS: &str = "IFACE_MACS";
+    pub const SERVICE_STATE: &str = "SERVICE_STATE";
+    pub const VIP_FILTER: &str = "VIP_FILTER";
 }
 
 /// Service slots (ids index per-service counters and round-robin state).
@@ -88,6 +90,22 @@ pub struct Service {
     pub prev_ring_offset: u32,
     pub prev_ring_size: u32,
 }
+
+/// Value of the `SERVICE_STATE` array, indexed by service id: what the connection table's hit
+/// path needs of a service without looking it up by (VIP, port, protocol). `generation` is bumped
+/// whenever the id is removed or given to another service, so table entries made for an earlier
+/// holder of the id never match (they are dispatched afresh).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceState {
+    pub generation: u32,
+    /// The service's `flags` (`SVC_F_ACTIVE`: forward now); 0 while the id is free.
+    pub flags: u32,
+}
+
+/// Words (u64) of the `VIP_FILTER` bitmap: 65,536 bits, bit `hash::vip_filter_bit(addr)` set
+/// for every VIP. A destination whose bit is clear is not a VIP (no table or service lookup).
+pub const VIP_FILTER_WORDS: u32 = 1024;
 
 /// Key of the `VIPS` map: an address that is the VIP of at least one service.
 #[repr(C)]
@@ -202,12 +220,15 @@ pub struct FlowEntry {
     pub real_id: u32,
     pub real_gen: u32,
     pub service_id: u32,
+    /// `ServiceState::generation` of `service_id` when the entry was made.
+    pub service_gen: u32,
     /// One of `conn_state`.
     pub state: u8,
     /// Union of the TCP flags seen from the client.
     pub flags_seen: u8,
-    pub _pad: [u8; 2],
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet.
+    pub _pad: [u8; 6],
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE, one-tick resolution) of the last
+    /// packet: the precise clock costs ~30 ns a packet on a KVM guest, the coarse one a load.
     pub last_seen_ns: u64,
 }
 
@@ -220,7 +241,7 @@ pub struct TrafficStats {
     pub conns: u64,
 }
 
-/// Per-CPU flood-guard window.
+/// Per-CPU flood-guard window (CLOCK_MONOTONIC_COARSE).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FloodState {
@@ -320,6 +341,7 @@ mod pod {
     unsafe impl aya::Pod for FloodState {}
     unsafe impl aya::Pod for LbConfig {}
     unsafe impl aya::Pod for IfaceMac {}
+    unsafe impl aya::Pod for ServiceState {}
 }
 
 #[cfg(test)]
@@ -335,7 +357,8 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<VipKey>(), 20);
         assert_eq!(size_of::<VipInfo>(), 8);
-        assert_eq!(size_of::<FlowEntry>(), 24);
+        assert_eq!(size_of::<FlowEntry>(), 32);
+        assert_eq!(size_of::<ServiceState>(), 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
         assert_eq!(size_of::<IfaceMac>(), 12);
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     stat, FloodState, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer, Service, ServiceKey,
-    TrafficStats, VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE, MAX_IFACE_SLOTS, MAX_REALS,
-    MAX_SERVICES, MAX_TX_PORTS,
+    ServiceState, TrafficStats, VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE, MAX_IFACE_SLOTS,
+    MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, VIP_FILTER_WORDS,
 };
 
 /// BPF_F_NO_COMMON_LRU: per-CPU LRU lists over one shared table. Every CPU can find every flow
@@ -22,6 +22,15 @@ const NO_COMMON_LRU: u32 = 2;
 
 #[map]
 pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Generation and flags of each service id: the hit path's service check, an array read instead
+/// of a SERVICES hash lookup (written by the daemon next to SERVICES).
+#[map]
+pub static SERVICE_STATE: Array<ServiceState> = Array::with_max_entries(MAX_SERVICES, 0);
+
+/// VIP pre-filter bitmap (see `lb_common::VIP_FILTER_WORDS`), written by the daemon next to VIPS.
+#[map]
+pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
 
 /// Addresses that are VIPs of some service: decides what happens to fragments.
 #[map]

@@ -851,3 +851,72 @@ fn real_server_on_another_interface_is_redirected() {
     assert_eq!(action, XDP_DROP);
     assert_eq!(counter(&h, stat::REDIRECT_FAILED), 1);
 }
+
+fn service_id(h: &Harness) -> u32 {
+    h.writer.slots().values().next().unwrap().id
+}
+
+#[test]
+fn hit_path_follows_the_service_state_by_id() {
+    let mut h = Harness::new(4096);
+    let mut s = service(VIP, 80, Protocol::Tcp, vec![real("198.18.0.11", 1, 1)]);
+    h.apply(&state(vec![s.clone()]));
+    let id = service_id(&h);
+    let g0 = h.writer.maps().services.state(id).unwrap();
+    assert_ne!(g0.flags & lb_common::SVC_F_ACTIVE, 0);
+    let syn = tcp4(CLIENT, 40000, VIP_B, 80, "S");
+    let ack = tcp4(CLIENT, 40000, VIP_B, 80, "A");
+    assert_eq!(h.run(&syn).0, XDP_TX);
+    assert_eq!(h.run(&ack).0, XDP_TX);
+    assert_eq!(counter(&h, stat::CONN_HIT), 1);
+    // Inactive (VRRP BACKUP): the entry stays but the packet is the kernel's.
+    s.active = false;
+    h.apply(&state(vec![s.clone()]));
+    assert_eq!(h.run(&ack), (XDP_PASS, ack.clone()));
+    assert_eq!(counter(&h, stat::INACTIVE), 1);
+    s.active = true;
+    h.apply(&state(vec![s.clone()]));
+    let (action, out) = h.run(&ack);
+    assert_eq!(action, XDP_TX);
+    assert_dr_rewrite(&ack, &out, real_mac(1));
+    assert_eq!(counter(&h, stat::CONN_HIT), 2, "same generation: the entry holds");
+    // Removed: the id's generation moves on, the VIP leaves the pre-filter.
+    h.apply(&state(vec![]));
+    let g1 = h.writer.maps().services.state(id).unwrap();
+    assert_eq!((g1.flags, g1.generation == g0.generation), (0, false));
+    assert_eq!(h.run(&ack), (XDP_PASS, ack.clone()));
+    assert_eq!(counter(&h, stat::NOT_SERVICE), 1);
+    // Back (whatever id it gets): the old entry belongs to an earlier generation.
+    h.apply(&state(vec![s]));
+    let (action, out) = h.run(&ack);
+    assert_eq!(action, XDP_TX);
+    assert_dr_rewrite(&ack, &out, real_mac(1));
+    assert_eq!(counter(&h, stat::REDISPATCHED), 1);
+    assert_eq!(counter(&h, stat::CONN_HIT), 2);
+}
+
+#[test]
+fn syn_inserts_without_lookup_but_round_robin_keeps_a_retransmitted_syn() {
+    let mut h = Harness::new(4096);
+    let mut s = service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)],
+    );
+    h.apply(&state(vec![s.clone()]));
+    let syn = tcp4(CLIENT, 40000, VIP_B, 80, "S");
+    let first = mac_of(&h.run(&syn).1);
+    // Maglev: a second SYN is dispatched afresh (no lookup) and lands on the same real.
+    assert_eq!(mac_of(&h.run(&syn).1), first);
+    assert_eq!((counter(&h, stat::CONN_MISS), counter(&h, stat::CONN_HIT)), (2, 0));
+    s.scheduler = Scheduler::RoundRobin;
+    h.apply(&state(vec![s]));
+    let syn = tcp4(CLIENT, 41000, VIP_B, 80, "S");
+    let first = mac_of(&h.run(&syn).1);
+    for _ in 0..3 {
+        assert_eq!(mac_of(&h.run(&syn).1), first, "retransmitted SYN, same real");
+    }
+    let other = mac_of(&h.run(&tcp4(CLIENT, 41001, VIP_B, 80, "S")).1);
+    assert_ne!(other, first, "the next new flow takes the next real");
+}

@@ -43,8 +43,11 @@ pub const SLOT_FLOOR_LINE: u32 = 5;
 /// bpf_xdp_adjust_head(-20) + MAC-swap (an encapsulating forwarder's floor).
 pub const SLOT_FLOOR_ENCAP: u32 = 6;
 
+/// A 4-way set-associative lookup in BENCH_LINES (prototype flow table) + MAC-swap.
+pub const SLOT_FLOOR_SET: u32 = 7;
+
 /// The programs under test, by slot.
-const SLOTS: [(u32, &str); 7] = [
+const SLOTS: [(u32, &str); 8] = [
     (SLOT_XLB, "xlb"),
     (SLOT_MACSWAP, "xlb_macswap"),
     (SLOT_DROP, "xlb_drop"),
@@ -52,9 +55,10 @@ const SLOTS: [(u32, &str); 7] = [
     (SLOT_FLOOR_LRU, "xlb_floor_lru"),
     (SLOT_FLOOR_LINE, "xlb_floor_line"),
     (SLOT_FLOOR_ENCAP, "xlb_floor_encap"),
+    (SLOT_FLOOR_SET, "xlb_floor_set"),
 ];
 
-pub const PROGRAMS: [&str; 8] = [
+pub const PROGRAMS: [&str; 9] = [
     "xlb",
     "xlb_pass",
     "xlb_drop",
@@ -63,6 +67,7 @@ pub const PROGRAMS: [&str; 8] = [
     "xlb_floor_lru",
     "xlb_floor_line",
     "xlb_floor_encap",
+    "xlb_floor_set",
 ];
 
 /// The wrapper program that tail-calls `slot`.
@@ -97,6 +102,8 @@ pub struct Dp {
     seq: PerCpuArray<MapData, u64>,
     pub aux: PerCpuArray<MapData, u64>,
     _progs: ProgramArray<MapData>,
+    /// BENCH_LINES, mapped (the set-associative prototype is filled through it).
+    lines: Option<LinesMmap>,
     ncpus: usize,
     /// Template for prefilled entries (taken from an entry xlb itself inserted).
     entry: Option<FlowEntry>,
@@ -144,6 +151,10 @@ impl Dp {
             .take_map("AUX_COUNT")
             .context("AUX_COUNT")?
             .try_into()?;
+        let lines = match ebpf.take_map(BENCH_LINES).context("BENCH_LINES")? {
+            aya::maps::Map::Array(d) if spec.lines > 1 => Some(LinesMmap::new(d, spec.lines)?),
+            _ => None,
+        };
         let maps = KernelMaps::take(&mut ebpf)?;
         let writer = MapWriter::new(maps, Duration::from_secs(60));
         let ncpus = aya::util::nr_cpus().map_err(|(m, e)| anyhow!("{m}: {e}"))?;
@@ -154,6 +165,7 @@ impl Dp {
             seq,
             aux,
             _progs: progs,
+            lines,
             ncpus,
             entry: None,
         })
@@ -314,6 +326,74 @@ impl Dp {
             }
             Ok(())
         })
+    }
+}
+
+/// BENCH_LINES mapped into the harness (`BPF_F_MMAPABLE`: 64-byte elements back to back).
+struct LinesMmap {
+    ptr: *mut u64,
+    lines: u32,
+    bytes: usize,
+    _map: MapData,
+}
+
+impl LinesMmap {
+    fn new(map: MapData, lines: u32) -> Result<LinesMmap> {
+        let bytes = (lines as usize * 64).div_ceil(4096) * 4096;
+        // SAFETY: a shared mapping of an mmapable array of `lines` 64-byte elements.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            bail!("mmap BENCH_LINES: {}", std::io::Error::last_os_error());
+        }
+        Ok(LinesMmap {
+            ptr: ptr.cast(),
+            lines,
+            bytes,
+            _map: map,
+        })
+    }
+}
+
+impl Drop for LinesMmap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what new() mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
+    }
+}
+
+impl Dp {
+    /// Fills the set-associative prototype with prefill flows `0..n` (4 ways a set, set = flow
+    /// hash mod n, first free way); returns how many flows found their set full.
+    pub fn fill_sets(&mut self, n: u64) -> Result<u64> {
+        let m = self.lines.as_ref().context("loaded without BENCH_LINES")?;
+        if u64::from(m.lines) < n || !n.is_power_of_two() {
+            bail!("{n} sets need a power-of-two BENCH_LINES of at least {n} lines");
+        }
+        let mut overflow = 0;
+        for i in 0..n {
+            let key = flow_key_v4(SPACE_PREFILL, i);
+            let set = (u64::from(lb_common::hash::flow_hash(&key)) & (n - 1)) as usize;
+            let (k0, k1) = lb_common::bench::set_way_key(&key);
+            // SAFETY: set < n <= lines; 8 words a line.
+            let line = unsafe { std::slice::from_raw_parts_mut(m.ptr.add(set * 8), 8) };
+            match (0..4).find(|w| line[2 * w] == 0) {
+                Some(w) => {
+                    line[2 * w] = k0;
+                    line[2 * w + 1] = (k1 << 32) | 1;
+                }
+                None => overflow += 1,
+            }
+        }
+        Ok(overflow)
     }
 }
 

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use dp::{
     tcp4, tcp6, v6_fresh_src, Dp, GlobalLru, LoadSpec, OTHER4, OTHER6, PORT, SLOT_DROP,
-    SLOT_FLOOR_ENCAP, SLOT_FLOOR_LINE, SLOT_FLOOR_LRU, SLOT_MACSWAP, SLOT_PASS, SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6,
+    SLOT_FLOOR_ENCAP, SLOT_FLOOR_LINE, SLOT_FLOOR_LRU, SLOT_FLOOR_SET, SLOT_MACSWAP, SLOT_PASS, SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6,
 };
 use timing::{Case, Expect, Fresh, FreshAlloc, Prog};
 
@@ -179,7 +179,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
     let cpu = ncpus - 1;
     sys::pin_to_cpu(cpu)?;
     let r = plan.rounds as u64;
-    progress.add(r * 12 + plan.sizes.len() as u64 * r * 7 + 2 * r * 2);
+    progress.add(r * 12 + plan.sizes.len() as u64 * r * 8 + 2 * r * 2);
     progress.add(plan.live_rounds as u64 * 2);
     progress.add(
         (plan.maglev_reals.len() * plan.maglev_sizes.len()
@@ -515,6 +515,7 @@ fn curve_point(
     let t = Instant::now();
     dp.prefill(1, n)?; // flow 0 was inserted by learn_entry
     let prefill_s = t.elapsed().as_secs_f64();
+    let set_overflow = dp.fill_sets(n)?;
     let memlock = sys::fdinfo_field(dp.table_fd(), "memlock");
     let mut fresh = FreshAlloc::default();
     let prefilled = tcp4([198, SPACE_PREFILL, 0, 0], 0, VIP4, PORT, false);
@@ -532,6 +533,13 @@ fn curve_point(
         Expect::Action(3),
     )
     .spread(n);
+    let set = Case::new(
+        &format!("prototype: 4-way set-associative lookup over {n} flows in {n} sets + MAC-swap"),
+        Prog::Wrapped(SLOT_FLOOR_SET),
+        prefilled.clone(),
+        Expect::Action(3),
+    )
+    .spread(n);
     let hit = Case::new(
         &format!("xlb established, lookups over {n} flows"),
         Prog::Wrapped(SLOT_XLB),
@@ -539,9 +547,10 @@ fn curve_point(
         Expect::Hit,
     )
     .spread(n);
+    let aux0 = dp.aux_total()?;
     let hits = timing::rounds(
         &mut dp,
-        &[floor.clone(), lru, line.clone(), hit],
+        &[floor.clone(), lru, line.clone(), hit, set],
         0,
         plan.rounds,
         plan.reps,
@@ -549,6 +558,7 @@ fn curve_point(
         &mut fresh,
         progress,
     )?;
+    let aux_after = dp.aux_total()?;
     let sweep = if n == *plan.sizes.last().unwrap_or(&0) {
         progress.note(&format!("sweep over the {n}-flow table"));
         let (entries, v) =
@@ -587,6 +597,9 @@ fn curve_point(
         "floor_random_line_new_rounds": news[1].json(),
         "new_flow": news[2].json(),
         "hit_fraction": hits[3].hit_fraction(),
+        "set_assoc_prototype": hits[4].json(),
+        "set_assoc_overflow_at_prefill": set_overflow,
+        "set_assoc_lookups_not_found": aux_after - aux0,
     });
     Ok((point, sweep))
 }

@@ -223,16 +223,18 @@ pub fn markdown(r: &Value) -> String {
     for c in r["testrun"]["base"].as_array().into_iter().flatten() {
         row(&mut s, c);
     }
-    let _ = writeln!(s, "\n### Cost against table size (table capacity = flows)\n\n| flows = capacity | MAC-swap floor ns | LRU-lookup floor ns | random-line floor ns | established ns | / line floor | SYN ns | / line floor | hit fraction | prefill s |\n|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "\n### Cost against table size (table capacity = flows)\n\n| flows = capacity | MAC-swap floor ns | LRU-lookup floor ns | random-line floor ns | 4-way set prototype ns (flows not in their set) | established ns | / line floor | SYN ns | / line floor | hit fraction | prefill s |\n|---|---|---|---|---|---|---|---|---|---|---|");
     for c in r["testrun"]["curve"].as_array().into_iter().flatten() {
         let ns = |k: &str| f(&c[k]["ns_per_packet"]["median"]);
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} | {:.4} | {:.1} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} ({}) | {:.0} | {:.2} | {:.0} | {:.2} | {:.4} | {:.1} |",
             c["flows"],
             ns("floor_hit_rounds"),
             ns("floor_lru_lookup"),
             ns("floor_random_line"),
+            ns("set_assoc_prototype"),
+            c["set_assoc_overflow_at_prefill"],
             ns("established"),
             run_ratio(&c["established"], &c["floor_random_line"]),
             ns("new_flow"),
