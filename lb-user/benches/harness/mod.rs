@@ -67,6 +67,8 @@ pub struct Config {
 pub struct Plan {
     pub rounds: usize,
     pub reps: u32,
+    /// Table of the base cases: large enough that a round of fresh SYNs (deleted after each run)
+    /// never evicts the two established flows.
     pub table_size: u32,
     pub sizes: Vec<u64>,
     pub lru_table: u32,
@@ -106,7 +108,7 @@ impl Plan {
             Plan {
                 rounds: 10,
                 reps: 1_000_000,
-                table_size: 1_048_576,
+                table_size: 16_777_216,
                 sizes: vec![1_024, 65_536, 1_048_576, 4_194_304, 16_777_216],
                 lru_table: 1_048_576,
                 live_rounds: 10,
