@@ -14,8 +14,8 @@
 //!   (`net.ipv6.conf.lo.disable_ipv6=0`), recorded and restored like the IPv4 values.
 //!
 //! `up` records the values it changes and the VIPs it adds in a state file; `down` restores
-//! exactly those, so `up` then `down` leaves the host as it was. Addresses go through rtnetlink,
-//! sysctls through `/proc/sys`; no BPF is involved.
+//! exactly those, so `up` then `down` leaves the host as it was. Addresses go through
+//! [`crate::net`], sysctls through `/proc/sys`; no BPF is involved.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -23,10 +23,47 @@ use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _, Result};
-use futures::TryStreamExt as _;
-use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::net::{BlockingNet, NetError};
+
+#[derive(Debug, Error)]
+pub enum RealServerError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("sysctl {0} does not exist on this kernel")]
+    NoSysctl(&'static str),
+    #[error("{action} sysctl {key}: {source}")]
+    Sysctl {
+        action: &'static str,
+        key: String,
+        source: io::Error,
+    },
+    #[error("{action} {}: {source}", path.display())]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("parsing {}: {source}", path.display())]
+    StateFormat {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+type Result<T, E = RealServerError> = std::result::Result<T, E>;
+
+/// Wraps a failed file operation with what it was and where.
+fn file_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RealServerError {
+    let path = path.to_owned();
+    move |source| RealServerError::File {
+        action,
+        path,
+        source,
+    }
+}
 
 /// Default state file.
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/xlb/realserver.json";
@@ -103,9 +140,13 @@ pub fn read_sysctl(key: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// Writes a sysctl.
-pub fn write_sysctl(key: &str, value: &str) -> io::Result<()> {
-    fs::write(sysctl_path(key), value)
+/// Writes a sysctl; `action` says why, for the error.
+pub fn write_sysctl(action: &'static str, key: &str, value: &str) -> Result<()> {
+    fs::write(sysctl_path(key), value).map_err(|source| RealServerError::Sysctl {
+        action,
+        key: key.to_owned(),
+        source,
+    })
 }
 
 /// What `up` recorded: the previous value of every sysctl it changed and the VIPs it added.
@@ -121,116 +162,68 @@ impl State {
     /// Loads the state file; `None` if it does not exist.
     pub fn load(path: &Path) -> Result<Option<State>> {
         match fs::read_to_string(path) {
-            Ok(s) => Ok(Some(
-                serde_json::from_str(&s).with_context(|| format!("parsing {}", path.display()))?,
-            )),
+            Ok(s) => {
+                serde_json::from_str(&s)
+                    .map(Some)
+                    .map_err(|source| RealServerError::StateFormat {
+                        path: path.to_owned(),
+                        source,
+                    })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => Err(file_error("reading", path)(e)),
         }
     }
 
     /// Writes the state file (creating its directory).
     pub fn save(&self, path: &Path) -> Result<()> {
         if let Some(d) = path.parent() {
-            fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            fs::create_dir_all(d).map_err(file_error("creating", d))?;
         }
-        fs::write(path, serde_json::to_string_pretty(self)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))
+        let json =
+            serde_json::to_string_pretty(self).map_err(|source| RealServerError::StateFormat {
+                path: path.to_owned(),
+                source,
+            })?;
+        fs::write(path, json + "\n").map_err(file_error("writing", path))
     }
 }
 
-/// `lo` addresses through rtnetlink, on a private current-thread runtime.
+/// `lo` and its addresses, through the shared netlink module.
 pub struct Loopback {
-    rt: tokio::runtime::Runtime,
-    handle: rtnetlink::Handle,
+    net: BlockingNet,
     index: u32,
 }
 
 impl Loopback {
     /// Connects to rtnetlink in the current network namespace and finds `lo`.
-    pub fn open() -> Result<Loopback> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = rt.block_on(async {
-            let (conn, handle, _) = rtnetlink::new_connection()?;
-            tokio::spawn(conn);
-            io::Result::Ok(handle)
-        })?;
-        let index = rt.block_on(async {
-            let mut links = handle.link().get().match_name("lo").execute();
-            match links.try_next().await {
-                Ok(Some(l)) => Ok(l.header.index),
-                Ok(None) => bail!("no `lo` interface"),
-                Err(e) => Err(e).context("looking up `lo`"),
-            }
-        })?;
-        Ok(Loopback { rt, handle, index })
-    }
-
-    fn messages(&self) -> Result<Vec<AddressMessage>> {
-        self.rt.block_on(async {
-            self.handle
-                .address()
-                .get()
-                .set_link_index_filter(self.index)
-                .execute()
-                .try_collect::<Vec<_>>()
-                .await
-                .context("listing the addresses of lo")
-        })
-    }
-
-    fn message_addr(m: &AddressMessage) -> Option<IpAddr> {
-        // IFA_LOCAL is the interface's own address for IPv4; IPv6 only has IFA_ADDRESS.
-        let local = m.attributes.iter().find_map(|a| match a {
-            AddressAttribute::Local(ip) => Some(*ip),
-            _ => None,
-        });
-        local.or_else(|| {
-            m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Address(ip) => Some(*ip),
-                _ => None,
-            })
-        })
+    pub fn open() -> Result<Loopback, NetError> {
+        let net = BlockingNet::connect()?;
+        let index = net
+            .link("lo")?
+            .ok_or_else(|| NetError::NoInterface("lo".into()))?
+            .index;
+        Ok(Loopback { net, index })
     }
 
     /// Every address on `lo` with its prefix length.
-    pub fn addresses(&self) -> Result<Vec<(IpAddr, u8)>> {
-        Ok(self
-            .messages()?
-            .iter()
-            .filter_map(|m| Self::message_addr(m).map(|a| (a, m.header.prefix_len)))
-            .collect())
+    pub fn addresses(&self) -> Result<Vec<(IpAddr, u8)>, NetError> {
+        self.net.addresses(self.index)
     }
 
     /// Whether `ip` is on `lo` (any prefix length).
-    pub fn has(&self, ip: IpAddr) -> Result<bool> {
+    pub fn has(&self, ip: IpAddr) -> Result<bool, NetError> {
         Ok(self.addresses()?.iter().any(|(a, _)| *a == ip))
     }
 
     /// Adds `ip` as /32 or /128 (IPv6 with `nodad`).
-    pub fn add(&self, ip: IpAddr) -> Result<()> {
-        let prefix = if ip.is_ipv4() { 32 } else { 128 };
-        let mut req = self.handle.address().add(self.index, ip, prefix);
-        if ip.is_ipv6() {
-            req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
-        }
-        self.rt
-            .block_on(req.execute())
-            .with_context(|| format!("adding {ip}/{prefix} to lo"))
+    pub fn add(&self, ip: IpAddr) -> Result<(), NetError> {
+        self.net.add_host_address(self.index, ip)
     }
 
     /// Removes `ip` (every prefix length it has) from `lo`.
-    pub fn remove(&self, ip: IpAddr) -> Result<()> {
-        for m in self.messages()? {
-            if Self::message_addr(&m) == Some(ip) {
-                self.rt
-                    .block_on(self.handle.address().del(m).execute())
-                    .with_context(|| format!("removing {ip} from lo"))?;
-            }
-        }
-        Ok(())
+    pub fn remove(&self, ip: IpAddr) -> Result<(), NetError> {
+        self.net.del_address(self.index, ip)
     }
 }
 
@@ -239,10 +232,9 @@ pub fn up(vips: &[IpAddr], state_file: &Path) -> Result<Vec<String>> {
     let mut state = State::load(state_file)?.unwrap_or_default();
     let mut changes = Vec::new();
     for w in wanted_sysctls(vips) {
-        let cur = read_sysctl(w.key)
-            .with_context(|| format!("sysctl {} does not exist on this kernel", w.key))?;
+        let cur = read_sysctl(w.key).ok_or(RealServerError::NoSysctl(w.key))?;
         if !w.satisfied_by(&cur) {
-            write_sysctl(w.key, w.value).with_context(|| format!("setting {}", w.key))?;
+            write_sysctl("setting", w.key, w.value)?;
             state
                 .sysctls
                 .entry(w.key.to_string())
@@ -305,14 +297,14 @@ pub fn down(vips: &[IpAddr], state_file: &Path) -> Result<Vec<String>> {
         for (key, old) in &state.sysctls {
             let cur = read_sysctl(key).unwrap_or_default();
             if cur != *old {
-                write_sysctl(key, old).with_context(|| format!("restoring {key}"))?;
+                write_sysctl("restoring", key, old)?;
                 changes.push(format!("sysctl {key} {cur} -> {old} (restored)"));
             }
         }
         match fs::remove_file(state_file) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).context(format!("removing {}", state_file.display())),
+            Err(e) => return Err(file_error("removing", state_file)(e)),
         }
     } else {
         state.save(state_file)?;
@@ -447,14 +439,16 @@ pub fn persist(root: &Path, exe: &Path, vips: &[IpAddr], state_file: &Path) -> R
         if fs::read_to_string(path).ok().as_deref() == Some(content.as_str()) {
             continue;
         }
-        fs::create_dir_all(path.parent().expect("has a parent"))?;
-        fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
+        let dir = path.parent().unwrap_or(root);
+        fs::create_dir_all(dir).map_err(file_error("creating", dir))?;
+        fs::write(path, content).map_err(file_error("writing", path))?;
         out.push(format!("wrote {}", path.display()));
     }
     if fs::symlink_metadata(&p.wants_link).is_err() {
-        fs::create_dir_all(p.wants_link.parent().expect("has a parent"))?;
+        let dir = p.wants_link.parent().unwrap_or(root);
+        fs::create_dir_all(dir).map_err(file_error("creating", dir))?;
         std::os::unix::fs::symlink(format!("../{UNIT_NAME}"), &p.wants_link)
-            .with_context(|| format!("linking {}", p.wants_link.display()))?;
+            .map_err(file_error("linking", &p.wants_link))?;
         out.push(format!("enabled {UNIT_NAME} ({})", p.wants_link.display()));
     }
     Ok(out)
@@ -468,7 +462,7 @@ pub fn unpersist(root: &Path) -> Result<Vec<String>> {
         match fs::remove_file(path) {
             Ok(()) => out.push(format!("removed {}", path.display())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).context(format!("removing {}", path.display())),
+            Err(e) => return Err(file_error("removing", path)(e)),
         }
     }
     Ok(out)

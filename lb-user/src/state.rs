@@ -10,6 +10,7 @@ use crate::{
         DesiredReal, DesiredService, DesiredState, Protocol, Scheduler, ServiceAddr,
     },
     net::Interface,
+    overlay::{Overlay, RealOverride},
 };
 
 /// Health of one real server as the checkers see it.
@@ -21,10 +22,10 @@ pub struct RealHealthInput {
     pub reason: String,
 }
 
-/// Everything the desired state depends on besides the config.
+/// What the daemon observed, besides the configuration.
 #[derive(Debug)]
-pub struct Inputs<'a> {
-    /// The configured XDP interfaces, in config order (their position is the devmap key).
+pub struct Observed<'a> {
+    /// The attached XDP interfaces, in config order (their position is the devmap key).
     pub interfaces: &'a [Interface],
     /// ip -> (ifindex, MAC) from the neighbour table.
     pub neighbours: &'a BTreeMap<IpAddr, (u32, [u8; 6])>,
@@ -32,6 +33,14 @@ pub struct Inputs<'a> {
     pub health: &'a BTreeMap<(String, SocketAddr), RealHealthInput>,
     /// VIPs whose VRRP instance is MASTER here.
     pub master_vips: &'a BTreeSet<IpAddr>,
+    /// The operator's run-time changes (drain, weight, disable).
+    pub overlay: &'a Overlay,
+}
+
+/// Everything the desired state depends on besides the config.
+#[derive(Debug)]
+pub struct Inputs<'a> {
+    pub seen: &'a Observed<'a>,
     /// Service name -> is the service at quorum (kept by the caller with hysteresis).
     pub quorum_up: &'a BTreeMap<String, bool>,
 }
@@ -62,16 +71,16 @@ pub fn scheduler(s: config::Scheduler) -> Scheduler {
 
 pub fn service_addr(vs: &config::VirtualServer) -> ServiceAddr {
     ServiceAddr {
-        vip: *vs.vip.get_ref(),
-        port: *vs.port.get_ref(),
+        vip: vs.vip,
+        port: vs.port,
         protocol: protocol(vs.protocol),
     }
 }
 
 /// Is the service forwarded on this director now?
-pub fn is_active(cfg: &Config, vs: &config::VirtualServer, master_vips: &BTreeSet<IpAddr>) -> bool {
-    match cfg.announce_of(vs) {
-        Announce::Vrrp => master_vips.contains(vs.vip.get_ref()),
+pub fn is_active(vs: &config::VirtualServer, master_vips: &BTreeSet<IpAddr>) -> bool {
+    match vs.announce {
+        Announce::Vrrp => master_vips.contains(&vs.vip),
         Announce::Bgp | Announce::Always => true,
     }
 }
@@ -97,24 +106,38 @@ fn egress<'a>(
     Some((pos as u32, &interfaces[pos]))
 }
 
+/// Why a real server cannot be forwarded to (the note `xlb status` shows).
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    #[error("no usable egress interface")]
+    NoEgress,
+    #[error("MAC of {ip} unknown (ARP/ND unresolved on {interface})")]
+    MacUnknown { ip: IpAddr, interface: String },
+}
+
 fn desired_real(
     inputs: &Inputs<'_>,
     ip: IpAddr,
     port: u16,
     configured_mac: Option<[u8; 6]>,
     wanted_iface: Option<&str>,
-) -> Result<DesiredReal, String> {
-    let neighbour = inputs.neighbours.get(&ip);
-    let (tx_port, iface) = egress(inputs.interfaces, wanted_iface, ip, neighbour.map(|n| n.0))
-        .ok_or_else(|| "no usable egress interface".to_string())?;
+) -> Result<DesiredReal, Unusable> {
+    let neighbour = inputs.seen.neighbours.get(&ip);
+    let (tx_port, iface) = egress(
+        inputs.seen.interfaces,
+        wanted_iface,
+        ip,
+        neighbour.map(|n| n.0),
+    )
+    .ok_or(Unusable::NoEgress)?;
     let mac = match (configured_mac, neighbour) {
         (Some(m), _) => m,
         (None, Some((_, m))) => *m,
         (None, None) => {
-            return Err(format!(
-                "MAC of {ip} unknown (ARP/ND unresolved on {})",
-                iface.name
-            ))
+            return Err(Unusable::MacUnknown {
+                ip,
+                interface: iface.name.clone(),
+            })
         }
     };
     Ok(DesiredReal {
@@ -129,56 +152,76 @@ fn desired_real(
     })
 }
 
+/// The real server as it is forwarded to now: its egress and MAC, then health (a failed one is
+/// not alive, or quiescent with `inhibit_on_failure`), then the operator's overlay. `None` (and a
+/// note) when it cannot be forwarded to at all.
+fn real_in_force(
+    vs: &config::VirtualServer,
+    rs: &config::RealServer,
+    inputs: &Inputs<'_>,
+    notes: &mut Vec<RealNote>,
+) -> Option<DesiredReal> {
+    let sock = rs.socket_addr();
+    let mut note = |text: String| {
+        notes.push(RealNote {
+            service: vs.name.clone(),
+            real: sock,
+            note: text,
+        })
+    };
+    let mac = rs.mac.as_ref().map(|m| m.0);
+    let mut real = match desired_real(inputs, rs.address, rs.port, mac, rs.interface.as_deref()) {
+        Ok(r) => r,
+        Err(why) => {
+            note(why.to_string());
+            return None;
+        }
+    };
+    let mut why = Vec::new();
+    match inputs.seen.health.get(&(vs.name.clone(), sock)) {
+        Some(h) if !h.up => {
+            if vs.inhibit_on_failure {
+                // keepalived's inhibit_on_failure: weight 0, flows stay.
+                real.weight = 0;
+            } else {
+                real.alive = false;
+            }
+            why.push(format!("down: {}", h.reason));
+        }
+        Some(h) => real.weight = h.weight,
+        None => real.weight = rs.weight,
+    }
+    if let Some(o) = inputs.seen.overlay.get(&vs.name, sock) {
+        match o {
+            RealOverride::Drain => real.weight = 0,
+            RealOverride::Weight(w) if real.alive && why.is_empty() => real.weight = w,
+            RealOverride::Weight(_) => {}
+            RealOverride::Disable => real.alive = false,
+        }
+        why.push(o.to_string());
+    }
+    if !why.is_empty() {
+        note(why.join("; "));
+    }
+    Some(real)
+}
+
 /// Builds the desired state. Real servers without a known MAC are kept out of the ring (and
 /// listed in the notes) rather than forwarded into a black hole.
 pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>) {
     let mut notes = Vec::new();
     let mut services = Vec::new();
     for vs in &cfg.virtual_servers {
-        let name = vs.service_name();
-        let mut reals = Vec::new();
-        for rs in &vs.real_servers {
-            let ip = *rs.address.get_ref();
-            let port = rs.effective_port(vs);
-            let sock = SocketAddr::new(ip, port);
-            let mac = rs.mac.as_ref().map(|m| m.get_ref().0);
-            let iface = rs.interface.as_ref().map(|i| i.get_ref().as_str());
-            let mut real = match desired_real(inputs, ip, port, mac, iface) {
-                Ok(r) => r,
-                Err(note) => {
-                    notes.push(RealNote {
-                        service: name.clone(),
-                        real: sock,
-                        note,
-                    });
-                    continue;
-                }
-            };
-            let configured = *rs.weight.get_ref();
-            match inputs.health.get(&(name.clone(), sock)) {
-                Some(h) if !h.up => {
-                    if vs.inhibit_on_failure {
-                        // keepalived's inhibit_on_failure: weight 0, flows stay.
-                        real.weight = 0;
-                    } else {
-                        real.alive = false;
-                    }
-                    notes.push(RealNote {
-                        service: name.clone(),
-                        real: sock,
-                        note: format!("down: {}", h.reason),
-                    });
-                }
-                Some(h) => real.weight = h.weight,
-                None => real.weight = configured,
-            }
-            reals.push(real);
-        }
+        let name = vs.name.clone();
+        let reals: Vec<DesiredReal> = vs
+            .real_servers
+            .iter()
+            .filter_map(|rs| real_in_force(vs, rs, inputs, &mut notes))
+            .collect();
         let at_quorum = inputs.quorum_up.get(&name).copied().unwrap_or(true);
-        let sorry = vs.sorry_server.as_ref().and_then(|s| {
-            let ip = *s.get_ref();
-            let mac = vs.sorry_server_mac.as_ref().map(|m| m.get_ref().0);
-            match desired_real(inputs, ip, *vs.port.get_ref(), mac, None) {
+        let sorry = vs.sorry_server.and_then(|ip| {
+            let mac = vs.sorry_server_mac.as_ref().map(|m| m.0);
+            match desired_real(inputs, ip, vs.port, mac, None) {
                 Ok(mut r) => {
                     r.weight = 1;
                     Some(r)
@@ -186,13 +229,14 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
                 Err(note) => {
                     notes.push(RealNote {
                         service: name.clone(),
-                        real: SocketAddr::new(ip, *vs.port.get_ref()),
-                        note,
+                        real: SocketAddr::new(ip, vs.port),
+                        note: note.to_string(),
                     });
                     None
                 }
             }
         });
+        let mut reals = reals;
         if !at_quorum && sorry.is_some() {
             // Below quorum with a sorry server: keepalived sends everything to the sorry server.
             for r in &mut reals {
@@ -201,15 +245,16 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
         }
         services.push(DesiredService {
             addr: service_addr(vs),
-            active: is_active(cfg, vs, inputs.master_vips),
+            active: is_active(vs, inputs.seen.master_vips),
             scheduler: scheduler(vs.scheduler),
-            hash_client_only: *vs.persistence_timeout.get_ref() > 0,
-            table_size: *vs.maglev_table_size.get_ref(),
+            hash_client_only: vs.persistence_timeout > 0,
+            table_size: vs.maglev_table_size,
             reals,
             sorry,
         });
     }
     let tx_ports = inputs
+        .seen
         .interfaces
         .iter()
         .enumerate()
@@ -225,28 +270,41 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
     )
 }
 
+/// The weight a real server contributes to its service's quorum: 0 when down, drained or
+/// disabled.
+fn live_weight(
+    vs: &config::VirtualServer,
+    rs: &config::RealServer,
+    health: &BTreeMap<(String, SocketAddr), RealHealthInput>,
+    overlay: &Overlay,
+) -> u64 {
+    let health_weight = match health.get(&(vs.name.clone(), rs.socket_addr())) {
+        Some(h) if !h.up => return 0,
+        Some(h) => h.weight,
+        None => rs.weight,
+    };
+    match overlay.get(&vs.name, rs.socket_addr()) {
+        Some(RealOverride::Drain | RealOverride::Disable) => 0,
+        Some(RealOverride::Weight(w)) => w as u64,
+        None => health_weight as u64,
+    }
+}
+
 /// Sum of the weights of the live real servers of every service (for quorum).
 pub fn alive_weights(
     cfg: &Config,
     health: &BTreeMap<(String, SocketAddr), RealHealthInput>,
+    overlay: &Overlay,
 ) -> BTreeMap<String, u64> {
     cfg.virtual_servers
         .iter()
         .map(|vs| {
-            let name = vs.service_name();
             let sum = vs
                 .real_servers
                 .iter()
-                .map(|rs| {
-                    let sock = SocketAddr::new(*rs.address.get_ref(), rs.effective_port(vs));
-                    match health.get(&(name.clone(), sock)) {
-                        Some(h) if !h.up => 0,
-                        Some(h) => h.weight as u64,
-                        None => *rs.weight.get_ref() as u64,
-                    }
-                })
+                .map(|rs| live_weight(vs, rs, health, overlay))
                 .sum();
-            (name, sum)
+            (vs.name.clone(), sum)
         })
         .collect()
 }
@@ -272,32 +330,36 @@ mac = "02:00:00:00:00:12"
 address = "198.18.0.13"
 "#;
 
-    fn iface() -> Interface {
-        Interface {
-            name: "eth0".into(),
-            index: 7,
-            mac: [2, 0, 0, 0, 0, 2],
-            addrs: vec![("198.18.0.2".parse().unwrap(), 24)],
-        }
-    }
-
-    #[test]
-    fn builds_reals_with_neighbour_macs_and_notes_unresolved() {
+    /// Builds the desired state of CFG with 198.18.0.11's MAC known.
+    fn build_with(
+        health: &BTreeMap<(String, SocketAddr), RealHealthInput>,
+        overlay: &Overlay,
+    ) -> (DesiredState, Vec<RealNote>) {
         let cfg = config::parse(CFG, "t.toml").unwrap();
         let ifaces = [iface()];
         let mut neigh = BTreeMap::new();
         neigh.insert("198.18.0.11".parse().unwrap(), (7, [2, 0, 0, 0, 0, 0x11]));
-        let health = BTreeMap::new();
-        let vips = BTreeSet::new();
-        let quorum = BTreeMap::new();
-        let inputs = Inputs {
+        let seen = Observed {
             interfaces: &ifaces,
             neighbours: &neigh,
-            health: &health,
-            master_vips: &vips,
-            quorum_up: &quorum,
+            health,
+            master_vips: &BTreeSet::new(),
+            overlay,
         };
-        let (state, notes) = build(&cfg, &inputs);
+        let inputs = Inputs {
+            seen: &seen,
+            quorum_up: &BTreeMap::new(),
+        };
+        build(&cfg, &inputs)
+    }
+
+    fn iface() -> Interface {
+        crate::net::testing::eth0()
+    }
+
+    #[test]
+    fn builds_reals_with_neighbour_macs_and_notes_unresolved() {
+        let (state, notes) = build_with(&BTreeMap::new(), &Overlay::default());
         let s = &state.services[0];
         assert!(s.active, "no VRRP instance lists the VIP: always active");
         assert_eq!(s.reals.len(), 2);
@@ -314,11 +376,8 @@ address = "198.18.0.13"
     #[test]
     fn failed_real_is_not_alive_and_alive_weight_counts_the_others() {
         let cfg = config::parse(CFG, "t.toml").unwrap();
-        let ifaces = [iface()];
-        let mut neigh = BTreeMap::new();
-        neigh.insert("198.18.0.11".parse().unwrap(), (7, [2, 0, 0, 0, 0, 0x11]));
         let mut health = BTreeMap::new();
-        let name = cfg.virtual_servers[0].service_name();
+        let name = cfg.virtual_servers[0].name.clone();
         health.insert(
             (name.clone(), "198.18.0.11:80".parse().unwrap()),
             RealHealthInput {
@@ -327,17 +386,45 @@ address = "198.18.0.13"
                 reason: "refused".into(),
             },
         );
-        let vips = BTreeSet::new();
-        let quorum = BTreeMap::new();
-        let inputs = Inputs {
-            interfaces: &ifaces,
-            neighbours: &neigh,
-            health: &health,
-            master_vips: &vips,
-            quorum_up: &quorum,
-        };
-        let (state, _) = build(&cfg, &inputs);
+        let (state, _) = build_with(&health, &Overlay::default());
         assert!(!state.services[0].reals[0].alive);
-        assert_eq!(alive_weights(&cfg, &health)[&name], 2);
+        assert_eq!(alive_weights(&cfg, &health, &Overlay::default())[&name], 2);
+    }
+
+    #[test]
+    fn operator_overrides_drain_weigh_and_disable_on_top_of_health() {
+        let cfg = config::parse(CFG, "t.toml").unwrap();
+        let name = cfg.virtual_servers[0].name.clone();
+        let r11 = crate::overlay::RealRef {
+            service: name.clone(),
+            real: "198.18.0.11:80".parse().unwrap(),
+        };
+        let r12 = crate::overlay::RealRef {
+            service: name.clone(),
+            real: "198.18.0.12:80".parse().unwrap(),
+        };
+        let mut overlay = Overlay::default();
+        overlay.set(&r11, RealOverride::Drain);
+        overlay.set(&r12, RealOverride::Weight(7));
+        let health = BTreeMap::new();
+        let (state, notes) = build_with(&health, &overlay);
+        let reals = &state.services[0].reals;
+        assert_eq!(
+            (reals[0].weight, reals[0].alive),
+            (0, true),
+            "drained keeps its flows"
+        );
+        assert_eq!(reals[1].weight, 7);
+        assert!(notes
+            .iter()
+            .any(|n| n.real == r11.real && n.note == "drained by operator"));
+        // 0 (drained) + 7 + 1 (198.18.0.13: no MAC yet, but its checks count for quorum).
+        assert_eq!(alive_weights(&cfg, &health, &overlay)[&name], 8);
+        overlay.set(&r11, RealOverride::Disable);
+        let (state, _) = build_with(&health, &overlay);
+        assert!(
+            !state.services[0].reals[0].alive,
+            "disabled: flows dispatched afresh"
+        );
     }
 }

@@ -1,9 +1,12 @@
 //! What `xlb status` and `xlb conns` show, and their `ipvsadm -ln` / `-lnc` layouts.
+//!
+//! Why one file of this size: the report types and the layouts that print them change together
+//! (a new field is shown in the same commit); about a quarter of it is the layout tests.
 use std::{collections::BTreeMap, fmt::Write as _, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::desired::ServiceAddr;
+use crate::dataplane::desired::{Protocol, ServiceAddr};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Traffic {
@@ -34,6 +37,75 @@ pub struct RealStatus {
     pub inactive_conns: u64,
     pub traffic: Traffic,
     pub rates: Rates,
+    /// Results of its health check so far (metrics, status page).
+    #[serde(default)]
+    pub check: CheckStats,
+}
+
+/// Health-check results of one real server since its checker started.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CheckStats {
+    /// Results (after retries) by class: `ok`, `refused`, `timeout`, `status`... (see
+    /// [`crate::health::RESULT_CLASSES`]).
+    pub results: BTreeMap<String, u64>,
+    /// Time the last result took (retries included).
+    pub last_duration_secs: f64,
+    /// Sum of the time of every result.
+    pub duration_sum_secs: f64,
+}
+
+/// One health or VRRP transition, as logged.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Transition {
+    /// Seconds since the Unix epoch.
+    pub at_unix: f64,
+    /// `health` or `vrrp`.
+    pub kind: String,
+    /// `web 198.18.0.11:80` or the VRRP instance name.
+    pub subject: String,
+    /// `up`, `down`, `weight 3`, `MASTER`, `BACKUP`, `FAULT`...
+    pub state: String,
+    pub reason: String,
+}
+
+/// The last transitions, oldest first, at most [`RecentTransitions::CAPACITY`].
+#[derive(Clone, Debug, Default)]
+pub struct RecentTransitions {
+    items: std::collections::VecDeque<Transition>,
+}
+
+impl RecentTransitions {
+    /// Bounded: a flapping server cannot grow the daemon's memory.
+    pub const CAPACITY: usize = 50;
+
+    pub fn push(&mut self, kind: &str, subject: String, state: String, reason: String) {
+        let at_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        if self.items.len() == Self::CAPACITY {
+            self.items.pop_front();
+        }
+        self.items.push_back(Transition {
+            at_unix,
+            kind: kind.to_string(),
+            subject,
+            state,
+            reason,
+        });
+    }
+
+    pub fn to_vec(&self) -> Vec<Transition> {
+        self.items.iter().cloned().collect()
+    }
+
+    /// Merges lists from several sources, oldest first, keeping the newest `CAPACITY`.
+    pub fn merge(lists: impl IntoIterator<Item = Vec<Transition>>) -> Vec<Transition> {
+        let mut all: Vec<Transition> = lists.into_iter().flatten().collect();
+        all.sort_by(|a, b| a.at_unix.total_cmp(&b.at_unix));
+        let skip = all.len().saturating_sub(Self::CAPACITY);
+        all.split_off(skip)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -66,6 +138,30 @@ pub struct VrrpStatus {
     pub adverts_rx: u64,
     pub adverts_tx: u64,
     pub bad_adverts: BTreeMap<String, u64>,
+    /// Role changes since the instance started.
+    #[serde(default)]
+    pub transitions: u64,
+    /// The last advert dropped: who sent it and why.
+    #[serde(default)]
+    pub last_bad_advert: Option<BadAdvert>,
+}
+
+/// A dropped VRRP advert.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BadAdvert {
+    pub from: std::net::IpAddr,
+    /// The `bad_adverts` key (`auth`, `vrid`, `interval`...).
+    pub reason: String,
+    /// Seconds since the Unix epoch.
+    pub at_unix: u64,
+}
+
+/// The last configuration load (start or reload).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConfigLoad {
+    pub successful: bool,
+    /// Seconds since the Unix epoch.
+    pub at_unix: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -78,18 +174,100 @@ pub struct InterfaceStatus {
     pub how: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct StatusReport {
     pub version: String,
     pub config_file: String,
     pub conn_table_size: u32,
     pub conn_table_entries: u64,
-    pub ring_capacity: u32,
+    pub maglev_capacity: u32,
     pub interfaces: Vec<InterfaceStatus>,
     pub services: Vec<ServiceStatus>,
     pub vrrp: Vec<VrrpStatus>,
     /// Global counters by name (see lb_common::stat::NAMES).
     pub counters: BTreeMap<String, u64>,
+    /// The idle timeouts in force (`ipvsadm -l --timeout`).
+    #[serde(default)]
+    pub timeouts: TimeoutStatus,
+    /// The last configuration load or reload.
+    #[serde(default)]
+    pub config_load: ConfigLoad,
+    /// Time the last connection-table sweep took.
+    #[serde(default)]
+    pub sweep_duration_secs: f64,
+    /// The last health and VRRP transitions, oldest first.
+    #[serde(default)]
+    pub recent_transitions: Vec<Transition>,
+}
+
+/// `[timeouts]` in force, in seconds.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TimeoutStatus {
+    pub tcp: u32,
+    pub tcp_fin: u32,
+    pub syn_recv: u32,
+    pub close: u32,
+    pub udp: u32,
+}
+
+/// Counters of packets the program dropped, by reason (shown under the table).
+const DROP_COUNTERS: [&str; 4] = [
+    "no_real_server",
+    "fragment_dropped",
+    "redirect_failed",
+    "action_drop",
+];
+
+impl StatusReport {
+    /// Keeps only the services at `addr` (and `protocol` when given): `xlb status -t VIP:PORT`.
+    /// Whether any is left.
+    pub fn select(&mut self, addr: SocketAddr, protocol: Option<Protocol>) -> bool {
+        self.services.retain(|s| {
+            s.addr.vip == addr.ip()
+                && s.addr.port == addr.port()
+                && protocol.is_none_or(|p| s.addr.protocol == p)
+        });
+        !self.services.is_empty()
+    }
+
+    /// Services by protocol, address and port, real servers by address (`ipvsadm --sort`).
+    pub fn sort(&mut self) {
+        self.services
+            .sort_by_key(|s| (s.addr.protocol, s.addr.vip, s.addr.port));
+        for s in &mut self.services {
+            s.reals.sort_by_key(|r| r.addr);
+        }
+    }
+}
+
+/// `ipvsadm -l --timeout`.
+pub fn render_timeouts(report: &StatusReport) -> String {
+    let t = &report.timeouts;
+    format!(
+        "Timeout (tcp tcpfin udp): {} {} {}\nTimeout (syn_recv close): {} {}\n",
+        t.tcp, t.tcp_fin, t.udp, t.syn_recv, t.close
+    )
+}
+
+impl StatusReport {
+    /// A report with nothing in it yet (before the daemon's first snapshot).
+    pub fn empty() -> Self {
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            config_file: String::new(),
+            conn_table_size: 0,
+            conn_table_entries: 0,
+            maglev_capacity: 0,
+            interfaces: Vec::new(),
+            services: Vec::new(),
+            vrrp: Vec::new(),
+            counters: BTreeMap::new(),
+            config_load: ConfigLoad::default(),
+            sweep_duration_secs: 0.0,
+            recent_transitions: Vec::new(),
+            timeouts: TimeoutStatus::default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -173,6 +351,11 @@ pub fn render(report: &StatusReport, view: View) -> String {
                 let mut flags = String::new();
                 if s.persistence_timeout > 0 {
                     let _ = write!(flags, " persistent {}", s.persistence_timeout);
+                }
+                let default_name =
+                    crate::config::default_service_name(s.addr.vip, s.addr.port, protocol_of(s));
+                if s.name != default_name {
+                    let _ = write!(flags, "  ({})", s.name);
                 }
                 let mut notes = Vec::new();
                 if !s.active {
@@ -271,6 +454,7 @@ pub fn render(report: &StatusReport, view: View) -> String {
             }
         }
     }
+    render_dataplane(&mut o, report);
     if !report.vrrp.is_empty() {
         let _ = writeln!(o, "VRRP");
         for v in &report.vrrp {
@@ -296,6 +480,32 @@ pub fn render(report: &StatusReport, view: View) -> String {
         }
     }
     o
+}
+
+fn protocol_of(s: &ServiceStatus) -> crate::config::Protocol {
+    match s.addr.protocol {
+        Protocol::Tcp => crate::config::Protocol::Tcp,
+        Protocol::Udp => crate::config::Protocol::Udp,
+    }
+}
+
+/// The XDP attachments and the drop counters, under the table.
+fn render_dataplane(o: &mut String, report: &StatusReport) {
+    let modes: Vec<String> = report
+        .interfaces
+        .iter()
+        .map(|i| format!("{} {} ({})", i.name, i.mode, i.how))
+        .collect();
+    if !modes.is_empty() {
+        let _ = writeln!(o, "XDP {}", modes.join(", "));
+    }
+    let drops: Vec<String> = DROP_COUNTERS
+        .iter()
+        .filter_map(|n| report.counters.get(*n).map(|v| format!("{n} {v}")))
+        .collect();
+    if !drops.is_empty() {
+        let _ = writeln!(o, "Dropped {}", drops.join(", "));
+    }
 }
 
 /// The `ipvsadm -lnc` layout.
@@ -338,7 +548,7 @@ pub(crate) mod tests {
             config_file: "/etc/xlb/xlb.toml".into(),
             conn_table_size: 1_048_576,
             conn_table_entries: 3,
-            ring_capacity: 1 << 20,
+            maglev_capacity: 1 << 20,
             interfaces: vec![],
             services: vec![ServiceStatus {
                 name: "web".into(),
@@ -370,6 +580,7 @@ pub(crate) mod tests {
                         inactive_conns: 0,
                         traffic: Traffic::default(),
                         rates: Rates::default(),
+                        check: CheckStats::default(),
                     },
                     RealStatus {
                         addr: "192.168.2.221:80".parse().unwrap(),
@@ -381,12 +592,44 @@ pub(crate) mod tests {
                         inactive_conns: 1,
                         traffic: Traffic::default(),
                         rates: Rates::default(),
+                        check: CheckStats::default(),
                     },
                 ],
             }],
             vrrp: vec![],
             counters: BTreeMap::new(),
+            timeouts: TimeoutStatus {
+                tcp: 900,
+                tcp_fin: 120,
+                syn_recv: 60,
+                close: 10,
+                udp: 300,
+            },
+            config_load: ConfigLoad::default(),
+            sweep_duration_secs: 0.0,
+            recent_transitions: vec![],
         }
+    }
+
+    #[test]
+    fn recent_transitions_are_bounded_and_ordered() {
+        let mut a = RecentTransitions::default();
+        for i in 0..(RecentTransitions::CAPACITY + 5) {
+            a.push(
+                "health",
+                format!("web {i}"),
+                "down".into(),
+                "refused".into(),
+            );
+        }
+        let v = a.to_vec();
+        assert_eq!(v.len(), RecentTransitions::CAPACITY);
+        assert_eq!(v[0].subject, "web 5");
+        let mut b = RecentTransitions::default();
+        b.push("vrrp", "VI_1".into(), "MASTER".into(), "".into());
+        let m = RecentTransitions::merge([v, b.to_vec()]);
+        assert_eq!(m.len(), RecentTransitions::CAPACITY);
+        assert_eq!(m.last().map(|t| t.subject.as_str()), Some("VI_1"));
     }
 
     #[test]
@@ -396,7 +639,7 @@ pub(crate) mod tests {
 xlb version 0.1.0 (size=1048576, entries=3)
 Prot LocalAddress:Port Scheduler Flags
   -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
-TCP  192.168.2.212:80 mh
+TCP  192.168.2.212:80 mh  (web)
   -> 192.168.2.220:80             Route   1      2          0         
   -> 192.168.2.221:80             Route   1      0          1           (down: refused)
 ";
@@ -408,5 +651,35 @@ TCP  192.168.2.212:80 mh
             ),
             "{stats}"
         );
+    }
+
+    #[test]
+    fn timeouts_filter_sort_and_dataplane_lines() {
+        let mut r = sample();
+        assert_eq!(
+            render_timeouts(&r),
+            "Timeout (tcp tcpfin udp): 900 120 300\nTimeout (syn_recv close): 60 10\n"
+        );
+        r.interfaces.push(InterfaceStatus {
+            name: "eth0".into(),
+            ifindex: 2,
+            mode: "generic".into(),
+            how: "adopted".into(),
+        });
+        r.counters.insert("no_real_server".into(), 4);
+        let text = render(&r, View::Connections);
+        assert!(text.contains("XDP eth0 generic (adopted)\n"), "{text}");
+        assert!(text.contains("Dropped no_real_server 4\n"), "{text}");
+        let mut second = r.services[0].clone();
+        second.addr.port = 443;
+        second.reals.reverse();
+        r.services.insert(0, second);
+        r.sort();
+        assert_eq!(r.services[0].addr.port, 80);
+        assert!(r.services[1].reals[0].addr < r.services[1].reals[1].addr);
+        let mut only = r.clone();
+        assert!(only.select("192.168.2.212:443".parse().unwrap(), Some(Protocol::Tcp)));
+        assert_eq!(only.services.len(), 1);
+        assert!(!r.select("192.168.2.212:443".parse().unwrap(), Some(Protocol::Udp)));
     }
 }

@@ -5,6 +5,7 @@ mod harness;
 
 #[test]
 fn quick_bench_runs_and_paths_check() {
+    xtask::require!(xtask::lab::dr::NEEDS);
     let dir = std::env::temp_dir().join(format!("xlb-bench-smoke-{}", std::process::id()));
     let cfg = harness::Config {
         quick: true,

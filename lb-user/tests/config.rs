@@ -81,10 +81,10 @@ fn bad_corpus_reports_expected_errors() {
 #[test]
 fn round_trip_through_toml() {
     for f in toml_files(&repo_root().join("configs")) {
-        let cfg = config::load(&f).unwrap();
+        let cfg = config::load_schema(&f).unwrap();
         let text =
             toml::to_string(&cfg).unwrap_or_else(|e| panic!("{}: serialize: {e}", f.display()));
-        let back = config::parse(&text, "serialized")
+        let back = config::parse_schema(&text, "serialized")
             .unwrap_or_else(|e| panic!("{}: reparse:\n{e}\n{text}", f.display()));
         assert_eq!(
             cfg,
@@ -157,11 +157,16 @@ notify_master = ["/bin/m"]
 name = "G"
 group = ["VI_6"]
 "#;
-    let cfg = config::parse(src, "inline").unwrap_or_else(|e| panic!("{e}"));
+    let cfg = config::parse_schema(src, "inline").unwrap_or_else(|e| panic!("{e}"));
     let text = toml::to_string(&cfg).unwrap();
     assert_eq!(
         cfg,
-        config::parse(&text, "serialized").unwrap_or_else(|e| panic!("{e}\n{text}"))
+        config::parse_schema(&text, "serialized").unwrap_or_else(|e| panic!("{e}\n{text}"))
+    );
+    assert_eq!(
+        config::parse(src, "inline").unwrap(),
+        config::parse(&text, "serialized").unwrap(),
+        "the runtime configuration is the same too"
     );
 }
 
@@ -256,52 +261,48 @@ virtual_ipaddress = ["198.18.0.100/24"]
     let cfg: Config = config::parse(src, "t").unwrap_or_else(|e| panic!("{e}"));
     let g = &cfg.global;
     assert_eq!(g.xdp_mode, XdpMode::Auto);
-    assert_eq!(*g.conn_table_size.get_ref(), 1_048_576);
+    assert_eq!(g.conn_table_size, 1_048_576);
     assert_eq!(g.flood_threshold, 125_000);
-    assert_eq!(g.control_socket.get_ref(), Path::new("/run/xlb/xlb.sock"));
-    assert_eq!(g.bpffs_dir.get_ref(), Path::new("/sys/fs/bpf/xlb"));
+    assert_eq!(g.control_socket, Path::new("/run/xlb/xlb.sock"));
+    assert_eq!(g.bpffs_dir, Path::new("/sys/fs/bpf/xlb"));
     assert_eq!(g.metrics_listen, None);
-    assert_eq!(*cfg.timeouts.tcp.get_ref(), 900);
-    assert_eq!(*cfg.timeouts.udp.get_ref(), 300);
+    assert_eq!(cfg.timeouts.tcp, 900);
+    assert_eq!(cfg.timeouts.udp, 300);
 
     let (a, b) = (&cfg.virtual_servers[0], &cfg.virtual_servers[1]);
-    assert_eq!(a.service_name(), "198.18.0.100:80/tcp");
+    assert_eq!(a.name, "198.18.0.100:80/tcp");
     assert_eq!(
-        cfg.virtual_server("198.18.0.101:443/tcp")
-            .map(|v| v.port.get_ref()),
-        Some(&443)
+        cfg.virtual_server("198.18.0.101:443/tcp").map(|v| v.port),
+        Some(443)
     );
     assert_eq!(a.scheduler, Scheduler::Maglev);
     assert_eq!(b.scheduler, Scheduler::WeightedRoundRobin);
-    assert_eq!(*a.maglev_table_size.get_ref(), 65_537);
-    assert_eq!(cfg.announce_of(a), Announce::Vrrp);
-    assert_eq!(cfg.announce_of(b), Announce::Always);
+    assert_eq!(a.maglev_table_size, 65_537);
+    assert_eq!(a.announce, Announce::Vrrp);
+    assert_eq!(b.announce, Announce::Always);
 
     let (r0, r1) = (&a.real_servers[0], &a.real_servers[1]);
-    assert_eq!(r0.effective_port(a), 80);
-    assert_eq!(*r0.weight.get_ref(), 1);
-    let chk = a.check_of(r0).expect("VS-level check applies");
-    assert_eq!(*chk.kind.get_ref(), CheckType::Http);
-    assert_eq!(chk.effective_interval(a), 6.0);
-    assert_eq!(chk.effective_retry(), 1);
-    assert_eq!(chk.effective_delay_before_retry(), 3.0);
-    assert_eq!(*chk.timeout.get_ref(), 5.0);
+    assert_eq!(r0.port, 80);
+    assert_eq!(r0.weight, 1);
+    let chk = r0.check.as_ref().expect("VS-level check applies");
+    assert_eq!(chk.kind, CheckType::Http);
+    assert_eq!(chk.interval, 6.0);
+    assert_eq!(chk.retry, 1);
+    assert_eq!(chk.delay_before_retry, 3.0);
+    assert_eq!(chk.timeout, 5.0);
     assert_eq!(
-        chk.probe_addr(a, r0),
+        chk.target,
         SocketAddr::new("198.18.0.11".parse::<IpAddr>().unwrap(), 80)
     );
-    assert!(
-        a.check_of(r1).is_none(),
-        "type none disables the default check"
-    );
-    assert!(b.check_of(&b.real_servers[0]).is_none());
+    assert!(r1.check.is_none(), "type none disables the default check");
+    assert!(b.real_servers[0].check.is_none());
 
     let vi = &cfg.vrrp_instances[0];
-    assert_eq!(*vi.priority.get_ref(), 100);
-    assert_eq!(*vi.version.get_ref(), 2);
-    assert_eq!(*vi.advert_int.get_ref(), 1.0);
+    assert_eq!(vi.priority, 100);
+    assert_eq!(vi.version, 2);
+    assert_eq!(vi.advert_int, 1.0);
     assert_eq!(vi.garp_master_repeat, 5);
-    assert_eq!(vi.virtual_ipaddress.get_ref()[0].get_ref().prefix_len, 24);
+    assert_eq!(vi.virtual_ipaddress[0].prefix_len, 24);
 }
 
 #[test]

@@ -4,7 +4,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::dr::{Dr, VIP};
+use common::dr::{Dr, NEEDS, VIP};
+use xtask::lab::{require::Need, streams::State};
 
 fn xdp_progs_on_eth0(dr: &Dr) -> usize {
     let out =
@@ -25,6 +26,7 @@ fn vs<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 
 #[test]
 fn kill9_keeps_forwarding_and_restart_adopts_pinned_state() {
+    xtask::require!(NEEDS);
     let mut dr = Dr::new("d-kill9", 2);
     dr.write_config(&dr.config_text(&[(1, 1), (2, 1)], ""));
     dr.start_daemon();
@@ -67,18 +69,20 @@ fn kill9_keeps_forwarding_and_restart_adopts_pinned_state() {
 
     let results = dr.stream_results(&streams, Duration::from_secs(20));
     assert_eq!(results.len(), 20);
-    for (server, state, gap) in &results {
+    for s in &results.0 {
         assert_eq!(
-            state, "ok",
+            s.state,
+            State::Ok,
             "a stream broke across kill -9 and restart: {results:?}"
         );
-        assert!(server.starts_with("rs"), "{results:?}");
-        assert!(*gap < 2000, "stalled {gap} ms: {results:?}");
+        assert!(s.server.starts_with("rs"), "{results:?}");
+        assert!(s.max_gap_ms < 2000, "stalled {s:?}: {results:?}");
     }
 }
 
 #[test]
 fn reload_keeps_streams_and_new_flows_use_the_new_table() {
+    xtask::require!(NEEDS);
     let mut dr = Dr::new("d-reload", 3);
     dr.write_config(&dr.config_text(&[(1, 1), (2, 1)], ""));
     dr.start_daemon();
@@ -117,10 +121,10 @@ fn reload_keeps_streams_and_new_flows_use_the_new_table() {
     assert!(n("rs2") > n("rs1"), "weight 3 beats weight 1: {spread:?}");
     let results = dr.stream_results(&streams, Duration::from_secs(20));
     assert_eq!(results.len(), 20);
-    for (server, state, _) in &results {
-        assert_eq!(state, "ok", "{results:?}");
+    for s in &results.0 {
+        assert_eq!(s.state, State::Ok, "{results:?}");
         assert!(
-            server == "rs1" || server == "rs2",
+            s.server == "rs1" || s.server == "rs2",
             "streams opened before the reload stay: {results:?}"
         );
     }
@@ -128,6 +132,7 @@ fn reload_keeps_streams_and_new_flows_use_the_new_table() {
 
 #[test]
 fn status_counts_match_real_traffic_and_drain_to_zero() {
+    xtask::require!(NEEDS);
     let mut dr = Dr::new("d-status", 2);
     dr.write_config(&dr.config_text(&[(1, 1), (2, 1)], "metrics_listen = \"127.0.0.1:9108\""));
     dr.start_daemon();
@@ -161,24 +166,30 @@ fn status_counts_match_real_traffic_and_drain_to_zero() {
         )),
         "{text}"
     );
-    let metrics =
+    // /metrics answers from a snapshot published each second: wait for one taken after the requests.
+    let want = format!(
+        "xlb_real_inactive_connections{{service=\"vs80\",vip=\"{VIP}\",port=\"80\",protocol=\"tcp\",real=\"198.18.0.11:80\"}} {rs1}"
+    );
+    let scrape = || {
         dr.d.lab
             .run_ok(
                 &dr.d.director,
                 &["curl", "-sf", "http://127.0.0.1:9108/metrics"],
             )
-            .unwrap();
-    assert!(
-        metrics.contains(&format!(
-            "xlb_real_inactive_connections{{service=\"vs80\",vip=\"{VIP}\",port=\"80\",protocol=\"tcp\",real=\"198.18.0.11:80\"}} {rs1}"
-        )),
-        "{metrics}"
-    );
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut metrics = scrape();
+    while !metrics.contains(&want) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        metrics = scrape();
+    }
+    assert!(metrics.contains(&want), "{metrics}");
     assert!(
         metrics.contains("xlb_service_connections_total{service=\"vs80\""),
         "{metrics}"
     );
-    assert!(metrics.contains("xlb_conn_table_size{} 65536"), "{metrics}");
+    assert!(metrics.contains("xlb_conn_table_size 65536"), "{metrics}");
     let stats = String::from_utf8(dr.ctl("status", &["--stats"]).stdout).unwrap();
     assert!(
         stats.contains("Conns   InPkts  OutPkts  InBytes OutBytes"),
@@ -206,6 +217,7 @@ fn status_counts_match_real_traffic_and_drain_to_zero() {
 
 #[test]
 fn replies_do_not_cross_the_director_and_stop_detach_cleans_up() {
+    xtask::require!(NEEDS, [Need::Binary("tcpdump")]);
     let mut dr = Dr::new("d-dr", 2);
     dr.write_config(&dr.config_text(&[(1, 1), (2, 1)], ""));
     dr.start_daemon();
@@ -252,6 +264,7 @@ fn replies_do_not_cross_the_director_and_stop_detach_cleans_up() {
 
 #[test]
 fn run_fails_clearly_on_a_missing_interface_and_leaves_nothing_pinned() {
+    xtask::require!(NEEDS);
     let dr = Dr::new("d-noif", 1);
     let cfg = dr
         .config_text(&[(1, 1)], "")
@@ -272,6 +285,7 @@ fn run_fails_clearly_on_a_missing_interface_and_leaves_nothing_pinned() {
 
 #[test]
 fn ipv6_service_end_to_end() {
+    xtask::require!(NEEDS);
     let mut dr = Dr::new("d-v6", 2);
     dr.d.lab
         .run_ok(
@@ -297,7 +311,8 @@ fn ipv6_service_end_to_end() {
     dr.write_config(&cfg);
     dr.start_daemon();
     let spread =
-        xtask::cmd::curl_spread(&dr.d.lab, &dr.d.client, "http://[2001:db8::100]/", 40).unwrap();
+        xtask::lab::dr::curl_spread(&dr.d.lab, &dr.d.client, "http://[2001:db8::100]/", 40)
+            .unwrap();
     assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", dr.daemon_log());
     assert!(
         spread.contains_key("rs1") && spread.contains_key("rs2"),

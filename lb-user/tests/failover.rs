@@ -2,14 +2,17 @@
 //! time, failover when the master dies, a long-lived TCP connection and a request loop through the
 //! VIP across it, preemption back, clean handover on stop. Needs root.
 mod common;
+#[path = "resilience/report.rs"]
+#[allow(dead_code)]
+mod report;
 
 use std::{
     path::PathBuf,
     time::{Duration, Instant},
 };
 
-use common::dr::{wait_until, Dr, VIP};
-use xtask::lab::{Host, PortOpts, Proc};
+use common::dr::{wait_until, Dr, NEEDS, VIP};
+use xtask::lab::{require::Need, streams::State, Host, PortOpts, Proc};
 
 fn config(socket: &str, state: &str, priority: u8) -> String {
     let mut t = format!(
@@ -114,6 +117,7 @@ fn pair(tag: &str, reals: usize) -> (Dr, Director, Director) {
 
 #[test]
 fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
+    xtask::require!(NEEDS);
     let (mut dr, mut d1, mut d2) = pair("f-pair", 2);
     wait_until("dir1 MASTER with the VIP", Duration::from_secs(10), || {
         has_vip(&dr, &d1.host)
@@ -161,13 +165,14 @@ fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
     );
 
     let results = dr.stream_results(&streams, Duration::from_secs(40));
-    for (server, state, gap) in &results {
+    for s in &results.0 {
         assert_eq!(
-            state, "ok",
+            s.state,
+            State::Ok,
             "a long-lived connection broke across the failover: {results:?}"
         );
-        assert!(server.starts_with("rs"));
-        println!("stream on {server}: longest gap {gap} ms");
+        assert!(s.server.starts_with("rs"));
+        println!("stream on {}: longest gap {} ms", s.server, s.max_gap_ms);
     }
     while dr.d.lab.exited(&loop_proc).unwrap().is_none() {
         std::thread::sleep(Duration::from_millis(200));
@@ -228,6 +233,78 @@ fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
     let _ = &mut d2;
 }
 
+/// The `inactive_service` counter (packets for a VIP passed to the kernel, unforwarded, because
+/// the service was not active on this director).
+fn unforwarded(dr: &Dr, d: &Director) -> u64 {
+    let out =
+        dr.d.lab
+            .run_ok(
+                &d.host,
+                &[&dr.xlb, "status", "--json", "--socket", &d.socket],
+            )
+            .unwrap();
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    st["counters"]["inactive_service"].as_u64().unwrap()
+}
+
+#[test]
+fn master_restart_under_load_keeps_serving_and_the_backup_never_takes_over() {
+    xtask::require!(NEEDS);
+    let (mut dr, mut d1, d2) = pair("f-mrst", 2);
+    wait_until("dir1 MASTER with the VIP", Duration::from_secs(10), || {
+        has_vip(&dr, &d1.host)
+    });
+    assert_eq!(dr.curl(10).get("FAIL"), None);
+    let before = unforwarded(&dr, &d1);
+    // Requests back to back, each timed; more than 0.5 s is a stall.
+    let script = format!(
+        "for i in $(seq 100); do curl -s -m 3 -o /dev/null -w '%{{time_total}} %{{http_code}}\\n' http://{VIP}/; sleep 0.05; done"
+    );
+    let client = dr.d.client.clone();
+    let load = dr.d.lab.spawn(&client, &["sh", "-c", &script]).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+
+    // kill -9 and start again at once: the new daemon adopts the pinned state and, holding the
+    // VIPs, carries on as MASTER.
+    dr.d.lab
+        .signal(d1.daemon.as_ref().unwrap(), libc::SIGKILL)
+        .unwrap();
+    start(&mut dr, &mut d1);
+    let watch_until = Instant::now() + Duration::from_secs(6);
+    let mut backup_took_over = false;
+    while Instant::now() < watch_until {
+        backup_took_over |= has_vip(&dr, &d2.host);
+        assert!(
+            has_vip(&dr, &d1.host),
+            "the restarted master dropped the VIP"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    while dr.d.lab.exited(&load).unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = dr.d.lab.log(&load);
+    let times: Vec<(f64, String)> = log
+        .lines()
+        .filter_map(|l| {
+            let (t, code) = l.split_once(' ')?;
+            Some((t.parse().ok()?, code.to_string()))
+        })
+        .collect();
+    let failed = times.iter().filter(|(_, c)| c != "200").count() as u64;
+    let stalled = times.iter().filter(|(t, _)| *t > 0.5).count() as u64;
+    let lost = unforwarded(&dr, &d1).saturating_sub(before);
+    let scenario = "restart of a MASTER under load (VRRP)";
+    let ok = [
+        report::eq(scenario, "backup took the VIP", 0, backup_took_over as u64),
+        report::eq(scenario, "requests failed", 0, failed),
+        report::eq(scenario, "requests stalled > 500 ms", 0, stalled),
+        report::eq(scenario, "packets unforwarded", 0, lost),
+    ];
+    assert_eq!(times.len(), 100, "{log}");
+    assert!(ok.iter().all(|o| *o), "{log}");
+}
+
 fn doctor_vrrp_peers(dr: &Dr, d: &Director) -> serde_json::Value {
     let cfg = d.config.display().to_string();
     let out =
@@ -248,6 +325,7 @@ fn doctor_vrrp_peers(dr: &Dr, d: &Director) -> serde_json::Value {
 
 #[test]
 fn doctor_sees_the_peer_and_a_split_brain() {
+    xtask::require!(NEEDS, [Need::Binary("nft")]);
     let (dr, d1, d2) = pair("f-doc", 1);
     wait_until("dir1 MASTER", Duration::from_secs(10), || {
         has_vip(&dr, &d1.host)

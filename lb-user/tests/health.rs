@@ -16,19 +16,21 @@ use xlb::health::{
     http::md5_hex, scheduler::check_once, targets, AnyProbe, HealthChecker, HealthEvent, Outcome,
     Probe, RealHealth, RealTarget,
 };
+use xtask::lab::require::Need;
 
 // ---------------------------------------------------------------------------------------------
 // helpers
 
+/// A check written as in a `[check]` table, resolved with a 1 s default interval (the probed
+/// address is the target's).
 fn check(toml_src: &str) -> Check {
-    toml::from_str(toml_src).unwrap()
+    let written: xlb::config::schema::Check = toml::from_str(toml_src).unwrap();
+    let interval = written.interval.as_ref().map_or(1.0, |i| *i.get_ref());
+    Check::resolve(&written, interval, "127.0.0.1:0".parse().unwrap())
 }
 
 fn target(service: &str, addr: SocketAddr, check: Option<Check>) -> RealTarget {
-    let interval = check
-        .as_ref()
-        .and_then(|c| c.interval.as_ref().map(|i| *i.get_ref()))
-        .unwrap_or(1.0);
+    let interval = check.as_ref().map_or(1.0, |c| c.interval);
     RealTarget {
         service: service.into(),
         real: addr,
@@ -39,6 +41,7 @@ fn target(service: &str, addr: SocketAddr, check: Option<Check>) -> RealTarget {
         alpha: false,
         notify_up: None,
         notify_down: None,
+        virtual_server: None,
     }
 }
 
@@ -521,7 +524,15 @@ async fn script_exit_codes() {
         "{}",
         o.reason
     );
-    // runs as `user`
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `user = "nobody"`: the script runs as that user, with only its own group (switching users
+/// needs root).
+#[tokio::test]
+async fn script_runs_as_the_configured_user() {
+    xtask::require!([Need::Root]);
+    let any: SocketAddr = "127.0.0.1:80".parse().unwrap();
     assert!(
         probe(
             any,
@@ -533,7 +544,6 @@ async fn script_exit_codes() {
         .await
         .up
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::dr::{wait_until, Dr};
+use common::dr::{wait_until, Dr, NEEDS};
+use xtask::lab::require::Need;
 
 fn real_status(dr: &Dr, addr: &str) -> serde_json::Value {
     let st = dr.status_json();
@@ -20,6 +21,7 @@ fn real_status(dr: &Dr, addr: &str) -> serde_json::Value {
 
 #[test]
 fn stopped_listener_is_taken_out_and_comes_back() {
+    xtask::require!(NEEDS, [Need::Binary("nft")]);
     let mut dr = Dr::new("h-listen", 2);
     let mut cfg = dr.config_text(&[(1, 1), (2, 1)], "");
     cfg = cfg.replace(
@@ -69,6 +71,7 @@ fn stopped_listener_is_taken_out_and_comes_back() {
 
 #[test]
 fn misc_dynamic_weights_change_the_spread() {
+    xtask::require!(NEEDS);
     let mut dr = Dr::new("h-dyn", 2);
     let wfile = dr.d.lab.dir().join("rs1-exit-code");
     std::fs::write(&wfile, "5").unwrap(); // weight = 5 - 2 = 3

@@ -3,7 +3,7 @@
 use std::process::Output;
 
 use serde_json::Value;
-use xtask::lab::{Lab, PortOpts};
+use xtask::lab::{require::Need, Lab, PortOpts};
 
 const XLB: &str = env!("CARGO_BIN_EXE_xlb");
 
@@ -44,6 +44,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn realserver_up_down_restores_prior_state() {
+    xtask::require!([Need::Lab]);
     let mut lab = Lab::new("rsupdown").unwrap();
     let lan = lab.segment("lan").unwrap();
     let rs = lab.host("rs").unwrap();
@@ -150,6 +151,7 @@ virtual_ipaddress = ["198.18.2.212/32"]
 
 #[test]
 fn doctor_finds_injected_faults() {
+    xtask::require!([Need::Lab, Need::Binary("nft"), Need::Binary("iptables")]);
     let mut lab = Lab::new("doctor").unwrap();
     let lan = lab.segment("lan").unwrap();
     let dir = lab.host("dir").unwrap();

@@ -41,6 +41,7 @@ fn counter(h: &Harness, i: u32) -> u64 {
 
 #[test]
 fn new_tcp_flow_is_forwarded_by_maglev_and_same_flow_sticks() {
+    xtask::require!(BPF);
     let h = two_reals();
     let syn = tcp4(CLIENT, 40000, VIP_B, 80, "S");
     let (action, out) = h.run(&syn);
@@ -100,6 +101,7 @@ fn new_tcp_flow_is_forwarded_by_maglev_and_same_flow_sticks() {
 
 #[test]
 fn udp_service_and_ipv6_service() {
+    xtask::require!(BPF);
     let mut h = Harness::new(4096);
     let s6 = service6();
     h.apply(&state(vec![
@@ -130,6 +132,7 @@ fn udp_service_and_ipv6_service() {
 
 #[test]
 fn vlan_tags_are_kept() {
+    xtask::require!(BPF);
     let h = two_reals();
     for double in [false, true] {
         let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC);
@@ -156,6 +159,7 @@ fn vlan_tags_are_kept() {
 
 #[test]
 fn ipv4_options_are_parsed() {
+    xtask::require!(BPF);
     let h = two_reals();
     let mut pkt = tcp4(CLIENT, 40002, VIP_B, 80, "S");
     // Insert 4 bytes of options (NOP NOP NOP EOL): IHL 6, total length + 4; checksum left as is
@@ -172,6 +176,7 @@ fn ipv4_options_are_parsed() {
 
 #[test]
 fn port_zero_service_takes_every_port_and_specific_port_wins() {
+    xtask::require!(BPF);
     let mut h = Harness::new(4096);
     h.apply(&state(vec![
         service(VIP, 0, Protocol::Tcp, vec![real("198.18.0.11", 1, 1)]),
@@ -190,6 +195,7 @@ fn port_zero_service_takes_every_port_and_specific_port_wins() {
 
 #[test]
 fn non_service_traffic_passes_untouched() {
+    xtask::require!(BPF);
     let h = two_reals();
     let mut arp = vec![0xffu8; 6];
     arp.extend_from_slice(&CLIENT_MAC);
@@ -283,6 +289,7 @@ fn frames_for_other_macs_are_passed_untouched_and_counted() {
 
 #[test]
 fn truncated_and_malformed_headers_are_passed_and_counted_never_forwarded() {
+    xtask::require!(BPF);
     let h = two_reals();
     let good = tcp4(CLIENT, 40000, VIP_B, 80, "S");
     let mut cases: Vec<Vec<u8>> = Vec::new();
@@ -349,6 +356,7 @@ fn mac_of(out: &[u8]) -> [u8; 6] {
 
 #[test]
 fn icmp_errors_go_to_the_flows_real_server() {
+    xtask::require!(BPF);
     let h = two_reals();
     let syn = tcp4(CLIENT, 40100, VIP_B, 80, "S");
     let (_, out) = h.run(&syn);
@@ -420,6 +428,7 @@ fn ipv4_fragment(first: bool, sport: u16) -> Vec<u8> {
 
 #[test]
 fn fragments_are_dropped_unless_the_service_hashes_the_client() {
+    xtask::require!(BPF);
     let mut h = Harness::new(1024);
     h.apply(&state(vec![service(
         VIP,
@@ -462,6 +471,7 @@ fn fragments_are_dropped_unless_the_service_hashes_the_client() {
 
 #[test]
 fn quiescent_real_keeps_flows_removed_real_flows_are_redispatched() {
+    xtask::require!(BPF);
     let mut h = Harness::new(4096);
     let both = vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)];
     h.apply(&state(vec![service(VIP, 80, Protocol::Tcp, both.clone())]));
@@ -517,6 +527,7 @@ fn quiescent_real_keeps_flows_removed_real_flows_are_redispatched() {
 
 #[test]
 fn sorry_server_and_no_real_server() {
+    xtask::require!(BPF);
     let mut h = Harness::new(1024);
     let mut s = service(VIP, 80, Protocol::Tcp, vec![]);
     h.apply(&state(vec![s.clone()]));
@@ -540,6 +551,7 @@ fn sorry_server_and_no_real_server() {
 
 #[test]
 fn inactive_service_passes() {
+    xtask::require!(BPF);
     let mut h = Harness::new(1024);
     let mut s = service(VIP, 80, Protocol::Tcp, vec![real("198.18.0.11", 1, 1)]);
     s.active = false;
@@ -552,6 +564,7 @@ fn inactive_service_passes() {
 
 #[test]
 fn flood_guard_forwards_without_inserting() {
+    xtask::require!(BPF);
     let mut h = Harness::new(4096);
     let mut st = state(vec![service(
         VIP,
@@ -572,6 +585,7 @@ fn flood_guard_forwards_without_inserting() {
 
 #[test]
 fn round_robin_and_weighted_round_robin() {
+    xtask::require!(BPF);
     let mut h = Harness::new(4096);
     let mut s = service(
         VIP,
@@ -605,6 +619,7 @@ fn round_robin_and_weighted_round_robin() {
 /// many flows: every director with the same config picks the same real server.
 #[test]
 fn kernel_and_userspace_agree_on_the_flow_hash() {
+    xtask::require!(BPF);
     let mut h = Harness::new(65_536);
     let reals: Vec<_> = (1..=5)
         .map(|i| real(&format!("198.18.0.{}", 10 + i), i, 1))
@@ -662,6 +677,7 @@ fn kernel_and_userspace_agree_on_the_flow_hash() {
 /// and removing one of N real servers moves close to 1/N of the flows.
 #[test]
 fn maglev_spread_and_disruption_on_the_real_table() {
+    xtask::require!(BPF);
     let mut h = Harness::new(1024);
     let weights = [1u32, 2, 3, 4];
     let reals: Vec<_> = weights
@@ -766,6 +782,7 @@ fn maglev_spread_and_disruption_on_the_real_table() {
 /// `conn_table_size` = 16,777,216 loads (the largest size the issue names) and forwards.
 #[test]
 fn conn_table_of_16m_entries_loads_and_works() {
+    xtask::require!(BPF);
     let mut h = Harness::new(16_777_216);
     h.apply(&state(vec![service(
         VIP,
@@ -788,6 +805,7 @@ fn conn_table_of_16m_entries_loads_and_works() {
 /// too far and hop-by-hop -> AH 4 bytes too short).
 #[test]
 fn ipv6_authentication_header_length_unit() {
+    xtask::require!(BPF);
     let mut h = Harness::new(4096);
     let s6 = service6();
     h.apply(&state(vec![s6]));
@@ -827,6 +845,7 @@ fn ipv6_authentication_header_length_unit() {
 /// devmap, with the egress interface's MAC as the source.
 #[test]
 fn real_server_on_another_interface_is_redirected() {
+    xtask::require!(BPF);
     let mut h = Harness::new(1024);
     let mut r = real("198.18.1.11", 1, 1);
     r.ifindex = 99; // not the receiving interface (test_run receives on lo, ifindex 1)

@@ -24,10 +24,11 @@ use std::{
 };
 
 use common::{
-    dr::{wait_until, Dr, VIP},
-    Harness,
+    dr::{wait_until, Dr, NEEDS, VIP},
+    Harness, BPF,
 };
-use lab::{Knobs, STREAM_PORT};
+use lab::{Knobs, State, STREAM_PORT};
+use xtask::lab::require::Need;
 
 /// Scenarios run one at a time: their figures (rates, stalls) must not depend on each other.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -98,12 +99,14 @@ fn frame_fuzz(n: u64, scenario: &str) {
 /// 1M frames take about 5 s here (test_run ~200k frames/s): the whole million runs in CI.
 #[test]
 fn packet_fuzz_1m() {
+    xtask::require!(BPF);
     frame_fuzz(1_000_000, "5 packet fuzz (1M)");
 }
 
 #[test]
 #[ignore = "heavier variant: cargo xtask test --resilience"]
 fn packet_fuzz_5m() {
+    xtask::require!(BPF);
     frame_fuzz(5_000_000, "5 packet fuzz (5M)");
 }
 
@@ -430,7 +433,7 @@ fn streams_through_operations(n: usize, scenario: &str) {
     );
     let mut ok = report::eq(scenario, "failed operations", 0, failed_ops.len() as u64);
     ok &= report::eq(scenario, "streams connected", n as u64, connected as u64);
-    ok &= r.report_unbroken(scenario, 2);
+    ok &= lab::report_unbroken(&r, scenario, 2);
     report::info(scenario, "max gap of a stream (ms)", r.max_gap_ms());
     ok &= report::eq(
         scenario,
@@ -451,6 +454,7 @@ fn streams_through_operations(n: usize, scenario: &str) {
 
 #[test]
 fn streams_survive_reload_add_weight0_kill9() {
+    xtask::require!(NEEDS);
     streams_through_operations(200, "1 streams through operations");
 }
 
@@ -466,7 +470,6 @@ fn wrk_load(seconds: u32, scenario: &str) {
         syn_recv: 3,
         tcp_fin: 3,
         close: 2,
-        time_wait: 3,
         ..Knobs::default()
     };
     dr.write_config(&lab::config(&dr, &[(1, 1), (2, 1)], &k, "wrk"));
@@ -572,12 +575,14 @@ fn wrk_load(seconds: u32, scenario: &str) {
 
 #[test]
 fn wrk_500_concurrent_no_failures_and_conns_drain() {
+    xtask::require!(NEEDS, [Need::Binary("wrk"), Need::Binary("nginx")]);
     wrk_load(10, "2 wrk load (10 s)");
 }
 
 #[test]
 #[ignore = "heavier variant: cargo xtask test --resilience"]
 fn wrk_500_concurrent_no_failures_and_conns_drain_long() {
+    xtask::require!(NEEDS, [Need::Binary("wrk"), Need::Binary("nginx")]);
     wrk_load(60, "2 wrk load (60 s)");
 }
 
@@ -705,7 +710,7 @@ fn syn_flood(flood_secs: u64, scenario: &str) {
         format!("{:?}", flooded),
     );
     let mut ok = report::eq(scenario, "streams connected", n as u64, connected as u64);
-    ok &= r.report_unbroken(scenario, 2);
+    ok &= lab::report_unbroken(&r, scenario, 2);
     report::info(scenario, "max gap of a stream (ms)", r.max_gap_ms());
     ok &= report::eq(
         scenario,
@@ -724,12 +729,14 @@ fn syn_flood(flood_secs: u64, scenario: &str) {
 
 #[test]
 fn syn_flood_keeps_established_flows_and_service() {
+    xtask::require!(NEEDS, [Need::Binary("bash")]);
     syn_flood(8, "3 SYN flood (8 s)");
 }
 
 #[test]
 #[ignore = "heavier variant: cargo xtask test --resilience"]
 fn syn_flood_keeps_established_flows_and_service_long() {
+    xtask::require!(NEEDS, [Need::Binary("bash")]);
     syn_flood(30, "3 SYN flood (30 s)");
 }
 
@@ -771,19 +778,19 @@ fn lru_pressure(n: usize, scenario: &str) {
         scenario,
         "streams reset (mis-forwarded)",
         0,
-        r.count("reset"),
+        r.count(State::Reset),
     );
     ok &= report::eq(
         scenario,
         "streams moved to another server",
         0,
-        r.count("switched"),
+        r.count(State::Switched),
     );
     ok &= report::eq(
         scenario,
         "streams stalled (> 3 s gap)",
         0,
-        r.count("stalled"),
+        r.count(State::Stalled),
     );
     ok &= report::eq(scenario, "redispatched", 0, d("redispatched"));
     assert!(ok, "{:?}", &r.broken()[..r.broken().len().min(20)]);
@@ -791,12 +798,14 @@ fn lru_pressure(n: usize, scenario: &str) {
 
 #[test]
 fn lru_pressure_keeps_every_flow_on_its_server() {
+    xtask::require!(NEEDS);
     lru_pressure(1200, "4 LRU pressure (1200 flows)");
 }
 
 #[test]
 #[ignore = "heavier variant: cargo xtask test --resilience"]
 fn lru_pressure_keeps_every_flow_on_its_server_2000() {
+    xtask::require!(NEEDS);
     lru_pressure(2000, "4 LRU pressure (2000 flows)");
 }
 
@@ -822,6 +831,7 @@ fn control_send(socket: &str, bytes: &[u8], shutdown: bool) -> String {
 
 #[test]
 fn invalid_configs_are_rejected_and_the_control_socket_is_hostile_proof() {
+    xtask::require!(NEEDS);
     let _g = serial();
     let scenario_7 = "7 invalid config reloads (lab)";
     let scenario_8 = "8 control socket";
@@ -1124,12 +1134,12 @@ fn streams_through_failover(n: usize, scenario: &str) {
     );
     report::info(scenario, "max gap of a stream (ms)", r.max_gap_ms());
     let mut ok = report::eq(scenario, "streams connected", n as u64, connected as u64);
-    ok &= r.report_unbroken(scenario, 15);
+    ok &= lab::report_unbroken(&r, scenario, 15);
     ok &= report::row(
         scenario,
         "failover within Master_Down_Interval + 1 s",
         "< 4.61 s",
-        &format!("{:.2} s", failover.as_secs_f64()),
+        format!("{:.2} s", failover.as_secs_f64()),
         failover.as_secs_f64() < 3.0 + 156.0 / 256.0 + 1.0,
     );
     assert!(ok, "{:?}", r.broken());
@@ -1138,5 +1148,6 @@ fn streams_through_failover(n: usize, scenario: &str) {
 #[test]
 #[ignore = "heavier variant: cargo xtask test --resilience"]
 fn streams_through_director_failover_and_failback() {
+    xtask::require!(NEEDS);
     streams_through_failover(200, "1 streams through failover/fail-back");
 }

@@ -9,7 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xtask::lab::{Host, Lab, PortOpts, Proc};
+use xtask::lab::{
+    require::Need,
+    streams::{self, Running, State, Streams},
+    Host, Lab, PortOpts, Proc,
+};
 
 mod common;
 
@@ -17,89 +21,18 @@ const VIP4: &str = "198.18.0.100";
 const VIP6: &str = "2001:db8::100";
 const XLB: &str = env!("CARGO_BIN_EXE_xlb");
 
-/// `probe.py VIP N`: N connections to VIP:9000 (a new source port each), reading the first line
-/// (the server's name); prints "<server> <count>" lines (failures as FAIL).
-const PROBE: &str = r#"
-import socket, sys, collections
-vip, n = sys.argv[1], int(sys.argv[2])
-seen = collections.Counter()
-for i in range(n):
-    try:
-        s = socket.create_connection((vip, 9000), timeout=2)
-        data = b""
-        while b"\n" not in data:
-            d = s.recv(4096)
-            if not d:
-                break
-            data += d
-        s.close()
-        seen[data.split(b"\n")[0].decode().strip() or "FAIL"] += 1
-    except Exception:
-        seen["FAIL"] += 1
-for k, v in sorted(seen.items()):
-    print(k, v)
-"#;
+/// The stream service port on the real servers.
+const STREAM_PORT: u16 = 9000;
 
-/// `streams.py VIPS N STALL STOPFILE`: N connections to VIP:9000 (round robin over the
-/// comma-separated VIPs), each also sending a byte every 200 ms (so the client's packets keep
-/// crossing the directors); prints "connected" once all are up, runs until STOPFILE exists, then
-/// one line per connection: "<vip> <server> ok|reset|stalled|refused <max gap ms>".
-const STREAMS: &str = r#"
-import os, selectors, socket, sys, time
-vips, n, stall, stop = sys.argv[1].split(","), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-sel = selectors.DefaultSelector()
-conns = []
-for i in range(n):
-    vip = vips[i % len(vips)]
-    try:
-        s = socket.create_connection((vip, 9000), timeout=3)
-    except OSError:
-        conns.append({"vip": vip, "name": "-", "state": "refused", "gap": 0})
-        continue
-    s.setblocking(False)
-    c = {"vip": vip, "sock": s, "name": None, "last": time.time(), "gap": 0.0, "state": "ok", "buf": b""}
-    conns.append(c)
-    sel.register(s, selectors.EVENT_READ, c)
-print("connected", flush=True)
-next_ping = time.time()
-while not os.path.exists(stop):
-    now = time.time()
-    if now >= next_ping:
-        next_ping = now + 0.2
-        for c in conns:
-            if c["state"] == "ok":
-                try:
-                    c["sock"].send(b".")
-                except OSError:
-                    pass
-    for key, _ in sel.select(timeout=0.05):
-        c = key.data
-        try:
-            data = c["sock"].recv(65536)
-        except BlockingIOError:
-            continue
-        except OSError:
-            data = b""
-        now = time.time()
-        if not data:
-            c["state"] = "reset"
-            sel.unregister(c["sock"])
-            continue
-        c["gap"] = max(c["gap"], now - c["last"])
-        c["last"] = now
-        c["buf"] += data
-        if c["name"] is None and b"\n" in c["buf"]:
-            c["name"] = c["buf"].split(b"\n")[0].decode()
-        if len(c["buf"]) > 4096:
-            c["buf"] = c["buf"][-64:]
-now = time.time()
-for c in conns:
-    if c["state"] == "ok":
-        c["gap"] = max(c["gap"], now - c["last"])
-        if c["gap"] > stall:
-            c["state"] = "stalled"
-    print(c["vip"], c.get("name") or "-", c["state"], int(c["gap"] * 1000), flush=True)
-"#;
+/// What the scale-out lab needs: the lab, XDP, BIRD, nftables and the stream script.
+const SCALEOUT_NEEDS: &[Need] = &[
+    Need::Lab,
+    Need::Bpf,
+    Need::Binary("bird"),
+    Need::Binary("nft"),
+    Need::Binary("ethtool"),
+    Need::Binary("python3"),
+];
 
 struct Director {
     host: Host,
@@ -180,13 +113,6 @@ impl Scale {
         let front = lab.segment("front").unwrap();
         let back = lab.segment("back").unwrap();
         let dir = lab.dir().to_path_buf();
-        for (f, s) in [
-            ("stream.py", common::dr::STREAM_SERVER),
-            ("probe.py", PROBE),
-            ("streams.py", STREAMS),
-        ] {
-            std::fs::write(dir.join(f), s).unwrap();
-        }
         let client = lab.host("client").unwrap();
         let router = lab.host("router").unwrap();
 
@@ -261,9 +187,7 @@ impl Scale {
                 ],
             )
             .unwrap();
-            let name = format!("rs{i}");
-            let p = dir.join("stream.py").display().to_string();
-            lab.spawn(&rs, &["python3", &p, &name]).unwrap();
+            streams::start_server(&mut lab, &rs, rs.name(), STREAM_PORT, 0.05).unwrap();
         }
         let mut dirs = Vec::new();
         for n in 1..=3 {
@@ -455,72 +379,40 @@ impl Scale {
     }
 
     fn probe(&self, vip: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
-        let p = self.dir.join("probe.py").display().to_string();
-        let out = self
-            .lab
-            .run_ok(&self.client, &["python3", &p, vip, &n.to_string()])
-            .unwrap();
-        out.lines()
-            .filter_map(|l| {
-                let (k, v) = l.split_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect()
+        streams::probe(&self.lab, &self.client, vip, STREAM_PORT, n).unwrap()
     }
 
-    /// Starts the stream client; returns it once every connection is up.
-    fn start_streams(&mut self, tag: &str, vips: &str, n: usize, stall: f64) -> (Proc, String) {
-        let stop = self.dir.join(format!("stop-{tag}")).display().to_string();
-        let p = self.dir.join("streams.py").display().to_string();
+    /// Starts the stream client: `n` connections round robin over the comma-separated `vips`,
+    /// each sending a byte every 200 ms (so the client's packets keep crossing the directors),
+    /// until stopped; returns it once every connection is up.
+    fn start_streams(&mut self, vips: &str, n: usize, stall: f64) -> Running {
+        let client = streams::Client {
+            targets: vips.split(',').map(String::from).collect(),
+            port: STREAM_PORT,
+            conns: n,
+            run: streams::Until::Stopped,
+            stall,
+            ping: Some(0.2),
+        };
         let c = self.client.clone();
-        let proc = self
-            .lab
-            .spawn(
-                &c,
-                &[
-                    "python3",
-                    &p,
-                    vips,
-                    &n.to_string(),
-                    &stall.to_string(),
-                    &stop,
-                ],
-            )
+        let running = client.start(&mut self.lab, &c).unwrap();
+        let connected = running
+            .wait_connected(&mut self.lab, Duration::from_secs(15))
             .unwrap();
-        wait_for("streams connected", Duration::from_secs(15), || {
-            self.lab.log(&proc).contains("connected")
-        });
-        (proc, stop)
+        assert_eq!(connected, n, "stream connections made");
+        running
     }
 
-    /// Stops the stream client; (vip, server, state, gap ms) per connection.
-    fn stream_results(&mut self, p: &Proc, stop: &str) -> Vec<(String, String, String, u64)> {
-        std::fs::write(stop, "").unwrap();
-        wait_for("stream client exits", Duration::from_secs(10), || {
-            self.lab.exited(p).unwrap().is_some()
-        });
-        self.lab
-            .log(p)
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                (f.len() == 4).then(|| {
-                    (
-                        f[0].into(),
-                        f[1].into(),
-                        f[2].into(),
-                        f[3].parse().unwrap_or(0),
-                    )
-                })
-            })
-            .collect()
+    /// Stops the stream client; one result per connection.
+    fn stream_results(&mut self, p: &Running) -> Streams {
+        p.results(&mut self.lab, Duration::from_secs(10)).unwrap()
     }
 }
 
-fn summarize(what: &str, r: &[(String, String, String, u64)]) -> (usize, u64) {
-    let ok = r.iter().filter(|x| x.2 == "ok").count();
-    let longest = r.iter().map(|x| x.3).max().unwrap_or(0);
-    let bad: Vec<_> = r.iter().filter(|x| x.2 != "ok").collect();
+fn summarize(what: &str, r: &Streams) -> (usize, u64) {
+    let ok = r.count(State::Ok) as usize;
+    let longest = r.0.iter().map(|x| x.max_gap_ms).max().unwrap_or(0);
+    let bad = r.broken();
     println!(
         "{what}: {ok}/{} connections survived, longest gap {longest} ms; broken: {bad:?}",
         r.len()
@@ -531,10 +423,9 @@ fn summarize(what: &str, r: &[(String, String, String, u64)]) -> (usize, u64) {
 /// `xlb bgp-config` output is accepted by BIRD (`bird -p` parses without running).
 #[test]
 fn bgp_config_parses_in_bird() {
-    if Command::new("bird").arg("--version").output().is_err() {
-        eprintln!("bird not installed: skipped");
-        return;
-    }
+    xtask::require!([Need::Binary("bird")]);
+    // bird lives in /usr/sbin, which a user's PATH may lack.
+    let bird = xtask::util::which("bird").expect("checked");
     let dir = std::env::temp_dir().join(format!("xlb-bgpcfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("xlb.toml");
@@ -565,7 +456,7 @@ fn bgp_config_parses_in_bird() {
         for (name, part) in [("director", d), ("router", r)] {
             let f = dir.join(format!("{name}.conf"));
             std::fs::write(&f, part).unwrap();
-            let p = Command::new("bird")
+            let p = Command::new(&bird)
                 .arg("-p")
                 .arg("-c")
                 .arg(&f)
@@ -580,7 +471,7 @@ fn bgp_config_parses_in_bird() {
     }
     for f in ["configs/bird-director.conf", "configs/bird-router.conf"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(f);
-        let p = Command::new("bird")
+        let p = Command::new(&bird)
             .arg("-p")
             .arg("-c")
             .arg(&path)
@@ -597,6 +488,7 @@ fn bgp_config_parses_in_bird() {
 
 #[test]
 fn three_directors_behind_ecmp_lose_no_flow() {
+    xtask::require!(SCALEOUT_NEEDS);
     let t_start = Instant::now();
     let mut s = Scale::new();
     s.write_bird_configs();
@@ -652,8 +544,7 @@ fn three_directors_behind_ecmp_lose_no_flow() {
 
     // 1. dir3 dies (SIGKILL of xlb and BIRD), then comes back; 2. dir2's checks fail (nftables
     // drops its probes), then pass again; 100 v4 + 20 v6 streams across all of it.
-    let (streams, stop) = s.start_streams(
-        "a",
+    let streams = s.start_streams(
         &format!("{VIP4},{VIP4},{VIP4},{VIP4},{VIP4},{VIP6}"),
         120,
         3.0,
@@ -710,7 +601,7 @@ fn three_directors_behind_ecmp_lose_no_flow() {
         t_fail.elapsed().as_secs_f64()
     );
     // New flows while dir2 is out: they never saw dir2, and after dir2 returns some hash to it.
-    let (streams_b, stop_b) = s.start_streams("b", &format!("{VIP4},{VIP6}"), 40, 3.0);
+    let streams_b = s.start_streams(&format!("{VIP4},{VIP6}"), 40, 3.0);
     // rs1 passes dir2's checks again first: below quorum (2), dir2 stays withdrawn, with a ring
     // of rs1 alone that nobody serves with. It must not become dir2's previous ring.
     nft(&s, &d2, "delete table inet xlbrs1");
@@ -724,8 +615,8 @@ fn three_directors_behind_ecmp_lose_no_flow() {
         t_heal.elapsed().as_secs_f64()
     );
     std::thread::sleep(Duration::from_secs(1));
-    let ra = s.stream_results(&streams, &stop);
-    let rb = s.stream_results(&streams_b, &stop_b);
+    let ra = s.stream_results(&streams);
+    let rb = s.stream_results(&streams_b);
     let (ok_a, _) = summarize(
         "streams across kill + return + health failure + return",
         &ra,
@@ -733,12 +624,12 @@ fn three_directors_behind_ecmp_lose_no_flow() {
     let (ok_b, _) = summarize("streams opened while dir2 was withdrawn", &rb);
     assert_eq!(ok_a, ra.len());
     assert_eq!(ok_b, rb.len());
-    assert!(ra.iter().any(|x| x.1 == "rs1") && ra.iter().any(|x| x.1 == "rs2"));
+    assert!(ra.on("rs1") > 0 && ra.on("rs2") > 0, "{ra:?}");
 
     // 3. rs3 is added on every director (reload), then dir1 dies: the established flows it
     // carried move to dir2/dir3, which have no entry for them and must send them where the
     // previous real-server set did (previous ring).
-    let (streams, stop) = s.start_streams("c", &format!("{VIP4},{VIP4},{VIP4},{VIP6}"), 100, 3.0);
+    let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP4},{VIP6}"), 100, 3.0);
     let hits_before: Vec<u64> = (0..3).map(|i| s.counter(i, "prev_ring_hit")).collect();
     for d in &s.dirs {
         std::fs::write(&d.config, xlb_config(&d.socket, &[1, 2, 3])).unwrap();
@@ -770,7 +661,7 @@ fn three_directors_behind_ecmp_lose_no_flow() {
     );
     s.kill_director(0);
     std::thread::sleep(Duration::from_secs(2));
-    let rc = s.stream_results(&streams, &stop);
+    let rc = s.stream_results(&streams);
     let hits: Vec<u64> = (1..3)
         .map(|i| s.counter(i, "prev_ring_hit") - hits_before[i])
         .collect();
@@ -796,6 +687,7 @@ fn three_directors_behind_ecmp_lose_no_flow() {
 /// stays the one flows were dispatched with. Packet-level, with the real XDP object.
 #[test]
 fn unserved_ring_never_becomes_the_previous_ring() {
+    xtask::require!(common::BPF);
     use common::*;
     use xlb::dataplane::desired::Protocol;
     let full = || {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use xlb::vrrp::packet::{auth_field, checksum, Advert, IPPROTO_VRRP};
 use xlb::vrrp::{InstanceStatus, Vrrp, VrrpRole};
-use xtask::lab::{in_named_netns, Host, Lab, PortOpts};
+use xtask::lab::{in_named_netns, require::Need, Host, Lab, PortOpts};
 
 const VIP4: &str = "198.18.0.101";
 const VIP6: &str = "2001:db8::101";
@@ -99,7 +99,7 @@ impl Engine {
                     .unwrap();
                 rt.block_on(async move {
                     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::unbounded_channel();
-                    let v = Vrrp::start(&cfg, ev_tx).await;
+                    let v = Vrrp::start(&cfg, ev_tx, false).await;
                     let mut v = match v {
                         Ok(v) => {
                             ready_tx.send(Ok(())).unwrap();
@@ -462,6 +462,7 @@ fn keepalived_master(version: u8, unicast: bool) -> Figures {
 
 #[test]
 fn interop_with_keepalived() {
+    xtask::require!([Need::Lab, Need::Binary("keepalived")]);
     let runs: Vec<thread::JoinHandle<Figures>> = [2u8, 3]
         .into_iter()
         .flat_map(|v| [(v, false), (v, true)])
@@ -523,6 +524,7 @@ fn send_raw_v4(src: [u8; 4], dst: [u8; 4], ttl: u8, payload: &[u8]) {
 
 #[test]
 fn malformed_adverts_are_counted_and_ignored() {
+    xtask::require!([Need::Lab]);
     let mut lab = Lab::new("vrrpbad").unwrap();
     let seg = lab.segment("lan").unwrap();
     let a = lab.host("a").unwrap();
@@ -629,6 +631,16 @@ fn malformed_adverts_are_counted_and_ignored() {
             st.bad_adverts
         );
     }
+    // The last one dropped is kept with its sender (status, doctor).
+    let last = st
+        .last_bad_advert
+        .clone()
+        .expect("the last bad advert is kept");
+    assert_eq!(
+        (last.from, last.reason.as_str()),
+        (srcip, "version"),
+        "{st:?}"
+    );
     assert!(has_vip(&lab, &a, VIP4));
 
     // Control: the same advert well-formed does demote it (the bad ones did reach it).
@@ -645,6 +657,7 @@ fn malformed_adverts_are_counted_and_ignored() {
 /// IPv6 VRRPv3, xlb + xlb, and xlb + keepalived.
 #[test]
 fn ipv6_v3_pairs() {
+    xtask::require!([Need::Lab, Need::Binary("keepalived")]);
     let xx = thread::spawn(|| {
         let Pair { lab, a, b } = pair("v6xx", true);
         let hi = Side {
@@ -724,6 +737,7 @@ fn ipv6_v3_pairs() {
 /// peer takes both VIPs at once (priority 0). Health back: both preempt back together.
 #[test]
 fn track_service_fault_moves_the_sync_group() {
+    xtask::require!([Need::Lab]);
     let Pair { lab, a, b } = pair("vrrpsync", false);
     // A tracked link of its own (no dummy module here): a veth pair inside `a`.
     for cmd in [

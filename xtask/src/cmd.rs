@@ -1,6 +1,5 @@
 //! The `cargo xtask` commands. Each runs [`setup::ensure`] first.
 use std::{
-    collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -9,14 +8,17 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use crate::{
-    lab::{self, Host, Lab, PortOpts},
+    lab::{
+        self,
+        dr::{self, DrLab},
+    },
     setup,
     util::{cargo, run_inherit, target_dir, workspace_root},
 };
 
 /// `cargo xtask build [--release]`: `cargo build -p lb-user`.
 pub fn build(release: bool) -> Result<()> {
-    setup::ensure(true)?;
+    setup::ensure_for(setup::Need::Build, true)?;
     let mut c = cargo();
     c.args(["build", "-p", "lb-user"])
         .current_dir(workspace_root());
@@ -29,9 +31,10 @@ pub fn build(release: bool) -> Result<()> {
 /// `cargo xtask test [--resilience] [-- ARGS]`.
 ///
 /// Without `--resilience`: `cargo test --workspace --exclude lb-ebpf --no-fail-fast [-- ARGS]`
-/// with `XLB_TEST_FULL=1` (ARGS go to the test binaries: a name filter, `--nocapture`, ...).
-/// With `--resilience`: only `cargo test -p lb-user --test resilience -- --include-ignored
-/// --test-threads=1 [ARGS]` (the heavier `#[ignore]`d variants included).
+/// (ARGS go to the test binaries: a name filter, `--nocapture`, ...). With `--resilience`: only
+/// `cargo test -p lb-user --test resilience -- --include-ignored --test-threads=1 [ARGS]` (the
+/// heavier `#[ignore]`d variants included). Both with `XLB_TEST_FULL=1`: a root-only test whose
+/// prerequisites are missing fails instead of skipping (see [`lab::require`]).
 ///
 /// Either way the resilience scenarios write their figures to `$XLB_RESILIENCE_REPORT`, printed
 /// afterwards as a table (scenario | figure | goal | result), also when a test failed.
@@ -41,7 +44,10 @@ pub fn test(resilience: bool, extra: &[String]) -> Result<()> {
     let report = target_dir().join("resilience-report.tsv");
     let _ = fs::remove_file(&report);
     let mut c = cargo();
-    c.current_dir(&root).env("XLB_RESILIENCE_REPORT", &report);
+    // A full run: a test missing a prerequisite fails instead of skipping (lab::require).
+    c.current_dir(&root)
+        .env("XLB_RESILIENCE_REPORT", &report)
+        .env("XLB_TEST_FULL", "1");
     if resilience {
         c.args([
             "test",
@@ -62,8 +68,7 @@ pub fn test(resilience: bool, extra: &[String]) -> Result<()> {
             "--exclude",
             "lb-ebpf",
             "--no-fail-fast",
-        ])
-        .env("XLB_TEST_FULL", "1");
+        ]);
         if !extra.is_empty() {
             c.arg("--").args(extra);
         }
@@ -223,144 +228,9 @@ pub fn lab_clean() -> Result<()> {
     Ok(())
 }
 
-/// The demo topology, see [`demo_lab`].
-pub struct DemoLab {
-    pub lab: Lab,
-    /// The bridge every host is on.
-    pub lan: crate::lab::Segment,
-    pub client: Host,
-    pub director: Host,
-    /// `rs1`, `rs2`.
-    pub real_servers: Vec<Host>,
-}
-
-/// The VIP the demo balances.
-pub const DEMO_VIP: &str = "198.18.0.100";
-
-/// Builds the demo lab: segment `lan` with
-/// - `client` 198.18.0.10/24, 2001:db8::10/64,
-/// - `director` 198.18.0.2/24, 2001:db8::2/64 on `eth0` (XDP_PASS on its bridge-side peer, so a
-///   native XDP program on `eth0` can `XDP_TX`),
-/// - `rs1` 198.18.0.11/24, 2001:db8::11/64 and `rs2` .12/::12, each with the VIPs
-///   198.18.0.100/32 and 2001:db8::100/128 on `lo`, `arp_ignore=1`/`arp_announce=2`, and an HTTP
-///   server on port 80 answering its own name.
-///
-/// All ports have TX checksum offload off.
-pub fn demo_lab() -> Result<DemoLab> {
-    dr_lab("demo", 2)
-}
-
-/// The demo topology with `reals` real servers `rs1..rsN` (198.18.0.11.., 2001:db8::11..), for
-/// tests (`tag` names the lab).
-pub fn dr_lab(tag: &str, reals: usize) -> Result<DemoLab> {
-    let mut lab = Lab::new(tag)?;
-    let lan = lab.segment("lan")?;
-    let client = lab.host("client")?;
-    let director = lab.host("director")?;
-    lab.attach(
-        &client,
-        &lan,
-        PortOpts {
-            addrs: &["198.18.0.10/24", "2001:db8::10/64"],
-            tx_checksum_off: true,
-            ..Default::default()
-        },
-    )?;
-    lab.attach(
-        &director,
-        &lan,
-        PortOpts {
-            addrs: &["198.18.0.2/24", "2001:db8::2/64"],
-            xdp_peer_pass: true,
-            tx_checksum_off: true,
-            ..Default::default()
-        },
-    )?;
-    let python = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
-    let mut real_servers = Vec::new();
-    let names: Vec<(String, String, String)> = (1..=reals)
-        .map(|i| {
-            (
-                format!("rs{i}"),
-                format!("198.18.0.{}/24", 10 + i),
-                format!("2001:db8::{}/64", 10 + i),
-            )
-        })
-        .collect();
-    for (name, v4, v6) in &names {
-        let (name, v4, v6) = (name.as_str(), v4.as_str(), v6.as_str());
-        let rs = lab.host(name)?;
-        lab.attach(
-            &rs,
-            &lan,
-            PortOpts {
-                addrs: &[v4, v6],
-                tx_checksum_off: true,
-                ..Default::default()
-            },
-        )?;
-        for k in ["all", "lo"] {
-            lab.sysctl(&rs, &format!("net.ipv4.conf.{k}.arp_ignore"), "1")?;
-            lab.sysctl(&rs, &format!("net.ipv4.conf.{k}.arp_announce"), "2")?;
-        }
-        lab.add_addr(&rs, "lo", &format!("{DEMO_VIP}/32"))?;
-        lab.add_addr(&rs, "lo", "2001:db8::100/128")?;
-        let www = lab.dir().join("www").join(name);
-        fs::create_dir_all(&www)?;
-        fs::write(www.join("index.html"), format!("{name}\n"))?;
-        let www = www.to_str().context("non-UTF-8 path")?.to_string();
-        lab.spawn(
-            &rs,
-            &[
-                python,
-                "-m",
-                "http.server",
-                "80",
-                "--bind",
-                "::",
-                "--directory",
-                &www,
-            ],
-        )?;
-        real_servers.push(rs);
-    }
-    for (i, rs) in real_servers.iter().enumerate() {
-        lab.wait_tcp(
-            rs,
-            &format!("198.18.0.{}:80", 11 + i),
-            Duration::from_secs(10),
-        )?;
-    }
-    Ok(DemoLab {
-        lab,
-        lan,
-        client,
-        director,
-        real_servers,
-    })
-}
-
-/// Fetches `url` from `host` `n` times with curl (a new connection each time) and counts the
-/// bodies' first lines; failures count under `"FAIL"`.
-pub fn curl_spread(lab: &Lab, host: &Host, url: &str, n: usize) -> Result<BTreeMap<String, usize>> {
-    let script = format!(
-        "for i in $(seq {n}); do curl -sf -m 2 -H 'Connection: close' '{url}' || echo FAIL; done"
-    );
-    let out = lab.run_ok(host, &["sh", "-c", &script])?;
-    let mut spread = BTreeMap::new();
-    for line in out.lines().filter(|l| !l.trim().is_empty()) {
-        *spread.entry(line.trim().to_string()).or_insert(0) += 1;
-    }
-    Ok(spread)
-}
-
 /// `cargo xtask demo`.
 pub fn demo() -> Result<()> {
-    setup::ensure(true)?;
+    setup::ensure_for(setup::Need::Demo, true)?;
     let root = workspace_root();
     // XLB_DEMO_CONFIG / XLB_DEMO_BIN override the config and the binary (to try the demo with
     // another config, or to test this command with a stand-in daemon).
@@ -380,18 +250,19 @@ pub fn demo() -> Result<()> {
     }
 
     println!("demo: building the lab (client, director, rs1, rs2 on bridge `lan`)");
-    let DemoLab {
+    let DrLab {
         mut lab,
         lan: _,
         client,
         director,
         real_servers,
-    } = demo_lab()?;
+    } = dr::build("demo", 2)?;
     // A standalone director (no VRRP in the demo) holds the VIP on its interface, as an operator
     // would configure it, so clients' ARP for the VIP is answered by the director.
-    lab.add_addr(&director, "eth0", &format!("{DEMO_VIP}/32"))?;
+    lab.add_addr(&director, "eth0", &format!("{}/32", dr::VIP))?;
     println!("demo: lab {} is up", lab.id());
-    for (rs, ip) in real_servers.iter().zip(["198.18.0.11", "198.18.0.12"]) {
+    for (i, rs) in real_servers.iter().enumerate() {
+        let ip = dr::real_v4(i + 1);
         let body = lab.run_ok(
             &client,
             &["curl", "-sf", "-m", "2", &format!("http://{ip}/")],
@@ -437,8 +308,9 @@ pub fn demo() -> Result<()> {
     }
 
     let n = 300;
-    println!("demo: client -> http://{DEMO_VIP}/ x {n}");
-    let spread = curl_spread(&lab, &client, &format!("http://{DEMO_VIP}/"), n)?;
+    let url = format!("http://{}/", dr::VIP);
+    println!("demo: client -> {url} x {n}");
+    let spread = dr::curl_spread(&lab, &client, &url, n)?;
     let counts: Vec<String> = real_servers
         .iter()
         .map(|rs| {

@@ -1,7 +1,7 @@
 //! `cargo xtask`: project tooling for xlb. See `cargo xtask --help`.
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use xtask::{cmd, setup};
+use xtask::{cmd, package, setup, static_build};
 
 #[derive(Parser)]
 #[command(
@@ -16,13 +16,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what building and testing need (apt packages, nightly + rust-src, bpf-linker, bpffs); idempotent.
+    /// Install what building, the demo and the tests need (apt packages, nightly + rust-src, bpf-linker,
+    /// bpffs, cargo-deb); idempotent, and never enables a service on the host.
     Setup,
     /// Build the xlb binary (`cargo build -p lb-user`).
     Build {
         #[arg(long)]
         release: bool,
+        /// A static binary for old distributions (glibc 2.28+): x86_64-unknown-linux-musl, release.
+        #[arg(long = "static", conflicts_with = "release")]
+        static_musl: bool,
     },
+    /// Build the Debian package target/debian/xlb_VERSION-1_amd64.deb (static binary, unit, man
+    /// pages, completions, example configs).
+    Package,
     /// Run all tests (`cargo test --workspace --exclude lb-ebpf --no-fail-fast`, XLB_TEST_FULL=1).
     Test {
         /// Run only the resilience suite (`cargo test -p lb-user --test resilience -- --include-ignored`).
@@ -59,7 +66,14 @@ enum LabCmd {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => setup::ensure(false),
-        Cmd::Build { release } => cmd::build(release),
+        Cmd::Build {
+            static_musl: true, ..
+        } => {
+            setup::ensure(true)?;
+            static_build::build().map(|_| ())
+        }
+        Cmd::Build { release, .. } => cmd::build(release),
+        Cmd::Package => package::package().map(|_| ()),
         Cmd::Test { resilience, extra } => cmd::test(resilience, &extra),
         Cmd::Demo => cmd::demo(),
         Cmd::Bench { quick, pktgen } => cmd::bench(quick, pktgen.as_deref()),

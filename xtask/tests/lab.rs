@@ -1,7 +1,7 @@
 //! Lab library tests. They need root (network namespaces, bridges, XDP).
 use std::{process::Command, time::Duration};
 
-use xtask::lab::{netns_with_prefix, Lab, PortOpts};
+use xtask::lab::{netns_with_prefix, require::Need, Lab, PortOpts};
 
 fn root_links() -> String {
     let out = Command::new("ip")
@@ -38,6 +38,7 @@ fn assert_gone(id: &str) {
 
 #[test]
 fn two_hosts_ping_v4_and_v6_and_vanish_on_drop() {
+    xtask::require!([Need::Lab, Need::Binary("ping")]);
     let mut lab = Lab::new("ping").unwrap();
     let id = lab.id().to_string();
     let lan = lab.segment("lan").unwrap();
@@ -117,6 +118,7 @@ fn two_hosts_ping_v4_and_v6_and_vanish_on_drop() {
 
 #[test]
 fn panic_midway_leaves_nothing() {
+    xtask::require!([Need::Lab]);
     let id = std::sync::Mutex::new(String::new());
     let r = std::panic::catch_unwind(|| {
         let mut lab = Lab::new("panic").unwrap();
@@ -144,6 +146,7 @@ fn panic_midway_leaves_nothing() {
 
 #[test]
 fn xdp_peer_pass_attaches_native_xdp() {
+    xtask::require!([Need::Lab, Need::Bpf]);
     let mut lab = Lab::new("xdp").unwrap();
     let id = lab.id().to_string();
     let lan = lab.segment("lan").unwrap();
@@ -193,6 +196,7 @@ fn xdp_peer_pass_attaches_native_xdp() {
 
 #[test]
 fn in_netns_sees_the_hosts_interfaces() {
+    xtask::require!([Need::Lab]);
     let mut lab = Lab::new("inns").unwrap();
     let lan = lab.segment("lan").unwrap();
     let lan2 = lab.segment("lan2").unwrap();
@@ -235,6 +239,7 @@ fn xtask_ifindex(name: &str) -> u32 {
 #[test]
 #[ignore = "helper: run by forgotten_labs_are_cleaned_at_exit"]
 fn forgotten_lab_child() {
+    xtask::require!([Need::Lab]);
     if std::env::var_os("XLB_LAB_CHILD").is_none() {
         return;
     }
@@ -249,6 +254,7 @@ fn forgotten_lab_child() {
 
 #[test]
 fn forgotten_labs_are_cleaned_at_exit() {
+    xtask::require!([Need::Lab]);
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -325,6 +331,7 @@ fn frames_bounced_to_client(peer_pass: bool) -> u64 {
 
 #[test]
 fn xdp_tx_on_veth_needs_the_peer_pass_program() {
+    xtask::require!([Need::Lab, Need::Bpf]);
     let with = frames_bounced_to_client(true);
     let without = frames_bounced_to_client(false);
     assert!(

@@ -146,10 +146,10 @@ pub fn reload(
         all_changed: Vec::new(),
     };
     // Room for every ring plus the previous ring each service keeps after a change.
-    let ring_slots = 2 * services * table_size + table_size;
+    let maglev_capacity = 2 * services * table_size + table_size;
     let mut dp = Dp::load(&LoadSpec {
         conn_table_size: 1024,
-        ring_slots,
+        maglev_capacity,
         conn_table_pin: None,
         lines: 1,
     })?;

@@ -111,7 +111,7 @@ pub struct Dp {
 
 pub struct LoadSpec<'a> {
     pub conn_table_size: u32,
-    pub ring_slots: u32,
+    pub maglev_capacity: u32,
     /// Use the map pinned here as CONN_TABLE (the global-LRU variant).
     pub conn_table_pin: Option<&'a Path>,
     /// Lines of the one-random-line floor's array (64 bytes each).
@@ -123,7 +123,7 @@ impl Dp {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(map_names::CONN_TABLE, spec.conn_table_size)
-            .map_max_entries(map_names::MAGLEV_RINGS, spec.ring_slots)
+            .map_max_entries(map_names::MAGLEV_RINGS, spec.maglev_capacity)
             .map_max_entries(BENCH_LINES, spec.lines.max(1))
             .verifier_log_level(VerifierLogLevel::STATS);
         if let Some(p) = spec.conn_table_pin {

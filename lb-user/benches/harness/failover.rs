@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
-use xtask::cmd::{curl_spread, dr_lab, DEMO_VIP};
+use xtask::lab::dr::{build as dr_lab, curl_spread, VIP as DEMO_VIP};
 
 use super::{
     control::stats_ms,

@@ -231,7 +231,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
     let t = Instant::now();
     let mut dp = Dp::load(&LoadSpec {
         conn_table_size: plan.table_size,
-        ring_slots: 4 * 65_537,
+        maglev_capacity: 4 * 65_537,
         conn_table_pin: None,
         lines: 1,
     })?;
@@ -388,7 +388,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
         };
         let mut dp = Dp::load(&LoadSpec {
             conn_table_size: plan.lru_table,
-            ring_slots: 4 * 65_537,
+            maglev_capacity: 4 * 65_537,
             conn_table_pin: global.as_ref().map(|g| g.path.as_path()),
             lines: 1,
         })?;
@@ -508,7 +508,7 @@ fn curve_point(
     progress.note(&format!("loading xlb with a table of capacity {n}, prefilling it"));
     let mut dp = Dp::load(&LoadSpec {
         conn_table_size: n as u32,
-        ring_slots: 4 * 65_537,
+        maglev_capacity: 4 * 65_537,
         conn_table_pin: None,
         lines: n as u32,
     })?;

@@ -18,7 +18,7 @@ pub fn config(data: &[u8]) {
                 "parse is not deterministic"
             );
             for vs in &cfg.virtual_servers {
-                let _ = vs.service_name();
+                assert!(!vs.name.is_empty(), "every service has a name");
             }
         }
         Err(errors) => {
@@ -30,18 +30,46 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// keepalived.conf text: import, render as TOML, and parse that TOML back (it may fail
-/// validation, e.g. an unsupported checker, but must not panic). Includes are anchored in a
-/// directory that does not exist, so relative `include`s find nothing.
+/// keepalived.conf text: import, render as TOML, and parse that TOML back: an import that
+/// succeeds must validate (what xlb would refuse is resolved or noted at the keepalived line, so
+/// that no error points into generated TOML); a refusal names its place. The input is imported as the
+/// file `main.conf` of `fuzz/keepalived-tree` (includes outside it are not followed), and one
+/// input in three gets `include loop.conf` (an include loop through a glob) or `include
+/// deep.conf` (a nesting bomb) appended, so that the refusals are reached as well.
 pub fn keepalived(data: &[u8]) {
-    let src = String::from_utf8_lossy(data);
-    let imported = xlb::config::keepalived::import_str(
-        &src,
-        Path::new("/nonexistent/xlb-fuzz/keepalived.conf"),
-    );
-    if let Ok(toml) = imported.to_toml() {
-        let _ = xlb::config::parse(&toml, "imported.toml");
+    use xlb::import::keepalived::{import_str, Options};
+    let dir = keepalived_tree();
+    let mut src = String::from_utf8_lossy(data).into_owned();
+    match data.len() % 3 {
+        1 => src += "\ninclude loop.conf\n",
+        2 => src += "\ninclude deep.conf\n",
+        _ => {}
     }
+    let opts = Options {
+        config_id: "lvs-primary".into(),
+        includes_within: Some(dir.clone()),
+    };
+    match import_str(&src, &dir.join("main.conf"), &opts) {
+        Ok(imported) => {
+            let toml = imported.to_toml().expect("the import serializes");
+            if let Err(e) = xlb::config::parse(&toml, "imported.toml") {
+                panic!("the import does not validate:\n{e}\n{toml}");
+            }
+        }
+        Err(e) => assert!(e.to_string().contains(':'), "{e}"),
+    }
+}
+
+/// `lb-user/fuzz/keepalived-tree` (this file is compiled by the fuzz crate and by lb-user's
+/// tests, whose manifest directories differ).
+fn keepalived_tree() -> std::path::PathBuf {
+    let m = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fuzz = if m.ends_with("fuzz") {
+        m.to_path_buf()
+    } else {
+        m.join("fuzz")
+    };
+    fuzz.join("keepalived-tree")
 }
 
 /// A VRRP advertisement as received (v2/v3, IPv4 or IPv6 by the first input byte's low bit):

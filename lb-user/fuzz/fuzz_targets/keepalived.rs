@@ -1,4 +1,4 @@
-//! `xlb::config::keepalived::import_str` (tokenizer, tree, translation, TOML output) on arbitrary
+//! `xlb::import::keepalived::import_str` (tokenizer, tree, translation, TOML output) on arbitrary
 //! bytes, and the emitted TOML through `xlb::config::parse`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;

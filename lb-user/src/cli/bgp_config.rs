@@ -87,8 +87,8 @@ pub const BFD_MULTIPLIER: u32 = 3;
 pub fn bgp_vips(cfg: &config::Config) -> BTreeSet<IpAddr> {
     cfg.virtual_servers
         .iter()
-        .filter(|vs| cfg.announce_of(vs) == Announce::Bgp)
-        .map(|vs| *vs.vip.get_ref())
+        .filter(|vs| vs.announce == Announce::Bgp)
+        .map(|vs| vs.vip)
         .collect()
 }
 
@@ -279,7 +279,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         out += &format!("\n{ROUTER_MARKER}\n");
         out += &bird_router(&params, &args.directors);
     }
-    print!("{out}");
+    super::stdout::emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,7 +4,7 @@ use std::{path::Path, process::ExitCode};
 pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
     match crate::config::load(file) {
         Ok(cfg) => {
-            println!(
+            super::stdout::emit_line(&format!(
                 "{}: OK ({} virtual servers, {} real servers, {} VRRP instances)",
                 file.display(),
                 cfg.virtual_servers.len(),
@@ -13,7 +13,10 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
                     .map(|v| v.real_servers.len())
                     .sum::<usize>(),
                 cfg.vrrp_instances.len()
-            );
+            ))?;
+            for holder in crate::doctor::vip::holders(&cfg) {
+                super::stdout::emit_line(&format!("  {holder}"))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {

@@ -1,7 +1,7 @@
 //! The CLI side of the control socket: status, conns, reload, stop.
 use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::bail;
+use anyhow::{anyhow, bail};
 
 use super::SocketArgs;
 use crate::{
@@ -11,37 +11,77 @@ use crate::{
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The socket: --socket, else the config's `global.control_socket`, else the default.
-fn socket_path(args: &SocketArgs) -> PathBuf {
+/// Where the daemon listens when no configuration says otherwise.
+const DEFAULT_SOCKET: &str = "/run/xlb/xlb.sock";
+
+/// The socket: --socket, else the config's `global.control_socket`. Only a missing default
+/// config falls back to the default socket; a config with errors is an error (asking the
+/// default socket instead would silently talk to another daemon, or to none).
+fn socket_path(args: &SocketArgs) -> anyhow::Result<PathBuf> {
     if let Some(s) = &args.socket {
-        return s.clone();
+        return Ok(s.clone());
     }
-    match crate::config::load(&args.config) {
-        Ok(cfg) => cfg.global.control_socket.get_ref().clone(),
-        Err(_) => PathBuf::from("/run/xlb/xlb.sock"),
+    let file = args.config_file();
+    if args.config.is_none() && !file.exists() {
+        return Ok(PathBuf::from(DEFAULT_SOCKET));
+    }
+    match crate::config::load(&file) {
+        Ok(cfg) => Ok(cfg.global.control_socket.clone()),
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            bail!(
+                "{}\ncannot find the control socket: {} has {} error(s) (fix it, or name the \
+                 socket with --socket)",
+                list.join("\n"),
+                file.display(),
+                errors.len()
+            )
+        }
     }
 }
 
-fn call(args: &SocketArgs, req: &Request) -> anyhow::Result<Response> {
-    let resp = request(&socket_path(args), req, TIMEOUT)?;
+pub fn call(args: &SocketArgs, req: &Request) -> anyhow::Result<Response> {
+    // The client error's message already names its cause (the OS error): no error chain, or
+    // `xlb: {e:#}` prints the cause twice.
+    let resp = request(&socket_path(args)?, req, TIMEOUT).map_err(|e| anyhow!("{e}"))?;
     if let Response::Error { message } = &resp {
         bail!("daemon: {message}");
     }
     Ok(resp)
 }
 
-pub fn status(args: &SocketArgs, view: View, json: bool) -> anyhow::Result<ExitCode> {
-    match call(args, &Request::Status)? {
-        Response::Status(report) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", render(&report, view));
-            }
-            Ok(ExitCode::SUCCESS)
+/// What `xlb status` shows.
+pub struct StatusOptions {
+    pub view: View,
+    pub json: bool,
+    /// Only the services at VIP:PORT (of this protocol when given).
+    pub only: Option<(std::net::SocketAddr, Option<crate::config::Protocol>)>,
+    pub sort: bool,
+    /// The timeouts in force instead of the table.
+    pub timeouts: bool,
+}
+
+pub fn status(args: &SocketArgs, opts: &StatusOptions) -> anyhow::Result<ExitCode> {
+    let Response::Status(mut report) = call(args, &Request::Status)? else {
+        bail!("unexpected answer from the daemon");
+    };
+    if let Some((addr, protocol)) = opts.only {
+        let p = protocol.map(crate::state::protocol);
+        if !report.select(addr, p) {
+            bail!("no virtual service {addr} (see `xlb status`)");
         }
-        other => bail!("unexpected answer: {other:?}"),
     }
+    if opts.sort {
+        report.sort();
+    }
+    if opts.json {
+        super::stdout::emit_line(&serde_json::to_string_pretty(&report)?)?;
+    } else if opts.timeouts {
+        super::stdout::emit(&crate::status::render_timeouts(&report))?;
+    } else {
+        super::stdout::emit(&render(&report, opts.view))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn conns(
@@ -63,14 +103,11 @@ pub fn conns(
     )? {
         Response::Conns { entries, total } => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "total": total, "entries": entries })
-                    )?
-                );
+                super::stdout::emit_line(&serde_json::to_string_pretty(
+                    &serde_json::json!({ "total": total, "entries": entries }),
+                )?)?;
             } else {
-                print!("{}", render_conns(&entries, total));
+                super::stdout::emit(&render_conns(&entries, total))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -84,9 +121,17 @@ pub fn reload(args: &SocketArgs) -> anyhow::Result<ExitCode> {
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
-        Response::ReloadFailed { errors } => {
+        Response::ReloadFailed { errors, partial } => {
             for e in errors {
                 eprintln!("{e}");
+            }
+            if partial {
+                // Exit 1: not the "file rejected" 2, so that systemd and scripts can tell.
+                eprintln!(
+                    "reload partly applied: the new configuration is in force except for the \
+                     errors above (fix them and reload again)"
+                );
+                return Ok(ExitCode::from(1));
             }
             eprintln!("reload rejected; the running configuration stays in force");
             Ok(ExitCode::from(2))

@@ -31,11 +31,12 @@ pub fn run(
             "findings": findings,
             "errors": count(doctor::Severity::Error),
             "warnings": count(doctor::Severity::Warn),
+            "skipped": count(doctor::Severity::Skip),
             "exit": code,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        super::stdout::emit_line(&serde_json::to_string_pretty(&v)?)?;
     } else {
-        print!("{}", doctor::render(&findings));
+        super::stdout::emit(&doctor::render(&findings))?;
     }
     Ok(ExitCode::from(code))
 }

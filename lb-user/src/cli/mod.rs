@@ -8,7 +8,11 @@ pub mod check_config;
 pub mod client;
 pub mod doctor;
 pub mod import_keepalived;
+pub mod ipvsadm;
+pub mod man;
+pub mod real;
 pub mod realserver;
+pub mod stdout;
 
 /// Default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/xlb/xlb.toml";
@@ -24,17 +28,32 @@ pub struct Cli {
 /// How the CLI finds the daemon's control socket.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SocketArgs {
-    /// Configuration file (its `global.control_socket` is used).
-    #[arg(short, long, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    /// Configuration file whose `global.control_socket` is used [default: /etc/xlb/xlb.toml;
+    /// /run/xlb/xlb.sock when that file does not exist].
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Control socket path (overrides the one in the configuration).
     #[arg(long)]
     pub socket: Option<PathBuf>,
 }
 
+impl SocketArgs {
+    /// `--config`, else the default file.
+    pub fn config_file(&self) -> PathBuf {
+        self.config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: attach (or adopt) the XDP program and keep it in step with the config.
+    ///
+    /// Logs: native journal records (with priorities and SERVICE/REAL/INSTANCE fields) under
+    /// systemd, plain lines on stderr elsewhere, JSON lines with `global.log_format = "json"`.
+    /// Level: XLB_LOG, else RUST_LOG (EnvFilter syntax, e.g. `info,xlb::vrrp=debug`), default
+    /// info.
     Run {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -65,6 +84,26 @@ pub enum Command {
         /// Numeric output (accepted for ipvsadm habits; output is always numeric).
         #[arg(short = 'n', long)]
         numeric: bool,
+        /// List (accepted for ipvsadm habits: `xlb list -ln`).
+        #[arg(short = 'l', visible_short_alias = 'L')]
+        list: bool,
+        /// Only this TCP service (VIP:PORT), like ipvsadm -t.
+        #[arg(
+            short = 't',
+            long = "tcp-service",
+            value_name = "VIP:PORT",
+            conflicts_with = "udp_service"
+        )]
+        tcp_service: Option<std::net::SocketAddr>,
+        /// Only this UDP service (VIP:PORT), like ipvsadm -u.
+        #[arg(short = 'u', long = "udp-service", value_name = "VIP:PORT")]
+        udp_service: Option<std::net::SocketAddr>,
+        /// Services sorted by protocol, address and port (ipvsadm --sort).
+        #[arg(long)]
+        sort: bool,
+        /// Show the idle timeouts in force (ipvsadm --timeout).
+        #[arg(long, conflicts_with_all = ["stats", "rate"])]
+        timeout: bool,
         /// Conns, InPkts, InBytes per service and real server (like ipvsadm --stats).
         #[arg(long, conflicts_with = "rate")]
         stats: bool,
@@ -97,6 +136,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run-time changes of a real server (drain, weight, disable, enable), kept across reloads
+    /// and restarts until cleared; `xlb real list` shows them.
+    Real {
+        #[command(subcommand)]
+        action: real::Action,
+    },
+    /// ipvsadm's spelling: -L/-l -n [-t VIP:PORT] [--stats|--rate|--timeout|--sort], -c,
+    /// -e -t VIP:PORT -r RS[:PORT] -w N, -d (take out), -a (put back), -Z.
+    Ipvsadm(ipvsadm::Args),
     /// Validate a configuration file; every error is reported as file:line:column.
     CheckConfig {
         /// The file to check.
@@ -112,7 +160,7 @@ pub enum Command {
     /// Exit 1 on errors (and with `--strict` on warnings), else 0.
     Doctor {
         /// Configuration of the director (default: /etc/xlb/xlb.toml when it exists).
-        #[arg(long, value_name = "FILE")]
+        #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
         /// Also check this host as a DR real server for the `--vip`s.
         #[arg(long)]
@@ -135,17 +183,19 @@ pub enum Command {
         /// Output file (default: stdout).
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// keepalived's config id (`keepalived -i`): selects the `@ID` lines. Default: this
+        /// host's name up to its first dot, as keepalived.
+        #[arg(short = 'i', long, value_name = "ID")]
+        config_id: Option<String>,
     },
     /// Print the BGP daemon configuration (BIRD 2) announcing this director's `announce = "bgp"`
     /// VIPs to the router(s); with `--router` also the router side (ECMP over the directors).
     BgpConfig(bgp_config::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
-    /// Write the man pages (xlb.1 and one per subcommand) into a directory.
-    Man {
-        #[arg(default_value = ".")]
-        dir: PathBuf,
-    },
+    /// Print a man page (roff) to stdout, or with --dir write them all: xlb(1), one xlb-CMD(1)
+    /// per subcommand, xlb.toml(5).
+    Man(man::Args),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -153,15 +203,20 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             release_on_exit,
-        } => crate::daemon::run(crate::daemon::RunOptions {
+        } => Ok(crate::daemon::run(crate::daemon::RunOptions {
             config,
             release_on_exit,
-        }),
+        })),
         Command::Reload { socket } => client::reload(&socket),
         Command::Stop { socket, detach } => client::stop(&socket, detach),
         Command::Status {
             socket,
             numeric: _,
+            list: _,
+            tcp_service,
+            udp_service,
+            sort,
+            timeout,
             stats,
             rate,
             exact,
@@ -174,8 +229,20 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 crate::status::View::Connections
             };
-            client::status(&socket, view, json)
+            let only = tcp_service
+                .map(|a| (a, Some(crate::config::Protocol::Tcp)))
+                .or(udp_service.map(|a| (a, Some(crate::config::Protocol::Udp))));
+            let opts = client::StatusOptions {
+                view,
+                json,
+                only,
+                sort,
+                timeouts: timeout,
+            };
+            client::status(&socket, &opts)
         }
+        Command::Real { action } => real::run(action),
+        Command::Ipvsadm(args) => ipvsadm::run(args),
         Command::Conns {
             socket,
             service,
@@ -193,18 +260,18 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             strict,
         } => doctor::run(config, realserver, vips, json, strict),
-        Command::ImportKeepalived { file, output } => {
-            import_keepalived::run(&file, output.as_deref())
-        }
+        Command::ImportKeepalived {
+            file,
+            output,
+            config_id,
+        } => import_keepalived::run(&file, output.as_deref(), config_id),
         Command::BgpConfig(args) => bgp_config::run(&args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "xlb", &mut script);
+            stdout::emit(&String::from_utf8_lossy(&script))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man { dir } => {
-            std::fs::create_dir_all(&dir)?;
-            clap_mangen::generate_to(Cli::command(), &dir)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Man(args) => man::run(&args),
     }
 }

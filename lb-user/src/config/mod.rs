@@ -7,12 +7,13 @@
 //!              semantic validation (all of its errors)
 //! ```
 //! Every error carries `file:line:column` (1-based); see [`ConfigError`]. Only reading the file is
-//! IO. The schema is in [`schema`]; context-dependent defaults are resolved by the helper methods
-//! below (`service_name`, `effective_port`, `announce_of`, `check_of`, ...), so that serializing a
-//! `Config` (`toml::to_string`) writes back what the operator wrote, not an expansion.
+//! IO. The file format is [`schema`] (values with their source positions, serialized by the
+//! keepalived importer as the operator would write them); what the rest of xlb uses is the plain
+//! [`Config`] of [`model`], built once from a validated schema with every context-dependent
+//! default resolved. Spans never leave this module.
 
 mod error;
-pub mod keepalived;
+pub mod model;
 pub mod schema;
 pub mod types;
 mod validate;
@@ -25,16 +26,39 @@ use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use error::{ConfigError, ConfigErrors};
-pub use schema::*;
-pub use types::{IpPrefix, MacAddr};
+pub use model::*;
 
 use error::{unknown_key_message, Collector};
 
+/// Configurations written for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// `[global]` on eth0 and the head of the virtual server "web" at 198.18.0.100:80; a test
+    /// appends the service's keys and real servers.
+    pub const WEB: &str = "[global]\ninterfaces = [\"eth0\"]\n[[virtual_server]]\nname = \"web\"\n\
+                           vip = \"198.18.0.100\"\nport = 80\n";
+
+    /// [`WEB`] followed by `rest`, parsed.
+    pub fn web(rest: &str) -> super::Config {
+        super::parse(&format!("{WEB}{rest}"), "t.toml").unwrap()
+    }
+}
+
 /// Read, parse and validate the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_schema(path).map(|s| Config::from_schema(&s))
+}
+
+/// Parse and validate a configuration held in memory; `file_name` is used in error locations.
+pub fn parse(src: &str, file_name: &str) -> Result<Config, ConfigErrors> {
+    parse_schema(src, file_name).map(|s| Config::from_schema(&s))
+}
+
+/// [`load`], keeping the file's form (spans, defaults unresolved).
+pub fn load_schema(path: &Path) -> Result<schema::Config, ConfigErrors> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(src) => parse(&src, &file),
+        Ok(src) => parse_schema(&src, &file),
         Err(e) => Err(ConfigErrors(vec![ConfigError {
             file,
             line: 0,
@@ -44,8 +68,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Parse and validate a configuration held in memory; `file_name` is used in error locations.
-pub fn parse(src: &str, file_name: &str) -> Result<Config, ConfigErrors> {
+/// [`parse`], keeping the file's form (spans, defaults unresolved).
+pub fn parse_schema(src: &str, file_name: &str) -> Result<schema::Config, ConfigErrors> {
     let mut c = Collector::new(file_name, src);
     let (root, syntax) = DeTable::parse_recoverable(src);
     if !syntax.is_empty() {
@@ -101,7 +125,7 @@ pub fn parse(src: &str, file_name: &str) -> Result<Config, ConfigErrors> {
         );
     }
     let config = match global {
-        Some(global) if !c.has_errors() => Config {
+        Some(global) if !c.has_errors() => schema::Config {
             global,
             timeouts: timeouts.unwrap_or_default(),
             virtual_servers,
@@ -158,7 +182,10 @@ fn elements<'i>(
 
 /// A virtual server and each of its real servers are deserialized separately, so that an error
 /// in one real server does not hide the errors of the others.
-fn de_virtual_server(c: &mut Collector<'_>, item: Spanned<DeValue<'_>>) -> Option<VirtualServer> {
+fn de_virtual_server(
+    c: &mut Collector<'_>,
+    item: Spanned<DeValue<'_>>,
+) -> Option<schema::VirtualServer> {
     let span = item.span();
     let (vs_value, reals) = match item.into_inner() {
         DeValue::Table(mut t) => {
@@ -167,18 +194,22 @@ fn de_virtual_server(c: &mut Collector<'_>, item: Spanned<DeValue<'_>>) -> Optio
         }
         other => (Spanned::new(span, other), None),
     };
-    let vs: Option<VirtualServer> = de(c, vs_value, "[[virtual_server]]");
+    let vs: Option<schema::VirtualServer> = de(c, vs_value, "[[virtual_server]]");
     let mut real_servers = Vec::new();
     for r in reals
         .map(|r| elements(c, r, "virtual_server.real_server"))
         .unwrap_or_default()
     {
-        real_servers.extend(de::<RealServer>(c, r, "[[virtual_server.real_server]]"));
+        real_servers.extend(de::<schema::RealServer>(
+            c,
+            r,
+            "[[virtual_server.real_server]]",
+        ));
     }
-    vs.map(|vs| VirtualServer { real_servers, ..vs })
+    vs.map(|vs| schema::VirtualServer { real_servers, ..vs })
 }
 
-impl VirtualServer {
+impl schema::VirtualServer {
     /// The name used by `track_service`, the CLI and logs: `name`, else `"vip:port/proto"`.
     pub fn service_name(&self) -> String {
         match &self.name {
@@ -189,7 +220,7 @@ impl VirtualServer {
 
     /// The check that applies to `rs`: its own, else this virtual server's; `None` when there is
     /// none or it is `type = "none"` (the server is then always up).
-    pub fn check_of<'a>(&'a self, rs: &'a RealServer) -> Option<&'a Check> {
+    pub fn check_of<'a>(&'a self, rs: &'a schema::RealServer) -> Option<&'a schema::Check> {
         rs.check
             .as_ref()
             .or(self.check.as_ref())
@@ -202,18 +233,18 @@ pub fn default_service_name(vip: IpAddr, port: u16, protocol: Protocol) -> Strin
     format!("{}/{protocol}", SocketAddr::new(vip, port))
 }
 
-impl RealServer {
+impl schema::RealServer {
     /// `port`, else the virtual server's port.
-    pub fn effective_port(&self, vs: &VirtualServer) -> u16 {
+    pub fn effective_port(&self, vs: &schema::VirtualServer) -> u16 {
         self.port
             .as_ref()
             .map_or(*vs.port.get_ref(), |p| *p.get_ref())
     }
 }
 
-impl Check {
+impl schema::Check {
     /// Seconds between checks: `interval`, else the virtual server's `delay_loop`.
-    pub fn effective_interval(&self, vs: &VirtualServer) -> f64 {
+    pub fn effective_interval(&self, vs: &schema::VirtualServer) -> f64 {
         self.interval
             .as_ref()
             .map_or(*vs.delay_loop.get_ref(), |i| *i.get_ref())
@@ -240,7 +271,7 @@ impl Check {
 
     /// Address and port probed for `rs` of `vs`: `connect_ip`/`connect_port` override the real
     /// server's address and port. Validation guarantees a non-zero port for tcp/http/https.
-    pub fn probe_addr(&self, vs: &VirtualServer, rs: &RealServer) -> SocketAddr {
+    pub fn probe_addr(&self, vs: &schema::VirtualServer, rs: &schema::RealServer) -> SocketAddr {
         let ip = self
             .connect_ip
             .as_ref()
@@ -253,16 +284,9 @@ impl Check {
     }
 }
 
-impl Config {
-    /// The virtual server named `name` (see [`VirtualServer::service_name`]).
-    pub fn virtual_server(&self, name: &str) -> Option<&VirtualServer> {
-        self.virtual_servers
-            .iter()
-            .find(|v| v.service_name() == name)
-    }
-
+impl schema::Config {
     /// The VRRP instance whose `virtual_ipaddress` lists `vip`.
-    pub fn vrrp_instance_for(&self, vip: IpAddr) -> Option<&VrrpInstance> {
+    pub fn vrrp_instance_for(&self, vip: IpAddr) -> Option<&schema::VrrpInstance> {
         self.vrrp_instances.iter().find(|i| {
             i.virtual_ipaddress
                 .get_ref()
@@ -273,7 +297,7 @@ impl Config {
 
     /// How `vs`'s VIP is claimed: `announce`, else `vrrp` when a VRRP instance lists the VIP, else
     /// `always`.
-    pub fn announce_of(&self, vs: &VirtualServer) -> Announce {
+    pub fn announce_of(&self, vs: &schema::VirtualServer) -> Announce {
         match &vs.announce {
             Some(a) => *a.get_ref(),
             None if self.vrrp_instance_for(*vs.vip.get_ref()).is_some() => Announce::Vrrp,

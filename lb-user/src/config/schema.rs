@@ -4,6 +4,9 @@
 //! names it. Values whose *meaning* is checked after parsing (addresses, ports, weights, names
 //! referenced from other sections) are wrapped in [`Spanned`] so that errors point at them; read
 //! them with `.get_ref()` / `.as_ref()`. `Spanned` compares by value only.
+//!
+//! Why one file of this size: it is the reference of the file format, one struct per section and
+//! every key with its keepalived keyword, default and range; split, it would be read in pieces.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -63,6 +66,24 @@ pub enum XdpMode {
     Auto,
 }
 
+/// How the daemon writes its log (`global.log_format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Native journald records under systemd (`JOURNAL_STREAM`), plain text lines elsewhere.
+    #[default]
+    Text,
+    /// One JSON object a line on stderr (for log shippers), also under systemd.
+    Json,
+}
+
+impl LogFormat {
+    /// The default is left out when a configuration is written (`xlb import-keepalived`).
+    pub fn is_default(&self) -> bool {
+        *self == LogFormat::default()
+    }
+}
+
 /// `[global]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +116,10 @@ pub struct Global {
     /// bpffs directory where maps and links are pinned (they survive a daemon restart). Absolute.
     #[serde(default = "default_bpffs_dir")]
     pub bpffs_dir: Spanned<PathBuf>,
+    /// Directory of the daemon's own state (the operator's run-time changes made with
+    /// `xlb real ...` / `xlb ipvsadm -e`, kept across restarts). Absolute, default `/var/lib/xlb`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: Spanned<PathBuf>,
     /// Address of the Prometheus `/metrics` endpoint, e.g. `"127.0.0.1:9108"`. Absent = off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,
@@ -102,6 +127,10 @@ pub struct Global {
     /// flows expired. 0.1..=60, default 2.0.
     #[serde(default = "default_sweep_interval")]
     pub sweep_interval: Spanned<f64>,
+    /// `text` (default: journald-native under systemd, plain lines on a terminal) or `json`.
+    /// Read at start; a reload does not change it.
+    #[serde(default, skip_serializing_if = "LogFormat::is_default")]
+    pub log_format: LogFormat,
 }
 
 fn zero_u32() -> Spanned<u32> {
@@ -114,13 +143,16 @@ fn empty_vec<T>() -> Spanned<Vec<T>> {
     unspanned(Vec::new())
 }
 fn default_conn_table_size() -> Spanned<u32> {
-    unspanned(1_048_576)
+    unspanned(lb_common::DEFAULT_CONN_TABLE_SIZE)
 }
 fn default_flood_threshold() -> u32 {
     125_000
 }
 fn default_control_socket() -> Spanned<PathBuf> {
     unspanned(PathBuf::from("/run/xlb/xlb.sock"))
+}
+fn default_state_dir() -> Spanned<PathBuf> {
+    unspanned(PathBuf::from("/var/lib/xlb"))
 }
 fn default_bpffs_dir() -> Spanned<PathBuf> {
     unspanned(PathBuf::from("/sys/fs/bpf/xlb"))
@@ -143,9 +175,6 @@ pub struct Timeouts {
     /// TCP flow that has seen only a SYN (IPVS `SYN_RECV`), default 60.
     #[serde(default = "d60")]
     pub syn_recv: Spanned<u32>,
-    /// IPVS `TIME_WAIT`, default 120.
-    #[serde(default = "d120")]
-    pub time_wait: Spanned<u32>,
     /// TCP flow after a RST (IPVS `CLOSE`), default 10.
     #[serde(default = "d10")]
     pub close: Spanned<u32>,
@@ -176,7 +205,6 @@ impl Default for Timeouts {
             tcp: d900(),
             tcp_fin: d120(),
             syn_recv: d60(),
-            time_wait: d120(),
             close: d10(),
             udp: d300(),
         }

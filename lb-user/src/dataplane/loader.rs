@@ -75,7 +75,7 @@ pub enum AttachError {
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     pub conn_table_size: u32,
-    pub ring_slots: u32,
+    pub maglev_capacity: u32,
     /// bpffs directory to pin maps into (and adopt them from); `None` = private maps (tests).
     pub pin_dir: Option<PathBuf>,
 }
@@ -94,7 +94,7 @@ pub fn load(object: &[u8], opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(map_names::CONN_TABLE, opts.conn_table_size)
-        .map_max_entries(map_names::MAGLEV_RINGS, opts.ring_slots);
+        .map_max_entries(map_names::MAGLEV_RINGS, opts.maglev_capacity);
     let pin_paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
         Some(dir) => {
             ensure_bpffs_dir(dir)?;

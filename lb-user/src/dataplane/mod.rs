@@ -5,5 +5,6 @@ pub mod desired;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
+pub mod ring_plan;
 pub mod sweep;
 pub mod writer;

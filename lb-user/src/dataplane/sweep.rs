@@ -6,8 +6,7 @@ use lb_common::{conn_state, FlowEntry, FlowKey};
 
 use super::{batch, maps::KernelMaps};
 
-/// Idle timeouts per state (IPVS defaults: established 900 s, FIN 120 s, SYN_RECV 60 s,
-/// CLOSE 10 s, UDP 300 s).
+/// Idle timeouts per state, from `[timeouts]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
     pub established: Duration,
@@ -17,15 +16,23 @@ pub struct Timeouts {
     pub udp: Duration,
 }
 
-impl Default for Timeouts {
-    fn default() -> Self {
+impl From<&crate::config::Timeouts> for Timeouts {
+    fn from(t: &crate::config::Timeouts) -> Self {
+        let secs = |v: u32| Duration::from_secs(v as u64);
         Self {
-            established: Duration::from_secs(900),
-            syn_recv: Duration::from_secs(60),
-            fin_wait: Duration::from_secs(120),
-            close: Duration::from_secs(10),
-            udp: Duration::from_secs(300),
+            established: secs(t.tcp),
+            syn_recv: secs(t.syn_recv),
+            fin_wait: secs(t.tcp_fin),
+            close: secs(t.close),
+            udp: secs(t.udp),
         }
+    }
+}
+
+impl Default for Timeouts {
+    /// The configuration's defaults (IPVS's).
+    fn default() -> Self {
+        Self::from(&crate::config::Timeouts::default())
     }
 }
 
@@ -67,6 +74,13 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Is the entry past its state's idle timeout (gone for every reader, even before a sweep
+/// removes it)?
+pub fn is_expired(entry: &FlowEntry, timeouts: &Timeouts, now_ns: u64) -> bool {
+    Duration::from_nanos(now_ns.saturating_sub(entry.last_seen_ns))
+        > timeouts.for_state(entry.state)
+}
+
 /// Seconds left before an entry expires (for `xlb conns`).
 pub fn expires_in(entry: &FlowEntry, timeouts: &Timeouts, now_ns: u64) -> Duration {
     let idle = Duration::from_nanos(now_ns.saturating_sub(entry.last_seen_ns));
@@ -85,14 +99,15 @@ pub fn state_name(state: u8) -> &'static str {
     }
 }
 
-pub fn sweep(maps: &mut KernelMaps, timeouts: &Timeouts) -> std::io::Result<SweepResult> {
+/// Counts the live entries per real server without changing the table (what a status query
+/// reads); entries past their timeout are not counted. Returns the keys of those too.
+fn count(maps: &KernelMaps, timeouts: &Timeouts) -> std::io::Result<(SweepResult, Vec<FlowKey>)> {
     let now = monotonic_ns();
     let fd = maps.conn_table_fd().as_raw_fd();
-    // The fd stays valid: `maps` owns the map for the whole function.
     let mut result = SweepResult::default();
     let mut expired: Vec<FlowKey> = Vec::new();
-    result.entries = batch::for_each::<FlowKey, FlowEntry>(fd, 8192, |k, v| {
-        if Duration::from_nanos(now.saturating_sub(v.last_seen_ns)) > timeouts.for_state(v.state) {
+    let seen = batch::for_each::<FlowKey, FlowEntry>(fd, 8192, |k, v| {
+        if is_expired(v, timeouts, now) {
             expired.push(*k);
             return;
         }
@@ -103,8 +118,21 @@ pub fn sweep(maps: &mut KernelMaps, timeouts: &Timeouts) -> std::io::Result<Swee
             c.inactive += 1;
         }
     })?;
+    result.entries = seen - (expired.len() as u64).min(seen);
+    Ok((result, expired))
+}
+
+/// A read-only census: ActiveConn / InActConn as of now, nothing expired.
+pub fn census(maps: &KernelMaps, timeouts: &Timeouts) -> std::io::Result<SweepResult> {
+    count(maps, timeouts).map(|(result, _)| result)
+}
+
+/// The periodic sweep: the census, and the removal of the entries past their timeout.
+pub fn sweep(maps: &mut KernelMaps, timeouts: &Timeouts) -> std::io::Result<SweepResult> {
+    let (mut result, expired) = count(maps, timeouts)?;
+    let fd = maps.conn_table_fd().as_raw_fd();
+    // The fd stays valid: `maps` owns the map for the whole function.
     let table = &mut maps.conn_table;
     result.expired = batch::delete(fd, &expired, |k| table.remove(k).is_ok());
-    result.entries -= result.expired.min(result.entries);
     Ok(result)
 }

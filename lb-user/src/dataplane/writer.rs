@@ -3,6 +3,10 @@
 //! service: real-server slots first, then the new ring into a free region, then the service entry
 //! (one atomic map update switches to the new ring), and only then the retirement of removed
 //! real servers and the release of regions nothing points at any more.
+//!
+//! Why one file of this size: the ordering of writes is the writer's whole correctness argument
+//! (a packet never sees a half-written service), so adopt, apply and retire stay side by side;
+//! the pure decisions are in [`super::ring_plan`].
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
@@ -12,18 +16,20 @@ use std::{
 use aya::maps::MapError;
 use lb_common::{
     LbConfig, RealServer, Service, ServiceKey, VipInfo, VipKey, MAX_REALS, MAX_SERVICES, NO_REAL,
-    PROTO_TCP, REAL_F_ALIVE, REAL_F_IN_USE, SCHED_MAGLEV, SCHED_ROUND_ROBIN, SVC_F_ACTIVE,
-    SVC_F_FORWARD_FRAGMENTS, SVC_F_HASH_SRC_ONLY, VIP_F_FRAG_TCP, VIP_F_FRAG_UDP,
+    PROTO_TCP, REAL_F_ALIVE, REAL_F_IN_USE, SVC_F_FORWARD_FRAGMENTS, VIP_F_FRAG_TCP,
+    VIP_F_FRAG_UDP,
 };
 use thiserror::Error;
 
 use super::{
     alloc::{IdPool, Region, RegionAlloc},
-    desired::{
-        addr_words, words_addr, DesiredReal, DesiredService, DesiredState, Scheduler, ServiceAddr,
-    },
-    maglev::{self, Backend},
+    desired::{addr_words, words_addr, DesiredReal, DesiredService, DesiredState, ServiceAddr},
+    maglev,
     maps::KernelMaps,
+    ring_plan::{
+        previous_ring_after_switch, ring_inputs, set_service_fields, wanted_reals, PreviousRing,
+        RingInputs, RingSwitch,
+    },
 };
 
 #[derive(Debug, Error)]
@@ -69,13 +75,6 @@ struct WrittenService {
     /// withdrawn BGP service): when replaced it does not become the previous ring.
     ring_unserved: bool,
     reals: BTreeMap<RealKey, u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct RingInputs {
-    backends: Vec<Backend>,
-    table_size: u32,
-    round_robin: bool,
 }
 
 /// What one `apply` changed (logged by the daemon, checked by tests).
@@ -237,7 +236,7 @@ impl MapWriter {
         &mut self.maps
     }
 
-    pub fn ring_capacity(&self) -> u32 {
+    pub fn maglev_capacity(&self) -> u32 {
         self.regions.capacity()
     }
 
@@ -308,6 +307,23 @@ impl MapWriter {
         if let Some(ws) = self.services.get_mut(addr) {
             ws.ring_unserved = !served;
         }
+    }
+
+    /// Zeroes the traffic counters of the service at `addr` and its real servers, or of every
+    /// service (`ipvsadm -Z`); the number of services zeroed.
+    pub fn zero_traffic(&mut self, addr: Option<&ServiceAddr>) -> Result<usize, WriteError> {
+        let mut zeroed = 0;
+        for (a, ws) in &self.services {
+            if addr.is_some_and(|x| x != a) {
+                continue;
+            }
+            self.maps.reset_service_traffic(ws.value.id)?;
+            for slot in ws.reals.values() {
+                self.maps.reset_real_traffic(*slot)?;
+            }
+            zeroed += 1;
+        }
+        Ok(zeroed)
     }
 
     /// Drops previous rings held longer than `prev_ring_hold`.
@@ -421,6 +437,9 @@ impl MapWriter {
         result
     }
 
+    /// The steps of writing one service, in the order that keeps every packet on a whole
+    /// service: real-server slots, the ring into a free region, the switch (one map update), and
+    /// only then the retirement of what nothing points at any more.
     fn upsert_service_inner(
         &mut self,
         ds: &DesiredService,
@@ -429,159 +448,125 @@ impl MapWriter {
         now: Instant,
         report: &mut ApplyReport,
     ) -> Result<(), WriteError> {
-        let id = ws.value.id;
-        // 1. Real-server slots (new ones get a fresh generation; kept ones keep theirs).
-        let mut wanted: Vec<(RealKey, &DesiredReal)> = ds
-            .reals
-            .iter()
-            .map(|r| {
-                (
-                    RealKey {
-                        addr: r.addr,
-                        port: r.port,
-                        sorry: false,
-                    },
-                    r,
-                )
-            })
-            .collect();
-        if let Some(s) = &ds.sorry {
-            wanted.push((
-                RealKey {
-                    addr: s.addr,
-                    port: s.port,
-                    sorry: true,
-                },
-                s,
-            ));
+        let slots = self.write_reals(ds, ws, report)?;
+        let inputs = ring_inputs(ds, &slots);
+        let mut value = ws.value;
+        let mut release_after_switch = Vec::new();
+        if let Some(ring) = self.next_ring(ws, &inputs) {
+            release_after_switch = self.install_ring(ds, ws, &mut value, ring, &inputs, now)?;
+            report.rings_rebuilt += 1;
         }
-        let mut slots: BTreeMap<RealKey, u32> = BTreeMap::new();
-        for (rk, r) in &wanted {
-            let slot = match ws.reals.get(rk) {
+        set_service_fields(&mut value, ds, &slots);
+        self.switch(ws, value, is_new, report)?;
+        for r in release_after_switch {
+            self.regions.release(r);
+        }
+        // Only now is the ring for these inputs in force (an error above retries the build).
+        ws.ring_inputs = Some(inputs);
+        self.retire_unwanted(ws, &slots, report)
+    }
+
+    /// Step 1: real-server slots (new ones get a fresh generation; kept ones keep theirs).
+    fn write_reals(
+        &mut self,
+        ds: &DesiredService,
+        ws: &mut WrittenService,
+        report: &mut ApplyReport,
+    ) -> Result<BTreeMap<RealKey, u32>, WriteError> {
+        let mut slots = BTreeMap::new();
+        for (rk, r) in wanted_reals(ds) {
+            let slot = match ws.reals.get(&rk) {
                 Some(&slot) => slot,
                 None => {
                     let slot = self.real_slots.alloc().ok_or(WriteError::TooManyReals)?;
                     self.generations[slot as usize] =
                         self.generations[slot as usize].wrapping_add(1);
                     self.maps.reset_real_traffic(slot)?;
-                    ws.reals.insert(*rk, slot);
+                    ws.reals.insert(rk, slot);
                     slot
                 }
             };
-            let value = real_value(r, self.generations[slot as usize], id);
+            let value = real_value(r, self.generations[slot as usize], ws.value.id);
             self.write_real(slot, value, report)?;
-            slots.insert(*rk, slot);
+            slots.insert(rk, slot);
         }
+        Ok(slots)
+    }
 
-        // 2. The ring, into a free region, if it changed.
-        let backends: Vec<Backend> = ds
-            .reals
-            .iter()
-            .filter(|r| r.alive)
-            .map(|r| {
-                let mut identity = r.addr.to_string().into_bytes();
-                identity.extend_from_slice(&r.port.to_be_bytes());
-                Backend {
-                    identity,
-                    weight: r.weight,
-                    slot: slots[&RealKey {
-                        addr: r.addr,
-                        port: r.port,
-                        sorry: false,
-                    }],
-                }
-            })
-            .collect();
-        let round_robin = matches!(
-            ds.scheduler,
-            Scheduler::RoundRobin | Scheduler::WeightedRoundRobin
-        );
-        let mut backends = backends;
-        if ds.scheduler == Scheduler::RoundRobin {
-            // rr ignores weights (except 0 = quiescent), as in IPVS.
-            for x in &mut backends {
-                x.weight = x.weight.min(1);
-            }
+    /// Step 2a: the ring these inputs give, if it differs from the one in force (inputs equal to
+    /// those of the ring in force skip the build).
+    fn next_ring(&self, ws: &WrittenService, inputs: &RingInputs) -> Option<Vec<u32>> {
+        if ws.ring_inputs.as_ref() == Some(inputs) {
+            return None;
         }
-        let inputs = RingInputs {
-            backends,
-            table_size: ds.table_size,
-            round_robin,
-        };
-        let ring = if ws.ring_inputs.as_ref() == Some(&inputs) {
-            None
-        } else if round_robin {
-            Some(maglev::round_robin(&inputs.backends, ds.table_size))
+        let ring = if inputs.round_robin {
+            maglev::round_robin(&inputs.backends, inputs.table_size)
         } else {
-            Some(maglev::build(&inputs.backends, ds.table_size))
+            maglev::build(&inputs.backends, inputs.table_size)
         };
-        let ring = ring.filter(|r| *r != ws.ring);
-        let mut value = ws.value;
-        let mut release_after_switch: Vec<Region> = Vec::new();
-        if let Some(ring) = ring {
-            let region =
-                self.regions
-                    .alloc(ring.len() as u32)
-                    .ok_or_else(|| WriteError::RingCapacity {
-                        service: ds.addr.to_string(),
-                        capacity: self.regions.capacity(),
-                        free: self.regions.free_slots(),
-                        needed: ring.len() as u32,
-                    })?;
-            self.maps.rings.write(region.offset, &ring);
-            let old = region_of(value.ring_offset, value.ring_size);
-            // The ring being replaced becomes the previous ring (Maglev only: a previous
-            // round-robin sequence says nothing about where a flow went). A ring no flow was
-            // dispatched with (written while the service was withdrawn) is skipped: the previous
-            // ring, if any, stays.
-            if ws.ring_unserved && !round_robin && !ring.is_empty() {
-                // The previous ring stays as it is.
-                release_after_switch.push(old);
-            } else {
-                release_after_switch.push(region_of(value.prev_ring_offset, value.prev_ring_size));
-                if !round_robin && old.len > 0 && !ring.is_empty() {
-                    value.prev_ring_offset = old.offset;
-                    value.prev_ring_size = old.len;
-                    ws.prev_since = Some(now);
-                } else {
-                    value.prev_ring_offset = 0;
-                    value.prev_ring_size = 0;
-                    ws.prev_since = None;
-                    release_after_switch.push(old);
-                }
-            }
-            value.ring_offset = region.offset;
-            value.ring_size = region.len;
-            ws.ring = ring;
-            ws.ring_unserved = false;
-            report.rings_rebuilt += 1;
-        }
-        value.sched = if round_robin {
-            SCHED_ROUND_ROBIN
-        } else {
-            SCHED_MAGLEV
-        };
-        value.flags = 0;
-        if ds.active {
-            value.flags |= SVC_F_ACTIVE;
-        }
-        if ds.hash_client_only || ds.scheduler == Scheduler::SourceHash {
-            value.flags |= SVC_F_HASH_SRC_ONLY | SVC_F_FORWARD_FRAGMENTS;
-        }
-        value.sorry_real = ds
-            .sorry
-            .as_ref()
-            .map(|s| {
-                slots[&RealKey {
-                    addr: s.addr,
-                    port: s.port,
-                    sorry: true,
-                }]
-            })
-            .unwrap_or(NO_REAL);
+        (ring != ws.ring).then_some(ring)
+    }
 
-        // 3. Switch: one map update.
-        // A new service is always written, even when its value equals the blank mirror entry.
+    /// Step 2b: writes `ring` into a free region and points `value` at it, choosing the previous
+    /// ring. Returns the regions to release once the switch is done.
+    fn install_ring(
+        &mut self,
+        ds: &DesiredService,
+        ws: &mut WrittenService,
+        value: &mut Service,
+        ring: Vec<u32>,
+        inputs: &RingInputs,
+        now: Instant,
+    ) -> Result<Vec<Region>, WriteError> {
+        let region =
+            self.regions
+                .alloc(ring.len() as u32)
+                .ok_or_else(|| WriteError::RingCapacity {
+                    service: ds.addr.to_string(),
+                    capacity: self.regions.capacity(),
+                    free: self.regions.free_slots(),
+                    needed: ring.len() as u32,
+                })?;
+        self.maps.rings.write(region.offset, &ring);
+        let current = region_of(value.ring_offset, value.ring_size);
+        let previous = region_of(value.prev_ring_offset, value.prev_ring_size);
+        let choice = previous_ring_after_switch(RingSwitch {
+            current_served: !ws.ring_unserved,
+            round_robin: inputs.round_robin,
+            current_len: current.len,
+            new_is_empty: ring.is_empty(),
+        });
+        let release = match choice {
+            PreviousRing::Keep => vec![current],
+            PreviousRing::Current => {
+                value.prev_ring_offset = current.offset;
+                value.prev_ring_size = current.len;
+                ws.prev_since = Some(now);
+                vec![previous]
+            }
+            PreviousRing::None => {
+                value.prev_ring_offset = 0;
+                value.prev_ring_size = 0;
+                ws.prev_since = None;
+                vec![previous, current]
+            }
+        };
+        value.ring_offset = region.offset;
+        value.ring_size = region.len;
+        ws.ring = ring;
+        ws.ring_unserved = false;
+        Ok(release)
+    }
+
+    /// Step 3: the switch, one map update. A new service is always written, even when its value
+    /// equals the blank mirror entry.
+    fn switch(
+        &mut self,
+        ws: &mut WrittenService,
+        value: Service,
+        is_new: bool,
+        report: &mut ApplyReport,
+    ) -> Result<(), WriteError> {
         if value != ws.value || is_new {
             self.maps.services.insert(ws.key, value, 0)?;
             if !is_new {
@@ -589,14 +574,16 @@ impl MapWriter {
             }
             ws.value = value;
         }
-        for r in release_after_switch {
-            self.regions.release(r);
-        }
+        Ok(())
+    }
 
-        // Only now is the ring for these inputs in force (an error above retries the build).
-        ws.ring_inputs = Some(inputs);
-
-        // 4. Retire real servers no longer configured (after the switch: no ring points at them).
+    /// Step 4: retires real servers no longer wanted (after the switch: no ring points at them).
+    fn retire_unwanted(
+        &mut self,
+        ws: &mut WrittenService,
+        slots: &BTreeMap<RealKey, u32>,
+        report: &mut ApplyReport,
+    ) -> Result<(), WriteError> {
         let gone: Vec<(RealKey, u32)> = ws
             .reals
             .iter()

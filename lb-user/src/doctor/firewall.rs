@@ -9,9 +9,11 @@
 //! followed.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::Value;
+
+use crate::config::IpPrefix;
 
 /// VRRP's IP protocol number.
 pub const VRRP_PROTO: u8 = 112;
@@ -83,52 +85,19 @@ impl M {
     }
 }
 
-/// An address prefix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Net(pub IpAddr, pub u8);
-
-impl Net {
-    fn parse(s: &str) -> Option<Net> {
-        let (a, l) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let ip: IpAddr = a.parse().ok()?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let len = match l {
-            None => max,
-            // iptables-save may print a dotted mask.
-            Some(l) => match l.parse::<u8>() {
-                Ok(n) if n <= max => n,
-                _ => match l.parse::<std::net::Ipv4Addr>() {
-                    Ok(m) => u32::from(m).count_ones() as u8,
-                    Err(_) => return None,
-                },
-            },
-        };
-        Some(Net(ip, len))
-    }
-    fn contains(&self, ip: IpAddr) -> bool {
-        match (self.0, ip) {
-            (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let m = if self.1 == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.1)
-                };
-                u32::from(n) & m == u32::from(a) & m
-            }
-            (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let m = if self.1 == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.1)
-                };
-                u128::from(n) & m == u128::from(a) & m
-            }
-            _ => false,
+/// A prefix as iptables-save and nft print it: `a.b.c.d`, `a.b.c.d/len`, `a.b.c.d/m.m.m.m`
+/// (dotted mask) or an IPv6 address with an optional `/len`.
+fn parse_prefix(s: &str) -> Option<IpPrefix> {
+    if let Some((a, mask)) = s.split_once('/') {
+        if let Ok(m) = mask.parse::<Ipv4Addr>() {
+            let addr = IpAddr::V4(a.parse().ok()?);
+            return Some(IpPrefix {
+                addr,
+                prefix_len: u32::from(m).count_ones() as u8,
+            });
         }
     }
+    s.parse().ok()
 }
 
 /// A match condition of the common rule model.
@@ -138,8 +107,8 @@ pub enum Cond {
     Family(bool),
     /// IP protocol names/numbers.
     Proto(Vec<String>, bool),
-    Saddr(Vec<Net>, bool),
-    Daddr(Vec<Net>, bool),
+    Saddr(Vec<IpPrefix>, bool),
+    Daddr(Vec<IpPrefix>, bool),
     /// Input interface names (`+`/`*` suffix = prefix match).
     Iif(Vec<String>, bool),
     /// Conntrack states (lowercase).
@@ -161,11 +130,13 @@ impl Cond {
                 });
                 neg_if(M::of(hit), *neg)
             }
-            Cond::Saddr(nets, neg) => match p.saddr {
-                Some(a) => neg_if(M::of(nets.iter().any(|n| n.contains(a))), *neg),
+            Cond::Saddr(prefixes, neg) => match p.saddr {
+                Some(a) => neg_if(M::of(prefixes.iter().any(|n| n.contains(a))), *neg),
                 None => M::Maybe,
             },
-            Cond::Daddr(nets, neg) => neg_if(M::of(nets.iter().any(|n| n.contains(p.daddr))), *neg),
+            Cond::Daddr(prefixes, neg) => {
+                neg_if(M::of(prefixes.iter().any(|n| n.contains(p.daddr))), *neg)
+            }
             Cond::Iif(names, neg) => match &p.iface {
                 Some(i) => {
                     let hit = names.iter().any(|n| match n.strip_suffix(['+', '*']) {
@@ -483,15 +454,15 @@ fn nft_values(v: &Value) -> Vec<String> {
     }
 }
 
-fn nets(vals: &[String]) -> Option<Vec<Net>> {
+fn prefixes(vals: &[String]) -> Option<Vec<IpPrefix>> {
     vals.iter()
         .map(|s| {
             if let Some((a, b)) = s.split_once('-') {
                 // An address range: only exact when both ends are the same address.
                 let (a, b): (IpAddr, IpAddr) = (a.parse().ok()?, b.parse().ok()?);
-                return (a == b).then(|| Net(a, if a.is_ipv4() { 32 } else { 128 }));
+                return (a == b).then(|| IpPrefix::host(a));
             }
-            Net::parse(s)
+            parse_prefix(s)
         })
         .collect()
 }
@@ -513,11 +484,11 @@ fn nft_match(m: &Value) -> Vec<Cond> {
         let fam = Cond::Family(proto == "ip6");
         return match (proto.as_str(), field.as_str()) {
             ("ip", "protocol") | ("ip6", "nexthdr") => vec![fam, Cond::Proto(vals, neg)],
-            ("ip" | "ip6", "saddr") => match nets(&vals) {
+            ("ip" | "ip6", "saddr") => match prefixes(&vals) {
                 Some(n) => vec![fam, Cond::Saddr(n, neg)],
                 None => vec![fam, Cond::Unknown(format!("{proto} saddr"))],
             },
-            ("ip" | "ip6", "daddr") => match nets(&vals) {
+            ("ip" | "ip6", "daddr") => match prefixes(&vals) {
                 Some(n) => vec![fam, Cond::Daddr(n, neg)],
                 None => vec![fam, Cond::Unknown(format!("{proto} daddr"))],
             },
@@ -589,7 +560,7 @@ pub fn parse_iptables_save(text: &str, v6: bool) -> Vec<Table> {
                     t.base.push(name);
                 }
             } else if let Some(rest) = line.strip_prefix("-A ") {
-                let words = crate::config::keepalived::shell_split(rest).unwrap_or_default();
+                let words = crate::import::keepalived::shell_split(rest).unwrap_or_default();
                 if let Some((chain, args)) = words.split_first() {
                     let rule = iptables_rule(cmd, chain, args, line);
                     t.chains.entry(chain.clone()).or_default().rules.push(rule);
@@ -627,7 +598,8 @@ fn iptables_rule(cmd: &str, chain: &str, args: &[String], line: &str) -> Rule {
         match a {
             "-p" | "--protocol" => conds.push(Cond::Proto(vec![first], neg)),
             "-s" | "--source" | "-d" | "--destination" => {
-                let n: Option<Vec<Net>> = list(&first).iter().map(|s| Net::parse(s)).collect();
+                let n: Option<Vec<IpPrefix>> =
+                    list(&first).iter().map(|s| parse_prefix(s)).collect();
                 conds.push(match (n, a.starts_with("-s") || a == "--source") {
                     (Some(n), true) => Cond::Saddr(n, neg),
                     (Some(n), false) => Cond::Daddr(n, neg),
@@ -674,6 +646,17 @@ mod tests {
 
     fn v4() -> Probe {
         Probe::multicast_v4(Some("eth0".into()))
+    }
+
+    #[test]
+    fn prefixes_as_the_tools_print_them() {
+        let p = |s: &str| parse_prefix(s).map(|p| p.to_string());
+        assert_eq!(p("224.0.0.0/8").as_deref(), Some("224.0.0.0/8"));
+        assert_eq!(p("224.0.0.0/255.0.0.0").as_deref(), Some("224.0.0.0/8"));
+        assert_eq!(p("224.0.0.18").as_deref(), Some("224.0.0.18/32"));
+        assert_eq!(p("ff02::/16").as_deref(), Some("ff02::/16"));
+        assert_eq!(p("224.0.0.0/33"), None);
+        assert_eq!(p("eth0"), None);
     }
 
     #[test]

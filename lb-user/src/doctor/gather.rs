@@ -1,5 +1,4 @@
 //! The thin, impure layer of `xlb doctor`: reads the host into [`Facts`].
-use std::ffi::CString;
 use std::fs;
 use std::net::IpAddr;
 use std::path::Path;
@@ -7,6 +6,7 @@ use std::process::Command;
 
 use super::{Facts, FirewallFacts, IfaceFacts, PinFacts, RealServerFacts, VrrpFacts};
 use crate::config::Config;
+use crate::net::BlockingNet;
 
 /// What to look at.
 #[derive(Clone, Debug, Default)]
@@ -20,7 +20,7 @@ pub struct Options {
 /// Asks the running daemon (if any) for its VRRP instances twice, 3 advert intervals apart.
 fn observe_vrrp(cfg: &Config, vrrp: &mut [VrrpFacts]) {
     use crate::control::{request, Request, Response};
-    let socket = cfg.global.control_socket.get_ref();
+    let socket = &cfg.global.control_socket;
     let sample = || match request(socket, &Request::Status, std::time::Duration::from_secs(5)) {
         Ok(Response::Status(r)) => Some(r.vrrp),
         _ => None,
@@ -42,6 +42,12 @@ fn observe_vrrp(cfg: &Config, vrrp: &mut [VrrpFacts]) {
             adverts_rx_before: b.adverts_rx,
             adverts_rx_after: a.adverts_rx,
             last_master: a.last_master,
+            bad_adverts_before: b.bad_adverts.clone(),
+            bad_adverts_after: a.bad_adverts.clone(),
+            last_bad_advert: a
+                .last_bad_advert
+                .as_ref()
+                .map(|x| (x.from, x.reason.clone())),
         });
     }
 }
@@ -58,32 +64,35 @@ pub fn gather(opts: &Options) -> Facts {
         }
     }
     facts.host_interfaces = host_interfaces();
+    facts.kernel = Some(super::kernel::probe());
     let mut sysctl_ifaces: Vec<String> = vec!["all".into(), "lo".into()];
     sysctl_ifaces.extend(facts.host_interfaces.iter().cloned());
     if let Some(c) = &cfg {
         facts.xdp_mode = Some(c.global.xdp_mode);
-        for i in c.global.interfaces.get_ref() {
-            facts.interfaces.push(interface(i.get_ref()));
+        let net = BlockingNet::connect().ok();
+        for i in &c.global.interfaces {
+            facts.interfaces.push(interface(net.as_ref(), i));
         }
         for v in &c.vrrp_instances {
             facts.vrrp.push(VrrpFacts {
-                name: v.name.get_ref().clone(),
-                interface: v.interface.get_ref().clone(),
-                vrid: *v.virtual_router_id.get_ref(),
-                advert_int_ms: (*v.advert_int.get_ref() * 1000.0).round() as u64,
+                name: v.name.clone(),
+                interface: v.interface.clone(),
+                vrid: v.virtual_router_id,
+                advert_int_ms: (v.advert_int * 1000.0).round() as u64,
                 observed: None,
                 v6: v
                     .virtual_ipaddress
-                    .get_ref()
                     .first()
-                    .is_some_and(|p| p.get_ref().addr.is_ipv6()),
-                unicast_src_ip: v.unicast_src_ip.as_ref().map(|a| *a.get_ref()),
-                unicast_peer: v.unicast_peer.iter().map(|a| *a.get_ref()).collect(),
+                    .is_some_and(|p| p.addr.is_ipv6()),
+                unicast_src_ip: v.unicast_src_ip,
+                unicast_peer: v.unicast_peer.clone(),
             });
         }
-        facts.conn_table_size = Some(*c.global.conn_table_size.get_ref());
+        facts.conn_table_size = Some(c.global.conn_table_size);
         facts.real_servers = c.virtual_servers.iter().map(|v| v.real_servers.len()).sum();
         facts.pins = Some(pins(c));
+        facts.vip_holders = super::vip::holders(c);
+        facts.local_addresses = local_addresses();
         if !facts.vrrp.is_empty() {
             facts.firewall = firewall();
             observe_vrrp(c, &mut facts.vrrp);
@@ -212,45 +221,15 @@ pub fn lro(ifname: &str) -> Option<bool> {
         .then_some(v.data & ETH_FLAG_LRO != 0)
 }
 
-fn mtu(ifname: &str) -> Option<u32> {
-    #[repr(C)]
-    struct IfReqMtu {
-        name: [u8; libc::IFNAMSIZ],
-        mtu: libc::c_int,
-        _pad: [u8; 20],
-    }
-    if ifname.len() >= libc::IFNAMSIZ {
-        return None;
-    }
-    let mut req = IfReqMtu {
-        name: [0; libc::IFNAMSIZ],
-        mtu: 0,
-        _pad: [0; 20],
-    };
-    req.name[..ifname.len()].copy_from_slice(ifname.as_bytes());
-    // SAFETY: as in `ethtool`.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return None;
-        }
-        let r = libc::ioctl(fd, libc::SIOCGIFMTU as _, &mut req as *mut IfReqMtu);
-        libc::close(fd);
-        (r == 0).then_some(req.mtu as u32)
-    }
-}
-
-/// Facts of one interface.
-pub fn interface(name: &str) -> IfaceFacts {
-    let exists = CString::new(name)
-        // SAFETY: a valid NUL-terminated string.
-        .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) } != 0)
-        .unwrap_or(false);
+/// Facts of one interface (`net`: `None` when netlink could not be opened).
+pub fn interface(net: Option<&BlockingNet>, name: &str) -> IfaceFacts {
+    let link = net.and_then(|n| n.link(name).ok().flatten());
+    let exists = link.is_some();
     IfaceFacts {
         name: name.into(),
         exists,
         driver: exists.then(|| driver(name)).flatten(),
-        mtu: exists.then(|| mtu(name)).flatten(),
+        mtu: link.map(|l| l.mtu),
         lro: exists.then(|| lro(name)).flatten(),
     }
 }
@@ -321,7 +300,7 @@ pub fn sysctl_files(root: &Path) -> Vec<(String, String)> {
 
 fn pins(c: &Config) -> PinFacts {
     use crate::dataplane::loader::{link_pin_path, PINNED_MAPS};
-    let dir = c.global.bpffs_dir.get_ref();
+    let dir = &c.global.bpffs_dir;
     let mut p = PinFacts {
         dir: dir.display().to_string(),
         dir_exists: dir.is_dir(),
@@ -339,10 +318,9 @@ fn pins(c: &Config) -> PinFacts {
     p.links_missing = c
         .global
         .interfaces
-        .get_ref()
         .iter()
-        .map(|i| i.get_ref().clone())
         .filter(|i| !link_pin_path(dir, i).exists())
+        .cloned()
         .collect();
     let services = dir.join(lb_common::map_names::SERVICES);
     if services.exists() {
@@ -358,4 +336,28 @@ fn count_services(path: &Path) -> Result<usize, String> {
     let map: HashMap<MapData, ServiceKey, Service> =
         HashMap::try_from(Map::HashMap(data)).map_err(|e| e.to_string())?;
     Ok(map.keys().filter(Result::is_ok).count())
+}
+
+/// (interface, address) of every address on this host, from `ip -o addr show`.
+fn local_addresses() -> Vec<(String, IpAddr)> {
+    let Ok(out) = std::process::Command::new("ip")
+        .args(["-o", "addr", "show"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    parse_ip_o_addr(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parses `ip -o addr show` lines: `2: eth0    inet 198.18.0.2/24 brd ... scope global eth0`.
+pub fn parse_ip_o_addr(text: &str) -> Vec<(String, IpAddr)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let iface = w.nth(1)?.split('@').next()?.to_string();
+            let _family = w.next()?;
+            let addr = w.next()?.split('/').next()?.parse().ok()?;
+            Some((iface, addr))
+        })
+        .collect()
 }

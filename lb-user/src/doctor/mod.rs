@@ -4,13 +4,12 @@
 //! `iptables-save`, bpffs); [`check`] is a pure function from facts to [`Finding`]s, so every
 //! rule is unit-tested with hand-written facts.
 //!
-//! Not checked (yet): whether VRRP peers are actually heard within 3 advert intervals. That needs
-//! the daemon's view (its control socket); the firewall check covers the usual cause.
-//!
 //! Exit status of the CLI: 1 when there is an error, 0 with warnings only (1 with `--strict`).
 
 pub mod firewall;
 pub mod gather;
+pub mod kernel;
+pub mod vip;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -24,6 +23,8 @@ use firewall::{Fate, Probe};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Not checked (and why): neither good nor bad.
+    Skip,
     Ok,
     Warn,
     Error,
@@ -85,6 +86,11 @@ pub struct VrrpObserved {
     pub adverts_rx_before: u64,
     pub adverts_rx_after: u64,
     pub last_master: Option<IpAddr>,
+    /// Dropped adverts by reason at the first and the second sample.
+    pub bad_adverts_before: BTreeMap<String, u64>,
+    pub bad_adverts_after: BTreeMap<String, u64>,
+    /// The last dropped advert: sender and reason.
+    pub last_bad_advert: Option<(IpAddr, String)>,
 }
 
 /// The firewall as dumped by its tools (`None`: tool absent or failed).
@@ -140,6 +146,12 @@ pub struct Facts {
     pub sysctl_files: Vec<(String, String)>,
     pub pins: Option<PinFacts>,
     pub realserver: Option<RealServerFacts>,
+    /// The kernel release and BPF features (`None`: not gathered).
+    pub kernel: Option<kernel::KernelFacts>,
+    /// Who holds each VIP of the configuration.
+    pub vip_holders: Vec<vip::VipHolder>,
+    /// Addresses on this host's interfaces (interface, address), `lo` included.
+    pub local_addresses: Vec<(String, IpAddr)>,
 }
 
 /// Drivers with native (driver-mode) XDP in mainline Linux.
@@ -218,9 +230,14 @@ pub const CONN_ENTRY_BYTES: u64 = 40 + 24 + 64;
 pub fn check(facts: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
     check_config(facts, &mut out);
+    if let Some(k) = &facts.kernel {
+        kernel::check(k, &mut out);
+    }
     check_interfaces(facts, &mut out);
+    check_vip_holders(facts, &mut out);
     check_vrrp_firewall(facts, &mut out);
     check_vrrp_peers(facts, &mut out);
+    check_vrrp_bad_adverts(facts, &mut out);
     check_director_sysctls(facts, &mut out);
     check_realserver(facts, &mut out);
     check_conn_table(facts, &mut out);
@@ -389,6 +406,44 @@ fn vrrp_probes(facts: &Facts) -> Vec<(String, Probe)> {
     out
 }
 
+/// Who holds each VIP; an unmanaged (`announce = "always"`) VIP should be on this host or routed
+/// here by other means.
+fn check_vip_holders(facts: &Facts, out: &mut Vec<Finding>) {
+    for h in &facts.vip_holders {
+        if h.holder != vip::Holder::Unmanaged {
+            out.push(ok("vip", h.to_string()));
+            continue;
+        }
+        let local: Vec<&str> = facts
+            .local_addresses
+            .iter()
+            .filter(|(_, a)| *a == h.vip)
+            .map(|(i, _)| i.as_str())
+            .collect();
+        if local.is_empty() {
+            out.push(f(
+                Severity::Warn,
+                "vip",
+                format!(
+                    "VIP {} (announce = \"always\") is on no interface of this host and xlb does \
+                     not add it: clients reach it only if a router sends its packets here",
+                    h.vip
+                ),
+                h.to_string(),
+            ));
+        } else {
+            out.push(ok(
+                "vip",
+                format!(
+                    "VIP {} (announce = \"always\"): held by this host on {}, not by xlb",
+                    h.vip,
+                    local.join(", ")
+                ),
+            ));
+        }
+    }
+}
+
 /// Peers heard within 3 advert intervals: a BACKUP that hears no MASTER is about to become one
 /// (split brain if the other is alive), and a MASTER that hears adverts has a rival MASTER.
 fn check_vrrp_peers(facts: &Facts, out: &mut Vec<Finding>) {
@@ -398,10 +453,10 @@ fn check_vrrp_peers(facts: &Facts, out: &mut Vec<Finding>) {
     for v in &facts.vrrp {
         let Some(o) = &v.observed else {
             out.push(f(
-                Severity::Ok,
+                Severity::Skip,
                 "vrrp-peers",
                 format!(
-                    "{}: daemon not reachable; peer liveness not checked",
+                    "{}: not checked: the daemon is not reachable (peers are heard through it)",
                     v.name
                 ),
                 "",
@@ -452,6 +507,76 @@ fn check_vrrp_peers(facts: &Facts, out: &mut Vec<Finding>) {
                 "",
             )),
         }
+    }
+}
+
+/// Adverts the running daemon drops: a password, version or interval mismatch with the peer
+/// makes each side deaf to the other (both MASTER), which "no rival heard" would hide.
+fn check_vrrp_bad_adverts(facts: &Facts, out: &mut Vec<Finding>) {
+    for v in &facts.vrrp {
+        let Some(o) = &v.observed else { continue };
+        let grew: Vec<(String, u64)> = o
+            .bad_adverts_after
+            .iter()
+            .map(|(k, n)| {
+                (
+                    k.clone(),
+                    n.saturating_sub(*o.bad_adverts_before.get(k).unwrap_or(&0)),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let total: u64 = o.bad_adverts_after.values().sum();
+        if total == 0 {
+            continue;
+        }
+        let from = o
+            .last_bad_advert
+            .as_ref()
+            .map(|(ip, reason)| format!("; last from {ip} ({reason})"))
+            .unwrap_or_default();
+        let hint = |reason: &str| {
+            crate::vrrp::packet::RxError::ALL
+                .iter()
+                .find(|e| e.as_str() == reason)
+                .map(|e| e.hint())
+                .unwrap_or("malformed advertisement")
+        };
+        if grew.is_empty() {
+            out.push(f(
+                Severity::Warn,
+                "vrrp-bad-adverts",
+                format!(
+                    "{}: {total} advert(s) dropped since start, none while observed{from}",
+                    v.name
+                ),
+                "see the daemon's log (WARN lines 'bad VRRP advert') for the sender and reason",
+            ));
+            continue;
+        }
+        // Another VRID on the link may be an unrelated VRRP router: a warning, not an error.
+        let only_vrid = grew.iter().all(|(k, _)| k == "vrid");
+        let causes: Vec<String> = grew
+            .iter()
+            .map(|(k, n)| format!("{k} x{n}: {}", hint(k)))
+            .collect();
+        out.push(f(
+            if only_vrid {
+                Severity::Warn
+            } else {
+                Severity::Error
+            },
+            "vrrp-bad-adverts",
+            format!(
+                "{} (vrid {} on {}): adverts dropped while observed: {}{from}",
+                v.name,
+                v.vrid,
+                v.interface,
+                causes.join("; ")
+            ),
+            "give both directors the same virtual_router_id, version, advert_int and \
+             authentication (auth_type, auth_pass)",
+        ));
     }
 }
 
@@ -824,6 +949,7 @@ pub fn render(findings: &[Finding]) -> String {
     let mut s = String::new();
     for x in findings {
         let tag = match x.severity {
+            Severity::Skip => "[skip]",
             Severity::Ok => "[ ok ]",
             Severity::Warn => "[warn]",
             Severity::Error => "[FAIL]",
@@ -910,24 +1036,31 @@ mod tests {
         assert!(has(&fs, Severity::Warn, "lro", "eth1"));
     }
 
-    #[test]
-    fn vrrp_peers() {
-        let facts = |state: &str, before: u64, after: u64| Facts {
+    /// VI_1 (vrid 51 on eth0, advert 1 s) as the daemon reported it.
+    fn observed_vrrp(observed: VrrpObserved) -> Facts {
+        Facts {
             vrrp: vec![VrrpFacts {
                 name: "VI_1".into(),
                 interface: "eth0".into(),
                 vrid: 51,
                 advert_int_ms: 1000,
-                observed: Some(VrrpObserved {
-                    state_before: state.into(),
-                    state_after: state.into(),
-                    adverts_rx_before: before,
-                    adverts_rx_after: after,
-                    last_master: None,
-                }),
+                observed: Some(observed),
                 ..Default::default()
             }],
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vrrp_peers() {
+        let facts = |state: &str, before: u64, after: u64| {
+            observed_vrrp(VrrpObserved {
+                state_before: state.into(),
+                state_after: state.into(),
+                adverts_rx_before: before,
+                adverts_rx_after: after,
+                ..Default::default()
+            })
         };
         let sev = |f: &Facts| {
             check(f)
@@ -940,6 +1073,32 @@ mod tests {
         assert_eq!(sev(&facts("BACKUP", 5, 8)), Severity::Ok);
         assert_eq!(sev(&facts("MASTER", 5, 8)), Severity::Error);
         assert_eq!(sev(&facts("MASTER", 0, 0)), Severity::Ok);
+    }
+
+    #[test]
+    fn vrrp_bad_adverts_name_their_cause() {
+        let facts = |reason: &str, before: u64, after: u64| {
+            observed_vrrp(VrrpObserved {
+                state_before: "MASTER".into(),
+                state_after: "MASTER".into(),
+                bad_adverts_before: [(reason.to_string(), before)].into(),
+                bad_adverts_after: [(reason.to_string(), after)].into(),
+                last_bad_advert: Some(("198.18.0.3".parse().unwrap(), reason.into())),
+                ..Default::default()
+            })
+        };
+        let find = |f: &Facts| check(f).into_iter().find(|x| x.check == "vrrp-bad-adverts");
+        let auth = find(&facts("auth", 2, 5)).unwrap();
+        assert_eq!(auth.severity, Severity::Error);
+        assert!(
+            auth.detail.contains("auth x3") && auth.detail.contains("auth_pass"),
+            "{}",
+            auth.detail
+        );
+        assert!(auth.detail.contains("198.18.0.3"), "{}", auth.detail);
+        assert_eq!(find(&facts("vrid", 0, 3)).unwrap().severity, Severity::Warn);
+        assert_eq!(find(&facts("auth", 4, 4)).unwrap().severity, Severity::Warn);
+        assert!(find(&facts("auth", 0, 0)).is_none());
     }
 
     #[test]

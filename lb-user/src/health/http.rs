@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::tcp::connect_reason;
+use super::ProbeError;
 use super::{Outcome, Probe};
 use crate::config::{Check, CheckType, HttpMethod};
 
@@ -43,48 +44,49 @@ pub struct HttpProbe {
 impl HttpProbe {
     /// Prepare the check `check` of `addr` (TLS configuration, regex). Errors: unreadable
     /// `ca_file`, bad regex (validation rejects those), bad SNI name.
-    pub fn new(check: &Check, addr: SocketAddr) -> Result<Self, String> {
-        let https = *check.kind.get_ref() == CheckType::Https;
+    pub fn new(check: &Check, addr: SocketAddr) -> Result<Self, ProbeError> {
+        let https = check.kind == CheckType::Https;
         let host = match &check.host {
-            Some(h) => h.get_ref().clone(),
+            Some(h) => h.clone(),
             None => default_host(addr, https),
         };
         let tls = if https {
             let name = match &check.host {
-                Some(h) => ServerName::try_from(strip_port(h.get_ref()).to_string())
-                    .map_err(|e| format!("TLS server name `{}`: {e}", h.get_ref()))?,
+                Some(h) => ServerName::try_from(strip_port(h).to_string()).map_err(|e| {
+                    ProbeError::ServerName {
+                        name: h.clone(),
+                        reason: e.to_string(),
+                    }
+                })?,
                 None => ServerName::IpAddress(addr.ip().into()),
             };
-            let ca = check.ca_file.as_ref().map(|f| f.get_ref().as_path());
+            let ca = check.ca_file.as_deref();
             let config = client_config(check.tls_verify, ca)?;
             Some((TlsConnector::from(Arc::new(config)), name))
         } else {
             None
         };
-        let method = match check.method.as_ref().map(|m| *m.get_ref()) {
-            Some(HttpMethod::Head) => Method::HEAD,
-            _ => Method::GET,
+        let method = match check.method {
+            HttpMethod::Head => Method::HEAD,
+            HttpMethod::Get => Method::GET,
         };
         let body_regex = check
             .body_regex
             .as_ref()
-            .map(|r| Regex::new(r.get_ref()).map_err(|e| format!("body_regex: {e}")))
+            .map(|r| Regex::new(r).map_err(ProbeError::from))
             .transpose()?;
         Ok(HttpProbe {
             addr,
             tls,
             method,
-            path: check
-                .path
-                .as_ref()
-                .map_or_else(|| "/".to_string(), |p| p.get_ref().clone()),
+            path: check.path.clone().unwrap_or_else(|| "/".to_string()),
             host,
             status_codes: check
                 .status_codes
                 .as_ref()
-                .map_or_else(|| vec![200], |c| c.get_ref().clone()),
+                .map_or_else(|| vec![200], |c| c.clone()),
             body_regex,
-            digest: check.digest.as_ref().map(|d| d.get_ref().to_lowercase()),
+            digest: check.digest.as_ref().map(|d| d.to_lowercase()),
         })
     }
 
@@ -218,25 +220,25 @@ fn strip_port(host: &str) -> &str {
 pub fn client_config(
     verify: bool,
     ca_file: Option<&std::path::Path>,
-) -> Result<ClientConfig, String> {
+) -> Result<ClientConfig, ProbeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS configuration: {e}"))?;
+        .with_safe_default_protocol_versions()?;
     let mut config = if verify {
         let mut roots = RootCertStore::empty();
         match ca_file {
             Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                let bad = |reason: String| ProbeError::CaFile {
+                    path: path.to_path_buf(),
+                    reason,
+                };
+                let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
                 for cert in certs {
-                    let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+                    let cert = cert.map_err(|e| bad(e.to_string()))?;
+                    roots.add(cert).map_err(|e| bad(e.to_string()))?;
                 }
                 if roots.is_empty() {
-                    return Err(format!("ca_file {}: no certificate", path.display()));
+                    return Err(bad("no certificate".into()));
                 }
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),

@@ -10,6 +10,7 @@
 //! The checkers never touch the data plane: the daemon consumes the events (or [`HealthChecker::snapshot`])
 //! and recomputes the desired state.
 
+mod error;
 pub mod http;
 pub mod quorum;
 pub mod scheduler;
@@ -23,6 +24,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinHandle;
+
+pub use error::ProbeError;
 
 use crate::config::{Check, CheckType, Config};
 
@@ -49,14 +52,14 @@ pub struct RealTarget {
     pub notify_up: Option<Vec<String>>,
     /// Program and arguments run (no shell) when the server goes down.
     pub notify_down: Option<Vec<String>>,
+    /// The virtual server's address (named in transition log lines as keepalived does).
+    pub virtual_server: Option<crate::dataplane::desired::ServiceAddr>,
 }
 
 impl RealTarget {
     /// The check that runs, `None` when the server is always up.
     pub fn active_check(&self) -> Option<&Check> {
-        self.check
-            .as_ref()
-            .filter(|c| *c.kind.get_ref() != CheckType::None)
+        self.check.as_ref().filter(|c| c.kind != CheckType::None)
     }
 
     /// Timing and thresholds of the check (defaults for an always-up target).
@@ -68,11 +71,11 @@ impl RealTarget {
             },
             Some(c) => Policy {
                 interval: self.interval,
-                timeout: secs(*c.timeout.get_ref()),
-                retry: c.effective_retry(),
-                delay_before_retry: secs(c.effective_delay_before_retry()),
-                rise: (*c.rise.get_ref()).max(1),
-                fall: (*c.fall.get_ref()).max(1),
+                timeout: secs(c.timeout),
+                retry: c.retry,
+                delay_before_retry: secs(c.delay_before_retry),
+                rise: c.rise.max(1),
+                fall: c.fall.max(1),
             },
         }
     }
@@ -86,24 +89,23 @@ fn secs(s: f64) -> Duration {
 pub fn targets(cfg: &Config) -> Vec<RealTarget> {
     let mut out = Vec::new();
     for vs in &cfg.virtual_servers {
-        let service = vs.service_name();
+        let service = vs.name.clone();
         for rs in &vs.real_servers {
-            let real = SocketAddr::new(*rs.address.get_ref(), rs.effective_port(vs));
-            let check = vs.check_of(rs).cloned();
-            let probe = check.as_ref().map_or(real, |c| c.probe_addr(vs, rs));
-            let interval = check
-                .as_ref()
-                .map_or(*vs.delay_loop.get_ref(), |c| c.effective_interval(vs));
+            let real = SocketAddr::new(rs.address, rs.port);
+            let check = rs.check.clone();
+            let probe = check.as_ref().map_or(real, |c| c.target);
+            let interval = check.as_ref().map_or(vs.delay_loop, |c| c.interval);
             out.push(RealTarget {
                 service: service.clone(),
                 real,
                 check,
                 probe,
                 interval: secs(interval),
-                config_weight: *rs.weight.get_ref(),
+                config_weight: rs.weight,
                 alpha: vs.alpha,
-                notify_up: rs.notify_up.as_ref().map(|c| c.get_ref().clone()),
-                notify_down: rs.notify_down.as_ref().map(|c| c.get_ref().clone()),
+                notify_up: rs.notify_up.clone(),
+                notify_down: rs.notify_down.clone(),
+                virtual_server: Some(crate::state::service_addr(vs)),
             });
         }
     }
@@ -146,6 +148,47 @@ impl Outcome {
             weight: None,
             reason: reason.into(),
         }
+    }
+}
+
+/// Classes of check results, the `result` label of `xlb_health_check_results_total`: a bounded
+/// set, whatever a check's reason text says.
+pub const RESULT_CLASSES: &[&str] = &[
+    "ok",
+    "refused",
+    "timeout",
+    "unreachable",
+    "connect_error",
+    "status",
+    "body_mismatch",
+    "digest_mismatch",
+    "http_error",
+    "tls_error",
+    "exit_code",
+    "signal",
+    "other",
+];
+
+/// The class of a result (one of [`RESULT_CLASSES`]).
+pub fn result_class(o: &Outcome) -> &'static str {
+    if o.up {
+        return "ok";
+    }
+    let r = o.reason.as_str();
+    let starts = |p: &str| r.starts_with(p);
+    match () {
+        _ if r == "refused" => "refused",
+        _ if r == "timeout" => "timeout",
+        _ if r == "unreachable" => "unreachable",
+        _ if starts("connect error") => "connect_error",
+        _ if starts("status ") => "status",
+        _ if starts("body mismatch") => "body_mismatch",
+        _ if starts("digest mismatch") => "digest_mismatch",
+        _ if starts("http") || starts("bad request") => "http_error",
+        _ if starts("TLS") => "tls_error",
+        _ if starts("exit code") => "exit_code",
+        _ if starts("killed by signal") => "signal",
+        _ => "other",
     }
 }
 
@@ -196,6 +239,7 @@ type Key = (String, SocketAddr);
 struct Running {
     target: RealTarget,
     state: Arc<Mutex<RealHealth>>,
+    stats: Arc<Mutex<crate::status::CheckStats>>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -203,6 +247,8 @@ struct Running {
 pub struct HealthChecker {
     events: UnboundedSender<HealthEvent>,
     running: HashMap<Key, Running>,
+    /// Transitions as the checkers logged them (status page).
+    recent: Arc<Mutex<crate::status::RecentTransitions>>,
 }
 
 impl HealthChecker {
@@ -213,6 +259,7 @@ impl HealthChecker {
         let mut hc = HealthChecker {
             events,
             running: HashMap::new(),
+            recent: Arc::default(),
         };
         for t in targets {
             let r = hc.spawn(t, None);
@@ -273,6 +320,27 @@ impl HealthChecker {
             .collect()
     }
 
+    /// Check results of every real server so far.
+    pub fn check_stats(&self) -> BTreeMap<(String, SocketAddr), crate::status::CheckStats> {
+        self.running
+            .iter()
+            .map(|(k, r)| {
+                (
+                    k.clone(),
+                    r.stats.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// The last up/down/weight transitions, oldest first.
+    pub fn recent_transitions(&self) -> Vec<crate::status::Transition> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_vec()
+    }
+
     /// Stop every checker (running scripts are killed).
     pub fn shutdown(self) {
         for (_, r) in self.running {
@@ -283,47 +351,29 @@ impl HealthChecker {
     fn spawn(&self, t: RealTarget, prev: Option<RealHealth>) -> Running {
         let policy = t.policy();
         let now = SystemTime::now();
+        let fresh = |up: bool, reason: &str| RealHealth {
+            up,
+            weight: t.config_weight,
+            reason: reason.into(),
+            since: now,
+            checks: 0,
+            failures: 0,
+        };
+        let unchecked = t.active_check().is_none();
         let initial = match prev {
-            Some(p) if t.active_check().is_none() && !p.up => RealHealth {
-                up: true,
-                weight: t.config_weight,
-                reason: "no check".into(),
-                since: now,
-                checks: 0,
-                failures: 0,
-            },
-            Some(p) => RealHealth {
+            // A check removed from a real server that was down: up, as an unchecked one is.
+            Some(p) if !(unchecked && !p.up) => RealHealth {
                 weight: t.config_weight,
                 checks: 0,
                 failures: 0,
                 ..p
             },
-            None if t.active_check().is_none() => RealHealth {
-                up: true,
-                weight: t.config_weight,
-                reason: "no check".into(),
-                since: now,
-                checks: 0,
-                failures: 0,
-            },
-            None if t.alpha => RealHealth {
-                up: false,
-                weight: t.config_weight,
-                reason: "alpha: down until the check passes".into(),
-                since: now,
-                checks: 0,
-                failures: 0,
-            },
-            None => RealHealth {
-                up: true,
-                weight: t.config_weight,
-                reason: "initial".into(),
-                since: now,
-                checks: 0,
-                failures: 0,
-            },
+            _ if unchecked => fresh(true, "no check"),
+            _ if t.alpha => fresh(false, "alpha: down until the check passes"),
+            _ => fresh(true, "initial"),
         };
         let state = Arc::new(Mutex::new(initial.clone()));
+        let stats = Arc::new(Mutex::new(crate::status::CheckStats::default()));
         tracing::debug!(service = %t.service, real = %t.real, probe = %t.probe, up = initial.up,
             "health checker started");
         let task = t.active_check().map(|check| {
@@ -335,6 +385,10 @@ impl HealthChecker {
                 events: self.events.clone(),
                 notify_up: t.notify_up.clone(),
                 notify_down: t.notify_down.clone(),
+                virtual_server: t.virtual_server,
+                check_kind: check.kind,
+                stats: stats.clone(),
+                recent: self.recent.clone(),
             };
             let probe = AnyProbe::new(check, &t);
             tokio::spawn(scheduler::run(probe, policy, tracker, ctx))
@@ -342,6 +396,7 @@ impl HealthChecker {
         Running {
             target: t,
             state,
+            stats,
             task,
         }
     }
@@ -364,13 +419,13 @@ pub enum AnyProbe {
     /// `script`.
     Script(script::ScriptProbe),
     /// A check that cannot run (e.g. unreadable `ca_file`): always down with this reason.
-    Broken(String),
+    Broken(ProbeError),
 }
 
 impl AnyProbe {
     /// Build the probe of `check` for target `t`.
     pub fn new(check: &Check, t: &RealTarget) -> Self {
-        match check.kind.get_ref() {
+        match check.kind {
             CheckType::Tcp => AnyProbe::Tcp(tcp::TcpProbe { addr: t.probe }),
             CheckType::Http | CheckType::Https => match http::HttpProbe::new(check, t.probe) {
                 Ok(p) => AnyProbe::Http(Box::new(p)),
@@ -380,7 +435,7 @@ impl AnyProbe {
                 Ok(p) => AnyProbe::Script(p),
                 Err(e) => AnyProbe::Broken(e),
             },
-            CheckType::None => AnyProbe::Broken("no check".into()),
+            CheckType::None => AnyProbe::Broken(ProbeError::NoCheck),
         }
     }
 }
@@ -391,7 +446,7 @@ impl Probe for AnyProbe {
             AnyProbe::Tcp(p) => p.probe().await,
             AnyProbe::Http(p) => p.probe().await,
             AnyProbe::Script(p) => p.probe().await,
-            AnyProbe::Broken(e) => Outcome::down(e.clone()),
+            AnyProbe::Broken(e) => Outcome::down(e.to_string()),
         }
     }
 }

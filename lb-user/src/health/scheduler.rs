@@ -148,6 +148,14 @@ pub struct Context {
     pub notify_up: Option<Vec<String>>,
     /// Run on down.
     pub notify_down: Option<Vec<String>>,
+    /// The virtual server's address, for keepalived's phrases in the log.
+    pub virtual_server: Option<crate::dataplane::desired::ServiceAddr>,
+    /// The kind of check, for keepalived's phrases in the log.
+    pub check_kind: crate::config::CheckType,
+    /// Results by class and their durations (metrics).
+    pub stats: Arc<Mutex<crate::status::CheckStats>>,
+    /// Where transitions are kept for the status page.
+    pub recent: Arc<Mutex<crate::status::RecentTransitions>>,
 }
 
 /// Time allowed to a notify_up/notify_down program before its process group is killed.
@@ -173,7 +181,13 @@ pub async fn check_once<P: Probe>(probe: &P, policy: &Policy) -> Outcome {
 /// Runs until aborted.
 pub async fn run<P: Probe>(probe: P, policy: Policy, mut tracker: Tracker, ctx: Context) {
     loop {
+        let started = tokio::time::Instant::now();
         let o = check_once(&probe, &policy).await;
+        record_stats(&ctx, &o, started.elapsed());
+        if !o.up {
+            tracing::debug!(service = %ctx.service, real = %ctx.real, reason = %o.reason,
+                "check failed: {}", o.reason);
+        }
         let change = tracker.record(&o, SystemTime::now());
         let health = tracker.health().clone();
         *ctx.state.lock().unwrap() = health.clone();
@@ -184,17 +198,76 @@ pub async fn run<P: Probe>(probe: P, policy: Policy, mut tracker: Tracker, ctx: 
     }
 }
 
+fn record_stats(ctx: &Context, o: &super::Outcome, took: Duration) {
+    let mut st = ctx.stats.lock().unwrap_or_else(|e| e.into_inner());
+    *st.results
+        .entry(super::result_class(o).to_string())
+        .or_default() += 1;
+    st.last_duration_secs = took.as_secs_f64();
+    st.duration_sum_secs += took.as_secs_f64();
+}
+
+/// keepalived's way of naming an endpoint: `[198.18.0.11]:tcp:80`.
+fn keepalived_endpoint(addr: SocketAddr, protocol: &str) -> String {
+    format!("[{}]:{protocol}:{}", addr.ip(), addr.port())
+}
+
+/// The one log line of a transition: xlb's facts with keepalived's phrases in it (`TCP
+/// connection to [ip]:tcp:80 failed`, `Removing service ... from VS ...`, `Adding service ...
+/// to VS ...`, `Changing weight from A to B for service ... of VS ...`), so that alerting
+/// written for keepalived's log keeps matching.
+pub fn transition_line(ctx: &Context, change: &Change, h: &RealHealth) -> String {
+    use crate::config::CheckType;
+    let proto = ctx
+        .virtual_server
+        .map(|v| v.protocol.ipvsadm_name().to_lowercase())
+        .unwrap_or_else(|| "tcp".into());
+    let real = keepalived_endpoint(ctx.real, &proto);
+    let vs = ctx
+        .virtual_server
+        .map(|v| keepalived_endpoint(std::net::SocketAddr::new(v.vip, v.port), &proto))
+        .unwrap_or_else(|| ctx.service.clone());
+    let check = match ctx.check_kind {
+        CheckType::Tcp => format!("TCP connection to {real}"),
+        CheckType::Http => format!("HTTP_CHECK on service {real}"),
+        CheckType::Https => format!("SSL_CHECK on service {real}"),
+        CheckType::Script => format!("Misc check for {real}"),
+        CheckType::None => format!("Check of {real}"),
+    };
+    let (service, reason, weight) = (&ctx.service, &h.reason, h.weight);
+    match change {
+        Change::Down => format!(
+            "real server down ({service}): {check} failed ({reason}); Removing service {real} from VS {vs}"
+        ),
+        Change::Up => format!(
+            "real server up ({service}): {check} success ({reason}); Adding service {real} to VS {vs} (weight {weight})"
+        ),
+        Change::Weight { from } => format!(
+            "real server weight changed ({service}): Changing weight from {from} to {weight} for service {real} of VS {vs} ({reason})"
+        ),
+    }
+}
+
 fn report(ctx: &Context, change: &Change, h: &RealHealth) {
     let (service, real, reason) = (&ctx.service, ctx.real, &h.reason);
+    let line = transition_line(ctx, change, h);
+    let state = match change {
+        Change::Up => "up".to_string(),
+        Change::Down => "down".to_string(),
+        Change::Weight { .. } => format!("weight {}", h.weight),
+    };
     match change {
-        Change::Up => {
-            tracing::info!(%service, %real, %reason, weight = h.weight, "real server up")
-        }
-        Change::Down => tracing::warn!(%service, %real, %reason, "real server down"),
-        Change::Weight { from } => {
-            tracing::info!(%service, %real, %reason, from, to = h.weight, "real server weight changed")
+        Change::Down => tracing::warn!(%service, %real, %reason, "{line}"),
+        Change::Up | Change::Weight { .. } => {
+            tracing::info!(%service, %real, %reason, weight = h.weight, "{line}")
         }
     }
+    ctx.recent.lock().unwrap_or_else(|e| e.into_inner()).push(
+        "health",
+        format!("{service} {real}"),
+        state,
+        reason.clone(),
+    );
     let _ = ctx.events.send(HealthEvent::Changed {
         service: service.clone(),
         real,
@@ -235,6 +308,26 @@ fn report(ctx: &Context, change: &Change, h: &RealHealth) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TCP check's context for service "s" and `real`, reporting to `events`.
+    fn test_context(
+        real: &str,
+        state: Arc<Mutex<RealHealth>>,
+        events: tokio::sync::mpsc::UnboundedSender<HealthEvent>,
+    ) -> Context {
+        Context {
+            service: "s".into(),
+            real: real.parse().unwrap(),
+            state,
+            events,
+            notify_up: None,
+            notify_down: None,
+            virtual_server: None,
+            check_kind: crate::config::CheckType::Tcp,
+            stats: Arc::default(),
+            recent: Arc::default(),
+        }
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn start(up: bool) -> RealHealth {
@@ -364,14 +457,7 @@ mod tests {
             calls: calls.clone(),
         };
         let state = Arc::new(Mutex::new(start(true)));
-        let ctx = Context {
-            service: "s".into(),
-            real: "127.0.0.1:80".parse().unwrap(),
-            state: state.clone(),
-            events: tx,
-            notify_up: None,
-            notify_down: None,
-        };
+        let ctx = test_context("127.0.0.1:80", state.clone(), tx);
         let t0 = tokio::time::Instant::now();
         let task = tokio::spawn(run(f, policy(), Tracker::new(2, 2, 1, start(true)), ctx));
         let HealthEvent::Changed { health, .. } = rx.recv().await.unwrap();
@@ -388,18 +474,59 @@ mod tests {
         task.abort();
     }
 
+    #[test]
+    fn transition_lines_carry_keepalived_phrases() {
+        use crate::dataplane::desired::{Protocol, ServiceAddr};
+        let ctx = Context {
+            service: "web".into(),
+            real: "198.18.0.11:80".parse().unwrap(),
+            state: Arc::new(Mutex::new(start(true))),
+            events: tokio::sync::mpsc::unbounded_channel().0,
+            notify_up: None,
+            notify_down: None,
+            virtual_server: Some(ServiceAddr {
+                vip: "198.18.0.100".parse().unwrap(),
+                port: 80,
+                protocol: Protocol::Tcp,
+            }),
+            check_kind: crate::config::CheckType::Tcp,
+            stats: Arc::default(),
+            recent: Arc::default(),
+        };
+        let mut h = start(false);
+        h.reason = "refused".into();
+        let down = transition_line(&ctx, &Change::Down, &h);
+        assert!(
+            down.contains("TCP connection to [198.18.0.11]:tcp:80 failed (refused)"),
+            "{down}"
+        );
+        assert!(
+            down.contains("Removing service [198.18.0.11]:tcp:80 from VS [198.18.0.100]:tcp:80"),
+            "{down}"
+        );
+        h.reason = "connected".into();
+        let up = transition_line(&ctx, &Change::Up, &h);
+        assert!(
+            up.contains("Adding service [198.18.0.11]:tcp:80 to VS [198.18.0.100]:tcp:80"),
+            "{up}"
+        );
+        h.weight = 3;
+        let w = transition_line(&ctx, &Change::Weight { from: 1 }, &h);
+        assert!(
+            w.contains("Changing weight from 1 to 3 for service [198.18.0.11]:tcp:80"),
+            "{w}"
+        );
+        assert!(
+            !w.contains("real server up"),
+            "a weight change is not an up: {w}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_hung_check_does_not_delay_another() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mk = |real: &str, script| {
-            let ctx = Context {
-                service: "s".into(),
-                real: real.parse().unwrap(),
-                state: Arc::new(Mutex::new(start(true))),
-                events: tx.clone(),
-                notify_up: None,
-                notify_down: None,
-            };
+            let ctx = test_context(real, Arc::new(Mutex::new(start(true))), tx.clone());
             let f = Fake {
                 script,
                 calls: Arc::new(AtomicUsize::new(0)),

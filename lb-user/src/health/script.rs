@@ -6,6 +6,7 @@
 //! 2..=255 = up with weight `code - 2`; without it any other code is down. Killed by a signal =
 //! down. Output is discarded.
 
+use super::ProbeError;
 use std::ffi::CString;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -40,19 +41,18 @@ pub struct ScriptProbe {
 impl ScriptProbe {
     /// The script check `check` of target `t`. The program gets `XLB_SERVICE`, `XLB_REAL`,
     /// `XLB_REAL_IP`, `XLB_REAL_PORT` and `XLB_PROBE` (probed `ip:port`) in its environment.
-    pub fn new(check: &Check, t: &RealTarget) -> Result<Self, String> {
+    pub fn new(check: &Check, t: &RealTarget) -> Result<Self, ProbeError> {
         let command = check
             .command
-            .as_ref()
-            .map(|c| c.get_ref().clone())
+            .clone()
             .filter(|c| !c.is_empty())
-            .ok_or("script check without command")?;
+            .ok_or(ProbeError::NoCommand)?;
         Ok(ScriptProbe {
             spec: ScriptSpec {
                 command,
                 shell: check.shell,
                 dynamic: check.dynamic,
-                user: check.user.as_ref().map(|u| u.get_ref().clone()),
+                user: check.user.clone(),
                 env: vec![
                     ("XLB_SERVICE".into(), t.service.clone()),
                     ("XLB_REAL".into(), t.real.to_string()),
@@ -84,7 +84,7 @@ pub async fn run(spec: &ScriptSpec, timeout: Duration) -> Outcome {
 pub async fn probe(spec: &ScriptSpec) -> Outcome {
     let (mut child, guard) = match spawn(spec) {
         Ok(x) => x,
-        Err(e) => return Outcome::down(e),
+        Err(e) => return Outcome::down(e.to_string()),
     };
     let status = child.wait().await;
     guard.disarm();
@@ -130,13 +130,13 @@ impl Drop for GroupGuard {
     }
 }
 
-fn spawn(spec: &ScriptSpec) -> Result<(tokio::process::Child, GroupGuard), String> {
+fn spawn(spec: &ScriptSpec) -> Result<(tokio::process::Child, GroupGuard), ProbeError> {
     let (program, args): (&str, Vec<&str>) = if spec.shell {
         let mut a = vec!["-c", spec.command[0].as_str(), "xlb-check"];
         a.extend(spec.command[1..].iter().map(String::as_str));
         ("/bin/sh", a)
     } else {
-        let (p, rest) = spec.command.split_first().ok_or("empty command")?;
+        let (p, rest) = spec.command.split_first().ok_or(ProbeError::NoCommand)?;
         (p.as_str(), rest.iter().map(String::as_str).collect())
     };
     let mut cmd = Command::new(program);
@@ -152,16 +152,17 @@ fn spawn(spec: &ScriptSpec) -> Result<(tokio::process::Child, GroupGuard), Strin
         // std drops the supplementary groups (setgroups(0)) before setuid when run as root.
         cmd.uid(uid).gid(gid);
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let child = cmd.spawn().map_err(|e| ProbeError::Spawn {
+        program: program.to_string(),
+        reason: e.to_string(),
+    })?;
     let pgid = child.id().map(|p| p as i32);
     Ok((child, GroupGuard(pgid)))
 }
 
 /// uid and primary gid of `user`.
-fn lookup_user(user: &str) -> Result<(u32, u32), String> {
-    let name = CString::new(user).map_err(|_| format!("bad user name `{user}`"))?;
+fn lookup_user(user: &str) -> Result<(u32, u32), ProbeError> {
+    let name = CString::new(user).map_err(|_| ProbeError::BadUserName(user.to_string()))?;
     let mut buf = vec![0 as libc::c_char; 16384];
     // SAFETY: getpwnam_r with a buffer we own; `pwd` is only read when `result` is non-null.
     unsafe {
@@ -175,7 +176,7 @@ fn lookup_user(user: &str) -> Result<(u32, u32), String> {
             &mut result,
         );
         if rc != 0 || result.is_null() {
-            return Err(format!("unknown user `{user}`"));
+            return Err(ProbeError::UnknownUser(user.to_string()));
         }
         Ok((pwd.pw_uid, pwd.pw_gid))
     }

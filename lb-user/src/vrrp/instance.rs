@@ -1,21 +1,22 @@
 //! One instance's task: the IO shell around [`Machine`]: socket, timers, tracked interfaces and
 //! services, VIPs, GARP, notify, sync group propagation.
 
+use super::VrrpError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{bail, Context as _, Result};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::addr::{self, Net};
+use super::addr;
 use super::io::{Received, VrrpSocket};
 use super::machine::{Action, Machine, Params};
 use super::packet::{auth_field, Advert, RxError, AUTH_LEN};
 use super::{InstanceStatus, VrrpEvent, VrrpRole};
 use crate::config::{IpPrefix, VrrpInstance, VrrpState};
+use crate::logging::RateLimit;
 
 /// Commands from [`super::Vrrp`] (and sync group peers) to a task.
 pub(super) enum Cmd {
@@ -40,6 +41,8 @@ pub(super) struct Shared {
     /// `(interface, vrid)` of every configured instance: adverts for other VRIDs are counted.
     pub vrids: Arc<RwLock<BTreeSet<(String, u8)>>>,
     pub events: mpsc::UnboundedSender<VrrpEvent>,
+    /// Role changes as logged (status page).
+    pub recent: Arc<Mutex<crate::status::RecentTransitions>>,
 }
 
 pub(super) struct Instance {
@@ -47,7 +50,7 @@ pub(super) struct Instance {
     name: String,
     machine: Machine,
     sock: VrrpSocket,
-    net: Net,
+    net: crate::net::Net,
     ifindex: u32,
     mac: [u8; 6],
     vips: Vec<IpPrefix>,
@@ -61,71 +64,101 @@ pub(super) struct Instance {
     service_fault: Option<String>,
     sync_fault: Option<String>,
     health: BTreeMap<String, bool>,
+    /// Start as MASTER: the previous daemon was MASTER and its forwarding was adopted.
+    resume: bool,
+    /// One WARN line per reason per [`BAD_ADVERT_LOG_EVERY`]: a peer sends one advert a second.
+    bad_advert_log: BTreeMap<RxError, RateLimit>,
 }
+
+/// At most one log line per reason of bad adverts per this time.
+const BAD_ADVERT_LOG_EVERY: Duration = Duration::from_secs(30);
 
 fn secs(f: f64) -> Duration {
     Duration::from_secs_f64(f.max(0.0))
 }
 
 impl Instance {
+    /// Whether the instance carries on as MASTER (see [`Machine::resume_master`]).
+    pub fn resumes(&self) -> bool {
+        self.resume
+    }
+
     /// Resolves the interface and source address, removes stale VIPs, opens the socket.
     pub async fn setup(
         cfg: &VrrpInstance,
         shared: Shared,
         status: Arc<Mutex<InstanceStatus>>,
         health: BTreeMap<String, bool>,
-    ) -> Result<Instance> {
-        let name = cfg.name.get_ref().clone();
-        let ifname = cfg.interface.get_ref().clone();
-        let net = Net::new()?;
-        let link = net
-            .link(&ifname)
-            .await?
-            .with_context(|| format!("vrrp_instance {name}: no interface {ifname}"))?;
-        let vips: Vec<IpPrefix> = cfg
-            .virtual_ipaddress
-            .get_ref()
-            .iter()
-            .map(|p| *p.get_ref())
-            .collect();
+        resume: bool,
+    ) -> Result<Instance, VrrpError> {
+        let name = cfg.name.clone();
+        let ifname = cfg.interface.clone();
+        let net_err = |source| VrrpError::Net {
+            instance: name.clone(),
+            source,
+        };
+        let net = crate::net::Net::connect().map_err(net_err)?;
+        let link =
+            net.link(&ifname)
+                .await
+                .map_err(net_err)?
+                .ok_or_else(|| VrrpError::NoInterface {
+                    instance: name.clone(),
+                    interface: ifname.clone(),
+                })?;
+        let vips: Vec<IpPrefix> = cfg.virtual_ipaddress.clone();
         let vip_addrs: Vec<IpAddr> = vips.iter().map(|p| p.addr).collect();
-        // Left over by a crashed predecessor: we start as backup, so they must go.
-        for v in &vip_addrs {
-            net.del(link.index, *v).await?;
+        // The VIPs are still here when the previous daemon died as MASTER (a clean stop removes
+        // them). With its forwarding adopted, carry on as MASTER; otherwise they are left over by
+        // a crashed predecessor and we start as backup, so they must go.
+        let present = net.addresses(link.index).await.map_err(net_err)?;
+        let holds_vips = !vip_addrs.is_empty()
+            && vip_addrs
+                .iter()
+                .all(|v| present.iter().any(|(a, _)| a == v));
+        let resume = resume && holds_vips;
+        if !resume {
+            for v in &vip_addrs {
+                net.del_address(link.index, *v).await.map_err(net_err)?;
+            }
         }
         let v6 = match vip_addrs.first() {
             Some(a) => a.is_ipv6(),
-            None => cfg
-                .unicast_src_ip
-                .as_ref()
-                .is_some_and(|a| a.get_ref().is_ipv6()),
+            None => cfg.unicast_src_ip.as_ref().is_some_and(|a| a.is_ipv6()),
         };
-        let version = *cfg.version.get_ref();
+        let version = cfg.version;
         if v6 && version != 3 {
-            bail!("vrrp_instance {name}: IPv6 needs version 3");
+            return Err(VrrpError::V6NeedsV3(name));
         }
         let src = match &cfg.unicast_src_ip {
-            Some(a) => *a.get_ref(),
-            None => net.primary_addr(link.index, v6, &vip_addrs).await?,
+            Some(a) => *a,
+            None => net
+                .primary_address(link.index, v6, &vip_addrs)
+                .await
+                .map_err(net_err)?,
         };
-        let peers: Vec<IpAddr> = cfg.unicast_peer.iter().map(|p| *p.get_ref()).collect();
-        let sock = VrrpSocket::open(&ifname, link.index, src, &peers)
-            .with_context(|| format!("vrrp_instance {name}: opening the VRRP socket"))?;
-        let advert_int = *cfg.advert_int.get_ref();
+        let peers: Vec<IpAddr> = cfg.unicast_peer.clone();
+        let sock = VrrpSocket::open(&ifname, link.index, src, &peers).map_err(|source| {
+            VrrpError::Socket {
+                instance: name.clone(),
+                source,
+            }
+        })?;
+        let advert_int = cfg.advert_int;
         let machine = Machine::new(Params {
             name: name.clone(),
             version,
-            priority: *cfg.priority.get_ref(),
+            priority: cfg.priority,
             advert_int: secs(advert_int),
-            preempt: !*cfg.nopreempt.get_ref(),
-            preempt_delay: secs(*cfg.preempt_delay.get_ref()),
+            preempt: !cfg.nopreempt,
+            preempt_delay: secs(cfg.preempt_delay),
             primary_ip: src,
-            want_master: *cfg.state.get_ref() == VrrpState::Master,
+            want_master: cfg.state == VrrpState::Master,
         });
         let auth = cfg
             .authentication
             .as_ref()
-            .map(|a| auth_field(a.get_ref().auth_pass.get_ref()));
+            .map(|a| auth_field(&a.auth_pass));
         let mut inst = Instance {
             cfg: cfg.clone(),
             name,
@@ -144,6 +177,8 @@ impl Instance {
             service_fault: None,
             sync_fault: None,
             health: BTreeMap::new(),
+            resume,
+            bad_advert_log: BTreeMap::new(),
         };
         inst.check_links().await;
         let now = Instant::now();
@@ -164,10 +199,10 @@ impl Instance {
     async fn check_links(&mut self) {
         let mut down = Vec::new();
         for i in &self.cfg.track_interface {
-            match self.net.link(i.get_ref()).await {
+            match self.net.link(i).await {
                 Ok(Some(l)) if l.up => {}
-                Ok(_) => down.push(i.get_ref().clone()),
-                Err(e) => tracing::warn!(instance = %self.name, "tracking {}: {e:#}", i.get_ref()),
+                Ok(_) => down.push(i.clone()),
+                Err(e) => tracing::warn!(instance = %self.name, "tracking {}: {e:#}", i),
             }
         }
         self.link_fault =
@@ -182,13 +217,13 @@ impl Instance {
             .cfg
             .track_service
             .iter()
-            .map(|s| s.get_ref().as_str())
+            .map(|s| s.as_str())
             .filter(|s| self.health.get(*s) == Some(&false))
             .collect();
-        let base = *self.cfg.priority.get_ref();
+        let base = self.cfg.priority;
         self.service_fault = None;
         match &self.cfg.track_service_weight {
-            Some(w) if !bad.is_empty() => (i32::from(base) + *w.get_ref()).clamp(1, 254) as u8,
+            Some(w) if !bad.is_empty() => (i32::from(base) + w).clamp(1, 254) as u8,
             Some(_) => base,
             None => {
                 self.service_fault = (!bad.is_empty())
@@ -204,49 +239,84 @@ impl Instance {
         self.machine.set_fault(now, f)
     }
 
-    fn count_bad(&self, e: RxError) {
-        let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        *st.bad_adverts.entry(e.as_str().to_string()).or_default() += 1;
-        tracing::debug!(instance = %self.name, "dropped advert: {e}");
+    /// Counts a dropped advert by reason and says so at WARN (rate-limited per reason) with its
+    /// sender: a password or VRID mismatch with the peer is otherwise a silent split brain.
+    fn count_bad(&mut self, e: RxError, from: IpAddr, detail: String) {
+        {
+            let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            *st.bad_adverts.entry(e.as_str().to_string()).or_default() += 1;
+            st.last_bad_advert = Some(crate::status::BadAdvert {
+                from,
+                reason: e.as_str().to_string(),
+                at_unix: SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0),
+            });
+        }
+        let limit = self
+            .bad_advert_log
+            .entry(e)
+            .or_insert_with(|| RateLimit::new(BAD_ADVERT_LOG_EVERY));
+        let Some(held_back) = limit.allow(Instant::now()) else {
+            return;
+        };
+        let more = if held_back > 0 {
+            format!(" ({held_back} more dropped for this reason since the last line)")
+        } else {
+            String::new()
+        };
+        tracing::warn!(
+            instance = %self.name, peer = %from, reason = e.as_str(),
+            "({}) bad VRRP advert from {from} dropped: {e}{detail}: {}{more}",
+            self.name, e.hint()
+        );
     }
 
     /// Validates a received datagram; `Some((src, priority, interval))` for a good advert.
-    fn validate(&self, rx: &Received) -> Option<(IpAddr, u8, Duration)> {
+    fn validate(&mut self, rx: &Received) -> Option<(IpAddr, u8, Duration)> {
         if rx.src == self.sock.src() {
             return None;
         }
         let adv = match rx.advert() {
             Ok(a) => a,
             Err(e) => {
-                self.count_bad(e);
+                let detail = match e {
+                    RxError::Version => format!(" (ours is {})", self.cfg.version),
+                    _ => String::new(),
+                };
+                self.count_bad(e, rx.src, detail);
                 return None;
             }
         };
-        if adv.vrid != *self.cfg.virtual_router_id.get_ref() {
+        if adv.vrid != self.cfg.virtual_router_id {
             let ours = self
                 .shared
                 .vrids
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains(&(self.cfg.interface.get_ref().clone(), adv.vrid));
+                .contains(&(self.cfg.interface.clone(), adv.vrid));
             if !ours {
-                self.count_bad(RxError::Vrid);
+                let detail = format!(
+                    " (VRID {}, ours {} on {})",
+                    adv.vrid, self.cfg.virtual_router_id, self.cfg.interface
+                );
+                self.count_bad(RxError::Vrid, rx.src, detail);
             }
             return None;
         }
-        if let Err(e) = adv.check_for(
-            *self.cfg.version.get_ref(),
-            self.auth.as_ref(),
-            self.interval_cs,
-        ) {
-            if e == RxError::Interval {
-                tracing::warn!(
-                    instance = %self.name, peer = %rx.src,
-                    "VRRPv2 advert interval {} cs differs from ours ({} cs): dropped",
+        if let Err(e) = adv.check_for(self.cfg.version, self.auth.as_ref(), self.interval_cs) {
+            let detail = match e {
+                RxError::Interval => format!(
+                    " (its interval {} cs, ours {} cs)",
                     adv.interval_cs, self.interval_cs
-                );
-            }
-            self.count_bad(e);
+                ),
+                RxError::Version => {
+                    format!(" (version {}, ours {})", adv.version, self.cfg.version)
+                }
+                _ => String::new(),
+            };
+            self.count_bad(e, rx.src, detail);
             return None;
         }
         if adv.version == 3 && adv.interval_cs != self.interval_cs {
@@ -272,8 +342,8 @@ impl Instance {
 
     fn advert(&self, priority: u8) -> Advert {
         Advert {
-            version: *self.cfg.version.get_ref(),
-            vrid: *self.cfg.virtual_router_id.get_ref(),
+            version: self.cfg.version,
+            vrid: self.cfg.virtual_router_id,
             priority,
             interval_cs: self.interval_cs,
             auth: self.auth,
@@ -283,7 +353,11 @@ impl Instance {
 
     async fn add_vips(&mut self) {
         for v in &self.vips {
-            if let Err(e) = self.net.add(self.ifindex, v).await {
+            if let Err(e) = self
+                .net
+                .add_address(self.ifindex, *v, crate::net::Dad::Skip)
+                .await
+            {
                 tracing::error!(instance = %self.name, "{e:#}");
             }
         }
@@ -291,7 +365,7 @@ impl Instance {
         let (ifindex, mac) = (self.ifindex, self.mac);
         let vips: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
         let repeat = self.cfg.garp_master_repeat;
-        let delay = secs(*self.cfg.garp_master_delay.get_ref());
+        let delay = secs(self.cfg.garp_master_delay);
         let name = self.name.clone();
         if let Some(g) = self.garp.take() {
             g.abort();
@@ -314,7 +388,7 @@ impl Instance {
             g.abort();
         }
         for v in &self.vips {
-            if let Err(e) = self.net.del(self.ifindex, v.addr).await {
+            if let Err(e) = self.net.del_address(self.ifindex, v.addr).await {
                 tracing::error!(instance = %self.name, "{e:#}");
             }
         }
@@ -346,8 +420,33 @@ impl Instance {
         st.last_master = self.machine.last_master;
     }
 
+    /// The one line of a role change, with keepalived's `(VI_1) Entering MASTER STATE` in it.
+    fn log_transition(&self, role: VrrpRole, reason: &str) {
+        let prio = self.machine.effective_priority();
+        let peer = self
+            .machine
+            .last_master
+            .map(|p| format!(", last master heard {p}"))
+            .unwrap_or_default();
+        let line = format!(
+            "({}) Entering {role} STATE ({reason}; priority {prio}{peer})",
+            self.name
+        );
+        let role_name = role.to_string();
+        if role == VrrpRole::Fault {
+            tracing::warn!(instance = %self.name, role = %role_name, %reason, "{line}");
+        } else {
+            tracing::info!(instance = %self.name, role = %role_name, %reason, "{line}");
+        }
+        self.shared
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push("vrrp", self.name.clone(), role_name, reason.to_string());
+    }
+
     async fn on_transition(&mut self, role: VrrpRole, reason: String, propagate: bool) {
-        tracing::info!(instance = %self.name, "VRRP: entering {role} state ({reason})");
+        self.log_transition(role, &reason);
         if role == VrrpRole::Master {
             self.add_vips().await;
         } else {
@@ -357,6 +456,7 @@ impl Instance {
             let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
             st.role = role;
             st.since = SystemTime::now();
+            st.transitions += 1;
             if role == VrrpRole::Master {
                 st.became_master += 1;
             }
@@ -369,7 +469,7 @@ impl Instance {
         };
         if let Some(argv) = notify {
             super::notify::spawn(
-                argv.get_ref(),
+                argv,
                 &self.name,
                 &role.to_string(),
                 self.machine.effective_priority(),
@@ -419,7 +519,11 @@ impl Instance {
 
     /// The task body.
     pub async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
-        let actions = self.machine.start(Instant::now());
+        let actions = if self.resume {
+            self.machine.resume_master(Instant::now())
+        } else {
+            self.machine.start(Instant::now())
+        };
         self.apply(actions, true).await;
         let mut link_tick = tokio::time::interval(Duration::from_millis(500));
         link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

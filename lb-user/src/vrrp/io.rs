@@ -226,7 +226,8 @@ impl VrrpSocket {
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&cbuf);
+        // usize on glibc, socklen_t on musl.
+        msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
         // SAFETY: see above.
         let n = unsafe { libc::recvmsg(s.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
         if n < 0 {

@@ -152,6 +152,23 @@ impl Machine {
         out
     }
 
+    /// Startup of a director that was MASTER a moment ago and never stopped forwarding (the
+    /// daemon restarted and adopted its pinned program and maps): MASTER at once, advertising,
+    /// so the backup never sees a gap; a higher-priority master heard afterwards is yielded to
+    /// as usual. A fault still wins.
+    pub fn resume_master(&mut self, now: Instant) -> Vec<Action> {
+        if self.fault.is_some() || self.effective == 255 {
+            return self.start(now);
+        }
+        let mut out = Vec::new();
+        self.become_master(
+            now,
+            "resumed after a restart (forwarding never stopped)".into(),
+            &mut out,
+        );
+        out
+    }
+
     /// A valid advert from `src` (its interval matters for v3 only).
     pub fn on_advert(
         &mut self,

@@ -3,7 +3,8 @@
 //! - [`packet`]: advert codec and checksums (pure).
 //! - [`machine`]: the per-instance state machine (pure, time passed in).
 //! - [`io`]: the raw socket (protocol 112, TTL 255, multicast or unicast).
-//! - [`addr`]: VIPs on the interface (rtnetlink), gratuitous ARP / unsolicited NA.
+//! - [`addr`]: gratuitous ARP / unsolicited NA for the VIPs (put on the interface by
+//!   [`crate::net`]).
 //! - [`notify`]: `notify_master/backup/fault` programs.
 //! - `instance`: the task of one instance, gluing the above.
 //!
@@ -28,6 +29,25 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, VrrpInstance};
 use instance::{Cmd, Instance, Shared, SyncState};
+
+/// Why an instance could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum VrrpError {
+    #[error("vrrp_instance {instance}: no interface {interface}")]
+    NoInterface { instance: String, interface: String },
+    #[error("vrrp_instance {0}: IPv6 needs version 3")]
+    V6NeedsV3(String),
+    #[error("vrrp_instance {instance}: opening the VRRP socket: {source}")]
+    Socket {
+        instance: String,
+        source: std::io::Error,
+    },
+    #[error("vrrp_instance {instance}: {source}")]
+    Net {
+        instance: String,
+        source: crate::net::NetError,
+    },
+}
 
 /// The role of an instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -72,6 +92,10 @@ pub struct InstanceStatus {
     pub became_master: u64,
     /// When `role` was entered.
     pub since: SystemTime,
+    /// Role changes so far.
+    pub transitions: u64,
+    /// The last advert dropped: its sender and why.
+    pub last_bad_advert: Option<crate::status::BadAdvert>,
 }
 
 /// Sent to the daemon on every role change.
@@ -119,13 +143,8 @@ pub struct Vrrp {
 fn sync_peers(cfg: &Config) -> BTreeMap<String, Vec<String>> {
     let mut peers = BTreeMap::new();
     for g in &cfg.vrrp_sync_groups {
-        let members: Vec<String> = g
-            .group
-            .get_ref()
-            .iter()
-            .map(|m| m.get_ref().clone())
-            .collect();
-        for m in &members {
+        let members = &g.group;
+        for m in members {
             peers.insert(
                 m.clone(),
                 members.iter().filter(|o| *o != m).cloned().collect(),
@@ -138,21 +157,20 @@ fn sync_peers(cfg: &Config) -> BTreeMap<String, Vec<String>> {
 fn vrid_set(cfg: &Config) -> BTreeSet<(String, u8)> {
     cfg.vrrp_instances
         .iter()
-        .map(|i| {
-            (
-                i.interface.get_ref().clone(),
-                *i.virtual_router_id.get_ref(),
-            )
-        })
+        .map(|i| (i.interface.clone(), i.virtual_router_id))
         .collect()
 }
 
 impl Vrrp {
     /// Starts one task per instance on the current tokio runtime.
+    ///
+    /// `resume`: the daemon adopted the forwarding state of a previous run; an instance whose
+    /// VIPs are still on its interface (that run died as MASTER) carries on as MASTER at once.
     pub async fn start(
         cfg: &Config,
         events: mpsc::UnboundedSender<VrrpEvent>,
-    ) -> anyhow::Result<Vrrp> {
+        resume: bool,
+    ) -> Result<Vrrp, VrrpError> {
         let shared = Shared {
             sync: Arc::new(Mutex::new(SyncState {
                 peers: sync_peers(cfg),
@@ -160,6 +178,7 @@ impl Vrrp {
             })),
             vrids: Arc::new(RwLock::new(vrid_set(cfg))),
             events,
+            recent: Arc::default(),
         };
         let mut v = Vrrp {
             instances: BTreeMap::new(),
@@ -167,7 +186,7 @@ impl Vrrp {
             health: Mutex::new(BTreeMap::new()),
         };
         for i in &cfg.vrrp_instances {
-            if let Err(e) = v.start_one(i).await {
+            if let Err(e) = v.start_one(i, resume).await {
                 v.shutdown().await;
                 return Err(e);
             }
@@ -175,28 +194,36 @@ impl Vrrp {
         Ok(v)
     }
 
-    async fn start_one(&mut self, cfg: &VrrpInstance) -> anyhow::Result<()> {
-        let name = cfg.name.get_ref().clone();
+    async fn start_one(&mut self, cfg: &VrrpInstance, resume: bool) -> Result<(), VrrpError> {
+        let name = cfg.name.clone();
         let status = Arc::new(Mutex::new(InstanceStatus {
             name: name.clone(),
             role: VrrpRole::Init,
-            priority: *cfg.priority.get_ref(),
-            effective_priority: *cfg.priority.get_ref(),
-            vrid: *cfg.virtual_router_id.get_ref(),
-            interface: cfg.interface.get_ref().clone(),
+            priority: cfg.priority,
+            effective_priority: cfg.priority,
+            vrid: cfg.virtual_router_id,
+            interface: cfg.interface.clone(),
             last_master: None,
             adverts_rx: 0,
             adverts_tx: 0,
             bad_adverts: BTreeMap::new(),
             became_master: 0,
             since: SystemTime::now(),
+            transitions: 0,
+            last_bad_advert: None,
         }));
         let health = self
             .health
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let inst = Instance::setup(cfg, self.shared.clone(), status.clone(), health).await?;
+        let inst =
+            Instance::setup(cfg, self.shared.clone(), status.clone(), health, resume).await?;
+        if inst.resumes() {
+            // Seen as MASTER from the start, so the daemon's first table keeps the service
+            // active (the task's first transition confirms it).
+            status.lock().unwrap_or_else(|e| e.into_inner()).role = VrrpRole::Master;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         self.shared
             .sync
@@ -231,11 +258,11 @@ impl Vrrp {
 
     /// Applies a new configuration: unchanged instances keep running (and their state);
     /// changed ones are stopped (resigning if master) and restarted; removed ones stopped.
-    pub async fn reload(&mut self, cfg: &Config) -> anyhow::Result<()> {
+    pub async fn reload(&mut self, cfg: &Config) -> Result<(), VrrpError> {
         let wanted: BTreeMap<String, &VrrpInstance> = cfg
             .vrrp_instances
             .iter()
-            .map(|i| (i.name.get_ref().clone(), i))
+            .map(|i| (i.name.clone(), i))
             .collect();
         let stale: Vec<String> = self
             .instances
@@ -255,8 +282,8 @@ impl Vrrp {
         let mut first_err = None;
         for (n, i) in wanted {
             if !self.instances.contains_key(&n) {
-                if let Err(e) = self.start_one(i).await {
-                    tracing::error!("vrrp_instance {n}: {e:#}");
+                if let Err(e) = self.start_one(i, false).await {
+                    tracing::error!("{e}");
                     first_err.get_or_insert(e);
                 }
             }
@@ -276,6 +303,15 @@ impl Vrrp {
                 let _ = r.cmd.send(Cmd::Health(health.clone()));
             }
         }
+    }
+
+    /// The last role changes of every instance, oldest first.
+    pub fn recent_transitions(&self) -> Vec<crate::status::Transition> {
+        self.shared
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .to_vec()
     }
 
     pub fn status(&self) -> Vec<InstanceStatus> {
@@ -300,13 +336,7 @@ impl Vrrp {
         self.instances
             .values()
             .filter(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).role == VrrpRole::Master)
-            .flat_map(|r| {
-                r.cfg
-                    .virtual_ipaddress
-                    .get_ref()
-                    .iter()
-                    .map(|p| p.get_ref().addr)
-            })
+            .flat_map(|r| r.cfg.virtual_ipaddress.iter().map(|p| p.addr))
             .collect()
     }
 }

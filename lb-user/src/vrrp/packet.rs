@@ -48,6 +48,47 @@ pub enum RxError {
 }
 
 impl RxError {
+    /// Every reason, for counters that start at 0.
+    pub const ALL: [RxError; 11] = [
+        RxError::TooShort,
+        RxError::Version,
+        RxError::Type,
+        RxError::Checksum,
+        RxError::Auth,
+        RxError::AddressCount,
+        RxError::Ttl,
+        RxError::Vrid,
+        RxError::Interval,
+        RxError::Family,
+        RxError::IpHeader,
+    ];
+
+    /// What an operator should look at when adverts are dropped for this reason.
+    pub fn hint(self) -> &'static str {
+        match self {
+            RxError::Auth => {
+                "the peer's authentication (auth_type/auth_pass) differs from ours: neither \
+                 side accepts the other's adverts, so both become MASTER (split brain)"
+            }
+            RxError::Vrid => {
+                "a VRID none of our instances use on this link: a peer configured with another \
+                 virtual_router_id, or another VRRP router sharing the segment"
+            }
+            RxError::Interval => {
+                "the peer's advert_int differs from ours (VRRPv2 drops such adverts, as keepalived)"
+            }
+            RxError::Version => "the peer speaks another VRRP version: set the same `version`",
+            RxError::Checksum => "corrupted, or the peer computes the checksum differently",
+            RxError::Ttl => {
+                "IP TTL / hop limit not 255: the advert crossed a router, or is spoofed"
+            }
+            RxError::Family => "an advert of the other address family than the instance's",
+            RxError::TooShort | RxError::AddressCount | RxError::Type | RxError::IpHeader => {
+                "malformed advertisement"
+            }
+        }
+    }
+
     /// Counter name.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,5 +1,6 @@
 //! A direct-routing lab with the real daemon: client, director running `xlb run`, real servers
-//! (HTTP on :80 answering their name, a streaming server on :9000), built on xtask's lab.
+//! (HTTP on :80 answering their name, a stream server on :9000), on xtask's DR topology
+//! ([`xtask::lab::dr`]). Tests using it start with `xtask::require!(dr::NEEDS)`.
 #![allow(dead_code)]
 
 use std::{
@@ -8,85 +9,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use xtask::{
-    cmd::{dr_lab, DemoLab},
-    lab::Proc,
+// Re-exported for the suites; not every suite that includes `common` uses both.
+#[allow(unused_imports)]
+pub use xtask::lab::dr::{NEEDS, VIP};
+use xtask::lab::{
+    dr::{self, DrLab},
+    streams::{self, Running, Streams},
+    Proc,
 };
 
-pub const VIP: &str = "198.18.0.100";
-
-/// Streams "<name>\n" every 50 ms on each accepted connection until the peer goes away.
-pub const STREAM_SERVER: &str = r#"
-import socket, sys, threading, time
-name = sys.argv[1]
-srv = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-srv.bind(("::", 9000))
-srv.listen(512)
-def serve(c):
-    try:
-        while True:
-            c.sendall((name + "\n").encode())
-            time.sleep(0.05)
-    except OSError:
-        pass
-    finally:
-        c.close()
-while True:
-    c, _ = srv.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"#;
-
-/// Opens N connections to VIP:9000, reads for `seconds`, and prints one line per connection:
-/// "<server> ok|reset|stalled|refused <max gap ms>".
-const STREAM_CLIENT: &str = r#"
-import selectors, socket, sys, time
-vip, n, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-stall = float(sys.argv[4]) if len(sys.argv) > 4 else 2.0
-sel = selectors.DefaultSelector()
-conns = []
-for i in range(n):
-    s = socket.socket()
-    s.settimeout(3)
-    try:
-        s.connect((vip, 9000))
-    except OSError as e:
-        conns.append({"name": "-", "state": "refused", "gap": 0})
-        continue
-    s.setblocking(False)
-    c = {"sock": s, "name": None, "last": time.time(), "gap": 0.0, "state": "ok", "buf": b""}
-    conns.append(c)
-    sel.register(s, selectors.EVENT_READ, c)
-end = time.time() + seconds
-while time.time() < end:
-    for key, _ in sel.select(timeout=0.1):
-        c = key.data
-        try:
-            data = c["sock"].recv(65536)
-        except OSError:
-            data = b""
-        now = time.time()
-        if not data:
-            c["state"] = "reset"
-            sel.unregister(c["sock"])
-            continue
-        c["gap"] = max(c["gap"], now - c["last"])
-        c["last"] = now
-        c["buf"] += data
-        if c["name"] is None and b"\n" in c["buf"]:
-            c["name"] = c["buf"].split(b"\n")[0].decode()
-now = time.time()
-for c in conns:
-    if c["state"] == "ok":
-        c["gap"] = max(c["gap"], now - c["last"])
-        if c["gap"] > stall:
-            c["state"] = "stalled"
-    print(c.get("name") or "-", c["state"], int(c["gap"] * 1000))
-"#;
+/// The port of the stream service (see [`streams`]).
+pub const STREAM_PORT: u16 = 9000;
 
 pub struct Dr {
-    pub d: DemoLab,
+    pub d: DrLab,
     pub xlb: String,
     pub config: PathBuf,
     pub socket: String,
@@ -105,23 +41,9 @@ impl Dr {
 
     /// The lab without the VIP on the director (VRRP puts it there).
     pub fn without_vip(tag: &str, reals: usize) -> Self {
-        let mut d = dr_lab(tag, reals).expect("lab");
+        let mut d = dr::build(tag, reals).expect("lab");
         let dir = d.lab.dir().to_path_buf();
-        std::fs::write(dir.join("stream_server.py"), STREAM_SERVER).unwrap();
-        std::fs::write(dir.join("stream_client.py"), STREAM_CLIENT).unwrap();
-        let server = dir.join("stream_server.py").display().to_string();
-        for rs in d.real_servers.clone() {
-            d.lab.spawn(&rs, &["python3", &server, rs.name()]).unwrap();
-        }
-        for (i, rs) in d.real_servers.iter().enumerate() {
-            d.lab
-                .wait_tcp(
-                    rs,
-                    &format!("198.18.0.{}:9000", 11 + i),
-                    Duration::from_secs(10),
-                )
-                .unwrap();
-        }
+        start_stream_servers(&mut d, STREAM_PORT, 0.05);
         let socket = format!("/run/xlb/{}.sock", d.lab.id());
         let config = dir.join("xlb.toml");
         Self {
@@ -230,51 +152,40 @@ impl Dr {
 
     /// `n` HTTP requests to the VIP (new connection each): server name -> count ("FAIL" counted).
     pub fn curl(&self, n: usize) -> std::collections::BTreeMap<String, usize> {
-        xtask::cmd::curl_spread(&self.d.lab, &self.d.client, &format!("http://{VIP}/"), n).unwrap()
+        dr::curl_spread(&self.d.lab, &self.d.client, &format!("http://{VIP}/"), n).unwrap()
     }
 
-    /// Starts the streaming client in the background: `n` connections for `seconds`.
-    pub fn start_streams(&mut self, n: usize, seconds: f64) -> Proc {
+    /// Starts the stream client on the client host: `n` connections to VIP:[`STREAM_PORT`] for
+    /// `seconds`, a gap above 2 s counting as stalled.
+    pub fn start_streams(&mut self, n: usize, seconds: f64) -> Running {
         self.start_streams_stall(n, seconds, 2.0)
     }
 
     /// Like `start_streams`, with the gap (seconds) above which a connection counts as stalled.
-    pub fn start_streams_stall(&mut self, n: usize, seconds: f64, stall: f64) -> Proc {
-        let client = self
-            .d
-            .lab
-            .dir()
-            .join("stream_client.py")
-            .display()
-            .to_string();
-        let (ns, s, st) = (n.to_string(), seconds.to_string(), stall.to_string());
-        let c = self.d.client.clone();
-        self.d
-            .lab
-            .spawn(&c, &["python3", &client, VIP, &ns, &s, &st])
-            .unwrap()
+    pub fn start_streams_stall(&mut self, n: usize, seconds: f64, stall: f64) -> Running {
+        let client = streams::Client {
+            stall,
+            ..streams::Client::new(VIP, STREAM_PORT, n, seconds)
+        };
+        let host = self.d.client.clone();
+        client.start(&mut self.d.lab, &host).unwrap()
     }
 
-    /// Waits for the streaming client and returns (server, state, max gap ms) per connection.
-    pub fn stream_results(&mut self, p: &Proc, timeout: Duration) -> Vec<(String, String, u64)> {
-        let deadline = Instant::now() + timeout;
-        while self.d.lab.exited(p).unwrap().is_none() {
-            assert!(Instant::now() < deadline, "stream client did not finish");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.d
-            .lab
-            .log(p)
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                Some((
-                    f.next()?.to_string(),
-                    f.next()?.to_string(),
-                    f.next()?.parse().ok()?,
-                ))
-            })
-            .collect()
+    /// Waits for the stream client and returns one result per connection.
+    pub fn stream_results(&mut self, p: &Running, timeout: Duration) -> Streams {
+        p.results(&mut self.d.lab, timeout).unwrap()
+    }
+}
+
+/// Starts a stream server (see [`streams`]) on `port` of every real server, each sending its
+/// name every `interval` seconds, and waits until they listen.
+pub fn start_stream_servers(d: &mut DrLab, port: u16, interval: f64) {
+    for rs in d.real_servers.clone() {
+        streams::start_server(&mut d.lab, &rs, rs.name(), port, interval).unwrap();
+    }
+    for (i, rs) in d.real_servers.iter().enumerate() {
+        let addr = format!("{}:{port}", dr::real_v4(i + 1));
+        d.lab.wait_tcp(rs, &addr, Duration::from_secs(10)).unwrap();
     }
 }
 

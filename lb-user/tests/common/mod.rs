@@ -20,6 +20,10 @@ use xlb::dataplane::{
     maps::KernelMaps,
     writer::MapWriter,
 };
+use xtask::lab::require::Need;
+
+/// What a packet test needs (gate each with `xtask::require!(BPF)`): loading the XDP object.
+pub const BPF: &[Need] = &[Need::Bpf];
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -46,11 +50,16 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(conn_table_size: u32) -> Self {
+        let missing = xtask::lab::require::Missing::of(&[BPF]);
+        assert!(
+            missing.is_empty(),
+            "{missing}: start this test with `xtask::require!(BPF)` so that it skips where it cannot run"
+        );
         let mut ebpf = load(
             xlb::BPF_OBJECT,
             &LoadOptions {
                 conn_table_size,
-                ring_slots: 1 << 20,
+                maglev_capacity: 1 << 20,
                 pin_dir: None,
             },
         )

@@ -29,7 +29,14 @@
 //! - Only 198.18.0.0/15 and 2001:db8::/32 addresses may be added ([`Lab::add_addr`] refuses
 //!   others), so lab traffic can never leave for a real network.
 //! - Leftovers of a killed run: `cargo xtask lab clean` ([`clean_all`]).
+//!
+//! Built on it: [`dr`] (the direct-routing topology of the demo, benches and tests),
+//! [`streams`] (the long-lived TCP stream server and client every lab test uses) and
+//! [`require`] (what a root-only test needs, checked before it starts).
+pub mod dr;
 mod netns;
+pub mod require;
+pub mod streams;
 pub mod xdp;
 
 use std::{

@@ -1,0 +1,2 @@
+//! Importers: other tools' configurations -> the xlb TOML file format.
+pub mod keepalived;
