@@ -2,18 +2,47 @@
 //! benchmark harness (`cargo xtask bench`). Nothing of the daemon uses it.
 //!
 //! `BPF_PROG_TEST_RUN` with `repeat` does not reset the frame between repetitions, and `xlb`
-//! rewrites it. The wrapper restores the template frame before every repetition, optionally
-//! writes a per-repetition flow index into it, then tail-calls the program under test.
+//! rewrites it. The wrapper restores `data` and the template frame before every repetition,
+//! optionally writes a per-repetition flow index into it, then tail-calls the program under test.
 
 /// Largest template frame (bytes); frames are copied in 8-byte words.
 pub const BENCH_FRAME_MAX: usize = 128;
-/// Slots of `BENCH_PROGS` (the programs the wrapper can tail-call).
+/// Slots of `BENCH_PROGS`; slot k is tail-called by the wrapper program `xlb_bench_w<k>`.
 pub const BENCH_PROG_SLOTS: u32 = 8;
+/// The wrapper program of each slot (a constant slot per program: a direct jump once JITed).
+pub const BENCH_WRAPPERS: [&str; BENCH_PROG_SLOTS as usize] = [
+    "xlb_bench_w0",
+    "xlb_bench_w1",
+    "xlb_bench_w2",
+    "xlb_bench_w3",
+    "xlb_bench_w4",
+    "xlb_bench_w5",
+    "xlb_bench_w6",
+    "xlb_bench_w7",
+];
 
 /// Map names.
 pub const BENCH_CFG: &str = "BENCH_CFG";
 pub const BENCH_PROGS: &str = "BENCH_PROGS";
 pub const BENCH_SEQ: &str = "BENCH_SEQ";
+pub const BENCH_LINES: &str = "BENCH_LINES";
+
+/// One element of `BENCH_LINES`: a cache line.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct BenchLine {
+    pub words: [u64; 8],
+}
+
+/// The key words of an IPv4 flow in a way of the set-associative prototype (`xlb_floor_set`):
+/// (source and destination address, ports). The ports word sits in the high half of word 1.
+#[inline(always)]
+pub fn set_way_key(key: &crate::FlowKey) -> (u64, u64) {
+    (
+        ((key.src[0] as u64) << 32) | key.dst[0] as u64,
+        ((key.sport as u64) << 16) | key.dport as u64,
+    )
+}
 
 /// How the wrapper varies the flow per repetition (`BenchCfg::mode`).
 pub mod mode {
@@ -41,8 +70,9 @@ pub const V6_PORT_OFF: usize = 54;
 pub struct BenchCfg {
     /// The template; the wrapper copies `min(frame length, BENCH_FRAME_MAX)` rounded down to 8.
     pub frame: [u8; BENCH_FRAME_MAX],
-    /// `BENCH_PROGS` slot to tail-call.
-    pub target: u32,
+    /// Template length in bytes: the wrapper moves `data` back to `data_end - len` first (undoing
+    /// the previous repetition's `bpf_xdp_adjust_head`).
+    pub len: u32,
     /// One of [`mode`].
     pub mode: u32,
     /// Modulus of [`mode::SPREAD`].
@@ -57,7 +87,7 @@ impl Default for BenchCfg {
     fn default() -> Self {
         Self {
             frame: [0; BENCH_FRAME_MAX],
-            target: 0,
+            len: 0,
             mode: mode::FIXED,
             n: 1,
             ipv6: 0,
@@ -69,6 +99,9 @@ impl Default for BenchCfg {
 #[cfg(feature = "user")]
 // SAFETY: #[repr(C)], Copy, integers and a byte array only, no implicit padding.
 unsafe impl aya::Pod for BenchCfg {}
+#[cfg(feature = "user")]
+// SAFETY: #[repr(C)], Copy, integers only.
+unsafe impl aya::Pod for BenchLine {}
 
 #[cfg(test)]
 mod tests {

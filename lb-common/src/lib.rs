@@ -22,6 +22,9 @@ pub mod map_names {
     pub const FLOOD_STATE: &str = "FLOOD_STATE";
     pub const LB_CONFIG: &str = "LB_CONFIG";
     pub const TX_PORTS: &str = "TX_PORTS";
+    pub const IFACE_MACS: &str = "IFACE_MACS";
+    pub const SERVICE_STATE: &str = "SERVICE_STATE";
+    pub const VIP_FILTER: &str = "VIP_FILTER";
 }
 
 /// Service slots (ids index per-service counters and round-robin state).
@@ -31,6 +34,8 @@ pub const MAX_SERVICES: u32 = 4096;
 pub const MAX_REALS: u32 = 65_536;
 /// Egress interfaces reachable by `XDP_REDIRECT` (devmap size).
 pub const MAX_TX_PORTS: u32 = 64;
+/// Slots of `IFACE_MACS`: an interface's entry sits at `ifindex % MAX_IFACE_SLOTS`.
+pub const MAX_IFACE_SLOTS: u32 = 4096;
 /// Default connection-table size (the `conn_table_size` config value).
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 1_048_576;
 /// "No real server" marker in rings and in `Service::sorry_real`.
@@ -85,6 +90,22 @@ pub struct Service {
     pub prev_ring_offset: u32,
     pub prev_ring_size: u32,
 }
+
+/// Value of the `SERVICE_STATE` array, indexed by service id: what the connection table's hit
+/// path needs of a service without looking it up by (VIP, port, protocol). `generation` is bumped
+/// whenever the id is removed or given to another service, so table entries made for an earlier
+/// holder of the id never match (they are dispatched afresh).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceState {
+    pub generation: u32,
+    /// The service's `flags` (`SVC_F_ACTIVE`: forward now); 0 while the id is free.
+    pub flags: u32,
+}
+
+/// Words (u64) of the `VIP_FILTER` bitmap: 65,536 bits, bit `hash::vip_filter_bit(addr)` set
+/// for every VIP. A destination whose bit is clear is not a VIP (no table or service lookup).
+pub const VIP_FILTER_WORDS: u32 = 1024;
 
 /// Key of the `VIPS` map: an address that is the VIP of at least one service.
 #[repr(C)]
@@ -146,6 +167,19 @@ pub struct RealServer {
     pub _pad: u8,
 }
 
+/// Value of the `IFACE_MACS` array: the MAC of an interface the program is attached to, at slot
+/// `ifindex % MAX_IFACE_SLOTS`. A frame received on `ifindex` whose destination MAC is another
+/// unicast address is not for this director (a switch flooding unknown unicast): it is passed
+/// untouched. An interface without an entry (slot empty or holding another ifindex) is not
+/// checked. `ifindex` 0 = empty slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct IfaceMac {
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
 /// Key of the connection table: the flow as the client sends it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -186,12 +220,15 @@ pub struct FlowEntry {
     pub real_id: u32,
     pub real_gen: u32,
     pub service_id: u32,
+    /// `ServiceState::generation` of `service_id` when the entry was made.
+    pub service_gen: u32,
     /// One of `conn_state`.
     pub state: u8,
     /// Union of the TCP flags seen from the client.
     pub flags_seen: u8,
-    pub _pad: [u8; 2],
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet.
+    pub _pad: [u8; 6],
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE, one-tick resolution) of the last
+    /// packet: the precise clock costs ~30 ns a packet on a KVM guest, the coarse one a load.
     pub last_seen_ns: u64,
 }
 
@@ -204,7 +241,7 @@ pub struct TrafficStats {
     pub conns: u64,
 }
 
-/// Per-CPU flood-guard window.
+/// Per-CPU flood-guard window (CLOCK_MONOTONIC_COARSE).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct FloodState {
@@ -256,7 +293,11 @@ pub mod stat {
     pub const PREV_RING_HIT: u32 = 17;
     /// Redirect to a devmap port that failed (dropped by the kernel as XDP_ABORTED-like).
     pub const REDIRECT_FAILED: u32 = 18;
-    pub const COUNT: u32 = 19;
+    /// Unicast frames for another MAC than the receiving interface's (passed untouched).
+    pub const NOT_OUR_MAC: u32 = 19;
+    /// Broadcast and multicast frames (passed untouched: ARP, VRRP, neighbour discovery).
+    pub const GROUP_MAC: u32 = 20;
+    pub const COUNT: u32 = 21;
 
     /// Names for status and metrics, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -279,6 +320,8 @@ pub mod stat {
         "insert_failed",
         "prev_ring_hit",
         "redirect_failed",
+        "not_our_mac",
+        "group_mac",
     ];
 }
 
@@ -297,6 +340,8 @@ mod pod {
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for FloodState {}
     unsafe impl aya::Pod for LbConfig {}
+    unsafe impl aya::Pod for IfaceMac {}
+    unsafe impl aya::Pod for ServiceState {}
 }
 
 #[cfg(test)]
@@ -312,8 +357,10 @@ mod tests {
         assert_eq!(size_of::<FlowKey>(), 40);
         assert_eq!(size_of::<VipKey>(), 20);
         assert_eq!(size_of::<VipInfo>(), 8);
-        assert_eq!(size_of::<FlowEntry>(), 24);
+        assert_eq!(size_of::<FlowEntry>(), 32);
+        assert_eq!(size_of::<ServiceState>(), 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
+        assert_eq!(size_of::<IfaceMac>(), 12);
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
     }
 }

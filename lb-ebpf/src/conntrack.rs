@@ -1,22 +1,43 @@
-//! Connection table: lookup, IPVS-style state from the client's TCP flags, insert with the flood
-//! guard, and re-dispatch of flows whose real server went away.
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+//! Connection table: the hit path (table first: no service lookup, no precise clock), IPVS-style
+//! state from the client's TCP flags, insert with the flood guard, and re-dispatch of flows whose
+//! real server (or service) went away.
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
     conn_state, stat, tcp_flags, FlowEntry, FlowKey, RealServer, Service, NO_REAL, PROTO_TCP,
+    SVC_F_ACTIVE,
 };
 
 use crate::{
-    maps::{count, CONN_TABLE, FLOOD_STATE, LB_CONFIG},
+    maps::{count, CONN_TABLE, FLOOD_STATE, LB_CONFIG, SERVICE_STATE},
     select::{alive_real, pick, pick_previous},
 };
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 pub struct Dispatch {
+    pub service_id: u32,
     pub real_id: u32,
     pub real: &'static RealServer,
     /// A table entry was created (counts as a new connection).
     pub new_conn: bool,
+}
+
+/// What the table holds for a flow.
+pub enum Lookup {
+    /// A valid entry: forward to its real server.
+    Hit(Dispatch),
+    /// An entry whose service or real server went away: its state and flags carry over.
+    Stale { state: u8, flags: u8 },
+    Miss,
+}
+
+/// CLOCK_MONOTONIC_COARSE: a load of the timekeeper's last tick, where `bpf_ktime_get_ns` reads
+/// the clocksource (~30 ns under KVM). Idle timeouts and the flood guard's window need no more
+/// than a tick's resolution.
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// IPVS's TCP states as the client's flags drive them (DR: the director never sees replies).
@@ -44,13 +65,66 @@ fn next_state(old: u8, proto: u8, flags: u8) -> u8 {
     }
 }
 
-/// The real server the table has for this flow, if it is still valid (used for ICMP errors).
+/// A SYN without ACK opens a flow: it is dispatched and inserted without a lookup first.
+#[inline(always)]
+pub fn is_opening(flow: &FlowKey, flags: u8) -> bool {
+    flow.proto == PROTO_TCP && flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+}
+
+/// The entry's real server, if the entry still holds: its service id has the same generation
+/// and is active, its real server is alive with the same generation.
+#[inline(always)]
+fn valid_real(e: &FlowEntry) -> Option<&'static RealServer> {
+    let svc = SERVICE_STATE.get(e.service_id)?;
+    if svc.generation != e.service_gen || svc.flags & SVC_F_ACTIVE == 0 {
+        return None;
+    }
+    let real = alive_real(e.real_id)?;
+    (real.generation == e.real_gen).then_some(real)
+}
+
+/// The hit path: one table lookup, the service's state by id, the real server by id.
+#[inline(always)]
+pub fn lookup(flow: &FlowKey, flags: u8) -> Lookup {
+    let Some(entry) = CONN_TABLE.get_ptr_mut(flow) else {
+        return Lookup::Miss;
+    };
+    // SAFETY: the kernel keeps the element alive for this program run; fields are plain data.
+    let e = unsafe { &mut *entry };
+    let Some(real) = valid_real(e) else {
+        return Lookup::Stale {
+            state: e.state,
+            flags: e.flags_seen,
+        };
+    };
+    count(stat::CONN_HIT);
+    // Written only when changed: an unchanged line is not dirtied (nor bounced between CPUs).
+    let now = now_ns();
+    if e.last_seen_ns != now {
+        e.last_seen_ns = now;
+    }
+    let state = next_state(e.state, flow.proto, flags);
+    if state != e.state {
+        e.state = state;
+    }
+    if e.flags_seen | flags != e.flags_seen {
+        e.flags_seen |= flags;
+    }
+    Lookup::Hit(Dispatch {
+        service_id: e.service_id,
+        real_id: e.real_id,
+        real,
+        new_conn: false,
+    })
+}
+
+/// The real server the table has for this flow of `svc`, if it is still valid (ICMP errors).
 #[inline(always)]
 pub fn lookup_real(svc: &Service, flow: &FlowKey) -> Option<u32> {
     // SAFETY: copied out at once.
     let entry = unsafe { CONN_TABLE.get(flow) }?;
-    let real = alive_real(entry.real_id)?;
-    (entry.service_id == svc.id && real.generation == entry.real_gen).then_some(entry.real_id)
+    valid_real(entry)?;
+    (entry.service_id == svc.id).then_some(entry.real_id)
 }
 
 /// Flood guard: above `flood_threshold` new flows per second on this CPU, new flows are still
@@ -79,44 +153,22 @@ fn may_insert(now: u64) -> bool {
     }
 }
 
+/// The miss path: picks a real server for a flow of `svc` without a valid entry (`prior`: the
+/// stale entry's state and flags) and inserts the entry.
 #[inline(always)]
-pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8) -> Option<Dispatch> {
-    // SAFETY: bpf_ktime_get_ns has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let mut old_state = 0u8;
-    let mut old_flags = 0u8;
-    if let Some(entry) = CONN_TABLE.get_ptr_mut(flow) {
-        // SAFETY: the kernel keeps the element alive for this program run; fields are plain data.
-        let e = unsafe { &mut *entry };
-        if e.service_id == svc.id {
-            if let Some(real) = alive_real(e.real_id) {
-                if real.generation == e.real_gen {
-                    count(stat::CONN_HIT);
-                    e.last_seen_ns = now;
-                    let state = next_state(e.state, flow.proto, flags);
-                    if state != e.state {
-                        e.state = state;
-                    }
-                    if e.flags_seen | flags != e.flags_seen {
-                        e.flags_seen |= flags;
-                    }
-                    return Some(Dispatch {
-                        real_id: e.real_id,
-                        real,
-                        new_conn: false,
-                    });
-                }
-            }
+pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8, prior: Lookup) -> Option<Dispatch> {
+    let (old_state, old_flags) = match prior {
+        Lookup::Stale { state, flags } => {
+            // Its real server was removed or failed (or the service changed): dispatch afresh,
+            // so the client gets an answer (a reset from the new real server), not silence.
+            count(stat::REDISPATCHED);
+            (state, flags)
         }
-        // Its real server was removed or failed (or the service changed): dispatch afresh, so
-        // the client gets an answer (a reset from the new real server) instead of silence.
-        count(stat::REDISPATCHED);
-        old_state = e.state;
-        old_flags = e.flags_seen;
-    } else {
-        count(stat::CONN_MISS);
-    }
-
+        _ => {
+            count(stat::CONN_MISS);
+            (0, 0)
+        }
+    };
     let mut real_id = NO_REAL;
     let mut real = None;
     // A mid-stream TCP packet without an entry may belong to a flow another director served
@@ -142,15 +194,17 @@ pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8) -> Option<Dispatch> {
     }
     let real = real?;
 
+    let now = now_ns();
     let mut new_conn = false;
     if may_insert(now) {
         let entry = FlowEntry {
             real_id,
             real_gen: real.generation,
             service_id: svc.id,
+            service_gen: SERVICE_STATE.get(svc.id).map_or(0, |s| s.generation),
             state: next_state(old_state, flow.proto, flags),
             flags_seen: old_flags | flags,
-            _pad: [0; 2],
+            _pad: [0; 6],
             last_seen_ns: now,
         };
         if CONN_TABLE.insert(flow, &entry, 0).is_ok() {
@@ -162,6 +216,7 @@ pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8) -> Option<Dispatch> {
         count(stat::FLOOD_NOT_INSERTED);
     }
     Some(Dispatch {
+        service_id: svc.id,
         real_id,
         real,
         new_conn,

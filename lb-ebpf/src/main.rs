@@ -1,5 +1,6 @@
 //! xlb's XDP program: IPVS direct routing at XDP speed.
-//! parse -> service -> connection table -> (Maglev on a miss) -> MAC rewrite -> TX/REDIRECT -> count.
+//! destination MAC -> parse -> VIP pre-filter -> connection table (hit: service state and real
+//! server by id) -> on a miss, service lookup and Maglev -> MAC rewrite -> TX/REDIRECT -> count.
 #![no_std]
 #![no_main]
 
@@ -11,11 +12,15 @@ mod parse;
 mod select;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use conntrack::{Dispatch, Lookup};
 use lb_common::{
-    stat, FlowKey, Service, ServiceKey, VipKey, NO_REAL, PROTO_TCP, SVC_F_ACTIVE, VIP_F_FRAG_TCP,
-    VIP_F_FRAG_UDP,
+    hash::vip_filter_bit, stat, FlowKey, Service, ServiceKey, VipKey, MAX_IFACE_SLOTS, NO_REAL,
+    PROTO_TCP, SCHED_ROUND_ROBIN, SVC_F_ACTIVE, VIP_F_FRAG_TCP, VIP_F_FRAG_UDP,
 };
-use maps::{count, count_traffic, AUX_COUNT, REAL_STATS, SERVICES, SERVICE_STATS, VIPS};
+use maps::{
+    count, count_traffic, AUX_COUNT, IFACE_MACS, REAL_STATS, SERVICES, SERVICE_STATS, VIPS,
+    VIP_FILTER,
+};
 use parse::{parse, Parsed};
 
 #[xdp]
@@ -30,8 +35,47 @@ pub fn xlb(ctx: XdpContext) -> u32 {
     action
 }
 
+/// Whom the frame is addressed to, by its destination MAC.
+enum Addressee {
+    /// The receiving interface's MAC (or an interface whose MAC the daemon did not give).
+    Us,
+    /// Another unicast MAC: a frame a switch flooded to us, meant for another host.
+    OtherHost,
+    /// Broadcast or multicast (ARP, VRRP adverts, neighbour discovery).
+    Group,
+}
+
+#[inline(always)]
+fn addressee(ctx: &XdpContext) -> Addressee {
+    let Some(dst) = parse::ptr_at::<[u8; 6]>(ctx, 0) else {
+        // Shorter than a MAC: the parser counts it as malformed.
+        return Addressee::Us;
+    };
+    // SAFETY: ptr_at proved 6 bytes.
+    let dst = unsafe { core::ptr::read_unaligned(dst) };
+    if dst[0] & 1 != 0 {
+        return Addressee::Group;
+    }
+    let ifindex = ctx.ingress_ifindex() as u32;
+    match IFACE_MACS.get(ifindex % MAX_IFACE_SLOTS) {
+        Some(i) if i.ifindex == ifindex && i.mac != dst => Addressee::OtherHost,
+        _ => Addressee::Us,
+    }
+}
+
 #[inline(always)]
 fn process(ctx: &XdpContext) -> u32 {
+    match addressee(ctx) {
+        Addressee::Us => {}
+        Addressee::OtherHost => {
+            count(stat::NOT_OUR_MAC);
+            return xdp_action::XDP_PASS;
+        }
+        Addressee::Group => {
+            count(stat::GROUP_MAC);
+            return xdp_action::XDP_PASS;
+        }
+    }
     match parse(ctx) {
         Parsed::Other => {
             count(stat::NOT_SERVICE);
@@ -85,19 +129,55 @@ fn packet_len(ctx: &XdpContext) -> u64 {
     (ctx.data_end() - ctx.data()) as u64
 }
 
+/// Could `addr` be a VIP? One bit of the pre-filter: most non-VIP traffic ends here, before any
+/// table lookup.
+#[inline(always)]
+fn maybe_vip(addr: &[u32; 4]) -> bool {
+    let bit = vip_filter_bit(addr);
+    match VIP_FILTER.get(bit >> 6) {
+        Some(word) => *word & (1u64 << (bit & 63)) != 0,
+        None => true,
+    }
+}
+
 #[inline(always)]
 fn flow_packet(ctx: &XdpContext, flow: &FlowKey, tcp_flags: u8) -> u32 {
+    if !maybe_vip(&flow.dst) {
+        count(stat::NOT_SERVICE);
+        return xdp_action::XDP_PASS;
+    }
+    let opening = conntrack::is_opening(flow, tcp_flags);
+    // Connection table first: an established packet needs no service lookup.
+    let mut prior = Lookup::Miss;
+    if !opening {
+        match conntrack::lookup(flow, tcp_flags) {
+            Lookup::Hit(d) => return forward(ctx, &d),
+            other => prior = other,
+        }
+    }
     let Some(svc) = active_service(flow) else {
         return xdp_action::XDP_PASS;
     };
-    let Some(dispatch) = conntrack::dispatch(&svc, flow, tcp_flags) else {
+    // A retransmitted SYN of a round-robin service keeps the real server of the first one.
+    if opening && svc.sched == SCHED_ROUND_ROBIN {
+        match conntrack::lookup(flow, tcp_flags) {
+            Lookup::Hit(d) => return forward(ctx, &d),
+            other => prior = other,
+        }
+    }
+    let Some(dispatch) = conntrack::dispatch(&svc, flow, tcp_flags, prior) else {
         count(stat::NO_REAL);
         return xdp_action::XDP_DROP;
     };
+    forward(ctx, &dispatch)
+}
+
+#[inline(always)]
+fn forward(ctx: &XdpContext, d: &Dispatch) -> u32 {
     let bytes = packet_len(ctx);
-    count_traffic(&SERVICE_STATS, svc.id, bytes, dispatch.new_conn);
-    count_traffic(&REAL_STATS, dispatch.real_id, bytes, dispatch.new_conn);
-    forward::to_real(ctx, dispatch.real)
+    count_traffic(&SERVICE_STATS, d.service_id, bytes, d.new_conn);
+    count_traffic(&REAL_STATS, d.real_id, bytes, d.new_conn);
+    forward::to_real(ctx, d.real)
 }
 
 /// Fragments: forwarded only for a VIP whose service hashes on the client address (every fragment

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    stat, FloodState, FlowEntry, FlowKey, LbConfig, RealServer, Service, ServiceKey, TrafficStats,
-    VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE, MAX_REALS, MAX_SERVICES, MAX_TX_PORTS,
+    stat, FloodState, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer, Service, ServiceKey,
+    ServiceState, TrafficStats, VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE, MAX_IFACE_SLOTS,
+    MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, VIP_FILTER_WORDS,
 };
 
 /// BPF_F_NO_COMMON_LRU: per-CPU LRU lists over one shared table. Every CPU can find every flow
@@ -21,6 +22,15 @@ const NO_COMMON_LRU: u32 = 2;
 
 #[map]
 pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Generation and flags of each service id: the hit path's service check, an array read instead
+/// of a SERVICES hash lookup (written by the daemon next to SERVICES).
+#[map]
+pub static SERVICE_STATE: Array<ServiceState> = Array::with_max_entries(MAX_SERVICES, 0);
+
+/// VIP pre-filter bitmap (see `lb_common::VIP_FILTER_WORDS`), written by the daemon next to VIPS.
+#[map]
+pub static VIP_FILTER: Array<u64> = Array::with_max_entries(VIP_FILTER_WORDS, 0);
 
 /// Addresses that are VIPs of some service: decides what happens to fragments.
 #[map]
@@ -64,6 +74,11 @@ pub static LB_CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
 /// Egress interfaces for real servers behind another interface than the receiving one.
 #[map]
 pub static TX_PORTS: DevMap = DevMap::with_max_entries(MAX_TX_PORTS, 0);
+
+/// MAC of every interface the program is attached to (written by the daemon), by
+/// `ifindex % MAX_IFACE_SLOTS`: an array, so the per-packet lookup is inlined by the JIT.
+#[map]
+pub static IFACE_MACS: Array<IfaceMac> = Array::with_max_entries(MAX_IFACE_SLOTS, 0);
 
 /// Counters of the bench/test helper programs (packets seen), not used by `xlb`.
 #[map]

@@ -222,8 +222,69 @@ fn non_service_traffic_passes_untouched() {
         assert_eq!(action, XDP_PASS);
         assert_eq!(&out, f);
     }
-    assert_eq!(counter(&h, stat::NOT_SERVICE), frames.len() as u64);
+    // The ARP request is broadcast: passed before parsing.
+    assert_eq!(counter(&h, stat::GROUP_MAC), 1);
+    assert_eq!(counter(&h, stat::NOT_SERVICE), frames.len() as u64 - 1);
     assert_eq!(counter(&h, stat::ACTION_PASS), frames.len() as u64);
+}
+
+/// `frame` with another destination MAC.
+fn to_mac(frame: &[u8], mac: [u8; 6]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[..6].copy_from_slice(&mac);
+    f
+}
+
+#[test]
+fn frames_for_other_macs_are_passed_untouched_and_counted() {
+    let mut h = two_reals();
+    h.writer
+        .maps_mut()
+        .set_interface_macs(&[(TEST_RUN_IFINDEX, DIRECTOR_MAC)].into())
+        .unwrap();
+    let syn = tcp4(CLIENT, 40000, VIP_B, 80, "S");
+    let other_director = [0x02, 0, 0, 0, 0, 0x03];
+    // xlb uses no VRRP virtual MAC (VIPs are announced from the interface's own MAC), so a
+    // frame to 00:00:5e:00:01:VRID is another router's, like any other unicast MAC.
+    let vrrp_vmac = [0x00, 0x00, 0x5e, 0x00, 0x01, 51];
+    for mac in [other_director, vrrp_vmac] {
+        let f = to_mac(&syn, mac);
+        assert_eq!(h.run(&f), (XDP_PASS, f.clone()), "to {mac:02x?}");
+    }
+    assert_eq!(counter(&h, stat::NOT_OUR_MAC), 2);
+    // Broadcast, IPv4 multicast, IPv6 multicast (and any group address): passed, counted apart.
+    for mac in [
+        [0xff; 6],
+        [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12],
+        [0x33, 0x33, 0x00, 0x00, 0x00, 0x01],
+        [0x03, 0, 0, 0, 0, 0x02],
+    ] {
+        let f = to_mac(&syn, mac);
+        assert_eq!(h.run(&f), (XDP_PASS, f.clone()), "to {mac:02x?}");
+    }
+    assert_eq!(counter(&h, stat::GROUP_MAC), 4);
+    assert_eq!(counter(&h, stat::ACTION_PASS), 6);
+    assert_eq!(counter(&h, stat::CONN_MISS), 0, "none reached the table");
+    // Our own MAC is forwarded.
+    let (action, out) = h.run(&syn);
+    assert_eq!(action, XDP_TX);
+    assert_eq!(&out[12..], &syn[12..]);
+    // Another interface's entry does not apply to this one; without an entry there is no check.
+    h.writer
+        .maps_mut()
+        .set_interface_macs(&[(TEST_RUN_IFINDEX + 7, other_director)].into())
+        .unwrap();
+    let f = to_mac(&tcp4(CLIENT, 40001, VIP_B, 80, "S"), other_director);
+    assert_eq!(h.run(&f).0, XDP_TX);
+    // Two interfaces in one slot: the first keeps it, the collision is reported.
+    let err = h
+        .writer
+        .maps_mut()
+        .set_interface_macs(&[(TEST_RUN_IFINDEX, DIRECTOR_MAC), (TEST_RUN_IFINDEX + 4096, other_director)].into())
+        .unwrap_err();
+    assert!(err.to_string().contains("share IFACE_MACS slot"), "{err}");
+    let f = to_mac(&syn, other_director);
+    assert_eq!(h.run(&f), (XDP_PASS, f.clone()));
 }
 
 #[test]
@@ -808,4 +869,73 @@ fn real_server_on_another_interface_is_redirected() {
     let (action, _) = h.run(&tcp4(CLIENT, 40001, VIP_B, 80, "S"));
     assert_eq!(action, XDP_DROP);
     assert_eq!(counter(&h, stat::REDIRECT_FAILED), 1);
+}
+
+fn service_id(h: &Harness) -> u32 {
+    h.writer.slots().values().next().unwrap().id
+}
+
+#[test]
+fn hit_path_follows_the_service_state_by_id() {
+    let mut h = Harness::new(4096);
+    let mut s = service(VIP, 80, Protocol::Tcp, vec![real("198.18.0.11", 1, 1)]);
+    h.apply(&state(vec![s.clone()]));
+    let id = service_id(&h);
+    let g0 = h.writer.maps().services.state(id).unwrap();
+    assert_ne!(g0.flags & lb_common::SVC_F_ACTIVE, 0);
+    let syn = tcp4(CLIENT, 40000, VIP_B, 80, "S");
+    let ack = tcp4(CLIENT, 40000, VIP_B, 80, "A");
+    assert_eq!(h.run(&syn).0, XDP_TX);
+    assert_eq!(h.run(&ack).0, XDP_TX);
+    assert_eq!(counter(&h, stat::CONN_HIT), 1);
+    // Inactive (VRRP BACKUP): the entry stays but the packet is the kernel's.
+    s.active = false;
+    h.apply(&state(vec![s.clone()]));
+    assert_eq!(h.run(&ack), (XDP_PASS, ack.clone()));
+    assert_eq!(counter(&h, stat::INACTIVE), 1);
+    s.active = true;
+    h.apply(&state(vec![s.clone()]));
+    let (action, out) = h.run(&ack);
+    assert_eq!(action, XDP_TX);
+    assert_dr_rewrite(&ack, &out, real_mac(1));
+    assert_eq!(counter(&h, stat::CONN_HIT), 2, "same generation: the entry holds");
+    // Removed: the id's generation moves on, the VIP leaves the pre-filter.
+    h.apply(&state(vec![]));
+    let g1 = h.writer.maps().services.state(id).unwrap();
+    assert_eq!((g1.flags, g1.generation == g0.generation), (0, false));
+    assert_eq!(h.run(&ack), (XDP_PASS, ack.clone()));
+    assert_eq!(counter(&h, stat::NOT_SERVICE), 1);
+    // Back (whatever id it gets): the old entry belongs to an earlier generation.
+    h.apply(&state(vec![s]));
+    let (action, out) = h.run(&ack);
+    assert_eq!(action, XDP_TX);
+    assert_dr_rewrite(&ack, &out, real_mac(1));
+    assert_eq!(counter(&h, stat::REDISPATCHED), 1);
+    assert_eq!(counter(&h, stat::CONN_HIT), 2);
+}
+
+#[test]
+fn syn_inserts_without_lookup_but_round_robin_keeps_a_retransmitted_syn() {
+    let mut h = Harness::new(4096);
+    let mut s = service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)],
+    );
+    h.apply(&state(vec![s.clone()]));
+    let syn = tcp4(CLIENT, 40000, VIP_B, 80, "S");
+    let first = mac_of(&h.run(&syn).1);
+    // Maglev: a second SYN is dispatched afresh (no lookup) and lands on the same real.
+    assert_eq!(mac_of(&h.run(&syn).1), first);
+    assert_eq!((counter(&h, stat::CONN_MISS), counter(&h, stat::CONN_HIT)), (2, 0));
+    s.scheduler = Scheduler::RoundRobin;
+    h.apply(&state(vec![s]));
+    let syn = tcp4(CLIENT, 41000, VIP_B, 80, "S");
+    let first = mac_of(&h.run(&syn).1);
+    for _ in 0..3 {
+        assert_eq!(mac_of(&h.run(&syn).1), first, "retransmitted SYN, same real");
+    }
+    let other = mac_of(&h.run(&tcp4(CLIENT, 41001, VIP_B, 80, "S")).1);
+    assert_ne!(other, first, "the next new flow takes the next real");
 }

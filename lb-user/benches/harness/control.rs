@@ -151,6 +151,7 @@ pub fn reload(
         conn_table_size: 1024,
         maglev_capacity,
         conn_table_pin: None,
+        lines: 1,
     })?;
     for run in 0..runs {
         if run > 0 {

@@ -15,7 +15,10 @@ use aya::{
 };
 use etherparse::PacketBuilder;
 use lb_common::{
-    bench::{mode, BenchCfg, BENCH_CFG, BENCH_FRAME_MAX, BENCH_PROGS, BENCH_SEQ},
+    bench::{
+        mode, BenchCfg, BENCH_CFG, BENCH_FRAME_MAX, BENCH_LINES, BENCH_PROGS, BENCH_SEQ,
+        BENCH_WRAPPERS,
+    },
     map_names, FlowEntry, FlowKey, AF_INET, AF_INET6, PROTO_TCP,
 };
 use xlb::dataplane::{
@@ -33,15 +36,44 @@ pub const SLOT_XLB: u32 = 0;
 pub const SLOT_MACSWAP: u32 = 1;
 pub const SLOT_DROP: u32 = 2;
 pub const SLOT_PASS: u32 = 3;
+/// One kernel LRU-hash lookup (CONN_TABLE) + MAC-swap.
+pub const SLOT_FLOOR_LRU: u32 = 4;
+/// One random 64-byte line of BENCH_LINES + MAC-swap.
+pub const SLOT_FLOOR_LINE: u32 = 5;
+/// bpf_xdp_adjust_head(-20) + MAC-swap (an encapsulating forwarder's floor).
+pub const SLOT_FLOOR_ENCAP: u32 = 6;
 
-pub const PROGRAMS: [&str; 6] = [
+/// A 4-way set-associative lookup in BENCH_LINES (prototype flow table) + MAC-swap.
+pub const SLOT_FLOOR_SET: u32 = 7;
+
+/// The programs under test, by slot.
+const SLOTS: [(u32, &str); 8] = [
+    (SLOT_XLB, "xlb"),
+    (SLOT_MACSWAP, "xlb_macswap"),
+    (SLOT_DROP, "xlb_drop"),
+    (SLOT_PASS, "xlb_pass"),
+    (SLOT_FLOOR_LRU, "xlb_floor_lru"),
+    (SLOT_FLOOR_LINE, "xlb_floor_line"),
+    (SLOT_FLOOR_ENCAP, "xlb_floor_encap"),
+    (SLOT_FLOOR_SET, "xlb_floor_set"),
+];
+
+pub const PROGRAMS: [&str; 9] = [
     "xlb",
     "xlb_pass",
     "xlb_drop",
     "xlb_macswap",
     "xlb_count",
-    "xlb_bench_wrapper",
+    "xlb_floor_lru",
+    "xlb_floor_line",
+    "xlb_floor_encap",
+    "xlb_floor_set",
 ];
+
+/// The wrapper program that tail-calls `slot`.
+pub fn wrapper(slot: u32) -> &'static str {
+    BENCH_WRAPPERS[slot as usize]
+}
 
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 pub const DIRECTOR_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
@@ -70,6 +102,8 @@ pub struct Dp {
     seq: PerCpuArray<MapData, u64>,
     pub aux: PerCpuArray<MapData, u64>,
     _progs: ProgramArray<MapData>,
+    /// BENCH_LINES, mapped (the set-associative prototype is filled through it).
+    lines: Option<LinesMmap>,
     ncpus: usize,
     /// Template for prefilled entries (taken from an entry xlb itself inserted).
     entry: Option<FlowEntry>,
@@ -80,6 +114,8 @@ pub struct LoadSpec<'a> {
     pub maglev_capacity: u32,
     /// Use the map pinned here as CONN_TABLE (the global-LRU variant).
     pub conn_table_pin: Option<&'a Path>,
+    /// Lines of the one-random-line floor's array (64 bytes each).
+    pub lines: u32,
 }
 
 impl Dp {
@@ -88,6 +124,7 @@ impl Dp {
         loader
             .map_max_entries(map_names::CONN_TABLE, spec.conn_table_size)
             .map_max_entries(map_names::MAGLEV_RINGS, spec.maglev_capacity)
+            .map_max_entries(BENCH_LINES, spec.lines.max(1))
             .verifier_log_level(VerifierLogLevel::STATS);
         if let Some(p) = spec.conn_table_pin {
             loader.map_pin_path(map_names::CONN_TABLE, p);
@@ -95,19 +132,14 @@ impl Dp {
         let mut ebpf = loader
             .load(xlb::BPF_OBJECT)
             .context("loading the XDP object")?;
-        for p in PROGRAMS {
+        for p in PROGRAMS.iter().chain(BENCH_WRAPPERS.iter()) {
             load_program(&mut ebpf, p)?;
         }
         let mut progs: ProgramArray<MapData> = ebpf
             .take_map(BENCH_PROGS)
             .context("BENCH_PROGS")?
             .try_into()?;
-        for (slot, name) in [
-            (SLOT_XLB, "xlb"),
-            (SLOT_MACSWAP, "xlb_macswap"),
-            (SLOT_DROP, "xlb_drop"),
-            (SLOT_PASS, "xlb_pass"),
-        ] {
+        for (slot, name) in SLOTS {
             let p: &Xdp = ebpf.program(name).context(name)?.try_into()?;
             progs.set(slot, p.fd()?, 0)?;
         }
@@ -119,6 +151,10 @@ impl Dp {
             .take_map("AUX_COUNT")
             .context("AUX_COUNT")?
             .try_into()?;
+        let lines = match ebpf.take_map(BENCH_LINES).context("BENCH_LINES")? {
+            aya::maps::Map::Array(d) if spec.lines > 1 => Some(LinesMmap::new(d, spec.lines)?),
+            _ => None,
+        };
         let maps = KernelMaps::take(&mut ebpf)?;
         let writer = MapWriter::new(maps, Duration::from_secs(60));
         let ncpus = aya::util::nr_cpus().map_err(|(m, e)| anyhow!("{m}: {e}"))?;
@@ -129,6 +165,7 @@ impl Dp {
             seq,
             aux,
             _progs: progs,
+            lines,
             ncpus,
             entry: None,
         })
@@ -147,14 +184,13 @@ impl Dp {
         self.writer.maps().conn_table_fd().as_raw_fd()
     }
 
-    pub fn set_cfg(&mut self, frame: &[u8], target: u32, mode: u32, n: u64) -> Result<()> {
-        self.set_cfg_stride(frame, target, mode, n, 1)
+    pub fn set_cfg(&mut self, frame: &[u8], mode: u32, n: u64) -> Result<()> {
+        self.set_cfg_stride(frame, mode, n, 1)
     }
 
     pub fn set_cfg_stride(
         &mut self,
         frame: &[u8],
-        target: u32,
         mode: u32,
         n: u64,
         stride: u32,
@@ -163,7 +199,7 @@ impl Dp {
             bail!("template frames are multiples of 8 up to {BENCH_FRAME_MAX} bytes");
         }
         let mut c = BenchCfg {
-            target,
+            len: frame.len() as u32,
             mode,
             n: n.max(1),
             stride,
@@ -199,7 +235,16 @@ impl Dp {
     }
 
     pub fn apply_test_state(&mut self) -> Result<()> {
-        self.apply_state(TEST_RUN_IFINDEX, [0x02, 0, 0, 0, 1, 1], DIRECTOR_MAC)
+        self.apply_state(TEST_RUN_IFINDEX, [0x02, 0, 0, 0, 1, 1], DIRECTOR_MAC)?;
+        self.set_iface_mac(TEST_RUN_IFINDEX, DIRECTOR_MAC)
+    }
+
+    /// The receiving interface's MAC, as the daemon writes it (the destination-MAC check runs on
+    /// every benchmarked packet).
+    pub fn set_iface_mac(&mut self, ifindex: u32, mac: [u8; 6]) -> Result<()> {
+        let macs = std::collections::BTreeMap::from([(ifindex, mac)]);
+        self.writer.maps_mut().set_interface_macs(&macs)?;
+        Ok(())
     }
 
     /// Every key of the table (small tables only).
@@ -225,9 +270,9 @@ impl Dp {
     /// the entry the prefill copies; checks that our key layout matches the program's.
     pub fn learn_entry(&mut self) -> Result<()> {
         let syn = tcp4([198, SPACE_PREFILL, 0, 0], 0, VIP4, PORT, true);
-        self.set_cfg(&syn, SLOT_XLB, mode::SPREAD, 1)?;
+        self.set_cfg(&syn, mode::SPREAD, 1)?;
         self.set_seq(0)?;
-        let fd = self.prog_fd("xlb_bench_wrapper")?;
+        let fd = self.prog_fd(wrapper(SLOT_XLB))?;
         let r = sys::test_run(fd, &syn, 1)?;
         if r.retval != 3 {
             bail!(
@@ -281,6 +326,74 @@ impl Dp {
             }
             Ok(())
         })
+    }
+}
+
+/// BENCH_LINES mapped into the harness (`BPF_F_MMAPABLE`: 64-byte elements back to back).
+struct LinesMmap {
+    ptr: *mut u64,
+    lines: u32,
+    bytes: usize,
+    _map: MapData,
+}
+
+impl LinesMmap {
+    fn new(map: MapData, lines: u32) -> Result<LinesMmap> {
+        let bytes = (lines as usize * 64).div_ceil(4096) * 4096;
+        // SAFETY: a shared mapping of an mmapable array of `lines` 64-byte elements.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            bail!("mmap BENCH_LINES: {}", std::io::Error::last_os_error());
+        }
+        Ok(LinesMmap {
+            ptr: ptr.cast(),
+            lines,
+            bytes,
+            _map: map,
+        })
+    }
+}
+
+impl Drop for LinesMmap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what new() mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
+    }
+}
+
+impl Dp {
+    /// Fills the set-associative prototype with prefill flows `0..n` (4 ways a set, set = flow
+    /// hash mod n, first free way); returns how many flows found their set full.
+    pub fn fill_sets(&mut self, n: u64) -> Result<u64> {
+        let m = self.lines.as_ref().context("loaded without BENCH_LINES")?;
+        if u64::from(m.lines) < n || !n.is_power_of_two() {
+            bail!("{n} sets need a power-of-two BENCH_LINES of at least {n} lines");
+        }
+        let mut overflow = 0;
+        for i in 0..n {
+            let key = flow_key_v4(SPACE_PREFILL, i);
+            let set = (u64::from(lb_common::hash::flow_hash(&key)) & (n - 1)) as usize;
+            let (k0, k1) = lb_common::bench::set_way_key(&key);
+            // SAFETY: set < n <= lines; 8 words a line.
+            let line = unsafe { std::slice::from_raw_parts_mut(m.ptr.add(set * 8), 8) };
+            match (0..4).find(|w| line[2 * w] == 0) {
+                Some(w) => {
+                    line[2 * w] = k0;
+                    line[2 * w + 1] = (k1 << 32) | 1;
+                }
+                None => overflow += 1,
+            }
+        }
+        Ok(overflow)
     }
 }
 

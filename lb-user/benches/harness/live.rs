@@ -94,9 +94,11 @@ pub fn run(
             conn_table_size: 65_536,
             maglev_capacity: 4 * 65_537,
             conn_table_pin: None,
+            lines: 1,
         })?;
         // xlb on dir0 sends every real server's frames back out of dir0 towards gen0.
         dp.apply_state(dir_idx, gen_mac, dir_mac)?;
+        dp.set_iface_mac(dir_idx, dir_mac)?;
         let count: &mut Xdp = dp
             .ebpf
             .program_mut("xlb_count")

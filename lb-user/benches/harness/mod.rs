@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use dp::{
     tcp4, tcp6, v6_fresh_src, Dp, GlobalLru, LoadSpec, OTHER4, OTHER6, PORT, SLOT_DROP,
-    SLOT_MACSWAP, SLOT_PASS, SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6,
+    SLOT_FLOOR_ENCAP, SLOT_FLOOR_LINE, SLOT_FLOOR_LRU, SLOT_FLOOR_SET, SLOT_MACSWAP, SLOT_PASS, SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6,
 };
 use timing::{Case, Expect, Fresh, FreshAlloc, Prog};
 
@@ -67,6 +67,8 @@ pub struct Config {
 pub struct Plan {
     pub rounds: usize,
     pub reps: u32,
+    /// Table of the base cases: large enough that a round of fresh SYNs (deleted after each run)
+    /// never evicts the two established flows.
     pub table_size: u32,
     pub sizes: Vec<u64>,
     pub lru_table: u32,
@@ -179,7 +181,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
     let cpu = ncpus - 1;
     sys::pin_to_cpu(cpu)?;
     let r = plan.rounds as u64;
-    progress.add(r * 11 + plan.sizes.len() as u64 * r * 4 + 2 * r * 2);
+    progress.add(r * 12 + plan.sizes.len() as u64 * r * 8 + 2 * r * 2);
     progress.add(plan.live_rounds as u64 * 2);
     progress.add(
         (plan.maglev_reals.len() * plan.maglev_sizes.len()
@@ -231,6 +233,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
         conn_table_size: plan.table_size,
         maglev_capacity: 4 * 65_537,
         conn_table_pin: None,
+        lines: 1,
     })?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     out["verifier"] = verifier(&dp)?;
@@ -262,9 +265,9 @@ pub fn run(cfg: &Config) -> Result<Value> {
     );
     // Establish the two fixed flows (the first run inserts, later runs hit).
     {
-        let fd = dp.prog_fd("xlb_bench_wrapper")?;
+        let fd = dp.prog_fd(dp::wrapper(SLOT_XLB))?;
         for f in [&ack4, &ack6] {
-            dp.set_cfg(f, SLOT_XLB, lb_common::bench::mode::FIXED, 1)?;
+            dp.set_cfg(f, lb_common::bench::mode::FIXED, 1)?;
             sys::test_run(fd, f, 1)?;
         }
     }
@@ -280,6 +283,12 @@ pub fn run(cfg: &Config) -> Result<Value> {
             Prog::Wrapped(SLOT_DROP),
             ack4.clone(),
             Expect::Action(1),
+        ),
+        Case::new(
+            "floor: adjust_head -20 + MAC-swap XDP_TX (wrapped)",
+            Prog::Wrapped(SLOT_FLOOR_ENCAP),
+            ack4.clone(),
+            Expect::Action(3),
         ),
         Case::new(
             "wrapper only (XDP_PASS)",
@@ -350,78 +359,22 @@ pub fn run(cfg: &Config) -> Result<Value> {
         &progress,
     )?;
 
-    // Table-size curve.
-    dp.clear_table()?;
-    dp.learn_entry()?;
-    let mut filled = 1u64; // flow 0 was inserted by learn_entry
+    drop(dp);
+
+    // Table-size curve: at every N a table of capacity N (conn_table_size = N), prefilled with N
+    // established flows, and the two floors over the same N spread flows.
     let mut curve = Vec::new();
     let mut sweep_json = Value::Null;
+    let mut memlock_big = None;
     let stride = 2_654_435_761u32; // odd: visits every flow of a power-of-two N
     for &n in &plan.sizes {
-        progress.note(&format!("prefilling the connection table to {n} flows"));
-        let t = Instant::now();
-        dp.prefill(filled, n)?;
-        let prefill_s = t.elapsed().as_secs_f64();
-        filled = n;
-        let entries_mem = sys::fdinfo_field(dp.table_fd(), "memlock");
-        let hit = Case::new(
-            &format!("xlb established, lookups over {n} flows"),
-            Prog::Wrapped(SLOT_XLB),
-            tcp4([198, SPACE_PREFILL, 0, 0], 0, VIP4, PORT, false),
-            Expect::Hit,
-        )
-        .spread(n);
-        let floor = base_cases[0].clone();
-        let hits = timing::rounds(
-            &mut dp,
-            &[floor.clone(), hit],
-            0,
-            plan.rounds,
-            plan.reps,
-            stride,
-            &mut fresh,
-            &progress,
-        )?;
-        if n == *plan.sizes.last().unwrap() {
-            progress.note(&format!("sweep over the {n}-flow table"));
-            let (entries, v) = control::sweep_runs(
-                &mut dp,
-                plan.sweep_runs,
-                Duration::from_secs(150),
-                &progress,
-            )?;
-            sweep_json = json!({"entries": entries, "conn_table_size": plan.table_size, "sweep": control::stats_ms(&v)});
+        let (point, sweep) = curve_point(&plan, n, stride, &base_cases[0], &syn4, &progress)?;
+        if let Some(v) = sweep {
+            sweep_json = v;
+            memlock_big = point["memlock"].as_u64();
         }
-        let syn = Case::new(
-            &format!("xlb new flow (SYN) into a table of {n} flows"),
-            Prog::Wrapped(SLOT_XLB),
-            syn4.clone(),
-            Expect::Miss,
-        )
-        .fresh(Fresh::V4, true);
-        let news = timing::rounds(
-            &mut dp,
-            &[floor, syn],
-            0,
-            plan.rounds,
-            plan.reps,
-            1,
-            &mut fresh,
-            &progress,
-        )?;
-        curve.push(json!({
-            "flows": n,
-            "prefill_s": prefill_s,
-            "memlock": entries_mem,
-            "floor_hit_rounds": hits[0].json(),
-            "established": hits[1].json(),
-            "floor_new_rounds": news[0].json(),
-            "new_flow": news[1].json(),
-            "hit_fraction": hits[1].hit_fraction(),
-        }));
+        curve.push(point);
     }
-    let memlock_big = sys::fdinfo_field(dp.table_fd(), "memlock");
-    drop(dp);
 
     // Per-CPU vs global LRU on the insert path.
     let mut lru = serde_json::Map::new();
@@ -437,6 +390,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
             conn_table_size: plan.lru_table,
             maglev_capacity: 4 * 65_537,
             conn_table_pin: global.as_ref().map(|g| g.path.as_path()),
+            lines: 1,
         })?;
         drop(global);
         if variant == "per_cpu_lru" {
@@ -512,7 +466,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
     out["control"]["sweep"] = sweep_json;
     out["control"]["conn_table_memory"] = json!({
         "small": {"entries": plan.lru_table, "memlock_bytes": memlock_small},
-        "large": {"entries": plan.table_size, "memlock_bytes": memlock_big},
+        "large": {"entries": plan.sizes.last(), "memlock_bytes": memlock_big},
     });
 
     // ---- 4. failover ----
@@ -537,4 +491,117 @@ pub fn run(cfg: &Config) -> Result<Value> {
 
     report::write(cfg, &out)?;
     Ok(out)
+}
+
+/// One point of the table-size curve: xlb loaded with a table of capacity `n`, prefilled with `n`
+/// established flows; the MAC-swap floor, the LRU-lookup floor and the one-random-line floor
+/// (both over the same `n` spread flows), xlb's established lookups over them, then SYNs. The
+/// last point also times the sweep over its full table.
+fn curve_point(
+    plan: &Plan,
+    n: u64,
+    stride: u32,
+    floor: &Case,
+    syn4: &[u8],
+    progress: &Progress,
+) -> Result<(Value, Option<Value>)> {
+    progress.note(&format!("loading xlb with a table of capacity {n}, prefilling it"));
+    let mut dp = Dp::load(&LoadSpec {
+        conn_table_size: n as u32,
+        maglev_capacity: 4 * 65_537,
+        conn_table_pin: None,
+        lines: n as u32,
+    })?;
+    dp.apply_test_state()?;
+    dp.learn_entry()?;
+    let t = Instant::now();
+    dp.prefill(1, n)?; // flow 0 was inserted by learn_entry
+    let prefill_s = t.elapsed().as_secs_f64();
+    let set_overflow = dp.fill_sets(n)?;
+    let memlock = sys::fdinfo_field(dp.table_fd(), "memlock");
+    let mut fresh = FreshAlloc::default();
+    let prefilled = tcp4([198, SPACE_PREFILL, 0, 0], 0, VIP4, PORT, false);
+    let lru = Case::new(
+        &format!("floor: one LRU-hash lookup over {n} flows + MAC-swap"),
+        Prog::Wrapped(SLOT_FLOOR_LRU),
+        prefilled.clone(),
+        Expect::Action(3),
+    )
+    .spread(n);
+    let line = Case::new(
+        &format!("floor: one random 64-byte line of {n} + MAC-swap"),
+        Prog::Wrapped(SLOT_FLOOR_LINE),
+        prefilled.clone(),
+        Expect::Action(3),
+    )
+    .spread(n);
+    let set = Case::new(
+        &format!("prototype: 4-way set-associative lookup over {n} flows in {n} sets + MAC-swap"),
+        Prog::Wrapped(SLOT_FLOOR_SET),
+        prefilled.clone(),
+        Expect::Action(3),
+    )
+    .spread(n);
+    let hit = Case::new(
+        &format!("xlb established, lookups over {n} flows"),
+        Prog::Wrapped(SLOT_XLB),
+        prefilled,
+        Expect::Hit,
+    )
+    .spread(n);
+    let aux0 = dp.aux_total()?;
+    let hits = timing::rounds(
+        &mut dp,
+        &[floor.clone(), lru, line.clone(), hit, set],
+        0,
+        plan.rounds,
+        plan.reps,
+        stride,
+        &mut fresh,
+        progress,
+    )?;
+    let aux_after = dp.aux_total()?;
+    let sweep = if n == *plan.sizes.last().unwrap_or(&0) {
+        progress.note(&format!("sweep over the {n}-flow table"));
+        let (entries, v) =
+            control::sweep_runs(&mut dp, plan.sweep_runs, Duration::from_secs(150), progress)?;
+        Some(json!({"entries": entries, "conn_table_size": n, "sweep": control::stats_ms(&v)}))
+    } else {
+        None
+    };
+    let syn = Case::new(
+        &format!("xlb new flow (SYN) into a full table of {n} flows"),
+        Prog::Wrapped(SLOT_XLB),
+        syn4.to_vec(),
+        Expect::Miss,
+    )
+    .fresh(Fresh::V4, true);
+    let news = timing::rounds(
+        &mut dp,
+        &[floor.clone(), line, syn],
+        0,
+        plan.rounds,
+        plan.reps,
+        stride,
+        &mut fresh,
+        progress,
+    )?;
+    let point = json!({
+        "flows": n,
+        "table_capacity": n,
+        "prefill_s": prefill_s,
+        "memlock": memlock,
+        "floor_hit_rounds": hits[0].json(),
+        "floor_lru_lookup": hits[1].json(),
+        "floor_random_line": hits[2].json(),
+        "established": hits[3].json(),
+        "floor_new_rounds": news[0].json(),
+        "floor_random_line_new_rounds": news[1].json(),
+        "new_flow": news[2].json(),
+        "hit_fraction": hits[3].hit_fraction(),
+        "set_assoc_prototype": hits[4].json(),
+        "set_assoc_overflow_at_prefill": set_overflow,
+        "set_assoc_lookups_not_found": aux_after - aux0,
+    });
+    Ok((point, sweep))
 }

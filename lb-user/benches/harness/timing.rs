@@ -17,7 +17,7 @@ use super::{
 pub enum Prog {
     /// The program itself, no wrapper (only for programs whose output is their input again).
     Bare(&'static str),
-    /// Through `xlb_bench_wrapper`, tail-calling this BENCH_PROGS slot.
+    /// Through the wrapper of this BENCH_PROGS slot (`xlb_bench_w<slot>`).
     Wrapped(u32),
 }
 
@@ -180,15 +180,14 @@ pub fn rounds(
             ..Default::default()
         })
         .collect();
-    let wrapper = dp.prog_fd("xlb_bench_wrapper")?;
     for round in 0..rounds {
         let mut ns_round = vec![0f64; cases.len()];
         for (ci, c) in cases.iter().enumerate() {
             let fd = match c.prog {
                 Prog::Bare(name) => dp.prog_fd(name)?,
                 Prog::Wrapped(slot) => {
-                    dp.set_cfg_stride(&c.frame, slot, c.mode, c.n, stride)?;
-                    wrapper
+                    dp.set_cfg_stride(&c.frame, c.mode, c.n, stride)?;
+                    dp.prog_fd(super::dp::wrapper(slot))?
                 }
             };
             let start = match c.mode {
@@ -271,11 +270,11 @@ pub fn concurrent_fresh(
     fresh: &mut FreshAlloc,
     progress: &Progress,
 ) -> Result<Series> {
-    let wrapper = dp.prog_fd("xlb_bench_wrapper")?;
     let Prog::Wrapped(slot) = case.prog else {
         bail!("concurrent runs go through the wrapper");
     };
-    dp.set_cfg(&case.frame, slot, case.mode, case.n)?;
+    let wrapper = dp.prog_fd(super::dp::wrapper(slot))?;
+    dp.set_cfg(&case.frame, case.mode, case.n)?;
     let mut s = Series {
         name: case.name.clone(),
         counters: vec![0; stat::COUNT as usize],

@@ -13,7 +13,7 @@ use lb_common::map_names;
 use thiserror::Error;
 
 /// Every map of the program that the daemon pins and adopts.
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 15] = [
     map_names::SERVICES,
     map_names::VIPS,
     map_names::REALS,
@@ -26,6 +26,9 @@ pub const PINNED_MAPS: [&str; 12] = [
     map_names::FLOOD_STATE,
     map_names::LB_CONFIG,
     map_names::TX_PORTS,
+    map_names::IFACE_MACS,
+    map_names::SERVICE_STATE,
+    map_names::VIP_FILTER,
 ];
 
 /// The main program's name in the object.

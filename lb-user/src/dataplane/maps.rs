@@ -1,13 +1,18 @@
 //! Typed handles on the program's maps, taken out of a loaded `Ebpf`.
-use std::{os::fd::AsRawFd as _, ptr::NonNull};
+use std::{
+    borrow::Borrow,
+    collections::{BTreeMap, HashMap as StdHashMap, HashSet},
+    os::fd::AsRawFd as _,
+    ptr::NonNull,
+};
 
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
     Ebpf,
 };
 use lb_common::{
-    map_names, stat, FlowEntry, FlowKey, LbConfig, RealServer, Service, ServiceKey, TrafficStats,
-    VipInfo, VipKey,
+    hash::vip_filter_bit, map_names, stat, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer,
+    Service, ServiceKey, ServiceState, TrafficStats, VipInfo, VipKey, MAX_IFACE_SLOTS,
 };
 use thiserror::Error;
 
@@ -22,6 +27,11 @@ pub enum MapsError {
     },
     #[error("cannot mmap the Maglev ring map: {0}")]
     Mmap(std::io::Error),
+    #[error(
+        "interfaces {a} and {b} share IFACE_MACS slot {slot} (ifindex % {MAX_IFACE_SLOTS}); \
+         the destination-MAC check is off for {b}"
+    )]
+    IfaceSlotTaken { a: u32, b: u32, slot: u32 },
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, MapsError>
@@ -134,10 +144,189 @@ impl AsFdRaw for aya::maps::MapFd {
     }
 }
 
+/// SERVICES and, kept in step with it, SERVICE_STATE (generation and flags by service id: the
+/// connection table's hit path reads these instead of looking the service up). Same calls as
+/// the aya map it wraps.
+pub struct ServiceMap {
+    map: HashMap<MapData, ServiceKey, Service>,
+    state: Array<MapData, ServiceState>,
+    /// Service id of every key in `map`.
+    ids: StdHashMap<ServiceKey, u32>,
+}
+
+impl ServiceMap {
+    /// Adopts what the maps hold (a restarted daemon): SERVICE_STATE's flags follow SERVICES.
+    fn new(
+        map: HashMap<MapData, ServiceKey, Service>,
+        mut state: Array<MapData, ServiceState>,
+    ) -> Result<Self, MapError> {
+        let mut ids = StdHashMap::new();
+        for item in map.iter() {
+            let (key, svc) = item?;
+            ids.insert(key, svc.id);
+            let mut st = state.get(&svc.id, 0)?;
+            if st.flags != svc.flags {
+                st.flags = svc.flags;
+                state.set(svc.id, st, 0)?;
+            }
+        }
+        Ok(Self { map, state, ids })
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = Result<ServiceKey, MapError>> + '_ {
+        self.map.keys()
+    }
+
+    pub fn get(&self, key: &ServiceKey, flags: u64) -> Result<Service, MapError> {
+        self.map.get(key, flags)
+    }
+
+    /// Writes the service; its id gets a new generation unless `key` already had that id (so an
+    /// id handed to another service never matches the earlier holder's table entries).
+    pub fn insert(
+        &mut self,
+        key: impl Borrow<ServiceKey>,
+        value: impl Borrow<Service>,
+        flags: u64,
+    ) -> Result<(), MapError> {
+        let (key, svc) = (*key.borrow(), *value.borrow());
+        let mut st = self.state.get(&svc.id, 0)?;
+        if self.ids.get(&key) != Some(&svc.id) {
+            st.generation = st.generation.wrapping_add(1);
+        }
+        st.flags = svc.flags;
+        self.state.set(svc.id, st, 0)?;
+        self.map.insert(key, svc, flags)?;
+        self.ids.insert(key, svc.id);
+        Ok(())
+    }
+
+    /// Removes the service; its id's entries stop matching at once (new generation, inactive).
+    pub fn remove(&mut self, key: &ServiceKey) -> Result<(), MapError> {
+        if let Some(id) = self.ids.remove(key) {
+            let st = self.state.get(&id, 0)?;
+            self.state.set(
+                id,
+                ServiceState {
+                    generation: st.generation.wrapping_add(1),
+                    flags: 0,
+                },
+                0,
+            )?;
+        }
+        self.map.remove(key)
+    }
+
+    /// The hit path's view of a service id.
+    pub fn state(&self, id: u32) -> Result<ServiceState, MapError> {
+        self.state.get(&id, 0)
+    }
+}
+
+/// VIPS and, kept in step with it, the VIP_FILTER bitmap (one bit per hashed VIP address, the
+/// XDP program's pre-filter). Same calls as the aya map it wraps.
+pub struct VipMap {
+    map: HashMap<MapData, VipKey, VipInfo>,
+    filter: Array<MapData, u64>,
+    keys: HashSet<VipKey>,
+    /// VIPs per filter bit (a bit is cleared when its last VIP goes).
+    bits: StdHashMap<u32, u32>,
+}
+
+impl VipMap {
+    /// Adopts what VIPS holds and rewrites the bitmap from it.
+    fn new(
+        map: HashMap<MapData, VipKey, VipInfo>,
+        filter: Array<MapData, u64>,
+    ) -> Result<Self, MapError> {
+        let keys: HashSet<VipKey> = map.keys().collect::<Result<_, _>>()?;
+        let mut v = Self {
+            map,
+            filter,
+            keys: HashSet::new(),
+            bits: StdHashMap::new(),
+        };
+        for k in &keys {
+            *v.bits.entry(vip_filter_bit(&k.addr)).or_default() += 1;
+        }
+        v.keys = keys;
+        v.write_filter()?;
+        Ok(v)
+    }
+
+    fn write_filter(&mut self) -> Result<(), MapError> {
+        let mut words = vec![0u64; lb_common::VIP_FILTER_WORDS as usize];
+        for &bit in self.bits.keys() {
+            words[(bit >> 6) as usize] |= 1 << (bit & 63);
+        }
+        for (i, w) in words.into_iter().enumerate() {
+            if self.filter.get(&(i as u32), 0)? != w {
+                self.filter.set(i as u32, w, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_bit(&mut self, bit: u32, on: bool) -> Result<(), MapError> {
+        let idx = bit >> 6;
+        let w = self.filter.get(&idx, 0)?;
+        let w = if on {
+            w | 1 << (bit & 63)
+        } else {
+            w & !(1 << (bit & 63))
+        };
+        self.filter.set(idx, w, 0)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = Result<VipKey, MapError>> + '_ {
+        self.map.keys()
+    }
+
+    pub fn get(&self, key: &VipKey, flags: u64) -> Result<VipInfo, MapError> {
+        self.map.get(key, flags)
+    }
+
+    /// Writes the VIP; its filter bit is set before the VIP exists.
+    pub fn insert(
+        &mut self,
+        key: impl Borrow<VipKey>,
+        value: impl Borrow<VipInfo>,
+        flags: u64,
+    ) -> Result<(), MapError> {
+        let key = *key.borrow();
+        if !self.keys.contains(&key) {
+            let bit = vip_filter_bit(&key.addr);
+            let n = self.bits.entry(bit).or_default();
+            *n += 1;
+            if *n == 1 {
+                self.set_bit(bit, true)?;
+            }
+        }
+        self.map.insert(key, value, flags)?;
+        self.keys.insert(key);
+        Ok(())
+    }
+
+    pub fn remove(&mut self, key: &VipKey) -> Result<(), MapError> {
+        self.map.remove(key)?;
+        if self.keys.remove(key) {
+            let bit = vip_filter_bit(&key.addr);
+            if let Some(n) = self.bits.get_mut(&bit) {
+                *n -= 1;
+                if *n == 0 {
+                    self.bits.remove(&bit);
+                    self.set_bit(bit, false)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Everything the map writer and the readers need.
 pub struct KernelMaps {
-    pub services: HashMap<MapData, ServiceKey, Service>,
-    pub vips: HashMap<MapData, VipKey, VipInfo>,
+    pub services: ServiceMap,
+    pub vips: VipMap,
     pub reals: Array<MapData, RealServer>,
     pub rings: RingMmap,
     pub conn_table: HashMap<MapData, FlowKey, FlowEntry>,
@@ -146,6 +335,7 @@ pub struct KernelMaps {
     pub real_stats: PerCpuArray<MapData, TrafficStats>,
     pub lb_config: Array<MapData, LbConfig>,
     pub tx_ports: aya::maps::DevMap<MapData>,
+    pub iface_macs: Array<MapData, IfaceMac>,
 }
 
 impl KernelMaps {
@@ -158,8 +348,22 @@ impl KernelMaps {
             _ => return Err(MapsError::Missing(map_names::MAGLEV_RINGS)),
         };
         Ok(Self {
-            services: take(ebpf, map_names::SERVICES)?,
-            vips: take(ebpf, map_names::VIPS)?,
+            services: ServiceMap::new(
+                take(ebpf, map_names::SERVICES)?,
+                take(ebpf, map_names::SERVICE_STATE)?,
+            )
+            .map_err(|source| MapsError::Map {
+                name: map_names::SERVICE_STATE,
+                source,
+            })?,
+            vips: VipMap::new(
+                take(ebpf, map_names::VIPS)?,
+                take(ebpf, map_names::VIP_FILTER)?,
+            )
+            .map_err(|source| MapsError::Map {
+                name: map_names::VIP_FILTER,
+                source,
+            })?,
             reals: take(ebpf, map_names::REALS)?,
             rings: RingMmap::new(rings_data)?,
             conn_table: take(ebpf, map_names::CONN_TABLE)?,
@@ -168,7 +372,50 @@ impl KernelMaps {
             real_stats: take(ebpf, map_names::REAL_STATS)?,
             lb_config: take(ebpf, map_names::LB_CONFIG)?,
             tx_ports: take(ebpf, map_names::TX_PORTS)?,
+            iface_macs: take(ebpf, map_names::IFACE_MACS)?,
         })
+    }
+
+    /// Makes IFACE_MACS hold exactly `macs` (ifindex -> MAC of every interface the program is
+    /// attached to): frames for other unicast MACs received there are then passed untouched.
+    /// Interfaces left out are not checked. On a slot collision the first interface (lowest
+    /// ifindex) keeps the slot, the rest are written and the collision is returned.
+    pub fn set_interface_macs(&mut self, macs: &BTreeMap<u32, [u8; 6]>) -> Result<(), MapsError> {
+        let map_err = |source| MapsError::Map {
+            name: map_names::IFACE_MACS,
+            source,
+        };
+        let mut want: BTreeMap<u32, IfaceMac> = BTreeMap::new();
+        let mut collision = None;
+        for (&ifindex, &mac) in macs {
+            let slot = ifindex % MAX_IFACE_SLOTS;
+            match want.get(&slot) {
+                Some(taken) => {
+                    collision.get_or_insert(MapsError::IfaceSlotTaken {
+                        a: taken.ifindex,
+                        b: ifindex,
+                        slot,
+                    });
+                }
+                None => {
+                    want.insert(
+                        slot,
+                        IfaceMac {
+                            ifindex,
+                            mac,
+                            _pad: [0; 2],
+                        },
+                    );
+                }
+            }
+        }
+        for slot in 0..MAX_IFACE_SLOTS {
+            let value = want.get(&slot).copied().unwrap_or_default();
+            if self.iface_macs.get(&slot, 0).map_err(map_err)? != value {
+                self.iface_macs.set(slot, value, 0).map_err(map_err)?;
+            }
+        }
+        collision.map_or(Ok(()), Err)
     }
 
     pub fn conn_table_fd(&self) -> std::os::fd::BorrowedFd<'_> {

@@ -585,11 +585,14 @@ pub fn check_counters(c: &[u64], o: &Outcome) -> Vec<String> {
             ));
         }
     }
-    let pass_reasons =
-        c[stat::NOT_SERVICE as usize] + c[stat::MALFORMED as usize] + c[stat::INACTIVE as usize];
+    let pass_reasons = c[stat::NOT_SERVICE as usize]
+        + c[stat::MALFORMED as usize]
+        + c[stat::INACTIVE as usize]
+        + c[stat::NOT_OUR_MAC as usize]
+        + c[stat::GROUP_MAC as usize];
     if pass_reasons != c[stat::ACTION_PASS as usize] {
         v.push(format!(
-            "not_service + malformed + inactive = {pass_reasons} != action_pass {}",
+            "not_service + malformed + inactive + not_our_mac + group_mac = {pass_reasons} != action_pass {}",
             c[stat::ACTION_PASS as usize]
         ));
     }
