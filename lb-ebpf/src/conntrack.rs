@@ -27,7 +27,10 @@ pub enum Lookup {
     /// A valid entry: forward to its real server.
     Hit(Dispatch),
     /// An entry whose service or real server went away: its state and flags carry over.
-    Stale { state: u8, flags: u8 },
+    Stale {
+        state: u8,
+        flags: u8,
+    },
     Miss,
 }
 

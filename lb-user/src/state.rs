@@ -260,11 +260,18 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
         .enumerate()
         .map(|(i, iface)| (i as u32, iface.index))
         .collect();
+    let interface_macs = inputs
+        .seen
+        .interfaces
+        .iter()
+        .map(|iface| (iface.index, iface.mac))
+        .collect();
     (
         DesiredState {
             services,
             flood_threshold: cfg.global.flood_threshold as u64,
             tx_ports,
+            interface_macs,
         },
         notes,
     )
@@ -371,6 +378,7 @@ address = "198.18.0.13"
         assert_eq!(notes.len(), 1);
         assert!(notes[0].note.contains("198.18.0.13"), "{notes:?}");
         assert_eq!(state.tx_ports.get(&0), Some(&7));
+        assert_eq!(state.interface_macs.get(&7), Some(&[2, 0, 0, 0, 0, 2]));
     }
 
     #[test]

@@ -280,7 +280,13 @@ fn frames_for_other_macs_are_passed_untouched_and_counted() {
     let err = h
         .writer
         .maps_mut()
-        .set_interface_macs(&[(TEST_RUN_IFINDEX, DIRECTOR_MAC), (TEST_RUN_IFINDEX + 4096, other_director)].into())
+        .set_interface_macs(
+            &[
+                (TEST_RUN_IFINDEX, DIRECTOR_MAC),
+                (TEST_RUN_IFINDEX + 4096, other_director),
+            ]
+            .into(),
+        )
         .unwrap_err();
     assert!(err.to_string().contains("share IFACE_MACS slot"), "{err}");
     let f = to_mac(&syn, other_director);
@@ -898,7 +904,11 @@ fn hit_path_follows_the_service_state_by_id() {
     let (action, out) = h.run(&ack);
     assert_eq!(action, XDP_TX);
     assert_dr_rewrite(&ack, &out, real_mac(1));
-    assert_eq!(counter(&h, stat::CONN_HIT), 2, "same generation: the entry holds");
+    assert_eq!(
+        counter(&h, stat::CONN_HIT),
+        2,
+        "same generation: the entry holds"
+    );
     // Removed: the id's generation moves on, the VIP leaves the pre-filter.
     h.apply(&state(vec![]));
     let g1 = h.writer.maps().services.state(id).unwrap();
@@ -928,13 +938,20 @@ fn syn_inserts_without_lookup_but_round_robin_keeps_a_retransmitted_syn() {
     let first = mac_of(&h.run(&syn).1);
     // Maglev: a second SYN is dispatched afresh (no lookup) and lands on the same real.
     assert_eq!(mac_of(&h.run(&syn).1), first);
-    assert_eq!((counter(&h, stat::CONN_MISS), counter(&h, stat::CONN_HIT)), (2, 0));
+    assert_eq!(
+        (counter(&h, stat::CONN_MISS), counter(&h, stat::CONN_HIT)),
+        (2, 0)
+    );
     s.scheduler = Scheduler::RoundRobin;
     h.apply(&state(vec![s]));
     let syn = tcp4(CLIENT, 41000, VIP_B, 80, "S");
     let first = mac_of(&h.run(&syn).1);
     for _ in 0..3 {
-        assert_eq!(mac_of(&h.run(&syn).1), first, "retransmitted SYN, same real");
+        assert_eq!(
+            mac_of(&h.run(&syn).1),
+            first,
+            "retransmitted SYN, same real"
+        );
     }
     let other = mac_of(&h.run(&tcp4(CLIENT, 41001, VIP_B, 80, "S")).1);
     assert_ne!(other, first, "the next new flow takes the next real");

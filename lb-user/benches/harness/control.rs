@@ -100,6 +100,7 @@ fn reload_state(services: u32, reals: u32, table_size: u32, weight_of_first: u32
         services,
         flood_threshold: 0,
         tx_ports: Default::default(),
+        interface_macs: Default::default(),
     }
 }
 

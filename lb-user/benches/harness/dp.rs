@@ -188,13 +188,7 @@ impl Dp {
         self.set_cfg_stride(frame, mode, n, 1)
     }
 
-    pub fn set_cfg_stride(
-        &mut self,
-        frame: &[u8],
-        mode: u32,
-        n: u64,
-        stride: u32,
-    ) -> Result<()> {
+    pub fn set_cfg_stride(&mut self, frame: &[u8], mode: u32, n: u64, stride: u32) -> Result<()> {
         if frame.len() > BENCH_FRAME_MAX || !frame.len().is_multiple_of(8) {
             bail!("template frames are multiples of 8 up to {BENCH_FRAME_MAX} bytes");
         }
@@ -438,6 +432,7 @@ pub fn bench_state(ifindex: u32, real_mac: [u8; 6], src_mac: [u8; 6]) -> Desired
         ],
         flood_threshold: 0,
         tx_ports: Default::default(),
+        interface_macs: Default::default(),
     }
 }
 

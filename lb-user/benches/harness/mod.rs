@@ -21,7 +21,8 @@ use serde_json::{json, Value};
 
 use dp::{
     tcp4, tcp6, v6_fresh_src, Dp, GlobalLru, LoadSpec, OTHER4, OTHER6, PORT, SLOT_DROP,
-    SLOT_FLOOR_ENCAP, SLOT_FLOOR_LINE, SLOT_FLOOR_LRU, SLOT_FLOOR_SET, SLOT_MACSWAP, SLOT_PASS, SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6,
+    SLOT_FLOOR_ENCAP, SLOT_FLOOR_LINE, SLOT_FLOOR_LRU, SLOT_FLOOR_SET, SLOT_MACSWAP, SLOT_PASS,
+    SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6,
 };
 use timing::{Case, Expect, Fresh, FreshAlloc, Prog};
 
@@ -505,7 +506,9 @@ fn curve_point(
     syn4: &[u8],
     progress: &Progress,
 ) -> Result<(Value, Option<Value>)> {
-    progress.note(&format!("loading xlb with a table of capacity {n}, prefilling it"));
+    progress.note(&format!(
+        "loading xlb with a table of capacity {n}, prefilling it"
+    ));
     let mut dp = Dp::load(&LoadSpec {
         conn_table_size: n as u32,
         maglev_capacity: 4 * 65_537,

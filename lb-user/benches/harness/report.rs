@@ -33,10 +33,19 @@ pub fn targets(r: &Value) -> Vec<(String, String, String, Option<bool>)> {
             .unwrap_or(Value::Null)
     };
     let mut ratio_row = |what: String, limit: f64, v: f64| {
-        t.push((what, format!("<= {limit}x"), format!("{v:.2}x"), Some(v <= limit)));
+        t.push((
+            what,
+            format!("<= {limit}x"),
+            format!("{v:.2}x"),
+            Some(v <= limit),
+        ));
     };
     let hot = f(&base("xlb established IPv4")["ratio_to_floor"]["median"]);
-    ratio_row("established, one hot flow / MAC-swap floor".into(), 2.7, hot);
+    ratio_row(
+        "established, one hot flow / MAC-swap floor".into(),
+        2.7,
+        hot,
+    );
     let spread = run_ratio(&at["established"], &at["floor_random_line"]);
     ratio_row(
         format!("established spread over {flows} flows / one-random-line floor"),
@@ -164,11 +173,7 @@ fn run_ratio(a: &Value, b: &Value) -> f64 {
             .map(|r| r.iter().map(f).collect())
             .unwrap_or_default()
     };
-    let r: Vec<f64> = runs(a)
-        .iter()
-        .zip(runs(b))
-        .map(|(x, y)| x / y)
-        .collect();
+    let r: Vec<f64> = runs(a).iter().zip(runs(b)).map(|(x, y)| x / y).collect();
     super::timing::median(&r)
 }
 

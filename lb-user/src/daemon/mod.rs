@@ -140,6 +140,7 @@ pub struct Daemon {
 fn load_dataplane(cfg: &Config) -> Result<(Ebpf, MapWriter, bool), Error> {
     let pin_dir = attach::pin_dir(cfg);
     attach::ensure_bpffs(&pin_dir)?;
+    replace_old_conn_table(&pin_dir);
     let adopting = pin_dir.join(map_names::CONN_TABLE).exists();
     let conn_table_size = cfg.global.conn_table_size;
     let mut ebpf = loader::load(
@@ -499,6 +500,30 @@ fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// A connection table pinned by an xlb whose entries had another layout cannot be adopted: its
+/// pin is removed so this run creates the table anew (the old program keeps its copy until the
+/// link switches to the new one). Maglev flows keep their real servers (the rings decide, not
+/// the table); round-robin flows are dispatched afresh.
+fn replace_old_conn_table(pin_dir: &std::path::Path) {
+    let path = pin_dir.join(map_names::CONN_TABLE);
+    let Ok(info) = aya::maps::MapData::from_pin(&path).and_then(|m| m.info()) else {
+        return;
+    };
+    let wanted = std::mem::size_of::<lb_common::FlowEntry>() as u32;
+    if info.value_size() == wanted {
+        return;
+    }
+    warn!(
+        pinned = info.value_size(),
+        wanted,
+        "the pinned connection table has another entry layout (an older xlb): replacing it; \
+         Maglev flows keep their real servers, round-robin flows are dispatched afresh"
+    );
+    if let Err(e) = std::fs::remove_file(&path) {
+        warn!("removing {}: {e}", path.display());
+    }
 }
 
 /// The overlay saved by an earlier run. An unreadable file is reported and left as it is (the

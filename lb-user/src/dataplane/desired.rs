@@ -105,6 +105,8 @@ pub struct DesiredState {
     pub flood_threshold: u64,
     /// Devmap key -> ifindex of every egress interface.
     pub tx_ports: BTreeMap<u32, u32>,
+    /// ifindex -> MAC of every attached interface: frames for other unicast MACs are not ours.
+    pub interface_macs: BTreeMap<u32, [u8; 6]>,
 }
 
 /// Address words as the XDP program stores them (network byte order, IPv4 in word 0).

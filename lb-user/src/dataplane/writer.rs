@@ -36,6 +36,8 @@ use super::{
 pub enum WriteError {
     #[error("kernel map update failed: {0}")]
     Map(#[from] MapError),
+    #[error(transparent)]
+    Maps(#[from] super::maps::MapsError),
     #[error("devmap update failed: {0}")]
     DevMap(#[from] aya::maps::xdp::XdpMapError),
     #[error("more than {MAX_SERVICES} virtual servers")]
@@ -111,6 +113,8 @@ pub struct MapWriter {
     real_slots: IdPool,
     regions: RegionAlloc,
     prev_ring_hold: Duration,
+    /// The interface MACs last written (IFACE_MACS is rewritten only when they change).
+    interface_macs: Option<BTreeMap<u32, [u8; 6]>>,
 }
 
 fn region_of(offset: u32, size: u32) -> Region {
@@ -157,6 +161,7 @@ impl MapWriter {
             real_slots: IdPool::new(MAX_REALS),
             regions: RegionAlloc::new(capacity),
             prev_ring_hold,
+            interface_macs: None,
         }
     }
 
@@ -293,6 +298,11 @@ impl MapWriter {
             if current != Some(ifindex) {
                 self.maps.tx_ports.set(port, ifindex, None, 0)?;
             }
+        }
+        if self.interface_macs.as_ref() != Some(&desired.interface_macs) {
+            // Recorded first: a slot collision is reported once, not at every apply.
+            self.interface_macs = Some(desired.interface_macs.clone());
+            self.maps.set_interface_macs(&desired.interface_macs)?;
         }
         Ok(report)
     }

@@ -223,8 +223,8 @@ pub const NATIVE_MTU_MAX: u32 = 3498;
 pub const VETH_VIRTIO_MTU_MAX: u32 = 3520;
 
 /// Bytes of kernel memory per connection-table entry: key (`FlowKey`, 40) + value (`FlowEntry`,
-/// 24) + LRU hash element overhead (~64).
-pub const CONN_ENTRY_BYTES: u64 = 40 + 24 + 64;
+/// 32) + LRU hash element overhead (~64).
+pub const CONN_ENTRY_BYTES: u64 = 40 + 32 + 64;
 
 /// Runs every check.
 pub fn check(facts: &Facts) -> Vec<Finding> {
@@ -1192,7 +1192,7 @@ mod tests {
             ..Default::default()
         };
         let fs = check(&facts);
-        assert!(has(&fs, Severity::Error, "conn-table-memory", "8192 MiB"));
+        assert!(has(&fs, Severity::Error, "conn-table-memory", "8704 MiB"));
         assert!(has(&fs, Severity::Warn, "nofile", "below 84"));
         assert!(has(
             &fs,

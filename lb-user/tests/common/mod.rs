@@ -129,6 +129,7 @@ pub fn state(services: Vec<DesiredService>) -> DesiredState {
         services,
         flood_threshold: 0,
         tx_ports: Default::default(),
+        interface_macs: Default::default(),
     }
 }
 
