@@ -141,7 +141,7 @@ fn load_dataplane(cfg: &Config) -> Result<(Ebpf, MapWriter, bool), Error> {
     let pin_dir = attach::pin_dir(cfg);
     attach::ensure_bpffs(&pin_dir)?;
     replace_old_conn_table(&pin_dir);
-    let adopting = pin_dir.join(map_names::CONN_TABLE).exists();
+    let adopting = pin_dir.join(map_names::SERVICES).exists();
     let conn_table_size = cfg.global.conn_table_size;
     let mut ebpf = loader::load(
         crate::BPF_OBJECT,
