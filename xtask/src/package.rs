@@ -108,8 +108,9 @@ mod tests {
         let unit = fs::read_to_string(workspace_root().join("configs/xlb.service")).unwrap();
         let packaged = packaged_unit(&unit);
         assert!(!packaged.contains("/usr/local/bin"), "{packaged}");
-        assert!(packaged.contains("ExecStart=/usr/bin/xlb run --config /etc/xlb/xlb.toml"));
-        assert!(packaged.contains("ExecStartPre=/usr/bin/xlb check-config /etc/xlb/xlb.toml"));
+        assert!(packaged.contains("ExecStart=/usr/bin/xlb run --config ${XLB_CONFIG}"));
+        assert!(packaged.contains("ExecStartPre=/usr/bin/xlb check-config ${XLB_CONFIG}"));
+        assert!(packaged.contains("ExecReload=/usr/bin/xlb reload --config ${XLB_CONFIG}"));
         assert!(packaged.contains("[Install]"));
     }
 

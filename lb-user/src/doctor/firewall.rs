@@ -7,6 +7,9 @@
 //! nothing ever answers it), packet type and address type `multicast`. Anything else makes the
 //! rule a *maybe* match, reported as a warning rather than an error. Jumps into user chains are
 //! followed.
+//!
+//! Why one file of this size: the two input formats end in one rule model and one evaluator,
+//! which only make sense together; a tenth of it is the tests with captured rulesets.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};

@@ -5,6 +5,10 @@
 //! rule is unit-tested with hand-written facts.
 //!
 //! Exit status of the CLI: 1 when there is an error, 0 with warnings only (1 with `--strict`).
+//!
+//! Why one file of this size: it is the catalogue of rules, each a small pure function from facts
+//! to a finding with its fix, and about a quarter of it is their unit tests; the IO is in
+//! [`gather`], and the larger subjects have their own modules ([`firewall`], [`kernel`], [`vip`]).
 
 pub mod firewall;
 pub mod gather;

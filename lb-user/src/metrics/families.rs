@@ -164,6 +164,8 @@ pub const XDP_EVENTS: &[EventCounter] = &[
     EventCounter { key: "insert_failed", name: "xlb_conn_table_insert_failures", help: "Connection-table inserts that failed" },
     EventCounter { key: "prev_ring_hit", name: "xlb_prev_ring_hits", help: "Mid-stream TCP packets without an entry that found their real server in the previous ring" },
     EventCounter { key: "redirect_failed", name: "xlb_xdp_redirect_failures", help: "Redirects to another interface that failed (dropped)" },
+    EventCounter { key: "not_our_mac", name: "xlb_xdp_other_mac_packets", help: "Unicast frames for another host's MAC (e.g. flooded by a switch), passed untouched" },
+    EventCounter { key: "group_mac", name: "xlb_xdp_group_mac_packets", help: "Broadcast and multicast frames, passed untouched" },
 ];
 
 /// VRRP roles, every one exported each scrape (one-hot).
