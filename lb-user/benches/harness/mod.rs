@@ -524,27 +524,28 @@ fn curve_point(
     let memlock = sys::fdinfo_field(dp.table_fd(), "memlock");
     let mut fresh = FreshAlloc::default();
     let prefilled = tcp4([198, SPACE_PREFILL, 0, 0], 0, VIP4, PORT, false);
-    let lru = Case::new(
-        &format!("floor: one LRU-hash lookup over {n} flows + MAC-swap"),
-        Prog::Wrapped(SLOT_FLOOR_LRU),
-        prefilled.clone(),
-        Expect::Action(3),
-    )
-    .spread(n);
-    let line = Case::new(
-        &format!("floor: one random 64-byte line of {n} + MAC-swap"),
-        Prog::Wrapped(SLOT_FLOOR_LINE),
-        prefilled.clone(),
-        Expect::Action(3),
-    )
-    .spread(n);
-    let set = Case::new(
-        &format!("prototype: 4-way set-associative lookup over {n} flows in {n} sets + MAC-swap"),
-        Prog::Wrapped(SLOT_FLOOR_SET),
-        prefilled.clone(),
-        Expect::Action(3),
-    )
-    .spread(n);
+    // Floors and the prototype all end in a MAC-swap XDP_TX over the same spread flows.
+    let spread_floor = |label: String, slot| {
+        Case::new(
+            &label,
+            Prog::Wrapped(slot),
+            prefilled.clone(),
+            Expect::Action(3),
+        )
+        .spread(n)
+    };
+    let lru = spread_floor(
+        format!("floor: one LRU-hash lookup over {n} flows + MAC-swap"),
+        SLOT_FLOOR_LRU,
+    );
+    let line = spread_floor(
+        format!("floor: one random 64-byte line of {n} + MAC-swap"),
+        SLOT_FLOOR_LINE,
+    );
+    let set = spread_floor(
+        format!("prototype: 4-way set-associative lookup over {n} flows in {n} sets + MAC-swap"),
+        SLOT_FLOOR_SET,
+    );
     let hit = Case::new(
         &format!("xlb established, lookups over {n} flows"),
         Prog::Wrapped(SLOT_XLB),
