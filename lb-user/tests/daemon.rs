@@ -80,6 +80,59 @@ fn kill9_keeps_forwarding_and_restart_adopts_pinned_state() {
     }
 }
 
+/// The mode `ip -d link` shows for eth0 on the director: "native", "generic" or "none".
+fn kernel_xdp_mode(dr: &Dr) -> &'static str {
+    let out =
+        dr.d.lab
+            .run_ok(&dr.d.director, &["ip", "link", "show", "eth0"])
+            .unwrap();
+    if out.contains(" xdpgeneric ") {
+        "generic"
+    } else if out.contains(" xdp ") {
+        "native"
+    } else {
+        "none"
+    }
+}
+
+#[test]
+fn xdp_mode_change_reattaches_on_restart_and_reload_and_status_shows_the_kernels_mode() {
+    xtask::require!(NEEDS);
+    let mut dr = Dr::new("d-xdpmode", 2);
+    let native = dr.config_text(&[(1, 1), (2, 1)], "");
+    let generic = native.replace("xdp_mode = \"native\"", "xdp_mode = \"generic\"");
+    assert_ne!(native, generic);
+    dr.write_config(&native);
+    dr.start_daemon();
+    assert_eq!(kernel_xdp_mode(&dr), "native");
+    assert_eq!(dr.status_json()["interfaces"][0]["mode"], "native");
+
+    // A restart (kill -9: the pinned native link stays) with the mode changed in the file.
+    dr.kill9_daemon();
+    dr.write_config(&generic);
+    dr.start_daemon();
+    assert_eq!(kernel_xdp_mode(&dr), "generic", "{}", dr.daemon_log());
+    assert_eq!(xdp_progs_on_eth0(&dr), 1, "one program on eth0");
+    let status = dr.status_json();
+    assert_eq!(status["interfaces"][0]["mode"], "generic", "{status}");
+    assert!(
+        dr.daemon_log().contains("xdp_mode changed"),
+        "{}",
+        dr.daemon_log()
+    );
+    let spread = dr.curl(20);
+    assert_eq!(spread.get("FAIL"), None, "forwarding in generic mode: {spread:?}");
+
+    // A reload back to native.
+    dr.write_config(&native);
+    let out = dr.ctl("reload", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(kernel_xdp_mode(&dr), "native");
+    assert_eq!(dr.status_json()["interfaces"][0]["mode"], "native");
+    let spread = dr.curl(20);
+    assert_eq!(spread.get("FAIL"), None, "forwarding in native mode: {spread:?}");
+}
+
 #[test]
 fn reload_keeps_streams_and_new_flows_use_the_new_table() {
     xtask::require!(NEEDS);

@@ -66,6 +66,17 @@ pub enum XdpMode {
     Auto,
 }
 
+impl XdpMode {
+    /// The spelling of the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+            XdpMode::Auto => "auto",
+        }
+    }
+}
+
 /// How the daemon writes its log (`global.log_format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -9,14 +9,16 @@ use super::Error;
 use crate::{
     config::{Config, XdpMode as ConfiguredMode},
     dataplane::loader::{self, AttachOutcome},
-    net::{Interface, Net},
+    net::{Interface, Net, XdpAttachment},
     status::InterfaceStatus,
 };
 
 /// One interface the program is attached to.
 pub struct Attached {
     pub iface: Interface,
-    pub mode: XdpMode,
+    /// The mode the kernel reports (`ip -d link`), not the one asked for: an adopted link keeps
+    /// the mode of the run that attached it.
+    pub mode: XdpAttachment,
     pub outcome: AttachOutcome,
 }
 
@@ -25,7 +27,7 @@ impl Attached {
         InterfaceStatus {
             name: self.iface.name.clone(),
             ifindex: self.iface.index,
-            mode: loader::mode_name(self.mode).to_string(),
+            mode: self.mode.name().to_string(),
             how: match self.outcome {
                 AttachOutcome::Attached => "attached".into(),
                 AttachOutcome::Adopted => "adopted".into(),
@@ -43,17 +45,28 @@ fn modes(cfg: &Config) -> &'static [XdpMode] {
     }
 }
 
+/// Is the program in a mode the configuration accepts? (`auto` takes either.)
+pub fn mode_is_configured(configured: ConfiguredMode, kernel: XdpAttachment) -> bool {
+    match configured {
+        ConfiguredMode::Native => kernel == XdpAttachment::Native,
+        ConfiguredMode::Generic => kernel == XdpAttachment::Generic,
+        ConfiguredMode::Auto => {
+            matches!(kernel, XdpAttachment::Native | XdpAttachment::Generic)
+        }
+    }
+}
+
 fn attach_one(
     ebpf: &mut Ebpf,
     cfg: &Config,
     name: &str,
     pin_dir: &Path,
-) -> Result<(XdpMode, AttachOutcome), Error> {
+) -> Result<AttachOutcome, Error> {
     let modes = modes(cfg);
     let mut last_err = None;
     for &mode in modes {
         match loader::attach_or_adopt(ebpf, name, mode, Some(pin_dir)) {
-            Ok(outcome) => return Ok((mode, outcome)),
+            Ok(outcome) => return Ok(outcome),
             Err(e) => {
                 if modes.len() > 1 {
                     warn!(interface = %name, "native XDP unavailable ({e}); falling back to generic mode, \
@@ -69,42 +82,79 @@ fn attach_one(
     })
 }
 
+/// The mode the kernel has the XDP program of `name` in (`None` when it has none or the link
+/// cannot be read).
+async fn kernel_mode(net: &Net, name: &str) -> XdpAttachment {
+    match net.link(name).await {
+        Ok(link) => link.map(|l| l.xdp).unwrap_or_default(),
+        Err(e) => {
+            warn!(interface = %name, "cannot read the XDP attachment: {e}");
+            XdpAttachment::None
+        }
+    }
+}
+
+/// Puts the program on `name`: keeps `previous` (or a link pinned by an earlier run) when the
+/// kernel has it in a mode the configuration accepts, else attaches it in the configured mode.
+/// A mode change cannot be atomic (the kernel refuses a native and a generic program on one
+/// link at once): the old attachment goes first, and frames arriving in between reach the
+/// kernel's stack.
+async fn place(
+    ebpf: &mut Ebpf,
+    net: &Net,
+    cfg: &Config,
+    name: &str,
+    previous: Option<Attached>,
+) -> Result<Attached, Error> {
+    let pin_dir = cfg.global.bpffs_dir.as_path();
+    let configured = cfg.global.xdp_mode;
+    let before = kernel_mode(net, name).await;
+    if let Some(mut a) = previous {
+        match net.interface(name).await {
+            Ok(iface) => a.iface = iface,
+            Err(e) => warn!(interface = %name, "cannot refresh: {e}"),
+        }
+        if mode_is_configured(configured, before) || before == XdpAttachment::None {
+            a.mode = before;
+            return Ok(a);
+        }
+    }
+    let pinned = loader::link_pin_path(pin_dir, name).exists();
+    if pinned && before != XdpAttachment::None && !mode_is_configured(configured, before) {
+        warn!(interface = %name, attached = before.name(), configured = configured.name(),
+              "xdp_mode changed: re-attaching in the configured mode (frames arriving during the \
+               switch reach the kernel's stack)");
+        loader::detach_pinned(pin_dir, name).map_err(|e| Error::Detach(name.to_owned(), e))?;
+    }
+    let iface = net.interface(name).await.map_err(Error::Net)?;
+    let outcome = attach_one(ebpf, cfg, name, pin_dir)?;
+    let mode = kernel_mode(net, name).await;
+    info!(interface = %name, mode = mode.name(), outcome = ?outcome, "XDP program in place");
+    Ok(Attached {
+        iface,
+        mode,
+        outcome,
+    })
+}
+
 /// Makes the attachments match the configured interfaces: keeps (and refreshes) those already
-/// there, attaches new ones, detaches those no longer configured.
+/// there, attaches new ones (or re-attaches those whose mode the configuration changed),
+/// detaches those no longer configured.
 pub async fn reconcile(
     ebpf: &mut Ebpf,
     net: &Net,
     cfg: &Config,
     current: Vec<Attached>,
 ) -> Result<Vec<Attached>, (Error, Vec<Attached>)> {
-    let pin_dir = cfg.global.bpffs_dir.clone();
-    let wanted = cfg.global.interfaces.clone();
     let mut old = current;
     let mut attached = Vec::new();
-    for name in &wanted {
-        if let Some(pos) = old.iter().position(|a| &a.iface.name == name) {
-            let mut a = old.remove(pos);
-            match net.interface(name).await {
-                Ok(iface) => a.iface = iface,
-                Err(e) => warn!(interface = %name, "cannot refresh: {e}"),
-            }
-            attached.push(a);
-            continue;
-        }
-        let step = async {
-            let iface = net.interface(name).await.map_err(Error::Net)?;
-            let (mode, outcome) = attach_one(ebpf, cfg, name, &pin_dir)?;
-            Ok::<_, Error>(Attached {
-                iface,
-                mode,
-                outcome,
-            })
-        };
-        match step.await {
-            Ok(a) => {
-                info!(interface = %name, mode = loader::mode_name(a.mode), outcome = ?a.outcome, "XDP program in place");
-                attached.push(a);
-            }
+    for name in &cfg.global.interfaces {
+        let previous = old
+            .iter()
+            .position(|a| &a.iface.name == name)
+            .map(|pos| old.remove(pos));
+        match place(ebpf, net, cfg, name, previous).await {
+            Ok(a) => attached.push(a),
             Err(e) => {
                 attached.extend(old);
                 return Err((e, attached));
@@ -112,12 +162,20 @@ pub async fn reconcile(
         }
     }
     for gone in old {
-        match loader::detach_pinned(&pin_dir, &gone.iface.name) {
+        match loader::detach_pinned(&cfg.global.bpffs_dir, &gone.iface.name) {
             Ok(_) => info!(interface = %gone.iface.name, "detached (no longer configured)"),
             Err(e) => warn!(interface = %gone.iface.name, "detach failed: {e}"),
         }
     }
     Ok(attached)
+}
+
+/// Reads again the mode the kernel has each attachment in (`xlb status` tells the kernel's
+/// truth even after someone ran `ip link set dev X xdp off`).
+pub async fn refresh_modes(net: &Net, attached: &mut [Attached]) {
+    for a in attached {
+        a.mode = kernel_mode(net, &a.iface.name).await;
+    }
 }
 
 /// Detaches every interface and removes every pin (`xlb stop --detach`).

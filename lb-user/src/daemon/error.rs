@@ -28,6 +28,8 @@ pub enum Error {
     Net(#[from] net::NetError),
     #[error(transparent)]
     Attach(#[from] loader::AttachError),
+    #[error("detaching the XDP program from {0} to re-attach it in the configured mode: {1}")]
+    Detach(String, std::io::Error),
     #[error("cannot attach to {0}: no XDP mode to try")]
     NoMode(String),
     #[error("starting VRRP: {0}")]

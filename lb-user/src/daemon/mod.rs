@@ -380,6 +380,7 @@ impl Daemon {
     /// The periodic work: neighbours, sweep, rates, previous rings, a planning round.
     async fn tick(&mut self) {
         self.resolve_neighbours(false).await;
+        attach::refresh_modes(&self.net, &mut self.attached).await;
         let started = Instant::now();
         match sweep::sweep(self.writer.maps_mut(), &self.timeouts) {
             Ok(r) => self.sweep = r,
