@@ -61,6 +61,10 @@ pub enum Request {
     Stop {
         #[serde(default)]
         detach: bool,
+        /// A restart follows: keep the VRRP role (no priority-0 resign), the VIPs and the
+        /// pinned forwarding state for the next daemon to adopt.
+        #[serde(default)]
+        keep_role: bool,
     },
 }
 
@@ -93,7 +97,11 @@ pub enum Response {
         #[serde(default)]
         partial: bool,
     },
-    Stopping,
+    /// The daemon is exiting; `pid` lets the client wait for the exit.
+    Stopping {
+        #[serde(default)]
+        pid: u32,
+    },
     Error {
         message: String,
     },

@@ -50,6 +50,15 @@ fn kill9_keeps_forwarding_and_restart_adopts_pinned_state() {
         None,
         "forwarding stopped with the daemon: {spread:?}"
     );
+    // ... and doctor says so: forwarding with frozen health is not a state to leave unnoticed.
+    let config = dr.config.display().to_string();
+    let doctor = dr.xlb(&["doctor", "--config", &config]);
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        said.contains("attached to eth0 but no daemon answers"),
+        "{said}"
+    );
+    assert!(!doctor.status.success(), "an error finding fails doctor: {said}");
 
     dr.start_daemon();
     assert_eq!(

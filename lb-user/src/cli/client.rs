@@ -140,19 +140,3 @@ pub fn reload(args: &SocketArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn stop(args: &SocketArgs, detach: bool) -> anyhow::Result<ExitCode> {
-    match call(args, &Request::Stop { detach })? {
-        Response::Stopping => {
-            println!(
-                "{}",
-                if detach {
-                    "stopping; detaching the XDP program"
-                } else {
-                    "stopping; forwarding continues"
-                }
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        other => bail!("unexpected answer: {other:?}"),
-    }
-}

@@ -1,5 +1,5 @@
 //! The command line: one file per subcommand. `dispatch` is all `main` calls.
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
@@ -13,6 +13,7 @@ pub mod man;
 pub mod real;
 pub mod realserver;
 pub mod stdout;
+pub mod stop;
 
 /// Default configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/xlb/xlb.toml";
@@ -68,13 +69,30 @@ pub enum Command {
         #[command(flatten)]
         socket: SocketArgs,
     },
-    /// Stop the daemon; forwarding continues unless --detach.
+    /// Stop the daemon: it resigns VRRP (priority 0: the BACKUP takes over at once) and
+    /// forwarding continues from the pinned tables unless --detach. Waits until it has exited.
     Stop {
         #[command(flatten)]
         socket: SocketArgs,
         /// Also detach the XDP program and remove every pinned map.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "keep_role")]
         detach: bool,
+        /// For a restart: keep the VRRP role (no resign), the VIPs and forwarding; the next
+        /// daemon adopts them and goes on advertising, so a BACKUP does not take over unless
+        /// the restart outlasts its Master_Down_Interval (3 x advert_int + skew).
+        #[arg(long)]
+        keep_role: bool,
+        /// As the ExecStop= of systemd unit UNIT (the shipped unit passes %n): during
+        /// `systemctl restart` keep the role (--keep-role), during `systemctl stop` or a
+        /// shutdown resign and do what --on-stop says.
+        #[arg(long, value_name = "UNIT", conflicts_with_all = ["detach", "keep_role"])]
+        systemd_unit: Option<String>,
+        /// With --systemd-unit: what `systemctl stop` does to forwarding.
+        #[arg(long, value_enum, default_value_t = stop::OnStop::Detach, requires = "systemd_unit")]
+        on_stop: stop::OnStop,
+        /// Seconds to wait for the daemon to exit (0: do not wait).
+        #[arg(long, default_value_t = 8.0, value_name = "SECONDS")]
+        wait: f64,
     },
     /// Virtual servers and real servers in the `ipvsadm -ln` layout, with health and VRRP state.
     #[command(visible_alias = "list")]
@@ -208,7 +226,23 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             release_on_exit,
         })),
         Command::Reload { socket } => client::reload(&socket),
-        Command::Stop { socket, detach } => client::stop(&socket, detach),
+        Command::Stop {
+            socket,
+            detach,
+            keep_role,
+            systemd_unit,
+            on_stop,
+            wait,
+        } => stop::stop(
+            &socket,
+            stop::StopArgs {
+                detach,
+                keep_role,
+                systemd_unit,
+                on_stop,
+                wait: Duration::from_secs_f64(wait.clamp(0.0, 3600.0)),
+            },
+        ),
         Command::Status {
             socket,
             numeric: _,

@@ -427,7 +427,11 @@ impl Daemon {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         systemd::notify("READY=1");
         info!(socket = %socket_path.display(), "xlb is running");
-        let mut detach = self.release_on_exit;
+        let mut how = if self.release_on_exit {
+            Exit::Detach
+        } else {
+            Exit::Resign
+        };
         loop {
             tokio::select! {
                 _ = hup.recv() => { let _ = self.reload().await; }
@@ -449,9 +453,11 @@ impl Daemon {
                 _ = term.recv() => { info!("SIGTERM"); break; }
                 _ = int.recv() => { info!("SIGINT"); break; }
                 Some((req, reply)) = call_rx.recv() => {
-                    if let Request::Stop { detach: d } = req {
-                        detach |= d;
-                        let _ = reply.send(Response::Stopping);
+                    if let Request::Stop { detach, keep_role } = req {
+                        if !self.release_on_exit {
+                            how = Exit::asked(detach, keep_role);
+                        }
+                        let _ = reply.send(Response::Stopping { pid: std::process::id() });
                         break;
                     }
                     if let Some(resp) = self.answer(req).await {
@@ -464,19 +470,26 @@ impl Daemon {
                 _ = usr2.recv() => self.dump(query::Dump::Stats),
             }
         }
-        self.shutdown(&socket_path, detach).await;
+        self.shutdown(&socket_path, how).await;
         Ok(ExitCode::SUCCESS)
     }
 
-    async fn shutdown(mut self, socket_path: &std::path::Path, detach: bool) {
+    async fn shutdown(mut self, socket_path: &std::path::Path, how: Exit) {
         systemd::notify("STOPPING=1");
         let _ = std::fs::remove_file(socket_path);
+        if how == Exit::KeepRole {
+            // Like a crash, on purpose: VRRP is not resigned and the VIPs stay, so the next
+            // daemon (a restart) adopts the tables and goes on advertising as MASTER before
+            // the BACKUP's Master_Down_Interval runs out: no failover and no preemption back.
+            info!("exiting for a restart; the VRRP role, the VIPs and forwarding are kept");
+            return;
+        }
         if let Some(vrrp) = self.vrrp.take() {
             // Priority 0 and VIPs removed: the backup takes over at once, and no dead master
             // keeps the VIP (the IP conflict the LVS field report warns about).
             vrrp.shutdown().await;
         }
-        if !detach {
+        if how != Exit::Detach {
             info!("exiting; the XDP program and its maps stay pinned and keep forwarding");
             return;
         }
@@ -493,6 +506,27 @@ impl Daemon {
             warn!("removing {}: {e}", pin_dir.display());
         }
         info!("detached and released all pinned state");
+    }
+}
+
+/// How the daemon leaves (SIGTERM: resign, or detach with `--release-on-exit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exit {
+    /// A restart follows: keep the VRRP role, the VIPs and forwarding.
+    KeepRole,
+    /// Resign VRRP (priority 0, VIPs removed); forwarding continues from the pinned state.
+    Resign,
+    /// Resign, withdraw, detach the program and remove every pin.
+    Detach,
+}
+
+impl Exit {
+    fn asked(detach: bool, keep_role: bool) -> Exit {
+        match (detach, keep_role) {
+            (true, _) => Exit::Detach,
+            (false, true) => Exit::KeepRole,
+            (false, false) => Exit::Resign,
+        }
     }
 }
 

@@ -315,18 +315,26 @@ fn pins(c: &Config) -> PinFacts {
         .filter(|m| !dir.join(m).exists())
         .map(|m| m.to_string())
         .collect();
-    p.links_missing = c
+    let (pinned, missing) = c
         .global
         .interfaces
         .iter()
-        .filter(|i| !link_pin_path(dir, i).exists())
         .cloned()
-        .collect();
+        .partition(|i| link_pin_path(dir, i).exists());
+    p.links_pinned = pinned;
+    p.links_missing = missing;
+    p.daemon_answers = Some(daemon_answers(c));
     let services = dir.join(lb_common::map_names::SERVICES);
     if services.exists() {
         p.services_in_map = Some(count_services(&services));
     }
     p
+}
+
+fn daemon_answers(c: &Config) -> bool {
+    use crate::control::{request, Request};
+    let timeout = std::time::Duration::from_secs(3);
+    request(&c.global.control_socket, &Request::Status, timeout).is_ok()
 }
 
 fn count_services(path: &Path) -> Result<usize, String> {

@@ -116,6 +116,10 @@ pub struct PinFacts {
     /// Entries in the pinned SERVICES map, or why it could not be read.
     pub services_in_map: Option<Result<usize, String>>,
     pub services_in_config: usize,
+    /// Interfaces with a pinned `link_<iface>` (the program is attached there).
+    pub links_pinned: Vec<String>,
+    /// Did a daemon answer on the control socket? (`None`: not asked.)
+    pub daemon_answers: Option<bool>,
 }
 
 /// The real-server side (`--realserver --vip ...`).
@@ -912,6 +916,20 @@ fn check_pins(facts: &Facts, out: &mut Vec<Finding>) {
             "restart the daemon so it re-creates its pins (flows in the connection table are lost)",
         ));
     }
+    if p.daemon_answers == Some(false) && !p.links_pinned.is_empty() {
+        out.push(f(
+            Severity::Error,
+            "pins",
+            format!(
+                "the XDP program is attached to {} but no daemon answers: forwarding follows the \
+                 last tables with frozen health (a failed real server keeps its share) and no \
+                 VRRP adverts are sent",
+                p.links_pinned.join(", ")
+            ),
+            "start the daemon (systemctl start xlb), or take the program off (xlb stop --detach \
+             needs the daemon; without one: rm the link_* pins under the bpffs directory)",
+        ));
+    }
     for i in &p.links_missing {
         out.push(f(
             Severity::Error,
@@ -1192,6 +1210,8 @@ mod tests {
                 links_missing: vec!["eth0".into()],
                 services_in_map: Some(Ok(1)),
                 services_in_config: 2,
+                links_pinned: vec!["eth1".into()],
+                daemon_answers: Some(false),
             }),
             ..Default::default()
         };
@@ -1213,6 +1233,7 @@ mod tests {
         assert!(has(&fs, Severity::Error, "pins", "CONN_TABLE"));
         assert!(has(&fs, Severity::Error, "pins", "link_eth0"));
         assert!(has(&fs, Severity::Error, "pins", "holds 1 services"));
+        assert!(has(&fs, Severity::Error, "pins", "attached to eth1 but no daemon answers"));
         let ok = Facts {
             conn_table_size: Some(1_048_576),
             mem_available: Some(4 << 30),
