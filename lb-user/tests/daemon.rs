@@ -58,7 +58,10 @@ fn kill9_keeps_forwarding_and_restart_adopts_pinned_state() {
         said.contains("attached to eth0 but no daemon answers"),
         "{said}"
     );
-    assert!(!doctor.status.success(), "an error finding fails doctor: {said}");
+    assert!(
+        !doctor.status.success(),
+        "an error finding fails doctor: {said}"
+    );
 
     dr.start_daemon();
     assert_eq!(
@@ -130,16 +133,28 @@ fn xdp_mode_change_reattaches_on_restart_and_reload_and_status_shows_the_kernels
         dr.daemon_log()
     );
     let spread = dr.curl(20);
-    assert_eq!(spread.get("FAIL"), None, "forwarding in generic mode: {spread:?}");
+    assert_eq!(
+        spread.get("FAIL"),
+        None,
+        "forwarding in generic mode: {spread:?}"
+    );
 
     // A reload back to native.
     dr.write_config(&native);
     let out = dr.ctl("reload", &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(kernel_xdp_mode(&dr), "native");
     assert_eq!(dr.status_json()["interfaces"][0]["mode"], "native");
     let spread = dr.curl(20);
-    assert_eq!(spread.get("FAIL"), None, "forwarding in native mode: {spread:?}");
+    assert_eq!(
+        spread.get("FAIL"),
+        None,
+        "forwarding in native mode: {spread:?}"
+    );
 }
 
 #[test]

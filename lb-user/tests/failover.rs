@@ -78,6 +78,11 @@ fn start(dr: &mut Dr, d: &mut Director) {
 /// Two directors on the lab's segment, both running `xlb run` with VRRP: dir1 MASTER (150),
 /// dir2 BACKUP (100).
 fn pair(tag: &str, reals: usize) -> (Dr, Director, Director) {
+    pair_with(tag, reals, true)
+}
+
+/// [`pair`], with dir1's daemon started only when `start_first` (else the caller runs it).
+fn pair_with(tag: &str, reals: usize, start_first: bool) -> (Dr, Director, Director) {
     let mut dr = Dr::without_vip(tag, reals);
     let dir2 = dr.d.lab.host("dir2").unwrap();
     let lan = dr.d.lan.clone();
@@ -110,7 +115,9 @@ fn pair(tag: &str, reals: usize) -> (Dr, Director, Director) {
         });
     }
     let (mut d1, mut d2) = (directors.remove(0), directors.remove(0));
-    start(&mut dr, &mut d1);
+    if start_first {
+        start(&mut dr, &mut d1);
+    }
     start(&mut dr, &mut d2);
     (dr, d1, d2)
 }
@@ -247,6 +254,32 @@ fn unforwarded(dr: &Dr, d: &Director) -> u64 {
     st["counters"]["inactive_service"].as_u64().unwrap()
 }
 
+/// `n` requests to the VIP from the client, back to back, each timed (more than 0.5 s is a
+/// stall).
+fn start_timed_requests(dr: &mut Dr, n: usize) -> Proc {
+    let script = format!(
+        "for i in $(seq {n}); do curl -s -m 3 -o /dev/null -w '%{{time_total}} %{{http_code}}\\n' http://{VIP}/; sleep 0.05; done"
+    );
+    let client = dr.d.client.clone();
+    dr.d.lab.spawn(&client, &["sh", "-c", &script]).unwrap()
+}
+
+/// Waits for [`start_timed_requests`] to finish: (seconds, HTTP code) per request, and the log.
+fn timed_request_results(dr: &mut Dr, load: &Proc) -> (Vec<(f64, String)>, String) {
+    while dr.d.lab.exited(load).unwrap().is_none() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = dr.d.lab.log(load);
+    let times = log
+        .lines()
+        .filter_map(|l| {
+            let (t, code) = l.split_once(' ')?;
+            Some((t.parse().ok()?, code.to_string()))
+        })
+        .collect();
+    (times, log)
+}
+
 #[test]
 fn master_restart_under_load_keeps_serving_and_the_backup_never_takes_over() {
     xtask::require!(NEEDS);
@@ -256,12 +289,7 @@ fn master_restart_under_load_keeps_serving_and_the_backup_never_takes_over() {
     });
     assert_eq!(dr.curl(10).get("FAIL"), None);
     let before = unforwarded(&dr, &d1);
-    // Requests back to back, each timed; more than 0.5 s is a stall.
-    let script = format!(
-        "for i in $(seq 100); do curl -s -m 3 -o /dev/null -w '%{{time_total}} %{{http_code}}\\n' http://{VIP}/; sleep 0.05; done"
-    );
-    let client = dr.d.client.clone();
-    let load = dr.d.lab.spawn(&client, &["sh", "-c", &script]).unwrap();
+    let load = start_timed_requests(&mut dr, 100);
     std::thread::sleep(Duration::from_secs(1));
 
     // kill -9 and start again at once: the new daemon adopts the pinned state and, holding the
@@ -280,17 +308,7 @@ fn master_restart_under_load_keeps_serving_and_the_backup_never_takes_over() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    while dr.d.lab.exited(&load).unwrap().is_none() {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let log = dr.d.lab.log(&load);
-    let times: Vec<(f64, String)> = log
-        .lines()
-        .filter_map(|l| {
-            let (t, code) = l.split_once(' ')?;
-            Some((t.parse().ok()?, code.to_string()))
-        })
-        .collect();
+    let (times, log) = timed_request_results(&mut dr, &load);
     let failed = times.iter().filter(|(_, c)| c != "200").count() as u64;
     let stalled = times.iter().filter(|(t, _)| *t > 0.5).count() as u64;
     let lost = unforwarded(&dr, &d1).saturating_sub(before);
@@ -346,4 +364,130 @@ fn doctor_sees_the_peer_and_a_split_brain() {
     let f = doctor_vrrp_peers(&dr, &d1);
     assert_eq!(f["severity"], "error", "{f}");
     assert!(f["detail"].as_str().unwrap().contains("split brain"), "{f}");
+}
+
+/// dir1 as the packaged unit under systemd (a Debian 11 container in dir1's namespace; this
+/// machine has no systemd as PID 1), dir2 a plain BACKUP: the hardened unit runs the daemon;
+/// `systemctl restart` under load keeps the MASTER role (the BACKUP never takes the VIP, no
+/// request fails or stalls); `systemctl reload` of a bad file fails and the daemon stays;
+/// `systemctl stop` resigns (the BACKUP takes over) and takes the XDP program off.
+#[test]
+fn packaged_unit_under_systemd_restart_keeps_the_role_stop_hands_over_and_detaches() {
+    xtask::require!(NEEDS);
+    if std::env::var("XLB_TEST_FULL").as_deref() != Ok("1") {
+        eprintln!(
+            "skipped: builds the static package; set XLB_TEST_FULL=1 (cargo xtask test does)"
+        );
+        return;
+    }
+    let deb = xtask::package::package().expect("cargo xtask package");
+    let (mut dr, d1, d2) = pair_with("f-sysd", 2, false);
+    let sd = xtask::lab::systemd::Container::boot(&xtask::setup::debian11_root(), &d1.host, "f")
+        .expect("systemd container");
+    std::fs::copy(&deb, sd.root().join("root/xlb.deb")).unwrap();
+    sd.exec_ok(&["dpkg", "-i", "/root/xlb.deb"]).unwrap();
+    let etc = sd.root().join("etc/xlb");
+    std::fs::create_dir_all(&etc).unwrap();
+    let good = config("/run/xlb/xlb.sock", "MASTER", 150);
+    std::fs::write(etc.join("xlb.toml"), &good).unwrap();
+    let start = sd.systemctl(&["start", "xlb"]).unwrap();
+    assert!(
+        start.status.success(),
+        "systemctl start: {}",
+        sd.journal("xlb")
+    );
+    wait_until("dir1 MASTER under systemd", Duration::from_secs(10), || {
+        has_vip(&dr, &d1.host)
+    });
+    assert_eq!(dr.curl(10).get("FAIL"), None, "{}", sd.journal("xlb"));
+    let security = sd
+        .exec(&["systemd-analyze", "security", "xlb.service"])
+        .unwrap();
+    eprintln!(
+        "systemd-analyze security (Debian 11): {}",
+        String::from_utf8_lossy(&security.stdout)
+            .lines()
+            .last()
+            .unwrap_or("")
+    );
+
+    // Restart under load: no failover, nothing fails or stalls.
+    let load = start_timed_requests(&mut dr, 80);
+    std::thread::sleep(Duration::from_secs(1));
+    let restart = sd.systemctl(&["restart", "xlb"]).unwrap();
+    assert!(
+        restart.status.success(),
+        "systemctl restart: {}",
+        sd.journal("xlb")
+    );
+    let watch_until = Instant::now() + Duration::from_secs(5);
+    let mut backup_took_over = false;
+    while Instant::now() < watch_until {
+        backup_took_over |= has_vip(&dr, &d2.host);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (times, log) = timed_request_results(&mut dr, &load);
+    let journal = sd.journal("xlb");
+    assert!(journal.contains("exiting for a restart"), "{journal}");
+    assert!(
+        !backup_took_over,
+        "the BACKUP took over during systemctl restart: {journal}"
+    );
+    assert!(has_vip(&dr, &d1.host), "{journal}");
+    assert_eq!(times.len(), 80, "{log}");
+    assert!(times.iter().all(|(t, c)| c == "200" && *t <= 0.5), "{log}");
+
+    // A bad file: reload fails, the daemon and its configuration stay.
+    std::fs::write(
+        etc.join("xlb.toml"),
+        good.replace("priority = 150", "priority = 300"),
+    )
+    .unwrap();
+    let reload = sd.systemctl(&["reload", "xlb"]).unwrap();
+    assert!(
+        !reload.status.success(),
+        "a bad file must fail systemctl reload"
+    );
+    let active = sd.systemctl(&["is-active", "xlb"]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&active.stdout).trim(), "active");
+    assert_eq!(dr.curl(10).get("FAIL"), None);
+    std::fs::write(etc.join("xlb.toml"), &good).unwrap();
+
+    // The watchdog was fed all along (WatchdogSec=10s; this test ran longer under systemd).
+    let restarts = sd
+        .systemctl(&["show", "-p", "NRestarts", "--value", "xlb"])
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&restarts.stdout).trim(),
+        "0",
+        "{}",
+        sd.journal("xlb")
+    );
+
+    // Stop: the BACKUP takes over at once and nothing is left attached on dir1.
+    let stop = sd.systemctl(&["stop", "xlb"]).unwrap();
+    assert!(
+        stop.status.success(),
+        "systemctl stop: {}",
+        sd.journal("xlb")
+    );
+    let took = wait_until(
+        "dir2 takes the VIP after systemctl stop",
+        Duration::from_secs(3),
+        || has_vip(&dr, &d2.host),
+    );
+    eprintln!(
+        "VIP on the BACKUP {} ms after systemctl stop returned",
+        took.as_millis()
+    );
+    assert!(!has_vip(&dr, &d1.host));
+    let link =
+        dr.d.lab
+            .run_ok(&d1.host, &["ip", "link", "show", "eth0"])
+            .unwrap();
+    assert!(
+        !link.contains(" xdp"),
+        "XDP left attached after systemctl stop: {link}"
+    );
+    assert_eq!(dr.curl(10).get("FAIL"), None, "through the BACKUP");
 }

@@ -139,4 +139,3 @@ pub fn reload(args: &SocketArgs) -> anyhow::Result<ExitCode> {
         other => bail!("unexpected answer: {other:?}"),
     }
 }
-

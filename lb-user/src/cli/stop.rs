@@ -113,12 +113,16 @@ pub fn stop(socket: &SocketArgs, args: StopArgs) -> anyhow::Result<ExitCode> {
         "{}",
         match (asked.detach, asked.keep_role) {
             (true, _) => "stopping; resigning VRRP and detaching the XDP program",
-            (false, true) => "stopping for a restart; the VRRP role, the VIPs and forwarding are kept",
+            (false, true) =>
+                "stopping for a restart; the VRRP role, the VIPs and forwarding are kept",
             (false, false) => "stopping; resigning VRRP, forwarding continues",
         }
     );
     if pid != 0 && !args.wait.is_zero() && !wait_for_exit(pid, args.wait) {
-        eprintln!("the daemon (pid {pid}) is still exiting after {:?}", args.wait);
+        eprintln!(
+            "the daemon (pid {pid}) is still exiting after {:?}",
+            args.wait
+        );
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
@@ -140,11 +144,29 @@ mod tests {
     #[test]
     fn a_restart_keeps_the_role_and_a_stop_resigns() {
         let restart = as_exec_stop(Some("restart"), OnStop::Detach);
-        assert_eq!(restart, StopRequest { detach: false, keep_role: true });
+        assert_eq!(
+            restart,
+            StopRequest {
+                detach: false,
+                keep_role: true
+            }
+        );
         let stop = as_exec_stop(Some("stop"), OnStop::Detach);
-        assert_eq!(stop, StopRequest { detach: true, keep_role: false });
+        assert_eq!(
+            stop,
+            StopRequest {
+                detach: true,
+                keep_role: false
+            }
+        );
         let keep = as_exec_stop(Some("stop"), OnStop::KeepForwarding);
-        assert_eq!(keep, StopRequest { detach: false, keep_role: false });
+        assert_eq!(
+            keep,
+            StopRequest {
+                detach: false,
+                keep_role: false
+            }
+        );
         // No job readable (systemctl missing, run by hand): a stop.
         assert_eq!(as_exec_stop(None, OnStop::Detach), stop);
     }

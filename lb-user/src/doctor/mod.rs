@@ -1233,7 +1233,12 @@ mod tests {
         assert!(has(&fs, Severity::Error, "pins", "CONN_TABLE"));
         assert!(has(&fs, Severity::Error, "pins", "link_eth0"));
         assert!(has(&fs, Severity::Error, "pins", "holds 1 services"));
-        assert!(has(&fs, Severity::Error, "pins", "attached to eth1 but no daemon answers"));
+        assert!(has(
+            &fs,
+            Severity::Error,
+            "pins",
+            "attached to eth1 but no daemon answers"
+        ));
         let ok = Facts {
             conn_table_size: Some(1_048_576),
             mem_available: Some(4 << 30),
