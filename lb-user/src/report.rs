@@ -8,7 +8,7 @@ use std::{
     time::Instant,
 };
 
-use lb_common::{stat, FlowEntry, FlowKey, TrafficStats};
+use lb_common::{stat, FlowEntry, FlowKey, PersistEntry, PersistKey, Persistence, TrafficStats};
 
 use crate::{
     config::{self, Config},
@@ -129,6 +129,7 @@ pub fn status(inp: &StatusInputs<'_>) -> StatusReport {
         config_file: inp.config_file.clone(),
         conn_table_size: inp.conn_table_size,
         conn_table_entries: inp.census.entries,
+        persistence_templates: inp.census.templates,
         maglev_capacity: inp.maglev_capacity,
         interfaces: inp.interfaces.clone(),
         services,
@@ -315,6 +316,35 @@ impl<'a> ConnListing<'a> {
             state: sweep::state_name(v.state).to_string(),
             client: SocketAddr::new(client, u16::from_be(k.sport)),
             virtual_addr: SocketAddr::new(service.vip, u16::from_be(k.dport)),
+            real: dest,
+        };
+        self.entries.push(entry);
+    }
+
+    /// A persistence template, as `ipvsadm -lnc` shows IPVS's: state NONE, client port 0, the
+    /// service's own port, the real server; it expires `persistence_timeout` after last use.
+    pub fn visit_template(&mut self, k: &PersistKey, v: &PersistEntry, p: &Persistence) {
+        if sweep::template_expired(v, p, self.now_ns) {
+            return;
+        }
+        let Some((name, service)) = self.services.get(&k.service_id) else {
+            return;
+        };
+        let dest = self.reals.get(&v.real_id).copied();
+        let client = words_addr(k.client, k.family);
+        if !self.selects(name, dest, client) {
+            return;
+        }
+        self.total += 1;
+        if self.entries.len() >= self.filter.limit {
+            return;
+        }
+        let entry = ConnEntry {
+            protocol: service.protocol.ipvsadm_name().to_string(),
+            expire_secs: sweep::template_expires_in(v, p, self.now_ns).as_secs(),
+            state: "NONE".to_string(),
+            client: SocketAddr::new(client, 0),
+            virtual_addr: SocketAddr::new(service.vip, service.port),
             real: dest,
         };
         self.entries.push(entry);
