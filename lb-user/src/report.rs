@@ -469,5 +469,39 @@ mod tests {
         let mut l = ConnListing::new(&cfg, &slots, &timeouts, filter, 901_000_000_000);
         l.visit(&flow(2), &entry(3));
         assert_eq!(l.total, 0);
+        // A persistence template: state NONE, client port 0, the service port, its own timeout.
+        let p = Persistence {
+            timeout_secs: 50,
+            ..Default::default()
+        };
+        let key = PersistKey {
+            client: flow(7).src,
+            service_id: 3,
+            family: lb_common::AF_INET,
+            _pad: [0; 3],
+        };
+        let t = PersistEntry {
+            real_id: 9,
+            last_used_ns: 10_000_000_000,
+            ..Default::default()
+        };
+        let all = ConnFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let mut l = ConnListing::new(&cfg, &slots, &timeouts, all.clone(), 30_000_000_000);
+        l.visit_template(&key, &t, &p);
+        assert_eq!(l.total, 1);
+        let e = &l.entries[0];
+        assert_eq!(
+            (e.protocol.as_str(), e.state.as_str(), e.expire_secs),
+            ("TCP", "NONE", 30)
+        );
+        assert_eq!(e.client, "198.18.1.7:0".parse().unwrap());
+        assert_eq!(e.virtual_addr, SocketAddr::new(addr.vip, 80));
+        assert_eq!(e.real, Some("198.18.0.11:80".parse().unwrap()));
+        let mut l = ConnListing::new(&cfg, &slots, &timeouts, all, 61_000_000_000);
+        l.visit_template(&key, &t, &p);
+        assert_eq!(l.total, 0, "past persistence_timeout");
     }
 }
