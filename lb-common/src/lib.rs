@@ -25,6 +25,8 @@ pub mod map_names {
     pub const IFACE_MACS: &str = "IFACE_MACS";
     pub const SERVICE_STATE: &str = "SERVICE_STATE";
     pub const VIP_FILTER: &str = "VIP_FILTER";
+    pub const PERSISTENCE: &str = "PERSISTENCE";
+    pub const PERSIST_TEMPLATES: &str = "PERSIST_TEMPLATES";
 }
 
 /// Service slots (ids index per-service counters and round-robin state).
@@ -38,6 +40,9 @@ pub const MAX_TX_PORTS: u32 = 64;
 pub const MAX_IFACE_SLOTS: u32 = 4096;
 /// Default connection-table size (the `conn_table_size` config value).
 pub const DEFAULT_CONN_TABLE_SIZE: u32 = 1_048_576;
+/// Default size of the persistence-template table (the `persist_table_size` config value): one
+/// entry per (client network, persistent service), far fewer than connections.
+pub const DEFAULT_PERSIST_TABLE_SIZE: u32 = 262_144;
 /// "No real server" marker in rings and in `Service::sorry_real`.
 pub const NO_REAL: u32 = u32::MAX;
 
@@ -64,6 +69,10 @@ pub const SVC_F_HASH_SRC_ONLY: u32 = 1 << 1;
 /// Service flag: fragments of this service may be forwarded (only safe with client-address hashing,
 /// because non-first fragments carry no ports).
 pub const SVC_F_FORWARD_FRAGMENTS: u32 = 1 << 2;
+/// Service flag: persistent (IPVS `persistence_timeout`): on a connection-table miss the client's
+/// template in `PERSIST_TEMPLATES` decides before the scheduler; `PERSISTENCE[id]` holds the
+/// timeout and the client mask.
+pub const SVC_F_PERSISTENT: u32 = 1 << 3;
 
 pub const SCHED_MAGLEV: u32 = 0;
 pub const SCHED_ROUND_ROBIN: u32 = 1;
@@ -101,6 +110,49 @@ pub struct ServiceState {
     pub generation: u32,
     /// The service's `flags` (`SVC_F_ACTIVE`: forward now); 0 while the id is free.
     pub flags: u32,
+}
+
+/// Value of the `PERSISTENCE` array, indexed by service id: what a persistent service's
+/// templates need. A separate array (not fields of `Service`) so that the pinned `SERVICES` map
+/// keeps its layout; it is read only for services with `SVC_F_PERSISTENT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Persistence {
+    /// Client-address mask (`persistence_granularity`), address words as in `FlowKey` (IPv4 in
+    /// word 0): clients equal under the mask share a template.
+    pub mask: [u32; 4],
+    /// `persistence_timeout` in seconds: a template unused for longer is gone.
+    pub timeout_secs: u32,
+    pub _pad: u32,
+}
+
+/// Key of `PERSIST_TEMPLATES`: (masked client address, service id) — IPVS's persistence
+/// template (client, VIP, port 0 or the port, protocol), by service id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct PersistKey {
+    /// The client address under the service's mask.
+    pub client: [u32; 4],
+    pub service_id: u32,
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `PERSIST_TEMPLATES`: the real server a client (network) sticks to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PersistEntry {
+    pub real_id: u32,
+    /// `RealServer::generation` of `real_id` when the template was made: a removed (or reused)
+    /// slot never matches, so the client is scheduled afresh.
+    pub real_gen: u32,
+    /// `ServiceState::generation` of the service id when the template was made.
+    pub service_gen: u32,
+    pub _pad: u32,
+    /// CLOCK_MONOTONIC_COARSE of the last connection the template made or controlled (set by the
+    /// program on each new connection, by the daemon's sweep while connections of the client
+    /// live): the template expires `timeout_secs` after it.
+    pub last_used_ns: u64,
 }
 
 /// Words (u64) of the `VIP_FILTER` bitmap: 65,536 bits, bit `hash::vip_filter_bit(addr)` set
@@ -297,7 +349,15 @@ pub mod stat {
     pub const NOT_OUR_MAC: u32 = 19;
     /// Broadcast and multicast frames (passed untouched: ARP, VRRP, neighbour discovery).
     pub const GROUP_MAC: u32 = 20;
-    pub const COUNT: u32 = 21;
+    /// New connections of a persistent service sent where the client's template says.
+    pub const PERSIST_HIT: u32 = 21;
+    /// New connections of a persistent service scheduled afresh (no valid template), a template
+    /// written for them.
+    pub const PERSIST_MISS: u32 = 22;
+    /// SYNs that hit a closing entry (FIN_WAIT/CLOSE): a new connection on a reused client port
+    /// (IPVS conn_reuse_mode=1), scheduled afresh.
+    pub const CONN_REUSED: u32 = 23;
+    pub const COUNT: u32 = 24;
 
     /// Names for status and metrics, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -322,6 +382,9 @@ pub mod stat {
         "redirect_failed",
         "not_our_mac",
         "group_mac",
+        "persist_hit",
+        "persist_miss",
+        "conn_reused",
     ];
 }
 
@@ -342,6 +405,9 @@ mod pod {
     unsafe impl aya::Pod for LbConfig {}
     unsafe impl aya::Pod for IfaceMac {}
     unsafe impl aya::Pod for ServiceState {}
+    unsafe impl aya::Pod for Persistence {}
+    unsafe impl aya::Pod for PersistKey {}
+    unsafe impl aya::Pod for PersistEntry {}
 }
 
 #[cfg(test)]
@@ -361,6 +427,9 @@ mod tests {
         assert_eq!(size_of::<ServiceState>(), 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
         assert_eq!(size_of::<IfaceMac>(), 12);
+        assert_eq!(size_of::<Persistence>(), 24);
+        assert_eq!(size_of::<PersistKey>(), 24);
+        assert_eq!(size_of::<PersistEntry>(), 24);
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
     }
 }

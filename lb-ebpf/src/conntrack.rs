@@ -4,11 +4,12 @@
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
     conn_state, stat, tcp_flags, FlowEntry, FlowKey, RealServer, Service, NO_REAL, PROTO_TCP,
-    SVC_F_ACTIVE,
+    SVC_F_ACTIVE, SVC_F_PERSISTENT,
 };
 
 use crate::{
     maps::{count, CONN_TABLE, FLOOD_STATE, LB_CONFIG, SERVICE_STATE},
+    persist,
     select::{alive_real, pick, pick_previous},
 };
 
@@ -31,6 +32,8 @@ pub enum Lookup {
         state: u8,
         flags: u8,
     },
+    /// A SYN on an entry of a closed connection: the client reused its port for a new one.
+    Reused,
     Miss,
 }
 
@@ -86,6 +89,21 @@ fn valid_real(e: &FlowEntry) -> Option<&'static RealServer> {
     (real.generation == e.real_gen).then_some(real)
 }
 
+/// Connection reuse, IPVS's `conn_reuse_mode=1`: a SYN without ACK that finds the entry of a
+/// closed connection (FIN_WAIT or CLOSE; in DR the director sees only the client, so FIN_WAIT
+/// stands for IPVS's FIN_WAIT and TIME_WAIT, and CLOSE_WAIT/LAST_ACK are never entered) opens a
+/// new connection on a reused client port: a client's TCP reuses a port only once its side of the
+/// old connection is closed. It is a table miss, not a hit: `dispatch` counts it in the service's
+/// and the real server's Conns (CPS), resets the state to SYN_RECV (the old flags are dropped) and
+/// schedules it afresh — or, for a persistent service, where the client's template says (IPVS
+/// does not reschedule a connection controlled by a template at all and does not count it; xlb
+/// counts it, and the template sends it to the same real server while the template holds). A
+/// SYN on a SYN_RECV or ESTABLISHED entry is a retransmission and keeps the entry (a hit).
+#[inline(always)]
+fn is_reused(e: &FlowEntry, flow: &FlowKey, flags: u8) -> bool {
+    is_opening(flow, flags) && (e.state == conn_state::FIN_WAIT || e.state == conn_state::CLOSE)
+}
+
 /// The hit path: one table lookup, the service's state by id, the real server by id.
 #[inline(always)]
 pub fn lookup(flow: &FlowKey, flags: u8) -> Lookup {
@@ -94,6 +112,9 @@ pub fn lookup(flow: &FlowKey, flags: u8) -> Lookup {
     };
     // SAFETY: the kernel keeps the element alive for this program run; fields are plain data.
     let e = unsafe { &mut *entry };
+    if is_reused(e, flow, flags) {
+        return Lookup::Reused;
+    }
     let Some(real) = valid_real(e) else {
         return Lookup::Stale {
             state: e.state,
@@ -167,11 +188,16 @@ pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8, prior: Lookup) -> Opti
             count(stat::REDISPATCHED);
             (state, flags)
         }
+        Lookup::Reused => {
+            count(stat::CONN_REUSED);
+            (0, 0)
+        }
         _ => {
             count(stat::CONN_MISS);
             (0, 0)
         }
     };
+    let now = now_ns();
     let mut real_id = NO_REAL;
     let mut real = None;
     // A mid-stream TCP packet without an entry may belong to a flow another director served
@@ -185,8 +211,15 @@ pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8, prior: Lookup) -> Opti
         }
     }
     if real.is_none() {
-        real_id = pick(svc, flow);
-        real = alive_real(real_id);
+        if svc.flags & SVC_F_PERSISTENT != 0 {
+            if let Some((id, r)) = persist::schedule(svc, flow, now) {
+                real_id = id;
+                real = Some(r);
+            }
+        } else {
+            real_id = pick(svc, flow);
+            real = alive_real(real_id);
+        }
     }
     if real.is_none() && svc.sorry_real != NO_REAL {
         real_id = svc.sorry_real;
@@ -197,7 +230,6 @@ pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8, prior: Lookup) -> Opti
     }
     let real = real?;
 
-    let now = now_ns();
     let mut new_conn = false;
     if may_insert(now) {
         let entry = FlowEntry {

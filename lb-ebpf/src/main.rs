@@ -9,6 +9,7 @@ mod conntrack;
 mod forward;
 mod maps;
 mod parse;
+mod persist;
 mod select;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

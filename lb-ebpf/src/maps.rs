@@ -6,9 +6,10 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    stat, FloodState, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer, Service, ServiceKey,
-    ServiceState, TrafficStats, VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE, MAX_IFACE_SLOTS,
-    MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, VIP_FILTER_WORDS,
+    stat, FloodState, FlowEntry, FlowKey, IfaceMac, LbConfig, PersistEntry, PersistKey,
+    Persistence, RealServer, Service, ServiceKey, ServiceState, TrafficStats, VipInfo, VipKey,
+    DEFAULT_CONN_TABLE_SIZE, DEFAULT_PERSIST_TABLE_SIZE, MAX_IFACE_SLOTS, MAX_REALS, MAX_SERVICES,
+    MAX_TX_PORTS, VIP_FILTER_WORDS,
 };
 
 /// BPF_F_NO_COMMON_LRU: per-CPU LRU lists over one shared table. Every CPU can find every flow
@@ -50,6 +51,19 @@ pub static MAGLEV_RINGS: Array<u32> = Array::with_max_entries(65_537 * 4, MMAPAB
 #[map]
 pub static CONN_TABLE: LruHashMap<FlowKey, FlowEntry> =
     LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, NO_COMMON_LRU);
+
+/// Timeout and client mask of each persistent service, by service id (written by the daemon
+/// before the service's `SVC_F_PERSISTENT` flag).
+#[map]
+pub static PERSISTENCE: Array<Persistence> = Array::with_max_entries(MAX_SERVICES, 0);
+
+/// Persistence templates (client network, service) -> real server; size set by the loader
+/// (`persist_table_size`). Looked up on a connection-table miss of a persistent service only.
+/// A common LRU (unlike the connection table): it is written once per new connection only, and
+/// a full table should evict the globally oldest template, not the oldest of one CPU's share.
+#[map]
+pub static PERSIST_TEMPLATES: LruHashMap<PersistKey, PersistEntry> =
+    LruHashMap::with_max_entries(DEFAULT_PERSIST_TABLE_SIZE, 0);
 
 #[map]
 pub static GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);

@@ -8,7 +8,7 @@ use std::{
     time::Instant,
 };
 
-use lb_common::{stat, FlowEntry, FlowKey, TrafficStats};
+use lb_common::{stat, FlowEntry, FlowKey, PersistEntry, PersistKey, Persistence, TrafficStats};
 
 use crate::{
     config::{self, Config},
@@ -129,6 +129,7 @@ pub fn status(inp: &StatusInputs<'_>) -> StatusReport {
         config_file: inp.config_file.clone(),
         conn_table_size: inp.conn_table_size,
         conn_table_entries: inp.census.entries,
+        persistence_templates: inp.census.templates,
         maglev_capacity: inp.maglev_capacity,
         interfaces: inp.interfaces.clone(),
         services,
@@ -319,6 +320,35 @@ impl<'a> ConnListing<'a> {
         };
         self.entries.push(entry);
     }
+
+    /// A persistence template, as `ipvsadm -lnc` shows IPVS's: state NONE, client port 0, the
+    /// service's own port, the real server; it expires `persistence_timeout` after last use.
+    pub fn visit_template(&mut self, k: &PersistKey, v: &PersistEntry, p: &Persistence) {
+        if sweep::template_expired(v, p, self.now_ns) {
+            return;
+        }
+        let Some((name, service)) = self.services.get(&k.service_id) else {
+            return;
+        };
+        let dest = self.reals.get(&v.real_id).copied();
+        let client = words_addr(k.client, k.family);
+        if !self.selects(name, dest, client) {
+            return;
+        }
+        self.total += 1;
+        if self.entries.len() >= self.filter.limit {
+            return;
+        }
+        let entry = ConnEntry {
+            protocol: service.protocol.ipvsadm_name().to_string(),
+            expire_secs: sweep::template_expires_in(v, p, self.now_ns).as_secs(),
+            state: "NONE".to_string(),
+            client: SocketAddr::new(client, 0),
+            virtual_addr: SocketAddr::new(service.vip, service.port),
+            real: dest,
+        };
+        self.entries.push(entry);
+    }
 }
 
 #[cfg(test)]
@@ -439,5 +469,39 @@ mod tests {
         let mut l = ConnListing::new(&cfg, &slots, &timeouts, filter, 901_000_000_000);
         l.visit(&flow(2), &entry(3));
         assert_eq!(l.total, 0);
+        // A persistence template: state NONE, client port 0, the service port, its own timeout.
+        let p = Persistence {
+            timeout_secs: 50,
+            ..Default::default()
+        };
+        let key = PersistKey {
+            client: flow(7).src,
+            service_id: 3,
+            family: lb_common::AF_INET,
+            _pad: [0; 3],
+        };
+        let t = PersistEntry {
+            real_id: 9,
+            last_used_ns: 10_000_000_000,
+            ..Default::default()
+        };
+        let all = ConnFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let mut l = ConnListing::new(&cfg, &slots, &timeouts, all.clone(), 30_000_000_000);
+        l.visit_template(&key, &t, &p);
+        assert_eq!(l.total, 1);
+        let e = &l.entries[0];
+        assert_eq!(
+            (e.protocol.as_str(), e.state.as_str(), e.expire_secs),
+            ("TCP", "NONE", 30)
+        );
+        assert_eq!(e.client, "198.18.1.7:0".parse().unwrap());
+        assert_eq!(e.virtual_addr, SocketAddr::new(addr.vip, 80));
+        assert_eq!(e.real, Some("198.18.0.11:80".parse().unwrap()));
+        let mut l = ConnListing::new(&cfg, &slots, &timeouts, all, 61_000_000_000);
+        l.visit_template(&key, &t, &p);
+        assert_eq!(l.total, 0, "past persistence_timeout");
     }
 }

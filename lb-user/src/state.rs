@@ -7,7 +7,8 @@ use std::{
 use crate::{
     config::{self, Announce, Config},
     dataplane::desired::{
-        DesiredReal, DesiredService, DesiredState, Protocol, Scheduler, ServiceAddr,
+        DesiredPersistence, DesiredReal, DesiredService, DesiredState, Protocol, Scheduler,
+        ServiceAddr,
     },
     net::Interface,
     overlay::{Overlay, RealOverride},
@@ -248,6 +249,10 @@ pub fn build(cfg: &Config, inputs: &Inputs<'_>) -> (DesiredState, Vec<RealNote>)
             active: is_active(vs, inputs.seen.master_vips),
             scheduler: scheduler(vs.scheduler),
             hash_client_only: vs.persistence_timeout > 0,
+            persistence: (vs.persistence_timeout > 0).then_some(DesiredPersistence {
+                timeout_secs: vs.persistence_timeout,
+                prefix_len: vs.persistence_prefix_len,
+            }),
             table_size: vs.maglev_table_size,
             reals,
             sorry,

@@ -180,6 +180,9 @@ pub struct StatusReport {
     pub config_file: String,
     pub conn_table_size: u32,
     pub conn_table_entries: u64,
+    /// Persistence templates in force (IPVS shows them among the connections).
+    #[serde(default)]
+    pub persistence_templates: u64,
     pub maglev_capacity: u32,
     pub interfaces: Vec<InterfaceStatus>,
     pub services: Vec<ServiceStatus>,
@@ -257,6 +260,7 @@ impl StatusReport {
             config_file: String::new(),
             conn_table_size: 0,
             conn_table_entries: 0,
+            persistence_templates: 0,
             maglev_capacity: 0,
             interfaces: Vec::new(),
             services: Vec::new(),
@@ -316,9 +320,13 @@ fn human(n: u64, exact: bool) -> String {
 /// The `ipvsadm -ln` layout (with `--stats` / `--rate` variants), plus health and VRRP.
 pub fn render(report: &StatusReport, view: View) -> String {
     let mut o = String::new();
+    let templates = match report.persistence_templates {
+        0 => String::new(),
+        n => format!(", templates={n}"),
+    };
     let _ = writeln!(
         o,
-        "xlb version {} (size={}, entries={})",
+        "xlb version {} (size={}, entries={}{templates})",
         report.version, report.conn_table_size, report.conn_table_entries
     );
     match view {
@@ -548,6 +556,7 @@ pub(crate) mod tests {
             config_file: "/etc/xlb/xlb.toml".into(),
             conn_table_size: 1_048_576,
             conn_table_entries: 3,
+            persistence_templates: 0,
             maglev_capacity: 1 << 20,
             interfaces: vec![],
             services: vec![ServiceStatus {

@@ -956,3 +956,385 @@ fn syn_inserts_without_lookup_but_round_robin_keeps_a_retransmitted_syn() {
     let other = mac_of(&h.run(&tcp4(CLIENT, 41001, VIP_B, 80, "S")).1);
     assert_ne!(other, first, "the next new flow takes the next real");
 }
+
+// ---------------------------------------------------------------------------------------------
+// IPVS persistence (templates) and connection reuse.
+
+use lb_common::{PersistEntry, PersistKey};
+use xlb::dataplane::{
+    desired::{DesiredPersistence, DesiredReal, DesiredService},
+    sweep,
+};
+
+fn persistent(
+    reals: Vec<DesiredReal>,
+    scheduler: Scheduler,
+    timeout_secs: u32,
+    prefix_len: u8,
+) -> DesiredService {
+    let mut s = service(VIP, 80, Protocol::Tcp, reals);
+    s.scheduler = scheduler;
+    s.hash_client_only = true;
+    s.persistence = Some(DesiredPersistence {
+        timeout_secs,
+        prefix_len,
+    });
+    s
+}
+
+fn templates(h: &Harness) -> Vec<(PersistKey, PersistEntry)> {
+    h.writer
+        .maps()
+        .persist_templates
+        .iter()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+/// Opens a connection from `client:sport` and returns the real server's MAC, checking every
+/// output byte.
+fn open(h: &Harness, client: [u8; 4], sport: u16) -> [u8; 6] {
+    let syn = tcp4(client, sport, VIP_B, 80, "S");
+    let (action, out) = h.run(&syn);
+    assert_eq!(action, XDP_TX, "SYN from {client:?}:{sport}");
+    let mac = mac_of(&out);
+    assert_dr_rewrite(&syn, &out, mac);
+    mac
+}
+
+fn service_conns(h: &Harness) -> u64 {
+    h.writer
+        .maps()
+        .service_traffic(service_id(h))
+        .unwrap()
+        .conns
+}
+
+/// Moves a template's last use `secs` seconds into the past (as if the clock had advanced).
+fn age_template(h: &mut Harness, secs: u64) {
+    let (k, mut v) = templates(h)[0];
+    v.last_used_ns = v.last_used_ns.saturating_sub(secs * 1_000_000_000);
+    h.writer
+        .maps_mut()
+        .persist_templates
+        .insert(k, v, 0)
+        .unwrap();
+}
+
+#[test]
+fn persistence_keeps_a_round_robin_client_on_one_real_across_source_ports() {
+    xtask::require!(BPF);
+    let mut h = Harness::new(4096);
+    let reals = vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)];
+    // Without persistence rr alternates over the ports of one client (the field report's 11/9).
+    let mut plain = service(VIP, 80, Protocol::Tcp, reals.clone());
+    plain.scheduler = Scheduler::RoundRobin;
+    h.apply(&state(vec![plain]));
+    let spread: std::collections::BTreeSet<_> =
+        (0..20).map(|i| open(&h, CLIENT, 30000 + i)).collect();
+    assert_eq!(spread.len(), 2, "plain rr spreads one client");
+    for sched in [
+        Scheduler::RoundRobin,
+        Scheduler::WeightedRoundRobin,
+        Scheduler::Maglev,
+        Scheduler::SourceHash,
+    ] {
+        let mut h = Harness::new(4096);
+        h.apply(&state(vec![persistent(reals.clone(), sched, 300, 32)]));
+        let first = open(&h, CLIENT, 31000);
+        for i in 1..20 {
+            assert_eq!(
+                open(&h, CLIENT, 31000 + i),
+                first,
+                "{sched:?}: port {}",
+                31000 + i
+            );
+        }
+        assert_eq!(counter(&h, stat::PERSIST_MISS), 1, "{sched:?}");
+        assert_eq!(counter(&h, stat::PERSIST_HIT), 19, "{sched:?}");
+        assert_eq!(service_conns(&h), 20, "{sched:?}: every connection counted");
+        let t = templates(&h);
+        assert_eq!(t.len(), 1);
+        let (src, _) = addr_words(v4("198.18.0.10"));
+        assert_eq!(t[0].0.client, src);
+        assert_eq!(t[0].0.service_id, service_id(&h));
+        // Established packets take the hit path: the template is not consulted.
+        let ack = tcp4(CLIENT, 31005, VIP_B, 80, "A");
+        let (action, out) = h.run(&ack);
+        assert_eq!(action, XDP_TX);
+        assert_dr_rewrite(&ack, &out, first);
+        assert_eq!(
+            counter(&h, stat::PERSIST_HIT),
+            19,
+            "{sched:?}: hit path untouched"
+        );
+    }
+    // rr: another client starts where the sequence is, then sticks too.
+    let mut h = Harness::new(4096);
+    h.apply(&state(vec![persistent(
+        reals,
+        Scheduler::RoundRobin,
+        300,
+        32,
+    )]));
+    let a = open(&h, CLIENT, 32000);
+    let b = open(&h, [198, 18, 0, 20], 32000);
+    assert_ne!(a, b, "the second client is scheduled: rr's next real");
+    for i in 1..10 {
+        assert_eq!(open(&h, [198, 18, 0, 20], 32000 + i), b);
+        assert_eq!(open(&h, CLIENT, 32000 + i), a);
+    }
+}
+
+#[test]
+fn persistence_template_expires_after_its_timeout() {
+    xtask::require!(BPF);
+    let mut h = Harness::new(4096);
+    let reals = vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)];
+    h.apply(&state(vec![persistent(
+        reals,
+        Scheduler::RoundRobin,
+        60,
+        32,
+    )]));
+    let first = open(&h, CLIENT, 33000);
+    // 59 s idle: still in force, and the new connection refreshes it.
+    age_template(&mut h, 59);
+    assert_eq!(open(&h, CLIENT, 33001), first);
+    let fresh = templates(&h)[0].1.last_used_ns;
+    assert!(
+        sweep::monotonic_ns().saturating_sub(fresh) < 5_000_000_000,
+        "refreshed"
+    );
+    // 61 s idle: gone; rr schedules the client afresh (the other real server is next).
+    age_template(&mut h, 61);
+    let moved = open(&h, CLIENT, 33002);
+    assert_ne!(moved, first, "expired template: scheduled afresh");
+    assert_eq!(counter(&h, stat::PERSIST_MISS), 2);
+    assert_eq!(open(&h, CLIENT, 33003), moved, "the new template holds");
+    // The sweep keeps a template in use while its connections live (IPVS: a template that
+    // controls connections does not expire), and removes it once they are gone.
+    age_template(&mut h, 61);
+    let timeouts = sweep::Timeouts::default();
+    let r = sweep::sweep(h.writer.maps_mut(), &timeouts).unwrap();
+    assert_eq!((r.templates, r.templates_expired), (1, 0));
+    let kept = templates(&h)[0].1.last_used_ns;
+    assert!(
+        sweep::monotonic_ns().saturating_sub(kept) < 5_000_000_000,
+        "in use: refreshed"
+    );
+    let keys: Vec<FlowKey> = h
+        .writer
+        .maps()
+        .conn_table
+        .keys()
+        .map(|k| k.unwrap())
+        .collect();
+    for k in keys {
+        h.writer.maps_mut().conn_table.remove(&k).unwrap();
+    }
+    age_template(&mut h, 30);
+    let r = sweep::sweep(h.writer.maps_mut(), &timeouts).unwrap();
+    assert_eq!(
+        (r.templates, r.templates_expired),
+        (1, 0),
+        "30 s of 60: kept"
+    );
+    age_template(&mut h, 31);
+    let r = sweep::sweep(h.writer.maps_mut(), &timeouts).unwrap();
+    assert_eq!((r.templates, r.templates_expired), (0, 1));
+    assert!(templates(&h).is_empty());
+}
+
+#[test]
+fn persistence_granularity_masks_the_client_address() {
+    xtask::require!(BPF);
+    let mut h = Harness::new(4096);
+    let reals = vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)];
+    h.apply(&state(vec![persistent(
+        reals,
+        Scheduler::RoundRobin,
+        300,
+        24,
+    )]));
+    let a = open(&h, [198, 18, 0, 10], 34000);
+    for host in [11u8, 77, 254] {
+        assert_eq!(
+            open(&h, [198, 18, 0, host], 34000),
+            a,
+            "same /24: same template"
+        );
+    }
+    let b = open(&h, [198, 18, 1, 10], 34000);
+    assert_ne!(b, a, "another /24 is another client: rr's next real");
+    assert_eq!(open(&h, [198, 18, 1, 99], 34001), b);
+    let mut clients: Vec<_> = templates(&h)
+        .iter()
+        .map(|(k, _)| xlb::dataplane::desired::words_addr(k.client, k.family).to_string())
+        .collect();
+    clients.sort();
+    assert_eq!(clients, ["198.18.0.0", "198.18.1.0"]);
+    // IPv6 with a /64: the interface identifier does not matter.
+    let mut h = Harness::new(4096);
+    let mut s6 = service6();
+    let mut r2 = real("198.18.0.12", 2, 1);
+    r2.addr = "2001:db8::12".parse().unwrap();
+    s6.reals.push(r2);
+    s6.scheduler = Scheduler::RoundRobin;
+    s6.persistence = Some(DesiredPersistence {
+        timeout_secs: 300,
+        prefix_len: 64,
+    });
+    h.apply(&state(vec![s6]));
+    let syn6 = |src: &str, sport: u16| {
+        let mut pkt = Vec::new();
+        PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+            .ipv6(ip6(src), ip6("2001:db8::100"), 64)
+            .tcp(sport, 80, 1, 100)
+            .syn()
+            .write(&mut pkt, b"x")
+            .unwrap();
+        let (action, out) = h.run(&pkt);
+        assert_eq!(action, XDP_TX);
+        let mac = mac_of(&out);
+        assert_dr_rewrite(&pkt, &out, mac);
+        mac
+    };
+    let a = syn6("2001:db8:0:1::10", 35000);
+    assert_eq!(syn6("2001:db8:0:1:ffff::1", 35001), a, "same /64");
+    assert_ne!(syn6("2001:db8:0:2::10", 35002), a, "another /64: rr's next");
+}
+
+#[test]
+fn persistence_template_to_a_removed_real_is_rescheduled_quiescent_one_kept() {
+    xtask::require!(BPF);
+    let mut h = Harness::new(4096);
+    let three = vec![
+        real("198.18.0.11", 1, 1),
+        real("198.18.0.12", 2, 1),
+        real("198.18.0.13", 3, 1),
+    ];
+    h.apply(&state(vec![persistent(
+        three.clone(),
+        Scheduler::RoundRobin,
+        300,
+        32,
+    )]));
+    let first = open(&h, CLIENT, 36000);
+    let i = three.iter().position(|r| r.mac == first).unwrap();
+    // Weight 0 (quiescent): the template stays valid for this client (IPVS's default,
+    // expire_quiescent_template = 0), while new clients avoid the real server.
+    let mut quiet = three.clone();
+    quiet[i].weight = 0;
+    h.apply(&state(vec![persistent(
+        quiet.clone(),
+        Scheduler::RoundRobin,
+        300,
+        32,
+    )]));
+    for p in 1..5 {
+        assert_eq!(open(&h, CLIENT, 36000 + p), first, "quiescent: kept");
+    }
+    for host in 30..36u8 {
+        assert_ne!(
+            open(&h, [198, 18, 0, host], 36000),
+            first,
+            "no new client to weight 0"
+        );
+    }
+    // Removed: the slot's generation moves on; the client is scheduled afresh, and sticks there.
+    let mut removed = three.clone();
+    removed.remove(i);
+    h.apply(&state(vec![persistent(
+        removed,
+        Scheduler::RoundRobin,
+        300,
+        32,
+    )]));
+    let misses = counter(&h, stat::PERSIST_MISS);
+    let moved = open(&h, CLIENT, 36100);
+    assert_ne!(moved, first);
+    assert_eq!(counter(&h, stat::PERSIST_MISS), misses + 1);
+    for p in 1..5 {
+        assert_eq!(open(&h, CLIENT, 36100 + p), moved);
+    }
+    // Failed (alive = false): the same.
+    let mut failed: Vec<_> = three.iter().filter(|r| r.mac != first).cloned().collect();
+    let k = failed.iter().position(|r| r.mac == moved).unwrap();
+    failed[k].alive = false;
+    let left = failed[1 - k].mac;
+    h.apply(&state(vec![persistent(
+        failed,
+        Scheduler::RoundRobin,
+        300,
+        32,
+    )]));
+    assert_eq!(
+        open(&h, CLIENT, 36200),
+        left,
+        "failed: scheduled to the real left"
+    );
+}
+
+#[test]
+fn syn_on_a_closed_entry_is_a_new_connection_rescheduled_unless_persistent() {
+    xtask::require!(BPF);
+    let reals = vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)];
+    // Round robin: FIN_WAIT (FIN seen) and CLOSE (RST seen) entries.
+    for closing in ["FA", "R"] {
+        let mut h = Harness::new(4096);
+        let mut s = service(VIP, 80, Protocol::Tcp, reals.clone());
+        s.scheduler = Scheduler::RoundRobin;
+        h.apply(&state(vec![s]));
+        let first = open(&h, CLIENT, 37000);
+        // A retransmitted SYN of an open connection is the same connection.
+        assert_eq!(open(&h, CLIENT, 37000), first);
+        assert_eq!(service_conns(&h), 1);
+        let (action, _) = h.run(&tcp4(CLIENT, 37000, VIP_B, 80, closing));
+        assert_eq!(action, XDP_TX);
+        // The client reuses the port: a new connection, counted and scheduled afresh.
+        let second = open(&h, CLIENT, 37000);
+        assert_ne!(second, first, "{closing}: rescheduled (rr's next)");
+        assert_eq!(counter(&h, stat::CONN_REUSED), 1, "{closing}");
+        assert_eq!(service_conns(&h), 2, "{closing}: counted in Conns");
+        let table: Vec<_> = h
+            .writer
+            .maps()
+            .conn_table
+            .iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(table.len(), 1);
+        assert_eq!(table[0].1.state, lb_common::conn_state::SYN_RECV);
+        assert_eq!(
+            table[0].1.flags_seen,
+            lb_common::tcp_flags::SYN,
+            "old flags dropped"
+        );
+        // And it is an ordinary connection from then on.
+        let ack = tcp4(CLIENT, 37000, VIP_B, 80, "A");
+        let (_, out) = h.run(&ack);
+        assert_dr_rewrite(&ack, &out, second);
+    }
+    // Persistent: counted, and the template keeps the client where it was.
+    let mut h = Harness::new(4096);
+    h.apply(&state(vec![persistent(
+        reals.clone(),
+        Scheduler::RoundRobin,
+        300,
+        32,
+    )]));
+    let first = open(&h, CLIENT, 38000);
+    h.run(&tcp4(CLIENT, 38000, VIP_B, 80, "FA"));
+    assert_eq!(open(&h, CLIENT, 38000), first, "persistent: kept");
+    assert_eq!(counter(&h, stat::CONN_REUSED), 1);
+    assert_eq!(service_conns(&h), 2);
+    // Maglev (no lookup for a SYN): a reused port is a new connection too.
+    let mut h = Harness::new(4096);
+    h.apply(&state(vec![service(VIP, 80, Protocol::Tcp, reals)]));
+    for _ in 0..3 {
+        open(&h, CLIENT, 39000);
+        h.run(&tcp4(CLIENT, 39000, VIP_B, 80, "FA"));
+    }
+    assert_eq!(service_conns(&h), 3);
+}

@@ -90,6 +90,7 @@ fn reload_state(services: u32, reals: u32, table_size: u32, weight_of_first: u32
                 active: true,
                 scheduler: Scheduler::Maglev,
                 hash_client_only: false,
+                persistence: None,
                 table_size,
                 reals,
                 sorry: None,

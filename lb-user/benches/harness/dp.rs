@@ -421,6 +421,7 @@ pub fn bench_state(ifindex: u32, real_mac: [u8; 6], src_mac: [u8; 6]) -> Desired
         active: true,
         scheduler: Scheduler::Maglev,
         hash_client_only: false,
+        persistence: None,
         table_size: 65_537,
         reals: reals(v6),
         sorry: None,

@@ -135,7 +135,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Flows in the connection table (like ipvsadm -lnc).
+    /// Flows in the connection table and persistence templates (like ipvsadm -lnc).
     Conns {
         #[command(flatten)]
         socket: SocketArgs,

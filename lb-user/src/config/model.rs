@@ -30,6 +30,7 @@ pub struct Global {
     pub interfaces: Vec<String>,
     pub xdp_mode: XdpMode,
     pub conn_table_size: u32,
+    pub persistence_table_size: u32,
     pub flood_threshold: u32,
     /// 0 = sized from the services.
     pub maglev_capacity: u32,
@@ -69,6 +70,9 @@ pub struct VirtualServer {
     pub scheduler: Scheduler,
     pub maglev_table_size: u32,
     pub persistence_timeout: u32,
+    /// Leading bits of the client address that identify a persistent client (32 or 128 =
+    /// the whole address).
+    pub persistence_prefix_len: u8,
     pub sorry_server: Option<IpAddr>,
     pub sorry_server_mac: Option<MacAddr>,
     pub quorum: u32,
@@ -229,6 +233,7 @@ impl Global {
                 .collect(),
             xdp_mode: g.xdp_mode,
             conn_table_size: *g.conn_table_size.get_ref(),
+            persistence_table_size: *g.persistence_table_size.get_ref(),
             flood_threshold: g.flood_threshold,
             maglev_capacity: *g.maglev_capacity.get_ref(),
             control_socket: g.control_socket.get_ref().clone(),
@@ -263,6 +268,12 @@ impl VirtualServer {
             scheduler: vs.scheduler,
             maglev_table_size: *vs.maglev_table_size.get_ref(),
             persistence_timeout: *vs.persistence_timeout.get_ref(),
+            persistence_prefix_len: vs
+                .persistence_granularity
+                .as_ref()
+                .map_or(if vs.vip.get_ref().is_ipv4() { 32 } else { 128 }, |g| {
+                    g.get_ref().prefix_len
+                }),
             sorry_server: vs.sorry_server.as_ref().map(|s| *s.get_ref()),
             sorry_server_mac: vs.sorry_server_mac.as_ref().map(|m| *m.get_ref()),
             quorum: vs.quorum,

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_spanned::Spanned;
 
-use super::types::{IpPrefix, MacAddr};
+use super::types::{Granularity, IpPrefix, MacAddr};
 
 /// A value without a source position (defaults, values built in code).
 pub fn unspanned<T>(value: T) -> Spanned<T> {
@@ -112,6 +112,13 @@ pub struct Global {
     /// Unlike IPVS's `IP_VS_TAB_BITS` this is a limit, not a bucket count (~128 bytes a flow).
     #[serde(default = "default_conn_table_size")]
     pub conn_table_size: Spanned<u32>,
+    /// Capacity of the persistence-template table (LRU, one entry per client network and
+    /// persistent service): 1024..=67108864, default 262144 (~100 bytes an entry).
+    #[serde(
+        default = "default_persistence_table_size",
+        skip_serializing_if = "is_default_persistence_table_size"
+    )]
+    pub persistence_table_size: Spanned<u32>,
     /// New flows per second per CPU above which new flows are no longer inserted in the connection
     /// table (flood guard, as Katran); they are still balanced statelessly. 0 = off. Default 125000.
     #[serde(default = "default_flood_threshold")]
@@ -155,6 +162,12 @@ fn empty_vec<T>() -> Spanned<Vec<T>> {
 }
 fn default_conn_table_size() -> Spanned<u32> {
     unspanned(lb_common::DEFAULT_CONN_TABLE_SIZE)
+}
+fn default_persistence_table_size() -> Spanned<u32> {
+    unspanned(lb_common::DEFAULT_PERSIST_TABLE_SIZE)
+}
+fn is_default_persistence_table_size(v: &Spanned<u32>) -> bool {
+    *v.get_ref() == lb_common::DEFAULT_PERSIST_TABLE_SIZE
 }
 fn default_flood_threshold() -> u32 {
     125_000
@@ -306,12 +319,20 @@ pub struct VirtualServer {
     /// 65537. Keep it > 100 x the number of real servers for shares within 1%.
     #[serde(default = "default_maglev_table_size")]
     pub maglev_table_size: Spanned<u32>,
-    /// Seconds a client stays on the same real server after its last flow (keepalived
-    /// `persistence_timeout`; note keepalived's bare keyword means 360). > 0 implies client-IP
-    /// affinity: every flow of a client (any source port) goes to the same server while its
-    /// affinity entry is fresh. 0 (default) = per-flow balancing. Max 2592000.
+    /// Seconds a client stays on the same real server after its last connection (keepalived
+    /// `persistence_timeout`; note keepalived's bare keyword means 360). > 0 makes the service
+    /// persistent as IPVS does, whatever the scheduler: the client's first connection is
+    /// scheduled and remembered in a template (client, service) -> real server; its later
+    /// connections (any source port) go where the template says while it is fresh. 0 (default)
+    /// = per-connection balancing. Max 2592000.
     #[serde(default = "zero_u32")]
     pub persistence_timeout: Spanned<u32>,
+    /// Which clients share a template (keepalived `persistence_granularity`, `ipvsadm -M`): a
+    /// prefix length (`24`: a /24 of clients sticks to one real server; `64` for IPv6) or, for
+    /// an IPv4 VIP, a netmask (`"255.255.255.0"`). Default: the whole client address. Needs
+    /// `persistence_timeout` > 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence_granularity: Option<Spanned<Granularity>>,
     /// Server used when no real server is alive (keepalived `sorry_server`); same family as `vip`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sorry_server: Option<Spanned<IpAddr>>,

@@ -88,6 +88,72 @@ impl fmt::Display for IpPrefix {
     }
 }
 
+/// Which clients share a persistence template (`persistence_granularity`): the leading bits of
+/// the client address that count, written as a prefix length (`24`; `64` for IPv6) or, as
+/// keepalived and `ipvsadm -M` write it for IPv4, a netmask (`"255.255.255.0"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Granularity {
+    /// 0..=128 as written; validation bounds it by the VIP's family.
+    pub prefix_len: u8,
+    /// Written as an IPv4 netmask (only valid for an IPv4 VIP).
+    pub from_netmask: bool,
+}
+
+impl Granularity {
+    /// The prefix length of a contiguous IPv4 netmask (`255.255.255.0` -> 24).
+    pub fn from_ipv4_netmask(s: &str) -> Result<Self, String> {
+        let mask: std::net::Ipv4Addr = s.trim().parse().map_err(|_| {
+            format!("invalid netmask `{s}`: expected a prefix length like 24 or a netmask like \"255.255.255.0\"")
+        })?;
+        let bits = u32::from(mask);
+        if bits.leading_ones() + bits.trailing_zeros() != 32 {
+            return Err(format!(
+                "netmask `{s}` is not contiguous: expected ones then zeros, like \"255.255.255.0\""
+            ));
+        }
+        Ok(Granularity {
+            prefix_len: bits.leading_ones() as u8,
+            from_netmask: true,
+        })
+    }
+}
+
+impl Serialize for Granularity {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.prefix_len)
+    }
+}
+
+impl<'de> Deserialize<'de> for Granularity {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Granularity;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a prefix length like 24 or an IPv4 netmask like \"255.255.255.0\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Granularity, E> {
+                match u8::try_from(v) {
+                    Ok(prefix_len) if prefix_len <= 128 => Ok(Granularity {
+                        prefix_len,
+                        from_netmask: false,
+                    }),
+                    _ => Err(E::custom(format!(
+                        "prefix length {v} is out of range: expected 0..=32 (IPv4) or 0..=128 (IPv6)"
+                    ))),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Granularity, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Granularity, E> {
+                Granularity::from_ipv4_netmask(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 macro_rules! string_serde {
     ($t:ty, $what:literal) => {
         impl Serialize for $t {
@@ -119,6 +185,36 @@ string_serde!(IpPrefix, "an address string like \"192.168.2.212/24\"");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn granularity_netmask_and_prefix() {
+        let g = Granularity::from_ipv4_netmask("255.255.255.0").unwrap();
+        assert_eq!((g.prefix_len, g.from_netmask), (24, true));
+        assert_eq!(
+            Granularity::from_ipv4_netmask("0.0.0.0")
+                .unwrap()
+                .prefix_len,
+            0
+        );
+        assert_eq!(
+            Granularity::from_ipv4_netmask("255.255.255.255")
+                .unwrap()
+                .prefix_len,
+            32
+        );
+        assert!(Granularity::from_ipv4_netmask("255.0.255.0").is_err());
+        assert!(Granularity::from_ipv4_netmask("24").is_err());
+        #[derive(serde::Deserialize)]
+        struct T {
+            g: Granularity,
+        }
+        let t: T = toml::from_str("g = 64").unwrap();
+        assert_eq!((t.g.prefix_len, t.g.from_netmask), (64, false));
+        let t: T = toml::from_str("g = \"255.255.0.0\"").unwrap();
+        assert_eq!(t.g.prefix_len, 16);
+        assert!(toml::from_str::<T>("g = 129").is_err());
+        assert!(toml::from_str::<T>("g = -1").is_err());
+    }
 
     #[test]
     fn mac() {

@@ -147,6 +147,7 @@ fn load_dataplane(cfg: &Config) -> Result<(Ebpf, MapWriter, bool), Error> {
         crate::BPF_OBJECT,
         &LoadOptions {
             conn_table_size,
+            persistence_table_size: cfg.global.persistence_table_size,
             maglev_capacity: attach::maglev_capacity(cfg),
             pin_dir: Some(pin_dir.clone()),
         },

@@ -126,6 +126,17 @@ impl Daemon {
         if let Err(e) = read {
             warn!("reading the connection table: {e}");
         }
+        let maps = self.writer.maps();
+        let fd = maps.persist_templates_fd().as_raw_fd();
+        let read =
+            batch::for_each::<lb_common::PersistKey, lb_common::PersistEntry>(fd, 8192, |k, v| {
+                if let Some(p) = maps.persistence_of(k.service_id) {
+                    listing.visit_template(k, v, p);
+                }
+            });
+        if let Err(e) = read {
+            warn!("reading the persistence templates: {e}");
+        }
         (listing.entries, listing.total)
     }
 

@@ -96,7 +96,7 @@ pub fn for_each<K: Copy + Default, V: Copy + Default>(
 }
 
 /// Writes `keys[i] -> values[i]` in one syscall (K, V: the map's exact key and value types).
-/// Used to prefill tables (benchmarks).
+/// Used to prefill tables (benchmarks) and to refresh persistence templates (the sweep).
 pub fn update<K: Copy, V: Copy>(map_fd: RawFd, keys: &[K], values: &[V]) -> io::Result<()> {
     assert_eq!(keys.len(), values.len(), "one value per key");
     let mut attr = BatchAttr {

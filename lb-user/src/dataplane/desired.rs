@@ -84,6 +84,41 @@ pub struct DesiredReal {
     pub tx_port: u32,
 }
 
+/// IPVS persistence of a service (`persistence_timeout` > 0): a client network sticks to the real
+/// server its first connection got, through a template in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DesiredPersistence {
+    pub timeout_secs: u32,
+    /// Leading bits of the client address that identify a client (`persistence_granularity`).
+    pub prefix_len: u8,
+}
+
+impl DesiredPersistence {
+    /// The client mask as the program applies it (address words in network byte order, IPv4 in
+    /// word 0, like `FlowKey::src`).
+    pub fn mask_words(&self, family: u8) -> [u32; 4] {
+        let bits = if family == lb_common::AF_INET6 {
+            128
+        } else {
+            32
+        };
+        let len = u32::from(self.prefix_len).min(bits);
+        let mask: u128 = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - len)
+        };
+        let octets = mask.to_be_bytes();
+        let w =
+            |i: usize| u32::from_ne_bytes([octets[i], octets[i + 1], octets[i + 2], octets[i + 3]]);
+        let mut words = [w(0), w(4), w(8), w(12)];
+        if bits == 32 {
+            words[1..].fill(0);
+        }
+        words
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredService {
     pub addr: ServiceAddr,
@@ -92,6 +127,8 @@ pub struct DesiredService {
     pub scheduler: Scheduler,
     /// Hash on the client address only (source_hash, or persistence).
     pub hash_client_only: bool,
+    /// Persistent service: templates decide before the scheduler.
+    pub persistence: Option<DesiredPersistence>,
     /// Maglev table size (prime), also the cap of a round-robin sequence.
     pub table_size: u32,
     pub reals: Vec<DesiredReal>,
@@ -134,5 +171,41 @@ pub fn words_addr(words: [u32; 4], family: u8) -> IpAddr {
         IpAddr::from(o)
     } else {
         IpAddr::from(words[0].to_ne_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persistence_masks() {
+        let p = |prefix_len| DesiredPersistence {
+            timeout_secs: 1,
+            prefix_len,
+        };
+        let (a, _) = addr_words("198.18.7.9".parse().unwrap());
+        let masked = |m: [u32; 4]| words_addr([a[0] & m[0], 0, 0, 0], lb_common::AF_INET);
+        assert_eq!(
+            masked(p(24).mask_words(lb_common::AF_INET)).to_string(),
+            "198.18.7.0"
+        );
+        assert_eq!(
+            masked(p(32).mask_words(lb_common::AF_INET)).to_string(),
+            "198.18.7.9"
+        );
+        assert_eq!(
+            masked(p(0).mask_words(lb_common::AF_INET)).to_string(),
+            "0.0.0.0"
+        );
+        assert_eq!(p(24).mask_words(lb_common::AF_INET)[1..], [0, 0, 0]);
+        let (b, _) = addr_words("2001:db8:1:2:3:4:5:6".parse().unwrap());
+        let m = p(64).mask_words(lb_common::AF_INET6);
+        let masked6 = words_addr(
+            [b[0] & m[0], b[1] & m[1], b[2] & m[2], b[3] & m[3]],
+            lb_common::AF_INET6,
+        );
+        assert_eq!(masked6.to_string(), "2001:db8:1:2::");
+        assert_eq!(p(128).mask_words(lb_common::AF_INET6), [u32::MAX; 4]);
     }
 }

@@ -13,7 +13,7 @@ use lb_common::map_names;
 use thiserror::Error;
 
 /// Every map of the program that the daemon pins and adopts.
-pub const PINNED_MAPS: [&str; 15] = [
+pub const PINNED_MAPS: [&str; 17] = [
     map_names::SERVICES,
     map_names::VIPS,
     map_names::REALS,
@@ -29,6 +29,8 @@ pub const PINNED_MAPS: [&str; 15] = [
     map_names::IFACE_MACS,
     map_names::SERVICE_STATE,
     map_names::VIP_FILTER,
+    map_names::PERSISTENCE,
+    map_names::PERSIST_TEMPLATES,
 ];
 
 /// The main program's name in the object.
@@ -75,6 +77,8 @@ pub enum AttachError {
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     pub conn_table_size: u32,
+    /// Capacity of the persistence-template table.
+    pub persistence_table_size: u32,
     pub maglev_capacity: u32,
     /// bpffs directory to pin maps into (and adopt them from); `None` = private maps (tests).
     pub pin_dir: Option<PathBuf>,
@@ -94,6 +98,7 @@ pub fn load(object: &[u8], opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(map_names::CONN_TABLE, opts.conn_table_size)
+        .map_max_entries(map_names::PERSIST_TEMPLATES, opts.persistence_table_size)
         .map_max_entries(map_names::MAGLEV_RINGS, opts.maglev_capacity);
     let pin_paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
         Some(dir) => {

@@ -11,8 +11,9 @@ use aya::{
     Ebpf,
 };
 use lb_common::{
-    hash::vip_filter_bit, map_names, stat, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer,
-    Service, ServiceKey, ServiceState, TrafficStats, VipInfo, VipKey, MAX_IFACE_SLOTS,
+    hash::vip_filter_bit, map_names, stat, FlowEntry, FlowKey, IfaceMac, LbConfig, PersistEntry,
+    PersistKey, Persistence, RealServer, Service, ServiceKey, ServiceState, TrafficStats, VipInfo,
+    VipKey, MAX_IFACE_SLOTS,
 };
 use thiserror::Error;
 
@@ -336,6 +337,12 @@ pub struct KernelMaps {
     pub lb_config: Array<MapData, LbConfig>,
     pub tx_ports: aya::maps::DevMap<MapData>,
     pub iface_macs: Array<MapData, IfaceMac>,
+    /// Timeout and client mask of each persistent service, by service id.
+    pub persistence: Array<MapData, Persistence>,
+    /// Persistence templates (see `lb-ebpf/src/persist.rs`).
+    pub persist_templates: HashMap<MapData, PersistKey, PersistEntry>,
+    /// What `persistence` holds for each persistent service id (written only when it changes).
+    persistence_written: StdHashMap<u32, Persistence>,
 }
 
 impl KernelMaps {
@@ -373,7 +380,38 @@ impl KernelMaps {
             lb_config: take(ebpf, map_names::LB_CONFIG)?,
             tx_ports: take(ebpf, map_names::TX_PORTS)?,
             iface_macs: take(ebpf, map_names::IFACE_MACS)?,
+            persistence: take(ebpf, map_names::PERSISTENCE)?,
+            persist_templates: take(ebpf, map_names::PERSIST_TEMPLATES)?,
+            persistence_written: StdHashMap::new(),
         })
+    }
+
+    /// Writes a service's persistence parameters (before its `SVC_F_PERSISTENT` flag is set, so
+    /// the program never reads a half-configured service); `None` forgets them (the sweep then
+    /// drops the id's templates).
+    pub fn set_persistence(&mut self, id: u32, value: Option<Persistence>) -> Result<(), MapError> {
+        match value {
+            Some(v) if self.persistence_written.get(&id) != Some(&v) => {
+                self.persistence.set(id, v, 0)?;
+                self.persistence_written.insert(id, v);
+            }
+            None => {
+                self.persistence_written.remove(&id);
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The persistence parameters written for a service id, if it is persistent.
+    pub fn persistence_of(&self, id: u32) -> Option<&Persistence> {
+        self.persistence_written.get(&id)
+    }
+
+    pub fn persist_templates_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsFd as _;
+        self.persist_templates.map().fd().as_fd()
     }
 
     /// Makes IFACE_MACS hold exactly `macs` (ifindex -> MAC of every interface the program is
@@ -426,8 +464,13 @@ impl KernelMaps {
 
     /// Global counters summed over CPUs, in `stat` index order.
     pub fn global_counters(&self) -> Result<Vec<u64>, MapError> {
+        // A table pinned by an older xlb may have fewer counters: the missing ones read 0.
         (0..stat::COUNT)
-            .map(|i| Ok(sum_u64(&self.global_stats.get(&i, 0)?)))
+            .map(|i| match self.global_stats.get(&i, 0) {
+                Ok(v) => Ok(sum_u64(&v)),
+                Err(MapError::OutOfBounds { .. }) => Ok(0),
+                Err(e) => Err(e),
+            })
             .collect()
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use lb_common::{
     Service, NO_REAL, SCHED_MAGLEV, SCHED_ROUND_ROBIN, SVC_F_ACTIVE, SVC_F_FORWARD_FRAGMENTS,
-    SVC_F_HASH_SRC_ONLY,
+    SVC_F_HASH_SRC_ONLY, SVC_F_PERSISTENT,
 };
 
 use super::{
@@ -134,6 +134,9 @@ pub fn set_service_fields(
     value.flags = 0;
     if ds.active {
         value.flags |= SVC_F_ACTIVE;
+    }
+    if ds.persistence.is_some() {
+        value.flags |= SVC_F_PERSISTENT;
     }
     if ds.hash_client_only || ds.scheduler == Scheduler::SourceHash {
         value.flags |= SVC_F_HASH_SRC_ONLY | SVC_F_FORWARD_FRAGMENTS;

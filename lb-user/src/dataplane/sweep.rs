@@ -1,8 +1,14 @@
 //! The connection-table sweep: IPVS's ActiveConn / InActConn per real server, right after
-//! connections close, and expiry of idle entries with IPVS's timeouts.
-use std::{collections::HashMap, os::fd::AsRawFd as _, time::Duration};
+//! connections close, and expiry of idle entries with IPVS's timeouts. Then the persistence
+//! templates: a template stays in use while connections of its client live (IPVS keeps a
+//! template while it controls connections), and goes `persistence_timeout` after that.
+use std::{
+    collections::{HashMap, HashSet},
+    os::fd::AsRawFd as _,
+    time::Duration,
+};
 
-use lb_common::{conn_state, FlowEntry, FlowKey};
+use lb_common::{conn_state, FlowEntry, FlowKey, PersistEntry, PersistKey, Persistence};
 
 use super::{batch, maps::KernelMaps};
 
@@ -60,6 +66,9 @@ pub struct SweepResult {
     pub per_real: HashMap<u32, ConnCounts>,
     pub entries: u64,
     pub expired: u64,
+    /// Persistence templates in force.
+    pub templates: u64,
+    pub templates_expired: u64,
 }
 
 /// CLOCK_MONOTONIC_COARSE in ns: the clock of `bpf_ktime_get_coarse_ns`, which stamps table
@@ -99,17 +108,54 @@ pub fn state_name(state: u8) -> &'static str {
     }
 }
 
+/// The template key a connection of a persistent service belongs to.
+pub fn template_key(k: &FlowKey, service_id: u32, p: &Persistence) -> PersistKey {
+    let mut client = k.src;
+    for (w, m) in client.iter_mut().zip(p.mask) {
+        *w &= m;
+    }
+    PersistKey {
+        client,
+        service_id,
+        family: k.family,
+        _pad: [0; 3],
+    }
+}
+
+/// Is the template past its service's `persistence_timeout` (gone for the program too)?
+pub fn template_expired(t: &PersistEntry, p: &Persistence, now_ns: u64) -> bool {
+    Duration::from_nanos(now_ns.saturating_sub(t.last_used_ns))
+        > Duration::from_secs(p.timeout_secs as u64)
+}
+
+/// Seconds left before a template expires (for `xlb conns`).
+pub fn template_expires_in(t: &PersistEntry, p: &Persistence, now_ns: u64) -> Duration {
+    let idle = Duration::from_nanos(now_ns.saturating_sub(t.last_used_ns));
+    Duration::from_secs(p.timeout_secs as u64).saturating_sub(idle)
+}
+
+/// What a pass over the connection table found: the result, the expired keys, and the
+/// templates that live connections keep in use.
+struct ConnPass {
+    result: SweepResult,
+    expired: Vec<FlowKey>,
+    controlled: HashSet<PersistKey>,
+}
+
 /// Counts the live entries per real server without changing the table (what a status query
 /// reads); entries past their timeout are not counted. Returns the keys of those too.
-fn count(maps: &KernelMaps, timeouts: &Timeouts) -> std::io::Result<(SweepResult, Vec<FlowKey>)> {
-    let now = monotonic_ns();
+fn count(maps: &KernelMaps, timeouts: &Timeouts, now: u64) -> std::io::Result<ConnPass> {
     let fd = maps.conn_table_fd().as_raw_fd();
     let mut result = SweepResult::default();
     let mut expired: Vec<FlowKey> = Vec::new();
+    let mut controlled = HashSet::new();
     let seen = batch::for_each::<FlowKey, FlowEntry>(fd, 8192, |k, v| {
         if is_expired(v, timeouts, now) {
             expired.push(*k);
             return;
+        }
+        if let Some(p) = maps.persistence_of(v.service_id) {
+            controlled.insert(template_key(k, v.service_id, p));
         }
         let c = result.per_real.entry(v.real_id).or_default();
         if v.state == conn_state::ESTABLISHED {
@@ -119,20 +165,92 @@ fn count(maps: &KernelMaps, timeouts: &Timeouts) -> std::io::Result<(SweepResult
         }
     })?;
     result.entries = seen - (expired.len() as u64).min(seen);
-    Ok((result, expired))
+    Ok(ConnPass {
+        result,
+        expired,
+        controlled,
+    })
 }
 
-/// A read-only census: ActiveConn / InActConn as of now, nothing expired.
+/// What a pass over the templates found.
+#[derive(Default)]
+struct TemplatePass {
+    live: u64,
+    /// Past their timeout, of a service no longer persistent, or of an earlier holder of the id.
+    expired: Vec<PersistKey>,
+    /// In use by live connections and idle for over a second: written back with `now`, so the
+    /// program keeps honouring them (the sweep must run more often than `persistence_timeout`).
+    refresh: Vec<(PersistKey, PersistEntry)>,
+}
+
+fn count_templates(
+    maps: &KernelMaps,
+    controlled: &HashSet<PersistKey>,
+    now: u64,
+) -> std::io::Result<TemplatePass> {
+    let fd = maps.persist_templates_fd().as_raw_fd();
+    let mut pass = TemplatePass::default();
+    let mut generations: HashMap<u32, Option<u32>> = HashMap::new();
+    batch::for_each::<PersistKey, PersistEntry>(fd, 8192, |k, v| {
+        let generation = *generations
+            .entry(k.service_id)
+            .or_insert_with(|| maps.services.state(k.service_id).ok().map(|s| s.generation));
+        let Some(p) = maps.persistence_of(k.service_id) else {
+            pass.expired.push(*k);
+            return;
+        };
+        if generation != Some(v.service_gen) {
+            pass.expired.push(*k);
+        } else if controlled.contains(k) {
+            pass.live += 1;
+            if now.saturating_sub(v.last_used_ns) > 1_000_000_000 {
+                pass.refresh.push((
+                    *k,
+                    PersistEntry {
+                        last_used_ns: now,
+                        ..*v
+                    },
+                ));
+            }
+        } else if template_expired(v, p, now) {
+            pass.expired.push(*k);
+        } else {
+            pass.live += 1;
+        }
+    })?;
+    Ok(pass)
+}
+
+/// A read-only census: ActiveConn / InActConn and templates as of now, nothing expired.
 pub fn census(maps: &KernelMaps, timeouts: &Timeouts) -> std::io::Result<SweepResult> {
-    count(maps, timeouts).map(|(result, _)| result)
+    let now = monotonic_ns();
+    let pass = count(maps, timeouts, now)?;
+    let mut result = pass.result;
+    result.templates = count_templates(maps, &pass.controlled, now)?.live;
+    Ok(result)
 }
 
-/// The periodic sweep: the census, and the removal of the entries past their timeout.
+/// The periodic sweep: the census, the removal of the entries past their timeout, and the
+/// templates' upkeep (kept in use while their connections live, removed once expired).
 pub fn sweep(maps: &mut KernelMaps, timeouts: &Timeouts) -> std::io::Result<SweepResult> {
-    let (mut result, expired) = count(maps, timeouts)?;
+    let now = monotonic_ns();
+    let ConnPass {
+        mut result,
+        expired,
+        controlled,
+    } = count(maps, timeouts, now)?;
     let fd = maps.conn_table_fd().as_raw_fd();
     // The fd stays valid: `maps` owns the map for the whole function.
     let table = &mut maps.conn_table;
     result.expired = batch::delete(fd, &expired, |k| table.remove(k).is_ok());
+    let templates = count_templates(maps, &controlled, now)?;
+    result.templates = templates.live;
+    let fd = maps.persist_templates_fd().as_raw_fd();
+    if !templates.refresh.is_empty() {
+        let (keys, values): (Vec<_>, Vec<_>) = templates.refresh.into_iter().unzip();
+        batch::update(fd, &keys, &values)?;
+    }
+    let map = &mut maps.persist_templates;
+    result.templates_expired = batch::delete(fd, &templates.expired, |k| map.remove(k).is_ok());
     Ok(result)
 }

@@ -15,9 +15,9 @@ use std::{
 
 use aya::maps::MapError;
 use lb_common::{
-    LbConfig, RealServer, Service, ServiceKey, VipInfo, VipKey, MAX_REALS, MAX_SERVICES, NO_REAL,
-    PROTO_TCP, REAL_F_ALIVE, REAL_F_IN_USE, SVC_F_FORWARD_FRAGMENTS, VIP_F_FRAG_TCP,
-    VIP_F_FRAG_UDP,
+    LbConfig, Persistence, RealServer, Service, ServiceKey, VipInfo, VipKey, MAX_REALS,
+    MAX_SERVICES, NO_REAL, PROTO_TCP, REAL_F_ALIVE, REAL_F_IN_USE, SVC_F_FORWARD_FRAGMENTS,
+    VIP_F_FRAG_TCP, VIP_F_FRAG_UDP,
 };
 use thiserror::Error;
 
@@ -467,6 +467,15 @@ impl MapWriter {
             report.rings_rebuilt += 1;
         }
         set_service_fields(&mut value, ds, &slots);
+        let family = ws.key.family;
+        self.maps.set_persistence(
+            value.id,
+            ds.persistence.map(|p| Persistence {
+                mask: p.mask_words(family),
+                timeout_secs: p.timeout_secs,
+                _pad: 0,
+            }),
+        )?;
         self.switch(ws, value, is_new, report)?;
         for r in release_after_switch {
             self.regions.release(r);

@@ -117,6 +117,7 @@ pub struct Families {
 #[derive(Default)]
 pub struct Singles {
     pub conn_table_entries: Gauge,
+    pub persistence_templates: Gauge,
     pub conn_table_size: Gauge,
     pub sweep_duration: FGauge,
     pub config_reload_successful: Gauge,
@@ -166,6 +167,9 @@ pub const XDP_EVENTS: &[EventCounter] = &[
     EventCounter { key: "redirect_failed", name: "xlb_xdp_redirect_failures", help: "Redirects to another interface that failed (dropped)" },
     EventCounter { key: "not_our_mac", name: "xlb_xdp_other_mac_packets", help: "Unicast frames for another host's MAC (e.g. flooded by a switch), passed untouched" },
     EventCounter { key: "group_mac", name: "xlb_xdp_group_mac_packets", help: "Broadcast and multicast frames, passed untouched" },
+    EventCounter { key: "persist_hit", name: "xlb_persistence_template_hits", help: "New connections of persistent services sent where the client's template says" },
+    EventCounter { key: "persist_miss", name: "xlb_persistence_template_misses", help: "New connections of persistent services scheduled afresh (no valid template), a template written" },
+    EventCounter { key: "conn_reused", name: "xlb_conn_reused", help: "SYNs on a closed connection's entry (client port reuse): counted as new connections and scheduled afresh" },
 ];
 
 /// VRRP roles, every one exported each scrape (one-hot).
@@ -312,6 +316,11 @@ impl Singles {
             "xlb_conn_table_entries",
             "Flows in the connection table",
             conn_table_entries
+        );
+        r!(
+            "xlb_persistence_templates",
+            "Persistence templates in force (client network -> real server of persistent services)",
+            persistence_templates
         );
         r!(
             "xlb_conn_table_size",

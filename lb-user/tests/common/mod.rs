@@ -59,6 +59,7 @@ impl Harness {
             xlb::BPF_OBJECT,
             &LoadOptions {
                 conn_table_size,
+                persistence_table_size: 4096,
                 maglev_capacity: 1 << 20,
                 pin_dir: None,
             },
@@ -118,6 +119,7 @@ pub fn service(
         active: true,
         scheduler: Scheduler::Maglev,
         hash_client_only: false,
+        persistence: None,
         table_size: 65_537,
         reals,
         sorry: None,

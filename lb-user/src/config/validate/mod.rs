@@ -75,6 +75,13 @@ fn global(g: &Global, c: &mut Collector<'_>) {
         CONN_TABLE_MAX,
         "conn_table_size",
     );
+    range(
+        c,
+        &g.persistence_table_size,
+        CONN_TABLE_MIN,
+        CONN_TABLE_MAX,
+        "persistence_table_size",
+    );
     frange(c, &g.sweep_interval, 0.1, 60.0, "sweep_interval (seconds)");
     absolute(c, &g.control_socket, "control_socket");
     absolute(c, &g.bpffs_dir, "bpffs_dir");
@@ -126,6 +133,7 @@ fn virtual_server(vs: &VirtualServer, ifaces: &[&str], c: &mut Collector<'_>) {
         MAX_TIMEOUT_S,
         "persistence_timeout (seconds)",
     );
+    persistence_granularity(c, vs);
     if let Some(s) = &vs.sorry_server {
         same_family(c, s, vip, "sorry_server", "the vip");
         unicast_addr(c, s, "sorry_server");
@@ -279,6 +287,38 @@ fn announce(cfg: &Config, c: &mut Collector<'_>) {
 }
 
 // ---- helpers ----
+
+/// `persistence_granularity`: within the VIP family's address length, a netmask only for IPv4,
+/// and only on a persistent service.
+fn persistence_granularity(c: &mut Collector<'_>, vs: &VirtualServer) {
+    let Some(g) = &vs.persistence_granularity else {
+        return;
+    };
+    let v4 = vs.vip.get_ref().is_ipv4();
+    let bits = if v4 { 32 } else { 128 };
+    let gr = g.get_ref();
+    if gr.from_netmask && !v4 {
+        c.at(
+            g.span(),
+            "a netmask granularity needs an IPv4 vip: for IPv6 write a prefix length like 64",
+        );
+    } else if gr.prefix_len > bits {
+        c.at(
+            g.span(),
+            format!(
+                "persistence_granularity {} is out of range: expected 0..={bits} for this vip",
+                gr.prefix_len
+            ),
+        );
+    }
+    if *vs.persistence_timeout.get_ref() == 0 {
+        c.at(
+            g.span(),
+            "`persistence_granularity` has no effect without `persistence_timeout`: set \
+             persistence_timeout > 0 or remove it",
+        );
+    }
+}
 
 pub(super) fn range<T: PartialOrd + Copy + std::fmt::Display>(
     c: &mut Collector<'_>,

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use crate::config::schema::{CheckType, Protocol, RealServer, Scheduler, VirtualServer};
+use crate::config::types::Granularity;
 
 use super::check::CheckDefaults;
 use super::vrrp::is_unicast;
@@ -40,6 +41,7 @@ fn new_service(vip: IpAddr, port: u16) -> VirtualServer {
         scheduler: Scheduler::Maglev,
         maglev_table_size: u(65_537),
         persistence_timeout: u(0),
+        persistence_granularity: None,
         sorry_server: None,
         sorry_server_mac: None,
         quorum: 1,
@@ -274,6 +276,13 @@ impl Translator {
             );
             vs.hysteresis = u(vs.quorum);
         }
+        if vs.persistence_granularity.is_some() && *vs.persistence_timeout.get_ref() == 0 {
+            self.note(
+                n,
+                format!("{ctx}: persistence_granularity without persistence_timeout has no effect in IPVS; not imported"),
+            );
+            vs.persistence_granularity = None;
+        }
         self.merge_same_address(n, &mut vs);
         apply_virtualhost(&mut vs, virtualhost);
         hoist_common_check(&mut vs);
@@ -315,6 +324,7 @@ impl Translator {
                     d.vs.persistence_timeout = u(t);
                 }
             }
+            "persistence_granularity" => self.persistence_granularity(c, &mut d.vs),
             "sorry_server" => self.sorry_server(c, &mut d.vs),
             "quorum" => {
                 if let Some(q) = self.bounded::<u32>(c, 1, "quorum", 1..=u32::MAX, 1..=u32::MAX) {
@@ -331,7 +341,6 @@ impl Translator {
             "virtualhost" => d.virtualhost = c.arg(1).map(String::from),
             "omega"
             | "ha_suspend"
-            | "persistence_granularity"
             | "quorum_up"
             | "quorum_down"
             | "sorry_server_inhibit"
@@ -367,6 +376,29 @@ impl Translator {
             "DR" => {}
             "NAT" | "TUN" => self.note(c, format!("lb_kind {k}: xlb only does direct routing (DR); imported as DR. {rs_setup}")),
             _ => self.note(c, format!("lb_kind `{k}`: keepalived accepts only NAT, DR or TUN (upper case) and reports `{k}` as an error, so this service ran as NAT (keepalived's default) there; imported as DR. {rs_setup}")),
+        }
+    }
+
+    /// keepalived's `persistence_granularity`: a netmask for an IPv4 service, a prefix length
+    /// (1..=128) for an IPv6 one; xlb writes the prefix length.
+    fn persistence_granularity(&mut self, c: &Node, vs: &mut VirtualServer) {
+        let arg = c.arg(1).unwrap_or("");
+        let parsed = if vs.vip.get_ref().is_ipv4() {
+            Granularity::from_ipv4_netmask(arg)
+        } else {
+            match arg.parse::<u8>() {
+                Ok(n) if (1..=128).contains(&n) => Ok(Granularity {
+                    prefix_len: n,
+                    from_netmask: false,
+                }),
+                _ => Err(format!(
+                    "invalid IPv6 granularity `{arg}`: expected a prefix length 1..=128"
+                )),
+            }
+        };
+        match parsed {
+            Ok(g) => vs.persistence_granularity = Some(u(g)),
+            Err(e) => self.note(c, format!("persistence_granularity: {e}; not imported")),
         }
     }
 

@@ -315,6 +315,7 @@ impl Translator {
                 interfaces: u(ifaces.into_iter().map(u).collect()),
                 xdp_mode: XdpMode::Auto,
                 conn_table_size: u(1_048_576),
+                persistence_table_size: u(lb_common::DEFAULT_PERSIST_TABLE_SIZE),
                 flood_threshold: 125_000,
                 maglev_capacity: u(0),
                 control_socket: u(PathBuf::from("/run/xlb/xlb.sock")),
