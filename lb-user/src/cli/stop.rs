@@ -59,14 +59,25 @@ fn running_job_type(unit: &str) -> Option<String> {
     job_type_of(&String::from_utf8_lossy(&out.stdout), unit).map(str::to_owned)
 }
 
-/// Does process `pid` still exist?
+/// Is process `pid` still running? A zombie has exited (its parent has yet to reap it: a test
+/// harness, say); without /proc, signal 0 answers.
 fn alive(pid: u32) -> bool {
+    if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        return !is_zombie(&stat);
+    }
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };
     // SAFETY: signal 0 only checks that the process exists.
     let r = unsafe { libc::kill(pid, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// The state field of /proc/PID/stat (after the parenthesised name, which may hold spaces).
+fn is_zombie(stat: &str) -> bool {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        == Some("Z")
 }
 
 /// Waits until the daemon has exited, so that an `ExecStop=` returns only when the resign (or
@@ -139,6 +150,14 @@ mod tests {
         assert_eq!(job_type_of(jobs, "other.service"), Some("start"));
         assert_eq!(job_type_of(jobs, "x.service"), None);
         assert_eq!(job_type_of("", "xlb.service"), None);
+    }
+
+    #[test]
+    fn a_zombie_has_exited() {
+        assert!(is_zombie("123 (xlb run) Z 1 123 123 0 -1"));
+        assert!(!is_zombie("123 (xlb) S 1 123 123 0 -1"));
+        assert!(!is_zombie("123 (odd) Z name) S 1"));
+        assert!(alive(std::process::id()));
     }
 
     #[test]
