@@ -248,3 +248,101 @@ fn live_comm(pid: &str) -> Option<String> {
     let state = stat.get(close + 1..)?.split_whitespace().next()?;
     (state != "Z" && state != "X").then_some(comm)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn script(name: &str, program: &str) -> VrrpScript {
+        VrrpScript {
+            name: name.into(),
+            script: vec![program.into()],
+            interval: 1.0,
+            timeout: 1.0,
+            weight: 0,
+            weight_reverse: false,
+            rise: 1,
+            fall: 1,
+            user: None,
+            init_fail: false,
+        }
+    }
+
+    async fn wait_until(
+        rx: &mut watch::Receiver<TrackStates>,
+        what: &str,
+        f: impl Fn(&TrackStates) -> bool,
+    ) {
+        let ok = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|s| f(s)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        assert!(ok, "{what}: {:?}", *rx.borrow());
+    }
+
+    /// The real IO (no root needed): scripts run, /proc scanned, a file read.
+    #[tokio::test]
+    async fn scripts_processes_and_files_are_watched() {
+        let dir = std::env::temp_dir().join(format!("xlb-tracker-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("prio");
+        std::fs::write(&file, "-5\n").unwrap();
+        // A process only this test runs: `sleep` with an argument of its own.
+        let arg = format!(
+            "{}.{}",
+            1000 + std::process::id() % 1000,
+            std::process::id()
+        );
+        let mut child = std::process::Command::new("sleep")
+            .arg(&arg)
+            .spawn()
+            .unwrap();
+        let cfg = TrackConfig {
+            scripts: vec![script("ok", "/bin/true"), script("ko", "/bin/false")],
+            processes: vec![VrrpTrackProcess {
+                name: "sleeper".into(),
+                process: "sleep".into(),
+                args: Some(vec![arg.clone()]),
+                param_match: Some(crate::config::ParamMatch::Exact),
+                full_command: true,
+                quorum: 1,
+                quorum_max: u32::MAX,
+                terminate_delay: 0.0,
+                fork_delay: 0.0,
+                weight: 0,
+                weight_reverse: false,
+            }],
+            files: vec![VrrpTrackFile {
+                name: "prio".into(),
+                file: file.clone(),
+                weight: 1,
+                weight_reverse: false,
+            }],
+        };
+        let tx = Arc::new(watch::channel(TrackStates::default()).0);
+        let mut rx = tx.subscribe();
+        let trackers = Trackers::start(cfg, &tx);
+        {
+            // Processes and files are looked at before `start` returns; scripts are INIT.
+            let s = rx.borrow_and_update();
+            assert_eq!(s.processes["sleeper"], Status::Up);
+            assert_eq!(s.files["prio"], -5);
+            assert_eq!(s.scripts["ok"], Status::Init);
+        }
+        wait_until(&mut rx, "scripts ran", |s| {
+            s.scripts["ok"] == Status::Up && s.scripts["ko"] == Status::Down
+        })
+        .await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_until(&mut rx, "process gone", |s| {
+            s.processes["sleeper"] == Status::Down
+        })
+        .await;
+        std::fs::write(&file, "0x10").unwrap();
+        wait_until(&mut rx, "file rewritten", |s| s.files["prio"] == 16).await;
+        std::fs::remove_file(&file).unwrap();
+        wait_until(&mut rx, "file removed", |s| s.files["prio"] == 0).await;
+        trackers.stop();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
