@@ -189,18 +189,35 @@ virtual_router_id = 51
 virtual_ipaddress = ["198.18.0.100"]
 authentication = { auth_type = "PASS", auth_pass = "x" {A} }
 {V}
+track_script = [{ name = "S" {TR} }]
 [[vrrp_sync_group]]
 name = "G"
 group = ["VI_1"]
 {SG}
+[[vrrp_script]]
+name = "S"
+script = ["/bin/true"]
+{S}
+[[vrrp_track_process]]
+name = "P"
+process = "p"
+{P}
+[[vrrp_track_file]]
+name = "F"
+file = "/f"
+{F}
 "#;
+
+    const MARKS: [&str; 12] = [
+        "{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}", "{TR}", "{S}", "{P}", "{F}",
+    ];
 
     /// The keys the schema accepts in the table marked `mark`, from the parser's own "unknown
     /// key ..., expected one of `a`, `b`" answer (so a key added to the schema shows up here).
     fn schema_keys(mark: &str) -> Vec<String> {
         let mut src = SKELETON.to_string();
-        for m in ["{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}"] {
-            let inline = m == "{C}" || m == "{A}";
+        for m in MARKS {
+            let inline = m == "{C}" || m == "{A}" || m == "{TR}";
             let with = if inline {
                 ", zz_unknown = 1"
             } else {
@@ -229,7 +246,7 @@ group = ["VI_1"]
     #[test]
     fn the_reference_describes_every_schema_key() {
         let mut missing = Vec::new();
-        for mark in ["{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}"] {
+        for mark in MARKS {
             let keys = schema_keys(mark);
             assert!(keys.len() >= 2, "{mark}: {keys:?}");
             for k in keys {
@@ -255,6 +272,9 @@ group = ["VI_1"]
             "[[virtual_server]]",
             "[[vrrp_instance]]",
             "[[vrrp_sync_group]]",
+            "[[vrrp_script]]",
+            "[[vrrp_track_process]]",
+            "[[vrrp_track_file]]",
         ] {
             assert!(
                 CONFIG_REFERENCE.contains(&format!("## {section}")),

@@ -85,6 +85,7 @@ pub fn parse_schema(src: &str, file_name: &str) -> Result<schema::Config, Config
     let mut virtual_servers = Vec::new();
     let mut vrrp_instances = Vec::new();
     let mut vrrp_sync_groups = Vec::new();
+    let mut trackers = Trackers::default();
     for (key, value) in root.into_inner() {
         match key.get_ref().as_ref() {
             "global" => {
@@ -109,6 +110,25 @@ pub fn parse_schema(src: &str, file_name: &str) -> Result<schema::Config, Config
                     vrrp_sync_groups.extend(de(&mut c, item, "[[vrrp_sync_group]]"));
                 }
             }
+            "vrrp_script" => {
+                for item in elements(&mut c, value, "vrrp_script") {
+                    trackers.scripts.extend(de(&mut c, item, "[[vrrp_script]]"));
+                }
+            }
+            "vrrp_track_process" => {
+                for item in elements(&mut c, value, "vrrp_track_process") {
+                    trackers
+                        .processes
+                        .extend(de(&mut c, item, "[[vrrp_track_process]]"));
+                }
+            }
+            "vrrp_track_file" => {
+                for item in elements(&mut c, value, "vrrp_track_file") {
+                    trackers
+                        .files
+                        .extend(de(&mut c, item, "[[vrrp_track_file]]"));
+                }
+            }
             other => {
                 let expected = TOP_LEVEL.map(String::from);
                 c.at(
@@ -131,6 +151,9 @@ pub fn parse_schema(src: &str, file_name: &str) -> Result<schema::Config, Config
             virtual_servers,
             vrrp_instances,
             vrrp_sync_groups,
+            vrrp_scripts: trackers.scripts,
+            vrrp_track_processes: trackers.processes,
+            vrrp_track_files: trackers.files,
         },
         // Semantic checks on a partial tree would report follow-on errors (a reference to a
         // virtual server that failed to parse, ...): report the structural errors first.
@@ -140,13 +163,24 @@ pub fn parse_schema(src: &str, file_name: &str) -> Result<schema::Config, Config
     c.finish().map(|()| config)
 }
 
-const TOP_LEVEL: [&str; 5] = [
+const TOP_LEVEL: [&str; 8] = [
     "global",
     "timeouts",
     "virtual_server",
     "vrrp_instance",
     "vrrp_sync_group",
+    "vrrp_script",
+    "vrrp_track_process",
+    "vrrp_track_file",
 ];
+
+/// The tracked objects of the top level, as parsed.
+#[derive(Default)]
+struct Trackers {
+    scripts: Vec<schema::VrrpScript>,
+    processes: Vec<schema::VrrpTrackProcess>,
+    files: Vec<schema::VrrpTrackFile>,
+}
 
 /// Deserialize one value, recording its error.
 fn de<'i, T: Deserialize<'i>>(

@@ -9,7 +9,8 @@ use std::{
 
 use super::schema;
 pub use super::schema::{
-    Announce, AuthType, CheckType, HttpMethod, LogFormat, Protocol, Scheduler, VrrpState, XdpMode,
+    Announce, AuthType, CheckType, HttpMethod, LogFormat, ParamMatch, Protocol, Scheduler,
+    VrrpState, XdpMode,
 };
 pub use super::types::{IpPrefix, MacAddr};
 
@@ -21,6 +22,9 @@ pub struct Config {
     pub virtual_servers: Vec<VirtualServer>,
     pub vrrp_instances: Vec<VrrpInstance>,
     pub vrrp_sync_groups: Vec<VrrpSyncGroup>,
+    pub vrrp_scripts: Vec<VrrpScript>,
+    pub vrrp_track_processes: Vec<VrrpTrackProcess>,
+    pub vrrp_track_files: Vec<VrrpTrackFile>,
 }
 
 /// `[global]`; see [`schema::Global`] for each key's meaning.
@@ -168,6 +172,71 @@ pub struct VrrpInstance {
     pub notify_master: Option<Vec<String>>,
     pub notify_backup: Option<Vec<String>>,
     pub notify_fault: Option<Vec<String>>,
+    pub notify_stop: Option<Vec<String>>,
+    pub notify: Option<Vec<String>>,
+    pub virtual_ipaddress_excluded: Vec<IpPrefix>,
+    /// Seconds; `None`: no refresh.
+    pub garp_master_refresh: Option<f64>,
+    pub garp_master_refresh_repeat: u32,
+    /// Seconds.
+    pub garp_interval: f64,
+    pub track_script: Vec<TrackRef>,
+    pub track_process: Vec<TrackRef>,
+    pub track_file: Vec<TrackRef>,
+}
+
+/// An instance's reference to a tracked object; see [`schema::TrackRef`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackRef {
+    pub name: String,
+    pub weight: Option<i32>,
+    pub reverse: Option<bool>,
+}
+
+/// `[[vrrp_script]]`; see [`schema::VrrpScript`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct VrrpScript {
+    pub name: String,
+    pub script: Vec<String>,
+    /// Seconds.
+    pub interval: f64,
+    /// Seconds (the interval when not set).
+    pub timeout: f64,
+    pub weight: i32,
+    pub weight_reverse: bool,
+    pub rise: u32,
+    pub fall: u32,
+    pub user: Option<String>,
+    pub init_fail: bool,
+}
+
+/// `[[vrrp_track_process]]`; see [`schema::VrrpTrackProcess`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct VrrpTrackProcess {
+    pub name: String,
+    pub process: String,
+    /// With `args` (or `full_command`) `process` is compared with argv[0].
+    pub args: Option<Vec<String>>,
+    /// `None`: the arguments are not compared (`args` given: `Exact`, as keepalived).
+    pub param_match: Option<ParamMatch>,
+    pub full_command: bool,
+    pub quorum: u32,
+    pub quorum_max: u32,
+    /// Seconds.
+    pub terminate_delay: f64,
+    /// Seconds.
+    pub fork_delay: f64,
+    pub weight: i32,
+    pub weight_reverse: bool,
+}
+
+/// `[[vrrp_track_file]]`; see [`schema::VrrpTrackFile`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct VrrpTrackFile {
+    pub name: String,
+    pub file: PathBuf,
+    pub weight: i32,
+    pub weight_reverse: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -203,6 +272,22 @@ impl Config {
                         .iter()
                         .map(|n| n.get_ref().clone())
                         .collect(),
+                })
+                .collect(),
+            vrrp_scripts: s.vrrp_scripts.iter().map(VrrpScript::from_schema).collect(),
+            vrrp_track_processes: s
+                .vrrp_track_processes
+                .iter()
+                .map(VrrpTrackProcess::from_schema)
+                .collect(),
+            vrrp_track_files: s
+                .vrrp_track_files
+                .iter()
+                .map(|f| VrrpTrackFile {
+                    name: f.name.get_ref().clone(),
+                    file: f.file.get_ref().clone(),
+                    weight: *f.weight.get_ref(),
+                    weight_reverse: f.weight_reverse,
                 })
                 .collect(),
         }
@@ -390,6 +475,70 @@ impl VrrpInstance {
             notify_master: vec(&v.notify_master),
             notify_backup: vec(&v.notify_backup),
             notify_fault: vec(&v.notify_fault),
+            notify_stop: vec(&v.notify_stop),
+            notify: vec(&v.notify),
+            virtual_ipaddress_excluded: v
+                .virtual_ipaddress_excluded
+                .iter()
+                .map(|p| *p.get_ref())
+                .collect(),
+            garp_master_refresh: v.garp_master_refresh.as_ref().map(|r| *r.get_ref()),
+            garp_master_refresh_repeat: v
+                .garp_master_refresh_repeat
+                .as_ref()
+                .map_or(1, |r| *r.get_ref()),
+            garp_interval: v.garp_interval.as_ref().map_or(0.0, |r| *r.get_ref()),
+            track_script: TrackRef::list(&v.track_script),
+            track_process: TrackRef::list(&v.track_process),
+            track_file: TrackRef::list(&v.track_file),
+        }
+    }
+}
+
+impl TrackRef {
+    fn list(v: &[schema::TrackRef]) -> Vec<TrackRef> {
+        v.iter()
+            .map(|t| TrackRef {
+                name: t.name.get_ref().clone(),
+                weight: t.weight.as_ref().map(|w| *w.get_ref()),
+                reverse: t.reverse,
+            })
+            .collect()
+    }
+}
+
+impl VrrpScript {
+    fn from_schema(s: &schema::VrrpScript) -> VrrpScript {
+        let interval = *s.interval.get_ref();
+        VrrpScript {
+            name: s.name.get_ref().clone(),
+            script: s.script.get_ref().clone(),
+            interval,
+            timeout: s.timeout.as_ref().map_or(interval, |t| *t.get_ref()),
+            weight: *s.weight.get_ref(),
+            weight_reverse: s.weight_reverse,
+            rise: *s.rise.get_ref(),
+            fall: *s.fall.get_ref(),
+            user: s.user.as_ref().map(|u| u.get_ref().clone()),
+            init_fail: s.init_fail,
+        }
+    }
+}
+
+impl VrrpTrackProcess {
+    fn from_schema(p: &schema::VrrpTrackProcess) -> VrrpTrackProcess {
+        VrrpTrackProcess {
+            name: p.name.get_ref().clone(),
+            process: p.process.get_ref().clone(),
+            args: p.args.clone(),
+            param_match: p.param_match.or(p.args.as_ref().map(|_| ParamMatch::Exact)),
+            full_command: p.full_command || p.args.is_some() || p.param_match.is_some(),
+            quorum: *p.quorum.get_ref(),
+            quorum_max: p.quorum_max.as_ref().map_or(u32::MAX, |q| *q.get_ref()),
+            terminate_delay: *p.terminate_delay.get_ref(),
+            fork_delay: *p.fork_delay.get_ref(),
+            weight: *p.weight.get_ref(),
+            weight_reverse: p.weight_reverse,
         }
     }
 }

@@ -51,6 +51,24 @@ pub struct Config {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub vrrp_sync_groups: Vec<VrrpSyncGroup>,
+    /// `[[vrrp_script]]`: programs whose result moves tracking instances' priority or puts them
+    /// in FAULT (keepalived `vrrp_script`).
+    #[serde(default, rename = "vrrp_script", skip_serializing_if = "Vec::is_empty")]
+    pub vrrp_scripts: Vec<VrrpScript>,
+    /// `[[vrrp_track_process]]`: processes counted in /proc (keepalived `vrrp_track_process`).
+    #[serde(
+        default,
+        rename = "vrrp_track_process",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub vrrp_track_processes: Vec<VrrpTrackProcess>,
+    /// `[[vrrp_track_file]]`: files holding an integer (keepalived `track_file`).
+    #[serde(
+        default,
+        rename = "vrrp_track_file",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub vrrp_track_files: Vec<VrrpTrackFile>,
 }
 
 /// How the XDP program is attached.
@@ -631,6 +649,184 @@ pub struct VrrpInstance {
     /// Program and arguments run on entering FAULT (keepalived `notify_fault`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_fault: Option<Spanned<Vec<String>>>,
+    /// Program and arguments run when the instance stops (keepalived `notify_stop`), with
+    /// `INSTANCE name STOP priority` appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_stop: Option<Spanned<Vec<String>>>,
+    /// Program and arguments run on every change (keepalived `notify`) with keepalived's
+    /// arguments appended: `INSTANCE name MASTER|BACKUP|FAULT|STOP priority`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Spanned<Vec<String>>>,
+    /// `"addr[/prefix]"` added and removed with the role like `virtual_ipaddress` but not listed
+    /// in adverts (keepalived `virtual_ipaddress_excluded`); may mix families.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_ipaddress_excluded: Vec<Spanned<IpPrefix>>,
+    /// Seconds between repeated bursts of gratuitous ARPs/NAs while MASTER, 1..=86400
+    /// (keepalived `garp_master_refresh`); absent: no refresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub garp_master_refresh: Option<Spanned<f64>>,
+    /// Gratuitous ARPs/NAs per refresh burst (keepalived `garp_master_refresh_repeat`),
+    /// default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub garp_master_refresh_repeat: Option<Spanned<u32>>,
+    /// Seconds between the gratuitous ARPs/NAs of one burst, 0..=1 (keepalived `garp_interval`
+    /// / `vrrp_garp_interval`), default 0 (back to back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub garp_interval: Option<Spanned<f64>>,
+    /// `[{ name = "chk", weight = -20 }]`: `[[vrrp_script]]`s tracked (keepalived
+    /// `track_script`); `weight`/`reverse` override the script's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub track_script: Vec<TrackRef>,
+    /// `[[vrrp_track_process]]`es tracked (keepalived `track_process`), same form.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub track_process: Vec<TrackRef>,
+    /// `[[vrrp_track_file]]`s tracked (keepalived `track_file`), same form.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub track_file: Vec<TrackRef>,
+}
+
+/// One tracked object of an instance: `{ name = "chk_nginx", weight = -20, reverse = false }`
+/// (keepalived `track_script { chk_nginx weight -20 }`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackRef {
+    /// The `name` of the tracked `[[vrrp_script]]` / `[[vrrp_track_process]]` /
+    /// `[[vrrp_track_file]]`.
+    pub name: Spanned<String>,
+    /// Overrides the tracked object's `weight` (-253..=253; files -254..=254).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<Spanned<i32>>,
+    /// Overrides the tracked object's `weight_reverse`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse: Option<bool>,
+}
+
+/// `[[vrrp_script]]` (keepalived `vrrp_script NAME { ... }`): run every `interval`; after `rise`
+/// successes in a row it is up, after `fall` failures down (exit 0 = success; anything else,
+/// a signal or the timeout = failure). Weight 0: a tracking instance is in FAULT while it is
+/// down. Weight > 0: added to the priority while up; < 0: added while down (`weight_reverse`:
+/// the sign is inverted). An instance of priority 255 keeps 255.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpScript {
+    /// Unique name (keepalived `vrrp_script NAME`).
+    pub name: Spanned<String>,
+    /// Program and arguments, run without a shell (keepalived `script`); use
+    /// `["/bin/sh", "-c", "..."]` for shell syntax. Killed with its children at the timeout.
+    pub script: Spanned<Vec<String>>,
+    /// Seconds between runs, 1..=86400 (keepalived `interval`), default 1.
+    #[serde(default = "default_script_interval")]
+    pub interval: Spanned<f64>,
+    /// Seconds a run may take, 1..=86400 (keepalived `timeout`); default: `interval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Spanned<f64>>,
+    /// -253..=253 (keepalived `weight`), default 0 (FAULT while down).
+    #[serde(default = "zero_i32")]
+    pub weight: Spanned<i32>,
+    /// keepalived `weight N reverse`: success lowers (positive weight) / failure raises
+    /// (negative weight) the priority; with weight 0, FAULT while the script *succeeds*.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub weight_reverse: bool,
+    /// Successes in a row to be up (keepalived `rise`), default 1.
+    #[serde(default = "default_one")]
+    pub rise: Spanned<u32>,
+    /// Failures in a row to be down (keepalived `fall`), default 1.
+    #[serde(default = "default_one")]
+    pub fall: Spanned<u32>,
+    /// Run as this user and its primary group (keepalived `user`); default: xlb's own user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Spanned<String>>,
+    /// Down until the first success (keepalived `init_fail`); default: up-or-down from the
+    /// first result.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub init_fail: bool,
+}
+
+/// How a `[[vrrp_track_process]]` compares `args` with a process's arguments (keepalived
+/// `param_match`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamMatch {
+    /// The arguments are exactly `args`.
+    #[default]
+    Exact,
+    /// The arguments start with `args`.
+    Partial,
+    /// The arguments start with `args`, the last one possibly cut short.
+    Initial,
+}
+
+/// `[[vrrp_track_process]]` (keepalived `vrrp_track_process NAME { ... }`): up while the number
+/// of matching processes is within `quorum..=quorum_max`. /proc is scanned every second.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpTrackProcess {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// The process name (as in /proc/PID/comm, at most 15 bytes) or, with `full_command` or
+    /// `args`, the program as in argv[0] (keepalived `process`).
+    pub process: Spanned<String>,
+    /// Its arguments (keepalived `process PATH ARGS...`); implies `full_command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// How `args` are compared (keepalived `param_match`), default `exact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param_match: Option<ParamMatch>,
+    /// Match argv[0] instead of the process name (keepalived `full_command`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub full_command: bool,
+    /// Fewest processes for the quorum, 0..=65535 (keepalived `quorum`), default 1.
+    #[serde(default = "default_one")]
+    pub quorum: Spanned<u32>,
+    /// Most processes for the quorum (keepalived `quorum_max`), default unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_max: Option<Spanned<u32>>,
+    /// Seconds the quorum must stay lost before it counts, 0..=3600 (keepalived
+    /// `terminate_delay`; `delay` sets both), default 0.
+    #[serde(default = "zero_f64")]
+    pub terminate_delay: Spanned<f64>,
+    /// Seconds the quorum must stay gained before it counts, 0..=3600 (keepalived
+    /// `fork_delay`), default 0.
+    #[serde(default = "zero_f64")]
+    pub fork_delay: Spanned<f64>,
+    /// -254..=254 (keepalived `weight`), default 0 (FAULT without quorum); as `[[vrrp_script]]`.
+    #[serde(default = "zero_i32")]
+    pub weight: Spanned<i32>,
+    /// keepalived `weight N reverse`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub weight_reverse: bool,
+}
+
+/// `[[vrrp_track_file]]` (keepalived `track_file NAME { file PATH; weight W }`): the integer in
+/// the file (C `strtol` base 0; missing or empty file = 0) times `weight` is added to the
+/// priority; a product of -254 or less is FAULT. Weight 0: FAULT while the value is not 0
+/// (`weight_reverse`: while it is 0). The file is read every second.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpTrackFile {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// The file (absolute path).
+    pub file: Spanned<PathBuf>,
+    /// -254..=254 (keepalived `weight`), default 1.
+    #[serde(default = "default_file_weight")]
+    pub weight: Spanned<i32>,
+    /// keepalived `weight N reverse`: the product's sign is inverted.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub weight_reverse: bool,
+}
+
+fn default_script_interval() -> Spanned<f64> {
+    unspanned(1.0)
+}
+fn zero_i32() -> Spanned<i32> {
+    unspanned(0)
+}
+fn default_file_weight() -> Spanned<i32> {
+    unspanned(1)
+}
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_priority() -> Spanned<u8> {

@@ -7,13 +7,14 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::addr;
 use super::io::{Received, VrrpSocket};
 use super::machine::{Action, Machine, Params};
 use super::packet::{auth_field, Advert, RxError, AUTH_LEN};
+use super::track::{self, TrackStates, Tracked};
 use super::{InstanceStatus, VrrpEvent, VrrpRole};
 use crate::config::{IpPrefix, VrrpInstance, VrrpState};
 use crate::logging::RateLimit;
@@ -45,6 +46,12 @@ pub(super) struct Shared {
     pub recent: Arc<Mutex<crate::status::RecentTransitions>>,
 }
 
+/// An instance's tracked objects and where their status is published.
+pub(super) struct Tracking {
+    pub tracked: Vec<Tracked>,
+    pub states: watch::Receiver<TrackStates>,
+}
+
 pub(super) struct Instance {
     cfg: VrrpInstance,
     name: String,
@@ -54,6 +61,8 @@ pub(super) struct Instance {
     ifindex: u32,
     mac: [u8; 6],
     vips: Vec<IpPrefix>,
+    /// `virtual_ipaddress_excluded`: held with the role, not advertised.
+    excluded: Vec<IpPrefix>,
     auth: Option<[u8; AUTH_LEN]>,
     interval_cs: u16,
     status: Arc<Mutex<InstanceStatus>>,
@@ -62,7 +71,12 @@ pub(super) struct Instance {
     /// Own fault causes.
     link_fault: Option<String>,
     service_fault: Option<String>,
+    /// Priority change from `track_service_weight`.
+    service_delta: i32,
     sync_fault: Option<String>,
+    tracking: Tracking,
+    /// What the tracked objects do now.
+    track: track::Evaluation,
     health: BTreeMap<String, bool>,
     /// Start as MASTER: the previous daemon was MASTER and its forwarding was adopted.
     resume: bool,
@@ -89,6 +103,7 @@ impl Instance {
         shared: Shared,
         status: Arc<Mutex<InstanceStatus>>,
         health: BTreeMap<String, bool>,
+        tracking: Tracking,
         resume: bool,
     ) -> Result<Instance, VrrpError> {
         let name = cfg.name.clone();
@@ -118,8 +133,9 @@ impl Instance {
                 .all(|v| present.iter().any(|(a, _)| a == v));
         let resume = resume && holds_vips;
         if !resume {
-            for v in &vip_addrs {
-                net.del_address(link.index, *v).await.map_err(net_err)?;
+            let excluded = cfg.virtual_ipaddress_excluded.iter().map(|p| p.addr);
+            for v in vip_addrs.iter().copied().chain(excluded) {
+                net.del_address(link.index, v).await.map_err(net_err)?;
             }
         }
         let v6 = match vip_addrs.first() {
@@ -168,6 +184,7 @@ impl Instance {
             ifindex: link.index,
             mac: link.mac,
             vips,
+            excluded: cfg.virtual_ipaddress_excluded.clone(),
             auth,
             interval_cs: (advert_int * 100.0).round() as u16,
             status,
@@ -175,15 +192,19 @@ impl Instance {
             garp: None,
             link_fault: None,
             service_fault: None,
+            service_delta: 0,
             sync_fault: None,
+            tracking,
+            track: track::Evaluation::default(),
             health: BTreeMap::new(),
             resume,
             bad_advert_log: BTreeMap::new(),
         };
         inst.check_links().await;
         let now = Instant::now();
-        let eff = inst.apply_health(health);
-        inst.machine.set_effective_priority(now, eff);
+        inst.apply_health(health);
+        inst.apply_track();
+        inst.machine.set_effective_priority(now, inst.priority());
         let fault = inst.own_fault();
         inst.machine.set_fault(now, fault);
         Ok(inst)
@@ -193,6 +214,32 @@ impl Instance {
         self.link_fault
             .clone()
             .or_else(|| self.service_fault.clone())
+            .or_else(|| self.track.fault.clone())
+    }
+
+    /// The priority to run at: `track_service_weight` and the tracked objects' weights on the
+    /// configured one (keepalived's rules, [`track::effective_priority`]).
+    fn priority(&self) -> u8 {
+        let base = self.cfg.priority;
+        if self.service_delta == 0 {
+            return track::effective_priority(base, self.track.delta);
+        }
+        let track = if base == 255 { 0 } else { self.track.delta };
+        (i32::from(base) + self.service_delta + track).clamp(1, 254) as u8
+    }
+
+    /// Reads the tracked objects' current status; says so when the priority or fault changes.
+    fn apply_track(&mut self) {
+        let states = self.tracking.states.borrow_and_update().clone();
+        let e = track::evaluate(&self.tracking.tracked, &states);
+        if e.delta != self.track.delta && self.cfg.priority != 255 {
+            tracing::info!(
+                instance = %self.name,
+                "({}) tracked objects change the priority by {} (was {})",
+                self.name, e.delta, self.track.delta
+            );
+        }
+        self.track = e;
     }
 
     /// Tracked interfaces: FAULT while one is down or missing.
@@ -209,9 +256,9 @@ impl Instance {
             (!down.is_empty()).then(|| format!("tracked interface {} down", down.join(", ")));
     }
 
-    /// Tracked services: sets the service fault (no weight) and returns the priority to run at
-    /// (lowered by `track_service_weight` while one is below quorum).
-    fn apply_health(&mut self, health: BTreeMap<String, bool>) -> u8 {
+    /// Tracked services: sets the service fault (no weight) or the priority change
+    /// (`track_service_weight` while one is below quorum).
+    fn apply_health(&mut self, health: BTreeMap<String, bool>) {
         self.health = health;
         let bad: Vec<&str> = self
             .cfg
@@ -220,15 +267,14 @@ impl Instance {
             .map(|s| s.as_str())
             .filter(|s| self.health.get(*s) == Some(&false))
             .collect();
-        let base = self.cfg.priority;
         self.service_fault = None;
-        match &self.cfg.track_service_weight {
-            Some(w) if !bad.is_empty() => (i32::from(base) + w).clamp(1, 254) as u8,
-            Some(_) => base,
+        self.service_delta = 0;
+        match self.cfg.track_service_weight {
+            Some(w) if !bad.is_empty() => self.service_delta = w,
+            Some(_) => {}
             None => {
                 self.service_fault = (!bad.is_empty())
                     .then(|| format!("tracked service {} below quorum", bad.join(", ")));
-                base
             }
         }
     }
@@ -352,7 +398,7 @@ impl Instance {
     }
 
     async fn add_vips(&mut self) {
-        for v in &self.vips {
+        for v in self.vips.iter().chain(&self.excluded) {
             if let Err(e) = self
                 .net
                 .add_address(self.ifindex, *v, crate::net::Dad::Skip)
@@ -361,33 +407,33 @@ impl Instance {
                 tracing::error!(instance = %self.name, "{e:#}");
             }
         }
-        // keepalived: garp_master_repeat now, and again after garp_master_delay.
-        let (ifindex, mac) = (self.ifindex, self.mac);
-        let vips: Vec<IpAddr> = self.vips.iter().map(|v| v.addr).collect();
-        let repeat = self.cfg.garp_master_repeat;
-        let delay = secs(self.cfg.garp_master_delay);
-        let name = self.name.clone();
         if let Some(g) = self.garp.take() {
             g.abort();
         }
-        if let Err(e) = addr::announce(ifindex, mac, &vips, repeat) {
-            tracing::warn!(instance = %name, "gratuitous ARP/NA: {e}");
-        }
-        if !delay.is_zero() {
-            self.garp = Some(tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                if let Err(e) = addr::announce(ifindex, mac, &vips, repeat) {
-                    tracing::warn!(instance = %name, "gratuitous ARP/NA: {e}");
-                }
-            }));
-        }
+        let plan = GarpPlan {
+            ifindex: self.ifindex,
+            mac: self.mac,
+            vips: self
+                .vips
+                .iter()
+                .chain(&self.excluded)
+                .map(|v| v.addr)
+                .collect(),
+            repeat: self.cfg.garp_master_repeat,
+            delay: secs(self.cfg.garp_master_delay),
+            interval: secs(self.cfg.garp_interval),
+            refresh: self.cfg.garp_master_refresh.map(secs),
+            refresh_repeat: self.cfg.garp_master_refresh_repeat,
+            instance: self.name.clone(),
+        };
+        self.garp = Some(tokio::spawn(plan.run()));
     }
 
     async fn del_vips(&mut self) {
         if let Some(g) = self.garp.take() {
             g.abort();
         }
-        for v in &self.vips {
+        for v in self.vips.iter().chain(&self.excluded) {
             if let Err(e) = self.net.del_address(self.ifindex, v.addr).await {
                 tracing::error!(instance = %self.name, "{e:#}");
             }
@@ -461,20 +507,7 @@ impl Instance {
             self.record_role(role);
             self.tell_daemon(role, &reason, None);
         }
-        let notify = match role {
-            VrrpRole::Master => self.cfg.notify_master.as_ref(),
-            VrrpRole::Backup => self.cfg.notify_backup.as_ref(),
-            VrrpRole::Fault => self.cfg.notify_fault.as_ref(),
-            VrrpRole::Init => None,
-        };
-        if let Some(argv) = notify {
-            super::notify::spawn(
-                argv,
-                &self.name,
-                &role.to_string(),
-                self.machine.effective_priority(),
-            );
-        }
+        self.notify(role);
         if propagate && role != VrrpRole::Init {
             let sync = self.shared.sync.lock().unwrap_or_else(|e| e.into_inner());
             for peer in sync.peers.get(&self.name).into_iter().flatten() {
@@ -485,6 +518,21 @@ impl Instance {
                     ));
                 }
             }
+        }
+    }
+
+    /// keepalived's order: the state's own program, then the generic `notify`, both with
+    /// `INSTANCE name STATE priority` (`STOP` when the instance stops).
+    fn notify(&self, role: VrrpRole) {
+        let (own, state) = match role {
+            VrrpRole::Master => (self.cfg.notify_master.as_ref(), "MASTER"),
+            VrrpRole::Backup => (self.cfg.notify_backup.as_ref(), "BACKUP"),
+            VrrpRole::Fault => (self.cfg.notify_fault.as_ref(), "FAULT"),
+            VrrpRole::Init => (self.cfg.notify_stop.as_ref(), "STOP"),
+        };
+        let prio = self.machine.effective_priority();
+        for argv in own.into_iter().chain(self.cfg.notify.as_ref()) {
+            super::notify::spawn(argv, &self.name, state, prio);
         }
     }
 
@@ -531,8 +579,53 @@ impl Instance {
         self.del_vips().await;
     }
 
+    /// keepalived keeps an instance in INIT while a weight-0 script it tracks has no result:
+    /// wait for it (or a shutdown). `false`: shut down meanwhile.
+    async fn wait_for_scripts(&mut self, cmds: &mut mpsc::UnboundedReceiver<Cmd>) -> bool {
+        while let Some(why) = self.track.wait.clone() {
+            tracing::info!(instance = %self.name, "({}) staying in INIT: {why}", self.name);
+            tokio::select! {
+                r = self.tracking.states.changed() => {
+                    if r.is_err() {
+                        return true;
+                    }
+                    self.apply_track();
+                }
+                c = cmds.recv() => match c {
+                    Some(Cmd::Shutdown(done)) => {
+                        let _ = done.send(());
+                        return false;
+                    }
+                    None => return false,
+                    Some(Cmd::Health(h)) => self.apply_health(h),
+                    Some(Cmd::Follow(..)) => {}
+                },
+            }
+        }
+        let now = Instant::now();
+        self.machine.set_effective_priority(now, self.priority());
+        let fault = self.own_fault();
+        self.machine.set_fault(now, fault);
+        true
+    }
+
+    /// The tracked objects changed: new priority, maybe FAULT. A weight-0 script back in INIT
+    /// (the trackers restarted by a reload) changes nothing until its first result, as
+    /// keepalived's `SCRIPT_INIT_STATE_INIT_RELOAD`.
+    async fn on_track_change(&mut self) {
+        self.apply_track();
+        self.track.wait = None;
+        let now = Instant::now();
+        let mut a = self.machine.set_effective_priority(now, self.priority());
+        a.extend(self.refresh_fault(now));
+        self.apply(a, true).await;
+    }
+
     /// The task body.
     pub async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>) {
+        if !self.resume && !self.wait_for_scripts(&mut cmds).await {
+            return;
+        }
         let actions = if self.resume {
             self.machine.resume_master(Instant::now())
         } else {
@@ -542,6 +635,7 @@ impl Instance {
         let mut link_tick = tokio::time::interval(Duration::from_millis(500));
         link_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let track_links = !self.cfg.track_interface.is_empty();
+        let mut track_open = !self.tracking.tracked.is_empty();
         loop {
             let deadline = self.machine.deadline();
             let sleep = async {
@@ -575,11 +669,15 @@ impl Instance {
                         self.apply(a, true).await;
                     }
                 }
+                r = self.tracking.states.changed(), if track_open => match r {
+                    Ok(()) => self.on_track_change().await,
+                    Err(_) => track_open = false,
+                },
                 c = cmds.recv() => match c {
                     Some(Cmd::Health(h)) => {
                         let now = Instant::now();
-                        let eff = self.apply_health(h);
-                        let mut a = self.machine.set_effective_priority(now, eff);
+                        self.apply_health(h);
+                        let mut a = self.machine.set_effective_priority(now, self.priority());
                         a.extend(self.refresh_fault(now));
                         self.apply(a, true).await;
                     }
@@ -595,6 +693,60 @@ impl Instance {
                     }
                 },
             }
+        }
+    }
+}
+
+/// The gratuitous ARPs/NAs of a new MASTER (keepalived): `repeat` now and again after `delay`,
+/// then `refresh_repeat` every `refresh`; `interval` between two packets.
+struct GarpPlan {
+    ifindex: u32,
+    mac: [u8; 6],
+    vips: Vec<IpAddr>,
+    repeat: u32,
+    delay: Duration,
+    interval: Duration,
+    refresh: Option<Duration>,
+    refresh_repeat: u32,
+    instance: String,
+}
+
+impl GarpPlan {
+    async fn burst(&self, repeat: u32) {
+        let r = if self.interval.is_zero() {
+            addr::announce(self.ifindex, self.mac, &self.vips, repeat)
+        } else {
+            let mut r = Ok(());
+            for k in 0..repeat {
+                for (i, vip) in self.vips.iter().enumerate() {
+                    if k > 0 || i > 0 {
+                        tokio::time::sleep(self.interval).await;
+                    }
+                    r = r.and(addr::announce(self.ifindex, self.mac, &[*vip], 1));
+                }
+            }
+            r
+        };
+        if let Err(e) = r {
+            tracing::warn!(instance = %self.instance, "gratuitous ARP/NA: {e}");
+        }
+    }
+
+    async fn run(self) {
+        let start = tokio::time::Instant::now();
+        self.burst(self.repeat).await;
+        if !self.delay.is_zero() {
+            tokio::time::sleep_until(start + self.delay).await;
+            self.burst(self.repeat).await;
+        }
+        let Some(every) = self.refresh.filter(|r| !r.is_zero()) else {
+            return;
+        };
+        let mut tick = tokio::time::interval_at(start + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.burst(self.refresh_repeat).await;
         }
     }
 }

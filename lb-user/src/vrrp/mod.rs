@@ -5,7 +5,8 @@
 //! - [`io`]: the raw socket (protocol 112, TTL 255, multicast or unicast).
 //! - [`addr`]: gratuitous ARP / unsolicited NA for the VIPs (put on the interface by
 //!   [`crate::net`]).
-//! - [`notify`]: `notify_master/backup/fault` programs.
+//! - [`notify`]: `notify`, `notify_master/backup/fault/stop` programs.
+//! - [`track`]: tracked scripts, processes and files (pure); [`tracker`] runs them.
 //! - `instance`: the task of one instance, gluing the above.
 //!
 //! [`Vrrp`] runs one task per `vrrp_instance` on the current tokio runtime, in the network
@@ -17,6 +18,8 @@ pub mod io;
 pub mod machine;
 pub mod notify;
 pub mod packet;
+pub mod track;
+pub mod tracker;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -24,7 +27,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, VrrpInstance};
@@ -116,6 +119,9 @@ pub const TABLES_WAIT: Duration = Duration::from_millis(500);
 
 struct Running {
     cfg: VrrpInstance,
+    /// Its tracked objects as resolved from the configuration (their weights may change
+    /// without `cfg` changing).
+    tracked: Vec<track::Tracked>,
     cmd: mpsc::UnboundedSender<Cmd>,
     status: Arc<Mutex<InstanceStatus>>,
     task: JoinHandle<()>,
@@ -144,6 +150,9 @@ pub struct Vrrp {
     shared: Shared,
     /// The latest service health, for instances started by a reload.
     health: Mutex<BTreeMap<String, bool>>,
+    /// Status of the tracked scripts, processes and files, watched by the instances.
+    track: Arc<watch::Sender<track::TrackStates>>,
+    trackers: Option<tracker::Trackers>,
 }
 
 fn sync_peers(cfg: &Config) -> BTreeMap<String, Vec<String>> {
@@ -186,13 +195,18 @@ impl Vrrp {
             events,
             recent: Arc::default(),
         };
+        let (track, _) = watch::channel(track::TrackStates::default());
+        let track = Arc::new(track);
+        let trackers = tracker::Trackers::start(tracker::TrackConfig::of(cfg), &track);
         let mut v = Vrrp {
             instances: BTreeMap::new(),
             shared,
             health: Mutex::new(BTreeMap::new()),
+            track,
+            trackers: Some(trackers),
         };
         for i in &cfg.vrrp_instances {
-            if let Err(e) = v.start_one(i, resume).await {
+            if let Err(e) = v.start_one(i, track::resolve(i, cfg), resume).await {
                 v.shutdown().await;
                 return Err(e);
             }
@@ -200,7 +214,12 @@ impl Vrrp {
         Ok(v)
     }
 
-    async fn start_one(&mut self, cfg: &VrrpInstance, resume: bool) -> Result<(), VrrpError> {
+    async fn start_one(
+        &mut self,
+        cfg: &VrrpInstance,
+        tracked: Vec<track::Tracked>,
+        resume: bool,
+    ) -> Result<(), VrrpError> {
         let name = cfg.name.clone();
         let status = Arc::new(Mutex::new(InstanceStatus {
             name: name.clone(),
@@ -223,8 +242,19 @@ impl Vrrp {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let inst =
-            Instance::setup(cfg, self.shared.clone(), status.clone(), health, resume).await?;
+        let tracking = instance::Tracking {
+            tracked: tracked.clone(),
+            states: self.track.subscribe(),
+        };
+        let inst = Instance::setup(
+            cfg,
+            self.shared.clone(),
+            status.clone(),
+            health,
+            tracking,
+            resume,
+        )
+        .await?;
         if inst.resumes() {
             // Seen as MASTER from the start, so the daemon's first table keeps the service
             // active (the task's first transition confirms it).
@@ -242,6 +272,7 @@ impl Vrrp {
             name,
             Running {
                 cfg: cfg.clone(),
+                tracked,
                 cmd: tx,
                 status,
                 task,
@@ -273,11 +304,22 @@ impl Vrrp {
         let stale: Vec<String> = self
             .instances
             .iter()
-            .filter(|(n, r)| wanted.get(*n).is_none_or(|w| **w != r.cfg))
+            .filter(|(n, r)| {
+                wanted
+                    .get(*n)
+                    .is_none_or(|w| **w != r.cfg || track::resolve(w, cfg) != r.tracked)
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for n in &stale {
             self.stop_one(n).await;
+        }
+        let track_cfg = tracker::TrackConfig::of(cfg);
+        if self.trackers.as_ref().is_none_or(|t| t.cfg != track_cfg) {
+            if let Some(t) = self.trackers.take() {
+                t.stop();
+            }
+            self.trackers = Some(tracker::Trackers::start(track_cfg, &self.track));
         }
         *self.shared.vrids.write().unwrap_or_else(|e| e.into_inner()) = vrid_set(cfg);
         self.shared
@@ -288,7 +330,7 @@ impl Vrrp {
         let mut first_err = None;
         for (n, i) in wanted {
             if !self.instances.contains_key(&n) {
-                if let Err(e) = self.start_one(i, false).await {
+                if let Err(e) = self.start_one(i, track::resolve(i, cfg), false).await {
                     tracing::error!("{e}");
                     first_err.get_or_insert(e);
                 }
@@ -335,6 +377,14 @@ impl Vrrp {
             .filter_map(|n| self.instances.remove(n))
             .map(|r| r.shutdown());
         futures::future::join_all(stops).await;
+        if let Some(t) = self.trackers.take() {
+            t.stop();
+        }
+    }
+
+    /// The status of every tracked script, process and file.
+    pub fn track_states(&self) -> track::TrackStates {
+        self.track.borrow().clone()
     }
 
     /// The VIPs this director owns now (its instances in MASTER).

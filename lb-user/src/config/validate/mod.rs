@@ -15,7 +15,7 @@ mod check;
 mod vrrp;
 
 use check::check;
-use vrrp::{sync_groups, vrrp_instance, vrrp_unique};
+use vrrp::{sync_groups, trackers, vrrp_instance, vrrp_unique};
 
 /// Largest Maglev table accepted (a prime).
 pub const MAGLEV_TABLE_MAX: u32 = 16_777_259;
@@ -48,6 +48,7 @@ pub(crate) fn validate(cfg: &Config, c: &mut Collector<'_>) {
     }
     vrrp_unique(cfg, c);
     sync_groups(cfg, c);
+    trackers(cfg, c);
     announce(cfg, c);
 }
 

@@ -3,6 +3,7 @@
 use super::super::error::{did_you_mean, Collector};
 use super::*;
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 
 pub(super) fn vrrp_instance(vi: &VrrpInstance, cfg: &Config, c: &mut Collector<'_>) {
     if vi.name.get_ref().trim().is_empty() {
@@ -193,11 +194,202 @@ pub(super) fn vrrp_instance(vi: &VrrpInstance, cfg: &Config, c: &mut Collector<'
             c.at(w.span(), "track_service_weight without track_service");
         }
     }
-    for cmd in [&vi.notify_master, &vi.notify_backup, &vi.notify_fault]
-        .into_iter()
-        .flatten()
+    for cmd in [
+        &vi.notify_master,
+        &vi.notify_backup,
+        &vi.notify_fault,
+        &vi.notify_stop,
+        &vi.notify,
+    ]
+    .into_iter()
+    .flatten()
     {
         command(c, cmd, "notify command");
+    }
+    excluded_vips(vi, cfg, c);
+    garp_timers(vi, c);
+    track_refs(vi, cfg, c);
+}
+
+/// `virtual_ipaddress_excluded`: unicast, not listed twice, owned by no other instance.
+fn excluded_vips(vi: &VrrpInstance, cfg: &Config, c: &mut Collector<'_>) {
+    let mut seen: HashSet<IpAddr> = vi
+        .virtual_ipaddress
+        .get_ref()
+        .iter()
+        .map(|p| p.get_ref().addr)
+        .collect();
+    for p in &vi.virtual_ipaddress_excluded {
+        let a = p.get_ref().addr;
+        if a.is_unspecified() || a.is_multicast() || a.is_loopback() {
+            c.at(p.span(), format!("{a}: expected a unicast address"));
+        }
+        if !seen.insert(a) {
+            c.at(
+                p.span(),
+                format!("{a} is listed twice (virtual_ipaddress or virtual_ipaddress_excluded)"),
+            );
+        }
+        let other = cfg.vrrp_instances.iter().find(|o| {
+            !std::ptr::eq(*o, vi)
+                && o.virtual_ipaddress
+                    .get_ref()
+                    .iter()
+                    .chain(&o.virtual_ipaddress_excluded)
+                    .any(|q| q.get_ref().addr == a)
+        });
+        if let Some(o) = other {
+            c.at(
+                p.span(),
+                format!("{a} is also in vrrp_instance `{}`", o.name.get_ref()),
+            );
+        }
+    }
+}
+
+fn garp_timers(vi: &VrrpInstance, c: &mut Collector<'_>) {
+    if let Some(r) = &vi.garp_master_refresh {
+        frange(c, r, 1.0, 86400.0, "garp_master_refresh (seconds)");
+    }
+    if let Some(r) = &vi.garp_master_refresh_repeat {
+        // Without garp_master_refresh it has no effect (keepalived accepts it too).
+        range(c, r, 1, 100, "garp_master_refresh_repeat");
+    }
+    if let Some(i) = &vi.garp_interval {
+        frange(c, i, 0.0, 1.0, "garp_interval (seconds)");
+    }
+}
+
+/// Each `track_script` / `track_process` / `track_file` names a defined object once, with a
+/// weight in keepalived's range.
+fn track_refs(vi: &VrrpInstance, cfg: &Config, c: &mut Collector<'_>) {
+    let scripts: Vec<&str> = cfg
+        .vrrp_scripts
+        .iter()
+        .map(|s| s.name.get_ref().as_str())
+        .collect();
+    let procs: Vec<&str> = cfg
+        .vrrp_track_processes
+        .iter()
+        .map(|p| p.name.get_ref().as_str())
+        .collect();
+    let files: Vec<&str> = cfg
+        .vrrp_track_files
+        .iter()
+        .map(|f| f.name.get_ref().as_str())
+        .collect();
+    let kinds: [(&[TrackRef], &[&str], &str, i32); 3] = [
+        (&vi.track_script, &scripts, "vrrp_script", 253),
+        (&vi.track_process, &procs, "vrrp_track_process", 254),
+        (&vi.track_file, &files, "vrrp_track_file", 254),
+    ];
+    for (refs, known, table, max) in kinds {
+        let mut seen = HashSet::new();
+        for t in refs {
+            let n = t.name.get_ref().as_str();
+            if !known.contains(&n) {
+                let hint = did_you_mean(n, known.iter().copied())
+                    .map(|s| format!(", did you mean `{s}`?"))
+                    .unwrap_or_else(|| format!(" (there is no [[{table}]] named so)"));
+                c.at(
+                    t.name.span(),
+                    format!("`{n}` is not the name of a [[{table}]]{hint}"),
+                );
+            } else if !seen.insert(n) {
+                c.at(t.name.span(), format!("`{n}` is tracked twice"));
+            }
+            if let Some(w) = &t.weight {
+                range(c, w, -max, max, "weight");
+            }
+        }
+    }
+}
+
+/// `[[vrrp_script]]`, `[[vrrp_track_process]]`, `[[vrrp_track_file]]`: unique names, ranges.
+pub(super) fn trackers(cfg: &Config, c: &mut Collector<'_>) {
+    let mut names = HashSet::new();
+    for s in &cfg.vrrp_scripts {
+        tracker_name(&s.name, "vrrp_script", &mut names, c);
+        command(c, &s.script, "script");
+        frange(c, &s.interval, 1.0, 86400.0, "interval (seconds)");
+        if let Some(t) = &s.timeout {
+            frange(c, t, 1.0, 86400.0, "timeout (seconds)");
+        }
+        range(c, &s.weight, -253, 253, "weight");
+        range(c, &s.rise, 1, 1_000_000, "rise");
+        range(c, &s.fall, 1, 1_000_000, "fall");
+        if let Some(u) = &s.user {
+            if u.get_ref().trim().is_empty() {
+                c.at(u.span(), "user is empty: expected a user name");
+            }
+        }
+    }
+    let mut names = HashSet::new();
+    for p in &cfg.vrrp_track_processes {
+        tracker_name(&p.name, "vrrp_track_process", &mut names, c);
+        if p.process.get_ref().is_empty() {
+            c.at(
+                p.process.span(),
+                "process is empty: expected a process name",
+            );
+        } else if p.args.is_none()
+            && !p.full_command
+            && p.param_match.is_none()
+            && p.process.get_ref().len() > 15
+        {
+            c.at(
+                p.process.span(),
+                format!(
+                    "process `{}` is longer than a process name can be (15 bytes in                      /proc/PID/comm): set full_command = true to match argv[0]",
+                    p.process.get_ref()
+                ),
+            );
+        }
+        range(c, &p.quorum, 0, 65535, "quorum");
+        if let Some(q) = &p.quorum_max {
+            range(c, q, 0, 65535, "quorum_max");
+            if q.get_ref() < p.quorum.get_ref() {
+                c.at(
+                    q.span(),
+                    format!(
+                        "quorum_max {} is below quorum {}",
+                        q.get_ref(),
+                        p.quorum.get_ref()
+                    ),
+                );
+            }
+        }
+        frange(
+            c,
+            &p.terminate_delay,
+            0.0,
+            3600.0,
+            "terminate_delay (seconds)",
+        );
+        frange(c, &p.fork_delay, 0.0, 3600.0, "fork_delay (seconds)");
+        range(c, &p.weight, -254, 254, "weight");
+    }
+    let mut names = HashSet::new();
+    for f in &cfg.vrrp_track_files {
+        tracker_name(&f.name, "vrrp_track_file", &mut names, c);
+        absolute(c, &f.file, "file");
+        range(c, &f.weight, -254, 254, "weight");
+    }
+}
+
+fn tracker_name<'a>(
+    n: &'a Spanned<String>,
+    table: &str,
+    names: &mut HashSet<&'a str>,
+    c: &mut Collector<'_>,
+) {
+    if n.get_ref().trim().is_empty() {
+        c.at(n.span(), format!("[[{table}]] `name` is empty"));
+    } else if !names.insert(n.get_ref().as_str()) {
+        c.at(
+            n.span(),
+            format!("duplicate [[{table}]] name `{}`", n.get_ref()),
+        );
     }
 }
 

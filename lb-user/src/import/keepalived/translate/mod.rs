@@ -7,6 +7,7 @@
 
 mod check;
 mod lvs;
+mod track;
 mod vrrp;
 
 use std::collections::HashMap;
@@ -18,7 +19,8 @@ use std::str::FromStr;
 use serde_spanned::Spanned;
 
 use crate::config::schema::{
-    unspanned, Config, Global, Timeouts, VirtualServer, VrrpInstance, VrrpSyncGroup, XdpMode,
+    unspanned, Config, Global, Timeouts, VirtualServer, VrrpInstance, VrrpScript, VrrpSyncGroup,
+    VrrpTrackFile, VrrpTrackProcess, XdpMode,
 };
 
 use super::script::{self, ScriptError};
@@ -61,6 +63,12 @@ pub fn translate(tree: &[Node], notes: Vec<Note>) -> Output {
     for n in tree.iter().filter(|n| n.key() == "virtual_server_group") {
         t.vs_group(n);
     }
+    // keepalived applies the VRRP defaults of global_defs wherever the block is.
+    for n in tree.iter().filter(|n| n.key() == "global_defs") {
+        for c in n.children() {
+            t.vrrp_default(c);
+        }
+    }
     for n in tree {
         t.top(n);
     }
@@ -75,6 +83,11 @@ struct Translator {
     timeouts: Timeouts,
     vrrp: Vec<(Loc, VrrpInstance)>,
     sync_groups: Vec<VrrpSyncGroup>,
+    scripts: Vec<VrrpScript>,
+    processes: Vec<VrrpTrackProcess>,
+    files: Vec<VrrpTrackFile>,
+    /// `global_defs` defaults of the instances and scripts.
+    vrrp_defaults: track::VrrpDefaults,
     vs: Vec<(Loc, VirtualServer)>,
     /// (vip, port, protocol) of `vs`.
     vs_keys: std::collections::HashSet<(std::net::IpAddr, u16, crate::config::schema::Protocol)>,
@@ -219,12 +232,9 @@ impl Translator {
             "vrrp_sync_group" => self.sync_group(n),
             "virtual_server" => self.virtual_server(n),
             "virtual_server_group" => {}
-            "vrrp_script" => self.note(
-                n,
-                "vrrp_script: not translated (xlb has no script tracking yet); xlb tracks its own \
-                 virtual servers instead (`track_service`, `track_service_weight` on the \
-                 vrrp_instance)",
-            ),
+            "vrrp_script" => self.vrrp_script(n),
+            "vrrp_track_process" => self.track_process_def(n),
+            "track_file" | "vrrp_track_file" => self.track_file_def(n),
             _ => self.unknown(n, "the top level"),
         }
     }
@@ -236,6 +246,13 @@ impl Translator {
                 self.default_version = self.bounded(n, 1, "vrrp_version", 2..=3, 2..=3)
             }
             "lvs_timeouts" => self.lvs_timeouts(n),
+            "vrrp_garp_master_delay"
+            | "vrrp_garp_master_repeat"
+            | "vrrp_garp_master_refresh"
+            | "vrrp_garp_master_refresh_repeat"
+            | "vrrp_garp_interval"
+            | "vrrp_gna_interval"
+            | "script_user" => {} // read first, by `track::vrrp_default`
             "notification_email"
             | "notification_email_from"
             | "smtp_server"
@@ -305,6 +322,7 @@ impl Translator {
             )));
         }
         self.resolve_vrrp_conflicts();
+        self.resolve_track_refs();
         let (vs_locs, virtual_servers): (Vec<Loc>, Vec<VirtualServer>) =
             std::mem::take(&mut self.vs).into_iter().unzip();
         let (vi_locs, vrrp_instances): (Vec<Loc>, Vec<VrrpInstance>) =
@@ -329,6 +347,9 @@ impl Translator {
             virtual_servers,
             vrrp_instances,
             vrrp_sync_groups: self.sync_groups,
+            vrrp_scripts: self.scripts,
+            vrrp_track_processes: self.processes,
+            vrrp_track_files: self.files,
         };
         Output {
             config,

@@ -8,6 +8,7 @@ use serde_spanned::Spanned;
 use crate::config::schema::{AuthType, Authentication, VrrpInstance, VrrpState, VrrpSyncGroup};
 use crate::config::types::IpPrefix;
 
+use super::track::RefKind;
 use super::{u, Node, Translator};
 
 /// A vrrp_instance being read: the settings whose absence is decided at the end.
@@ -44,6 +45,15 @@ fn new_instance(name: &str, version: u8) -> VrrpInstance {
         notify_master: None,
         notify_backup: None,
         notify_fault: None,
+        notify_stop: None,
+        notify: None,
+        virtual_ipaddress_excluded: vec![],
+        garp_master_refresh: None,
+        garp_master_refresh_repeat: None,
+        garp_interval: None,
+        track_script: vec![],
+        track_process: vec![],
+        track_file: vec![],
     }
 }
 
@@ -69,8 +79,10 @@ impl Translator {
             return;
         };
         let ctx = format!("vrrp_instance {name}");
+        let mut vi = new_instance(&name, self.default_version.unwrap_or(2));
+        self.instance_defaults(&mut vi);
         let mut d = Draft {
-            vi: new_instance(&name, self.default_version.unwrap_or(2)),
+            vi,
             state: None,
             interface: None,
             vrid: None,
@@ -158,7 +170,16 @@ impl Translator {
                     .filter_map(|a| self.vip(a, &d.interface));
                 d.vi.virtual_ipaddress = u(vips.map(u).collect());
             }
-            "virtual_ipaddress_excluded" | "virtual_routes" | "virtual_rules" => self.note(
+            "virtual_ipaddress_excluded" => {
+                let vips: Vec<_> = c
+                    .children()
+                    .iter()
+                    .filter_map(|a| self.vip(a, &d.interface))
+                    .collect();
+                d.vi.virtual_ipaddress_excluded
+                    .extend(vips.into_iter().map(u));
+            }
+            "virtual_routes" | "virtual_rules" => self.note(
                 c,
                 format!(
                     "{}: not imported (xlb only manages the VIPs of virtual_ipaddress)",
@@ -189,22 +210,17 @@ impl Translator {
                 }
             }
             "track_interface" => self.track_interfaces(c, &mut d.vi),
-            "track_script" => self.note(
-                c,
-                "track_script: not translated (xlb has no script tracking yet); use \
-                 track_service (+ track_service_weight) on the xlb virtual servers the script \
-                 was checking",
-            ),
+            "track_script" => self.track_refs(c, RefKind::Script, &mut d.vi),
+            "track_process" => self.track_refs(c, RefKind::Process, &mut d.vi),
+            "track_file" => self.track_refs(c, RefKind::File, &mut d.vi),
+            "garp_master_refresh" | "garp_master_refresh_repeat" => {
+                self.instance_garp(c, &mut d.vi);
+            }
             "notify_master" => d.vi.notify_master = self.command(c, "notify_master"),
             "notify_backup" => d.vi.notify_backup = self.command(c, "notify_backup"),
             "notify_fault" => d.vi.notify_fault = self.command(c, "notify_fault"),
-            "notify_stop" | "notify" => self.note(
-                c,
-                format!(
-                    "{}: no equivalent (xlb has notify_master/backup/fault)",
-                    c.key()
-                ),
-            ),
+            "notify_stop" => d.vi.notify_stop = self.command(c, "notify_stop"),
+            "notify" => d.vi.notify = self.command(c, "notify"),
             _ => self.unknown(c, ctx),
         }
     }
@@ -495,6 +511,20 @@ impl Translator {
                 }
             }
             *vi.virtual_ipaddress.get_mut() = own;
+            let mut excluded = Vec::new();
+            for p in std::mem::take(&mut vi.virtual_ipaddress_excluded) {
+                let a = p.get_ref().addr;
+                if own_set.insert(a) && !vips.contains_key(&a) {
+                    vips.insert(a, name.clone());
+                    excluded.push(p);
+                } else {
+                    self.notes.push(super::Note::at(
+                        &loc,
+                        format!("vrrp_instance {name}: virtual_ipaddress_excluded {a} is listed twice or held by another instance; not imported"),
+                    ));
+                }
+            }
+            vi.virtual_ipaddress_excluded = excluded;
             self.fix_unicast_family(&loc, &mut vi);
             kept.push((loc, vi));
         }
