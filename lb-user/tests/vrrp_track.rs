@@ -428,7 +428,8 @@ fn xlb_master_script_fails_keepalived_takes_over_and_back() {
         "notify calls"
     );
     drop(eng);
-    let lines = wait_notify(&notified, 4);
+    // The STOP call is a fifth line, written after the drop: wait for it, not for the four.
+    let lines = wait_notify(&notified, 5);
     assert_eq!(
         lines.last().map(String::as_str),
         Some("INSTANCE VI_1 STOP 150")
