@@ -187,10 +187,9 @@ fn control_plane(plan: &Plan, cpu: usize, ncpus: usize, progress: &Progress) -> 
     });
     let (svcs, reals, tsize) = plan.reload;
     sys::pin_to_cpus(&(0..ncpus).collect::<Vec<_>>())?;
-    let reload = control::reload(svcs, reals, tsize, plan.reload_runs, progress);
+    let reload = control::reload(svcs, reals, tsize, plan.reload_runs, cpu, progress);
     sys::pin_to_cpu(cpu)?;
     out["reload"] = reload?.json();
-    out["reload"]["cpus"] = json!(ncpus);
     Ok(out)
 }
 

@@ -96,6 +96,9 @@ impl ApplyReport {
     }
 }
 
+/// Services whose changed rings are built together (on every core) before they are written.
+const PREBUILD_CHUNK: usize = 64;
+
 /// A Maglev table built before its service was written (all of an apply's changed rings are built
 /// at once, on every core): `table` holds backend positions of `inputs`, not slots.
 struct PrebuiltRing {
@@ -290,10 +293,14 @@ impl MapWriter {
         for addr in gone {
             self.remove_service(&addr, &mut report)?;
         }
-        let mut prebuilt = self.prebuild_rings(wanted.values().copied());
-        for ds in wanted.values() {
-            let ring = prebuilt.remove(&ds.addr);
-            self.upsert_service(ds, ring, now, &mut report)?;
+        let wanted_list: Vec<&DesiredService> = wanted.values().copied().collect();
+        // In chunks: the tables of a chunk are held at once (64 x 65,537 slots: 16 MiB).
+        for chunk in wanted_list.chunks(PREBUILD_CHUNK) {
+            let mut prebuilt = self.prebuild_rings(chunk.iter().copied());
+            for ds in chunk {
+                let ring = prebuilt.remove(&ds.addr);
+                self.upsert_service(ds, ring, now, &mut report)?;
+            }
         }
         self.write_vips()?;
         let cfg = LbConfig {
