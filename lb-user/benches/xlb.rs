@@ -1,5 +1,6 @@
 //! `cargo xtask bench [--quick]`: the xlb benchmarks (see bench/README.md).
 //! Environment: XLB_BENCH_QUICK=1 (tiny counts), XLB_BENCH_NAME (result file name),
+//! XLB_BENCH_ONLY=live|failover|control (one section, JSON on stdout, no result files),
 //! XLB_BENCH_OUT (directory, default bench/results).
 mod harness;
 

@@ -478,3 +478,47 @@ fn shipped_realserver_sysctl_snippet_sets_what_realserver_up_sets() {
         assert!(snippet.lines().any(|l| l == line), "missing `{line}`");
     }
 }
+
+#[test]
+fn check_config_warnings_exit_0_and_1_with_strict() {
+    let dir = scratch("warnings");
+    let cfg = dir.join("w.toml");
+    let missing = dir.join("no-such-check.sh");
+    let not_executable = dir.join("check.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "[global]\ninterfaces = [\"eth0\"]\n\n[[virtual_server]]\nvip = \"198.18.0.100\"\n\
+             port = 80\nannounce = \"always\"\ncheck = {{ type = \"script\", command = [\"{}\"] }}\n\
+             \n  [[virtual_server.real_server]]\n  address = \"198.18.0.11\"\n\
+             \n  [[virtual_server.real_server]]\n  address = \"198.18.0.12\"\n  \
+             check = {{ type = \"script\", command = [\"{}\", \"-x\"] }}\n",
+            missing.display(),
+            not_executable.display()
+        ),
+    )
+    .unwrap();
+    let path = cfg.to_str().unwrap();
+    let out = xlb(&["check-config", path]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(&format!(
+            "w.toml:8:38: warning: command `{}` does not exist",
+            missing.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            ":15:40: warning: command `{}` is not an executable file",
+            not_executable.display()
+        )),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 warning(s)"));
+    let strict = xlb(&["check-config", "--strict", path]);
+    assert_eq!(strict.status.code(), Some(1), "{}", stderr(&strict));
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -145,7 +145,7 @@ interface = "eth0"
 virtual_router_id = 7
 version = 3
 advert_int = 0.25
-virtual_ipaddress = ["2001:db8::100/64"]
+virtual_ipaddress = ["2001:db8::200/64"]
 unicast_src_ip = "2001:db8::1"
 unicast_peer = ["2001:db8::2"]
 nopreempt = true
@@ -333,4 +333,121 @@ fn unreadable_file_is_an_error_without_position() {
             .starts_with("/nonexistent/xlb.toml: cannot read"),
         "{errs}"
     );
+}
+
+#[test]
+fn every_unknown_key_of_a_table_is_reported_in_one_run() {
+    let src = r#"[global]
+interfaces = ["eth0"]
+bogus1 = 1
+bogus2 = 2
+
+[[virtual_server]]
+vip = "198.18.0.100"
+port = 80
+foo = 1
+bar = 2
+check = { type = "tcp", zap = 1, zip = 2 }
+
+  [[virtual_server.real_server]]
+  address = "198.18.0.11"
+  x = 1
+  y = 2
+"#;
+    let errs = config::parse(src, "keys.toml").unwrap_err();
+    let keys: Vec<(usize, &str)> = errs
+        .iter()
+        .map(|e| {
+            let key = e.message.split('`').nth(1).unwrap_or_default();
+            (e.line, key)
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (3, "bogus1"),
+            (4, "bogus2"),
+            (9, "foo"),
+            (10, "bar"),
+            (11, "zap"),
+            (11, "zip"),
+            (15, "x"),
+            (16, "y")
+        ],
+        "{errs}"
+    );
+    assert!(
+        errs.iter().all(|e| e.message.starts_with("unknown key")),
+        "{errs}"
+    );
+}
+
+#[test]
+fn one_error_for_an_unclosed_array_and_for_a_keepalived_conf() {
+    let dir = repo_root().join("lb-user/tests/data/config/bad");
+    for name in ["unclosed_array.toml", "keepalived_conf.toml"] {
+        let errs = config::load(&dir.join(name)).unwrap_err();
+        assert_eq!(errs.len(), 1, "{name}:\n{errs}");
+    }
+    // The errors before the open array are kept.
+    let src = "[global]\ninterfaces = [\"eth0\"]\nxdp_mode = nope\nlist = [1, 2\nconn_table_size = 1024\n";
+    let errs = config::parse(src, "t.toml").unwrap_err();
+    let at: Vec<(usize, usize)> = errs.iter().map(|e| (e.line, e.column)).collect();
+    assert_eq!(at, [(3, 12), (4, 8)], "{errs}");
+}
+
+#[test]
+fn warnings_tier() {
+    let src = r#"[global]
+interfaces = ["eth0"]
+
+[[virtual_server]]
+vip = "198.18.0.100"
+port = 80
+
+[[virtual_server]]
+vip = "198.18.0.100"
+port = 443
+
+[[virtual_server]]
+vip = "198.18.0.101"
+port = 80
+announce = "always"
+  [[virtual_server.real_server]]
+  address = "198.18.0.11"
+
+[[virtual_server]]
+vip = "198.18.0.102"
+port = 80
+  [[virtual_server.real_server]]
+  address = "198.18.0.11"
+
+[[vrrp_instance]]
+name = "VI_1"
+state = "BACKUP"
+interface = "eth0"
+virtual_router_id = 51
+virtual_ipaddress = ["198.18.0.102"]
+"#;
+    let (cfg, warnings) = config::parse_checked(src, "w.toml").unwrap();
+    assert_eq!(cfg.virtual_servers.len(), 4);
+    let shown: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    let at: Vec<(usize, usize)> = warnings.iter().map(|w| (w.0.line, w.0.column)).collect();
+    // Two services without real servers; VIP .100 held by nobody, said once; .101 chose
+    // "always"; .102 is held by VI_1.
+    assert_eq!(at, [(5, 7), (5, 7), (9, 7)], "{shown:#?}");
+    assert!(
+        shown.iter().any(|w| w.starts_with(
+            "w.toml:5:7: warning: virtual server `198.18.0.100:80/tcp` has no real servers"
+        )),
+        "{shown:#?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|w| w.contains("no vrrp_instance lists 198.18.0.100")),
+        "{shown:#?}"
+    );
+    // Warnings never make `parse` fail.
+    assert!(config::parse(src, "w.toml").is_ok());
 }

@@ -205,6 +205,21 @@ fn reload_keeps_streams_and_new_flows_use_the_new_table() {
             "streams opened before the reload stay: {results:?}"
         );
     }
+    // Warnings do not stop a reload; the daemon logs them with their position.
+    let mut warned = dr.config_text(&[(1, 1), (2, 3), (3, 1)], "");
+    warned += "\n[[virtual_server]]\nname = \"empty\"\nvip = \"198.18.0.100\"\nport = 8080\nannounce = \"always\"\n";
+    dr.write_config(&warned);
+    let out = dr.ctl("reload", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = dr.daemon_log();
+    assert!(
+        log.contains("warning: virtual server `empty` has no real servers"),
+        "{log}"
+    );
 }
 
 #[test]

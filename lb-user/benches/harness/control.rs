@@ -15,6 +15,7 @@ use xlb::dataplane::{
 
 use super::{
     dp::{Dp, LoadSpec},
+    sys,
     timing::{median, min},
     Progress,
 };
@@ -115,6 +116,10 @@ pub struct Reload {
     pub unchanged: Vec<f64>,
     /// One real server's weight changed in every service (every ring rebuilt and written).
     pub all_changed: Vec<f64>,
+    /// The same on one CPU, in the same runs (what building the rings in parallel gains).
+    pub all_changed_one_cpu: Vec<f64>,
+    /// CPUs of `all_changed`.
+    pub cpus: usize,
 }
 
 impl Reload {
@@ -124,19 +129,25 @@ impl Reload {
             "initial_apply": stats_ms(&self.initial),
             "reload_unchanged": stats_ms(&self.unchanged),
             "reload_every_service_changed": stats_ms(&self.all_changed),
+            "reload_every_service_changed_one_cpu": stats_ms(&self.all_changed_one_cpu),
+            "cpus": self.cpus,
         })
     }
 }
 
 /// `runs` loads of a fresh object each: initial apply, an unchanged reload, a reload changing
-/// every service (two alternating weights, so each is a real change).
+/// every service (two alternating weights, so each is a real change) on one CPU, and one on
+/// every CPU. Runs on every CPU except for the one-CPU reload (pinned to `one_cpu`).
 pub fn reload(
     services: u32,
     reals: u32,
     table_size: u32,
     runs: usize,
+    one_cpu: usize,
     progress: &Progress,
 ) -> Result<Reload> {
+    let ncpus = aya::util::nr_cpus().map_err(|(m, e)| anyhow::anyhow!("{m}: {e}"))?;
+    let all_cpus: Vec<usize> = (0..ncpus).collect();
     let a = reload_state(services, reals, table_size, 1);
     let b = reload_state(services, reals, table_size, 2);
     let mut out = Reload {
@@ -146,6 +157,8 @@ pub fn reload(
         initial: Vec::new(),
         unchanged: Vec::new(),
         all_changed: Vec::new(),
+        all_changed_one_cpu: Vec::new(),
+        cpus: ncpus,
     };
     // Room for every ring plus the previous ring each service keeps after a change.
     let maglev_capacity = 2 * services * table_size + table_size;
@@ -172,8 +185,16 @@ pub fn reload(
         // Previous rings of the last change expire first, so the ring map never fills.
         dp.writer
             .expire_previous_rings(Instant::now() + Duration::from_secs(3600))?;
+        sys::pin_to_cpu(one_cpu)?;
         let t = Instant::now();
-        dp.writer.apply(&b, Instant::now())?;
+        let applied = dp.writer.apply(&b, Instant::now());
+        out.all_changed_one_cpu.push(ms(t.elapsed()));
+        sys::pin_to_cpus(&all_cpus)?;
+        applied?;
+        dp.writer
+            .expire_previous_rings(Instant::now() + Duration::from_secs(3600))?;
+        let t = Instant::now();
+        dp.writer.apply(&a, Instant::now())?;
         out.all_changed.push(ms(t.elapsed()));
         progress.inc("reload");
     }

@@ -173,6 +173,26 @@ fn verifier(dp: &Dp) -> Result<Value> {
     Ok(Value::Object(m))
 }
 
+/// Maglev builds (one thread, pinned like every other figure) and the reload through the map
+/// writer, which builds changed rings on every core as the daemon does (so it runs unpinned).
+fn control_plane(plan: &Plan, cpu: usize, ncpus: usize, progress: &Progress) -> Result<Value> {
+    let mag = control::maglev_builds(
+        &plan.maglev_reals,
+        &plan.maglev_sizes,
+        plan.maglev_runs,
+        progress,
+    );
+    let mut out = json!({
+        "maglev": mag.iter().map(|(n, s, v)| json!({"reals": n, "table_size": s, "build": control::stats_ms(v)})).collect::<Vec<_>>(),
+    });
+    let (svcs, reals, tsize) = plan.reload;
+    sys::pin_to_cpus(&(0..ncpus).collect::<Vec<_>>())?;
+    let reload = control::reload(svcs, reals, tsize, plan.reload_runs, cpu, progress);
+    sys::pin_to_cpu(cpu)?;
+    out["reload"] = reload?.json();
+    Ok(out)
+}
+
 /// The whole benchmark; writes `<out_dir>/<name>.{json,md}` and the plots, returns the JSON.
 pub fn run(cfg: &Config) -> Result<Value> {
     let plan = Plan::new(cfg.quick);
@@ -211,6 +231,13 @@ pub fn run(cfg: &Config) -> Result<Value> {
         )?;
         progress.finish();
         println!("{}", live.json());
+        return Ok(out);
+    }
+
+    if std::env::var("XLB_BENCH_ONLY").is_ok_and(|v| v == "control") {
+        let control = control_plane(&plan, cpu, ncpus, &progress)?;
+        progress.finish();
+        println!("{control}");
         return Ok(out);
     }
 
@@ -452,18 +479,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
 
     // ---- 3. control plane ----
     progress.note("control plane");
-    let mag = control::maglev_builds(
-        &plan.maglev_reals,
-        &plan.maglev_sizes,
-        plan.maglev_runs,
-        &progress,
-    );
-    out["control"] = json!({
-        "maglev": mag.iter().map(|(n, s, v)| json!({"reals": n, "table_size": s, "build": control::stats_ms(v)})).collect::<Vec<_>>(),
-    });
-    let (svcs, reals, tsize) = plan.reload;
-    let reload = control::reload(svcs, reals, tsize, plan.reload_runs, &progress)?;
-    out["control"]["reload"] = reload.json();
+    out["control"] = control_plane(&plan, cpu, ncpus, &progress)?;
     out["control"]["sweep"] = sweep_json;
     out["control"]["conn_table_memory"] = json!({
         "small": {"entries": plan.lru_table, "memlock_bytes": memlock_small},

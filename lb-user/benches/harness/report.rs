@@ -303,7 +303,11 @@ pub fn markdown(r: &Value) -> String {
         ("reload_unchanged", "reload, nothing changed"),
         (
             "reload_every_service_changed",
-            "reload, every service changed",
+            "reload, every service changed (rings built on every CPU)",
+        ),
+        (
+            "reload_every_service_changed_one_cpu",
+            "reload, every service changed, pinned to one CPU",
         ),
     ] {
         let _ = writeln!(

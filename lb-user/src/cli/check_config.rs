@@ -1,11 +1,19 @@
-//! `xlb check-config FILE`.
+//! `xlb check-config [--strict] FILE`: errors exit 2, warnings exit 0 (1 with `--strict`).
 use std::{path::Path, process::ExitCode};
 
-pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
-    match crate::config::load(file) {
-        Ok(cfg) => {
+pub fn run(file: &Path, strict: bool) -> anyhow::Result<ExitCode> {
+    match crate::config::load_checked(file) {
+        Ok((cfg, warnings)) => {
+            for w in &warnings {
+                eprintln!("{w}");
+            }
+            let warned = if warnings.is_empty() {
+                String::new()
+            } else {
+                format!(", {} warning(s)", warnings.len())
+            };
             super::stdout::emit_line(&format!(
-                "{}: OK ({} virtual servers, {} real servers, {} VRRP instances)",
+                "{}: OK ({} virtual servers, {} real servers, {} VRRP instances){warned}",
                 file.display(),
                 cfg.virtual_servers.len(),
                 cfg.virtual_servers
@@ -16,6 +24,14 @@ pub fn run(file: &Path) -> anyhow::Result<ExitCode> {
             ))?;
             for holder in crate::doctor::vip::holders(&cfg) {
                 super::stdout::emit_line(&format!("  {holder}"))?;
+            }
+            if strict && !warnings.is_empty() {
+                eprintln!(
+                    "{}: {} warning(s) and --strict: failing",
+                    file.display(),
+                    warnings.len()
+                );
+                return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -163,11 +163,16 @@ pub enum Command {
     /// ipvsadm's spelling: -L/-l -n [-t VIP:PORT] [--stats|--rate|--timeout|--sort], -c,
     /// -e -t VIP:PORT -r RS[:PORT] -w N, -d (take out), -a (put back), -Z.
     Ipvsadm(ipvsadm::Args),
-    /// Validate a configuration file; every error is reported as file:line:column.
+    /// Validate a configuration file; every error and warning is reported as file:line:column.
+    /// Exit 2 on errors; warnings (a service without real servers, a VIP no VRRP instance holds,
+    /// a check or notify command that is not on this host) exit 0, or 1 with `--strict`.
     CheckConfig {
         /// The file to check.
         #[arg(default_value = DEFAULT_CONFIG)]
         file: PathBuf,
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        strict: bool,
     },
     /// Prepare a direct-routing real server: VIPs on `lo`, ARP sysctls (`up`, `down`, `status`).
     Realserver {
@@ -285,7 +290,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             limit,
             json,
         } => client::conns(&socket, service, real, c, limit, json),
-        Command::CheckConfig { file } => check_config::run(&file),
+        Command::CheckConfig { file, strict } => check_config::run(&file, strict),
         Command::Realserver { action } => realserver::run(action),
         Command::Doctor {
             config,

@@ -35,6 +35,27 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Something in a configuration that is valid but most likely not what was meant (a service
+/// without real servers, a VIP nobody fails over, a check command that is not there). Printed
+/// as `file:line:column: warning: message`; `xlb check-config --strict` fails on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigWarning(pub ConfigError);
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = &self.0;
+        if e.line == 0 {
+            write!(f, "{}: warning: {}", e.file, e.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: warning: {}",
+                e.file, e.line, e.column, e.message
+            )
+        }
+    }
+}
+
 /// Every error found in a configuration, sorted by position. Never empty.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
@@ -98,6 +119,7 @@ pub(crate) struct Collector<'a> {
     src: &'a str,
     line_starts: Vec<usize>,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigWarning>,
 }
 
 impl<'a> Collector<'a> {
@@ -109,6 +131,7 @@ impl<'a> Collector<'a> {
             src,
             line_starts,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -126,13 +149,50 @@ impl<'a> Collector<'a> {
 
     /// Record an error at the start of `span`.
     pub(crate) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let e = self.located(span, message.into());
+        self.errors.push(e);
+    }
+
+    /// Record a warning at the start of `span`.
+    pub(crate) fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let e = self.located(span, message.into());
+        self.warnings.push(ConfigWarning(e));
+    }
+
+    fn located(&self, span: Range<usize>, message: String) -> ConfigError {
         let (line, column) = self.line_col(span.start);
-        self.errors.push(ConfigError {
+        ConfigError {
             file: self.file.to_string(),
             line,
             column,
-            message: message.into(),
-        });
+            message,
+        }
+    }
+
+    /// Replace the errors recorded at or after `span` by one there (a cascade of syntax errors
+    /// with one cause).
+    pub(crate) fn replace_errors_from(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let from = self.line_col(span.start);
+        self.errors.retain(|e| (e.line, e.column) < from);
+        self.at(span, message);
+    }
+
+    /// The file name, as given.
+    pub(crate) fn file(&self) -> &'a str {
+        self.file
+    }
+
+    /// The source text (for checks that look at the file's shape).
+    pub(crate) fn src(&self) -> &'a str {
+        self.src
+    }
+
+    /// The warnings recorded so far, sorted by position.
+    pub(crate) fn take_warnings(&mut self) -> Vec<ConfigWarning> {
+        let mut w = std::mem::take(&mut self.warnings);
+        w.sort_by_key(|w| (w.0.line, w.0.column));
+        w.dedup();
+        w
     }
 
     /// Record a toml parse or deserialization error; `context` names the section (e.g.

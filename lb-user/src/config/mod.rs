@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! load(path) = read + parse(src, path)
-//! parse      = TOML syntax (all syntax errors) -> each section / array element deserialized on
-//!              its own (all of their errors: unknown keys, bad types, bad values) -> if none,
-//!              semantic validation (all of its errors)
+//! parse      = TOML syntax (all syntax errors; one for an unclosed array, one for a
+//!              keepalived.conf) -> each section / array element deserialized on its own (all of
+//!              their errors: every unknown key, bad types, bad values) -> if none, semantic
+//!              validation (all of its errors, and the warnings)
 //! ```
 //! Every error carries `file:line:column` (1-based); see [`ConfigError`]. Only reading the file is
 //! IO. The file format is [`schema`] (values with their source positions, serialized by the
@@ -15,6 +16,7 @@
 mod error;
 pub mod model;
 pub mod schema;
+mod syntax;
 pub mod types;
 mod validate;
 
@@ -25,7 +27,7 @@ use serde::Deserialize;
 use serde_spanned::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, ConfigWarning};
 pub use model::*;
 
 use error::{unknown_key_message, Collector};
@@ -49,6 +51,35 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     load_schema(path).map(|s| Config::from_schema(&s))
 }
 
+/// [`load`], also returning the warnings: what is valid but most likely not meant, including
+/// check and notify commands that are not on this host (looked up as `execvp` would).
+pub fn load_checked(path: &Path) -> Result<(Config, Vec<ConfigWarning>), ConfigErrors> {
+    let file = path.display().to_string();
+    let src = read(path, &file)?;
+    let (s, warnings) = parse_schema_checked(&src, &file, Some(&validate::command_problem))?;
+    Ok((Config::from_schema(&s), warnings))
+}
+
+/// [`parse`], also returning the warnings that need no look at the host.
+pub fn parse_checked(
+    src: &str,
+    file_name: &str,
+) -> Result<(Config, Vec<ConfigWarning>), ConfigErrors> {
+    let (s, warnings) = parse_schema_checked(src, file_name, None)?;
+    Ok((Config::from_schema(&s), warnings))
+}
+
+fn read(path: &Path, file: &str) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the configuration: {e}"),
+        }])
+    })
+}
+
 /// Parse and validate a configuration held in memory; `file_name` is used in error locations.
 pub fn parse(src: &str, file_name: &str) -> Result<Config, ConfigErrors> {
     parse_schema(src, file_name).map(|s| Config::from_schema(&s))
@@ -57,25 +88,27 @@ pub fn parse(src: &str, file_name: &str) -> Result<Config, ConfigErrors> {
 /// [`load`], keeping the file's form (spans, defaults unresolved).
 pub fn load_schema(path: &Path) -> Result<schema::Config, ConfigErrors> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(src) => parse_schema(&src, &file),
-        Err(e) => Err(ConfigErrors(vec![ConfigError {
-            file,
-            line: 0,
-            column: 0,
-            message: format!("cannot read the configuration: {e}"),
-        }])),
-    }
+    parse_schema(&read(path, &file)?, &file)
 }
 
 /// [`parse`], keeping the file's form (spans, defaults unresolved).
 pub fn parse_schema(src: &str, file_name: &str) -> Result<schema::Config, ConfigErrors> {
+    parse_schema_checked(src, file_name, None).map(|(s, _)| s)
+}
+
+/// What is wrong with running a command on this host (`None`: nothing); given a command line.
+type CommandLookup<'a> = &'a dyn Fn(&[String], bool) -> Option<String>;
+
+/// [`parse_schema`] with the warnings; `commands` looks check and notify commands up on the host.
+fn parse_schema_checked(
+    src: &str,
+    file_name: &str,
+    commands: Option<CommandLookup<'_>>,
+) -> Result<(schema::Config, Vec<ConfigWarning>), ConfigErrors> {
     let mut c = Collector::new(file_name, src);
-    let (root, syntax) = DeTable::parse_recoverable(src);
-    if !syntax.is_empty() {
-        for e in &syntax {
-            c.toml(e, "");
-        }
+    let (root, syntax_errors) = DeTable::parse_recoverable(src);
+    if !syntax_errors.is_empty() {
+        syntax::report(&mut c, &syntax_errors);
         return Err(c.finish().unwrap_err());
     }
 
@@ -160,7 +193,9 @@ pub fn parse_schema(src: &str, file_name: &str) -> Result<schema::Config, Config
         _ => return Err(c.finish().unwrap_err()),
     };
     validate::validate(&config, &mut c);
-    c.finish().map(|()| config)
+    validate::warnings(&config, commands, &mut c);
+    let warnings = c.take_warnings();
+    c.finish().map(|()| (config, warnings))
 }
 
 const TOP_LEVEL: [&str; 8] = [
@@ -182,15 +217,41 @@ struct Trackers {
     files: Vec<schema::VrrpTrackFile>,
 }
 
-/// Deserialize one value, recording its error.
+/// Deserialize one value, recording its error. serde stops at the first unknown key: each one
+/// is recorded, taken out and the value deserialized again, so all of them are reported at once.
 fn de<'i, T: Deserialize<'i>>(
     c: &mut Collector<'_>,
-    value: Spanned<DeValue<'i>>,
+    mut value: Spanned<DeValue<'i>>,
     context: &str,
 ) -> Option<T> {
-    T::deserialize(ValueDeserializer::from(value))
-        .map_err(|e| c.toml(&e, context))
-        .ok()
+    loop {
+        match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                c.toml(&e, context);
+                let unknown_key = e.message().starts_with("unknown field `");
+                let at = e.span().map(|s| s.start);
+                if !(unknown_key && at.is_some_and(|at| remove_key_at(value.get_mut(), at))) {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Removes the key that starts at byte `at` from the table it is in, anywhere in `value`.
+fn remove_key_at(value: &mut DeValue<'_>, at: usize) -> bool {
+    match value {
+        DeValue::Table(t) => {
+            let hit = t.keys().find(|k| k.span().start == at).cloned();
+            if let Some(key) = hit {
+                return t.remove(&key).is_some();
+            }
+            t.iter_mut().any(|(_, v)| remove_key_at(v.get_mut(), at))
+        }
+        DeValue::Array(a) => a.iter_mut().any(|v| remove_key_at(v.get_mut(), at)),
+        _ => false,
+    }
 }
 
 /// The elements of an array of tables (`[[name]]`), or an error if it is something else.

@@ -57,15 +57,19 @@ pub struct RunOptions {
 
 /// Entry point of `xlb run`: exit 2 for a bad file, 1 when the daemon cannot start.
 pub fn run(opts: RunOptions) -> ExitCode {
-    let loaded = config::load(&opts.config);
+    let checked = config::load_checked(&opts.config);
     // The configured log format, or the default when the file is rejected (its errors are
     // logged just below).
     crate::logging::init(
-        loaded
+        checked
             .as_ref()
-            .map(|c| c.global.log_format)
+            .map(|(c, _)| c.global.log_format)
             .unwrap_or_default(),
     );
+    let loaded = checked.map(|(cfg, warnings)| {
+        warnings.iter().for_each(|w| warn!("{w}"));
+        cfg
+    });
     match run_inner(opts, loaded) {
         Ok(code) => code,
         Err(e @ Error::Config { .. }) => {
@@ -354,7 +358,9 @@ impl Daemon {
     }
 
     async fn reload_inner(&mut self) -> Result<String, ReloadError> {
-        let cfg = config::load(&self.config_path).map_err(ReloadError::Rejected)?;
+        let (cfg, warnings) =
+            config::load_checked(&self.config_path).map_err(ReloadError::Rejected)?;
+        warnings.iter().for_each(|w| warn!("{w}"));
         if cfg.global.conn_table_size != self.cfg.global.conn_table_size {
             warn!("conn_table_size changed: takes effect after `xlb stop --detach` and a new `xlb run`");
         }

@@ -23,6 +23,38 @@ pub struct RingInputs {
     pub round_robin: bool,
 }
 
+impl RingInputs {
+    /// Whether the two give the same table up to slot ids: same identities and weights in the
+    /// same order, same size and scheduler (a table built from one is the other's after
+    /// [`RingInputs::with_slots`]).
+    pub fn same_shape(&self, other: &RingInputs) -> bool {
+        self.table_size == other.table_size
+            && self.round_robin == other.round_robin
+            && self.backends.len() == other.backends.len()
+            && self
+                .backends
+                .iter()
+                .zip(&other.backends)
+                .all(|(a, b)| a.identity == b.identity && a.weight == b.weight)
+    }
+
+    /// `table` built from inputs of the same shape whose slots were the backends' positions
+    /// (see [`positional_ring_inputs`]), with each position replaced by this backend's slot.
+    pub fn with_slots(&self, mut table: Vec<u32>) -> Vec<u32> {
+        let slots: Vec<u32> = self.backends.iter().map(|b| b.slot).collect();
+        for v in &mut table {
+            *v = slots[*v as usize];
+        }
+        table
+    }
+}
+
+/// The ring inputs of `ds` with each backend's position in place of its slot: known before the
+/// real servers have slots, so every changed ring of an apply can be built at once, up front.
+pub fn positional_ring_inputs(ds: &DesiredService) -> RingInputs {
+    ring_inputs_with(ds, |_, position| position as u32)
+}
+
 /// What the previous ring becomes when a service's ring is replaced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PreviousRing {
@@ -81,6 +113,20 @@ pub fn wanted_reals(ds: &DesiredService) -> Vec<(RealKey, &DesiredReal)> {
 /// What the ring of `ds` is built from: its live real servers, identified by address and port
 /// (never by slot, so every director builds the same ring).
 pub fn ring_inputs(ds: &DesiredService, slots: &BTreeMap<RealKey, u32>) -> RingInputs {
+    ring_inputs_with(ds, |r, _| {
+        slots[&RealKey {
+            addr: r.addr,
+            port: r.port,
+            sorry: false,
+        }]
+    })
+}
+
+/// The ring inputs of `ds`, the value of each backend given by `slot_of(real, position)`.
+fn ring_inputs_with(
+    ds: &DesiredService,
+    slot_of: impl Fn(&DesiredReal, usize) -> u32,
+) -> RingInputs {
     let round_robin = matches!(
         ds.scheduler,
         Scheduler::RoundRobin | Scheduler::WeightedRoundRobin
@@ -89,14 +135,10 @@ pub fn ring_inputs(ds: &DesiredService, slots: &BTreeMap<RealKey, u32>) -> RingI
         .reals
         .iter()
         .filter(|r| r.alive)
-        .map(|r| {
+        .enumerate()
+        .map(|(position, r)| {
             let mut identity = r.addr.to_string().into_bytes();
             identity.extend_from_slice(&r.port.to_be_bytes());
-            let key = RealKey {
-                addr: r.addr,
-                port: r.port,
-                sorry: false,
-            };
             Backend {
                 identity,
                 // rr ignores weights (except 0 = quiescent), as in IPVS.
@@ -105,7 +147,7 @@ pub fn ring_inputs(ds: &DesiredService, slots: &BTreeMap<RealKey, u32>) -> RingI
                 } else {
                     r.weight
                 },
-                slot: slots[&key],
+                slot: slot_of(r, position),
             }
         })
         .collect();
@@ -156,6 +198,7 @@ pub fn set_service_fields(
 
 #[cfg(test)]
 mod tests {
+    use super::super::maglev;
     use super::*;
 
     fn switch(served: bool, rr: bool, len: u32, empty: bool) -> PreviousRing {
@@ -184,6 +227,80 @@ mod tests {
         assert_eq!(switch(false, true, 65_537, false), PreviousRing::None);
         assert_eq!(switch(true, false, 65_537, true), PreviousRing::None);
         assert_eq!(switch(false, false, 65_537, true), PreviousRing::None);
+    }
+
+    fn service(weights: &[u32]) -> DesiredService {
+        use super::super::desired::{Protocol, ServiceAddr};
+        use std::net::IpAddr;
+        DesiredService {
+            addr: ServiceAddr {
+                vip: IpAddr::from([198, 18, 0, 1]),
+                port: 80,
+                protocol: Protocol::Tcp,
+            },
+            active: true,
+            scheduler: Scheduler::Maglev,
+            hash_client_only: false,
+            persistence: None,
+            table_size: 4093,
+            reals: weights
+                .iter()
+                .enumerate()
+                .map(|(i, &weight)| DesiredReal {
+                    addr: IpAddr::from([198, 19, 0, i as u8]),
+                    port: 8080,
+                    weight,
+                    alive: i != 2,
+                    mac: [2, 0, 0, 0, 0, i as u8],
+                    src_mac: [2, 0, 0, 0, 0, 0xff],
+                    ifindex: 1,
+                    tx_port: 0,
+                })
+                .collect(),
+            sorry: None,
+        }
+    }
+
+    fn slots_of(ds: &DesiredService, base: u32) -> BTreeMap<RealKey, u32> {
+        ds.reals
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let key = RealKey {
+                    addr: r.addr,
+                    port: r.port,
+                    sorry: false,
+                };
+                (key, base + 3 * i as u32)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_positional_table_with_slots_is_the_table_built_with_slots() {
+        let ds = service(&[1, 2, 1, 0, 5, 1]);
+        let inputs = ring_inputs(&ds, &slots_of(&ds, 40));
+        let positional = positional_ring_inputs(&ds);
+        assert!(positional.same_shape(&inputs));
+        let table = maglev::build(&positional.backends, positional.table_size);
+        assert_eq!(
+            inputs.with_slots(table),
+            maglev::build(&inputs.backends, inputs.table_size)
+        );
+    }
+
+    #[test]
+    fn a_changed_weight_or_size_is_another_shape() {
+        let ds = service(&[1, 1, 1, 1]);
+        let base = positional_ring_inputs(&ds);
+        assert!(ring_inputs(&ds, &slots_of(&ds, 7)).same_shape(&base));
+        assert!(!positional_ring_inputs(&service(&[1, 2, 1, 1])).same_shape(&base));
+        let mut bigger = ds.clone();
+        bigger.table_size = 65_537;
+        assert!(!positional_ring_inputs(&bigger).same_shape(&base));
+        let mut rr = ds.clone();
+        rr.scheduler = Scheduler::RoundRobin;
+        assert!(!positional_ring_inputs(&rr).same_shape(&base));
     }
 
     #[test]

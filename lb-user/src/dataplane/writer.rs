@@ -27,8 +27,8 @@ use super::{
     maglev,
     maps::KernelMaps,
     ring_plan::{
-        previous_ring_after_switch, ring_inputs, set_service_fields, wanted_reals, PreviousRing,
-        RingInputs, RingSwitch,
+        positional_ring_inputs, previous_ring_after_switch, ring_inputs, set_service_fields,
+        wanted_reals, PreviousRing, RingInputs, RingSwitch,
     },
 };
 
@@ -94,6 +94,16 @@ impl ApplyReport {
     pub fn is_empty(&self) -> bool {
         *self == ApplyReport::default()
     }
+}
+
+/// Services whose changed rings are built together (on every core) before they are written.
+const PREBUILD_CHUNK: usize = 64;
+
+/// A Maglev table built before its service was written (all of an apply's changed rings are built
+/// at once, on every core): `table` holds backend positions of `inputs`, not slots.
+struct PrebuiltRing {
+    inputs: RingInputs,
+    table: Vec<u32>,
 }
 
 /// Where a service is in the kernel (for status and counters).
@@ -283,8 +293,14 @@ impl MapWriter {
         for addr in gone {
             self.remove_service(&addr, &mut report)?;
         }
-        for ds in wanted.values() {
-            self.upsert_service(ds, now, &mut report)?;
+        let wanted_list: Vec<&DesiredService> = wanted.values().copied().collect();
+        // In chunks: the tables of a chunk are held at once (64 x 65,537 slots: 16 MiB).
+        for chunk in wanted_list.chunks(PREBUILD_CHUNK) {
+            let mut prebuilt = self.prebuild_rings(chunk.iter().copied());
+            for ds in chunk {
+                let ring = prebuilt.remove(&ds.addr);
+                self.upsert_service(ds, ring, now, &mut report)?;
+            }
         }
         self.write_vips()?;
         let cfg = LbConfig {
@@ -408,9 +424,38 @@ impl MapWriter {
         Ok(())
     }
 
+    /// Builds, on every core, the Maglev table of each service whose ring inputs differ from
+    /// those of its ring in force (ignoring slot ids, which new real servers get only later).
+    fn prebuild_rings<'a>(
+        &self,
+        wanted: impl Iterator<Item = &'a DesiredService>,
+    ) -> HashMap<ServiceAddr, PrebuiltRing> {
+        let changed: Vec<(ServiceAddr, RingInputs)> = wanted
+            .map(|ds| (ds.addr, positional_ring_inputs(ds)))
+            .filter(|(addr, inputs)| {
+                let in_force = self
+                    .services
+                    .get(addr)
+                    .and_then(|ws| ws.ring_inputs.as_ref());
+                !inputs.round_robin && !in_force.is_some_and(|r| r.same_shape(inputs))
+            })
+            .collect();
+        let jobs: Vec<(&[maglev::Backend], u32)> = changed
+            .iter()
+            .map(|(_, i)| (i.backends.as_slice(), i.table_size))
+            .collect();
+        let tables = maglev::build_many(&jobs);
+        changed
+            .into_iter()
+            .zip(tables)
+            .map(|((addr, inputs), table)| (addr, PrebuiltRing { inputs, table }))
+            .collect()
+    }
+
     fn upsert_service(
         &mut self,
         ds: &DesiredService,
+        prebuilt: Option<PrebuiltRing>,
         now: Instant,
         report: &mut ApplyReport,
     ) -> Result<(), WriteError> {
@@ -441,7 +486,7 @@ impl MapWriter {
                 }
             }
         };
-        let result = self.upsert_service_inner(ds, &mut ws, is_new, now, report);
+        let result = self.upsert_service_inner(ds, &mut ws, is_new, prebuilt, now, report);
         // Keep the mirror even when a step failed, so the next apply retries from the truth.
         self.services.insert(ds.addr, ws);
         result
@@ -455,6 +500,7 @@ impl MapWriter {
         ds: &DesiredService,
         ws: &mut WrittenService,
         is_new: bool,
+        prebuilt: Option<PrebuiltRing>,
         now: Instant,
         report: &mut ApplyReport,
     ) -> Result<(), WriteError> {
@@ -462,7 +508,7 @@ impl MapWriter {
         let inputs = ring_inputs(ds, &slots);
         let mut value = ws.value;
         let mut release_after_switch = Vec::new();
-        if let Some(ring) = self.next_ring(ws, &inputs) {
+        if let Some(ring) = self.next_ring(ws, &inputs, prebuilt) {
             release_after_switch = self.install_ring(ds, ws, &mut value, ring, &inputs, now)?;
             report.rings_rebuilt += 1;
         }
@@ -513,15 +559,20 @@ impl MapWriter {
     }
 
     /// Step 2a: the ring these inputs give, if it differs from the one in force (inputs equal to
-    /// those of the ring in force skip the build).
-    fn next_ring(&self, ws: &WrittenService, inputs: &RingInputs) -> Option<Vec<u32>> {
+    /// those of the ring in force skip the build; a table prebuilt from the same shape is used).
+    fn next_ring(
+        &self,
+        ws: &WrittenService,
+        inputs: &RingInputs,
+        prebuilt: Option<PrebuiltRing>,
+    ) -> Option<Vec<u32>> {
         if ws.ring_inputs.as_ref() == Some(inputs) {
             return None;
         }
-        let ring = if inputs.round_robin {
-            maglev::round_robin(&inputs.backends, inputs.table_size)
-        } else {
-            maglev::build(&inputs.backends, inputs.table_size)
+        let ring = match prebuilt {
+            _ if inputs.round_robin => maglev::round_robin(&inputs.backends, inputs.table_size),
+            Some(p) if p.inputs.same_shape(inputs) => inputs.with_slots(p.table),
+            _ => maglev::build(&inputs.backends, inputs.table_size),
         };
         (ring != ws.ring).then_some(ring)
     }

@@ -13,9 +13,11 @@ use super::schema::*;
 
 mod check;
 mod vrrp;
+mod warnings;
 
 use check::check;
 use vrrp::{sync_groups, trackers, vrrp_instance, vrrp_unique};
+pub(crate) use warnings::{command_problem, warnings};
 
 /// Largest Maglev table accepted (a prime).
 pub const MAGLEV_TABLE_MAX: u32 = 16_777_259;
@@ -268,12 +270,26 @@ fn maglev_capacity(cfg: &Config, c: &mut Collector<'_>) {
     }
 }
 
-/// `announce = "vrrp"` needs an instance listing the VIP.
+/// `announce = "vrrp"` needs an instance listing the VIP; `announce = "bgp"` must not have one
+/// (the instance would add and remove the VIP on its interface while BGP announces it from
+/// every director).
 fn announce(cfg: &Config, c: &mut Collector<'_>) {
     for vs in &cfg.virtual_servers {
         if let Some(a) = &vs.announce {
-            if *a.get_ref() == Announce::Vrrp && cfg.vrrp_instance_for(*vs.vip.get_ref()).is_none()
-            {
+            let instance = cfg.vrrp_instance_for(*vs.vip.get_ref());
+            if let (Announce::Bgp, Some(vi)) = (*a.get_ref(), instance) {
+                c.at(
+                    a.span(),
+                    format!(
+                        "announce = \"bgp\" but vrrp_instance `{}` also lists {} in virtual_ipaddress: \
+                         a VIP is announced by BGP from every director or held by one through VRRP, \
+                         not both; remove it from the instance, or use announce = \"vrrp\"",
+                        vi.name.get_ref(),
+                        vs.vip.get_ref()
+                    ),
+                );
+            }
+            if *a.get_ref() == Announce::Vrrp && instance.is_none() {
                 c.at(
                     a.span(),
                     format!(
