@@ -6,7 +6,8 @@
 //!   process dies, keepalived's priority drops below xlb's, xlb takes the VIP (a client's ARP
 //!   entry for the VIP moves to xlb's MAC); the process is back, keepalived takes it back.
 //! - xlb MASTER tracks a script (a flag file); it fails, keepalived takes over; it recovers,
-//!   xlb takes back. xlb's generic `notify` program records keepalived's argument order.
+//!   xlb takes back. xlb's generic `notify` program records keepalived's argument order. Then
+//!   xlb's `track_file` reads 254 (times weight -1: FAULT), keepalived takes over; 0, back.
 //!
 //! Needs root and `keepalived` on PATH.
 
@@ -23,7 +24,8 @@ use xtask::lab::{in_named_netns, require::Need, Host, Lab, PortOpts};
 const VIP: &str = "198.18.0.101";
 
 /// One director's keepalived.conf: the template both sides share.
-fn keepalived_conf(router: &str, state: &str, priority: u8, script: &str, notify: &str) -> String {
+/// `extra`: more lines of the vrrp_instance block.
+fn keepalived_conf(router: &str, state: &str, priority: u8, script: &str, extra: &str) -> String {
     format!(
         "global_defs {{\n  router_id {router}\n  script_user root\n  vrrp_garp_master_delay 1\n  \
          vrrp_garp_master_repeat 2\n}}\n\
@@ -32,7 +34,7 @@ fn keepalived_conf(router: &str, state: &str, priority: u8, script: &str, notify
          vrrp_instance VI_1 {{\n  state {state}\n  interface eth0\n  virtual_router_id 61\n  \
          priority {priority}\n  advert_int 1\n  authentication {{\n    auth_type PASS\n    \
          auth_pass labpass1\n  }}\n  virtual_ipaddress {{\n    {VIP}/24 dev eth0\n  }}\n  \
-         track_script {{\n    chk_service\n  }}\n{notify}}}\n"
+         track_script {{\n    chk_service\n  }}\n{extra}}}\n"
     )
 }
 
@@ -354,15 +356,20 @@ fn xlb_master_script_fails_keepalived_takes_over_and_back() {
     std::fs::write(&flag_a, "").unwrap();
     std::fs::write(&flag_b, "").unwrap();
     let notified = lab.dir().join("a-notify.log");
-    let notify = format!(
+    let maint = lab.dir().join("a-maintenance");
+    let extra = format!(
         "  notify \"/bin/sh -c 'echo \\\"$*\\\" >> {}' notify\"\n",
         notified.display()
-    );
+    ) + "  track_file {\n    maint\n  }\n";
     let script = |p: &Path| format!("/usr/bin/test -e {}", p.display());
     let conf_a = write_conf(
         &lab,
         "xlb-a",
-        &keepalived_conf("dir-a", "MASTER", 150, &script(&flag_a), &notify),
+        &(keepalived_conf("dir-a", "MASTER", 150, &script(&flag_a), &extra)
+            + &format!(
+                "track_file maint {{\n  file {}\n  weight -1\n}}\n",
+                maint.display()
+            )),
     );
     let conf_b = write_conf(
         &lab,
@@ -427,8 +434,33 @@ fn xlb_master_script_fails_keepalived_takes_over_and_back() {
         ],
         "notify calls"
     );
+
+    // The maintenance file: 254 x -1 = -254 is FAULT (keepalived's rule); 0 is back to normal.
+    std::fs::write(&maint, "254\n").unwrap();
+    assert!(
+        wait_owner(&lab, &b, &a, &client, Duration::from_secs(15)),
+        "keepalived did not take over from xlb in FAULT: {:?}",
+        eng.status()
+    );
+    assert_eq!(eng.status().0.role, VrrpRole::Fault);
+    std::fs::write(&maint, "0\n").unwrap();
+    assert!(
+        wait_owner(&lab, &a, &b, &client, Duration::from_secs(15)),
+        "xlb did not take back after its FAULT cleared: {:?}",
+        eng.status()
+    );
+    let lines = wait_notify(&notified, 7);
+    assert_eq!(
+        lines[4..],
+        [
+            "INSTANCE VI_1 FAULT 150",
+            "INSTANCE VI_1 BACKUP 150",
+            "INSTANCE VI_1 MASTER 150"
+        ][..],
+        "notify calls"
+    );
     drop(eng);
-    let lines = wait_notify(&notified, 4);
+    let lines = read_notify(&notified);
     assert_eq!(
         lines.last().map(String::as_str),
         Some("INSTANCE VI_1 STOP 150")
@@ -440,15 +472,16 @@ fn xlb_master_script_fails_keepalived_takes_over_and_back() {
     );
 }
 
+fn read_notify(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 /// The notify log's lines once it has `n` of them (notify programs run in the background).
 fn wait_notify(path: &Path, n: usize) -> Vec<String> {
-    let read = || {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect::<Vec<_>>()
-    };
-    wait_for(Duration::from_secs(5), || read().len() >= n);
-    read()
+    wait_for(Duration::from_secs(5), || read_notify(path).len() >= n);
+    read_notify(path)
 }
