@@ -8,7 +8,6 @@
 //! - xlb MASTER tracks a script (a flag file); it fails, keepalived takes over; it recovers,
 //!   xlb takes back. xlb's generic `notify` program records keepalived's argument order. Then
 //!   xlb's `track_file` reads 254 (times weight -1: FAULT), keepalived takes over; 0, back.
-//!
 //! - xlb alone: `virtual_ipaddress_excluded` held but not advertised, gratuitous ARP bursts,
 //!   refresh and spacing seen by tcpdump on a client.
 //!
