@@ -6,9 +6,12 @@
 //!   process dies, keepalived's priority drops below xlb's, xlb takes the VIP (a client's ARP
 //!   entry for the VIP moves to xlb's MAC); the process is back, keepalived takes it back.
 //! - xlb MASTER tracks a script (a flag file); it fails, keepalived takes over; it recovers,
-//!   xlb takes back. xlb's generic `notify` program records keepalived's argument order.
+//!   xlb takes back. xlb's generic `notify` program records keepalived's argument order. Then
+//!   xlb's `track_file` reads 254 (times weight -1: FAULT), keepalived takes over; 0, back.
+//! - xlb alone: `virtual_ipaddress_excluded` held but not advertised, gratuitous ARP bursts,
+//!   refresh and spacing seen by tcpdump on a client.
 //!
-//! Needs root and `keepalived` on PATH.
+//! Needs root, `keepalived` and `tcpdump` on PATH.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
@@ -23,7 +26,8 @@ use xtask::lab::{in_named_netns, require::Need, Host, Lab, PortOpts};
 const VIP: &str = "198.18.0.101";
 
 /// One director's keepalived.conf: the template both sides share.
-fn keepalived_conf(router: &str, state: &str, priority: u8, script: &str, notify: &str) -> String {
+/// `extra`: more lines of the vrrp_instance block.
+fn keepalived_conf(router: &str, state: &str, priority: u8, script: &str, extra: &str) -> String {
     format!(
         "global_defs {{\n  router_id {router}\n  script_user root\n  vrrp_garp_master_delay 1\n  \
          vrrp_garp_master_repeat 2\n}}\n\
@@ -32,7 +36,7 @@ fn keepalived_conf(router: &str, state: &str, priority: u8, script: &str, notify
          vrrp_instance VI_1 {{\n  state {state}\n  interface eth0\n  virtual_router_id 61\n  \
          priority {priority}\n  advert_int 1\n  authentication {{\n    auth_type PASS\n    \
          auth_pass labpass1\n  }}\n  virtual_ipaddress {{\n    {VIP}/24 dev eth0\n  }}\n  \
-         track_script {{\n    chk_service\n  }}\n{notify}}}\n"
+         track_script {{\n    chk_service\n  }}\n{extra}}}\n"
     )
 }
 
@@ -50,10 +54,6 @@ struct Engine {
 impl Engine {
     /// Imports `conf` as `xlb import-keepalived` does and runs the result.
     fn start_imported(netns: &str, conf_path: &Path) -> Engine {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
         let opts = Options {
             config_id: "lab".into(),
             includes_within: None,
@@ -64,6 +64,20 @@ impl Engine {
             .unwrap_or_else(|e| panic!("the import does not validate: {e}\n{toml}"));
         assert_eq!(cfg.vrrp_scripts.len(), 1, "{toml}");
         assert_eq!(cfg.vrrp_instances[0].track_script.len(), 1, "{toml}");
+        Engine::start(netns, cfg)
+    }
+
+    /// Runs xlb's own configuration.
+    fn start_toml(netns: &str, toml: &str) -> Engine {
+        let cfg = xlb::config::parse(toml, "test.toml").expect("valid config");
+        Engine::start(netns, cfg)
+    }
+
+    fn start(netns: &str, cfg: xlb::config::Config) -> Engine {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let (ctl, mut rx) = tokio::sync::mpsc::unbounded_channel::<Ctl>();
         let (ready_tx, ready_rx) = std_mpsc::channel();
         let netns = netns.to_string();
@@ -354,15 +368,20 @@ fn xlb_master_script_fails_keepalived_takes_over_and_back() {
     std::fs::write(&flag_a, "").unwrap();
     std::fs::write(&flag_b, "").unwrap();
     let notified = lab.dir().join("a-notify.log");
-    let notify = format!(
+    let maint = lab.dir().join("a-maintenance");
+    let extra = format!(
         "  notify \"/bin/sh -c 'echo \\\"$*\\\" >> {}' notify\"\n",
         notified.display()
-    );
+    ) + "  track_file {\n    maint\n  }\n";
     let script = |p: &Path| format!("/usr/bin/test -e {}", p.display());
     let conf_a = write_conf(
         &lab,
         "xlb-a",
-        &keepalived_conf("dir-a", "MASTER", 150, &script(&flag_a), &notify),
+        &(keepalived_conf("dir-a", "MASTER", 150, &script(&flag_a), &extra)
+            + &format!(
+                "track_file maint {{\n  file {}\n  weight -1\n}}\n",
+                maint.display()
+            )),
     );
     let conf_b = write_conf(
         &lab,
@@ -427,9 +446,34 @@ fn xlb_master_script_fails_keepalived_takes_over_and_back() {
         ],
         "notify calls"
     );
+
+    // The maintenance file: 254 x -1 = -254 is FAULT (keepalived's rule); 0 is back to normal.
+    std::fs::write(&maint, "254\n").unwrap();
+    assert!(
+        wait_owner(&lab, &b, &a, &client, Duration::from_secs(15)),
+        "keepalived did not take over from xlb in FAULT: {:?}",
+        eng.status()
+    );
+    assert_eq!(eng.status().0.role, VrrpRole::Fault);
+    std::fs::write(&maint, "0\n").unwrap();
+    assert!(
+        wait_owner(&lab, &a, &b, &client, Duration::from_secs(15)),
+        "xlb did not take back after its FAULT cleared: {:?}",
+        eng.status()
+    );
+    let lines = wait_notify(&notified, 7);
+    assert_eq!(
+        lines[4..],
+        [
+            "INSTANCE VI_1 FAULT 150",
+            "INSTANCE VI_1 BACKUP 150",
+            "INSTANCE VI_1 MASTER 150"
+        ][..],
+        "notify calls"
+    );
     drop(eng);
-    // The STOP call is a fifth line, written after the drop: wait for it, not for the four.
-    let lines = wait_notify(&notified, 5);
+    // Dropping the engine waits for the STOP notify program to finish.
+    let lines = read_notify(&notified);
     assert_eq!(
         lines.last().map(String::as_str),
         Some("INSTANCE VI_1 STOP 150")
@@ -441,15 +485,115 @@ fn xlb_master_script_fails_keepalived_takes_over_and_back() {
     );
 }
 
+fn read_notify(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 /// The notify log's lines once it has `n` of them (notify programs run in the background).
 fn wait_notify(path: &Path, n: usize) -> Vec<String> {
-    let read = || {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect::<Vec<_>>()
+    wait_for(Duration::from_secs(5), || read_notify(path).len() >= n);
+    read_notify(path)
+}
+
+/// xlb alone as MASTER with `virtual_ipaddress_excluded` and `garp_master_refresh`: the excluded
+/// VIP is on the interface but not in the adverts; gratuitous ARPs come in bursts of
+/// `garp_master_repeat`, then `garp_master_refresh_repeat` every `garp_master_refresh`, spaced by
+/// `garp_interval`.
+#[test]
+fn excluded_vips_and_garp_refresh() {
+    xtask::require!([Need::Lab, Need::Binary("tcpdump")]);
+    let Trio {
+        mut lab,
+        a,
+        b: _,
+        client,
+    } = trio("vtrk-garp");
+    let toml = format!(
+        "[global]\ninterfaces = [\"eth0\"]\n\n[[vrrp_instance]]\nname = \"VI_1\"\n\
+         state = \"MASTER\"\ninterface = \"eth0\"\nvirtual_router_id = 62\npriority = 150\n\
+         virtual_ipaddress = [\"{VIP}/24\"]\nvirtual_ipaddress_excluded = [\"198.18.0.102/24\"]\n\
+         garp_master_delay = 0.0\ngarp_master_repeat = 2\ngarp_master_refresh = 1.0\n\
+         garp_master_refresh_repeat = 1\ngarp_interval = 0.05\n"
+    );
+    let dump = lab
+        .spawn(
+            &client,
+            &[
+                "tcpdump",
+                "-i",
+                "eth0",
+                "-n",
+                "-l",
+                "-v",
+                "arp or ip proto 112",
+            ],
+        )
+        .unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    let eng = Engine::start_toml(a.netns(), &toml);
+    assert!(
+        wait_for(Duration::from_secs(10), || eng.status().0.role
+            == VrrpRole::Master)
+        .is_some(),
+        "{:?}",
+        eng.status()
+    );
+    let t0 = Instant::now();
+    assert!(has_vip(&lab, &a), "the VIP");
+    let out = lab
+        .run(&a, &["ip", "-o", "addr", "show", "dev", "eth0"])
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("198.18.0.102/24"),
+        "the excluded VIP is added with the role"
+    );
+    // About 3.5 s of MASTER: 2 + ~3 x 1 gratuitous ARPs per VIP.
+    thread::sleep(Duration::from_millis(3500).saturating_sub(t0.elapsed()));
+    drop(eng);
+    thread::sleep(Duration::from_millis(300));
+    lab.kill(&dump).unwrap();
+    let log = lab.log(&dump);
+    let garps = |vip: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains(&format!("who-has {vip} ")) && l.contains(&format!("tell {vip},"))
+            })
+            .count()
     };
-    wait_for(Duration::from_secs(5), || read().len() >= n);
-    read()
+    // garp_interval 0.05: the packets of the first burst are spaced.
+    let stamps: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("ARP, ") && l.contains("who-has"))
+        .take(4)
+        .filter_map(|l| {
+            let t = l.split_whitespace().next()?;
+            let secs: Vec<f64> = t.split(':').filter_map(|x| x.parse().ok()).collect();
+            (secs.len() == 3).then(|| secs[0] * 3600.0 + secs[1] * 60.0 + secs[2])
+        })
+        .collect();
+    assert_eq!(stamps.len(), 4, "{log}");
+    for w in stamps.windows(2) {
+        assert!(
+            w[1] - w[0] >= 0.04,
+            "gratuitous ARPs {:.3} s apart\n{log}",
+            w[1] - w[0]
+        );
+    }
+    for vip in [VIP, "198.18.0.102"] {
+        let n = garps(vip);
+        assert!((4..=7).contains(&n), "{vip}: {n} gratuitous ARPs\n{log}");
+    }
+    let adverts: Vec<&str> = log.lines().filter(|l| l.contains("addrs")).collect();
+    assert!(!adverts.is_empty(), "no advert seen\n{log}");
+    for l in &adverts {
+        assert!(
+            l.contains(VIP) && !l.contains("198.18.0.102"),
+            "advert lists: {l}"
+        );
+    }
+    assert!(!has_vip(&lab, &a), "the VIP is removed on shutdown");
 }

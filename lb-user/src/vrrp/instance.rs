@@ -80,9 +80,15 @@ pub(super) struct Instance {
     health: BTreeMap<String, bool>,
     /// Start as MASTER: the previous daemon was MASTER and its forwarding was adopted.
     resume: bool,
+    /// The `notify_stop` / `notify ... STOP` programs running.
+    stop_notifies: Vec<JoinHandle<()>>,
     /// One WARN line per reason per [`BAD_ADVERT_LOG_EVERY`]: a peer sends one advert a second.
     bad_advert_log: BTreeMap<RxError, RateLimit>,
 }
+
+/// How long a stopping instance waits for its STOP notifications (within the 5 s the engine
+/// gives an instance to stop).
+const STOP_NOTIFY_WAIT: Duration = Duration::from_secs(3);
 
 /// At most one log line per reason of bad adverts per this time.
 const BAD_ADVERT_LOG_EVERY: Duration = Duration::from_secs(30);
@@ -198,6 +204,7 @@ impl Instance {
             track: track::Evaluation::default(),
             health: BTreeMap::new(),
             resume,
+            stop_notifies: Vec::new(),
             bad_advert_log: BTreeMap::new(),
         };
         inst.check_links().await;
@@ -522,8 +529,9 @@ impl Instance {
     }
 
     /// keepalived's order: the state's own program, then the generic `notify`, both with
-    /// `INSTANCE name STATE priority` (`STOP` when the instance stops).
-    fn notify(&self, role: VrrpRole) {
+    /// `INSTANCE name STATE priority` (`STOP` when the instance stops: [`Instance::stop`] waits
+    /// for those).
+    fn notify(&mut self, role: VrrpRole) {
         let (own, state) = match role {
             VrrpRole::Master => (self.cfg.notify_master.as_ref(), "MASTER"),
             VrrpRole::Backup => (self.cfg.notify_backup.as_ref(), "BACKUP"),
@@ -531,8 +539,13 @@ impl Instance {
             VrrpRole::Init => (self.cfg.notify_stop.as_ref(), "STOP"),
         };
         let prio = self.machine.effective_priority();
-        for argv in own.into_iter().chain(self.cfg.notify.as_ref()) {
-            super::notify::spawn(argv, &self.name, state, prio);
+        let running: Vec<JoinHandle<()>> = own
+            .into_iter()
+            .chain(self.cfg.notify.as_ref())
+            .filter_map(|argv| super::notify::spawn(argv, &self.name, state, prio))
+            .collect();
+        if role == VrrpRole::Init {
+            self.stop_notifies = running;
         }
     }
 
@@ -577,6 +590,14 @@ impl Instance {
         let actions = self.machine.stop();
         self.apply(actions, false).await;
         self.del_vips().await;
+        // The STOP notifications finish before the daemon exits (and its runtime with them).
+        let notifies = futures::future::join_all(std::mem::take(&mut self.stop_notifies));
+        if tokio::time::timeout(STOP_NOTIFY_WAIT, notifies)
+            .await
+            .is_err()
+        {
+            tracing::warn!(instance = %self.name, "notify_stop still running after {STOP_NOTIFY_WAIT:?}: left behind");
+        }
     }
 
     /// keepalived keeps an instance in INIT while a weight-0 script it tracks has no result:

@@ -197,7 +197,7 @@ impl Vrrp {
         };
         let (track, _) = watch::channel(track::TrackStates::default());
         let track = Arc::new(track);
-        let trackers = tracker::Trackers::start(tracker::TrackConfig::of(cfg), &track);
+        let trackers = tracker::Trackers::start(tracker::TrackConfig::of(cfg), &track, None);
         let mut v = Vrrp {
             instances: BTreeMap::new(),
             shared,
@@ -316,10 +316,16 @@ impl Vrrp {
         }
         let track_cfg = tracker::TrackConfig::of(cfg);
         if self.trackers.as_ref().is_none_or(|t| t.cfg != track_cfg) {
-            if let Some(t) = self.trackers.take() {
+            let before = self.trackers.take().map(|t| {
+                let cfg = t.cfg.clone();
                 t.stop();
-            }
-            self.trackers = Some(tracker::Trackers::start(track_cfg, &self.track));
+                cfg
+            });
+            self.trackers = Some(tracker::Trackers::start(
+                track_cfg,
+                &self.track,
+                before.as_ref(),
+            ));
         }
         *self.shared.vrids.write().unwrap_or_else(|e| e.into_inner()) = vrid_set(cfg);
         self.shared

@@ -7,11 +7,15 @@ use std::time::Duration;
 /// How long a notify program may run.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Starts `argv` + `INSTANCE name state priority` as a background task.
-pub fn spawn(argv: &[String], instance: &str, state: &str, priority: u8) {
-    let Some((prog, args)) = argv.split_first() else {
-        return;
-    };
+/// Starts `argv` + `INSTANCE name state priority` as a background task; its handle ends when
+/// the program has (or has been killed at the timeout).
+pub fn spawn(
+    argv: &[String],
+    instance: &str,
+    state: &str,
+    priority: u8,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let (prog, args) = argv.split_first()?;
     let mut cmd = tokio::process::Command::new(prog);
     cmd.args(args)
         .args(["INSTANCE", instance, state, &priority.to_string()])
@@ -19,19 +23,20 @@ pub fn spawn(argv: &[String], instance: &str, state: &str, priority: u8) {
         .kill_on_drop(true);
     let what = format!("{prog} ({instance} {state})");
     match cmd.spawn() {
-        Ok(mut child) => {
-            tokio::spawn(async move {
-                match tokio::time::timeout(NOTIFY_TIMEOUT, child.wait()).await {
-                    Ok(Ok(st)) if st.success() => tracing::debug!("notify {what} done"),
-                    Ok(Ok(st)) => tracing::warn!("notify {what} exited with {st}"),
-                    Ok(Err(e)) => tracing::warn!("notify {what}: {e}"),
-                    Err(_) => {
-                        tracing::warn!("notify {what} timed out after {NOTIFY_TIMEOUT:?}: killed");
-                        let _ = child.kill().await;
-                    }
+        Ok(mut child) => Some(tokio::spawn(async move {
+            match tokio::time::timeout(NOTIFY_TIMEOUT, child.wait()).await {
+                Ok(Ok(st)) if st.success() => tracing::debug!("notify {what} done"),
+                Ok(Ok(st)) => tracing::warn!("notify {what} exited with {st}"),
+                Ok(Err(e)) => tracing::warn!("notify {what}: {e}"),
+                Err(_) => {
+                    tracing::warn!("notify {what} timed out after {NOTIFY_TIMEOUT:?}: killed");
+                    let _ = child.kill().await;
                 }
-            });
+            }
+        })),
+        Err(e) => {
+            tracing::warn!("notify {what}: cannot start: {e}");
+            None
         }
-        Err(e) => tracing::warn!("notify {what}: cannot start: {e}"),
     }
 }

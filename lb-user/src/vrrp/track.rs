@@ -58,6 +58,18 @@ impl ScriptCounter {
         }
     }
 
+    /// A counter that carries on from `status` (the same script across a reload): fully up or
+    /// fully down.
+    pub fn resume(rise: u32, fall: u32, status: Status) -> ScriptCounter {
+        let mut c = ScriptCounter::new(rise, fall, false);
+        match status {
+            Status::Init => {}
+            Status::Up => (c.result, c.init) = (c.rise + c.fall - 1, false),
+            Status::Down => (c.result, c.init) = (0, false),
+        }
+        c
+    }
+
     pub fn status(&self) -> Status {
         if self.init {
             Status::Init
@@ -483,6 +495,15 @@ mod tests {
             run(&mut c, &[true, false, true, true]),
             [None, None, None, Some(Up)]
         );
+    }
+
+    #[test]
+    fn script_resumed_after_a_reload() {
+        let mut c = ScriptCounter::resume(2, 2, Status::Up);
+        assert_eq!(c.status(), Status::Up);
+        assert_eq!(run(&mut c, &[false, false]), [None, Some(Status::Down)]);
+        let mut c = ScriptCounter::resume(2, 2, Status::Down);
+        assert_eq!(run(&mut c, &[true, true]), [None, Some(Status::Up)]);
     }
 
     #[test]

@@ -48,8 +48,14 @@ pub struct Trackers {
 impl Trackers {
     /// Sets the initial states (processes and files are looked at once, now, as keepalived
     /// does at startup; scripts start in INIT) and starts one task per script and one for the
-    /// processes and files.
-    pub fn start(cfg: TrackConfig, states: &Arc<watch::Sender<TrackStates>>) -> Trackers {
+    /// processes and files. `before`: the trackers replaced by a reload; a script defined as
+    /// before carries on from its status (no INIT gap in which its weight would not count).
+    pub fn start(
+        cfg: TrackConfig,
+        states: &Arc<watch::Sender<TrackStates>>,
+        before: Option<&TrackConfig>,
+    ) -> Trackers {
+        let previous = states.borrow().scripts.clone();
         let now = Instant::now();
         let mut quorums: Vec<(VrrpTrackProcess, Quorum)> = cfg
             .processes
@@ -57,9 +63,15 @@ impl Trackers {
             .map(|p| (p.clone(), quorum_of(p)))
             .collect();
         let mut initial = TrackStates::default();
+        let mut counters = Vec::new();
         for s in &cfg.scripts {
-            let c = ScriptCounter::new(s.rise, s.fall, s.init_fail);
+            let unchanged = before.is_some_and(|b| b.scripts.contains(s));
+            let c = match previous.get(&s.name) {
+                Some(st) if unchanged => ScriptCounter::resume(s.rise, s.fall, *st),
+                _ => ScriptCounter::new(s.rise, s.fall, s.init_fail),
+            };
             initial.scripts.insert(s.name.clone(), c.status());
+            counters.push(c);
         }
         let counts = count_processes(&quorums);
         for ((p, q), n) in quorums.iter_mut().zip(counts) {
@@ -75,7 +87,8 @@ impl Trackers {
         let mut tasks: Vec<JoinHandle<()>> = cfg
             .scripts
             .iter()
-            .map(|s| tokio::spawn(run_script(s.clone(), states.clone())))
+            .zip(counters)
+            .map(|(s, c)| tokio::spawn(run_script(s.clone(), c, states.clone())))
             .collect();
         if !quorums.is_empty() || !cfg.files.is_empty() {
             tasks.push(tokio::spawn(poll(
@@ -113,7 +126,11 @@ fn pattern_of(p: &VrrpTrackProcess) -> ProcessPattern {
     }
 }
 
-async fn run_script(s: VrrpScript, states: Arc<watch::Sender<TrackStates>>) {
+async fn run_script(
+    s: VrrpScript,
+    mut counter: ScriptCounter,
+    states: Arc<watch::Sender<TrackStates>>,
+) {
     let spec = ScriptSpec {
         command: s.script.clone(),
         shell: false,
@@ -122,7 +139,6 @@ async fn run_script(s: VrrpScript, states: Arc<watch::Sender<TrackStates>>) {
         env: vec![],
     };
     let timeout = Duration::from_secs_f64(s.timeout.max(0.001));
-    let mut counter = ScriptCounter::new(s.rise, s.fall, s.init_fail);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(s.interval.max(0.001)));
     // A run longer than the interval delays the next one (keepalived does not start a script
     // that is still running).
@@ -320,7 +336,7 @@ mod tests {
         };
         let tx = Arc::new(watch::channel(TrackStates::default()).0);
         let mut rx = tx.subscribe();
-        let trackers = Trackers::start(cfg, &tx);
+        let trackers = Trackers::start(cfg.clone(), &tx, None);
         {
             // Processes and files are looked at before `start` returns; scripts are INIT.
             let s = rx.borrow_and_update();
@@ -342,6 +358,16 @@ mod tests {
         wait_until(&mut rx, "file rewritten", |s| s.files["prio"] == 16).await;
         std::fs::remove_file(&file).unwrap();
         wait_until(&mut rx, "file removed", |s| s.files["prio"] == 0).await;
+        trackers.stop();
+        // A reload with the same scripts carries their status on; a changed one starts over.
+        let mut changed = cfg.clone();
+        changed.scripts[1].rise = 2;
+        let trackers = Trackers::start(changed, &tx, Some(&cfg));
+        {
+            let s = rx.borrow_and_update();
+            assert_eq!(s.scripts["ok"], Status::Up);
+            assert_eq!(s.scripts["ko"], Status::Init);
+        }
         trackers.stop();
         let _ = std::fs::remove_dir_all(&dir);
     }
