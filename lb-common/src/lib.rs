@@ -25,6 +25,7 @@ pub mod map_names {
     pub const IFACE_MACS: &str = "IFACE_MACS";
     pub const SERVICE_STATE: &str = "SERVICE_STATE";
     pub const VIP_FILTER: &str = "VIP_FILTER";
+    pub const TUNNELS: &str = "TUNNELS";
 }
 
 /// Service slots (ids index per-service counters and round-robin state).
@@ -297,7 +298,15 @@ pub mod stat {
     pub const NOT_OUR_MAC: u32 = 19;
     /// Broadcast and multicast frames (passed untouched: ARP, VRRP, neighbour discovery).
     pub const GROUP_MAC: u32 = 20;
-    pub const COUNT: u32 = 21;
+    /// Packets encapsulated to a tunnelled real server (IPIP, ip6ip6 or GUE).
+    pub const TUNNELLED: u32 = 21;
+    /// Frames too big for the tunnel's MTU once encapsulated, with DF (IPv4) or IPv6: answered
+    /// with ICMP "fragmentation needed" / "packet too big".
+    pub const TOO_BIG_ANSWERED: u32 = 22;
+    /// Frames too big for the tunnel's MTU once encapsulated that may not be answered (IPv4
+    /// without DF: fragmenting in XDP is not worth it): dropped.
+    pub const TOO_BIG_DROPPED: u32 = 23;
+    pub const COUNT: u32 = 24;
 
     /// Names for status and metrics, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -322,7 +331,42 @@ pub mod stat {
         "redirect_failed",
         "not_our_mac",
         "group_mac",
+        "tunnelled",
+        "too_big_answered",
+        "too_big_dropped",
     ];
+}
+
+// ---- Tunnel mode (LVS-TUN): encapsulation to real servers in other subnets ----
+
+/// `RealTunnel::kind`: direct routing (no encapsulation; the slot's default).
+pub const TUNNEL_NONE: u8 = 0;
+/// `RealTunnel::kind`: IP in IP (protocol 4 for an IPv4 inner packet, 41 for IPv6; ip6ip6 over
+/// an IPv6 outer header).
+pub const TUNNEL_IPIP: u8 = 1;
+/// `RealTunnel::kind`: GUE variant 1 (RFC draft "direct IP encapsulation", as Katran): UDP to
+/// `port`, the inner IP header right after the UDP header; the UDP source port comes from the
+/// flow hash so the real server's RSS spreads flows.
+pub const TUNNEL_GUE: u8 = 2;
+/// GUE's usual UDP port (Katran's `GUE_DPORT`).
+pub const DEFAULT_GUE_PORT: u16 = 6080;
+
+/// Value of the `TUNNELS` array, indexed by real-server slot (next to `REALS`): how packets to
+/// the slot's real server are encapsulated. `kind == TUNNEL_NONE` = direct routing. The outer
+/// destination is `RealServer::addr`, the outer family `RealServer::family`; the Ethernet
+/// addresses in `RealServer` are then those of the next hop (the router) on the egress side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RealTunnel {
+    /// Outer source: the director's address on the egress side (same family as the real).
+    pub src: [u32; 4],
+    /// Largest IP packet (outer header included) the egress path carries; longer encapsulated
+    /// packets are answered with ICMP "too big" (or dropped without DF).
+    pub mtu: u16,
+    /// GUE destination port, network byte order.
+    pub port: u16,
+    pub kind: u8,
+    pub _pad: [u8; 3],
 }
 
 #[cfg(feature = "user")]
@@ -342,6 +386,7 @@ mod pod {
     unsafe impl aya::Pod for LbConfig {}
     unsafe impl aya::Pod for IfaceMac {}
     unsafe impl aya::Pod for ServiceState {}
+    unsafe impl aya::Pod for RealTunnel {}
 }
 
 #[cfg(test)]
@@ -361,6 +406,7 @@ mod tests {
         assert_eq!(size_of::<ServiceState>(), 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
         assert_eq!(size_of::<IfaceMac>(), 12);
+        assert_eq!(size_of::<RealTunnel>(), 24);
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
     }
 }

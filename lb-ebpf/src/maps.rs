@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    stat, FloodState, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer, Service, ServiceKey,
-    ServiceState, TrafficStats, VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE, MAX_IFACE_SLOTS,
-    MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, VIP_FILTER_WORDS,
+    stat, FloodState, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer, RealTunnel, Service,
+    ServiceKey, ServiceState, TrafficStats, VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE,
+    MAX_IFACE_SLOTS, MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, VIP_FILTER_WORDS,
 };
 
 /// BPF_F_NO_COMMON_LRU: per-CPU LRU lists over one shared table. Every CPU can find every flow
@@ -79,6 +79,10 @@ pub static TX_PORTS: DevMap = DevMap::with_max_entries(MAX_TX_PORTS, 0);
 /// `ifindex % MAX_IFACE_SLOTS`: an array, so the per-packet lookup is inlined by the JIT.
 #[map]
 pub static IFACE_MACS: Array<IfaceMac> = Array::with_max_entries(MAX_IFACE_SLOTS, 0);
+
+/// How packets to each real-server slot are encapsulated (tunnel mode), next to `REALS`.
+#[map]
+pub static TUNNELS: Array<RealTunnel> = Array::with_max_entries(MAX_REALS, 0);
 
 /// Counters of the bench/test helper programs (packets seen), not used by `xlb`.
 #[map]

@@ -149,6 +149,7 @@ fn desired_real(
         src_mac: iface.mac,
         ifindex: iface.index,
         tx_port,
+        tunnel: None,
     })
 }
 

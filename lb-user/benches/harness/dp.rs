@@ -409,6 +409,7 @@ pub fn bench_state(ifindex: u32, real_mac: [u8; 6], src_mac: [u8; 6]) -> Desired
                 src_mac,
                 ifindex,
                 tx_port: 0,
+                tunnel: None,
             })
             .collect()
     };

@@ -12,7 +12,7 @@ use aya::{
 };
 use lb_common::{
     hash::vip_filter_bit, map_names, stat, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer,
-    Service, ServiceKey, ServiceState, TrafficStats, VipInfo, VipKey, MAX_IFACE_SLOTS,
+    RealTunnel, Service, ServiceKey, ServiceState, TrafficStats, VipInfo, VipKey, MAX_IFACE_SLOTS,
 };
 use thiserror::Error;
 
@@ -323,6 +323,29 @@ impl VipMap {
     }
 }
 
+/// TUNNELS (tunnel mode per real-server slot), with a mirror of what was written so an
+/// unchanged slot costs no syscall.
+pub struct TunnelMap {
+    map: Array<MapData, RealTunnel>,
+    written: StdHashMap<u32, RealTunnel>,
+}
+
+impl TunnelMap {
+    /// Makes slot `slot` hold `value` (the default value = direct routing).
+    pub fn set(&mut self, slot: u32, value: RealTunnel) -> Result<(), MapError> {
+        let old = self.written.get(&slot).copied().unwrap_or_default();
+        if old != value || !self.written.contains_key(&slot) {
+            self.map.set(slot, value, 0)?;
+            self.written.insert(slot, value);
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, slot: u32) -> Result<RealTunnel, MapError> {
+        self.map.get(&slot, 0)
+    }
+}
+
 /// Everything the map writer and the readers need.
 pub struct KernelMaps {
     pub services: ServiceMap,
@@ -336,6 +359,7 @@ pub struct KernelMaps {
     pub lb_config: Array<MapData, LbConfig>,
     pub tx_ports: aya::maps::DevMap<MapData>,
     pub iface_macs: Array<MapData, IfaceMac>,
+    pub tunnels: TunnelMap,
 }
 
 impl KernelMaps {
@@ -373,6 +397,10 @@ impl KernelMaps {
             lb_config: take(ebpf, map_names::LB_CONFIG)?,
             tx_ports: take(ebpf, map_names::TX_PORTS)?,
             iface_macs: take(ebpf, map_names::IFACE_MACS)?,
+            tunnels: TunnelMap {
+                map: take(ebpf, map_names::TUNNELS)?,
+                written: StdHashMap::new(),
+            },
         })
     }
 

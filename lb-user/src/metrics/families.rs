@@ -166,6 +166,9 @@ pub const XDP_EVENTS: &[EventCounter] = &[
     EventCounter { key: "redirect_failed", name: "xlb_xdp_redirect_failures", help: "Redirects to another interface that failed (dropped)" },
     EventCounter { key: "not_our_mac", name: "xlb_xdp_other_mac_packets", help: "Unicast frames for another host's MAC (e.g. flooded by a switch), passed untouched" },
     EventCounter { key: "group_mac", name: "xlb_xdp_group_mac_packets", help: "Broadcast and multicast frames, passed untouched" },
+    EventCounter { key: "tunnelled", name: "xlb_xdp_tunnelled_packets", help: "Packets encapsulated (IPIP or GUE) to tunnelled real servers" },
+    EventCounter { key: "too_big_answered", name: "xlb_xdp_too_big_answered", help: "Frames too big for the tunnel once encapsulated, answered with ICMP fragmentation needed / packet too big" },
+    EventCounter { key: "too_big_dropped", name: "xlb_xdp_too_big_drops", help: "Frames too big for the tunnel once encapsulated that may be fragmented (IPv4 without DF): dropped" },
 ];
 
 /// VRRP roles, every one exported each scrape (one-hot).
