@@ -26,6 +26,7 @@ pub mod map_names {
     pub const SERVICE_STATE: &str = "SERVICE_STATE";
     pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const TUNNELS: &str = "TUNNELS";
+    pub const TUNNEL_PROGS: &str = "TUNNEL_PROGS";
 }
 
 /// Service slots (ids index per-service counters and round-robin state).
@@ -348,6 +349,11 @@ pub const TUNNEL_IPIP: u8 = 1;
 /// `port`, the inner IP header right after the UDP header; the UDP source port comes from the
 /// flow hash so the real server's RSS spreads flows.
 pub const TUNNEL_GUE: u8 = 2;
+/// `TUNNEL_PROGS` slot of the program answering oversize frames with ICMP "too big" (tail-called
+/// by the main program: its own stack frame).
+pub const TUNNEL_PROG_TOO_BIG: u32 = 0;
+/// Name of that program in the object.
+pub const TOO_BIG_PROGRAM: &str = "xlb_too_big";
 /// GUE's usual UDP port (Katran's `GUE_DPORT`).
 pub const DEFAULT_GUE_PORT: u16 = 6080;
 

@@ -15,11 +15,8 @@ use crate::{
 pub fn to_real(ctx: &XdpContext, flow: &FlowKey, real_id: u32, real: &RealServer) -> u32 {
     match tunnel::encapsulate(ctx, flow, real_id, real) {
         Encapsulated::No | Encapsulated::Yes => {}
-        Encapsulated::TooBig { .. } => {
-            count(stat::TOO_BIG_DROPPED);
-            return xdp_action::XDP_DROP;
-        }
-        Encapsulated::Failed => return xdp_action::XDP_DROP,
+        Encapsulated::TooBig { fits } => return tunnel::too_big(ctx, fits),
+        Encapsulated::TooBigDrop | Encapsulated::Failed => return xdp_action::XDP_DROP,
     }
     let Some(eth) = ptr_at_mut::<[u8; 12]>(ctx, 0) else {
         return xdp_action::XDP_PASS;

@@ -27,13 +27,20 @@ use parse::{parse, Parsed};
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
     let action = process(&ctx);
+    count_action(action);
+    action
+}
+
+/// Counts the verdict (also by the programs the main one tail-calls: a tail call does not
+/// return here).
+#[inline(always)]
+pub(crate) fn count_action(action: u32) {
     count(match action {
         xdp_action::XDP_DROP => stat::ACTION_DROP,
         xdp_action::XDP_TX => stat::ACTION_TX,
         xdp_action::XDP_REDIRECT => stat::ACTION_REDIRECT,
         _ => stat::ACTION_PASS,
     });
-    action
 }
 
 /// Whom the frame is addressed to, by its destination MAC.

@@ -3,7 +3,7 @@
 //! them unpinned), so a restarted daemon adopts them.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
 use lb_common::{
     stat, FloodState, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer, RealTunnel, Service,
@@ -83,6 +83,15 @@ pub static IFACE_MACS: Array<IfaceMac> = Array::with_max_entries(MAX_IFACE_SLOTS
 /// How packets to each real-server slot are encapsulated (tunnel mode), next to `REALS`.
 #[map]
 pub static TUNNELS: Array<RealTunnel> = Array::with_max_entries(MAX_REALS, 0);
+
+/// The tunnel-mode programs the main one tail-calls (`lb_common::TUNNEL_PROG_*`), set by the
+/// loader.
+#[map]
+pub static TUNNEL_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The MTU a tail-called "too big" answer announces (per CPU: set just before the tail call).
+#[map]
+pub static TOO_BIG_MTU: PerCpuArray<u16> = PerCpuArray::with_max_entries(1, 0);
 
 /// Counters of the bench/test helper programs (packets seen), not used by `xlb`.
 #[map]

@@ -316,3 +316,95 @@ fn icmp_error_for_a_tunnelled_flow_goes_to_that_flows_real_server() {
     );
     assert_eq!(h.counters()[stat::ICMP_FORWARDED as usize], 1);
 }
+
+/// A TCP segment with `payload` bytes from the client to the VIP.
+fn big_tcp4(sport: u16, payload: usize, df: bool) -> Vec<u8> {
+    let mut pkt = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv4(CLIENT, VIP_B, 64)
+        .tcp(sport, 80, 1, 64240)
+        .ack(1)
+        .write(&mut pkt, &vec![0x5a; payload])
+        .unwrap();
+    if !df {
+        pkt[20] &= !0x40;
+    }
+    pkt
+}
+
+#[test]
+fn oversize_df_frame_is_answered_with_fragmentation_needed_and_the_mtu_that_fits() {
+    xtask::require!(BPF);
+    for (kind, overhead) in [(TunnelKind::Ipip, 20u16), (TunnelKind::Gue, 28)] {
+        let h = harness("198.18.2.11", kind, 1400);
+        // Exactly fits: 1400 - overhead bytes of inner packet.
+        let fits = big_tcp4(42000, (1400 - overhead) as usize - 40, true);
+        let (action, out) = h.run(&fits);
+        assert_eq!(action, XDP_TX, "{kind:?}");
+        assert_eq!(out.len(), 14 + 1400, "{kind:?}");
+        // One byte more: ICMP back to the client, from the VIP, quoting the packet's start.
+        let big = big_tcp4(42000, (1400 - overhead) as usize - 39, true);
+        let (action, out) = h.run(&big);
+        assert_eq!(action, XDP_TX, "{kind:?}");
+        let mut want = Vec::new();
+        PacketBuilder::ethernet2(DIRECTOR_MAC, CLIENT_MAC)
+            .ipv4(VIP_B, CLIENT, 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: 1400 - overhead,
+                },
+            ))
+            .write(&mut want, &big[14..14 + 68])
+            .unwrap();
+        assert_eq!(out, want, "{kind:?}");
+        let c = h.counters();
+        assert_eq!(c[stat::TOO_BIG_ANSWERED as usize], 1, "{kind:?}");
+        assert_eq!(c[stat::TUNNELLED as usize], 1, "{kind:?}");
+    }
+}
+
+#[test]
+fn oversize_frame_without_df_is_dropped_and_counted() {
+    xtask::require!(BPF);
+    let h = harness("198.18.2.11", TunnelKind::Ipip, 1400);
+    let big = big_tcp4(42001, 1400, false);
+    let (action, _) = h.run(&big);
+    assert_eq!(action, XDP_DROP);
+    let c = h.counters();
+    assert_eq!(c[stat::TOO_BIG_DROPPED as usize], 1);
+    assert_eq!(c[stat::TOO_BIG_ANSWERED as usize], 0);
+    assert_eq!(c[stat::TUNNELLED as usize], 0);
+}
+
+#[test]
+fn oversize_ipv6_frame_is_answered_with_packet_too_big() {
+    xtask::require!(BPF);
+    let client6 = v6b("2001:db8::10");
+    let vip6 = v6b("2001:db8::100");
+    let mut h = Harness::new(4096);
+    let mut svc = service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![tunnelled("2001:db8:2::11", LOCAL6, TunnelKind::Ipip, 1500)],
+    );
+    svc.addr.vip = IpAddr::from(vip6);
+    h.apply(&state(vec![svc]));
+    let mut pkt = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6(client6, vip6, 64)
+        .tcp(40000, 80, 1, 100)
+        .ack(1)
+        .write(&mut pkt, &vec![0x33; 1500 - 40 - 20])
+        .unwrap();
+    let (action, out) = h.run(&pkt);
+    assert_eq!(action, XDP_TX);
+    let mut want = Vec::new();
+    PacketBuilder::ethernet2(DIRECTOR_MAC, CLIENT_MAC)
+        .ipv6(vip6, client6, 64)
+        .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1460 })
+        .write(&mut want, &pkt[14..14 + 120])
+        .unwrap();
+    assert_eq!(out, want);
+    assert_eq!(h.counters()[stat::TOO_BIG_ANSWERED as usize], 1);
+}

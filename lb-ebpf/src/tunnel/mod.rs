@@ -18,6 +18,9 @@ use crate::{
     parse::{ptr_at, ptr_at_mut},
 };
 
+mod too_big;
+pub use too_big::tail_call as too_big;
+
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -26,8 +29,8 @@ const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
 const IPPROTO_UDP: u8 = 17;
 const OUTER_TTL: u8 = 64;
-const IPV4_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
+pub(crate) const IPV4_HLEN: usize = 20;
+pub(crate) const IPV6_HLEN: usize = 40;
 const UDP_HLEN: usize = 8;
 /// GUE source ports come from the flow hash inside the dynamic range (49152..=65535), so a
 /// firewall sees ordinary ephemeral ports and the real server's RSS spreads flows.
@@ -39,16 +42,19 @@ pub enum Encapsulated {
     No,
     /// The frame now carries the outer header.
     Yes,
-    /// Encapsulated it would exceed the tunnel's MTU: the frame is untouched; `mtu` is the
-    /// largest inner packet that fits (what an ICMP "too big" announces).
-    #[allow(dead_code)] // read by the path-MTU answer
-    TooBig { mtu: u16 },
+    /// Encapsulated it would exceed the tunnel's MTU, and it may not be fragmented: the frame
+    /// is untouched; answer it with [`too_big`], announcing `fits` (the largest inner packet
+    /// that fits).
+    TooBig { fits: u16 },
+    /// Encapsulated it would exceed the tunnel's MTU, and IPv4 without DF: drop it (fragmenting
+    /// in XDP is not worth it; the client's stack retransmits smaller only with PMTU discovery).
+    TooBigDrop,
     /// The frame could not be encapsulated (truncated headers, no headroom): drop it.
     Failed,
 }
 
 /// The inner packet, read before the headroom moves.
-struct Inner {
+pub(crate) struct Inner {
     /// Bytes of Ethernet header (with VLAN tags) before the inner IP header.
     l2_len: usize,
     /// The EtherType field and VLAN tags after the MACs (bytes 12..22), rewritten in front.
@@ -69,7 +75,7 @@ fn be16(b: [u8; 2]) -> u16 {
 
 /// Reads the L2 header and the inner IP header's length, TOS and DF.
 #[inline(always)]
-fn inner(ctx: &XdpContext) -> Option<Inner> {
+pub(crate) fn inner(ctx: &XdpContext) -> Option<Inner> {
     // SAFETY: ptr_at proved the 10 bytes.
     let tags = unsafe { read_unaligned(ptr_at::<[u8; 10]>(ctx, 12)?) };
     let mut l2_len = 14;
@@ -109,82 +115,129 @@ fn inner(ctx: &XdpContext) -> Option<Inner> {
     })
 }
 
-/// The one's-complement checksum of an IPv4 header whose checksum field is zero.
+/// Stores `v` big-endian at `p + off`.
+///
+/// # Safety
+/// `p + off .. p + off + 2` must be proven packet bytes.
 #[inline(always)]
-fn ipv4_checksum(h: &[u8; IPV4_HLEN]) -> u16 {
-    let mut sum = 0u32;
-    let mut i = 0;
-    while i < IPV4_HLEN {
-        sum += be16([h[i], h[i + 1]]) as u32;
-        i += 2;
-    }
+pub(crate) unsafe fn put16(p: *mut u8, off: usize, v: u16) {
+    unsafe { write_unaligned(p.add(off) as *mut [u8; 2], v.to_be_bytes()) }
+}
+
+/// Stores a word already in network order at `p + off`.
+///
+/// # Safety
+/// `p + off .. p + off + 4` must be proven packet bytes.
+#[inline(always)]
+pub(crate) unsafe fn put_word(p: *mut u8, off: usize, w: u32) {
+    unsafe { write_unaligned(p.add(off) as *mut u32, w) }
+}
+
+/// One's-complement sum of a network-order word, as two 16-bit halves.
+#[inline(always)]
+pub(crate) fn word_sum(w: u32) -> u32 {
+    let h = u32::from_be(w);
+    (h >> 16) + (h & 0xffff)
+}
+
+/// Finishes an IPv4 header checksum from the sum of its 16-bit words.
+#[inline(always)]
+pub(crate) fn finish_checksum(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
 }
 
+/// Writes the outer IPv4 header at `l2`. The headers are written straight into the packet
+/// (no header image on the stack: the program's 512-byte stack is shared with its callers).
 #[inline(always)]
-fn outer_ipv4(
-    t: &RealTunnel,
-    real: &RealServer,
+fn write_ipv4(
+    ctx: &XdpContext,
+    l2: usize,
+    src: u32,
+    dst: u32,
     inner: &Inner,
     proto: u8,
     total: usize,
-) -> [u8; 20] {
-    let mut h = [0u8; IPV4_HLEN];
-    h[0] = 0x45;
-    h[1] = inner.tos;
-    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    if inner.dont_fragment {
-        h[6] = 0x40;
+) -> bool {
+    let Some(p) = ptr_at_mut::<[u8; IPV4_HLEN]>(ctx, l2) else {
+        return false;
+    };
+    let p = p as *mut u8;
+    let w0 = 0x4500 | inner.tos as u16;
+    let flags = if inner.dont_fragment { 0x4000 } else { 0 };
+    let w4 = ((OUTER_TTL as u16) << 8) | proto as u16;
+    let sum = w0 as u32 + total as u32 + flags as u32 + w4 as u32 + word_sum(src) + word_sum(dst);
+    // SAFETY: ptr_at_mut proved the 20 bytes.
+    unsafe {
+        put16(p, 0, w0);
+        put16(p, 2, total as u16);
+        put16(p, 4, 0);
+        put16(p, 6, flags);
+        put16(p, 8, w4);
+        put16(p, 10, finish_checksum(sum));
+        put_word(p, 12, src);
+        put_word(p, 16, dst);
     }
-    h[8] = OUTER_TTL;
-    h[9] = proto;
-    h[12..16].copy_from_slice(&t.src[0].to_ne_bytes());
-    h[16..20].copy_from_slice(&real.addr[0].to_ne_bytes());
-    let sum = ipv4_checksum(&h);
-    h[10..12].copy_from_slice(&sum.to_be_bytes());
-    h
+    true
 }
 
+/// Writes the outer IPv6 header at `l2`; the flow label comes from the flow hash (RFC 6438:
+/// routers' ECMP then spreads tunnelled flows as it would spread the inner ones).
 #[inline(always)]
-fn outer_ipv6(
+fn write_ipv6(
+    ctx: &XdpContext,
+    l2: usize,
     t: &RealTunnel,
     real: &RealServer,
     inner: &Inner,
     proto: u8,
     payload: usize,
     hash: u32,
-) -> [u8; 40] {
-    let mut h = [0u8; IPV6_HLEN];
-    // Version 6, traffic class copied, flow label from the flow hash (RFC 6438: routers' ECMP
-    // then spreads tunnelled flows as it would spread the inner ones).
-    let label = hash & 0x000f_ffff;
-    let first = (6u32 << 28) | ((inner.tos as u32) << 20) | label;
-    h[0..4].copy_from_slice(&first.to_be_bytes());
-    h[4..6].copy_from_slice(&(payload as u16).to_be_bytes());
-    h[6] = proto;
-    h[7] = OUTER_TTL;
-    let mut i = 0;
-    while i < 4 {
-        h[8 + i * 4..12 + i * 4].copy_from_slice(&t.src[i].to_ne_bytes());
-        h[24 + i * 4..28 + i * 4].copy_from_slice(&real.addr[i].to_ne_bytes());
-        i += 1;
+) -> bool {
+    let Some(p) = ptr_at_mut::<[u8; IPV6_HLEN]>(ctx, l2) else {
+        return false;
+    };
+    let p = p as *mut u8;
+    let first = (6u32 << 28) | ((inner.tos as u32) << 20) | (hash & 0x000f_ffff);
+    // SAFETY: ptr_at_mut proved the 40 bytes.
+    unsafe {
+        put_word(p, 0, first.to_be());
+        put16(p, 4, payload as u16);
+        put16(p, 6, ((proto as u16) << 8) | OUTER_TTL as u16);
+        let mut i = 0;
+        while i < 4 {
+            put_word(p, 8 + i * 4, t.src[i]);
+            put_word(p, 24 + i * 4, real.addr[i]);
+            i += 1;
+        }
     }
-    h
+    true
 }
 
-/// UDP header of a GUE packet. The checksum is zero: allowed for IPv4, and for IPv6 tunnels
-/// by RFC 6935 (the receiver must accept it: Linux FOU needs `udp6zerocsumrx`, xlb's decap
-/// program does not check it); the inner packet has its own checksums.
+/// Writes the UDP header of a GUE packet at `off`. The checksum is zero: allowed for IPv4, and
+/// for IPv6 tunnels by RFC 6935 (the receiver must accept it: Linux FOU needs
+/// `udp6zerocsumrx`, xlb's decap program does not check it); the inner packet has its own.
 #[inline(always)]
-fn gue_udp(t: &RealTunnel, inner_len: usize, hash: u32) -> [u8; UDP_HLEN] {
-    let mut u = [0u8; UDP_HLEN];
-    let sport = GUE_SPORT_BASE | (hash as u16 & 0x3fff);
-    u[0..2].copy_from_slice(&sport.to_be_bytes());
-    u[2..4].copy_from_slice(&t.port.to_ne_bytes());
-    u[4..6].copy_from_slice(&((inner_len + UDP_HLEN) as u16).to_be_bytes());
-    u
+fn write_gue_udp(
+    ctx: &XdpContext,
+    off: usize,
+    t: &RealTunnel,
+    inner_len: usize,
+    hash: u32,
+) -> bool {
+    let Some(p) = ptr_at_mut::<[u8; UDP_HLEN]>(ctx, off) else {
+        return false;
+    };
+    let p = p as *mut u8;
+    // SAFETY: ptr_at_mut proved the 8 bytes.
+    unsafe {
+        put16(p, 0, GUE_SPORT_BASE | (hash as u16 & 0x3fff));
+        put16(p, 2, u16::from_be(t.port));
+        put16(p, 4, (inner_len + UDP_HLEN) as u16);
+        put16(p, 6, 0);
+    }
+    true
 }
 
 /// Wraps the frame for `real` (slot `real_id`) if that real server is tunnelled.
@@ -209,8 +262,12 @@ pub fn encapsulate(
     let ip_hlen = if outer_v6 { IPV6_HLEN } else { IPV4_HLEN };
     let overhead = ip_hlen + if gue { UDP_HLEN } else { 0 };
     if inner.len + overhead > t.mtu as usize {
+        if !inner.dont_fragment {
+            count(stat::TOO_BIG_DROPPED);
+            return Encapsulated::TooBigDrop;
+        }
         return Encapsulated::TooBig {
-            mtu: t.mtu.saturating_sub(overhead as u16),
+            fits: t.mtu.saturating_sub(overhead as u16),
         };
     }
     let proto = if gue {
@@ -241,27 +298,16 @@ pub fn encapsulate(
     // SAFETY: ptr_at_mut proved the bytes. The tag bytes past the L2 header are overwritten by
     // the outer IP header right after.
     unsafe { write_unaligned(tag_p, tags) };
-    if outer_v6 {
-        let Some(p) = ptr_at_mut::<[u8; IPV6_HLEN]>(ctx, inner.l2_len) else {
-            return Encapsulated::Failed;
-        };
+    let l2 = inner.l2_len;
+    let written = if outer_v6 {
         let payload = inner.len + overhead - IPV6_HLEN;
-        // SAFETY: ptr_at_mut proved the bytes.
-        unsafe { write_unaligned(p, outer_ipv6(t, real, &inner, proto, payload, hash)) };
+        write_ipv6(ctx, l2, t, real, &inner, proto, payload, hash)
     } else {
-        let Some(p) = ptr_at_mut::<[u8; IPV4_HLEN]>(ctx, inner.l2_len) else {
-            return Encapsulated::Failed;
-        };
         let total = inner.len + overhead;
-        // SAFETY: ptr_at_mut proved the bytes.
-        unsafe { write_unaligned(p, outer_ipv4(t, real, &inner, proto, total)) };
-    }
-    if gue {
-        let Some(p) = ptr_at_mut::<[u8; UDP_HLEN]>(ctx, inner.l2_len + ip_hlen) else {
-            return Encapsulated::Failed;
-        };
-        // SAFETY: ptr_at_mut proved the bytes.
-        unsafe { write_unaligned(p, gue_udp(t, inner.len, hash)) };
+        write_ipv4(ctx, l2, t.src[0], real.addr[0], &inner, proto, total)
+    };
+    if !written || (gue && !write_gue_udp(ctx, l2 + ip_hlen, t, inner.len, hash)) {
+        return Encapsulated::Failed;
     }
     count(stat::TUNNELLED);
     Encapsulated::Yes
