@@ -27,6 +27,10 @@ pub mod map_names {
     pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const TUNNELS: &str = "TUNNELS";
     pub const TUNNEL_PROGS: &str = "TUNNEL_PROGS";
+    pub const DECAP_DIRECTORS: &str = "DECAP_DIRECTORS";
+    pub const DECAP_VIPS: &str = "DECAP_VIPS";
+    pub const DECAP_CONFIG: &str = "DECAP_CONFIG";
+    pub const DECAP_STATS: &str = "DECAP_STATS";
 }
 
 /// Service slots (ids index per-service counters and round-robin state).
@@ -375,6 +379,48 @@ pub struct RealTunnel {
     pub _pad: [u8; 3],
 }
 
+// ---- Tunnel mode, real-server side: the decapsulation program (`xlb_decap`) ----
+
+/// Name of the real servers' decapsulation program in the object.
+pub const DECAP_PROGRAM: &str = "xlb_decap";
+/// Entries of `DECAP_DIRECTORS` / `DECAP_VIPS`.
+pub const MAX_DECAP_ADDRS: u32 = 256;
+
+/// Key of `DECAP_DIRECTORS` (outer sources decapsulated) and `DECAP_VIPS` (inner destinations
+/// delivered): one address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DecapKey {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Single-entry `DECAP_CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DecapConfig {
+    /// GUE UDP port decapsulated, network byte order; 0 = IPIP only.
+    pub gue_port: u16,
+    pub _pad: [u8; 2],
+}
+
+/// Indices of the per-CPU `DECAP_STATS` array.
+pub mod decap_stat {
+    /// Outer header stripped: the inner packet went to the kernel.
+    pub const DECAPSULATED: u32 = 0;
+    /// Not a tunnel packet (passed untouched).
+    pub const NOT_TUNNEL: u32 = 1;
+    /// A tunnel packet from an address that is not a configured director, or to an inner
+    /// destination that is not a configured VIP (passed untouched: the kernel drops it).
+    pub const NOT_ALLOWED: u32 = 2;
+    /// Truncated or inconsistent outer or inner headers (passed untouched).
+    pub const MALFORMED: u32 = 3;
+    pub const COUNT: u32 = 4;
+    pub const NAMES: [&str; COUNT as usize] =
+        ["decapsulated", "not_tunnel", "not_allowed", "malformed"];
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -393,6 +439,8 @@ mod pod {
     unsafe impl aya::Pod for IfaceMac {}
     unsafe impl aya::Pod for ServiceState {}
     unsafe impl aya::Pod for RealTunnel {}
+    unsafe impl aya::Pod for DecapKey {}
+    unsafe impl aya::Pod for DecapConfig {}
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 mod bench;
 mod conntrack;
+mod decap;
 mod forward;
 mod maps;
 mod parse;

@@ -5,6 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
+use lb_common::{decap_stat, DecapConfig, DecapKey, MAX_DECAP_ADDRS};
 use lb_common::{
     stat, FloodState, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer, RealTunnel, Service,
     ServiceKey, ServiceState, TrafficStats, VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE,
@@ -92,6 +93,21 @@ pub static TUNNEL_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 /// The MTU a tail-called "too big" answer announces (per CPU: set just before the tail call).
 #[map]
 pub static TOO_BIG_MTU: PerCpuArray<u16> = PerCpuArray::with_max_entries(1, 0);
+
+/// Real servers' decapsulation program (`xlb_decap`): the directors whose tunnel packets are
+/// decapsulated (anyone else's pass untouched).
+#[map]
+pub static DECAP_DIRECTORS: HashMap<DecapKey, u32> = HashMap::with_max_entries(MAX_DECAP_ADDRS, 0);
+
+/// `xlb_decap`: the inner destinations (VIPs) delivered.
+#[map]
+pub static DECAP_VIPS: HashMap<DecapKey, u32> = HashMap::with_max_entries(MAX_DECAP_ADDRS, 0);
+
+#[map]
+pub static DECAP_CONFIG: Array<DecapConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(decap_stat::COUNT, 0);
 
 /// Counters of the bench/test helper programs (packets seen), not used by `xlb`.
 #[map]
