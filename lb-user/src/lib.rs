@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod net;
 pub mod overlay;
 pub mod realserver;
+pub mod realserver_tunnel;
 pub mod report;
 pub mod state;
 pub mod status;
