@@ -37,6 +37,7 @@ pub mod dr;
 mod netns;
 pub mod require;
 pub mod streams;
+pub mod tun;
 pub mod xdp;
 
 use std::{
