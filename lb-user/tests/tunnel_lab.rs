@@ -26,6 +26,7 @@ const NEEDS: &[Need] = &[
 struct Running {
     t: TunLab,
     socket: String,
+    config: String,
     daemon: Option<Proc>,
 }
 
@@ -100,12 +101,13 @@ fn start(tag: &str, tunnel: &str) -> Running {
         );
     }
     std::fs::write(&config, text).unwrap();
+    let config = config.display().to_string();
     let mut r = Running {
         t,
         socket,
+        config: config.clone(),
         daemon: None,
     };
-    let config = config.display().to_string();
     let p =
         r.t.lab
             .spawn(&r.t.director, &[XLB, "run", "--config", &config])
@@ -193,6 +195,27 @@ fn http_through_the_vip(tunnel: &str) {
         director_rx <= client_tx + 200,
         "director received {director_rx} frames, client sent {client_tx}: replies crossed the director?"
     );
+    // ipvsadm's Forward column, and doctor's route / MTU check of each tunnelled real.
+    let o =
+        r.t.lab
+            .run(&r.t.director, &[XLB, "status", "--socket", &r.socket])
+            .unwrap();
+    let text = out_text(&o);
+    assert_eq!(text.matches(" Tunnel ").count(), 4, "{text}");
+    let o =
+        r.t.lab
+            .run(&r.t.director, &[XLB, "doctor", "--config", &r.config])
+            .unwrap();
+    let text = out_text(&o);
+    for i in 1..=2 {
+        let want = format!(
+            "{} ({tunnel}): eth0 via {}",
+            tun::real_v4(i),
+            tun::ROUTER_DIR
+        );
+        assert!(text.contains(&want), "doctor: want {want:?} in\n{text}");
+    }
+    assert!(text.contains("tunnel MTU"), "{text}");
 }
 
 #[test]

@@ -52,6 +52,17 @@ pub struct RealLabels {
     pub real: String,
 }
 
+/// A real server's labels plus its forwarding method (`dr`, `ipip`, `gue`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RealForwardLabels {
+    pub service: String,
+    pub vip: String,
+    pub port: String,
+    pub protocol: String,
+    pub real: String,
+    pub method: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckResultLabels {
     pub service: String,
@@ -101,6 +112,7 @@ pub struct Families {
     pub real_inactive_connections: Family<RealLabels, Gauge>,
     pub real_weight: Family<RealLabels, Gauge>,
     pub real_up: Family<RealLabels, Gauge>,
+    pub real_forward: Family<RealForwardLabels, Gauge>,
     pub check_results: Family<CheckResultLabels, Counter>,
     pub check_last_duration: Family<CheckLabels, FGauge>,
     pub check_seconds: Family<CheckLabels, FCounter>,
@@ -250,6 +262,11 @@ impl Families {
             "xlb_real_up",
             "1 when the real server receives traffic (health up, MAC known)",
             real_up
+        );
+        r!(
+            "xlb_real_forward_info",
+            "1, labelled with the real server's forwarding method (dr, ipip, gue)",
+            real_forward
         );
         r!(
             "xlb_health_check_results",
