@@ -275,3 +275,100 @@ print(s.recv(100).decode())
     // The first full-size segments did not fit once encapsulated: the director answered them.
     assert!(r.counter("too_big_answered") > 0, "{}", r.status());
 }
+
+/// A keepalived `lb_kind TUN` configuration, imported with `xlb import-keepalived`, runs the
+/// tunnel lab end to end (only the control socket is changed, so parallel labs do not collide).
+#[test]
+fn keepalived_lb_kind_tun_config_imports_and_runs() {
+    xtask::require!(NEEDS);
+    let t = tun::build("tunka").expect("lab");
+    let dir = t.lab.dir().to_path_buf();
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "virtual_server {VIP} 80 {{\n    delay_loop 1\n    lb_algo mh\n    lb_kind TUN\n    \
+             tun_type gue\n    tun_port 6080\n    real_server {} 80 {{\n        TCP_CHECK {{\n            \
+             connect_timeout 1\n        }}\n    }}\n    real_server {} 80 {{\n        TCP_CHECK {{\n            \
+             connect_timeout 1\n        }}\n    }}\n}}\n",
+            tun::real_v4(1),
+            tun::real_v4(2)
+        ),
+    )
+    .unwrap();
+    let toml_path = dir.join("imported.toml");
+    let o = std::process::Command::new(XLB)
+        .args(["import-keepalived", conf.to_str().unwrap(), "-o"])
+        .arg(&toml_path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_text(&o));
+    let socket = format!("/run/xlb/{}.sock", t.lab.id());
+    let text = std::fs::read_to_string(&toml_path).unwrap();
+    assert!(
+        text.contains("forward = \"tunnel\"") && text.contains("tunnel = \"gue\""),
+        "{text}"
+    );
+    let text = text.replace(
+        "control_socket = \"/run/xlb/xlb.sock\"",
+        &format!("control_socket = \"{socket}\""),
+    );
+    // keepalived has no interface setting: the import writes eth0, which is this lab's too.
+    std::fs::write(&toml_path, text).unwrap();
+    for rs in &t.real_servers {
+        let state = dir.join(format!("{}.json", rs.name()));
+        let o = t
+            .lab
+            .run(
+                rs,
+                &[
+                    XLB,
+                    "realserver",
+                    "up",
+                    "--vip",
+                    VIP,
+                    "--tunnel",
+                    "gue",
+                    "--director",
+                    tun::DIRECTOR,
+                    "--interface",
+                    "eth0",
+                    "--state-file",
+                    state.to_str().unwrap(),
+                ],
+            )
+            .unwrap();
+        assert!(o.status.success(), "{}", out_text(&o));
+    }
+    let config = toml_path.display().to_string();
+    let mut r = Running {
+        t,
+        socket,
+        config: config.clone(),
+        daemon: None,
+    };
+    let p =
+        r.t.lab
+            .spawn(&r.t.director, &[XLB, "run", "--config", &config])
+            .unwrap();
+    r.daemon = Some(p);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = r.status();
+        let up = st["services"][0]["reals"]
+            .as_array()
+            .map(|v| v.iter().filter(|x| x["forwarding"] == true).count())
+            .unwrap_or(0);
+        if up == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not up: {st}\n{}", r.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let spread = curl_spread(&r.t.lab, &r.t.client, &format!("http://{VIP}/"), 20).unwrap();
+    assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", r.log());
+    assert!(
+        spread.contains_key("rs1") && spread.contains_key("rs2"),
+        "{spread:?}"
+    );
+}
