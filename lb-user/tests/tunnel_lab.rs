@@ -216,6 +216,62 @@ fn http_through_the_vip(tunnel: &str) {
         assert!(text.contains(&want), "doctor: want {want:?} in\n{text}");
     }
     assert!(text.contains("tunnel MTU"), "{text}");
+    // The real server side: status sees the decapsulation at work; down removes it.
+    let rs = r.t.real_servers[0].clone();
+    let state = r.t.lab.dir().join("rs1.json");
+    let state = state.to_str().unwrap();
+    let o =
+        r.t.lab
+            .run(
+                &rs,
+                &[
+                    XLB,
+                    "realserver",
+                    "status",
+                    "--vip",
+                    VIP,
+                    "--state-file",
+                    state,
+                    "--json",
+                ],
+            )
+            .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["tunnel"]["attached"], true, "{st}");
+    assert!(
+        st["tunnel"]["counters"]["decapsulated"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{st}"
+    );
+    assert_eq!(st["ready"], true, "{st}");
+    let o =
+        r.t.lab
+            .run(
+                &rs,
+                &[
+                    XLB,
+                    "realserver",
+                    "down",
+                    "--vip",
+                    VIP,
+                    "--state-file",
+                    state,
+                ],
+            )
+            .unwrap();
+    assert!(o.status.success(), "{}", out_text(&o));
+    let link =
+        r.t.lab
+            .run_ok(&rs, &["ip", "-d", "link", "show", "eth0"])
+            .unwrap();
+    assert!(!link.contains("xlb_decap"), "detached: {link}");
+    let lo =
+        r.t.lab
+            .run_ok(&rs, &["ip", "addr", "show", "dev", "lo"])
+            .unwrap();
+    assert!(!lo.contains(VIP), "VIP removed: {lo}");
 }
 
 #[test]

@@ -152,7 +152,25 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
                 });
             let ready = st.ready() && tunnel.as_ref().is_none_or(|t| t.1);
             if json {
-                println!("{}", serde_json::to_string_pretty(&st)?);
+                let mut v = serde_json::to_value(&st)?;
+                if let Some((t, attached, counters)) = &tunnel {
+                    v["tunnel"] = serde_json::json!({
+                        "kind": t.kind.name(),
+                        "interface": t.interface,
+                        "directors": t.directors,
+                        "gue_port": t.gue_port,
+                        "attached": attached,
+                        "counters": counters.as_ref().map(|c| {
+                            lb_common::decap_stat::NAMES
+                                .iter()
+                                .zip(c)
+                                .map(|(n, v)| (n.to_string(), *v))
+                                .collect::<std::collections::BTreeMap<_, _>>()
+                        }),
+                    });
+                }
+                v["ready"] = serde_json::json!(ready);
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for (ip, present) in &st.vips {
                     let what = if *present { "present" } else { "MISSING" };
