@@ -27,6 +27,12 @@ pub mod map_names {
     pub const VIP_FILTER: &str = "VIP_FILTER";
     pub const PERSISTENCE: &str = "PERSISTENCE";
     pub const PERSIST_TEMPLATES: &str = "PERSIST_TEMPLATES";
+    pub const TUNNELS: &str = "TUNNELS";
+    pub const TUNNEL_PROGS: &str = "TUNNEL_PROGS";
+    pub const DECAP_DIRECTORS: &str = "DECAP_DIRECTORS";
+    pub const DECAP_VIPS: &str = "DECAP_VIPS";
+    pub const DECAP_CONFIG: &str = "DECAP_CONFIG";
+    pub const DECAP_STATS: &str = "DECAP_STATS";
 }
 
 /// Service slots (ids index per-service counters and round-robin state).
@@ -357,7 +363,15 @@ pub mod stat {
     /// SYNs that hit a closing entry (FIN_WAIT/CLOSE): a new connection on a reused client port
     /// (IPVS conn_reuse_mode=1), scheduled afresh.
     pub const CONN_REUSED: u32 = 23;
-    pub const COUNT: u32 = 24;
+    /// Packets encapsulated to a tunnelled real server (IPIP, ip6ip6 or GUE).
+    pub const TUNNELLED: u32 = 24;
+    /// Frames too big for the tunnel's MTU once encapsulated, with DF (IPv4) or IPv6: answered
+    /// with ICMP "fragmentation needed" / "packet too big".
+    pub const TOO_BIG_ANSWERED: u32 = 25;
+    /// Frames too big for the tunnel's MTU once encapsulated that may not be answered (IPv4
+    /// without DF: fragmenting in XDP is not worth it): dropped.
+    pub const TOO_BIG_DROPPED: u32 = 26;
+    pub const COUNT: u32 = 27;
 
     /// Names for status and metrics, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -385,7 +399,89 @@ pub mod stat {
         "persist_hit",
         "persist_miss",
         "conn_reused",
+        "tunnelled",
+        "too_big_answered",
+        "too_big_dropped",
     ];
+}
+
+// ---- Tunnel mode (LVS-TUN): encapsulation to real servers in other subnets ----
+
+/// `RealTunnel::kind`: direct routing (no encapsulation; the slot's default).
+pub const TUNNEL_NONE: u8 = 0;
+/// `RealTunnel::kind`: IP in IP (protocol 4 for an IPv4 inner packet, 41 for IPv6; ip6ip6 over
+/// an IPv6 outer header).
+pub const TUNNEL_IPIP: u8 = 1;
+/// `RealTunnel::kind`: GUE variant 1 (RFC draft "direct IP encapsulation", as Katran): UDP to
+/// `port`, the inner IP header right after the UDP header; the UDP source port comes from the
+/// flow hash so the real server's RSS spreads flows.
+pub const TUNNEL_GUE: u8 = 2;
+/// `TUNNEL_PROGS` slot of the program answering oversize frames with ICMP "too big" (tail-called
+/// by the main program: its own stack frame).
+pub const TUNNEL_PROG_TOO_BIG: u32 = 0;
+/// Name of that program in the object.
+pub const TOO_BIG_PROGRAM: &str = "xlb_too_big";
+/// GUE's usual UDP port (Katran's `GUE_DPORT`).
+pub const DEFAULT_GUE_PORT: u16 = 6080;
+
+/// Value of the `TUNNELS` array, indexed by real-server slot (next to `REALS`): how packets to
+/// the slot's real server are encapsulated. `kind == TUNNEL_NONE` = direct routing. The outer
+/// destination is `RealServer::addr`, the outer family `RealServer::family`; the Ethernet
+/// addresses in `RealServer` are then those of the next hop (the router) on the egress side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RealTunnel {
+    /// Outer source: the director's address on the egress side (same family as the real).
+    pub src: [u32; 4],
+    /// Largest IP packet (outer header included) the egress path carries; longer encapsulated
+    /// packets are answered with ICMP "too big" (or dropped without DF).
+    pub mtu: u16,
+    /// GUE destination port, network byte order.
+    pub port: u16,
+    pub kind: u8,
+    pub _pad: [u8; 3],
+}
+
+// ---- Tunnel mode, real-server side: the decapsulation program (`xlb_decap`) ----
+
+/// Name of the real servers' decapsulation program in the object.
+pub const DECAP_PROGRAM: &str = "xlb_decap";
+/// Entries of `DECAP_DIRECTORS` / `DECAP_VIPS`.
+pub const MAX_DECAP_ADDRS: u32 = 256;
+
+/// Key of `DECAP_DIRECTORS` (outer sources decapsulated) and `DECAP_VIPS` (inner destinations
+/// delivered): one address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DecapKey {
+    pub addr: [u32; 4],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Single-entry `DECAP_CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DecapConfig {
+    /// GUE UDP port decapsulated, network byte order; 0 = IPIP only.
+    pub gue_port: u16,
+    pub _pad: [u8; 2],
+}
+
+/// Indices of the per-CPU `DECAP_STATS` array.
+pub mod decap_stat {
+    /// Outer header stripped: the inner packet went to the kernel.
+    pub const DECAPSULATED: u32 = 0;
+    /// Not a tunnel packet (passed untouched).
+    pub const NOT_TUNNEL: u32 = 1;
+    /// A tunnel packet from an address that is not a configured director, or to an inner
+    /// destination that is not a configured VIP (passed untouched: the kernel drops it).
+    pub const NOT_ALLOWED: u32 = 2;
+    /// Truncated or inconsistent outer or inner headers (passed untouched).
+    pub const MALFORMED: u32 = 3;
+    pub const COUNT: u32 = 4;
+    pub const NAMES: [&str; COUNT as usize] =
+        ["decapsulated", "not_tunnel", "not_allowed", "malformed"];
 }
 
 #[cfg(feature = "user")]
@@ -408,6 +504,9 @@ mod pod {
     unsafe impl aya::Pod for Persistence {}
     unsafe impl aya::Pod for PersistKey {}
     unsafe impl aya::Pod for PersistEntry {}
+    unsafe impl aya::Pod for RealTunnel {}
+    unsafe impl aya::Pod for DecapKey {}
+    unsafe impl aya::Pod for DecapConfig {}
 }
 
 #[cfg(test)]
@@ -430,6 +529,7 @@ mod tests {
         assert_eq!(size_of::<Persistence>(), 24);
         assert_eq!(size_of::<PersistKey>(), 24);
         assert_eq!(size_of::<PersistEntry>(), 24);
+        assert_eq!(size_of::<RealTunnel>(), 24);
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
     }
 }

@@ -6,11 +6,13 @@
 
 mod bench;
 mod conntrack;
+mod decap;
 mod forward;
 mod maps;
 mod parse;
 mod persist;
 mod select;
+mod tunnel;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use conntrack::{Dispatch, Lookup};
@@ -27,13 +29,20 @@ use parse::{parse, Parsed};
 #[xdp]
 pub fn xlb(ctx: XdpContext) -> u32 {
     let action = process(&ctx);
+    count_action(action);
+    action
+}
+
+/// Counts the verdict (also by the programs the main one tail-calls: a tail call does not
+/// return here).
+#[inline(always)]
+pub(crate) fn count_action(action: u32) {
     count(match action {
         xdp_action::XDP_DROP => stat::ACTION_DROP,
         xdp_action::XDP_TX => stat::ACTION_TX,
         xdp_action::XDP_REDIRECT => stat::ACTION_REDIRECT,
         _ => stat::ACTION_PASS,
     });
-    action
 }
 
 /// Whom the frame is addressed to, by its destination MAC.
@@ -152,7 +161,7 @@ fn flow_packet(ctx: &XdpContext, flow: &FlowKey, tcp_flags: u8) -> u32 {
     let mut prior = Lookup::Miss;
     if !opening {
         match conntrack::lookup(flow, tcp_flags) {
-            Lookup::Hit(d) => return forward(ctx, &d),
+            Lookup::Hit(d) => return forward(ctx, flow, &d),
             other => prior = other,
         }
     }
@@ -162,7 +171,7 @@ fn flow_packet(ctx: &XdpContext, flow: &FlowKey, tcp_flags: u8) -> u32 {
     // A retransmitted SYN of a round-robin service keeps the real server of the first one.
     if opening && svc.sched == SCHED_ROUND_ROBIN {
         match conntrack::lookup(flow, tcp_flags) {
-            Lookup::Hit(d) => return forward(ctx, &d),
+            Lookup::Hit(d) => return forward(ctx, flow, &d),
             other => prior = other,
         }
     }
@@ -170,15 +179,15 @@ fn flow_packet(ctx: &XdpContext, flow: &FlowKey, tcp_flags: u8) -> u32 {
         count(stat::NO_REAL);
         return xdp_action::XDP_DROP;
     };
-    forward(ctx, &dispatch)
+    forward(ctx, flow, &dispatch)
 }
 
 #[inline(always)]
-fn forward(ctx: &XdpContext, d: &Dispatch) -> u32 {
+fn forward(ctx: &XdpContext, flow: &FlowKey, d: &Dispatch) -> u32 {
     let bytes = packet_len(ctx);
     count_traffic(&SERVICE_STATS, d.service_id, bytes, d.new_conn);
     count_traffic(&REAL_STATS, d.real_id, bytes, d.new_conn);
-    forward::to_real(ctx, d.real)
+    forward::to_real(ctx, flow, d.real_id, d.real)
 }
 
 /// Fragments: forwarded only for a VIP whose service hashes on the client address (every fragment
@@ -215,7 +224,7 @@ fn fragment(ctx: &XdpContext, flow: &FlowKey) -> u32 {
     let bytes = packet_len(ctx);
     count_traffic(&SERVICE_STATS, svc.id, bytes, false);
     count_traffic(&REAL_STATS, real_id, bytes, false);
-    forward::to_real(ctx, real)
+    forward::to_real(ctx, flow, real_id, real)
 }
 
 /// ICMP errors about a flow (fragmentation needed, packet too big, unreachable) go to the flow's
@@ -231,7 +240,7 @@ fn icmp_error(ctx: &XdpContext, flow: &FlowKey) -> u32 {
         return xdp_action::XDP_DROP;
     };
     count(stat::ICMP_FORWARDED);
-    forward::to_real(ctx, real)
+    forward::to_real(ctx, flow, real_id, real)
 }
 
 /// Always XDP_PASS: put on the peer of a veth that receives XDP_TX frames (a veth only transmits

@@ -3,13 +3,14 @@
 //! them unpinned), so a restarted daemon adopts them.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, ProgramArray},
 };
+use lb_common::{decap_stat, DecapConfig, DecapKey, MAX_DECAP_ADDRS};
 use lb_common::{
     stat, FloodState, FlowEntry, FlowKey, IfaceMac, LbConfig, PersistEntry, PersistKey,
-    Persistence, RealServer, Service, ServiceKey, ServiceState, TrafficStats, VipInfo, VipKey,
-    DEFAULT_CONN_TABLE_SIZE, DEFAULT_PERSIST_TABLE_SIZE, MAX_IFACE_SLOTS, MAX_REALS, MAX_SERVICES,
-    MAX_TX_PORTS, VIP_FILTER_WORDS,
+    Persistence, RealServer, RealTunnel, Service, ServiceKey, ServiceState, TrafficStats, VipInfo,
+    VipKey, DEFAULT_CONN_TABLE_SIZE, DEFAULT_PERSIST_TABLE_SIZE, MAX_IFACE_SLOTS, MAX_REALS,
+    MAX_SERVICES, MAX_TX_PORTS, VIP_FILTER_WORDS,
 };
 
 /// BPF_F_NO_COMMON_LRU: per-CPU LRU lists over one shared table. Every CPU can find every flow
@@ -93,6 +94,34 @@ pub static TX_PORTS: DevMap = DevMap::with_max_entries(MAX_TX_PORTS, 0);
 /// `ifindex % MAX_IFACE_SLOTS`: an array, so the per-packet lookup is inlined by the JIT.
 #[map]
 pub static IFACE_MACS: Array<IfaceMac> = Array::with_max_entries(MAX_IFACE_SLOTS, 0);
+
+/// How packets to each real-server slot are encapsulated (tunnel mode), next to `REALS`.
+#[map]
+pub static TUNNELS: Array<RealTunnel> = Array::with_max_entries(MAX_REALS, 0);
+
+/// The tunnel-mode programs the main one tail-calls (`lb_common::TUNNEL_PROG_*`), set by the
+/// loader.
+#[map]
+pub static TUNNEL_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// The MTU a tail-called "too big" answer announces (per CPU: set just before the tail call).
+#[map]
+pub static TOO_BIG_MTU: PerCpuArray<u16> = PerCpuArray::with_max_entries(1, 0);
+
+/// Real servers' decapsulation program (`xlb_decap`): the directors whose tunnel packets are
+/// decapsulated (anyone else's pass untouched).
+#[map]
+pub static DECAP_DIRECTORS: HashMap<DecapKey, u32> = HashMap::with_max_entries(MAX_DECAP_ADDRS, 0);
+
+/// `xlb_decap`: the inner destinations (VIPs) delivered.
+#[map]
+pub static DECAP_VIPS: HashMap<DecapKey, u32> = HashMap::with_max_entries(MAX_DECAP_ADDRS, 0);
+
+#[map]
+pub static DECAP_CONFIG: Array<DecapConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(decap_stat::COUNT, 0);
 
 /// Counters of the bench/test helper programs (packets seen), not used by `xlb`.
 #[map]

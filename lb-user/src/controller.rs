@@ -281,6 +281,7 @@ mac = "02:00:00:00:00:13"
             let seen = Observed {
                 interfaces: &self.ifaces,
                 neighbours: &self.neigh,
+                routes: &BTreeMap::new(),
                 health: &h,
                 master_vips: &self.masters,
                 overlay: &overlay,

@@ -13,9 +13,11 @@ pub mod metrics;
 pub mod net;
 pub mod overlay;
 pub mod realserver;
+pub mod realserver_tunnel;
 pub mod report;
 pub mod state;
 pub mod status;
+pub mod tunnel;
 pub mod vrrp;
 
 /// The XDP object built from `lb-ebpf` by `build.rs`.

@@ -46,6 +46,8 @@ pub enum RealServerError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error("tunnel mode: {0}")]
+    Tunnel(String),
     #[error("parsing {}: {source}", path.display())]
     StateFormat {
         path: PathBuf,
@@ -156,6 +158,9 @@ pub struct State {
     pub sysctls: BTreeMap<String, String>,
     /// VIPs that were not on `lo` before `up`.
     pub added_vips: Vec<IpAddr>,
+    /// Tunnel mode: the decapsulation `up --tunnel` attached (detached by `down`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<crate::realserver_tunnel::TunnelState>,
 }
 
 impl State {

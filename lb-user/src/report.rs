@@ -209,6 +209,10 @@ fn service_status(inp: &StatusInputs<'_>, vs: &config::VirtualServer) -> Service
                 effective_weight: d.map(|d| d.weight).unwrap_or(0),
                 forwarding: d.is_some_and(|d| d.alive && d.weight > 0),
                 health: note.unwrap_or_else(|| "up".into()),
+                forward: rs
+                    .tunnel
+                    .map_or("dr", |t| crate::tunnel::kind(t.kind).name())
+                    .into(),
                 active_conns: counts.active,
                 inactive_conns: counts.inactive,
                 traffic: traffic(slot.and_then(|s| inp.traffic.reals.get(&s))),

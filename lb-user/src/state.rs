@@ -10,7 +10,7 @@ use crate::{
         DesiredPersistence, DesiredReal, DesiredService, DesiredState, Protocol, Scheduler,
         ServiceAddr,
     },
-    net::Interface,
+    net::{Interface, Route},
     overlay::{Overlay, RealOverride},
 };
 
@@ -30,6 +30,8 @@ pub struct Observed<'a> {
     pub interfaces: &'a [Interface],
     /// ip -> (ifindex, MAC) from the neighbour table.
     pub neighbours: &'a BTreeMap<IpAddr, (u32, [u8; 6])>,
+    /// Route to each tunnelled real server (tunnel mode).
+    pub routes: &'a BTreeMap<IpAddr, Route>,
     /// (service name, real address:port) -> health; missing = no check = up.
     pub health: &'a BTreeMap<(String, SocketAddr), RealHealthInput>,
     /// VIPs whose VRRP instance is MASTER here.
@@ -150,7 +152,16 @@ fn desired_real(
         src_mac: iface.mac,
         ifindex: iface.index,
         tx_port,
+        tunnel: None,
     })
+}
+
+fn tunnel_seen<'a>(inputs: &Inputs<'a>) -> crate::tunnel::Seen<'a> {
+    crate::tunnel::Seen {
+        interfaces: inputs.seen.interfaces,
+        neighbours: inputs.seen.neighbours,
+        routes: inputs.seen.routes,
+    }
 }
 
 /// The real server as it is forwarded to now: its egress and MAC, then health (a failed one is
@@ -171,10 +182,16 @@ fn real_in_force(
         })
     };
     let mac = rs.mac.as_ref().map(|m| m.0);
-    let mut real = match desired_real(inputs, rs.address, rs.port, mac, rs.interface.as_deref()) {
+    let resolved = match &rs.tunnel {
+        Some(t) => crate::tunnel::desired_real(&tunnel_seen(inputs), rs.address, rs.port, rs, t)
+            .map_err(|e| e.to_string()),
+        None => desired_real(inputs, rs.address, rs.port, mac, rs.interface.as_deref())
+            .map_err(|e| e.to_string()),
+    };
+    let mut real = match resolved {
         Ok(r) => r,
         Err(why) => {
-            note(why.to_string());
+            note(why);
             return None;
         }
     };
@@ -354,6 +371,7 @@ address = "198.18.0.13"
         let seen = Observed {
             interfaces: &ifaces,
             neighbours: &neigh,
+            routes: &BTreeMap::new(),
             health,
             master_vips: &BTreeSet::new(),
             overlay,

@@ -33,6 +33,9 @@ pub struct RealStatus {
     pub forwarding: bool,
     /// "up", or why not ("down: status 503", "MAC ... unknown").
     pub health: String,
+    /// The forwarding method: `dr`, or the tunnel's encapsulation (`ipip`, `gue`).
+    #[serde(default = "forward_dr")]
+    pub forward: String,
     pub active_conns: u64,
     pub inactive_conns: u64,
     pub traffic: Traffic,
@@ -40,6 +43,19 @@ pub struct RealStatus {
     /// Results of its health check so far (metrics, status page).
     #[serde(default)]
     pub check: CheckStats,
+}
+
+fn forward_dr() -> String {
+    "dr".into()
+}
+
+/// The `ipvsadm -ln` Forward column of a forwarding method.
+pub fn ipvs_forward(method: &str) -> &'static str {
+    if method == "dr" {
+        "Route"
+    } else {
+        "Tunnel"
+    }
 }
 
 /// Health-check results of one real server since its checker started.
@@ -393,7 +409,7 @@ pub fn render(report: &StatusReport, view: View) -> String {
                         o,
                         "  -> {:<28} {:<7} {:<6} {:<10} {:<10}{}",
                         r.addr.to_string(),
-                        "Route",
+                        ipvs_forward(&r.forward),
                         r.effective_weight,
                         r.active_conns,
                         r.inactive_conns,
@@ -585,6 +601,7 @@ pub(crate) mod tests {
                         effective_weight: 1,
                         forwarding: true,
                         health: "up".into(),
+                        forward: "dr".into(),
                         active_conns: 2,
                         inactive_conns: 0,
                         traffic: Traffic::default(),
@@ -597,6 +614,7 @@ pub(crate) mod tests {
                         effective_weight: 1,
                         forwarding: false,
                         health: "down: refused".into(),
+                        forward: "gue".into(),
                         active_conns: 0,
                         inactive_conns: 1,
                         traffic: Traffic::default(),
@@ -650,7 +668,7 @@ Prot LocalAddress:Port Scheduler Flags
   -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
 TCP  192.168.2.212:80 mh  (web)
   -> 192.168.2.220:80             Route   1      2          0         
-  -> 192.168.2.221:80             Route   1      0          1           (down: refused)
+  -> 192.168.2.221:80             Tunnel  1      0          1           (down: refused)
 ";
         assert_eq!(text, expected);
         let stats = render(&sample(), View::Stats { exact: false });

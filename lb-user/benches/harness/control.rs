@@ -79,6 +79,7 @@ fn reload_state(services: u32, reals: u32, table_size: u32, weight_of_first: u32
                         src_mac: [0x02, 0, 0, 0, 0, 2],
                         ifindex: 1,
                         tx_port: 0,
+                        tunnel: None,
                     }
                 })
                 .collect();

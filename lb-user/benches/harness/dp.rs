@@ -23,7 +23,10 @@ use lb_common::{
 };
 use xlb::dataplane::{
     batch,
-    desired::{DesiredReal, DesiredService, DesiredState, Protocol, Scheduler, ServiceAddr},
+    desired::{
+        DesiredReal, DesiredService, DesiredState, DesiredTunnel, Protocol, Scheduler, ServiceAddr,
+        TunnelKind,
+    },
     loader::load_program,
     maps::KernelMaps,
     sweep::monotonic_ns,
@@ -81,6 +84,10 @@ pub const VIP4: [u8; 4] = [198, 18, 0, 100];
 pub const VIP6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
 ];
+/// VIP of the tunnel-mode service (100 GUE-tunnelled real servers behind a router).
+pub const VIP_TUN4: [u8; 4] = [198, 18, 0, 101];
+/// VIP of the IPIP tunnel-mode service.
+pub const VIP_IPIP4: [u8; 4] = [198, 18, 0, 102];
 pub const OTHER4: [u8; 4] = [198, 18, 0, 50];
 pub const OTHER6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50,
@@ -409,10 +416,11 @@ pub fn bench_state(ifindex: u32, real_mac: [u8; 6], src_mac: [u8; 6]) -> Desired
                 src_mac,
                 ifindex,
                 tx_port: 0,
+                tunnel: None,
             })
             .collect()
     };
-    let svc = |vip: IpAddr, v6: bool| DesiredService {
+    let svc = |vip: IpAddr, reals: Vec<DesiredReal>| DesiredService {
         addr: ServiceAddr {
             vip,
             port: PORT,
@@ -423,13 +431,30 @@ pub fn bench_state(ifindex: u32, real_mac: [u8; 6], src_mac: [u8; 6]) -> Desired
         hash_client_only: false,
         persistence: None,
         table_size: 65_537,
-        reals: reals(v6),
+        reals,
         sorry: None,
+    };
+    // Tunnel mode: the same real servers, encapsulated (the frame's MACs go to the next hop).
+    let tunnelled = |kind: TunnelKind| -> Vec<DesiredReal> {
+        reals(false)
+            .into_iter()
+            .map(|mut r| {
+                r.tunnel = Some(DesiredTunnel {
+                    kind,
+                    src: IpAddr::from([198, 18, 1, 2]),
+                    mtu: 1500,
+                    gue_port: lb_common::DEFAULT_GUE_PORT,
+                });
+                r
+            })
+            .collect()
     };
     DesiredState {
         services: vec![
-            svc(IpAddr::from(VIP4), false),
-            svc(IpAddr::from(VIP6), true),
+            svc(IpAddr::from(VIP4), reals(false)),
+            svc(IpAddr::from(VIP6), reals(true)),
+            svc(IpAddr::from(VIP_TUN4), tunnelled(TunnelKind::Gue)),
+            svc(IpAddr::from(VIP_IPIP4), tunnelled(TunnelKind::Ipip)),
         ],
         flood_threshold: 0,
         tx_ports: Default::default(),

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use dp::{
     tcp4, tcp6, v6_fresh_src, Dp, GlobalLru, LoadSpec, OTHER4, OTHER6, PORT, SLOT_DROP,
     SLOT_FLOOR_ENCAP, SLOT_FLOOR_LINE, SLOT_FLOOR_LRU, SLOT_FLOOR_SET, SLOT_MACSWAP, SLOT_PASS,
-    SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6,
+    SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6, VIP_IPIP4, VIP_TUN4,
 };
 use timing::{Case, Expect, Fresh, FreshAlloc, Prog};
 
@@ -279,6 +279,9 @@ pub fn run(cfg: &Config) -> Result<Value> {
         PORT,
         false,
     );
+    // Tunnel mode: an established flow to a GUE and to an IPIP service.
+    let gue4 = tcp4([198, 18, 200, 1], 40_000, VIP_TUN4, PORT, false);
+    let ipip4 = tcp4([198, 18, 200, 1], 40_000, VIP_IPIP4, PORT, false);
     let syn4 = tcp4([198, SPACE_FRESH, 0, 0], 0, VIP4, PORT, true);
     let syn6 = tcp6(v6_fresh_src(), 0, VIP6, PORT, true);
     let other4 = tcp4([198, 18, 200, 1], 40_000, OTHER4, PORT, false);
@@ -294,7 +297,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
     // Establish the two fixed flows (the first run inserts, later runs hit).
     {
         let fd = dp.prog_fd(dp::wrapper(SLOT_XLB))?;
-        for f in [&ack4, &ack6] {
+        for f in [&ack4, &ack6, &gue4, &ipip4] {
             dp.set_cfg(f, lb_common::bench::mode::FIXED, 1)?;
             sys::test_run(fd, f, 1)?;
         }
@@ -346,6 +349,18 @@ pub fn run(cfg: &Config) -> Result<Value> {
             "xlb established IPv6",
             Prog::Wrapped(SLOT_XLB),
             ack6.clone(),
+            Expect::Hit,
+        ),
+        Case::new(
+            "xlb established IPv4, tunnelled (GUE)",
+            Prog::Wrapped(SLOT_XLB),
+            gue4,
+            Expect::Hit,
+        ),
+        Case::new(
+            "xlb established IPv4, tunnelled (IPIP)",
+            Prog::Wrapped(SLOT_XLB),
+            ipip4,
             Expect::Hit,
         ),
         Case::new(

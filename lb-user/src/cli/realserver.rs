@@ -10,9 +10,12 @@ use crate::realserver;
 #[derive(Debug, Subcommand)]
 pub enum Action {
     /// Put the VIPs on `lo` and set arp_ignore=1/arp_announce=2 (idempotent; prints each change).
+    /// With `--tunnel`: also decapsulate the directors' IPIP/GUE packets (tunnel mode).
     Up {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        tunnel: TunnelArgs,
         /// Also write /etc/sysctl.d/90-xlb-realserver.conf and enable xlb-realserver.service
         /// (oneshot) so the setup survives reboots.
         #[arg(long)]
@@ -36,6 +39,53 @@ pub enum Action {
     },
 }
 
+/// Tunnel mode (LVS-TUN) on the real server.
+#[derive(Debug, Args)]
+pub struct TunnelArgs {
+    /// Decapsulate the directors' packets: `ipip` (IPIP / ip6ip6) or `gue` (GUE on
+    /// `--gue-port`, IPIP accepted too). This kernel kind has no ipip/fou modules, so xlb's own
+    /// XDP program (xlb_decap) is attached to `--interface`; only packets from `--director`
+    /// addresses to the VIPs are decapsulated, everything else passes untouched.
+    #[arg(long, value_name = "KIND", value_parser = ["ipip", "gue"])]
+    pub tunnel: Option<String>,
+    /// A director's outer source address (its address towards this server); repeat or list.
+    #[arg(long = "director", value_name = "ADDR", num_args = 1.., requires = "tunnel")]
+    pub directors: Vec<IpAddr>,
+    /// The interface the tunnel packets arrive on.
+    #[arg(long, value_name = "IFACE", requires = "tunnel")]
+    pub interface: Option<String>,
+    /// GUE's UDP port (the director's `gue_port`).
+    #[arg(long, value_name = "PORT", default_value_t = lb_common::DEFAULT_GUE_PORT)]
+    pub gue_port: u16,
+    /// bpffs directory where the decapsulation program's link and maps are pinned.
+    #[arg(long, value_name = "DIR", default_value = crate::realserver_tunnel::DEFAULT_PIN_DIR)]
+    pub bpffs_dir: PathBuf,
+}
+
+impl TunnelArgs {
+    fn request(&self) -> anyhow::Result<Option<crate::realserver_tunnel::TunnelRequest>> {
+        use crate::dataplane::desired::TunnelKind;
+        let Some(kind) = &self.tunnel else {
+            return Ok(None);
+        };
+        let interface = self
+            .interface
+            .clone()
+            .context("`--tunnel` needs --interface (where the tunnel packets arrive)")?;
+        Ok(Some(crate::realserver_tunnel::TunnelRequest {
+            kind: if kind == "gue" {
+                TunnelKind::Gue
+            } else {
+                TunnelKind::Ipip
+            },
+            interface,
+            directors: self.directors.clone(),
+            gue_port: self.gue_port,
+            pin_dir: self.bpffs_dir.clone(),
+        }))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct Common {
     /// A virtual IP (IPv4 or IPv6); repeat or list several (`--vip A B`).
@@ -51,9 +101,25 @@ pub struct Common {
 
 pub fn run(action: Action) -> anyhow::Result<ExitCode> {
     match action {
-        Action::Up { common, persist } => {
+        Action::Up {
+            common,
+            tunnel,
+            persist,
+        } => {
             anyhow::ensure!(!common.vips.is_empty(), "`up` needs at least one --vip");
+            let request = tunnel.request()?;
+            anyhow::ensure!(
+                !(persist && request.is_some()),
+                "`--persist` does not cover `--tunnel` yet: run `up --tunnel` at boot"
+            );
             let mut lines = realserver::up(&common.vips, &common.state_file)?;
+            if let Some(req) = &request {
+                lines.extend(crate::realserver_tunnel::up_recorded(
+                    req,
+                    &common.vips,
+                    &common.state_file,
+                )?);
+            }
             if persist {
                 let exe = std::env::current_exe().context("finding the xlb binary")?;
                 lines.extend(realserver::persist(
@@ -67,7 +133,8 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Action::Down { common, persist } => {
-            let mut lines = realserver::down(&common.vips, &common.state_file)?;
+            let mut lines = crate::realserver_tunnel::down_recorded(&common.state_file)?;
+            lines.extend(realserver::down(&common.vips, &common.state_file)?);
             if persist {
                 lines.extend(realserver::unpersist(&common.root)?);
             }
@@ -76,8 +143,34 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
         }
         Action::Status { common, json } => {
             let st = realserver::status(&common.vips)?;
+            let tunnel = realserver::State::load(&common.state_file)?
+                .and_then(|s| s.tunnel)
+                .map(|t| {
+                    let (attached, counters) =
+                        crate::realserver_tunnel::status(&t.pin_dir, &t.interface);
+                    (t, attached, counters)
+                });
+            let ready = st.ready() && tunnel.as_ref().is_none_or(|t| t.1);
             if json {
-                println!("{}", serde_json::to_string_pretty(&st)?);
+                let mut v = serde_json::to_value(&st)?;
+                if let Some((t, attached, counters)) = &tunnel {
+                    v["tunnel"] = serde_json::json!({
+                        "kind": t.kind.name(),
+                        "interface": t.interface,
+                        "directors": t.directors,
+                        "gue_port": t.gue_port,
+                        "attached": attached,
+                        "counters": counters.as_ref().map(|c| {
+                            lb_common::decap_stat::NAMES
+                                .iter()
+                                .zip(c)
+                                .map(|(n, v)| (n.to_string(), *v))
+                                .collect::<std::collections::BTreeMap<_, _>>()
+                        }),
+                    });
+                }
+                v["ready"] = serde_json::json!(ready);
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for (ip, present) in &st.vips {
                     let what = if *present { "present" } else { "MISSING" };
@@ -88,9 +181,29 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
                     let mark = if s.ok { "ok" } else { "WRONG" };
                     println!("{} = {v} (want {}): {mark}", s.key, s.wanted);
                 }
-                println!("{}", if st.ready() { "ready" } else { "NOT ready" });
+                if let Some((t, attached, counters)) = &tunnel {
+                    let what = if *attached {
+                        "attached"
+                    } else {
+                        "NOT attached"
+                    };
+                    println!(
+                        "tunnel {}: xlb_decap on {}: {what}",
+                        t.kind.name(),
+                        t.interface
+                    );
+                    if let Some(c) = counters {
+                        let pairs: Vec<String> = lb_common::decap_stat::NAMES
+                            .iter()
+                            .zip(c)
+                            .map(|(n, v)| format!("{n} {v}"))
+                            .collect();
+                        println!("decap counters: {}", pairs.join(", "));
+                    }
+                }
+                println!("{}", if ready { "ready" } else { "NOT ready" });
             }
-            Ok(if st.ready() {
+            Ok(if ready {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

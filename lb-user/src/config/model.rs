@@ -9,7 +9,8 @@ use std::{
 
 use super::schema;
 pub use super::schema::{
-    Announce, AuthType, CheckType, HttpMethod, LogFormat, ParamMatch, Protocol, Scheduler,
+    Announce, AuthType, CheckType, Forward, HttpMethod, LogFormat, ParamMatch, Protocol, Scheduler,
+    TunnelType,
     VrrpState, XdpMode,
 };
 pub use super::types::{IpPrefix, MacAddr};
@@ -104,6 +105,20 @@ pub struct RealServer {
     /// Its own check, else the virtual server's; `None` when there is none or it is
     /// `type = "none"` (the server is then always up).
     pub check: Option<Check>,
+    /// Tunnel mode (its own `forward`, else the virtual server's, is `tunnel`); `None` = direct
+    /// routing.
+    pub tunnel: Option<Tunnel>,
+}
+
+/// How a tunnelled real server is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tunnel {
+    /// Its own `tunnel`, else the virtual server's.
+    pub kind: TunnelType,
+    /// The virtual server's `gue_port`.
+    pub gue_port: u16,
+    /// The virtual server's `tunnel_mtu`; `None` = from the route or the egress link.
+    pub mtu: Option<u16>,
 }
 
 impl RealServer {
@@ -390,6 +405,12 @@ impl RealServer {
             notify_up: vec(&rs.notify_up),
             notify_down: vec(&rs.notify_down),
             check: vs.check_of(rs).map(|c| Check::from_schema(c, vs, rs)),
+            tunnel: (rs.forward.unwrap_or(vs.forward) == Forward::Tunnel).then(|| Tunnel {
+                kind: rs.tunnel.unwrap_or(vs.tunnel),
+                gue_port: *vs.gue_port.get_ref(),
+                // Validation keeps it within u16.
+                mtu: vs.tunnel_mtu.as_ref().map(|m| *m.get_ref() as u16),
+            }),
         }
     }
 }

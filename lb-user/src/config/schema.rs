@@ -311,8 +311,46 @@ pub enum Announce {
     Always,
 }
 
-/// `[[virtual_server]]` (keepalived `virtual_server IP PORT { lb_kind DR ... }`; the forwarding
-/// method is always direct routing).
+/// How packets reach a real server (keepalived `lb_kind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Forward {
+    /// Direct routing (`lb_kind DR`): only the MACs change; the real server shares a link with
+    /// the director.
+    #[default]
+    Dr,
+    /// Tunnel (`lb_kind TUN`): the packet is encapsulated (see `tunnel`) to a real server that
+    /// may sit behind routers; it decapsulates and answers the client itself.
+    Tunnel,
+}
+
+/// The encapsulation of `forward = "tunnel"` (keepalived 2.x `tun_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TunnelType {
+    /// IP in IP (IPv4 outer: protocol 4, or 41 for an IPv6 inner packet; ip6ip6 for IPv6 real
+    /// servers), default: the kernel's `tunl0`/`ip6tnl0` receive it.
+    #[default]
+    Ipip,
+    /// GUE over UDP to `gue_port`, the inner IP packet right after the UDP header (Katran's GUE;
+    /// Linux: `ip fou add port 6080 gue`); the UDP source port follows the flow so the real
+    /// server's RSS spreads flows over its CPUs.
+    Gue,
+}
+
+impl Forward {
+    pub fn is_dr(&self) -> bool {
+        *self == Forward::Dr
+    }
+}
+
+impl TunnelType {
+    pub fn is_ipip(&self) -> bool {
+        *self == TunnelType::Ipip
+    }
+}
+
+/// `[[virtual_server]]` (keepalived `virtual_server IP PORT { lb_kind DR|TUN ... }`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VirtualServer {
@@ -380,6 +418,27 @@ pub struct VirtualServer {
     /// `virtual_ipaddress`, else `always`; see [`Config::announce_of`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announce: Option<Spanned<Announce>>,
+    /// `dr` (default) or `tunnel` (keepalived `lb_kind DR|TUN`): the forwarding method of the
+    /// real servers that do not set their own.
+    #[serde(default, skip_serializing_if = "Forward::is_dr")]
+    pub forward: Forward,
+    /// `ipip` (default) or `gue` (keepalived `tun_type`): the encapsulation of tunnelled real
+    /// servers that do not set their own.
+    #[serde(default, skip_serializing_if = "TunnelType::is_ipip")]
+    pub tunnel: TunnelType,
+    /// UDP destination port of GUE packets (keepalived `tun_port`), 1..=65535, default 6080
+    /// (Katran's).
+    #[serde(
+        default = "default_gue_port",
+        skip_serializing_if = "is_default_gue_port"
+    )]
+    pub gue_port: Spanned<u16>,
+    /// Largest IP packet (outer header included) the path to the tunnelled real servers
+    /// carries, 576..=65535 (IPv6 real servers: at least 1280). Default: the MTU of the route to
+    /// each real server, else of its egress interface. Client packets that would exceed it once
+    /// encapsulated are answered with ICMP "fragmentation needed" / "packet too big".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_mtu: Option<Spanned<u32>>,
     /// `[virtual_server.check]`: the default health check of every real server that has none of
     /// its own. Absent: real servers without a check are always considered up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -389,6 +448,12 @@ pub struct VirtualServer {
     pub real_servers: Vec<RealServer>,
 }
 
+fn is_default_gue_port(p: &Spanned<u16>) -> bool {
+    *p.get_ref() == lb_common::DEFAULT_GUE_PORT
+}
+fn default_gue_port() -> Spanned<u16> {
+    unspanned(lb_common::DEFAULT_GUE_PORT)
+}
 fn default_maglev_table_size() -> Spanned<u32> {
     unspanned(65_537)
 }
@@ -418,9 +483,16 @@ pub struct RealServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<Spanned<MacAddr>>,
     /// Egress interface, one of `global.interfaces`; default: the interface the VIP traffic
-    /// arrives on.
+    /// arrives on (tunnelled: the interface of the route to the server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<Spanned<String>>,
+    /// `dr` or `tunnel`: this server's forwarding method; default: the virtual server's
+    /// `forward`. A tunnelled server's `mac`, if given, is the next hop's (the router's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<Forward>,
+    /// `ipip` or `gue`: this server's encapsulation; default: the virtual server's `tunnel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelType>,
     /// Program and arguments run when the server comes up (keepalived `notify_up`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_up: Option<Spanned<Vec<String>>>,

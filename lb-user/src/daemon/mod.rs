@@ -109,6 +109,8 @@ fn run_inner(
 #[derive(Default)]
 struct Observations {
     neighbours: BTreeMap<IpAddr, (u32, [u8; 6])>,
+    /// Route to each tunnelled real server (its `mtu` filled from the link when it has none).
+    routes: BTreeMap<IpAddr, net::Route>,
     health: BTreeMap<(String, std::net::SocketAddr), RealHealthInput>,
     master_vips: BTreeSet<IpAddr>,
 }
@@ -190,6 +192,7 @@ impl Daemon {
             master_vips: vrrp.master_vips(),
             health: checker.state_inputs(),
             neighbours: BTreeMap::new(),
+            routes: BTreeMap::new(),
         };
         let mut daemon = Self {
             vrrp: Some(vrrp),
@@ -248,7 +251,12 @@ impl Daemon {
     /// Reads the neighbour table; probes real servers whose MAC is unknown. With `wait`, gives
     /// ARP/ND up to a second to answer (start-up), so the first table already has them.
     async fn resolve_neighbours(&mut self, wait: bool) {
-        let wanted = macs_to_learn(&self.cfg);
+        self.resolve_routes().await;
+        // A tunnelled real server's frames go to its route's next hop: learn that one's MAC.
+        let wanted: Vec<IpAddr> = macs_to_learn(&self.cfg)
+            .into_iter()
+            .map(|ip| self.seen.routes.get(&ip).map_or(ip, |r| r.next_hop(ip)))
+            .collect();
         for attempt in 0..10 {
             match self.net.neighbours().await {
                 Ok(n) => self.seen.neighbours = n,
@@ -272,6 +280,35 @@ impl Daemon {
         }
     }
 
+    /// Looks up the route to every tunnelled real server (tunnel mode); the link's MTU stands in
+    /// for a route without an `mtu` metric.
+    async fn resolve_routes(&mut self) {
+        let mut routes = BTreeMap::new();
+        for ip in crate::tunnel::tunnelled_addresses(&self.cfg) {
+            match self.net.route_to(ip).await {
+                Ok(Some(mut r)) => {
+                    if r.mtu.is_none() {
+                        r.mtu = self.link_mtu(r.ifindex).await;
+                    }
+                    routes.insert(ip, r);
+                }
+                Ok(None) => {}
+                Err(e) => warn!("looking up the route to tunnelled real server {ip}: {e}"),
+            }
+        }
+        self.seen.routes = routes;
+    }
+
+    async fn link_mtu(&self, ifindex: u32) -> Option<u32> {
+        let a = self.attached.iter().find(|a| a.iface.index == ifindex)?;
+        self.net
+            .link(&a.iface.name)
+            .await
+            .ok()
+            .flatten()
+            .map(|l| l.mtu)
+    }
+
     /// One round: the controller plans from the latest observations, the shell carries it out
     /// (tables, VRRP's track_service, BGP announcements).
     async fn reconcile(&mut self) {
@@ -279,6 +316,7 @@ impl Daemon {
         let seen = Observed {
             interfaces: &interfaces,
             neighbours: &self.seen.neighbours,
+            routes: &self.seen.routes,
             health: &self.seen.health,
             master_vips: &self.seen.master_vips,
             overlay: &self.overlay,

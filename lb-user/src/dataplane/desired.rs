@@ -82,6 +82,56 @@ pub struct DesiredReal {
     pub ifindex: u32,
     /// Devmap key of the egress interface.
     pub tx_port: u32,
+    /// Tunnel mode: how packets are encapsulated to it (`mac` is then the next hop's); `None` =
+    /// direct routing.
+    pub tunnel: Option<DesiredTunnel>,
+}
+
+/// The encapsulation of a tunnelled real server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelKind {
+    /// IP in IP (ip6ip6 to an IPv6 real server).
+    Ipip,
+    /// GUE (UDP) with the inner IP packet right after the UDP header (Katran's GUE).
+    Gue,
+}
+
+impl TunnelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TunnelKind::Ipip => "ipip",
+            TunnelKind::Gue => "gue",
+        }
+    }
+}
+
+/// How packets to a tunnelled real server are wrapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DesiredTunnel {
+    pub kind: TunnelKind,
+    /// Outer source: the director's address on the egress side (the real server's family).
+    pub src: IpAddr,
+    /// Largest outer IP packet the path carries.
+    pub mtu: u16,
+    /// GUE's UDP destination port (unused for IPIP).
+    pub gue_port: u16,
+}
+
+impl DesiredTunnel {
+    /// The `TUNNELS` map value.
+    pub fn value(&self) -> lb_common::RealTunnel {
+        lb_common::RealTunnel {
+            src: addr_words(self.src).0,
+            mtu: self.mtu,
+            port: self.gue_port.to_be(),
+            kind: match self.kind {
+                TunnelKind::Ipip => lb_common::TUNNEL_IPIP,
+                TunnelKind::Gue => lb_common::TUNNEL_GUE,
+            },
+            _pad: [0; 3],
+        }
+    }
 }
 
 /// IPVS persistence of a service (`persistence_timeout` > 0): a client network sticks to the real

@@ -6,6 +6,7 @@ use std::{
 };
 
 use aya::{
+    maps::ProgramArray,
     programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
@@ -13,7 +14,7 @@ use lb_common::map_names;
 use thiserror::Error;
 
 /// Every map of the program that the daemon pins and adopts.
-pub const PINNED_MAPS: [&str; 17] = [
+pub const PINNED_MAPS: [&str; 19] = [
     map_names::SERVICES,
     map_names::VIPS,
     map_names::REALS,
@@ -31,6 +32,8 @@ pub const PINNED_MAPS: [&str; 17] = [
     map_names::VIP_FILTER,
     map_names::PERSISTENCE,
     map_names::PERSIST_TEMPLATES,
+    map_names::TUNNELS,
+    map_names::TUNNEL_PROGS,
 ];
 
 /// The main program's name in the object.
@@ -53,6 +56,8 @@ pub enum LoadError {
     },
     #[error("bpffs directory {path}: {source}")]
     PinDir { path: PathBuf, source: io::Error },
+    #[error("cannot put program {name} in its tail-call slot: {reason}")]
+    TailCallSlot { name: &'static str, reason: String },
 }
 
 #[derive(Debug, Error)]
@@ -112,7 +117,42 @@ pub fn load(object: &[u8], opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     }
     let mut ebpf = loader.load(object)?;
     load_program(&mut ebpf, PROGRAM)?;
+    load_tunnel_programs(&mut ebpf)?;
     Ok(ebpf)
+}
+
+/// Loads the programs the main one tail-calls in tunnel mode and puts them in TUNNEL_PROGS (a
+/// pinned map: an adopted attachment then calls the programs of the latest load).
+fn load_tunnel_programs(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    let name = lb_common::TOO_BIG_PROGRAM;
+    load_program(ebpf, name)?;
+    let fd = {
+        let prog: &Xdp = ebpf
+            .program(name)
+            .ok_or(LoadError::MissingProgram { name })?
+            .try_into()
+            .map_err(|source| LoadError::Program { name, source })?;
+        prog.fd()
+            .map_err(|source| LoadError::Program { name, source })?
+            .try_clone()
+            .map_err(|e| LoadError::Program {
+                name,
+                source: ProgramError::IOError(e),
+            })?
+    };
+    let map = ebpf
+        .map_mut(map_names::TUNNEL_PROGS)
+        .ok_or(LoadError::MissingProgram { name })?;
+    let mut progs = ProgramArray::try_from(map).map_err(|e| LoadError::TailCallSlot {
+        name,
+        reason: e.to_string(),
+    })?;
+    progs
+        .set(lb_common::TUNNEL_PROG_TOO_BIG, &fd, 0)
+        .map_err(|e| LoadError::TailCallSlot {
+            name,
+            reason: e.to_string(),
+        })
 }
 
 /// Loads one XDP program of the object, turning a verifier rejection into its log's last lines.

@@ -12,8 +12,8 @@ use aya::{
 };
 use lb_common::{
     hash::vip_filter_bit, map_names, stat, FlowEntry, FlowKey, IfaceMac, LbConfig, PersistEntry,
-    PersistKey, Persistence, RealServer, Service, ServiceKey, ServiceState, TrafficStats, VipInfo,
-    VipKey, MAX_IFACE_SLOTS,
+    PersistKey, Persistence, RealServer, RealTunnel, Service, ServiceKey, ServiceState,
+    TrafficStats, VipInfo, VipKey, MAX_IFACE_SLOTS,
 };
 use thiserror::Error;
 
@@ -324,6 +324,29 @@ impl VipMap {
     }
 }
 
+/// TUNNELS (tunnel mode per real-server slot), with a mirror of what was written so an
+/// unchanged slot costs no syscall.
+pub struct TunnelMap {
+    map: Array<MapData, RealTunnel>,
+    written: StdHashMap<u32, RealTunnel>,
+}
+
+impl TunnelMap {
+    /// Makes slot `slot` hold `value` (the default value = direct routing).
+    pub fn set(&mut self, slot: u32, value: RealTunnel) -> Result<(), MapError> {
+        let old = self.written.get(&slot).copied().unwrap_or_default();
+        if old != value || !self.written.contains_key(&slot) {
+            self.map.set(slot, value, 0)?;
+            self.written.insert(slot, value);
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, slot: u32) -> Result<RealTunnel, MapError> {
+        self.map.get(&slot, 0)
+    }
+}
+
 /// Everything the map writer and the readers need.
 pub struct KernelMaps {
     pub services: ServiceMap,
@@ -343,6 +366,7 @@ pub struct KernelMaps {
     pub persist_templates: HashMap<MapData, PersistKey, PersistEntry>,
     /// What `persistence` holds for each persistent service id (written only when it changes).
     persistence_written: StdHashMap<u32, Persistence>,
+    pub tunnels: TunnelMap,
 }
 
 impl KernelMaps {
@@ -383,6 +407,10 @@ impl KernelMaps {
             persistence: take(ebpf, map_names::PERSISTENCE)?,
             persist_templates: take(ebpf, map_names::PERSIST_TEMPLATES)?,
             persistence_written: StdHashMap::new(),
+            tunnels: TunnelMap {
+                map: take(ebpf, map_names::TUNNELS)?,
+                written: StdHashMap::new(),
+            },
         })
     }
 

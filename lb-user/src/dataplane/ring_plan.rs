@@ -255,6 +255,7 @@ mod tests {
                     src_mac: [2, 0, 0, 0, 0, 0xff],
                     ifindex: 1,
                     tx_port: 0,
+                    tunnel: None,
                 })
                 .collect(),
             sorry: None,

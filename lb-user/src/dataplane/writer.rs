@@ -405,6 +405,7 @@ impl MapWriter {
             ..Default::default()
         };
         self.maps.reals.set(slot, value, 0)?;
+        self.maps.tunnels.set(slot, Default::default())?;
         self.written_reals.remove(&slot);
         self.real_slots.free(slot);
         Ok(())
@@ -553,6 +554,8 @@ impl MapWriter {
             };
             let value = real_value(r, self.generations[slot as usize], ws.value.id);
             self.write_real(slot, value, report)?;
+            let tunnel = r.tunnel.map(|t| t.value()).unwrap_or_default();
+            self.maps.tunnels.set(slot, tunnel)?;
             slots.insert(rk, slot);
         }
         Ok(slots)

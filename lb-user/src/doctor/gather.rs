@@ -93,6 +93,9 @@ pub fn gather(opts: &Options) -> Facts {
         facts.pins = Some(pins(c));
         facts.vip_holders = super::vip::holders(c);
         facts.local_addresses = local_addresses();
+        if let Some(n) = &net {
+            facts.tunnels = tunnels(n, c, &facts.interfaces);
+        }
         if !facts.vrrp.is_empty() {
             facts.firewall = firewall();
             observe_vrrp(c, &mut facts.vrrp);
@@ -368,4 +371,55 @@ pub fn parse_ip_o_addr(text: &str) -> Vec<(String, IpAddr)> {
             Some((iface, addr))
         })
         .collect()
+}
+
+/// Route and MTU of every tunnelled real server (tunnel mode).
+fn tunnels(
+    net: &BlockingNet,
+    c: &Config,
+    xdp: &[super::IfaceFacts],
+) -> Vec<super::tunnel::TunnelFacts> {
+    let ingress_mtu = xdp.iter().filter_map(|i| i.mtu).max();
+    let mut out = Vec::new();
+    for vs in &c.virtual_servers {
+        for rs in &vs.real_servers {
+            let Some(t) = rs.tunnel else {
+                continue;
+            };
+            let route = net.route_to(rs.address).ok().flatten();
+            let iface = route.and_then(|r| crate::net::route::link_name(r.ifindex));
+            let link_mtu = iface
+                .as_deref()
+                .and_then(|n| net.link(n).ok().flatten())
+                .map(|l| l.mtu);
+            let ip_hlen = if rs.address.is_ipv6() { 40 } else { 20 };
+            let udp = if t.kind == crate::config::TunnelType::Gue {
+                8
+            } else {
+                0
+            };
+            out.push(super::tunnel::TunnelFacts {
+                service: vs.name.clone(),
+                real: rs.address,
+                kind: crate::tunnel::kind(t.kind).name().into(),
+                overhead: ip_hlen + udp,
+                via_xdp_interface: iface
+                    .as_deref()
+                    .is_some_and(|n| c.global.interfaces.iter().any(|i| i == n)),
+                route: route.map(|r| {
+                    (
+                        iface.clone().unwrap_or(format!("#{}", r.ifindex)),
+                        r.gateway,
+                    )
+                }),
+                mtu: t
+                    .mtu
+                    .map(u32::from)
+                    .or(route.and_then(|r| r.mtu))
+                    .or(link_mtu),
+                ingress_mtu,
+            });
+        }
+    }
+    out
 }

@@ -13,6 +13,7 @@
 pub mod firewall;
 pub mod gather;
 pub mod kernel;
+pub mod tunnel;
 pub mod vip;
 
 use std::collections::BTreeMap;
@@ -160,6 +161,8 @@ pub struct Facts {
     pub vip_holders: Vec<vip::VipHolder>,
     /// Addresses on this host's interfaces (interface, address), `lo` included.
     pub local_addresses: Vec<(String, IpAddr)>,
+    /// Route and MTU of every tunnelled real server.
+    pub tunnels: Vec<tunnel::TunnelFacts>,
 }
 
 /// Drivers with native (driver-mode) XDP in mainline Linux.
@@ -251,6 +254,7 @@ pub fn check(facts: &Facts) -> Vec<Finding> {
     check_conn_table(facts, &mut out);
     check_stale_sysctls(facts, &mut out);
     check_pins(facts, &mut out);
+    tunnel::check(&facts.tunnels, &mut out);
     out
 }
 

@@ -52,6 +52,17 @@ pub struct RealLabels {
     pub real: String,
 }
 
+/// A real server's labels plus its forwarding method (`dr`, `ipip`, `gue`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RealForwardLabels {
+    pub service: String,
+    pub vip: String,
+    pub port: String,
+    pub protocol: String,
+    pub real: String,
+    pub method: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CheckResultLabels {
     pub service: String,
@@ -101,6 +112,7 @@ pub struct Families {
     pub real_inactive_connections: Family<RealLabels, Gauge>,
     pub real_weight: Family<RealLabels, Gauge>,
     pub real_up: Family<RealLabels, Gauge>,
+    pub real_forward: Family<RealForwardLabels, Gauge>,
     pub check_results: Family<CheckResultLabels, Counter>,
     pub check_last_duration: Family<CheckLabels, FGauge>,
     pub check_seconds: Family<CheckLabels, FCounter>,
@@ -170,6 +182,9 @@ pub const XDP_EVENTS: &[EventCounter] = &[
     EventCounter { key: "persist_hit", name: "xlb_persistence_template_hits", help: "New connections of persistent services sent where the client's template says" },
     EventCounter { key: "persist_miss", name: "xlb_persistence_template_misses", help: "New connections of persistent services scheduled afresh (no valid template), a template written" },
     EventCounter { key: "conn_reused", name: "xlb_conn_reused", help: "SYNs on a closed connection's entry (client port reuse): counted as new connections and scheduled afresh" },
+    EventCounter { key: "tunnelled", name: "xlb_xdp_tunnelled_packets", help: "Packets encapsulated (IPIP or GUE) to tunnelled real servers" },
+    EventCounter { key: "too_big_answered", name: "xlb_xdp_too_big_answered", help: "Frames too big for the tunnel once encapsulated, answered with ICMP fragmentation needed / packet too big" },
+    EventCounter { key: "too_big_dropped", name: "xlb_xdp_too_big_drops", help: "Frames too big for the tunnel once encapsulated that may be fragmented (IPv4 without DF): dropped" },
 ];
 
 /// VRRP roles, every one exported each scrape (one-hot).
@@ -251,6 +266,11 @@ impl Families {
             "xlb_real_up",
             "1 when the real server receives traffic (health up, MAC known)",
             real_up
+        );
+        r!(
+            "xlb_real_forward_info",
+            "1, labelled with the real server's forwarding method (dr, ipip, gue)",
+            real_forward
         );
         r!(
             "xlb_health_check_results",

@@ -184,6 +184,15 @@ fn fill_real(f: &Families, s: &ServiceLabels, r: &RealStatus) {
         .get_or_create(&l)
         .set(i64::from(r.effective_weight));
     f.real_up.get_or_create(&l).set(i64::from(r.forwarding));
+    let method = RealForwardLabels {
+        service: l.service.clone(),
+        vip: l.vip.clone(),
+        port: l.port.clone(),
+        protocol: l.protocol.clone(),
+        real: l.real.clone(),
+        method: r.forward.clone(),
+    };
+    f.real_forward.get_or_create(&method).set(1);
     fill_check(f, &s.service, &l.real, &r.check);
 }
 

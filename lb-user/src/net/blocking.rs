@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 
-use super::{Interface, LinkState, Net, NetError};
+use super::{Interface, LinkState, Net, NetError, Route};
 
 pub struct BlockingNet {
     rt: tokio::runtime::Runtime,
@@ -48,5 +48,9 @@ impl BlockingNet {
 
     pub fn del_address(&self, index: u32, ip: IpAddr) -> Result<(), NetError> {
         self.run(|n| n.del_address(index, ip))
+    }
+
+    pub fn route_to(&self, dst: IpAddr) -> Result<Option<Route>, NetError> {
+        self.run(|n| n.route_to(dst))
     }
 }

@@ -9,6 +9,7 @@
 //! A [`Net`] is bound to the network namespace of the thread that connected it.
 pub mod blocking;
 pub mod message;
+pub mod route;
 pub mod subnet;
 
 use std::{
@@ -22,6 +23,7 @@ use rtnetlink::Handle;
 use thiserror::Error;
 
 pub use blocking::BlockingNet;
+pub use route::Route;
 pub use subnet::{host_prefix_len, primary_address, same_subnet};
 
 use crate::config::IpPrefix;
@@ -263,6 +265,31 @@ impl Net {
             .filter_map(message::neighbour_of)
             .map(|(ip, index, mac)| (ip, (index, mac)))
             .collect())
+    }
+}
+
+impl Net {
+    /// The route the kernel uses to `dst` (`ip route get`); `None` when it has none.
+    pub async fn route_to(&self, dst: IpAddr) -> Result<Option<Route>, NetError> {
+        let msg = match dst {
+            IpAddr::V4(a) => rtnetlink::RouteMessageBuilder::<std::net::Ipv4Addr>::new()
+                .destination_prefix(a, 32)
+                .build(),
+            IpAddr::V6(a) => rtnetlink::RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .destination_prefix(a, 128)
+                .build(),
+        };
+        let mut replies = self.handle.route().get(msg).execute();
+        match replies.try_next().await {
+            Ok(m) => Ok(m.as_ref().and_then(route::route_of)),
+            // ENETUNREACH / EHOSTUNREACH: no route.
+            Err(rtnetlink::Error::NetlinkError(e))
+                if matches!(e.raw_code().abs(), libc::ENETUNREACH | libc::EHOSTUNREACH) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(failed(format!("looking up the route to {dst}"))(e)),
+        }
     }
 }
 

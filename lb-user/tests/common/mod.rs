@@ -101,6 +101,7 @@ pub fn real(addr: &str, i: u8, weight: u32) -> DesiredReal {
         src_mac: DIRECTOR_MAC,
         ifindex: TEST_RUN_IFINDEX,
         tx_port: 0,
+        tunnel: None,
     }
 }
 

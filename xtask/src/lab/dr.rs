@@ -89,7 +89,7 @@ pub fn build(tag: &str, reals: usize) -> Result<DrLab> {
 }
 
 /// A port with TX checksum offload off (TCP through a native-XDP director).
-fn port<'a>(addrs: &'a [&'a str]) -> PortOpts<'a> {
+pub(super) fn port<'a>(addrs: &'a [&'a str]) -> PortOpts<'a> {
     PortOpts {
         addrs,
         tx_checksum_off: true,
@@ -109,7 +109,7 @@ fn real_server_sysctls_and_vips(lab: &Lab, rs: &Host) -> Result<()> {
 }
 
 /// `python3 -m http.server 80` on `rs`, serving one page: the host's name.
-fn start_http_server(lab: &mut Lab, rs: &Host) -> Result<()> {
+pub(super) fn start_http_server(lab: &mut Lab, rs: &Host) -> Result<()> {
     let python = if Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
     } else {

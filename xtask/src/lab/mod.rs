@@ -38,6 +38,7 @@ mod netns;
 pub mod require;
 pub mod streams;
 pub mod systemd;
+pub mod tun;
 pub mod xdp;
 
 use std::{

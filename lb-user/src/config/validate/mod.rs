@@ -156,6 +156,7 @@ fn virtual_server(vs: &VirtualServer, ifaces: &[&str], c: &mut Collector<'_>) {
         );
     }
     frange(c, &vs.delay_loop, 0.01, 3600.0, "delay_loop (seconds)");
+    tunnel(vs, c);
     if let Some(chk) = &vs.check {
         check(chk, vs, None, c);
     }
@@ -215,6 +216,23 @@ fn virtual_server(vs: &VirtualServer, ifaces: &[&str], c: &mut Collector<'_>) {
         if let Some(chk) = &rs.check {
             check(chk, vs, Some(rs), c);
         }
+    }
+}
+
+/// Smallest tunnel MTU: IPv4's minimum datagram every host accepts (IPv6: its minimum link MTU).
+const TUNNEL_MTU_MIN_V4: u32 = 576;
+const TUNNEL_MTU_MIN_V6: u32 = 1280;
+
+/// Tunnel mode: the GUE port and the tunnel MTU.
+fn tunnel(vs: &VirtualServer, c: &mut Collector<'_>) {
+    range(c, &vs.gue_port, 1, 65535, "gue_port");
+    if let Some(m) = &vs.tunnel_mtu {
+        let min = if vs.vip.get_ref().is_ipv6() {
+            TUNNEL_MTU_MIN_V6
+        } else {
+            TUNNEL_MTU_MIN_V4
+        };
+        range(c, m, min, 65535, "tunnel_mtu");
     }
 }
 

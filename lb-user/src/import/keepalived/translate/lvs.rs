@@ -3,7 +3,9 @@
 
 use std::net::IpAddr;
 
-use crate::config::schema::{CheckType, Protocol, RealServer, Scheduler, VirtualServer};
+use crate::config::schema::{
+    CheckType, Forward, Protocol, RealServer, Scheduler, TunnelType, VirtualServer,
+};
 use crate::config::types::Granularity;
 
 use super::check::CheckDefaults;
@@ -50,6 +52,10 @@ fn new_service(vip: IpAddr, port: u16) -> VirtualServer {
         alpha: false,
         inhibit_on_failure: false,
         announce: None,
+        forward: Forward::Dr,
+        tunnel: TunnelType::Ipip,
+        gue_port: u(lb_common::DEFAULT_GUE_PORT),
+        tunnel_mtu: None,
         check: None,
         real_servers: vec![],
     }
@@ -302,7 +308,30 @@ impl Translator {
                 d.lb_algo_seen = true;
                 d.vs.scheduler = self.scheduler(c);
             }
-            "lb_kind" | "lvs_method" => self.lb_kind(c, *d.vs.vip.get_ref()),
+            "lb_kind" | "lvs_method" => d.vs.forward = self.lb_kind(c, *d.vs.vip.get_ref()),
+            "tun_type" => match c.arg(1) {
+                Some("ipip") => d.vs.tunnel = TunnelType::Ipip,
+                Some("gue") => d.vs.tunnel = TunnelType::Gue,
+                other => self.note(
+                    c,
+                    format!(
+                        "tun_type {}: xlb tunnels with ipip or gue only; ipip written",
+                        other.unwrap_or("")
+                    ),
+                ),
+            },
+            "tun_port" => {
+                if let Some(p) = self.bounded::<u16>(c, 1, "tun_port", 1..=65535, 1..=65535) {
+                    d.vs.gue_port = u(p);
+                }
+            }
+            "tun_nocsum" | "tun_csum" | "tun_remcsum" => self.note(
+                c,
+                format!(
+                    "{}: xlb's GUE packets carry no UDP checksum (the inner packet has its own); not imported",
+                    c.key()
+                ),
+            ),
             "protocol" => match c.arg(1) {
                 Some("TCP") => d.vs.protocol = Protocol::Tcp,
                 Some("UDP") => d.vs.protocol = Protocol::Udp,
@@ -369,13 +398,21 @@ impl Translator {
 
     /// keepalived compares the method case-sensitively (check_parser.c): `dr` is an error there
     /// and the service runs with its default method, NAT.
-    fn lb_kind(&mut self, c: &Node, vip: IpAddr) {
+    /// `TUN` becomes `forward = "tunnel"` (its encapsulation from `tun_type`).
+    fn lb_kind(&mut self, c: &Node, vip: IpAddr) -> Forward {
         let k = c.arg(1).unwrap_or("");
         let rs_setup = format!("The real servers must then hold the VIP on lo with ARP silenced (`xlb realserver up --vip {vip}`), answer clients directly, and serve on the virtual server's port");
         match k {
-            "DR" => {}
-            "NAT" | "TUN" => self.note(c, format!("lb_kind {k}: xlb only does direct routing (DR); imported as DR. {rs_setup}")),
-            _ => self.note(c, format!("lb_kind `{k}`: keepalived accepts only NAT, DR or TUN (upper case) and reports `{k}` as an error, so this service ran as NAT (keepalived's default) there; imported as DR. {rs_setup}")),
+            "DR" => Forward::Dr,
+            "TUN" => Forward::Tunnel,
+            "NAT" => {
+                self.note(c, format!("lb_kind {k}: xlb does direct routing (DR) or tunnelling (TUN), not NAT; imported as DR. {rs_setup}"));
+                Forward::Dr
+            }
+            _ => {
+                self.note(c, format!("lb_kind `{k}`: keepalived accepts only NAT, DR or TUN (upper case) and reports `{k}` as an error, so this service ran as NAT (keepalived's default) there; imported as DR. {rs_setup}"));
+                Forward::Dr
+            }
         }
     }
 
@@ -438,6 +475,8 @@ impl Translator {
             interface: None,
             notify_up: None,
             notify_down: None,
+            forward: None,
+            tunnel: None,
             check: None,
         };
         let mut own_port = None;

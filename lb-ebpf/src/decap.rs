@@ -1,0 +1,276 @@
+//! The real servers' side of tunnel mode (`xlb_decap`, attached by `xlb realserver up --tunnel`
+//! where the kernel has no ipip/fou modules): strips the IPIP / ip6ip6 / GUE outer header of
+//! packets from a configured director to a configured VIP and passes the inner packet to the
+//! kernel, as if it had arrived bare on this interface. Everything else passes untouched: other
+//! traffic, tunnel packets from anyone else (never decapsulate anything from anyone), inner
+//! destinations that are not VIPs, and anything truncated or inconsistent.
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_xdp_adjust_head, macros::xdp, programs::XdpContext,
+};
+use core::ptr::{read_unaligned, write_unaligned};
+use lb_common::{decap_stat, DecapKey, AF_INET, AF_INET6};
+
+use crate::{
+    maps::{DECAP_CONFIG, DECAP_DIRECTORS, DECAP_STATS, DECAP_VIPS},
+    parse::ptr_at,
+};
+
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+const IPPROTO_UDP: u8 = 17;
+
+/// Why a frame is passed untouched.
+enum Skip {
+    NotTunnel,
+    NotAllowed,
+    Malformed,
+}
+
+#[xdp]
+pub fn xlb_decap(ctx: XdpContext) -> u32 {
+    let stat = match decapsulate(&ctx) {
+        Ok(()) => decap_stat::DECAPSULATED,
+        Err(Skip::NotTunnel) => decap_stat::NOT_TUNNEL,
+        Err(Skip::NotAllowed) => decap_stat::NOT_ALLOWED,
+        Err(Skip::Malformed) => decap_stat::MALFORMED,
+    };
+    if let Some(c) = DECAP_STATS.get_ptr_mut(stat) {
+        // SAFETY: per-CPU slot.
+        unsafe { *c += 1 };
+    }
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn be16_at(ctx: &XdpContext, off: usize) -> Result<u16, Skip> {
+    let p = ptr_at::<[u8; 2]>(ctx, off).ok_or(Skip::Malformed)?;
+    // SAFETY: ptr_at proved the 2 bytes.
+    Ok(u16::from_be_bytes(unsafe { read_unaligned(p) }))
+}
+
+/// The outer header: its length (IP + UDP) and the inner packet's family.
+struct Outer {
+    len: usize,
+    inner_v6: bool,
+}
+
+/// Is `src` a configured director?
+#[inline(always)]
+fn from_director(addr: [u32; 4], family: u8) -> bool {
+    let key = DecapKey {
+        addr,
+        family,
+        _pad: [0; 3],
+    };
+    // SAFETY: read only to test presence.
+    unsafe { DECAP_DIRECTORS.get(&key) }.is_some()
+}
+
+#[inline(always)]
+fn gue_port() -> u16 {
+    DECAP_CONFIG.get(0).map_or(0, |c| c.gue_port)
+}
+
+/// Is the UDP datagram at `off` addressed to the GUE port?
+#[inline(always)]
+fn to_gue_port(ctx: &XdpContext, off: usize) -> Result<bool, Skip> {
+    let port = gue_port();
+    let p = ptr_at::<[u8; 4]>(ctx, off).ok_or(Skip::Malformed)?;
+    // SAFETY: ptr_at proved the 4 bytes.
+    let udp = unsafe { read_unaligned(p) };
+    Ok(port != 0 && u16::from_ne_bytes([udp[2], udp[3]]) == port)
+}
+
+/// The GUE packet whose UDP header is at `off`: the inner family from the first nibble after
+/// the UDP header (GUE variant 1, direct IP encapsulation).
+#[inline(always)]
+fn gue(ctx: &XdpContext, off: usize, outer_len: usize) -> Result<Outer, Skip> {
+    let version = be16_at(ctx, off + 8)? >> 12;
+    let inner_v6 = match version {
+        4 => false,
+        6 => true,
+        // GUE variant 0 (a GUE header) and anything else: not what directors send.
+        _ => return Err(Skip::Malformed),
+    };
+    Ok(Outer {
+        len: outer_len + 8,
+        inner_v6,
+    })
+}
+
+#[inline(always)]
+fn outer_v4(ctx: &XdpContext, l2: usize) -> Result<Outer, Skip> {
+    let h = ptr_at::<[u8; 20]>(ctx, l2).ok_or(Skip::Malformed)?;
+    // SAFETY: ptr_at proved the 20 bytes.
+    let h = unsafe { read_unaligned(h) };
+    let proto = h[9];
+    if proto != IPPROTO_IPIP && proto != IPPROTO_IPV6 && proto != IPPROTO_UDP {
+        return Err(Skip::NotTunnel);
+    }
+    // Options and fragments: not what directors send (the kernel reassembles fragments, and
+    // no one decapsulates them then: they are dropped, as they would be without xlb).
+    if h[0] != 0x45 || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 {
+        return Err(Skip::NotTunnel);
+    }
+    if proto == IPPROTO_UDP && !to_gue_port(ctx, l2 + 20)? {
+        return Err(Skip::NotTunnel);
+    }
+    let src = [u32::from_ne_bytes([h[12], h[13], h[14], h[15]]), 0, 0, 0];
+    if !from_director(src, AF_INET) {
+        return Err(Skip::NotAllowed);
+    }
+    let total = u16::from_be_bytes([h[2], h[3]]) as usize;
+    if total < 20 || ctx.data() + l2 + total > ctx.data_end() {
+        return Err(Skip::Malformed);
+    }
+    match proto {
+        IPPROTO_IPIP => Ok(Outer {
+            len: 20,
+            inner_v6: false,
+        }),
+        IPPROTO_IPV6 => Ok(Outer {
+            len: 20,
+            inner_v6: true,
+        }),
+        _ => gue(ctx, l2 + 20, 20),
+    }
+}
+
+#[inline(always)]
+fn outer_v6(ctx: &XdpContext, l2: usize) -> Result<Outer, Skip> {
+    let h = ptr_at::<[u8; 40]>(ctx, l2).ok_or(Skip::Malformed)?;
+    // SAFETY: ptr_at proved the 40 bytes.
+    let h = unsafe { read_unaligned(h) };
+    let next = h[6];
+    if next != IPPROTO_IPIP && next != IPPROTO_IPV6 && next != IPPROTO_UDP {
+        return Err(Skip::NotTunnel);
+    }
+    if next == IPPROTO_UDP && !to_gue_port(ctx, l2 + 40)? {
+        return Err(Skip::NotTunnel);
+    }
+    let w = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    if !from_director([w(8), w(12), w(16), w(20)], AF_INET6) {
+        return Err(Skip::NotAllowed);
+    }
+    let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
+    if ctx.data() + l2 + 40 + payload > ctx.data_end() {
+        return Err(Skip::Malformed);
+    }
+    match next {
+        IPPROTO_IPIP => Ok(Outer {
+            len: 40,
+            inner_v6: false,
+        }),
+        IPPROTO_IPV6 => Ok(Outer {
+            len: 40,
+            inner_v6: true,
+        }),
+        _ => gue(ctx, l2 + 40, 40),
+    }
+}
+
+/// The inner packet at `off` must be a whole IP packet of the announced family, to a VIP.
+#[inline(always)]
+fn inner_ok(ctx: &XdpContext, off: usize, v6: bool) -> Result<(), Skip> {
+    let (addr, family, len) = if v6 {
+        let h = ptr_at::<[u8; 40]>(ctx, off).ok_or(Skip::Malformed)?;
+        // SAFETY: ptr_at proved the 40 bytes.
+        let h = unsafe { read_unaligned(h) };
+        if h[0] >> 4 != 6 {
+            return Err(Skip::Malformed);
+        }
+        let w = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let len = 40 + u16::from_be_bytes([h[4], h[5]]) as usize;
+        ([w(24), w(28), w(32), w(36)], AF_INET6, len)
+    } else {
+        let h = ptr_at::<[u8; 20]>(ctx, off).ok_or(Skip::Malformed)?;
+        // SAFETY: ptr_at proved the 20 bytes.
+        let h = unsafe { read_unaligned(h) };
+        let len = u16::from_be_bytes([h[2], h[3]]) as usize;
+        if h[0] >> 4 != 4 || (h[0] & 0xf) < 5 || len < ((h[0] & 0xf) as usize) * 4 {
+            return Err(Skip::Malformed);
+        }
+        let dst = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
+        ([dst, 0, 0, 0], AF_INET, len)
+    };
+    if ctx.data() + off + len > ctx.data_end() {
+        return Err(Skip::Malformed);
+    }
+    let key = DecapKey {
+        addr,
+        family,
+        _pad: [0; 3],
+    };
+    // SAFETY: read only to test presence.
+    if unsafe { DECAP_VIPS.get(&key) }.is_none() {
+        return Err(Skip::NotAllowed);
+    }
+    Ok(())
+}
+
+/// Copies the L2 header (`l2` bytes) forward by `by` bytes, the innermost EtherType set to the
+/// inner family, then drops the `by` bytes in front.
+#[inline(always)]
+fn strip(ctx: &XdpContext, l2: usize, by: usize, inner_v6: bool) -> Result<(), Skip> {
+    let (Some(macs), Some(tags)) = (ptr_at::<[u8; 12]>(ctx, 0), ptr_at::<[u8; 10]>(ctx, 12)) else {
+        return Err(Skip::Malformed);
+    };
+    // SAFETY: ptr_at proved the bytes.
+    let (macs, mut tags) = unsafe { (read_unaligned(macs), read_unaligned(tags)) };
+    let ether_type = if inner_v6 { ETH_P_IPV6 } else { ETH_P_IPV4 }.to_be_bytes();
+    let at = l2 - 14;
+    if at + 2 > tags.len() {
+        return Err(Skip::Malformed);
+    }
+    tags[at] = ether_type[0];
+    tags[at + 1] = ether_type[1];
+    let Some(m) = crate::parse::ptr_at_mut::<[u8; 12]>(ctx, by) else {
+        return Err(Skip::Malformed);
+    };
+    // SAFETY: ptr_at_mut proved the bytes; `by` >= 20 > the tags' extent, so only the outer
+    // header (about to be dropped) is overwritten.
+    unsafe { write_unaligned(m, macs) };
+    // Only the L2 header's own tag bytes: what follows them is the inner packet.
+    let mut i = 0;
+    while i < 5 {
+        if 12 + 2 * i + 2 > l2 {
+            break;
+        }
+        let Some(p) = crate::parse::ptr_at_mut::<[u8; 2]>(ctx, by + 12 + 2 * i) else {
+            return Err(Skip::Malformed);
+        };
+        // SAFETY: ptr_at_mut proved the 2 bytes.
+        unsafe { write_unaligned(p, [tags[2 * i], tags[2 * i + 1]]) };
+        i += 1;
+    }
+    // SAFETY: the helper only moves ctx's data pointer.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, by as i32) } != 0 {
+        return Err(Skip::Malformed);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn decapsulate(ctx: &XdpContext) -> Result<(), Skip> {
+    let mut l2 = 14;
+    let mut ether_type = be16_at(ctx, 12)?;
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        l2 = 18;
+        ether_type = be16_at(ctx, 16)?;
+        if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+            l2 = 22;
+            ether_type = be16_at(ctx, 20)?;
+        }
+    }
+    let outer = match ether_type {
+        ETH_P_IPV4 => outer_v4(ctx, l2)?,
+        ETH_P_IPV6 => outer_v6(ctx, l2)?,
+        _ => return Err(Skip::NotTunnel),
+    };
+    inner_ok(ctx, l2 + outer.len, outer.inner_v6)?;
+    strip(ctx, l2, outer.len, outer.inner_v6)
+}

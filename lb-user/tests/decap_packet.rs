@@ -1,0 +1,276 @@
+//! Packet tests of the real servers' decapsulation program (`xlb_decap`) through
+//! BPF_PROG_TEST_RUN: packets from a configured director to a configured VIP come out as the
+//! inner packet byte for byte; anything else (other senders, other inner destinations, other
+//! traffic, truncated or mutated headers) passes untouched. The encapsulated frames are made by
+//! xlb's own XDP program, so this is also the round trip director -> real server.
+//! Needs root (CAP_BPF, CAP_NET_ADMIN).
+mod common;
+
+use aya::{
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use common::*;
+use etherparse::PacketBuilder;
+use lb_common::decap_stat;
+use xlb::dataplane::{
+    decap::DecapMaps,
+    desired::{DesiredTunnel, Protocol, TunnelKind},
+    loader::load_program,
+};
+
+const VIP: &str = "198.18.0.100";
+const VIP_B: [u8; 4] = [198, 18, 0, 100];
+const CLIENT: [u8; 4] = [198, 18, 0, 10];
+const DIRECTOR4: &str = "198.18.1.2";
+const DIRECTOR6: &str = "2001:db8:1::2";
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 9, 1];
+
+/// The director (xlb's program, one tunnelled real server) and the real server's decap program.
+struct Pair {
+    director: Harness,
+    decap: Ebpf,
+    maps: DecapMaps,
+}
+
+fn pair(real: &str, vip: &str, kind: TunnelKind) -> Pair {
+    let v6 = real.contains(':');
+    let local = if v6 { DIRECTOR6 } else { DIRECTOR4 };
+    let mut director = Harness::new(4096);
+    let mut r = common::real("198.18.0.11", 9, 1);
+    r.addr = real.parse().unwrap();
+    r.mac = ROUTER_MAC;
+    r.tunnel = Some(DesiredTunnel {
+        kind,
+        src: local.parse().unwrap(),
+        mtu: 1500,
+        gue_port: 6080,
+    });
+    let mut svc = service(VIP, 80, Protocol::Tcp, vec![r]);
+    svc.addr.vip = vip.parse().unwrap();
+    director.apply(&state(vec![svc]));
+    let mut decap = xlb::dataplane::loader::load(
+        xlb::BPF_OBJECT,
+        &xlb::dataplane::loader::LoadOptions {
+            conn_table_size: 1024,
+            maglev_capacity: 1 << 16,
+            persistence_table_size: 1024,
+            pin_dir: None,
+        },
+    )
+    .unwrap();
+    load_program(&mut decap, lb_common::DECAP_PROGRAM).expect("decap program passes the verifier");
+    let mut maps = DecapMaps::take(&mut decap).unwrap();
+    maps.configure(
+        &[DIRECTOR4.parse().unwrap(), DIRECTOR6.parse().unwrap()],
+        &[VIP.parse().unwrap(), "2001:db8::100".parse().unwrap()],
+        Some(6080),
+    )
+    .unwrap();
+    Pair {
+        director,
+        decap,
+        maps,
+    }
+}
+
+impl Pair {
+    fn decap(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let prog: &Xdp = self
+            .decap
+            .program(lb_common::DECAP_PROGRAM)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let mut out = vec![0u8; frame.len() + 64];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        let r = prog.test_run(opts).unwrap();
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    fn counter(&self, i: u32) -> u64 {
+        self.maps.counters().unwrap()[i as usize]
+    }
+}
+
+/// `input` as the real server must see it: the director's frame minus the outer header, i.e.
+/// the client's frame with the router's MACs.
+fn as_delivered(input: &[u8]) -> Vec<u8> {
+    let mut v = input.to_vec();
+    v[0..6].copy_from_slice(&ROUTER_MAC);
+    v[6..12].copy_from_slice(&DIRECTOR_MAC);
+    v
+}
+
+fn tcp6(sport: u16) -> Vec<u8> {
+    let mut pkt = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6(
+            "2001:db8::10"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+            "2001:db8::100"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+            64,
+        )
+        .tcp(sport, 80, 1, 100)
+        .syn()
+        .write(&mut pkt, b"hello")
+        .unwrap();
+    pkt
+}
+
+#[test]
+fn director_frames_are_decapsulated_byte_exactly() {
+    xtask::require!(BPF);
+    for kind in [TunnelKind::Ipip, TunnelKind::Gue] {
+        let p = pair("198.18.2.11", VIP, kind);
+        for flags in ["S", "A", "PA"] {
+            let client = tcp4(CLIENT, 40000, VIP_B, 80, flags);
+            let (action, tunnelled) = p.director.run(&client);
+            assert_eq!(action, XDP_TX);
+            assert!(tunnelled.len() > client.len());
+            let (action, out) = p.decap(&tunnelled);
+            assert_eq!(action, XDP_PASS);
+            assert_eq!(out, as_delivered(&client), "{kind:?} {flags}");
+        }
+        assert_eq!(p.counter(decap_stat::DECAPSULATED), 3);
+        let p6 = pair("2001:db8:2::11", "2001:db8::100", kind);
+        let client = tcp6(40001);
+        let (_, tunnelled) = p6.director.run(&client);
+        let (action, out) = p6.decap(&tunnelled);
+        assert_eq!(
+            (action, out),
+            (XDP_PASS, as_delivered(&client)),
+            "{kind:?} v6"
+        );
+    }
+}
+
+#[test]
+fn vlan_tags_are_kept() {
+    xtask::require!(BPF);
+    let p = pair("198.18.2.11", VIP, TunnelKind::Gue);
+    let mut client = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .double_vlan(
+            etherparse::VlanId::try_new(100).unwrap(),
+            etherparse::VlanId::try_new(200).unwrap(),
+        )
+        .ipv4(CLIENT, VIP_B, 64)
+        .tcp(40002, 80, 1, 100)
+        .syn()
+        .write(&mut client, b"x")
+        .unwrap();
+    let (_, tunnelled) = p.director.run(&client);
+    let (action, out) = p.decap(&tunnelled);
+    assert_eq!((action, out), (XDP_PASS, as_delivered(&client)));
+}
+
+#[test]
+fn others_are_passed_untouched() {
+    xtask::require!(BPF);
+    let p = pair("198.18.2.11", VIP, TunnelKind::Ipip);
+    let client = tcp4(CLIENT, 40003, VIP_B, 80, "S");
+    let (_, tunnelled) = p.director.run(&client);
+    // Another sender: outer source changed (its checksum is not what is checked here).
+    let mut other = tunnelled.clone();
+    other[26..30].copy_from_slice(&[198, 18, 1, 99]);
+    assert_eq!(p.decap(&other), (XDP_PASS, other.clone()));
+    // Another inner destination than a VIP.
+    let mut not_vip = tunnelled.clone();
+    not_vip[14 + 20 + 16..14 + 20 + 20].copy_from_slice(&[198, 18, 0, 77]);
+    assert_eq!(p.decap(&not_vip), (XDP_PASS, not_vip.clone()));
+    assert_eq!(p.counter(decap_stat::NOT_ALLOWED), 2);
+    // Plain traffic: TCP, and UDP to another port than GUE's.
+    let plain = tcp4(CLIENT, 40003, VIP_B, 80, "S");
+    assert_eq!(p.decap(&plain), (XDP_PASS, plain.clone()));
+    let udp = udp4(CLIENT, 5353, VIP_B, 53);
+    assert_eq!(p.decap(&udp), (XDP_PASS, udp.clone()));
+    assert_eq!(p.counter(decap_stat::NOT_TUNNEL), 2);
+    assert_eq!(p.counter(decap_stat::DECAPSULATED), 0);
+}
+
+/// Fuzz: truncations and random byte mutations of director frames (IPIP, GUE, v4 and v6). The
+/// program must pass every frame, and change it only into exactly "the frame minus its outer
+/// header" (when the mutation kept it a valid tunnel packet from a director to a VIP).
+#[test]
+fn fuzzed_frames_never_crash_or_mis_deliver() {
+    xtask::require!(BPF);
+    let mut rng = Rng(0x5eed_decaf);
+    let mut changed = 0;
+    for (real, vip, kind, client) in [
+        (
+            "198.18.2.11",
+            VIP,
+            TunnelKind::Ipip,
+            tcp4(CLIENT, 40010, VIP_B, 80, "PA"),
+        ),
+        (
+            "198.18.2.11",
+            VIP,
+            TunnelKind::Gue,
+            tcp4(CLIENT, 40011, VIP_B, 80, "S"),
+        ),
+        (
+            "2001:db8:2::11",
+            "2001:db8::100",
+            TunnelKind::Ipip,
+            tcp6(40012),
+        ),
+        (
+            "2001:db8:2::11",
+            "2001:db8::100",
+            TunnelKind::Gue,
+            tcp6(40013),
+        ),
+    ] {
+        let p = pair(real, vip, kind);
+        let (action, tunnelled) = p.director.run(&client);
+        assert_eq!(action, XDP_TX, "{kind:?} {real}");
+        let outer_len = tunnelled.len() - client.len();
+        let strip = |f: &[u8]| -> Vec<u8> {
+            let mut v = f[..12].to_vec();
+            v.extend_from_slice(&f[12 + outer_len..]);
+            v
+        };
+        // test_run needs at least an Ethernet header.
+        for cut in 14..tunnelled.len() {
+            let f = &tunnelled[..cut];
+            let (action, out) = p.decap(f);
+            assert_eq!(action, XDP_PASS);
+            assert_eq!(out, f, "a truncated frame ({cut} bytes) is never changed");
+        }
+        for _ in 0..1500 {
+            let mut f = tunnelled.clone();
+            for _ in 0..1 + rng.next() % 3 {
+                let i = (rng.next() as usize) % f.len();
+                f[i] = rng.next() as u8;
+            }
+            let (action, out) = p.decap(&f);
+            assert_eq!(action, XDP_PASS);
+            if out != f {
+                changed += 1;
+                // Only ever the outer header removed (and the EtherType set to the inner family).
+                let mut want = strip(&f);
+                let inner_v6 = f[14 + outer_len] >> 4 == 6;
+                want[12..14].copy_from_slice(if inner_v6 {
+                    &[0x86, 0xdd]
+                } else {
+                    &[0x08, 0x00]
+                });
+                assert_eq!(out, want, "mutated frame changed into something else");
+            }
+        }
+    }
+    assert!(
+        changed > 0,
+        "some mutations keep a valid tunnel packet (e.g. in the payload)"
+    );
+}

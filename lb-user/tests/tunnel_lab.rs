@@ -1,0 +1,430 @@
+//! Tunnel mode end to end (root, namespaced lab, xtask's routed topology [`xtask::lab::tun`]):
+//! client -> router -> director (xlb) -> router -> two real servers in two other subnets, IPIP
+//! and GUE, real HTTP through the VIP. This kernel kind has no ipip/fou modules, so the real
+//! servers decapsulate with xlb's own XDP program (`xlb realserver up --tunnel`), not tunl0/FOU.
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use xtask::lab::{
+    dr::curl_spread,
+    require::Need,
+    tun::{self, TunLab, VIP},
+    Proc,
+};
+
+const XLB: &str = env!("CARGO_BIN_EXE_xlb");
+const NEEDS: &[Need] = &[
+    Need::Lab,
+    Need::Bpf,
+    Need::Binary("ethtool"),
+    Need::Binary("python3"),
+    Need::Binary("curl"),
+];
+
+struct Running {
+    t: TunLab,
+    socket: String,
+    config: String,
+    daemon: Option<Proc>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(p) = self.daemon.take() {
+            let _ = self.t.lab.kill(&p);
+        }
+        // The real servers' decap links are pinned in each host's private bpffs, removed with
+        // the lab.
+    }
+}
+
+fn out_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The lab with the daemon forwarding VIP:80 over both real servers with `tunnel`, and each
+/// real server prepared with `xlb realserver up --tunnel`.
+fn start(tag: &str, tunnel: &str) -> Running {
+    let t = tun::build(tag).expect("lab");
+    for rs in &t.real_servers {
+        let state = t.lab.dir().join(format!("{}.json", rs.name()));
+        let o = t
+            .lab
+            .run(
+                rs,
+                &[
+                    XLB,
+                    "realserver",
+                    "up",
+                    "--vip",
+                    VIP,
+                    "--tunnel",
+                    tunnel,
+                    "--director",
+                    tun::DIRECTOR,
+                    "--interface",
+                    "eth0",
+                    "--state-file",
+                    state.to_str().unwrap(),
+                ],
+            )
+            .unwrap();
+        assert!(o.status.success(), "realserver up: {}", out_text(&o));
+    }
+    let socket = format!("/run/xlb/{}.sock", t.lab.id());
+    let config = t.lab.dir().join("xlb.toml");
+    let mut text = format!(
+        "[global]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\nconn_table_size = 65536\n\
+         control_socket = \"{socket}\"\nsweep_interval = 0.5\n\n\
+         [[virtual_server]]\nname = \"web\"\nvip = \"{VIP}\"\nport = 80\nannounce = \"always\"\n\
+         forward = \"tunnel\"\ntunnel = \"{tunnel}\"\n\
+         [virtual_server.check]\ntype = \"tcp\"\ninterval = 0.5\ntimeout = 0.5\n"
+    );
+    // The upload test's sink port: a second service over the same real servers.
+    text += &format!(
+        "[[virtual_server.real_server]]\naddress = \"{}\"\n[[virtual_server.real_server]]\naddress = \"{}\"\n\n\
+         [[virtual_server]]\nname = \"sink\"\nvip = \"{VIP}\"\nport = 9000\nannounce = \"always\"\n\
+         forward = \"tunnel\"\ntunnel = \"{tunnel}\"\n",
+        tun::real_v4(1),
+        tun::real_v4(2)
+    );
+    for i in 1..=2 {
+        text += &format!(
+            "[[virtual_server.real_server]]\naddress = \"{}\"\n",
+            tun::real_v4(i)
+        );
+    }
+    std::fs::write(&config, text).unwrap();
+    let config = config.display().to_string();
+    let mut r = Running {
+        t,
+        socket,
+        config: config.clone(),
+        daemon: None,
+    };
+    let p =
+        r.t.lab
+            .spawn(&r.t.director, &[XLB, "run", "--config", &config])
+            .unwrap();
+    r.daemon = Some(p);
+    // Up when both real servers are alive in the kernel (their checks went through the route).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = r.status();
+        let alive = st["services"][0]["reals"]
+            .as_array()
+            .map(|v| v.iter().filter(|x| x["forwarding"] == true).count())
+            .unwrap_or(0);
+        if alive == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "real servers not up: {st}\n{}",
+            r.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    r
+}
+
+impl Running {
+    fn log(&self) -> String {
+        self.daemon
+            .as_ref()
+            .map(|p| self.t.lab.log(p))
+            .unwrap_or_default()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let o = self
+            .t
+            .lab
+            .run(
+                &self.t.director,
+                &[XLB, "status", "--socket", &self.socket, "--json"],
+            )
+            .unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        self.status()["counters"][name].as_u64().unwrap_or(0)
+    }
+
+    fn link_packets(&self, host: &xtask::lab::Host, field: &str) -> u64 {
+        let s = self
+            .t
+            .lab
+            .run_ok(
+                host,
+                &["cat", &format!("/sys/class/net/eth0/statistics/{field}")],
+            )
+            .unwrap();
+        s.trim().parse().unwrap()
+    }
+}
+
+fn http_through_the_vip(tunnel: &str) {
+    let r = start(&format!("tun{tunnel}"), tunnel);
+    let client_tx0 = r.link_packets(&r.t.client, "tx_packets");
+    let client_rx0 = r.link_packets(&r.t.client, "rx_packets");
+    let director_rx0 = r.link_packets(&r.t.director, "rx_packets");
+    let spread: BTreeMap<String, usize> =
+        curl_spread(&r.t.lab, &r.t.client, &format!("http://{VIP}/"), 40).unwrap();
+    assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", r.log());
+    assert!(
+        spread.get("rs1").copied().unwrap_or(0) > 0 && spread.get("rs2").copied().unwrap_or(0) > 0,
+        "both real servers answer: {spread:?}"
+    );
+    assert!(r.counter("tunnelled") > 0);
+    // Replies go router -> client: the director received no more frames than the client sent
+    // (+ a few for ARP and health checks), while the client received the answers.
+    let client_tx = r.link_packets(&r.t.client, "tx_packets") - client_tx0;
+    let client_rx = r.link_packets(&r.t.client, "rx_packets") - client_rx0;
+    let director_rx = r.link_packets(&r.t.director, "rx_packets") - director_rx0;
+    assert!(client_rx >= 40, "client received {client_rx}");
+    // Health-check replies (every 0.5 s per real) also arrive at the director.
+    assert!(
+        director_rx <= client_tx + 200,
+        "director received {director_rx} frames, client sent {client_tx}: replies crossed the director?"
+    );
+    // ipvsadm's Forward column, and doctor's route / MTU check of each tunnelled real.
+    let o =
+        r.t.lab
+            .run(&r.t.director, &[XLB, "status", "--socket", &r.socket])
+            .unwrap();
+    let text = out_text(&o);
+    assert_eq!(text.matches(" Tunnel ").count(), 4, "{text}");
+    let o =
+        r.t.lab
+            .run(&r.t.director, &[XLB, "doctor", "--config", &r.config])
+            .unwrap();
+    let text = out_text(&o);
+    for i in 1..=2 {
+        let want = format!(
+            "{} ({tunnel}): eth0 via {}",
+            tun::real_v4(i),
+            tun::ROUTER_DIR
+        );
+        assert!(text.contains(&want), "doctor: want {want:?} in\n{text}");
+    }
+    assert!(text.contains("tunnel MTU"), "{text}");
+    // The real server side: status sees the decapsulation at work; down removes it.
+    let rs = r.t.real_servers[0].clone();
+    let state = r.t.lab.dir().join("rs1.json");
+    let state = state.to_str().unwrap();
+    let o =
+        r.t.lab
+            .run(
+                &rs,
+                &[
+                    XLB,
+                    "realserver",
+                    "status",
+                    "--vip",
+                    VIP,
+                    "--state-file",
+                    state,
+                    "--json",
+                ],
+            )
+            .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["tunnel"]["attached"], true, "{st}");
+    assert!(
+        st["tunnel"]["counters"]["decapsulated"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{st}"
+    );
+    assert_eq!(st["ready"], true, "{st}");
+    let o =
+        r.t.lab
+            .run(
+                &rs,
+                &[
+                    XLB,
+                    "realserver",
+                    "down",
+                    "--vip",
+                    VIP,
+                    "--state-file",
+                    state,
+                ],
+            )
+            .unwrap();
+    assert!(o.status.success(), "{}", out_text(&o));
+    let link =
+        r.t.lab
+            .run_ok(&rs, &["ip", "-d", "link", "show", "eth0"])
+            .unwrap();
+    assert!(!link.contains("xlb_decap"), "detached: {link}");
+    let lo =
+        r.t.lab
+            .run_ok(&rs, &["ip", "addr", "show", "dev", "lo"])
+            .unwrap();
+    assert!(!lo.contains(VIP), "VIP removed: {lo}");
+}
+
+#[test]
+fn http_over_ipip_both_reals_answer_replies_bypass_the_director() {
+    xtask::require!(NEEDS);
+    http_through_the_vip("ipip");
+}
+
+#[test]
+fn http_over_gue_both_reals_answer_replies_bypass_the_director() {
+    xtask::require!(NEEDS);
+    http_through_the_vip("gue");
+}
+
+#[test]
+fn large_upload_through_a_1500_byte_path_works_by_path_mtu_discovery() {
+    xtask::require!(NEEDS);
+    let mut r = start("tunpmtu", "gue");
+    // A sink on both real servers: reads until EOF, answers the byte count.
+    let sink = r#"
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 9000))
+s.listen(8)
+while True:
+    c, _ = s.accept()
+    n = 0
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        n += len(b)
+    c.sendall(str(n).encode())
+    c.close()
+"#;
+    for (i, rs) in r.t.real_servers.clone().iter().enumerate() {
+        r.t.lab.spawn(rs, &["python3", "-c", sink]).unwrap();
+        r.t.lab
+            .wait_tcp(
+                rs,
+                &format!("{}:9000", tun::real_v4(i + 1)),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+    }
+    let client = r#"
+import socket
+s = socket.create_connection(("198.18.0.100", 9000), timeout=20)
+s.sendall(b"x" * 2000000)
+s.shutdown(socket.SHUT_WR)
+print(s.recv(100).decode())
+"#;
+    let out = r.t.lab.run_ok(&r.t.client, &["python3", "-c", client]);
+    let out = out.unwrap_or_else(|e| panic!("upload failed: {e}"));
+    assert_eq!(out.trim(), "2000000", "every byte arrived");
+    // The first full-size segments did not fit once encapsulated: the director answered them.
+    assert!(r.counter("too_big_answered") > 0, "{}", r.status());
+}
+
+/// A keepalived `lb_kind TUN` configuration, imported with `xlb import-keepalived`, runs the
+/// tunnel lab end to end (only the control socket is changed, so parallel labs do not collide).
+#[test]
+fn keepalived_lb_kind_tun_config_imports_and_runs() {
+    xtask::require!(NEEDS);
+    let t = tun::build("tunka").expect("lab");
+    let dir = t.lab.dir().to_path_buf();
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "virtual_server {VIP} 80 {{\n    delay_loop 1\n    lb_algo mh\n    lb_kind TUN\n    \
+             tun_type gue\n    tun_port 6080\n    real_server {} 80 {{\n        TCP_CHECK {{\n            \
+             connect_timeout 1\n        }}\n    }}\n    real_server {} 80 {{\n        TCP_CHECK {{\n            \
+             connect_timeout 1\n        }}\n    }}\n}}\n",
+            tun::real_v4(1),
+            tun::real_v4(2)
+        ),
+    )
+    .unwrap();
+    let toml_path = dir.join("imported.toml");
+    let o = std::process::Command::new(XLB)
+        .args(["import-keepalived", conf.to_str().unwrap(), "-o"])
+        .arg(&toml_path)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", out_text(&o));
+    let socket = format!("/run/xlb/{}.sock", t.lab.id());
+    let text = std::fs::read_to_string(&toml_path).unwrap();
+    assert!(
+        text.contains("forward = \"tunnel\"") && text.contains("tunnel = \"gue\""),
+        "{text}"
+    );
+    let text = text.replace(
+        "control_socket = \"/run/xlb/xlb.sock\"",
+        &format!("control_socket = \"{socket}\""),
+    );
+    // keepalived has no interface setting: the import writes eth0, which is this lab's too.
+    std::fs::write(&toml_path, text).unwrap();
+    for rs in &t.real_servers {
+        let state = dir.join(format!("{}.json", rs.name()));
+        let o = t
+            .lab
+            .run(
+                rs,
+                &[
+                    XLB,
+                    "realserver",
+                    "up",
+                    "--vip",
+                    VIP,
+                    "--tunnel",
+                    "gue",
+                    "--director",
+                    tun::DIRECTOR,
+                    "--interface",
+                    "eth0",
+                    "--state-file",
+                    state.to_str().unwrap(),
+                ],
+            )
+            .unwrap();
+        assert!(o.status.success(), "{}", out_text(&o));
+    }
+    let config = toml_path.display().to_string();
+    let mut r = Running {
+        t,
+        socket,
+        config: config.clone(),
+        daemon: None,
+    };
+    let p =
+        r.t.lab
+            .spawn(&r.t.director, &[XLB, "run", "--config", &config])
+            .unwrap();
+    r.daemon = Some(p);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = r.status();
+        let up = st["services"][0]["reals"]
+            .as_array()
+            .map(|v| v.iter().filter(|x| x["forwarding"] == true).count())
+            .unwrap_or(0);
+        if up == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not up: {st}\n{}", r.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let spread = curl_spread(&r.t.lab, &r.t.client, &format!("http://{VIP}/"), 20).unwrap();
+    assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", r.log());
+    assert!(
+        spread.contains_key("rs1") && spread.contains_key("rs2"),
+        "{spread:?}"
+    );
+}
