@@ -361,7 +361,8 @@ pub mod stat {
     /// written for them.
     pub const PERSIST_MISS: u32 = 22;
     /// SYNs that hit a closing entry (FIN_WAIT/CLOSE): a new connection on a reused client port
-    /// (IPVS conn_reuse_mode=1), scheduled afresh.
+    /// (IPVS conn_reuse_mode=1), scheduled afresh. Counted where a SYN looks at the table
+    /// (round-robin services); a Maglev SYN is dispatched without a lookup.
     pub const CONN_REUSED: u32 = 23;
     /// Packets encapsulated to a tunnelled real server (IPIP, ip6ip6 or GUE).
     pub const TUNNELLED: u32 = 24;

@@ -473,6 +473,23 @@ fn fragments_are_dropped_unless_the_service_hashes_the_client() {
     );
     assert_dr_rewrite(&ipv4_fragment(false, 5000), &o2, mac_of(&o1));
     assert_eq!(counter(&h, stat::FRAGMENT_FORWARDED), 2);
+    // Persistent round robin does not hash: its fragments would scatter, so they are dropped.
+    let mut s = service(
+        VIP,
+        53,
+        Protocol::Udp,
+        vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)],
+    );
+    s.scheduler = Scheduler::RoundRobin;
+    s.hash_client_only = true;
+    s.persistence = Some(xlb::dataplane::desired::DesiredPersistence {
+        timeout_secs: 300,
+        prefix_len: 32,
+    });
+    h.apply(&state(vec![s]));
+    let f = ipv4_fragment(false, 5000);
+    assert_eq!(h.run(&f), (XDP_DROP, f.clone()));
+    assert_eq!(counter(&h, stat::FRAGMENT_DROPPED), 3);
 }
 
 #[test]

@@ -180,7 +180,10 @@ pub fn set_service_fields(
     if ds.persistence.is_some() {
         value.flags |= SVC_F_PERSISTENT;
     }
-    if ds.hash_client_only || ds.scheduler == Scheduler::SourceHash {
+    // Fragments are forwarded only where every fragment of a datagram lands on the same real
+    // server (client-address hashing); round robin would pick anew for each fragment, so a
+    // persistent rr/wrr service does not take them.
+    if (ds.hash_client_only || ds.scheduler == Scheduler::SourceHash) && !round_robin {
         value.flags |= SVC_F_HASH_SRC_ONLY | SVC_F_FORWARD_FRAGMENTS;
     }
     value.sorry_real = ds
