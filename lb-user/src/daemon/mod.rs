@@ -146,8 +146,8 @@ pub struct Daemon {
 fn load_dataplane(cfg: &Config) -> Result<(Ebpf, MapWriter, bool), Error> {
     let pin_dir = attach::pin_dir(cfg);
     attach::ensure_bpffs(&pin_dir)?;
-    replace_old_conn_table(&pin_dir);
     let adopting = pin_dir.join(map_names::SERVICES).exists();
+    replace_incompatible_pins(&pin_dir);
     let conn_table_size = cfg.global.conn_table_size;
     let mut ebpf = loader::load(
         crate::BPF_OBJECT,
@@ -582,27 +582,22 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A connection table pinned by an xlb whose entries had another layout cannot be adopted: its
-/// pin is removed so this run creates the table anew (the old program keeps its copy until the
-/// link switches to the new one). Maglev flows keep their real servers (the rings decide, not
-/// the table); round-robin flows are dispatched afresh.
-fn replace_old_conn_table(pin_dir: &std::path::Path) {
-    let path = pin_dir.join(map_names::CONN_TABLE);
-    let Ok(info) = aya::maps::MapData::from_pin(&path).and_then(|m| m.info()) else {
-        return;
-    };
-    let wanted = std::mem::size_of::<lb_common::FlowEntry>() as u32;
-    if info.value_size() == wanted {
-        return;
-    }
-    warn!(
-        pinned = info.value_size(),
-        wanted,
-        "the pinned connection table has another entry layout (an older xlb): replacing it; \
-         Maglev flows keep their real servers, round-robin flows are dispatched afresh"
-    );
-    if let Err(e) = std::fs::remove_file(&path) {
-        warn!("removing {}: {e}", path.display());
+/// Pinned maps an xlb with another layout left (an upgrade) cannot be adopted: their pins are
+/// removed so this run creates them anew (the old program keeps its copies until the link
+/// switches to the new one). The connection table: Maglev flows keep their real servers (the
+/// rings decide), round-robin flows are dispatched afresh; counters start again at zero.
+fn replace_incompatible_pins(pin_dir: &std::path::Path) {
+    for old in loader::incompatible_pins(crate::BPF_OBJECT, pin_dir) {
+        warn!(
+            map = old.name,
+            pinned = ?old.pinned,
+            wanted = ?old.wanted,
+            "a pinned map has another layout (left by another xlb version): replacing it"
+        );
+        let path = pin_dir.join(old.name);
+        if let Err(e) = std::fs::remove_file(&path) {
+            warn!("removing {}: {e}", path.display());
+        }
     }
 }
 

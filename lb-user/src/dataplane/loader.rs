@@ -289,3 +289,96 @@ pub fn remove_pins(pin_dir: &Path) -> io::Result<()> {
     }
     fs::remove_dir(pin_dir)
 }
+
+/// Maps whose size comes from the configuration: a pinned one keeps its size (changing it needs
+/// `xlb stop --detach`), so only its key and value sizes must match.
+const SIZED_BY_CONFIG: [&str; 3] = [
+    map_names::CONN_TABLE,
+    map_names::MAGLEV_RINGS,
+    map_names::PERSIST_TEMPLATES,
+];
+
+/// The layout of a map: what the program's accesses depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapShape {
+    pub key_size: u32,
+    pub value_size: u32,
+    /// 0: sized by the configuration (not compared).
+    pub max_entries: u32,
+}
+
+/// A pinned map left by an xlb whose layout differs from this build's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncompatiblePin {
+    pub name: &'static str,
+    pub pinned: MapShape,
+    pub wanted: MapShape,
+}
+
+/// Does a pinned map of shape `pinned` fit a definition of shape `wanted`?
+pub fn shape_fits(pinned: MapShape, wanted: MapShape) -> bool {
+    pinned.key_size == wanted.key_size
+        && pinned.value_size == wanted.value_size
+        && (wanted.max_entries == 0 || pinned.max_entries == wanted.max_entries)
+}
+
+/// The pinned maps under `pin_dir` that this build's object cannot use. aya reuses a pinned map
+/// by name without comparing it with the object's definition; a map with another layout (an
+/// older xlb: fewer counters, larger entries) would then be read and written out of shape.
+pub fn incompatible_pins(object: &[u8], pin_dir: &Path) -> Vec<IncompatiblePin> {
+    let Ok(obj) = aya_obj::Object::parse(object) else {
+        return Vec::new();
+    };
+    PINNED_MAPS
+        .iter()
+        .filter_map(|&name| {
+            let def = obj.maps.get(name)?;
+            let info = aya::maps::MapData::from_pin(pin_dir.join(name))
+                .and_then(|m| m.info())
+                .ok()?;
+            let sized = SIZED_BY_CONFIG.contains(&name) || def.max_entries() == 0;
+            let wanted = MapShape {
+                key_size: def.key_size(),
+                value_size: def.value_size(),
+                max_entries: if sized { 0 } else { def.max_entries() },
+            };
+            let pinned = MapShape {
+                key_size: info.key_size(),
+                value_size: info.value_size(),
+                max_entries: info.max_entries(),
+            };
+            (!shape_fits(pinned, wanted)).then_some(IncompatiblePin {
+                name,
+                pinned,
+                wanted,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+
+    #[test]
+    fn a_map_fits_only_its_own_layout() {
+        let wanted = MapShape { key_size: 4, value_size: 8, max_entries: 27 };
+        assert!(shape_fits(wanted, wanted));
+        // An older build with fewer counters.
+        assert!(!shape_fits(MapShape { max_entries: 21, ..wanted }, wanted));
+        assert!(!shape_fits(MapShape { value_size: 24, ..wanted }, wanted));
+        // Sized by the configuration: any size fits.
+        let sized = MapShape { max_entries: 0, ..wanted };
+        assert!(shape_fits(MapShape { max_entries: 1 << 20, ..wanted }, sized));
+    }
+
+    #[test]
+    fn every_pinned_map_of_this_build_fits_itself() {
+        let Ok(obj) = aya_obj::Object::parse(crate::BPF_OBJECT) else {
+            return; // AYA_BUILD_SKIP: no object.
+        };
+        for name in PINNED_MAPS {
+            assert!(obj.maps.contains_key(name), "{name} is not in the object");
+        }
+    }
+}
