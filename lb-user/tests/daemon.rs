@@ -157,6 +157,85 @@ fn xdp_mode_change_reattaches_on_restart_and_reload_and_status_shows_the_kernels
     );
 }
 
+/// Pins a fresh per-CPU array of `max_entries` u64 counters at `path` (as an older xlb with
+/// fewer counters left it), by the raw bpf(2) calls: aya has no public way to create a map
+/// outside an object.
+fn pin_percpu_counters(path: &std::path::Path, max_entries: u32) {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+    let mut create = [0u32; 32];
+    create[..4].copy_from_slice(&[BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, max_entries]);
+    // SAFETY: bpf(2) with a zeroed attribute buffer whose first fields are the map's shape.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            create.as_ptr(),
+            std::mem::size_of_val(&create),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "BPF_MAP_CREATE: {}",
+        std::io::Error::last_os_error()
+    );
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut pin = [0u64; 8];
+    pin[0] = cpath.as_ptr() as u64;
+    pin[1] = fd as u64;
+    // SAFETY: bpf(2) with a pathname pointer that outlives the call and the map's fd.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_PIN,
+            pin.as_ptr(),
+            std::mem::size_of_val(&pin),
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "BPF_OBJ_PIN {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: our own fd; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+#[test]
+fn an_upgrade_replaces_a_pinned_map_of_another_layout_and_keeps_forwarding() {
+    xtask::require!(NEEDS);
+    let mut dr = Dr::new("d-upgrade", 2);
+    dr.write_config(&dr.config_text(&[(1, 1), (2, 1)], ""));
+    dr.start_daemon();
+    dr.kill9_daemon();
+    // What an older xlb with 21 global counters would have left pinned.
+    let stats =
+        dr.d.director
+            .bpffs()
+            .unwrap()
+            .join("xlb")
+            .join(lb_common::map_names::GLOBAL_STATS);
+    std::fs::remove_file(&stats).unwrap();
+    pin_percpu_counters(&stats, 21);
+    dr.start_daemon();
+    let log = dr.daemon_log();
+    assert!(
+        log.contains("has another layout") && log.contains("GLOBAL_STATS"),
+        "{log}"
+    );
+    assert_eq!(dr.curl(20).get("FAIL"), None);
+    let status = dr.status_json();
+    let counters = status["counters"].as_object().unwrap();
+    assert_eq!(counters.len(), lb_common::stat::COUNT as usize, "{status}");
+    assert!(
+        status["counters"]["action_tx"].as_u64().unwrap() >= 20,
+        "{status}"
+    );
+}
+
 #[test]
 fn reload_keeps_streams_and_new_flows_use_the_new_table() {
     xtask::require!(NEEDS);

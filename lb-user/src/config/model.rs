@@ -10,8 +10,7 @@ use std::{
 use super::schema;
 pub use super::schema::{
     Announce, AuthType, CheckType, Forward, HttpMethod, LogFormat, ParamMatch, Protocol, Scheduler,
-    TunnelType,
-    VrrpState, XdpMode,
+    TunnelType, VrrpState, XdpMode,
 };
 pub use super::types::{IpPrefix, MacAddr};
 

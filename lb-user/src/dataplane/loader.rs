@@ -362,14 +362,39 @@ mod shape_tests {
 
     #[test]
     fn a_map_fits_only_its_own_layout() {
-        let wanted = MapShape { key_size: 4, value_size: 8, max_entries: 27 };
+        let wanted = MapShape {
+            key_size: 4,
+            value_size: 8,
+            max_entries: 27,
+        };
         assert!(shape_fits(wanted, wanted));
         // An older build with fewer counters.
-        assert!(!shape_fits(MapShape { max_entries: 21, ..wanted }, wanted));
-        assert!(!shape_fits(MapShape { value_size: 24, ..wanted }, wanted));
+        assert!(!shape_fits(
+            MapShape {
+                max_entries: 21,
+                ..wanted
+            },
+            wanted
+        ));
+        assert!(!shape_fits(
+            MapShape {
+                value_size: 24,
+                ..wanted
+            },
+            wanted
+        ));
         // Sized by the configuration: any size fits.
-        let sized = MapShape { max_entries: 0, ..wanted };
-        assert!(shape_fits(MapShape { max_entries: 1 << 20, ..wanted }, sized));
+        let sized = MapShape {
+            max_entries: 0,
+            ..wanted
+        };
+        assert!(shape_fits(
+            MapShape {
+                max_entries: 1 << 20,
+                ..wanted
+            },
+            sized
+        ));
     }
 
     #[test]
