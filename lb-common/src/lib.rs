@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod bench;
+pub mod conn;
 pub mod hash;
 
 /// Kernel map names, shared so the loader and the program cannot disagree.
@@ -15,6 +16,8 @@ pub mod map_names {
     pub const REALS: &str = "REALS";
     pub const MAGLEV_RINGS: &str = "MAGLEV_RINGS";
     pub const CONN_TABLE: &str = "CONN_TABLE";
+    /// The set-associative IPv4 table (`conn::ConnSet`).
+    pub const CONN_SETS: &str = "CONN_SETS";
     pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     pub const REAL_STATS: &str = "REAL_STATS";
@@ -297,7 +300,9 @@ pub mod stat {
     pub const NOT_OUR_MAC: u32 = 19;
     /// Broadcast and multicast frames (passed untouched: ARP, VRRP, neighbour discovery).
     pub const GROUP_MAC: u32 = 20;
-    pub const COUNT: u32 = 21;
+    /// New IPv4 flows whose set had no way they may take (all protected): stored in the LRU.
+    pub const SET_FULL: u32 = 21;
+    pub const COUNT: u32 = 22;
 
     /// Names for status and metrics, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -322,6 +327,7 @@ pub mod stat {
         "redirect_failed",
         "not_our_mac",
         "group_mac",
+        "set_full",
     ];
 }
 

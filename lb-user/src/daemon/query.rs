@@ -1,7 +1,7 @@
 //! The daemon's answers to queries: status, connections, the traffic sample behind rates. Each
 //! reads the kernel maps and hands what it read to [`crate::report`]; none changes anything
 //! (the sweep that expires entries runs on the daemon's tick).
-use std::{os::fd::AsRawFd as _, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use std::path::{Path, PathBuf};
 
@@ -10,10 +10,7 @@ use tracing::{info, warn};
 use super::{attach::Attached, Daemon};
 use crate::{
     control::{Request, Response},
-    dataplane::{
-        batch,
-        sweep::{self, SweepResult},
-    },
+    dataplane::sweep::{self, SweepResult},
     report::{self, ConnFilter, ConnListing, StatusInputs, TrafficSample},
     status::{render, render_timeouts, ConnEntry, StatusReport, View},
     vrrp::Vrrp,
@@ -119,10 +116,7 @@ impl Daemon {
         let slots = self.writer.slots();
         let now = sweep::monotonic_ns();
         let mut listing = ConnListing::new(&self.cfg, &slots, &self.timeouts, filter, now);
-        let fd = self.writer.maps().conn_table_fd().as_raw_fd();
-        let read = batch::for_each::<lb_common::FlowKey, lb_common::FlowEntry>(fd, 8192, |k, v| {
-            listing.visit(k, v)
-        });
+        let read = sweep::for_each_flow(self.writer.maps(), |k, v| listing.visit(k, v));
         if let Err(e) = read {
             warn!("reading the connection table: {e}");
         }
