@@ -1290,7 +1290,12 @@ fn test_run_fd(prog_fd: i32, frame: &[u8]) -> (u32, Vec<u8>) {
             std::mem::size_of::<TestRunAttr>() as u32,
         )
     };
-    assert_eq!(r, 0, "BPF_PROG_TEST_RUN: {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "BPF_PROG_TEST_RUN: {}",
+        std::io::Error::last_os_error()
+    );
     out.truncate(attr.data_size_out as usize);
     (attr.retval, out)
 }
