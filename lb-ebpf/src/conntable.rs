@@ -112,7 +112,7 @@ pub fn find(set: *mut ConnSet, key: &WayKey) -> Option<Way> {
 pub enum Placement {
     /// The way that held this flow (consistent), to be judged by the caller.
     Same(Way),
-    /// A free, torn or evictable way.
+    /// A free or evictable way.
     Victim(Way),
     /// Every way holds a flow that may not be evicted: the flow goes to the LRU.
     Full,
@@ -124,26 +124,31 @@ fn is_protected(state: u8) -> bool {
     state == conn_state::ESTABLISHED || state == conn_state::UDP
 }
 
-/// Chooses the way for `key`: its own way, else a free (or torn) way, else the oldest way whose
-/// flow is not established, else (only when `may_evict_established`, never for a SYN) the
-/// oldest way. Free ways are the expired ones: the daemon's sweep frees them.
+/// Chooses the way for `key`: its own way (a torn copy of it first), else a free way, else the
+/// oldest way whose flow is not established, else (only when `may_evict_established`, never for
+/// a SYN) the oldest way. Free ways are the expired ones: the daemon's sweep frees them.
 #[inline(always)]
 pub fn place(set: *mut ConnSet, key: &WayKey, now: u32, may_evict_established: bool) -> Placement {
     let mut victim: Option<Way> = None;
-    // Age of the victim; u32::MAX = free way (always taken first).
+    // Age of the victim (stamp units, < 2^16); larger is taken first.
     let mut victim_age = 0u32;
     for i in 0..WAYS {
         let way = read_way(set, i);
-        let consistent = way.value.is_consistent();
-        if consistent && key.matches(&way.value) {
+        // The check word is computed only for the flow's own way: another flow's way, even
+        // torn, is judged by its words as read (a torn way is at worst kept until the sweep
+        // frees it, or evicted), so a SYN costs one check, not three.
+        if key.matches(&way.value) && way.value.is_consistent() {
             return Placement::Same(way);
         }
-        let age = if !consistent {
+        let age = if key.matches(&way.value) {
+            // This flow's words under a bad check (torn): replaced first, so no junk copy stays.
             u32::MAX
+        } else if way.value.is_free() {
+            u32::MAX - 1
         } else if is_protected(conn::meta_state(way.value.meta)) && !may_evict_established {
             continue;
         } else {
-            now.wrapping_sub(conn::stamp_of(way.value.stamp_check)) & conn::STAMP_MASK
+            conn::stamp_age(now, conn::stamp_of(way.value.stamp_check))
         };
         if victim.is_none() || age > victim_age {
             victim_age = age;

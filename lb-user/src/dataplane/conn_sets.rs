@@ -197,8 +197,8 @@ pub fn way_key(w: &ConnWay) -> FlowKey {
 /// generations are the way's low bits; the service id is the real server's (`service_of`).
 pub fn way_entry(w: &ConnWay, service_id: u32, now_ns: u64) -> FlowEntry {
     let now_units = now_ns >> conn::STAMP_SHIFT;
-    let age = (conn::stamp_from_ns(now_ns).wrapping_sub(conn::stamp_of(w.stamp_check))
-        & conn::STAMP_MASK) as u64;
+    // A way the program stamped after `now_ns` was read is not 19 hours old: age 0.
+    let age = conn::stamp_age(conn::stamp_from_ns(now_ns), conn::stamp_of(w.stamp_check)) as u64;
     let last_seen_ns = (now_units.saturating_sub(age) + 1)
         .checked_shl(conn::STAMP_SHIFT)
         .unwrap_or(now_ns)
@@ -285,6 +285,16 @@ mod tests {
         let w = way_for(&udp, 1, conn_state::UDP, 0, 0, now);
         assert_eq!(way_key(&w), udp);
         assert_eq!(now - way_entry(&w, 0, now).last_seen_ns, 0);
+    }
+
+    /// The sweep reads the clock once, then scans: a way stamped in the next unit meanwhile is
+    /// fresh, not expired (found by the resilience suite: such ways were freed).
+    #[test]
+    fn a_way_stamped_after_now_is_fresh() {
+        let unit = 1u64 << conn::STAMP_SHIFT;
+        let now = 5_000 * unit + unit - 1;
+        let w = way_for(&key(), 1, conn_state::ESTABLISHED, 0, 0, now + 1);
+        assert_eq!(way_entry(&w, 0, now).last_seen_ns, now);
     }
 
     #[test]
