@@ -1197,7 +1197,7 @@ mod tests {
             ..Default::default()
         };
         let fs = check(&facts);
-        assert!(has(&fs, Severity::Error, "conn-table-memory", "8704 MiB"));
+        assert!(has(&fs, Severity::Error, "conn-table-memory", "12800 MiB"));
         assert!(has(&fs, Severity::Warn, "nofile", "below 84"));
         assert!(has(
             &fs,
