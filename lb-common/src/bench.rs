@@ -26,6 +26,7 @@ pub const BENCH_CFG: &str = "BENCH_CFG";
 pub const BENCH_PROGS: &str = "BENCH_PROGS";
 pub const BENCH_SEQ: &str = "BENCH_SEQ";
 pub const BENCH_LINES: &str = "BENCH_LINES";
+pub const BENCH_LRU: &str = "BENCH_LRU";
 
 /// One element of `BENCH_LINES`: a cache line.
 #[repr(C)]

@@ -7,8 +7,9 @@ use crate::FlowKey;
 
 const SEED: u32 = 0x786c_6221; // "xlb!"
 
+/// MurmurHash3's block mix (also the connection table's check word).
 #[inline(always)]
-const fn mix(h: u32, k: u32) -> u32 {
+pub const fn mix(h: u32, k: u32) -> u32 {
     let k = k
         .wrapping_mul(0xcc9e_2d51)
         .rotate_left(15)
@@ -19,8 +20,9 @@ const fn mix(h: u32, k: u32) -> u32 {
         .wrapping_add(0xe654_6b64)
 }
 
+/// MurmurHash3's finaliser.
 #[inline(always)]
-const fn finalize(mut h: u32, len: u32) -> u32 {
+pub const fn finalize(mut h: u32, len: u32) -> u32 {
     h ^= len;
     h ^= h >> 16;
     h = h.wrapping_mul(0x85eb_ca6b);

@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod bench;
+pub mod conn;
 pub mod hash;
 
 /// Kernel map names, shared so the loader and the program cannot disagree.
@@ -15,6 +16,8 @@ pub mod map_names {
     pub const REALS: &str = "REALS";
     pub const MAGLEV_RINGS: &str = "MAGLEV_RINGS";
     pub const CONN_TABLE: &str = "CONN_TABLE";
+    /// The set-associative IPv4 table (`conn::ConnSet`).
+    pub const CONN_SETS: &str = "CONN_SETS";
     pub const GLOBAL_STATS: &str = "GLOBAL_STATS";
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     pub const REAL_STATS: &str = "REAL_STATS";
@@ -372,7 +375,9 @@ pub mod stat {
     /// Frames too big for the tunnel's MTU once encapsulated that may not be answered (IPv4
     /// without DF: fragmenting in XDP is not worth it): dropped.
     pub const TOO_BIG_DROPPED: u32 = 26;
-    pub const COUNT: u32 = 27;
+    /// New IPv4 flows whose set had no way they may take (all protected): stored in the LRU.
+    pub const SET_FULL: u32 = 27;
+    pub const COUNT: u32 = 28;
 
     /// Names for status and metrics, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -403,6 +408,7 @@ pub mod stat {
         "tunnelled",
         "too_big_answered",
         "too_big_dropped",
+        "set_full",
     ];
 }
 

@@ -1,13 +1,15 @@
 //! Connection table: the hit path (table first: no service lookup, no precise clock), IPVS-style
 //! state from the client's TCP flags, insert with the flood guard, and re-dispatch of flows whose
-//! real server (or service) went away.
+//! real server (or service) went away. IPv4 flows live in the set-associative table
+//! (conntable.rs), IPv6 flows and IPv4 flows whose set is full in the kernel LRU (`CONN_TABLE`).
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use lb_common::{
-    conn_state, stat, tcp_flags, FlowEntry, FlowKey, RealServer, Service, NO_REAL, PROTO_TCP,
+    conn, conn_state, stat, tcp_flags, FlowEntry, FlowKey, RealServer, Service, NO_REAL, PROTO_TCP,
     SVC_F_ACTIVE, SVC_F_PERSISTENT,
 };
 
 use crate::{
+    conntable::{self, WayKey},
     maps::{count, CONN_TABLE, FLOOD_STATE, LB_CONFIG, SERVICE_STATE},
     persist,
     select::{alive_real, pick, pick_previous},
@@ -32,7 +34,7 @@ pub enum Lookup {
         state: u8,
         flags: u8,
     },
-    /// A SYN on an entry of a closed connection: the client reused its port for a new one.
+    /// A SYN on a closed connection's entry: a new connection on a reused client port.
     Reused,
     Miss,
 }
@@ -77,45 +79,114 @@ pub fn is_opening(flow: &FlowKey, flags: u8) -> bool {
     flow.proto == PROTO_TCP && flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
 }
 
-/// The entry's real server, if the entry still holds: its service id has the same generation
-/// and is active, its real server is alive with the same generation.
-#[inline(always)]
-fn valid_real(e: &FlowEntry) -> Option<&'static RealServer> {
-    let svc = SERVICE_STATE.get(e.service_id)?;
-    if svc.generation != e.service_gen || svc.flags & SVC_F_ACTIVE == 0 {
-        return None;
-    }
-    let real = alive_real(e.real_id)?;
-    (real.generation == e.real_gen).then_some(real)
-}
-
 /// Connection reuse, IPVS's `conn_reuse_mode=1`: a SYN without ACK that finds the entry of a
 /// closed connection (FIN_WAIT or CLOSE; in DR the director sees only the client, so FIN_WAIT
 /// stands for IPVS's FIN_WAIT and TIME_WAIT, and CLOSE_WAIT/LAST_ACK are never entered) opens a
 /// new connection on a reused client port: a client's TCP reuses a port only once its side of the
-/// old connection is closed. It is a table miss, not a hit: `dispatch` counts it in the service's
-/// and the real server's Conns (CPS), resets the state to SYN_RECV (the old flags are dropped) and
-/// schedules it afresh — or, for a persistent service, where the client's template says (IPVS
-/// does not reschedule a connection controlled by a template at all and does not count it; xlb
-/// counts it, and the template sends it to the same real server while the template holds). A
-/// SYN on a SYN_RECV or ESTABLISHED entry is a retransmission and keeps the entry (a hit).
+/// old connection is closed. It is a table miss, not a hit (`Lookup::Reused`): `dispatch` counts
+/// it in the service's and the real server's Conns (CPS), resets the state to SYN_RECV (the old
+/// flags are dropped) and schedules it afresh — or, for a persistent service, where the client's
+/// template says (IPVS does not reschedule a connection controlled by a template at all and does
+/// not count it; xlb counts it, and the template sends it to the same real server while the
+/// template holds). A SYN on a SYN_RECV or ESTABLISHED entry is a retransmission and keeps it.
 #[inline(always)]
-fn is_reused(e: &FlowEntry, flow: &FlowKey, flags: u8) -> bool {
-    is_opening(flow, flags) && (e.state == conn_state::FIN_WAIT || e.state == conn_state::CLOSE)
+fn is_closing(state: u8) -> bool {
+    state == conn_state::FIN_WAIT || state == conn_state::CLOSE
 }
 
-/// The hit path: one table lookup, the service's state by id, the real server by id.
+/// The real server of an entry of (real slot, real generation, service generation), if it still
+/// holds: its service is active with the same generation, the real server is alive with the same
+/// generation. `same_gen` compares a stored generation with the live one (ways keep low bits).
+#[inline(always)]
+fn valid_real(
+    real_id: u32,
+    service_id: Option<u32>,
+    same_real_gen: impl Fn(u32) -> bool,
+    same_svc_gen: impl Fn(u32) -> bool,
+) -> Option<&'static RealServer> {
+    let real = alive_real(real_id)?;
+    if !same_real_gen(real.generation) {
+        return None;
+    }
+    // A real-server slot belongs to one service: a way need not store the service id.
+    let service_id = service_id.unwrap_or(real.service_id);
+    let svc = SERVICE_STATE.get(service_id)?;
+    if !same_svc_gen(svc.generation) || svc.flags & SVC_F_ACTIVE == 0 {
+        return None;
+    }
+    Some(real)
+}
+
+#[inline(always)]
+fn valid_entry_real(e: &FlowEntry) -> Option<&'static RealServer> {
+    let real = valid_real(
+        e.real_id,
+        Some(e.service_id),
+        |g| g == e.real_gen,
+        |g| g == e.service_gen,
+    )?;
+    Some(real)
+}
+
+#[inline(always)]
+fn valid_way_real(meta: u32) -> Option<&'static RealServer> {
+    valid_real(
+        conn::meta_real(meta),
+        None,
+        |g| conn::meta_real_gen_is(meta, g),
+        |g| conn::meta_svc_gen_is(meta, g),
+    )
+}
+
+/// The hit path: the flow's set (IPv4), else the LRU (IPv6, flows whose set was full); then the
+/// real server by id and its service's state by id.
 #[inline(always)]
 pub fn lookup(flow: &FlowKey, flags: u8) -> Lookup {
+    if let Some(key) = WayKey::of(flow) {
+        if let Some(set) = conntable::set_of(flow) {
+            if let Some(way) = conntable::find(set, &key) {
+                return way_hit(flow, flags, &way);
+            }
+        }
+    }
+    lru_lookup(flow, flags)
+}
+
+#[inline(always)]
+fn way_hit(flow: &FlowKey, flags: u8, way: &conntable::Way) -> Lookup {
+    let meta = way.value.meta;
+    let old_state = conn::meta_state(meta);
+    if is_opening(flow, flags) && is_closing(old_state) {
+        return Lookup::Reused;
+    }
+    let Some(real) = valid_way_real(meta) else {
+        return Lookup::Stale {
+            state: old_state,
+            flags: 0,
+        };
+    };
+    count(stat::CONN_HIT);
+    let state = next_state(old_state, flow.proto, flags);
+    way.touch(state, conn::stamp_from_ns(now_ns()));
+    Lookup::Hit(Dispatch {
+        service_id: real.service_id,
+        real_id: conn::meta_real(meta),
+        real,
+        new_conn: false,
+    })
+}
+
+#[inline(always)]
+fn lru_lookup(flow: &FlowKey, flags: u8) -> Lookup {
     let Some(entry) = CONN_TABLE.get_ptr_mut(flow) else {
         return Lookup::Miss;
     };
     // SAFETY: the kernel keeps the element alive for this program run; fields are plain data.
     let e = unsafe { &mut *entry };
-    if is_reused(e, flow, flags) {
+    if is_opening(flow, flags) && is_closing(e.state) {
         return Lookup::Reused;
     }
-    let Some(real) = valid_real(e) else {
+    let Some(real) = valid_entry_real(e) else {
         return Lookup::Stale {
             state: e.state,
             flags: e.flags_seen,
@@ -145,9 +216,15 @@ pub fn lookup(flow: &FlowKey, flags: u8) -> Lookup {
 /// The real server the table has for this flow of `svc`, if it is still valid (ICMP errors).
 #[inline(always)]
 pub fn lookup_real(svc: &Service, flow: &FlowKey) -> Option<u32> {
+    if let Some(key) = WayKey::of(flow) {
+        if let Some(way) = conntable::set_of(flow).and_then(|set| conntable::find(set, &key)) {
+            let real = valid_way_real(way.value.meta)?;
+            return (real.service_id == svc.id).then_some(conn::meta_real(way.value.meta));
+        }
+    }
     // SAFETY: copied out at once.
     let entry = unsafe { CONN_TABLE.get(flow) }?;
-    valid_real(entry)?;
+    valid_entry_real(entry)?;
     (entry.service_id == svc.id).then_some(entry.real_id)
 }
 
@@ -177,6 +254,119 @@ fn may_insert(now: u64) -> bool {
     }
 }
 
+/// The real server for a flow of `svc` without a valid entry: the previous ring for a mid-stream
+/// TCP packet, else the client's persistence template (a persistent service) or the current
+/// ring, else the sorry server.
+#[inline(always)]
+fn choose_real(
+    svc: &Service,
+    flow: &FlowKey,
+    flags: u8,
+    now: u64,
+) -> Option<(u32, &'static RealServer)> {
+    // A mid-stream TCP packet without an entry may belong to a flow another director served
+    // under the previous real-server set: its old real server is the one that knows the flow.
+    if flow.proto == PROTO_TCP && flags & tcp_flags::SYN == 0 && svc.prev_ring_size != 0 {
+        let prev = pick_previous(svc, flow);
+        if let Some(r) = alive_real(prev) {
+            count(stat::PREV_RING_HIT);
+            return Some((prev, r));
+        }
+    }
+    if svc.flags & SVC_F_PERSISTENT != 0 {
+        if let Some(chosen) = persist::schedule(svc, flow, now) {
+            return Some(chosen);
+        }
+    } else {
+        let real_id = pick(svc, flow);
+        if let Some(r) = alive_real(real_id) {
+            return Some((real_id, r));
+        }
+    }
+    if svc.sorry_real != NO_REAL {
+        if let Some(r) = alive_real(svc.sorry_real) {
+            count(stat::SORRY);
+            return Some((svc.sorry_real, r));
+        }
+    }
+    None
+}
+
+/// A flow about to be inserted: its service, real server and state.
+pub struct NewFlow {
+    pub service_id: u32,
+    pub service_gen: u32,
+    pub real_id: u32,
+    pub real: &'static RealServer,
+    pub state: u8,
+    pub flags_seen: u8,
+}
+
+/// What the insert did.
+pub enum Inserted {
+    /// The flow has an entry now (a new connection).
+    New,
+    /// A SYN found its flow's valid, open way (a retransmission): that real server stays.
+    Kept(Dispatch),
+    Failed,
+}
+
+/// The one insert: the flow's set for IPv4 (one line, no lookup first), the LRU for IPv6 and
+/// when every way of the set is protected.
+#[inline(always)]
+pub fn insert(flow: &FlowKey, flags: u8, f: &NewFlow, now: u64) -> Inserted {
+    if let Some(key) = WayKey::of(flow) {
+        if let Some(set) = conntable::set_of(flow) {
+            let opening = is_opening(flow, flags);
+            let stamp = conn::stamp_from_ns(now);
+            let meta = conn::meta_word(
+                f.real_id,
+                f.state,
+                key.udp,
+                f.real.generation,
+                f.service_gen,
+            );
+            let way = match conntable::place(set, &key, stamp, !opening) {
+                conntable::Placement::Same(w) => {
+                    let m = w.value.meta;
+                    if opening && !is_closing(conn::meta_state(m)) {
+                        if let Some(real) = valid_way_real(m) {
+                            return Inserted::Kept(Dispatch {
+                                service_id: real.service_id,
+                                real_id: conn::meta_real(m),
+                                real,
+                                new_conn: false,
+                            });
+                        }
+                    }
+                    Some(w)
+                }
+                conntable::Placement::Victim(w) => Some(w),
+                conntable::Placement::Full => None,
+            };
+            if let Some(w) = way {
+                conntable::write(&w, &key, meta, stamp);
+                return Inserted::New;
+            }
+            count(stat::SET_FULL);
+        }
+    }
+    let entry = FlowEntry {
+        real_id: f.real_id,
+        real_gen: f.real.generation,
+        service_id: f.service_id,
+        service_gen: f.service_gen,
+        state: f.state,
+        flags_seen: f.flags_seen,
+        _pad: [0; 6],
+        last_seen_ns: now,
+    };
+    match CONN_TABLE.insert(flow, &entry, 0) {
+        Ok(()) => Inserted::New,
+        Err(_) => Inserted::Failed,
+    }
+}
+
 /// The miss path: picks a real server for a flow of `svc` without a valid entry (`prior`: the
 /// stale entry's state and flags) and inserts the entry.
 #[inline(always)]
@@ -189,6 +379,8 @@ pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8, prior: Lookup) -> Opti
             (state, flags)
         }
         Lookup::Reused => {
+            // Counted where a SYN looks at the table (round-robin services); a Maglev SYN is
+            // inserted without a lookup and overwrites its closed way as a new connection.
             count(stat::CONN_REUSED);
             (0, 0)
         }
@@ -198,54 +390,21 @@ pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8, prior: Lookup) -> Opti
         }
     };
     let now = now_ns();
-    let mut real_id = NO_REAL;
-    let mut real = None;
-    // A mid-stream TCP packet without an entry may belong to a flow another director served
-    // under the previous real-server set: its old real server is the one that knows the flow.
-    if flow.proto == PROTO_TCP && flags & tcp_flags::SYN == 0 && svc.prev_ring_size != 0 {
-        let prev = pick_previous(svc, flow);
-        if let Some(r) = alive_real(prev) {
-            count(stat::PREV_RING_HIT);
-            real_id = prev;
-            real = Some(r);
-        }
-    }
-    if real.is_none() {
-        if svc.flags & SVC_F_PERSISTENT != 0 {
-            if let Some((id, r)) = persist::schedule(svc, flow, now) {
-                real_id = id;
-                real = Some(r);
-            }
-        } else {
-            real_id = pick(svc, flow);
-            real = alive_real(real_id);
-        }
-    }
-    if real.is_none() && svc.sorry_real != NO_REAL {
-        real_id = svc.sorry_real;
-        real = alive_real(real_id);
-        if real.is_some() {
-            count(stat::SORRY);
-        }
-    }
-    let real = real?;
-
+    let (real_id, real) = choose_real(svc, flow, flags, now)?;
     let mut new_conn = false;
     if may_insert(now) {
-        let entry = FlowEntry {
-            real_id,
-            real_gen: real.generation,
+        let f = NewFlow {
             service_id: svc.id,
             service_gen: SERVICE_STATE.get(svc.id).map_or(0, |s| s.generation),
+            real_id,
+            real,
             state: next_state(old_state, flow.proto, flags),
             flags_seen: old_flags | flags,
-            _pad: [0; 6],
-            last_seen_ns: now,
         };
-        if CONN_TABLE.insert(flow, &entry, 0).is_ok() {
-            new_conn = true;
-        } else {
-            count(stat::INSERT_FAILED);
+        match insert(flow, flags, &f, now) {
+            Inserted::New => new_conn = true,
+            Inserted::Kept(d) => return Some(d),
+            Inserted::Failed => count(stat::INSERT_FAILED),
         }
     } else {
         count(stat::FLOOD_NOT_INSERTED);

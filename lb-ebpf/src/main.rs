@@ -5,6 +5,7 @@
 #![no_main]
 
 mod bench;
+mod conntable;
 mod conntrack;
 mod decap;
 mod forward;

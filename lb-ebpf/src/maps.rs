@@ -4,14 +4,15 @@
 use aya_ebpf::{
     macros::map,
     maps::{Array, DevMap, HashMap, LruHashMap, PerCpuArray, ProgramArray},
+    Global,
+};
+use lb_common::{
+    conn::ConnSet, stat, FloodState, FlowEntry, FlowKey, IfaceMac, LbConfig, PersistEntry,
+    PersistKey, Persistence, RealServer, RealTunnel, Service, ServiceKey, ServiceState,
+    TrafficStats, VipInfo, VipKey, DEFAULT_CONN_TABLE_SIZE, DEFAULT_PERSIST_TABLE_SIZE,
+    MAX_IFACE_SLOTS, MAX_REALS, MAX_SERVICES, MAX_TX_PORTS, VIP_FILTER_WORDS,
 };
 use lb_common::{decap_stat, DecapConfig, DecapKey, MAX_DECAP_ADDRS};
-use lb_common::{
-    stat, FloodState, FlowEntry, FlowKey, IfaceMac, LbConfig, PersistEntry, PersistKey,
-    Persistence, RealServer, RealTunnel, Service, ServiceKey, ServiceState, TrafficStats, VipInfo,
-    VipKey, DEFAULT_CONN_TABLE_SIZE, DEFAULT_PERSIST_TABLE_SIZE, MAX_IFACE_SLOTS, MAX_REALS,
-    MAX_SERVICES, MAX_TX_PORTS, VIP_FILTER_WORDS,
-};
 
 /// BPF_F_NO_COMMON_LRU: per-CPU LRU lists over one shared table. Every CPU can find every flow
 /// (RSS changes and the daemon's sweep need one table), while inserts, the hot operation under a
@@ -48,7 +49,18 @@ const MMAPABLE: u32 = 1 << 10;
 #[map]
 pub static MAGLEV_RINGS: Array<u32> = Array::with_max_entries(65_537 * 4, MMAPABLE);
 
-/// The connection table; size set by the loader (`conn_table_size`).
+/// The set-associative IPv4 connection table (`lb_common::conn`): `conn::set_count(
+/// conn_table_size)` sets of one cache line, set by the loader; mmapable so the daemon's sweep
+/// reads it without syscalls.
+#[map]
+pub static CONN_SETS: Array<ConnSet> = Array::with_max_entries(1024, MMAPABLE);
+
+/// Sets - 1 (the set count is a power of two), written by the loader.
+#[unsafe(no_mangle)]
+pub static CONN_SET_MASK: Global<u32> = Global::new(1023);
+
+/// The connection table of IPv6 flows and of IPv4 flows whose set is full; size set by the
+/// loader (`conn_table_size`).
 #[map]
 pub static CONN_TABLE: LruHashMap<FlowKey, FlowEntry> =
     LruHashMap::with_max_entries(DEFAULT_CONN_TABLE_SIZE, NO_COMMON_LRU);

@@ -16,18 +16,18 @@ use aya::{
 use etherparse::PacketBuilder;
 use lb_common::{
     bench::{
-        mode, BenchCfg, BENCH_CFG, BENCH_FRAME_MAX, BENCH_LINES, BENCH_PROGS, BENCH_SEQ,
+        mode, BenchCfg, BENCH_CFG, BENCH_FRAME_MAX, BENCH_LINES, BENCH_LRU, BENCH_PROGS, BENCH_SEQ,
         BENCH_WRAPPERS,
     },
-    map_names, FlowEntry, FlowKey, AF_INET, AF_INET6, PROTO_TCP,
+    conn, map_names, FlowEntry, FlowKey, AF_INET, AF_INET6, PROTO_TCP,
 };
 use xlb::dataplane::{
-    batch,
+    batch, conn_sets,
     desired::{
         DesiredReal, DesiredService, DesiredState, DesiredTunnel, Protocol, Scheduler, ServiceAddr,
         TunnelKind,
     },
-    loader::load_program,
+    loader::{load_program, CONN_SET_MASK},
     maps::KernelMaps,
     sweep::monotonic_ns,
     writer::MapWriter,
@@ -39,7 +39,7 @@ pub const SLOT_XLB: u32 = 0;
 pub const SLOT_MACSWAP: u32 = 1;
 pub const SLOT_DROP: u32 = 2;
 pub const SLOT_PASS: u32 = 3;
-/// One kernel LRU-hash lookup (CONN_TABLE) + MAC-swap.
+/// One kernel LRU-hash lookup (BENCH_LRU, filled with the same flows) + MAC-swap.
 pub const SLOT_FLOOR_LRU: u32 = 4;
 /// One random 64-byte line of BENCH_LINES + MAC-swap.
 pub const SLOT_FLOOR_LINE: u32 = 5;
@@ -114,6 +114,8 @@ pub struct Dp {
     ncpus: usize,
     /// Template for prefilled entries (taken from an entry xlb itself inserted).
     entry: Option<FlowEntry>,
+    /// BENCH_LRU (the LRU-lookup floor's table).
+    lru_floor: MapData,
 }
 
 pub struct LoadSpec<'a> {
@@ -127,11 +129,16 @@ pub struct LoadSpec<'a> {
 
 impl Dp {
     pub fn load(spec: &LoadSpec<'_>) -> Result<Dp> {
+        let sets = conn::set_count(spec.conn_table_size);
+        let set_mask = sets - 1;
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(map_names::CONN_TABLE, spec.conn_table_size)
+            .map_max_entries(map_names::CONN_SETS, sets)
+            .override_global(CONN_SET_MASK, &set_mask, true)
             .map_max_entries(map_names::MAGLEV_RINGS, spec.maglev_capacity)
             .map_max_entries(BENCH_LINES, spec.lines.max(1))
+            .map_max_entries(BENCH_LRU, spec.lines.max(1))
             .verifier_log_level(VerifierLogLevel::STATS);
         if let Some(p) = spec.conn_table_pin {
             loader.map_pin_path(map_names::CONN_TABLE, p);
@@ -162,6 +169,10 @@ impl Dp {
             aya::maps::Map::Array(d) if spec.lines > 1 => Some(LinesMmap::new(d, spec.lines)?),
             _ => None,
         };
+        let lru_floor = match ebpf.take_map(BENCH_LRU).context("BENCH_LRU")? {
+            aya::maps::Map::LruHashMap(d) => d,
+            _ => bail!("BENCH_LRU is not an LRU hash"),
+        };
         let maps = KernelMaps::take(&mut ebpf)?;
         let writer = MapWriter::new(maps, Duration::from_secs(60));
         let ncpus = aya::util::nr_cpus().map_err(|(m, e)| anyhow!("{m}: {e}"))?;
@@ -175,6 +186,7 @@ impl Dp {
             lines,
             ncpus,
             entry: None,
+            lru_floor,
         })
     }
 
@@ -248,10 +260,10 @@ impl Dp {
         Ok(())
     }
 
-    /// Every key of the table (small tables only).
+    /// Every entry of the table (the sets' ways, then the LRU).
     pub fn keys(&self) -> Result<Vec<(FlowKey, FlowEntry)>> {
         let mut out = Vec::new();
-        batch::for_each::<FlowKey, FlowEntry>(self.table_fd(), 4096, |k, v| out.push((*k, *v)))?;
+        xlb::dataplane::sweep::for_each_flow(self.writer.maps(), |k, v| out.push((*k, *v)))?;
         Ok(out)
     }
 
@@ -261,10 +273,26 @@ impl Dp {
         Ok(self.delete(&keys))
     }
 
+    /// Removes flows: their ways (freed in place) and their LRU entries.
     pub fn delete(&mut self, keys: &[FlowKey]) -> u64 {
+        let sets = &self.writer.maps().conn_sets;
+        let mut freed = 0u64;
+        for k in keys {
+            let set = conn_sets::set_of(k, sets.sets());
+            for way in 0..conn::WAYS as u32 {
+                let at = conn_sets::WayIndex { set, way };
+                let w = sets.read(at);
+                if w.is_consistent()
+                    && conn_sets::way_key(&w) == *k
+                    && sets.free_if_unchanged(at, w.stamp_check)
+                {
+                    freed += 1;
+                }
+            }
+        }
         let fd = self.table_fd();
         let table = &mut self.writer.maps_mut().conn_table;
-        batch::delete(fd, keys, |k| table.remove(k).is_ok())
+        freed + batch::delete(fd, keys, |k| table.remove(k).is_ok())
     }
 
     /// Runs the wrapper once over flow 0 of the prefill space with a SYN, so xlb itself inserts
@@ -290,16 +318,59 @@ impl Dp {
         let mut e = found.1;
         e.state = lb_common::conn_state::ESTABLISHED;
         self.entry = Some(e);
-        Ok(())
+        // Flow 0 is in its set now; the LRU-lookup floor needs it too.
+        self.prefill_lru_floor(0, 1, e)
     }
 
-    /// Inserts prefill flows `from..to` (IPv4, established) with BPF_MAP_UPDATE_BATCH, spread
-    /// evenly over every CPU (with BPF_F_NO_COMMON_LRU each CPU's LRU list owns 1/ncpu of the
-    /// table: a prefill from one CPU would evict its own entries past that share).
-    pub fn prefill(&mut self, from: u64, to: u64) -> Result<()> {
+    /// Inserts prefill flows `from..to` (IPv4, established) as xlb would: into their sets'
+    /// free ways through the mapping, the rest (sets full) into CONN_TABLE. The same flows go
+    /// into BENCH_LRU for the LRU-lookup floor. Returns the flows that went to CONN_TABLE.
+    pub fn prefill(&mut self, from: u64, to: u64) -> Result<u64> {
         let mut entry = self.entry.context("learn_entry first")?;
         entry.last_seen_ns = monotonic_ns();
+        let overflow = self.prefill_sets(from, to, &entry)?;
         let fd = self.table_fd();
+        for chunk in overflow.chunks(65_536) {
+            let vals = vec![entry; chunk.len()];
+            batch::update(fd, chunk, &vals).context("BPF_MAP_UPDATE_BATCH (CONN_TABLE)")?;
+        }
+        self.prefill_lru_floor(from, to, entry)?;
+        Ok(overflow.len() as u64)
+    }
+
+    /// The sets part of `prefill`: the keys whose set had no free way.
+    fn prefill_sets(&self, from: u64, to: u64, e: &FlowEntry) -> Result<Vec<FlowKey>> {
+        let sets = &self.writer.maps().conn_sets;
+        let mut overflow = Vec::new();
+        for i in from..to {
+            let key = flow_key_v4(SPACE_PREFILL, i);
+            let set = conn_sets::set_of(&key, sets.sets());
+            let way = (0..conn::WAYS as u32)
+                .map(|way| conn_sets::WayIndex { set, way })
+                .find(|at| sets.read(*at).is_free());
+            match way {
+                Some(at) => sets.write(
+                    at,
+                    &conn_sets::way_for(
+                        &key,
+                        e.real_id,
+                        e.state,
+                        e.real_gen,
+                        e.service_gen,
+                        e.last_seen_ns,
+                    ),
+                ),
+                None => overflow.push(key),
+            }
+        }
+        Ok(overflow)
+    }
+
+    /// BENCH_LRU gets flows `from..to` with BPF_MAP_UPDATE_BATCH, spread evenly over every CPU
+    /// (with per-CPU LRU lists each CPU's list owns 1/ncpu of the table: a prefill from one CPU
+    /// would evict its own entries past that share).
+    fn prefill_lru_floor(&self, from: u64, to: u64, entry: FlowEntry) -> Result<()> {
+        let fd = self.lru_floor.fd().as_fd().as_raw_fd();
         let ncpus = self.ncpus as u64;
         let per = (to - from).div_ceil(ncpus);
         std::thread::scope(|s| -> Result<()> {
@@ -316,7 +387,7 @@ impl Dp {
                             (i..end).map(|k| flow_key_v4(SPACE_PREFILL, k)).collect();
                         let vals = vec![entry; keys.len()];
                         xlb::dataplane::batch::update(fd, &keys, &vals)
-                            .context("BPF_MAP_UPDATE_BATCH")?;
+                            .context("BPF_MAP_UPDATE_BATCH (BENCH_LRU)")?;
                         i = end;
                     }
                     Ok(())

@@ -549,7 +549,7 @@ fn curve_point(
     dp.apply_test_state()?;
     dp.learn_entry()?;
     let t = Instant::now();
-    dp.prefill(1, n)?; // flow 0 was inserted by learn_entry
+    let in_lru = dp.prefill(1, n)?; // flow 0 was inserted by learn_entry
     let prefill_s = t.elapsed().as_secs_f64();
     let set_overflow = dp.fill_sets(n)?;
     let memlock = sys::fdinfo_field(dp.table_fd(), "memlock");
@@ -636,6 +636,7 @@ fn curve_point(
         "hit_fraction": hits[3].hit_fraction(),
         "set_assoc_prototype": hits[4].json(),
         "set_assoc_overflow_at_prefill": set_overflow,
+        "conn_table_flows_in_lru_at_prefill": in_lru,
         "set_assoc_lookups_not_found": aux_after - aux0,
     });
     Ok((point, sweep))

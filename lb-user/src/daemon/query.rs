@@ -119,10 +119,7 @@ impl Daemon {
         let slots = self.writer.slots();
         let now = sweep::monotonic_ns();
         let mut listing = ConnListing::new(&self.cfg, &slots, &self.timeouts, filter, now);
-        let fd = self.writer.maps().conn_table_fd().as_raw_fd();
-        let read = batch::for_each::<lb_common::FlowKey, lb_common::FlowEntry>(fd, 8192, |k, v| {
-            listing.visit(k, v)
-        });
+        let read = sweep::for_each_flow(self.writer.maps(), |k, v| listing.visit(k, v));
         if let Err(e) = read {
             warn!("reading the connection table: {e}");
         }

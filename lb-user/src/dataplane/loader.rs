@@ -10,16 +10,17 @@ use aya::{
     programs::{links::FdLink, links::PinnedLink, ProgramError, Xdp, XdpMode},
     Ebpf, EbpfLoader,
 };
-use lb_common::map_names;
+use lb_common::{conn, map_names};
 use thiserror::Error;
 
 /// Every map of the program that the daemon pins and adopts.
-pub const PINNED_MAPS: [&str; 19] = [
+pub const PINNED_MAPS: [&str; 20] = [
     map_names::SERVICES,
     map_names::VIPS,
     map_names::REALS,
     map_names::MAGLEV_RINGS,
     map_names::CONN_TABLE,
+    map_names::CONN_SETS,
     map_names::GLOBAL_STATS,
     map_names::SERVICE_STATS,
     map_names::REAL_STATS,
@@ -35,6 +36,9 @@ pub const PINNED_MAPS: [&str; 19] = [
     map_names::TUNNELS,
     map_names::TUNNEL_PROGS,
 ];
+
+/// The program's global holding the set count - 1 of `CONN_SETS`.
+pub const CONN_SET_MASK: &str = "CONN_SET_MASK";
 
 /// The main program's name in the object.
 pub const PROGRAM: &str = "xlb";
@@ -100,10 +104,18 @@ pub fn load(object: &[u8], opts: &LoadOptions) -> Result<Ebpf, LoadError> {
     if object.is_empty() {
         return Err(LoadError::NoObject);
     }
+    let sets = match &opts.pin_dir {
+        Some(dir) => pinned_set_count(dir),
+        None => None,
+    }
+    .unwrap_or_else(|| conn::set_count(opts.conn_table_size));
+    let set_mask = sets - 1;
     let mut loader = EbpfLoader::new();
     loader
         .map_max_entries(map_names::CONN_TABLE, opts.conn_table_size)
         .map_max_entries(map_names::PERSIST_TEMPLATES, opts.persistence_table_size)
+        .map_max_entries(map_names::CONN_SETS, sets)
+        .override_global(CONN_SET_MASK, &set_mask, true)
         .map_max_entries(map_names::MAGLEV_RINGS, opts.maglev_capacity);
     let pin_paths: Vec<(&str, PathBuf)> = match &opts.pin_dir {
         Some(dir) => {
@@ -169,6 +181,33 @@ pub fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), LoadError
         },
         source => LoadError::Program { name, source },
     })
+}
+
+/// The set count of a pinned `CONN_SETS` that this build can adopt (a restarted daemon keeps its
+/// flows, whatever `conn_table_size` says now). A pinned array of another layout (value size, or
+/// a set count that is not a power of two) is unpinned with a warning and made anew: Maglev flows
+/// keep their real servers, round-robin flows are dispatched afresh.
+fn pinned_set_count(dir: &Path) -> Option<u32> {
+    let path = dir.join(map_names::CONN_SETS);
+    let info = aya::maps::MapData::from_pin(&path)
+        .and_then(|m| m.info())
+        .ok()?;
+    let sets = info.max_entries();
+    let wanted = std::mem::size_of::<conn::ConnSet>() as u32;
+    if info.value_size() == wanted && sets.is_power_of_two() {
+        return Some(sets);
+    }
+    tracing::warn!(
+        pinned_value_size = info.value_size(),
+        wanted,
+        sets,
+        "the pinned connection-table sets have another layout (an older xlb): replacing them; \
+         Maglev flows keep their real servers, round-robin flows are dispatched afresh"
+    );
+    if let Err(e) = fs::remove_file(&path) {
+        tracing::warn!("removing {}: {e}", path.display());
+    }
+    None
 }
 
 fn ensure_bpffs_dir(dir: &Path) -> Result<(), LoadError> {
@@ -292,8 +331,9 @@ pub fn remove_pins(pin_dir: &Path) -> io::Result<()> {
 
 /// Maps whose size comes from the configuration: a pinned one keeps its size (changing it needs
 /// `xlb stop --detach`), so only its key and value sizes must match.
-const SIZED_BY_CONFIG: [&str; 3] = [
+const SIZED_BY_CONFIG: [&str; 4] = [
     map_names::CONN_TABLE,
+    map_names::CONN_SETS,
     map_names::MAGLEV_RINGS,
     map_names::PERSIST_TEMPLATES,
 ];

@@ -33,6 +33,8 @@ pub enum MapsError {
          the destination-MAC check is off for {b}"
     )]
     IfaceSlotTaken { a: u32, b: u32, slot: u32 },
+    #[error(transparent)]
+    ConnSets(#[from] super::conn_sets::ConnSetsError),
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, MapsError>
@@ -41,6 +43,14 @@ where
 {
     let map = ebpf.take_map(name).ok_or(MapsError::Missing(name))?;
     T::try_from(map).map_err(|source| MapsError::Map { name, source })
+}
+
+/// An array map's data, for a mapping of our own.
+fn take_array_data(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, MapsError> {
+    match ebpf.take_map(name) {
+        Some(aya::maps::Map::Array(d)) => Ok(d),
+        _ => Err(MapsError::Missing(name)),
+    }
 }
 
 /// The ring array, mapped into our memory (`BPF_F_MMAPABLE`): rings are written with a copy.
@@ -353,7 +363,10 @@ pub struct KernelMaps {
     pub vips: VipMap,
     pub reals: Array<MapData, RealServer>,
     pub rings: RingMmap,
+    /// IPv6 flows and IPv4 flows whose set was full.
     pub conn_table: HashMap<MapData, FlowKey, FlowEntry>,
+    /// The IPv4 connection table's sets, mapped.
+    pub conn_sets: super::conn_sets::ConnSets,
     pub global_stats: PerCpuArray<MapData, u64>,
     pub service_stats: PerCpuArray<MapData, TrafficStats>,
     pub real_stats: PerCpuArray<MapData, TrafficStats>,
@@ -398,6 +411,10 @@ impl KernelMaps {
             reals: take(ebpf, map_names::REALS)?,
             rings: RingMmap::new(rings_data)?,
             conn_table: take(ebpf, map_names::CONN_TABLE)?,
+            conn_sets: super::conn_sets::ConnSets::new(take_array_data(
+                ebpf,
+                map_names::CONN_SETS,
+            )?)?,
             global_stats: take(ebpf, map_names::GLOBAL_STATS)?,
             service_stats: take(ebpf, map_names::SERVICE_STATS)?,
             real_stats: take(ebpf, map_names::REAL_STATS)?,
@@ -432,6 +449,11 @@ impl KernelMaps {
     }
 
     /// The persistence parameters written for a service id, if it is persistent.
+    /// Is any service persistent? (The sweep then maps flows to their templates.)
+    pub fn has_persistence(&self) -> bool {
+        !self.persistence_written.is_empty()
+    }
+
     pub fn persistence_of(&self, id: u32) -> Option<&Persistence> {
         self.persistence_written.get(&id)
     }

@@ -1,6 +1,7 @@
 //! The kernel side of the daemon: loading, map layout, Maglev tables, the map writer, the sweep.
 pub mod alloc;
 pub mod batch;
+pub mod conn_sets;
 pub mod decap;
 pub mod desired;
 pub mod loader;

@@ -1,16 +1,22 @@
 //! The connection-table sweep: IPVS's ActiveConn / InActConn per real server, right after
-//! connections close, and expiry of idle entries with IPVS's timeouts. Then the persistence
-//! templates: a template stays in use while connections of its client live (IPVS keeps a
-//! template while it controls connections), and goes `persistence_timeout` after that.
+//! connections close, and expiry of idle entries with IPVS's timeouts. The IPv4 sets are read
+//! through their mapping (no syscall per entry), the LRU overflow with batch lookups. Then the
+//! persistence templates: a template stays in use while connections of its client live (IPVS
+//! keeps a template while it controls connections), and goes `persistence_timeout` after that.
 use std::{
     collections::{HashMap, HashSet},
     os::fd::AsRawFd as _,
     time::Duration,
 };
 
+use lb_common::conn::WAYS;
 use lb_common::{conn_state, FlowEntry, FlowKey, PersistEntry, PersistKey, Persistence};
 
-use super::{batch, maps::KernelMaps};
+use super::{
+    batch,
+    conn_sets::{self, WayIndex},
+    maps::KernelMaps,
+};
 
 /// Idle timeouts per state, from `[timeouts]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,42 +140,117 @@ pub fn template_expires_in(t: &PersistEntry, p: &Persistence, now_ns: u64) -> Du
     Duration::from_secs(p.timeout_secs as u64).saturating_sub(idle)
 }
 
-/// What a pass over the connection table found: the result, the expired keys, and the
-/// templates that live connections keep in use.
-struct ConnPass {
-    result: SweepResult,
-    expired: Vec<FlowKey>,
-    controlled: HashSet<PersistKey>,
-}
+/// Live entries per real-server slot, indexed by slot (a way's slot is 16 bits).
+struct PerReal(Vec<ConnCounts>);
 
-/// Counts the live entries per real server without changing the table (what a status query
-/// reads); entries past their timeout are not counted. Returns the keys of those too.
-fn count(maps: &KernelMaps, timeouts: &Timeouts, now: u64) -> std::io::Result<ConnPass> {
-    let fd = maps.conn_table_fd().as_raw_fd();
-    let mut result = SweepResult::default();
-    let mut expired: Vec<FlowKey> = Vec::new();
-    let mut controlled = HashSet::new();
-    let seen = batch::for_each::<FlowKey, FlowEntry>(fd, 8192, |k, v| {
-        if is_expired(v, timeouts, now) {
-            expired.push(*k);
-            return;
-        }
-        if let Some(p) = maps.persistence_of(v.service_id) {
-            controlled.insert(template_key(k, v.service_id, p));
-        }
-        let c = result.per_real.entry(v.real_id).or_default();
-        if v.state == conn_state::ESTABLISHED {
+impl PerReal {
+    fn new() -> Self {
+        Self(vec![ConnCounts::default(); 1 << 16])
+    }
+
+    fn add(&mut self, real_id: u32, state: u8, extra: &mut HashMap<u32, ConnCounts>) {
+        let c = match self.0.get_mut(real_id as usize) {
+            Some(c) => c,
+            None => extra.entry(real_id).or_default(),
+        };
+        if state == conn_state::ESTABLISHED {
             c.active += 1;
         } else {
             c.inactive += 1;
         }
-    })?;
-    result.entries = seen - (expired.len() as u64).min(seen);
-    Ok(ConnPass {
-        result,
-        expired,
-        controlled,
+    }
+
+    fn into_map(self, mut extra: HashMap<u32, ConnCounts>) -> HashMap<u32, ConnCounts> {
+        for (id, c) in self.0.into_iter().enumerate() {
+            if c != ConnCounts::default() {
+                extra.insert(id as u32, c);
+            }
+        }
+        extra
+    }
+}
+
+/// What a scan found to remove: LRU keys, and ways with the stamp-and-check word seen.
+#[derive(Default)]
+struct Expired {
+    keys: Vec<FlowKey>,
+    ways: Vec<(WayIndex, u32)>,
+}
+
+/// What a pass over the connection table found: the result, what to remove, and the templates
+/// that live connections keep in use.
+struct ConnPass {
+    result: SweepResult,
+    expired: Expired,
+    controlled: HashSet<PersistKey>,
+}
+
+/// The service of a way: its real server's slot's (a slot belongs to one service), read from
+/// REALS once per slot.
+fn way_service(maps: &KernelMaps, cache: &mut HashMap<u32, u32>, real_id: u32) -> u32 {
+    *cache.entry(real_id).or_insert_with(|| {
+        maps.reals
+            .get(&real_id, 0)
+            .map_or(u32::MAX, |r| r.service_id)
     })
+}
+
+/// Counts the live entries per real server without changing the table (what a status query
+/// reads); entries past their timeout are not counted. Returns those (and torn ways) too.
+fn count(maps: &KernelMaps, timeouts: &Timeouts, now: u64) -> std::io::Result<ConnPass> {
+    let mut pass = ConnPass {
+        result: SweepResult::default(),
+        expired: Expired::default(),
+        controlled: HashSet::new(),
+    };
+    let mut per_real = PerReal::new();
+    let mut extra = HashMap::new();
+    let mut services = HashMap::new();
+    let persistent = maps.has_persistence();
+    let sets = &maps.conn_sets;
+    let mut live = 0u64;
+    for set in 0..sets.sets() {
+        for way in 0..WAYS as u32 {
+            let at = WayIndex { set, way };
+            let w = sets.read(at);
+            if w.is_free() {
+                continue;
+            }
+            if !w.is_consistent() {
+                // Torn by two writers at once: no flow's; free it.
+                pass.expired.ways.push((at, w.stamp_check));
+                continue;
+            }
+            let e = conn_sets::way_entry(&w, 0, now);
+            if is_expired(&e, timeouts, now) {
+                pass.expired.ways.push((at, w.stamp_check));
+                continue;
+            }
+            live += 1;
+            per_real.add(e.real_id, e.state, &mut extra);
+            if persistent {
+                let service_id = way_service(maps, &mut services, e.real_id);
+                if let Some(p) = maps.persistence_of(service_id) {
+                    let key = conn_sets::way_key(&w);
+                    pass.controlled.insert(template_key(&key, service_id, p));
+                }
+            }
+        }
+    }
+    let fd = maps.conn_table_fd().as_raw_fd();
+    let seen = batch::for_each::<FlowKey, FlowEntry>(fd, 8192, |k, v| {
+        if is_expired(v, timeouts, now) {
+            pass.expired.keys.push(*k);
+            return;
+        }
+        if let Some(p) = maps.persistence_of(v.service_id) {
+            pass.controlled.insert(template_key(k, v.service_id, p));
+        }
+        per_real.add(v.real_id, v.state, &mut extra);
+    })?;
+    pass.result.per_real = per_real.into_map(extra);
+    pass.result.entries = live + seen - (pass.expired.keys.len() as u64).min(seen);
+    Ok(pass)
 }
 
 /// What a pass over the templates found.
@@ -222,6 +303,7 @@ fn count_templates(
 }
 
 /// A read-only census: ActiveConn / InActConn and templates as of now, nothing expired.
+/// A read-only census: ActiveConn / InActConn as of now, nothing expired.
 pub fn census(maps: &KernelMaps, timeouts: &Timeouts) -> std::io::Result<SweepResult> {
     let now = monotonic_ns();
     let pass = count(maps, timeouts, now)?;
@@ -230,7 +312,8 @@ pub fn census(maps: &KernelMaps, timeouts: &Timeouts) -> std::io::Result<SweepRe
     Ok(result)
 }
 
-/// The periodic sweep: the census, the removal of the entries past their timeout, and the
+/// The periodic sweep: the census, the removal of the entries past their timeout (a way is
+/// freed only if the program did not refresh or rewrite it since it was read), and the
 /// templates' upkeep (kept in use while their connections live, removed once expired).
 pub fn sweep(maps: &mut KernelMaps, timeouts: &Timeouts) -> std::io::Result<SweepResult> {
     let now = monotonic_ns();
@@ -239,10 +322,15 @@ pub fn sweep(maps: &mut KernelMaps, timeouts: &Timeouts) -> std::io::Result<Swee
         expired,
         controlled,
     } = count(maps, timeouts, now)?;
+    let freed = expired
+        .ways
+        .iter()
+        .filter(|(at, seen)| maps.conn_sets.free_if_unchanged(*at, *seen))
+        .count() as u64;
     let fd = maps.conn_table_fd().as_raw_fd();
     // The fd stays valid: `maps` owns the map for the whole function.
     let table = &mut maps.conn_table;
-    result.expired = batch::delete(fd, &expired, |k| table.remove(k).is_ok());
+    result.expired = freed + batch::delete(fd, &expired.keys, |k| table.remove(k).is_ok());
     let templates = count_templates(maps, &controlled, now)?;
     result.templates = templates.live;
     let fd = maps.persist_templates_fd().as_raw_fd();
@@ -253,4 +341,26 @@ pub fn sweep(maps: &mut KernelMaps, timeouts: &Timeouts) -> std::io::Result<Swee
     let map = &mut maps.persist_templates;
     result.templates_expired = batch::delete(fd, &templates.expired, |k| map.remove(k).is_ok());
     Ok(result)
+}
+
+/// Visits every entry of the table (the ways as LRU entries, then the LRU) without changing it:
+/// `xlb conns`. A way's service is its real server's slot's (read from REALS once per slot).
+pub fn for_each_flow(
+    maps: &KernelMaps,
+    mut f: impl FnMut(&FlowKey, &FlowEntry),
+) -> std::io::Result<u64> {
+    let now = monotonic_ns();
+    let mut service_of: HashMap<u32, u32> = HashMap::new();
+    let mut seen = 0u64;
+    maps.conn_sets.for_each(|_, w| {
+        let real_id = lb_common::conn::meta_real(w.meta);
+        let service_id = way_service(maps, &mut service_of, real_id);
+        seen += 1;
+        f(
+            &conn_sets::way_key(w),
+            &conn_sets::way_entry(w, service_id, now),
+        );
+    });
+    let fd = maps.conn_table_fd().as_raw_fd();
+    Ok(seen + batch::for_each::<FlowKey, FlowEntry>(fd, 8192, f)?)
 }

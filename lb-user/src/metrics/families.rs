@@ -185,6 +185,7 @@ pub const XDP_EVENTS: &[EventCounter] = &[
     EventCounter { key: "tunnelled", name: "xlb_xdp_tunnelled_packets", help: "Packets encapsulated (IPIP or GUE) to tunnelled real servers" },
     EventCounter { key: "too_big_answered", name: "xlb_xdp_too_big_answered", help: "Frames too big for the tunnel once encapsulated, answered with ICMP fragmentation needed / packet too big" },
     EventCounter { key: "too_big_dropped", name: "xlb_xdp_too_big_drops", help: "Frames too big for the tunnel once encapsulated that may be fragmented (IPv4 without DF): dropped" },
+    EventCounter { key: "set_full", name: "xlb_conn_table_set_full", help: "New IPv4 flows whose set of the connection table was full of protected flows, stored in the LRU overflow" },
 ];
 
 /// VRRP roles, every one exported each scrape (one-hot).
