@@ -16,6 +16,7 @@ pub mod realserver;
 pub mod report;
 pub mod state;
 pub mod status;
+pub mod sync;
 pub mod vrrp;
 
 /// The XDP object built from `lb-ebpf` by `build.rs`.
