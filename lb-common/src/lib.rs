@@ -25,6 +25,8 @@ pub mod map_names {
     pub const IFACE_MACS: &str = "IFACE_MACS";
     pub const SERVICE_STATE: &str = "SERVICE_STATE";
     pub const VIP_FILTER: &str = "VIP_FILTER";
+    pub const SYNC_CONFIG: &str = "SYNC_CONFIG";
+    pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
 }
 
 /// Service slots (ids index per-service counters and round-robin state).
@@ -226,10 +228,56 @@ pub struct FlowEntry {
     pub state: u8,
     /// Union of the TCP flags seen from the client.
     pub flags_seen: u8,
-    pub _pad: [u8; 6],
+    /// `FLOW_F_*` bits (0 in entries this director dispatched itself).
+    pub sync_flags: u8,
+    pub _pad: u8,
+    /// For a synced entry, the `sync.director_id` of the director that dispatched the flow.
+    pub origin: u32,
     /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE, one-tick resolution) of the last
     /// packet: the precise clock costs ~30 ns a packet on a KVM guest, the coarse one a load.
     pub last_seen_ns: u64,
+}
+
+/// `FlowEntry::sync_flags`: the entry was learnt from a peer director by connection sync (not
+/// dispatched here). The program forwards it like any entry; the daemon shows and counts it apart.
+pub const FLOW_F_SYNCED: u8 = 1;
+
+/// `SyncConfig::flags`: the program reports new flows and FIN/RST state changes to the daemon
+/// through `SYNC_EVENTS` (connection sync is configured).
+pub const SYNC_F_ENABLED: u32 = 1;
+
+/// Single-entry `SYNC_CONFIG` array, written by the daemon (apart from `LB_CONFIG`, so that an
+/// older pinned `LB_CONFIG` keeps its layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SyncConfig {
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// `SyncEvent::kind` values.
+pub mod sync_event {
+    /// A flow was dispatched and inserted into the table.
+    pub const NEW: u8 = 1;
+    /// A flow's state changed to FIN_WAIT or CLOSE (FIN or RST from the client).
+    pub const STATE: u8 = 2;
+}
+
+/// A record of the `SYNC_EVENTS` ring buffer: what the daemon needs to tell its peers about a
+/// flow. Slots, not addresses: the daemon maps `real_id` to the real server it allocated there
+/// (and drops the event if `real_gen` says the slot was reused meanwhile).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SyncEvent {
+    pub flow: FlowKey,
+    pub real_id: u32,
+    pub real_gen: u32,
+    pub service_id: u32,
+    /// One of `sync_event`.
+    pub kind: u8,
+    /// The entry's `conn_state` after the event.
+    pub state: u8,
+    pub _pad: [u8; 2],
 }
 
 /// Per-CPU packet/byte/new-connection counters of a service or a real server.
@@ -297,7 +345,9 @@ pub mod stat {
     pub const NOT_OUR_MAC: u32 = 19;
     /// Broadcast and multicast frames (passed untouched: ARP, VRRP, neighbour discovery).
     pub const GROUP_MAC: u32 = 20;
-    pub const COUNT: u32 = 21;
+    /// Sync events lost because the daemon did not drain `SYNC_EVENTS` fast enough.
+    pub const SYNC_RING_FULL: u32 = 21;
+    pub const COUNT: u32 = 22;
 
     /// Names for status and metrics, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -322,6 +372,7 @@ pub mod stat {
         "redirect_failed",
         "not_our_mac",
         "group_mac",
+        "sync_ring_full",
     ];
 }
 
@@ -342,6 +393,8 @@ mod pod {
     unsafe impl aya::Pod for LbConfig {}
     unsafe impl aya::Pod for IfaceMac {}
     unsafe impl aya::Pod for ServiceState {}
+    unsafe impl aya::Pod for SyncConfig {}
+    unsafe impl aya::Pod for SyncEvent {}
 }
 
 #[cfg(test)]
@@ -361,6 +414,8 @@ mod tests {
         assert_eq!(size_of::<ServiceState>(), 8);
         assert_eq!(size_of::<TrafficStats>(), 24);
         assert_eq!(size_of::<IfaceMac>(), 12);
+        assert_eq!(size_of::<SyncConfig>(), 8);
+        assert_eq!(size_of::<SyncEvent>(), 56);
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
     }
 }

@@ -109,6 +109,7 @@ pub fn lookup(flow: &FlowKey, flags: u8) -> Lookup {
     let state = next_state(e.state, flow.proto, flags);
     if state != e.state {
         e.state = state;
+        crate::sync::emit_state(flow, e);
     }
     if e.flags_seen | flags != e.flags_seen {
         e.flags_seen |= flags;
@@ -207,11 +208,14 @@ pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8, prior: Lookup) -> Opti
             service_gen: SERVICE_STATE.get(svc.id).map_or(0, |s| s.generation),
             state: next_state(old_state, flow.proto, flags),
             flags_seen: old_flags | flags,
-            _pad: [0; 6],
+            sync_flags: 0,
+            _pad: 0,
+            origin: 0,
             last_seen_ns: now,
         };
         if CONN_TABLE.insert(flow, &entry, 0).is_ok() {
             new_conn = true;
+            crate::sync::emit_new(flow, &entry);
         } else {
             count(stat::INSERT_FAILED);
         }

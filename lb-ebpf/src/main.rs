@@ -10,6 +10,7 @@ mod forward;
 mod maps;
 mod parse;
 mod select;
+mod sync;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use conntrack::{Dispatch, Lookup};

@@ -13,7 +13,7 @@ use lb_common::map_names;
 use thiserror::Error;
 
 /// Every map of the program that the daemon pins and adopts.
-pub const PINNED_MAPS: [&str; 15] = [
+pub const PINNED_MAPS: [&str; 17] = [
     map_names::SERVICES,
     map_names::VIPS,
     map_names::REALS,
@@ -29,6 +29,9 @@ pub const PINNED_MAPS: [&str; 15] = [
     map_names::IFACE_MACS,
     map_names::SERVICE_STATE,
     map_names::VIP_FILTER,
+    // Pinned so that events of flows made while the daemon restarts wait for it.
+    map_names::SYNC_CONFIG,
+    map_names::SYNC_EVENTS,
 ];
 
 /// The main program's name in the object.

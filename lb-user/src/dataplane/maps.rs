@@ -12,7 +12,8 @@ use aya::{
 };
 use lb_common::{
     hash::vip_filter_bit, map_names, stat, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer,
-    Service, ServiceKey, ServiceState, TrafficStats, VipInfo, VipKey, MAX_IFACE_SLOTS,
+    Service, ServiceKey, ServiceState, SyncConfig, TrafficStats, VipInfo, VipKey,
+    MAX_IFACE_SLOTS, SYNC_F_ENABLED,
 };
 use thiserror::Error;
 
@@ -336,6 +337,9 @@ pub struct KernelMaps {
     pub lb_config: Array<MapData, LbConfig>,
     pub tx_ports: aya::maps::DevMap<MapData>,
     pub iface_macs: Array<MapData, IfaceMac>,
+    pub sync_config: Array<MapData, SyncConfig>,
+    /// The ring buffer of sync events; the sync task takes it (`Option::take`), its only reader.
+    pub sync_events: Option<aya::maps::RingBuf<MapData>>,
 }
 
 impl KernelMaps {
@@ -373,7 +377,25 @@ impl KernelMaps {
             lb_config: take(ebpf, map_names::LB_CONFIG)?,
             tx_ports: take(ebpf, map_names::TX_PORTS)?,
             iface_macs: take(ebpf, map_names::IFACE_MACS)?,
+            sync_config: take(ebpf, map_names::SYNC_CONFIG)?,
+            sync_events: Some(take(ebpf, map_names::SYNC_EVENTS)?),
         })
+    }
+
+    /// Turns the program's sync events (new flows, FIN/RST) on or off.
+    pub fn set_sync_enabled(&mut self, on: bool) -> Result<(), MapsError> {
+        let want = SyncConfig {
+            flags: if on { SYNC_F_ENABLED } else { 0 },
+            _pad: 0,
+        };
+        let map_err = |source| MapsError::Map {
+            name: map_names::SYNC_CONFIG,
+            source,
+        };
+        if self.sync_config.get(&0, 0).map_err(map_err)? != want {
+            self.sync_config.set(0, want, 0).map_err(map_err)?;
+        }
+        Ok(())
     }
 
     /// Makes IFACE_MACS hold exactly `macs` (ifindex -> MAC of every interface the program is

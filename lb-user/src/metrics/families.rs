@@ -166,6 +166,7 @@ pub const XDP_EVENTS: &[EventCounter] = &[
     EventCounter { key: "redirect_failed", name: "xlb_xdp_redirect_failures", help: "Redirects to another interface that failed (dropped)" },
     EventCounter { key: "not_our_mac", name: "xlb_xdp_other_mac_packets", help: "Unicast frames for another host's MAC (e.g. flooded by a switch), passed untouched" },
     EventCounter { key: "group_mac", name: "xlb_xdp_group_mac_packets", help: "Broadcast and multicast frames, passed untouched" },
+    EventCounter { key: "sync_ring_full", name: "xlb_sync_events_lost", help: "Connection-sync events lost because the daemon did not drain the ring buffer in time" },
 ];
 
 /// VRRP roles, every one exported each scrape (one-hot).
