@@ -193,13 +193,18 @@ authentication = { auth_type = "PASS", auth_pass = "x" {A} }
 name = "G"
 group = ["VI_1"]
 {SG}
+[sync]
+director_id = 1
+key_file = "/etc/xlb/sync.key"
+peers = ["198.18.0.2"]
+{S}
 "#;
 
     /// The keys the schema accepts in the table marked `mark`, from the parser's own "unknown
     /// key ..., expected one of `a`, `b`" answer (so a key added to the schema shows up here).
     fn schema_keys(mark: &str) -> Vec<String> {
         let mut src = SKELETON.to_string();
-        for m in ["{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}"] {
+        for m in ["{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}", "{S}"] {
             let inline = m == "{C}" || m == "{A}";
             let with = if inline {
                 ", zz_unknown = 1"
@@ -229,7 +234,7 @@ group = ["VI_1"]
     #[test]
     fn the_reference_describes_every_schema_key() {
         let mut missing = Vec::new();
-        for mark in ["{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}"] {
+        for mark in ["{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}", "{S}"] {
             let keys = schema_keys(mark);
             assert!(keys.len() >= 2, "{mark}: {keys:?}");
             for k in keys {
@@ -255,6 +260,7 @@ group = ["VI_1"]
             "[[virtual_server]]",
             "[[vrrp_instance]]",
             "[[vrrp_sync_group]]",
+            "[sync]",
         ] {
             assert!(
                 CONFIG_REFERENCE.contains(&format!("## {section}")),

@@ -85,6 +85,7 @@ pub fn parse_schema(src: &str, file_name: &str) -> Result<schema::Config, Config
     let mut virtual_servers = Vec::new();
     let mut vrrp_instances = Vec::new();
     let mut vrrp_sync_groups = Vec::new();
+    let mut sync = None;
     for (key, value) in root.into_inner() {
         match key.get_ref().as_ref() {
             "global" => {
@@ -109,6 +110,7 @@ pub fn parse_schema(src: &str, file_name: &str) -> Result<schema::Config, Config
                     vrrp_sync_groups.extend(de(&mut c, item, "[[vrrp_sync_group]]"));
                 }
             }
+            "sync" => sync = de(&mut c, value, "[sync]"),
             other => {
                 let expected = TOP_LEVEL.map(String::from);
                 c.at(
@@ -131,6 +133,7 @@ pub fn parse_schema(src: &str, file_name: &str) -> Result<schema::Config, Config
             virtual_servers,
             vrrp_instances,
             vrrp_sync_groups,
+            sync,
         },
         // Semantic checks on a partial tree would report follow-on errors (a reference to a
         // virtual server that failed to parse, ...): report the structural errors first.
@@ -140,12 +143,13 @@ pub fn parse_schema(src: &str, file_name: &str) -> Result<schema::Config, Config
     c.finish().map(|()| config)
 }
 
-const TOP_LEVEL: [&str; 5] = [
+const TOP_LEVEL: [&str; 6] = [
     "global",
     "timeouts",
     "virtual_server",
     "vrrp_instance",
     "vrrp_sync_group",
+    "sync",
 ];
 
 /// Deserialize one value, recording its error.

@@ -47,8 +47,11 @@ use crate::{
 use attach::Attached;
 pub use error::{Error, ReloadError};
 
-/// How long the previous Maglev ring is consulted by mid-stream packets without a table entry.
-pub const PREV_RING_HOLD: Duration = Duration::from_secs(120);
+/// How long the previous Maglev ring is consulted by mid-stream packets without a table entry
+/// (`global.previous_ring_hold`, default 120 s).
+fn prev_ring_hold(cfg: &Config) -> Duration {
+    Duration::from_secs_f64(cfg.global.previous_ring_hold)
+}
 
 pub struct RunOptions {
     pub config: PathBuf,
@@ -153,9 +156,9 @@ fn load_dataplane(cfg: &Config) -> Result<(Ebpf, MapWriter, bool), Error> {
     )?;
     let maps = KernelMaps::take(&mut ebpf)?;
     if !adopting {
-        return Ok((ebpf, MapWriter::new(maps, PREV_RING_HOLD), false));
+        return Ok((ebpf, MapWriter::new(maps, prev_ring_hold(cfg)), false));
     }
-    let writer = MapWriter::adopt(maps, PREV_RING_HOLD, Instant::now()).map_err(Error::Adopt)?;
+    let writer = MapWriter::adopt(maps, prev_ring_hold(cfg), Instant::now()).map_err(Error::Adopt)?;
     info!(dir = %pin_dir.display(), "adopted pinned maps from a previous run: flows keep their real servers");
     let pinned = aya::maps::MapData::from_pin(pin_dir.join(map_names::CONN_TABLE))
         .and_then(|m| m.info())

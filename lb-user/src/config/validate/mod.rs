@@ -12,6 +12,7 @@ use super::error::{did_you_mean, Collector};
 use super::schema::*;
 
 mod check;
+mod sync;
 mod vrrp;
 
 use check::check;
@@ -49,6 +50,9 @@ pub(crate) fn validate(cfg: &Config, c: &mut Collector<'_>) {
     vrrp_unique(cfg, c);
     sync_groups(cfg, c);
     announce(cfg, c);
+    if let Some(s) = &cfg.sync {
+        sync::sync(s, c);
+    }
 }
 
 fn global(g: &Global, c: &mut Collector<'_>) {
@@ -76,6 +80,13 @@ fn global(g: &Global, c: &mut Collector<'_>) {
         "conn_table_size",
     );
     frange(c, &g.sweep_interval, 0.1, 60.0, "sweep_interval (seconds)");
+    frange(
+        c,
+        &g.previous_ring_hold,
+        1.0,
+        86_400.0,
+        "previous_ring_hold (seconds)",
+    );
     absolute(c, &g.control_socket, "control_socket");
     absolute(c, &g.bpffs_dir, "bpffs_dir");
     absolute(c, &g.state_dir, "state_dir");

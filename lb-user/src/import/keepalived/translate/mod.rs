@@ -7,6 +7,7 @@
 
 mod check;
 mod lvs;
+mod sync_daemon;
 mod vrrp;
 
 use std::collections::HashMap;
@@ -71,6 +72,8 @@ pub fn translate(tree: &[Node], notes: Vec<Note>) -> Output {
 struct Translator {
     notes: Vec<Note>,
     router_id: Option<String>,
+    /// `lvs_sync_daemon` as a `[sync]` section speaking IPVS's protocol.
+    lvs_sync: Option<crate::config::schema::Sync>,
     default_version: Option<u8>,
     timeouts: Timeouts,
     vrrp: Vec<(Loc, VrrpInstance)>,
@@ -236,6 +239,7 @@ impl Translator {
                 self.default_version = self.bounded(n, 1, "vrrp_version", 2..=3, 2..=3)
             }
             "lvs_timeouts" => self.lvs_timeouts(n),
+            "lvs_sync_daemon" => self.lvs_sync = sync_daemon::translate(n, &mut self.notes),
             "notification_email"
             | "notification_email_from"
             | "smtp_server"
@@ -322,12 +326,14 @@ impl Translator {
                 state_dir: u(PathBuf::from("/var/lib/xlb")),
                 metrics_listen: None,
                 sweep_interval: u(2.0),
+                previous_ring_hold: u(120.0),
                 log_format: Default::default(),
             },
             timeouts: self.timeouts,
             virtual_servers,
             vrrp_instances,
             vrrp_sync_groups: self.sync_groups,
+            sync: self.lvs_sync.take(),
         };
         Output {
             config,
