@@ -121,3 +121,79 @@ fn a_full_ring_loses_events_counted_never_packets() {
     assert!(lost > 0, "ring never filled");
     assert_eq!(got + lost, n as u64, "every event delivered or counted");
 }
+
+fn two_reals() -> Harness {
+    let mut h = Harness::new(4096);
+    h.apply(&state(vec![service(
+        VIP,
+        80,
+        Protocol::Tcp,
+        vec![real("198.18.0.11", 1, 1), real("198.18.0.12", 2, 1)],
+    )]));
+    h
+}
+
+/// A peer's flow, written by the writer's one function for synced entries, is forwarded to the
+/// peer's real server whatever this director's ring says; an own entry is never overwritten;
+/// expiry from the peer removes only synced entries.
+#[test]
+fn synced_entries_forward_to_the_peers_real_server() {
+    use xlb::dataplane::writer::SyncedConn;
+    xtask::require!(BPF);
+    let mut h = two_reals();
+    let slots = h.writer.slots();
+    let svc = slots.values().next().unwrap();
+    let slot_of = |addr: &str| {
+        *svc.reals
+            .iter()
+            .find(|(k, _)| k.addr == v4(addr))
+            .unwrap()
+            .1
+    };
+    // Which real this director's ring picks for port 40000 (a SYN), then clear that entry.
+    let (_, out) = h.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "S"));
+    let ring_pick = if out[0..6] == real_mac(1) { 1 } else { 2 };
+    let other = 3 - ring_pick;
+    let other_addr = format!("198.18.0.1{other}");
+    let flow = flow_key(40_001);
+    let now = xlb::dataplane::sweep::monotonic_ns();
+    let conn = |f: FlowKey| SyncedConn {
+        flow: f,
+        service_id: svc.id,
+        real_id: slot_of(&other_addr),
+        state: conn_state::ESTABLISHED,
+        last_seen_ns: now,
+        origin: 2,
+    };
+    // Port 40001 synced to the real the ring would not necessarily pick; port 40000 is own.
+    let r = h
+        .writer
+        .insert_synced_conns(&[conn(flow), conn(flow_key(40_000))])
+        .unwrap();
+    assert_eq!((r.written, r.own_kept, r.unknown_slot), (1, 1, 0));
+    let (action, out) = h.run(&tcp4(CLIENT, 40_001, VIP_B, 80, "A"));
+    assert_eq!(action, XDP_TX);
+    assert_eq!(out[0..6], real_mac(other));
+    assert_eq!(counter_of(&h, stat::CONN_HIT), 1);
+    let e = h.writer.maps().conn_table.get(&flow, 0).unwrap();
+    assert_eq!((e.sync_flags, e.origin), (lb_common::FLOW_F_SYNCED, 2));
+    // The own entry kept its real server and stays own.
+    let own = h.writer.maps().conn_table.get(&flow_key(40_000), 0).unwrap();
+    assert_eq!(own.sync_flags, 0);
+    // A slot of another service is refused.
+    let mut bad = conn(flow_key(40_002));
+    bad.service_id += 1;
+    assert_eq!(h.writer.insert_synced_conns(&[bad]).unwrap().unknown_slot, 1);
+    // Expiry from the peer: only the synced entry goes.
+    let removed = h
+        .writer
+        .remove_synced_conns(&[flow, flow_key(40_000)])
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert!(h.writer.maps().conn_table.get(&flow, 0).is_err());
+    assert!(h.writer.maps().conn_table.get(&flow_key(40_000), 0).is_ok());
+}
+
+fn counter_of(h: &Harness, i: u32) -> u64 {
+    h.counters()[i as usize]
+}
