@@ -316,6 +316,7 @@ impl<'a> ConnListing<'a> {
             client: SocketAddr::new(client, u16::from_be(k.sport)),
             virtual_addr: SocketAddr::new(service.vip, u16::from_be(k.dport)),
             real: dest,
+            synced_from: (v.sync_flags & lb_common::FLOW_F_SYNCED != 0).then_some(v.origin),
         };
         self.entries.push(entry);
     }

@@ -278,6 +278,9 @@ pub struct ConnEntry {
     pub client: SocketAddr,
     pub virtual_addr: SocketAddr,
     pub real: Option<SocketAddr>,
+    /// For an entry learnt by connection sync: the director that dispatched the flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_from: Option<u32>,
 }
 
 /// Which columns `xlb status` prints.
@@ -521,7 +524,10 @@ pub fn render_conns(entries: &[ConnEntry], total: u64) -> String {
         "pro expire state       source                   virtual                  destination"
     );
     for e in entries {
-        let dest = e.real.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+        let mut dest = e.real.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+        if let Some(d) = e.synced_from {
+            dest = format!("{dest:<24} synced from director {d}");
+        }
         let _ = writeln!(
             o,
             "{:<3} {:02}:{:02}  {:<11} {:<24} {:<24} {}",

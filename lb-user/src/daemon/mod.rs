@@ -137,6 +137,8 @@ pub struct Daemon {
     /// The last configuration load (metrics: xlb_config_last_reload_successful).
     config_load: ConfigLoad,
     sweep_duration: Duration,
+    /// Connection sync with the peer directors (`[sync]`), `None` when off.
+    sync: Option<crate::sync::task::SyncLink>,
 }
 
 /// Loads the program and opens the maps, adopting what a previous run left pinned.
@@ -176,7 +178,8 @@ fn load_dataplane(cfg: &Config) -> Result<(Ebpf, MapWriter, bool), Error> {
 
 impl Daemon {
     async fn start(cfg: Config, opts: &RunOptions) -> Result<Self, Error> {
-        let (ebpf, writer, adopting) = load_dataplane(&cfg)?;
+        let (ebpf, mut writer, adopting) = load_dataplane(&cfg)?;
+        let sync = crate::sync::task::attach(&cfg, &mut writer)?;
         let net = Net::connect()?;
         let (health_tx, health_rx) = mpsc::unbounded_channel();
         let checker = HealthChecker::start(health::targets(&cfg), health_tx);
@@ -212,6 +215,7 @@ impl Daemon {
                 at_unix: unix_now(),
             },
             sweep_duration: Duration::ZERO,
+            sync,
             cfg,
         };
         if let Err(e) = daemon.attach().await {
@@ -298,6 +302,9 @@ impl Daemon {
             Ok(report) if !report.is_empty() => info!(?report, "kernel maps updated"),
             Ok(_) => {}
             Err(e) => error!("updating the kernel maps: {e}"),
+        }
+        if let Some(s) = &self.sync {
+            s.publish(&self.writer);
         }
         for (addr, served) in &plan.ring_served {
             self.writer.set_ring_served(addr, *served);
@@ -461,6 +468,11 @@ impl Daemon {
                     }
                 }
                 _ = tick.tick() => self.tick().await,
+                Some(batch) = crate::sync::task::next_batch(&mut self.sync) => {
+                    if let Some(s) = &self.sync {
+                        s.apply(&batch, &mut self.writer);
+                    }
+                }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::notify("WATCHDOG=1"),
                 _ = usr1.recv() => self.dump(query::Dump::Data),
                 _ = usr2.recv() => self.dump(query::Dump::Stats),

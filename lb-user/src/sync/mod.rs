@@ -12,6 +12,7 @@ pub mod names;
 pub mod ipvs;
 pub mod record;
 pub mod replay;
+pub mod task;
 
 use std::collections::BTreeMap;
 
