@@ -144,6 +144,7 @@ pub fn status(inp: &StatusInputs<'_>) -> StatusReport {
             close: inp.cfg.timeouts.close,
             udp: inp.cfg.timeouts.udp,
         },
+        sync: None,
     }
 }
 

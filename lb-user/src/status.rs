@@ -198,6 +198,9 @@ pub struct StatusReport {
     /// The last health and VRRP transitions, oldest first.
     #[serde(default)]
     pub recent_transitions: Vec<Transition>,
+    /// Connection sync (`[sync]`): messages, drops by reason, peers heard from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::sync::task::SyncStats>,
 }
 
 /// `[timeouts]` in force, in seconds.
@@ -266,6 +269,7 @@ impl StatusReport {
             sweep_duration_secs: 0.0,
             recent_transitions: Vec::new(),
             timeouts: TimeoutStatus::default(),
+            sync: None,
         }
     }
 }
@@ -614,6 +618,7 @@ pub(crate) mod tests {
             config_load: ConfigLoad::default(),
             sweep_duration_secs: 0.0,
             recent_transitions: vec![],
+            sync: None,
         }
     }
 

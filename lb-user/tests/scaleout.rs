@@ -763,31 +763,41 @@ fn conn_lines(s: &Scale, i: usize) -> Vec<String> {
 /// Issue 20, 2: a real server added on all directors, then — after more than the previous
 /// ring's lifetime — a director killed. Returns (streams that survived, streams, synced entries
 /// per director before the change, prev_ring_hit on the survivors after the kill).
-fn director_loss_after_ring_expiry(sync: bool) -> (usize, usize, Vec<usize>, Vec<u64>) {
+/// The director config with or without `[sync]`, previous ring kept 2 s either way.
+fn lab_config(d: &Director, reals: &[usize], sync: bool, key: &Path) -> String {
+    if sync {
+        xlb_sync_config(&d.socket, reals, d.n, key)
+    } else {
+        xlb_config(&d.socket, reals).replace(
+            "sweep_interval = 0.5\n",
+            "sweep_interval = 0.5\nprevious_ring_hold = 2.0\n",
+        )
+    }
+}
+
+/// The scale-out lab with three directors in ECMP, `[sync]` on or off; returns it with the
+/// router's BIRD (kept running while held) and the key file.
+fn start_sync_lab(sync: bool) -> (Scale, Proc, std::path::PathBuf) {
     let mut s = Scale::new();
     let key = s.dir.join("sync.key");
     std::fs::write(&key, "lab shared key, 16+ bytes\n").unwrap();
-    let config = |d: &Director, reals: &[usize]| {
-        if sync {
-            xlb_sync_config(&d.socket, reals, d.n, &key)
-        } else {
-            xlb_config(&d.socket, reals).replace(
-                "sweep_interval = 0.5\n",
-                "sweep_interval = 0.5\nprevious_ring_hold = 2.0\n",
-            )
-        }
-    };
     for d in &s.dirs {
-        std::fs::write(&d.config, config(d, &[1, 2])).unwrap();
+        std::fs::write(&d.config, lab_config(d, &[1, 2], sync, &key)).unwrap();
     }
     s.write_bird_configs();
     let router_conf = s.dir.join("bird-router.conf").display().to_string();
     let router = s.router.clone();
-    let _router_bird = s.start_bird(&router, &router_conf, "bird-router");
+    let bird = s.start_bird(&router, &router_conf, "bird-router");
     for i in 0..3 {
         s.start_director(i);
     }
     s.wait_nexthops(3, Duration::from_secs(20));
+    (s, bird, key)
+}
+
+fn director_loss_after_ring_expiry(sync: bool) -> (usize, usize, Vec<usize>, Vec<u64>) {
+    let (mut s, _router_bird, key) = start_sync_lab(sync);
+    let config = |d: &Director, reals: &[usize]| lab_config(d, reals, sync, &key);
     let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP6}"), 150, 3.0);
     // Every director learns the other two's flows (events at once, resends every second).
     std::thread::sleep(Duration::from_secs(2));
@@ -848,4 +858,116 @@ fn without_sync_the_same_director_loss_resets_flows() {
     assert_eq!(synced, vec![0, 0, 0]);
     println!("without sync: {} of {total} streams reset", total - ok);
     assert!(ok < total, "expected resets without sync");
+}
+
+/// (source, virtual, destination) of every flow `xlb conns` lists on director `i`.
+fn flow_set(s: &Scale, i: usize) -> std::collections::BTreeSet<(String, String, String)> {
+    conn_lines(s, i)
+        .iter()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() >= 6).then(|| (w[3].to_string(), w[4].to_string(), w[5].to_string()))
+        })
+        .collect()
+}
+
+/// Resilience: a flood of forged sync messages (a valid layout, the wrong key) is dropped and
+/// counted and changes no table; and a director that lost its table (stopped with --detach,
+/// started again) re-learns every flow from its peers: its `xlb conns` matches theirs.
+#[test]
+fn forged_sync_floods_change_nothing_and_a_restarted_director_relearns() {
+    use xlb::sync::{ConnRecord, Flow, Outbound, Record, SyncKey};
+    xtask::require!(SCALEOUT_NEEDS);
+    let (mut s, _router_bird, _key) = start_sync_lab(true);
+    let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP6}"), 90, 3.0);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = flow_set(&s, 1);
+    // 5,000 forged datagrams from the router (on the directors' segment) to dir2's sync port:
+    // each one connection of a client that does not exist, signed with another key.
+    let forged_client = "198.18.9.9";
+    let mut forger = Outbound::new(
+        SyncKey::new(b"not the lab key at all".to_vec()).unwrap(),
+        1,
+        1,
+        1400,
+    );
+    let rec = Record::Conn(ConnRecord {
+        flow: Flow {
+            proto: 6,
+            client: forged_client.parse().unwrap(),
+            client_port: 4242,
+            vip: VIP4.parse().unwrap(),
+            vip_port: 9000,
+        },
+        service_port: 9000,
+        real: "198.18.1.11".parse().unwrap(),
+        real_port: 9000,
+        state: 2,
+        remaining_ms: 900_000,
+        origin: 1,
+    });
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let hex: Vec<String> = (0..50)
+        .flat_map(|_| forger.encode(&[rec], now_ms))
+        .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    let script = format!(
+        "import socket,time\nd=[bytes.fromhex(h) for h in {hex:?}]\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range(100):\n  for x in d: s.sendto(x,('{}',8849))\n  time.sleep(0.002)\n",
+        v4_dir(2)
+    );
+    let dropped_before = s.status(1)["sync"]["dropped"]["bad_mac"].as_u64().unwrap_or(0);
+    s.lab.run_ok(&s.router.clone(), &["python3", "-c", &script]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let st = s.status(1);
+    let bad_mac = st["sync"]["dropped"]["bad_mac"].as_u64().unwrap_or(0) - dropped_before;
+    println!("forged flood: 5000 sent, {bad_mac} counted as bad_mac on dir2; sync status {}", st["sync"]);
+    let after = flow_set(&s, 1);
+    assert!(bad_mac >= 4500, "forged datagrams not counted: {bad_mac}");
+    assert!(after.iter().all(|f| !f.0.starts_with(forged_client)), "a forged flow was inserted");
+    assert_eq!(before, after, "the flood changed dir2's table");
+
+    // dir3 loses its table: stopped with --detach (maps and XDP released), then started afresh.
+    let d3 = s.dirs[2].host.clone();
+    let sock3 = s.dirs[2].socket.clone();
+    s.lab
+        .run_ok(&d3, &[XLB, "stop", "--detach", "--socket", &sock3])
+        .unwrap();
+    let bird3 = s.dirs[2].bird.take();
+    if let Some(b) = bird3 {
+        s.lab.kill(&b).unwrap();
+    }
+    if let Some(p) = s.dirs[2].xlb.take() {
+        wait_for("dir3's xlb exits", Duration::from_secs(10), || {
+            s.lab.exited(&p).map(|e| e.is_some()).unwrap_or(true)
+        });
+    }
+    s.wait_nexthops(2, Duration::from_secs(10));
+    s.start_director(2);
+    s.wait_nexthops(3, Duration::from_secs(15));
+    // Peers resend every second: within a few the restarted director holds every flow.
+    let mut relearnt = Default::default();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        relearnt = flow_set(&s, 2);
+        if relearnt == flow_set(&s, 1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let theirs = flow_set(&s, 1);
+    println!(
+        "dir3 restarted without its table: {} flows re-learnt in {:.1} s, dir2 lists {}",
+        relearnt.len(),
+        t0.elapsed().as_secs_f64(),
+        theirs.len()
+    );
+    let r = s.stream_results(&streams);
+    let (ok, _) = summarize("90 streams across the flood and dir3's restart", &r);
+    assert_eq!(relearnt, theirs, "dir3's xlb conns matches dir2's");
+    assert!(relearnt.len() >= 90, "{}", relearnt.len());
+    assert_eq!(ok, r.len());
 }

@@ -302,11 +302,14 @@ impl MapWriter {
                 report.unknown_slot += 1;
                 continue;
             };
+            // A synced entry keeps its latest activity (a relayed copy may be older).
+            let mut last_seen_ns = c.last_seen_ns;
             if let Ok(old) = self.maps.conn_table.get(&c.flow, 0) {
                 if old.sync_flags & FLOW_F_SYNCED == 0 {
                     report.own_kept += 1;
                     continue;
                 }
+                last_seen_ns = last_seen_ns.max(old.last_seen_ns);
             }
             let entry = FlowEntry {
                 real_id: c.real_id,
@@ -318,7 +321,7 @@ impl MapWriter {
                 sync_flags: FLOW_F_SYNCED,
                 _pad: 0,
                 origin: c.origin,
-                last_seen_ns: c.last_seen_ns,
+                last_seen_ns,
             };
             self.maps.conn_table.insert(c.flow, entry, 0)?;
             report.written += 1;

@@ -72,6 +72,8 @@ pub struct SyncLink {
     pub stats: watch::Receiver<SyncStats>,
     timeouts: Timeouts,
     task: tokio::task::JoinHandle<()>,
+    /// Totals of what `apply` wrote (the daemon's task only: a Cell suffices).
+    applied: std::cell::Cell<SyncedInsert>,
 }
 
 impl Drop for SyncLink {
@@ -312,6 +314,7 @@ pub fn start(
         stats: stats_rx,
         timeouts,
         task,
+        applied: std::cell::Cell::new(SyncedInsert::default()),
     })
 }
 
@@ -374,7 +377,7 @@ impl Shell {
         }
     }
 
-    /// Every own live entry, with its remaining idle time (a restarted peer re-learns them).
+    /// Every live entry, with its remaining idle time (a restarted peer re-learns them).
     fn queue_own_table(&mut self) {
         let Some(table) = &self.table else { return };
         let names = self.names.borrow().clone();
@@ -387,15 +390,15 @@ impl Shell {
         let (t, id) = (self.timeouts, self.settings.director_id);
         let mut out = Vec::new();
         let _ = crate::dataplane::batch::for_each::<FlowKey, FlowEntry>(fd, 8192, |k, e| {
-            if e.sync_flags & FLOW_F_SYNCED != 0 {
-                return;
-            }
             let left = crate::dataplane::sweep::expires_in(e, &t, now);
             if left.is_zero() {
                 return;
             }
+            // Synced entries are relayed with their origin: a restarted director gets back
+            // every flow, also those it dispatched itself before it lost its table.
+            let origin = if e.sync_flags & FLOW_F_SYNCED != 0 { e.origin } else { id };
             let ms = left.as_millis().min(u32::MAX as u128) as u32;
-            out.extend(names.entry_record(k, e.real_id, e.state, ms, id).map(Record::Conn));
+            out.extend(names.entry_record(k, e.real_id, e.state, ms, origin).map(Record::Conn));
         });
         self.pending.extend(out);
     }
@@ -440,6 +443,16 @@ impl SyncLink {
         self.names.send_replace(Arc::new(SlotIndex::new(&writer.slots())));
     }
 
+    /// The task's counters with what the writer did with peers' records.
+    pub fn stats(&self) -> SyncStats {
+        let mut s = self.stats.borrow().clone();
+        let w = self.applied.get();
+        s.synced_written = w.written as u64;
+        s.own_kept = w.own_kept as u64;
+        s.unnamed.insert("unknown_slot".into(), w.unknown_slot as u64);
+        s
+    }
+
     /// Inserts a peer batch through the map writer (the daemon calls this with its writer).
     pub fn apply(&self, batch: &PeerBatch, writer: &mut MapWriter) -> SyncedInsert {
         let names = self.names.borrow().clone();
@@ -457,6 +470,11 @@ impl SyncLink {
         match writer.insert_synced_conns(&conns) {
             Ok(mut r) => {
                 r.unknown_slot += unnamed;
+                let mut total = self.applied.get();
+                total.written += r.written;
+                total.own_kept += r.own_kept;
+                total.unknown_slot += r.unknown_slot;
+                self.applied.set(total);
                 r
             }
             Err(e) => {
