@@ -78,7 +78,9 @@ fn start(dr: &mut Dr, d: &mut Director) {
 /// Two directors on the lab's segment, both running `xlb run` with VRRP: dir1 MASTER (150),
 /// dir2 BACKUP (100).
 fn pair(tag: &str, reals: usize) -> (Dr, Director, Director) {
-    pair_with(tag, reals, |_, socket, state, prio| config(socket, state, prio))
+    pair_with(tag, reals, |_, socket, state, prio| {
+        config(socket, state, prio)
+    })
 }
 
 /// [`pair`] with each director's configuration from `cfg(director number, socket, state,
@@ -360,8 +362,15 @@ fn doctor_sees_the_peer_and_a_split_brain() {
 
 /// The pair with `vs9000` on `rr` (no consistent hash: a flow the backup never saw goes to
 /// whichever real server is next), with or without `[sync]` between the two directors.
-fn rr_config(i: usize, socket: &str, state: &str, prio: u8, key: Option<&std::path::Path>) -> String {
-    let mut t = config(socket, state, prio).replace("port = 9000\n", "port = 9000\nscheduler = \"rr\"\n");
+fn rr_config(
+    i: usize,
+    socket: &str,
+    state: &str,
+    prio: u8,
+    key: Option<&std::path::Path>,
+) -> String {
+    let mut t =
+        config(socket, state, prio).replace("port = 9000\n", "port = 9000\nscheduler = \"rr\"\n");
     if let Some(key) = key {
         let peer = if i == 1 { "198.18.0.3" } else { "198.18.0.2" };
         t += &format!(
@@ -379,7 +388,9 @@ fn rr_failover(sync: bool) -> (usize, usize) {
     std::fs::write(&key, "vrrp pair sync key, 16+ bytes\n").unwrap();
     let k = sync.then_some(key.as_path());
     let tag = if sync { "f-rr-sync" } else { "f-rr" };
-    let (mut dr, d1, d2) = pair_with(tag, 2, |i, socket, state, prio| rr_config(i, socket, state, prio, k));
+    let (mut dr, d1, d2) = pair_with(tag, 2, |i, socket, state, prio| {
+        rr_config(i, socket, state, prio, k)
+    });
     wait_until("dir1 MASTER with the VIP", Duration::from_secs(10), || {
         has_vip(&dr, &d1.host)
     });
@@ -407,9 +418,17 @@ fn rr_flows_survive_a_failover_with_sync() {
     xtask::require!(NEEDS);
     let (ok, total) = rr_failover(true);
     let scenario = "VRRP failover, 200 streams on rr";
-    report::eq(scenario, "streams reset with [sync]", 0, (total - ok) as u64);
+    report::eq(
+        scenario,
+        "streams reset with [sync]",
+        0,
+        (total - ok) as u64,
+    );
     assert_eq!(total, 200);
-    assert_eq!(ok, total, "a stream was reset across the failover with sync");
+    assert_eq!(
+        ok, total,
+        "a stream was reset across the failover with sync"
+    );
 }
 
 /// The comparison row: the same failover without sync resets the flows rr sends elsewhere on

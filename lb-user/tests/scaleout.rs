@@ -752,7 +752,10 @@ fn conn_lines(s: &Scale, i: usize) -> Vec<String> {
     let d = &s.dirs[i];
     let out = s
         .lab
-        .run_ok(&d.host, &[XLB, "conns", "--socket", &d.socket, "--limit", "100000"])
+        .run_ok(
+            &d.host,
+            &[XLB, "conns", "--socket", &d.socket, "--limit", "100000"],
+        )
         .unwrap_or_default();
     out.lines()
         .filter(|l| l.starts_with("TCP"))
@@ -842,10 +845,18 @@ fn sync_keeps_flows_across_a_director_loss_after_the_previous_ring_expired() {
     xtask::require!(SCALEOUT_NEEDS);
     let (ok, total, synced, hits) = director_loss_after_ring_expiry(true);
     for (i, n) in synced.iter().enumerate() {
-        assert!(*n > 0, "director {} holds no synced entry: {synced:?}", i + 1);
+        assert!(
+            *n > 0,
+            "director {} holds no synced entry: {synced:?}",
+            i + 1
+        );
     }
     assert_eq!(ok, total, "goal: 0 reset");
-    assert_eq!(hits, vec![0, 0], "the previous ring had expired: entries did the work");
+    assert_eq!(
+        hits,
+        vec![0, 0],
+        "the previous ring had expired: entries did the work"
+    );
 }
 
 /// The same scenario without sync: flows opened under the older ring reach directors that never
@@ -919,15 +930,25 @@ fn forged_sync_floods_change_nothing_and_a_restarted_director_relearns() {
          for i in range(100):\n  for x in d: s.sendto(x,('{}',8849))\n  time.sleep(0.002)\n",
         v4_dir(2)
     );
-    let dropped_before = s.status(1)["sync"]["dropped"]["bad_mac"].as_u64().unwrap_or(0);
-    s.lab.run_ok(&s.router.clone(), &["python3", "-c", &script]).unwrap();
+    let dropped_before = s.status(1)["sync"]["dropped"]["bad_mac"]
+        .as_u64()
+        .unwrap_or(0);
+    s.lab
+        .run_ok(&s.router.clone(), &["python3", "-c", &script])
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let st = s.status(1);
     let bad_mac = st["sync"]["dropped"]["bad_mac"].as_u64().unwrap_or(0) - dropped_before;
-    println!("forged flood: 5000 sent, {bad_mac} counted as bad_mac on dir2; sync status {}", st["sync"]);
+    println!(
+        "forged flood: 5000 sent, {bad_mac} counted as bad_mac on dir2; sync status {}",
+        st["sync"]
+    );
     let after = flow_set(&s, 1);
     assert!(bad_mac >= 4500, "forged datagrams not counted: {bad_mac}");
-    assert!(after.iter().all(|f| !f.0.starts_with(forged_client)), "a forged flow was inserted");
+    assert!(
+        after.iter().all(|f| !f.0.starts_with(forged_client)),
+        "a forged flow was inserted"
+    );
     assert_eq!(before, after, "the flood changed dir2's table");
 
     // dir3 loses its table: stopped with --detach (maps and XDP released), then started afresh.

@@ -178,12 +178,20 @@ fn synced_entries_forward_to_the_peers_real_server() {
     let e = h.writer.maps().conn_table.get(&flow, 0).unwrap();
     assert_eq!((e.sync_flags, e.origin), (lb_common::FLOW_F_SYNCED, 2));
     // The own entry kept its real server and stays own.
-    let own = h.writer.maps().conn_table.get(&flow_key(40_000), 0).unwrap();
+    let own = h
+        .writer
+        .maps()
+        .conn_table
+        .get(&flow_key(40_000), 0)
+        .unwrap();
     assert_eq!(own.sync_flags, 0);
     // A slot of another service is refused.
     let mut bad = conn(flow_key(40_002));
     bad.service_id += 1;
-    assert_eq!(h.writer.insert_synced_conns(&[bad]).unwrap().unknown_slot, 1);
+    assert_eq!(
+        h.writer.insert_synced_conns(&[bad]).unwrap().unknown_slot,
+        1
+    );
     // Expiry from the peer: only the synced entry goes.
     let removed = h
         .writer

@@ -29,20 +29,18 @@ fn drainer(
     stop: Arc<AtomicBool>,
     read: Arc<AtomicU64>,
 ) -> thread::JoinHandle<aya::maps::RingBuf<aya::maps::MapData>> {
-    thread::spawn(move || {
-        loop {
-            let mut n = 0;
-            while let Some(item) = ring.next() {
-                std::hint::black_box(&*item);
-                n += 1;
+    thread::spawn(move || loop {
+        let mut n = 0;
+        while let Some(item) = ring.next() {
+            std::hint::black_box(&*item);
+            n += 1;
+        }
+        read.fetch_add(n, Ordering::Relaxed);
+        if n == 0 {
+            if stop.load(Ordering::Relaxed) {
+                return ring;
             }
-            read.fetch_add(n, Ordering::Relaxed);
-            if n == 0 {
-                if stop.load(Ordering::Relaxed) {
-                    return ring;
-                }
-                thread::sleep(Duration::from_micros(200));
-            }
+            thread::sleep(Duration::from_micros(200));
         }
     })
 }
@@ -88,16 +86,36 @@ pub fn syn_cost(
     let (mut floor_s, mut off_s, mut on_s) = (None, None, None);
     for _ in 0..rounds {
         dp.writer.maps_mut().set_sync_enabled(false)?;
-        let mut off = timing::rounds(dp, &[floor.clone(), case("xlb new flow (SYN) IPv4, sync off")], 0, 1, reps, 1, fresh, progress)?;
+        let mut off = timing::rounds(
+            dp,
+            &[floor.clone(), case("xlb new flow (SYN) IPv4, sync off")],
+            0,
+            1,
+            reps,
+            1,
+            fresh,
+            progress,
+        )?;
         dp.writer.maps_mut().set_sync_enabled(true)?;
-        let mut on = timing::rounds(dp, &[floor.clone(), case("xlb new flow (SYN) IPv4, sync on")], 0, 1, reps, 1, fresh, progress)?;
+        let mut on = timing::rounds(
+            dp,
+            &[floor.clone(), case("xlb new flow (SYN) IPv4, sync on")],
+            0,
+            1,
+            reps,
+            1,
+            fresh,
+            progress,
+        )?;
         merge(&mut on_s, on.pop().unwrap_or_default());
         merge(&mut floor_s, on.pop().unwrap_or_default());
         merge(&mut off_s, off.pop().unwrap_or_default());
     }
     dp.writer.maps_mut().set_sync_enabled(false)?;
     stop.store(true, Ordering::Relaxed);
-    let ring = handle.join().map_err(|_| anyhow::anyhow!("drain thread panicked"))?;
+    let ring = handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("drain thread panicked"))?;
     dp.writer.maps_mut().sync_events = Some(ring);
     let lost = dp.counters()?[stat::SYNC_RING_FULL as usize] - lost_before;
     let (Some(floor_s), Some(off), Some(on)) = (floor_s, off_s, on_s) else {

@@ -204,7 +204,9 @@ peers = ["198.18.0.2"]
     /// key ..., expected one of `a`, `b`" answer (so a key added to the schema shows up here).
     fn schema_keys(mark: &str) -> Vec<String> {
         let mut src = SKELETON.to_string();
-        for m in ["{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}", "{S}"] {
+        for m in [
+            "{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}", "{S}",
+        ] {
             let inline = m == "{C}" || m == "{A}";
             let with = if inline {
                 ", zz_unknown = 1"
@@ -234,7 +236,9 @@ peers = ["198.18.0.2"]
     #[test]
     fn the_reference_describes_every_schema_key() {
         let mut missing = Vec::new();
-        for mark in ["{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}", "{S}"] {
+        for mark in [
+            "{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}", "{S}",
+        ] {
             let keys = schema_keys(mark);
             assert!(keys.len() >= 2, "{mark}: {keys:?}");
             for k in keys {

@@ -9,8 +9,8 @@ use std::{
 
 use super::schema;
 pub use super::schema::{
-    Announce, AuthType, CheckType, HealthAgreement, HttpMethod, LogFormat, Protocol, Scheduler,
-    SyncProtocol, VrrpState, XdpMode,
+    Announce, AuthType, CheckType, HttpMethod, LogFormat, Protocol, Scheduler, SyncProtocol,
+    VrrpState, XdpMode,
 };
 pub use super::types::{IpPrefix, MacAddr};
 
@@ -49,7 +49,6 @@ pub struct SyncSettings {
     pub max_age: f64,
     /// Seconds.
     pub refresh_interval: f64,
-    pub health_agreement: HealthAgreement,
 }
 
 /// xlb's sync port (IPVS's is 8848, `crate::sync::ipvs::PORT`).
@@ -68,7 +67,9 @@ impl SyncSettings {
             key_file: s.key_file.as_ref().map(|k| k.get_ref().clone()),
             peers: match &s.group {
                 Some(g) => SyncPeers::Group(*g.get_ref()),
-                None => SyncPeers::Unicast(s.peers.get_ref().iter().map(|p| *p.get_ref()).collect()),
+                None => {
+                    SyncPeers::Unicast(s.peers.get_ref().iter().map(|p| *p.get_ref()).collect())
+                }
             },
             port: s.port.as_ref().map_or(default_port, |p| *p.get_ref()),
             interface: s.interface.as_ref().map(|i| i.get_ref().clone()),
@@ -77,7 +78,6 @@ impl SyncSettings {
             max_message_bytes: *s.max_message_bytes.get_ref(),
             max_age: *s.max_age.get_ref(),
             refresh_interval: *s.refresh_interval.get_ref(),
-            health_agreement: s.health_agreement,
         }
     }
 }

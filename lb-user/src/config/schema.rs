@@ -663,21 +663,6 @@ pub enum SyncProtocol {
     Ipvs,
 }
 
-/// What a director does when its own checks fail a real server that it forwards established
-/// flows to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HealthAgreement {
-    /// Its own checks decide alone (keepalived's behaviour): established flows of a failed real
-    /// server are re-dispatched at once.
-    #[default]
-    Local,
-    /// New flows avoid the real server at once; established flows keep it until the failure is
-    /// confirmed: by `fall` x the check interval of further failures, or by a peer director
-    /// whose view (sent over the sync channel) also has it down.
-    Confirm,
-}
-
 /// `[sync]`: connection sync between directors. See xlb.toml(5) for the guarantees.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -722,9 +707,6 @@ pub struct Sync {
     /// restarted peer re-learns the table, 1..=3600, default 10.
     #[serde(default = "default_sync_refresh")]
     pub refresh_interval: Spanned<f64>,
-    /// `local` (default) or `confirm`.
-    #[serde(default)]
-    pub health_agreement: HealthAgreement,
 }
 
 fn spanned_vec_is_empty<T>(v: &Spanned<Vec<T>>) -> bool {

@@ -160,7 +160,8 @@ fn load_dataplane(cfg: &Config) -> Result<(Ebpf, MapWriter, bool), Error> {
     if !adopting {
         return Ok((ebpf, MapWriter::new(maps, prev_ring_hold(cfg)), false));
     }
-    let writer = MapWriter::adopt(maps, prev_ring_hold(cfg), Instant::now()).map_err(Error::Adopt)?;
+    let writer =
+        MapWriter::adopt(maps, prev_ring_hold(cfg), Instant::now()).map_err(Error::Adopt)?;
     info!(dir = %pin_dir.display(), "adopted pinned maps from a previous run: flows keep their real servers");
     let pinned = aya::maps::MapData::from_pin(pin_dir.join(map_names::CONN_TABLE))
         .and_then(|m| m.info())

@@ -12,8 +12,8 @@ use aya::{
 };
 use lb_common::{
     hash::vip_filter_bit, map_names, stat, FlowEntry, FlowKey, IfaceMac, LbConfig, RealServer,
-    Service, ServiceKey, ServiceState, SyncConfig, TrafficStats, VipInfo, VipKey,
-    MAX_IFACE_SLOTS, SYNC_F_ENABLED,
+    Service, ServiceKey, ServiceState, SyncConfig, TrafficStats, VipInfo, VipKey, MAX_IFACE_SLOTS,
+    SYNC_F_ENABLED,
 };
 use thiserror::Error;
 

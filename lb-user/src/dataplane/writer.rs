@@ -330,7 +330,10 @@ impl MapWriter {
     }
 
     /// Removes synced entries of `flows` (their origin expired them); own entries stay.
-    pub fn remove_synced_conns(&mut self, flows: &[lb_common::FlowKey]) -> Result<usize, WriteError> {
+    pub fn remove_synced_conns(
+        &mut self,
+        flows: &[lb_common::FlowKey],
+    ) -> Result<usize, WriteError> {
         let mut removed = 0;
         for f in flows {
             let synced = self

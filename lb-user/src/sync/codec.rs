@@ -225,7 +225,9 @@ fn decode_records(signed: &[u8], count: usize) -> Result<(Vec<Record>, usize), C
     let mut unknown = 0;
     let mut at = HEADER_LEN;
     for _ in 0..count {
-        let Some(&[kind, len]) = signed.get(at..at + 2).and_then(|s| <&[u8; 2]>::try_from(s).ok())
+        let Some(&[kind, len]) = signed
+            .get(at..at + 2)
+            .and_then(|s| <&[u8; 2]>::try_from(s).ok())
         else {
             return Err(CodecError::Malformed(at));
         };

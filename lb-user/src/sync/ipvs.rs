@@ -300,11 +300,12 @@ fn parse_options(mut b: &[u8]) -> Result<Vec<(u8, Vec<u8>)>, &'static str> {
         let kind = t & !OPT_F_PARAM;
         match kind {
             OPT_SEQ_DATA if len != SEQ_OPTIONS_LEN => return Err("sequence option length"),
-            OPT_SEQ_DATA | OPT_PE_DATA | OPT_PE_NAME => {
-                if out.iter().any(|(o, _)| o & !OPT_F_PARAM == kind) {
-                    return Err("option twice");
-                }
+            OPT_SEQ_DATA | OPT_PE_DATA | OPT_PE_NAME
+                if out.iter().any(|(o, _)| o & !OPT_F_PARAM == kind) =>
+            {
+                return Err("option twice")
             }
+            OPT_SEQ_DATA | OPT_PE_DATA | OPT_PE_NAME => {}
             _ if t & OPT_F_PARAM == 0 => return Err("unknown mandatory option"),
             _ => {}
         }

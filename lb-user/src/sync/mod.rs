@@ -8,8 +8,8 @@
 //! [`replay`] (accept a message once), [`ipvs`] (IPVS's sync protocol v1 for migrations). The
 //! [`Inbound`] and [`Outbound`] halves below tie them together without IO.
 pub mod codec;
-pub mod names;
 pub mod ipvs;
+pub mod names;
 pub mod record;
 pub mod replay;
 pub mod task;

@@ -93,7 +93,9 @@ impl SlotIndex {
             .get(&(service, r.real, r.real_port))
             .ok_or_else(|| self.why_unnamed(&service))?;
         let timeout = timeouts.for_state(r.state).as_nanos() as u64;
-        let remaining = u64::from(r.remaining_ms).saturating_mul(1_000_000).min(timeout);
+        let remaining = u64::from(r.remaining_ms)
+            .saturating_mul(1_000_000)
+            .min(timeout);
         Ok(SyncedConn {
             flow: flow_key(&r.flow),
             service_id,
@@ -129,7 +131,10 @@ impl SlotIndex {
             real: name.addr,
             real_port: name.port,
             state: ev.state,
-            remaining_ms: timeouts.for_state(ev.state).as_millis().min(u32::MAX as u128) as u32,
+            remaining_ms: timeouts
+                .for_state(ev.state)
+                .as_millis()
+                .min(u32::MAX as u128) as u32,
             origin,
         })
     }
@@ -230,7 +235,9 @@ mod tests {
     #[test]
     fn a_peer_record_gets_this_directors_slots_and_its_remaining_time() {
         let t = Timeouts::default(); // ESTABLISHED: 900 s
-        let c = index().synced_conn(&record(), &t, 1_000_000_000_000).unwrap();
+        let c = index()
+            .synced_conn(&record(), &t, 1_000_000_000_000)
+            .unwrap();
         assert_eq!((c.service_id, c.real_id, c.origin), (3, 7, 2));
         // 300 s of the 900 s already idle on the origin.
         assert_eq!(c.last_seen_ns, 1_000_000_000_000 - 300_000_000_000);
@@ -263,6 +270,8 @@ mod tests {
         assert_eq!(r.origin, 9);
         assert_eq!(r.remaining_ms, 60_000);
         let gone = SyncEvent { real_id: 8, ..ev };
-        assert!(index().event_record(&gone, &Timeouts::default(), 9).is_none());
+        assert!(index()
+            .event_record(&gone, &Timeouts::default(), 9)
+            .is_none());
     }
 }

@@ -124,7 +124,8 @@ fn socket(s: &SyncSettings) -> Result<(UdpSocket, Vec<SocketAddr>), SyncError> {
     } else {
         Ipv4Addr::UNSPECIFIED.into()
     };
-    sock.bind(&SocketAddr::new(any, s.port).into()).map_err(err)?;
+    sock.bind(&SocketAddr::new(any, s.port).into())
+        .map_err(err)?;
     let dests = match &s.peers {
         SyncPeers::Unicast(p) => p.iter().map(|a| SocketAddr::new(*a, s.port)).collect(),
         SyncPeers::Group(g) => {
@@ -163,15 +164,25 @@ fn join_group(sock: &socket2::Socket, group: IpAddr, iface: Option<&str>) -> std
 
 /// The wire in use.
 enum Wire {
-    Xlb { out: Outbound, inb: Inbound },
-    Ipvs { sync_id: u8, origin: u32, dropped: DropCounts, max_bytes: usize },
+    Xlb {
+        out: Outbound,
+        inb: Inbound,
+    },
+    Ipvs {
+        sync_id: u8,
+        origin: u32,
+        dropped: DropCounts,
+        max_bytes: usize,
+    },
 }
 
 impl Wire {
     fn encode(&mut self, records: &[Record]) -> Vec<Vec<u8>> {
         match self {
             Wire::Xlb { out, .. } => out.encode(records, unix_ms()),
-            Wire::Ipvs { sync_id, max_bytes, .. } => {
+            Wire::Ipvs {
+                sync_id, max_bytes, ..
+            } => {
                 let conns: Vec<ipvs::IpvsConn> = records
                     .iter()
                     .filter_map(|r| match r {
@@ -180,11 +191,16 @@ impl Wire {
                     })
                     .collect();
                 let mut out = Vec::new();
-                let mut msg = ipvs::IpvsMessage { sync_id: *sync_id, conns: Vec::new() };
+                let mut msg = ipvs::IpvsMessage {
+                    sync_id: *sync_id,
+                    conns: Vec::new(),
+                };
                 let mut len = ipvs::MESSAGE_HEADER_LEN;
                 for c in conns {
                     let l = ipvs::encoded_len(&c);
-                    if !msg.conns.is_empty() && (len + l > *max_bytes || msg.conns.len() == ipvs::MAX_CONNS) {
+                    if !msg.conns.is_empty()
+                        && (len + l > *max_bytes || msg.conns.len() == ipvs::MAX_CONNS)
+                    {
                         out.extend(ipvs::encode(&msg).ok());
                         msg.conns.clear();
                         len = ipvs::MESSAGE_HEADER_LEN;
@@ -203,7 +219,12 @@ impl Wire {
     fn decode(&mut self, data: &[u8]) -> Option<Vec<Record>> {
         match self {
             Wire::Xlb { inb, .. } => inb.receive(data, unix_ms()).map(|m| m.records),
-            Wire::Ipvs { sync_id, origin, dropped, .. } => match ipvs::decode(data) {
+            Wire::Ipvs {
+                sync_id,
+                origin,
+                dropped,
+                ..
+            } => match ipvs::decode(data) {
                 Ok(m) if *sync_id == 0 || m.sync_id == *sync_id => Some(
                     m.conns
                         .iter()
@@ -269,7 +290,12 @@ pub fn start(
             let epoch = (unix_ms() / 1000) as u32;
             let max_age_ms = (settings.max_age * 1000.0) as u64;
             Wire::Xlb {
-                out: Outbound::new(key.clone(), settings.director_id, epoch, settings.max_message_bytes as usize),
+                out: Outbound::new(
+                    key.clone(),
+                    settings.director_id,
+                    epoch,
+                    settings.max_message_bytes as usize,
+                ),
                 inb: Inbound::new(key, settings.director_id, max_age_ms),
             }
         }
@@ -306,7 +332,11 @@ pub fn start(
         },
         tokens: settings.max_messages_per_second,
     };
-    info!(port = settings.port, director_id = settings.director_id, "connection sync started");
+    info!(
+        port = settings.port,
+        director_id = settings.director_id,
+        "connection sync started"
+    );
     let task = tokio::spawn(shell.run(ring, peers_tx, stats_tx));
     Ok(SyncLink {
         from_peers: peers_rx,
@@ -396,9 +426,17 @@ impl Shell {
             }
             // Synced entries are relayed with their origin: a restarted director gets back
             // every flow, also those it dispatched itself before it lost its table.
-            let origin = if e.sync_flags & FLOW_F_SYNCED != 0 { e.origin } else { id };
+            let origin = if e.sync_flags & FLOW_F_SYNCED != 0 {
+                e.origin
+            } else {
+                id
+            };
             let ms = left.as_millis().min(u32::MAX as u128) as u32;
-            out.extend(names.entry_record(k, e.real_id, e.state, ms, origin).map(Record::Conn));
+            out.extend(
+                names
+                    .entry_record(k, e.real_id, e.state, ms, origin)
+                    .map(Record::Conn),
+            );
         });
         self.pending.extend(out);
     }
@@ -440,7 +478,8 @@ impl Shell {
 impl SyncLink {
     /// The slot naming of the latest apply (call after every `MapWriter::apply`).
     pub fn publish(&self, writer: &MapWriter) {
-        self.names.send_replace(Arc::new(SlotIndex::new(&writer.slots())));
+        self.names
+            .send_replace(Arc::new(SlotIndex::new(&writer.slots())));
     }
 
     /// The task's counters with what the writer did with peers' records.
@@ -449,7 +488,8 @@ impl SyncLink {
         let w = self.applied.get();
         s.synced_written = w.written as u64;
         s.own_kept = w.own_kept as u64;
-        s.unnamed.insert("unknown_slot".into(), w.unknown_slot as u64);
+        s.unnamed
+            .insert("unknown_slot".into(), w.unknown_slot as u64);
         s
     }
 

@@ -83,7 +83,10 @@ fn one_of_each() -> Vec<Record> {
 fn every_record_type_round_trips() {
     let records = one_of_each();
     let wire = encode(&key(), &header(42), &records);
-    assert_eq!(wire.len(), HEADER_LEN + MAC_LEN + records.iter().map(record_len).sum::<usize>());
+    assert_eq!(
+        wire.len(),
+        HEADER_LEN + MAC_LEN + records.iter().map(record_len).sum::<usize>()
+    );
     let m = decode(&key(), &wire).unwrap();
     assert_eq!(m.header, header(42));
     assert_eq!(m.records, records);
@@ -149,23 +152,38 @@ fn authenticated_but_malformed_records_are_refused() {
     // Count says 2, one record present.
     let mut w = wire.clone();
     w[7] = 2;
-    assert!(matches!(decode(&key(), &resign(w)), Err(CodecError::Malformed(_))));
+    assert!(matches!(
+        decode(&key(), &resign(w)),
+        Err(CodecError::Malformed(_))
+    ));
     // Count says 0, one record present (trailing bytes).
     let mut w = wire.clone();
     w[7] = 0;
-    assert!(matches!(decode(&key(), &resign(w)), Err(CodecError::Malformed(_))));
+    assert!(matches!(
+        decode(&key(), &resign(w)),
+        Err(CodecError::Malformed(_))
+    ));
     // An IPv4 address with bytes in its padding.
     let mut w = wire.clone();
     w[HEADER_LEN + 2 + 10] = 1;
-    assert!(matches!(decode(&key(), &resign(w)), Err(CodecError::Malformed(_))));
+    assert!(matches!(
+        decode(&key(), &resign(w)),
+        Err(CodecError::Malformed(_))
+    ));
     // A state xlb does not have.
     let mut w = wire.clone();
     w[HEADER_LEN + 2 + 2] = 99;
-    assert!(matches!(decode(&key(), &resign(w)), Err(CodecError::Malformed(_))));
+    assert!(matches!(
+        decode(&key(), &resign(w)),
+        Err(CodecError::Malformed(_))
+    ));
     // Known type, other length.
     let mut w = wire;
     w[HEADER_LEN + 1] = 60;
-    assert!(matches!(decode(&key(), &resign(w)), Err(CodecError::Malformed(_))));
+    assert!(matches!(
+        decode(&key(), &resign(w)),
+        Err(CodecError::Malformed(_))
+    ));
 }
 
 #[test]

@@ -116,7 +116,10 @@ fn the_kernels_refusals_are_refusals() {
     assert_eq!(decode(&with(0, 1)), Err(IpvsError::Version0));
     assert_eq!(decode(&with(7, 1)), Err(IpvsError::Version0));
     // Connection version bits, a size beyond the message, an unknown type.
-    assert!(matches!(decode(&with(10, 0x10)), Err(IpvsError::Conn { .. })));
+    assert!(matches!(
+        decode(&with(10, 0x10)),
+        Err(IpvsError::Conn { .. })
+    ));
     assert!(matches!(decode(&with(11, 40)), Err(IpvsError::Conn { .. })));
     assert!(matches!(decode(&with(8, 2)), Err(IpvsError::Conn { .. })));
     // Count larger than what is there.
@@ -137,7 +140,10 @@ fn option_rules_follow_the_kernel() {
     };
     assert!(decode(&msg_with(vec![(OPT_SEQ_DATA, vec![0; 23])])).is_err());
     assert!(decode(&msg_with(vec![(OPT_PE_NAME, b"sip".to_vec()); 2])).is_err());
-    assert!(decode(&msg_with(vec![(9, vec![1])])).is_err(), "mandatory unknown");
+    assert!(
+        decode(&msg_with(vec![(9, vec![1])])).is_err(),
+        "mandatory unknown"
+    );
     assert!(decode(&msg_with(vec![(9 | OPT_F_PARAM, vec![1])])).is_ok());
 }
 

@@ -4,7 +4,7 @@
 //! replaces during a migration.
 use std::net::IpAddr;
 
-use crate::config::schema::{unspanned as u, HealthAgreement, Sync, SyncProtocol};
+use crate::config::schema::{unspanned as u, Sync, SyncProtocol};
 
 use super::super::tree::Node;
 use super::super::Note;
@@ -28,7 +28,6 @@ pub(super) fn translate(n: &Node, notes: &mut Vec<Note>) -> Option<Sync> {
         max_message_bytes: u(1400),
         max_age: u(30.0),
         refresh_interval: u(10.0),
-        health_agreement: HealthAgreement::Local,
     };
     let mut k = 2;
     if let Some(inst) = n.arg(2).filter(|w| !is_option(w)) {
@@ -43,13 +42,17 @@ pub(super) fn translate(n: &Node, notes: &mut Vec<Note>) -> Option<Sync> {
         match (opt, val) {
             ("id", Some(v)) => match v.parse::<u8>() {
                 Ok(id) => s.sync_id = id,
-                Err(_) => note(format!("lvs_sync_daemon id `{v}`: expected 0..=255, not imported")),
+                Err(_) => note(format!(
+                    "lvs_sync_daemon id `{v}`: expected 0..=255, not imported"
+                )),
             },
             ("maxlen", Some(v)) => match v.parse::<u32>() {
                 Ok(m) if (crate::sync::codec::MIN_MESSAGE_LEN as u32..=65_000).contains(&m) => {
                     s.max_message_bytes = u(m)
                 }
-                _ => note(format!("lvs_sync_daemon maxlen `{v}`: out of xlb's range, 1400 kept")),
+                _ => note(format!(
+                    "lvs_sync_daemon maxlen `{v}`: out of xlb's range, 1400 kept"
+                )),
             },
             ("port", Some(v)) => match v.parse::<u16>() {
                 Ok(p) if p != 0 => s.port = Some(u(p)),
@@ -57,14 +60,18 @@ pub(super) fn translate(n: &Node, notes: &mut Vec<Note>) -> Option<Sync> {
             },
             ("group", Some(v)) => match v.parse::<IpAddr>() {
                 Ok(g) if g.is_multicast() => s.group = Some(u(g)),
-                _ => note(format!("lvs_sync_daemon group `{v}`: not a multicast address, 224.0.0.81 kept")),
+                _ => note(format!(
+                    "lvs_sync_daemon group `{v}`: not a multicast address, 224.0.0.81 kept"
+                )),
             },
             ("ttl", Some(_)) => note(
                 "lvs_sync_daemon ttl: not imported (xlb sends sync traffic with TTL 1, on-link)"
                     .into(),
             ),
             _ => {
-                note(format!("lvs_sync_daemon option `{opt}` unknown to keepalived: ignored"));
+                note(format!(
+                    "lvs_sync_daemon option `{opt}` unknown to keepalived: ignored"
+                ));
                 k += 1;
                 continue;
             }
@@ -93,8 +100,8 @@ mod tests {
             config_id: "t".into(),
             includes_within: None,
         };
-        let imported = import_str(conf, std::path::Path::new("/tmp/keepalived.conf"), &opts)
-            .expect("imports");
+        let imported =
+            import_str(conf, std::path::Path::new("/tmp/keepalived.conf"), &opts).expect("imports");
         let notes = imported
             .notes
             .iter()
