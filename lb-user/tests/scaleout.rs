@@ -871,6 +871,28 @@ fn without_sync_the_same_director_loss_resets_flows() {
     assert!(ok < total, "expected resets without sync");
 }
 
+/// UDP datagrams the kernel of director `i`'s netns dropped for a full receive buffer.
+fn udp_rcvbuf_errors(s: &Scale, i: usize) -> u64 {
+    let snmp = s
+        .lab
+        .run_ok(&s.dirs[i].host, &["cat", "/proc/net/snmp"])
+        .unwrap();
+    let udp: Vec<Vec<&str>> = snmp
+        .lines()
+        .filter(|l| l.starts_with("Udp:"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let (Some(names), Some(values)) = (udp.first(), udp.get(1)) else {
+        return 0;
+    };
+    names
+        .iter()
+        .position(|n| *n == "RcvbufErrors")
+        .and_then(|k| values.get(k))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// (source, virtual, destination) of every flow `xlb conns` lists on director `i`.
 fn flow_set(s: &Scale, i: usize) -> std::collections::BTreeSet<(String, String, String)> {
     conn_lines(s, i)
@@ -930,21 +952,41 @@ fn forged_sync_floods_change_nothing_and_a_restarted_director_relearns() {
          for i in range(100):\n  for x in d: s.sendto(x,('{}',8849))\n  time.sleep(0.002)\n",
         v4_dir(2)
     );
-    let dropped_before = s.status(1)["sync"]["dropped"]["bad_mac"]
-        .as_u64()
-        .unwrap_or(0);
+    let bad_mac_now = |s: &Scale| {
+        s.status(1)["sync"]["dropped"]["bad_mac"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let dropped_before = bad_mac_now(&s);
+    let rcvbuf_before = udp_rcvbuf_errors(&s, 1);
     s.lab
         .run_ok(&s.router.clone(), &["python3", "-c", &script])
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // The task publishes its counters every second: wait until they stop moving.
+    let mut last = u64::MAX;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(1100));
+        let n = bad_mac_now(&s);
+        if n == last {
+            break;
+        }
+        last = n;
+    }
     let st = s.status(1);
     let bad_mac = st["sync"]["dropped"]["bad_mac"].as_u64().unwrap_or(0) - dropped_before;
+    // Under load the kernel may drop datagrams before the socket (receive buffer full): those
+    // never reach xlb and are counted by the kernel instead.
+    let kernel_dropped = udp_rcvbuf_errors(&s, 1) - rcvbuf_before;
     println!(
-        "forged flood: 5000 sent, {bad_mac} counted as bad_mac on dir2; sync status {}",
+        "forged flood: 5000 sent, {bad_mac} counted as bad_mac on dir2, {kernel_dropped} dropped \
+         by the kernel (receive buffer); sync status {}",
         st["sync"]
     );
     let after = flow_set(&s, 1);
-    assert!(bad_mac >= 4500, "forged datagrams not counted: {bad_mac}");
+    assert!(
+        bad_mac + kernel_dropped >= 5000 && bad_mac >= 1000,
+        "forged datagrams not counted: {bad_mac} by xlb, {kernel_dropped} by the kernel"
+    );
     assert!(
         after.iter().all(|f| !f.0.starts_with(forged_client)),
         "a forged flow was inserted"
