@@ -36,6 +36,8 @@ pub mod map_names {
     pub const DECAP_VIPS: &str = "DECAP_VIPS";
     pub const DECAP_CONFIG: &str = "DECAP_CONFIG";
     pub const DECAP_STATS: &str = "DECAP_STATS";
+    pub const SYNC_CONFIG: &str = "SYNC_CONFIG";
+    pub const SYNC_EVENTS: &str = "SYNC_EVENTS";
 }
 
 /// Service slots (ids index per-service counters and round-robin state).
@@ -287,10 +289,56 @@ pub struct FlowEntry {
     pub state: u8,
     /// Union of the TCP flags seen from the client.
     pub flags_seen: u8,
-    pub _pad: [u8; 6],
+    /// `FLOW_F_*` bits (0 in entries this director dispatched itself).
+    pub sync_flags: u8,
+    pub _pad: u8,
+    /// For a synced entry, the `sync.director_id` of the director that dispatched the flow.
+    pub origin: u32,
     /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE, one-tick resolution) of the last
     /// packet: the precise clock costs ~30 ns a packet on a KVM guest, the coarse one a load.
     pub last_seen_ns: u64,
+}
+
+/// `FlowEntry::sync_flags`: the entry was learnt from a peer director by connection sync (not
+/// dispatched here). The program forwards it like any entry; the daemon shows and counts it apart.
+pub const FLOW_F_SYNCED: u8 = 1;
+
+/// `SyncConfig::flags`: the program reports new flows and FIN/RST state changes to the daemon
+/// through `SYNC_EVENTS` (connection sync is configured).
+pub const SYNC_F_ENABLED: u32 = 1;
+
+/// Single-entry `SYNC_CONFIG` array, written by the daemon (apart from `LB_CONFIG`, so that an
+/// older pinned `LB_CONFIG` keeps its layout).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SyncConfig {
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// `SyncEvent::kind` values.
+pub mod sync_event {
+    /// A flow was dispatched and inserted into the table.
+    pub const NEW: u8 = 1;
+    /// A flow's state changed to FIN_WAIT or CLOSE (FIN or RST from the client).
+    pub const STATE: u8 = 2;
+}
+
+/// A record of the `SYNC_EVENTS` ring buffer: what the daemon needs to tell its peers about a
+/// flow. Slots, not addresses: the daemon maps `real_id` to the real server it allocated there
+/// (and drops the event if `real_gen` says the slot was reused meanwhile).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SyncEvent {
+    pub flow: FlowKey,
+    pub real_id: u32,
+    pub real_gen: u32,
+    pub service_id: u32,
+    /// One of `sync_event`.
+    pub kind: u8,
+    /// The entry's `conn_state` after the event.
+    pub state: u8,
+    pub _pad: [u8; 2],
 }
 
 /// Per-CPU packet/byte/new-connection counters of a service or a real server.
@@ -377,7 +425,9 @@ pub mod stat {
     pub const TOO_BIG_DROPPED: u32 = 26;
     /// New IPv4 flows whose set had no way they may take (all protected): stored in the LRU.
     pub const SET_FULL: u32 = 27;
-    pub const COUNT: u32 = 28;
+    /// Sync events lost because the daemon did not drain `SYNC_EVENTS` fast enough.
+    pub const SYNC_RING_FULL: u32 = 28;
+    pub const COUNT: u32 = 29;
 
     /// Names for status and metrics, in index order.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -409,6 +459,7 @@ pub mod stat {
         "too_big_answered",
         "too_big_dropped",
         "set_full",
+        "sync_ring_full",
     ];
 }
 
@@ -514,6 +565,8 @@ mod pod {
     unsafe impl aya::Pod for RealTunnel {}
     unsafe impl aya::Pod for DecapKey {}
     unsafe impl aya::Pod for DecapConfig {}
+    unsafe impl aya::Pod for SyncConfig {}
+    unsafe impl aya::Pod for SyncEvent {}
 }
 
 #[cfg(test)]
@@ -537,6 +590,8 @@ mod tests {
         assert_eq!(size_of::<PersistKey>(), 24);
         assert_eq!(size_of::<PersistEntry>(), 24);
         assert_eq!(size_of::<RealTunnel>(), 24);
+        assert_eq!(size_of::<SyncConfig>(), 8);
+        assert_eq!(size_of::<SyncEvent>(), 56);
         assert_eq!(stat::NAMES.len(), stat::COUNT as usize);
     }
 }

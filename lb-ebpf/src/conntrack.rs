@@ -168,6 +168,15 @@ fn way_hit(flow: &FlowKey, flags: u8, way: &conntable::Way) -> Lookup {
     count(stat::CONN_HIT);
     let state = next_state(old_state, flow.proto, flags);
     way.touch(state, conn::stamp_from_ns(now_ns()));
+    if state != old_state {
+        let facts = crate::sync::FlowFacts {
+            real_id: conn::meta_real(meta),
+            real_gen: real.generation,
+            service_id: real.service_id,
+            state,
+        };
+        crate::sync::emit_state(flow, &facts);
+    }
     Lookup::Hit(Dispatch {
         service_id: real.service_id,
         real_id: conn::meta_real(meta),
@@ -201,6 +210,13 @@ fn lru_lookup(flow: &FlowKey, flags: u8) -> Lookup {
     let state = next_state(e.state, flow.proto, flags);
     if state != e.state {
         e.state = state;
+        let facts = crate::sync::FlowFacts {
+            real_id: e.real_id,
+            real_gen: e.real_gen,
+            service_id: e.service_id,
+            state,
+        };
+        crate::sync::emit_state(flow, &facts);
     }
     if e.flags_seen | flags != e.flags_seen {
         e.flags_seen |= flags;
@@ -302,6 +318,25 @@ pub struct NewFlow {
     pub flags_seen: u8,
 }
 
+impl NewFlow {
+    /// The flow as a kernel-LRU entry (the overflow store, and what sync events carry).
+    #[inline(always)]
+    fn entry(&self, now: u64) -> FlowEntry {
+        FlowEntry {
+            real_id: self.real_id,
+            real_gen: self.real.generation,
+            service_id: self.service_id,
+            service_gen: self.service_gen,
+            state: self.state,
+            flags_seen: self.flags_seen,
+            sync_flags: 0,
+            _pad: 0,
+            origin: 0,
+            last_seen_ns: now,
+        }
+    }
+}
+
 /// What the insert did.
 pub enum Inserted {
     /// The flow has an entry now (a new connection).
@@ -351,17 +386,7 @@ pub fn insert(flow: &FlowKey, flags: u8, f: &NewFlow, now: u64) -> Inserted {
             count(stat::SET_FULL);
         }
     }
-    let entry = FlowEntry {
-        real_id: f.real_id,
-        real_gen: f.real.generation,
-        service_id: f.service_id,
-        service_gen: f.service_gen,
-        state: f.state,
-        flags_seen: f.flags_seen,
-        _pad: [0; 6],
-        last_seen_ns: now,
-    };
-    match CONN_TABLE.insert(flow, &entry, 0) {
+    match CONN_TABLE.insert(flow, &f.entry(now), 0) {
         Ok(()) => Inserted::New,
         Err(_) => Inserted::Failed,
     }
@@ -402,7 +427,16 @@ pub fn dispatch(svc: &Service, flow: &FlowKey, flags: u8, prior: Lookup) -> Opti
             flags_seen: old_flags | flags,
         };
         match insert(flow, flags, &f, now) {
-            Inserted::New => new_conn = true,
+            Inserted::New => {
+                new_conn = true;
+                let facts = crate::sync::FlowFacts {
+                    real_id: f.real_id,
+                    real_gen: f.real.generation,
+                    service_id: f.service_id,
+                    state: f.state,
+                };
+                crate::sync::emit_new(flow, &facts);
+            }
             Inserted::Kept(d) => return Some(d),
             Inserted::Failed => count(stat::INSERT_FAILED),
         }

@@ -13,6 +13,7 @@ mod maps;
 mod parse;
 mod persist;
 mod select;
+mod sync;
 mod tunnel;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

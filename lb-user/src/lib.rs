@@ -17,6 +17,7 @@ pub mod realserver_tunnel;
 pub mod report;
 pub mod state;
 pub mod status;
+pub mod sync;
 pub mod tunnel;
 pub mod vrrp;
 

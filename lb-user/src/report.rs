@@ -145,6 +145,7 @@ pub fn status(inp: &StatusInputs<'_>) -> StatusReport {
             close: inp.cfg.timeouts.close,
             udp: inp.cfg.timeouts.udp,
         },
+        sync: None,
     }
 }
 
@@ -321,6 +322,7 @@ impl<'a> ConnListing<'a> {
             client: SocketAddr::new(client, u16::from_be(k.sport)),
             virtual_addr: SocketAddr::new(service.vip, u16::from_be(k.dport)),
             real: dest,
+            synced_from: (v.sync_flags & lb_common::FLOW_F_SYNCED != 0).then_some(v.origin),
         };
         self.entries.push(entry);
     }
@@ -350,6 +352,7 @@ impl<'a> ConnListing<'a> {
             client: SocketAddr::new(client, 0),
             virtual_addr: SocketAddr::new(service.vip, service.port),
             real: dest,
+            synced_from: None,
         };
         self.entries.push(entry);
     }

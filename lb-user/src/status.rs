@@ -217,6 +217,9 @@ pub struct StatusReport {
     /// The last health and VRRP transitions, oldest first.
     #[serde(default)]
     pub recent_transitions: Vec<Transition>,
+    /// Connection sync (`[sync]`): messages, drops by reason, peers heard from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<crate::sync::task::SyncStats>,
 }
 
 /// `[timeouts]` in force, in seconds.
@@ -286,6 +289,7 @@ impl StatusReport {
             sweep_duration_secs: 0.0,
             recent_transitions: Vec::new(),
             timeouts: TimeoutStatus::default(),
+            sync: None,
         }
     }
 }
@@ -298,6 +302,9 @@ pub struct ConnEntry {
     pub client: SocketAddr,
     pub virtual_addr: SocketAddr,
     pub real: Option<SocketAddr>,
+    /// For an entry learnt by connection sync: the director that dispatched the flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_from: Option<u32>,
 }
 
 /// Which columns `xlb status` prints.
@@ -545,7 +552,10 @@ pub fn render_conns(entries: &[ConnEntry], total: u64) -> String {
         "pro expire state       source                   virtual                  destination"
     );
     for e in entries {
-        let dest = e.real.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+        let mut dest = e.real.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+        if let Some(d) = e.synced_from {
+            dest = format!("{dest:<24} synced from director {d}");
+        }
         let _ = writeln!(
             o,
             "{:<3} {:02}:{:02}  {:<11} {:<24} {:<24} {}",
@@ -635,6 +645,7 @@ pub(crate) mod tests {
             config_load: ConfigLoad::default(),
             sweep_duration_secs: 0.0,
             recent_transitions: vec![],
+            sync: None,
         }
     }
 

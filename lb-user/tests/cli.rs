@@ -315,6 +315,7 @@ fn serve_conns(listener: UnixListener, n: usize) -> std::thread::JoinHandle<()> 
                     .unwrap(),
                 virtual_addr: "198.18.0.100:80".parse().unwrap(),
                 real: Some("198.18.0.11:80".parse().unwrap()),
+                synced_from: None,
             })
             .collect();
         let resp = xlb::control::Response::Conns {

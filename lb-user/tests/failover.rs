@@ -78,11 +78,19 @@ fn start(dr: &mut Dr, d: &mut Director) {
 /// Two directors on the lab's segment, both running `xlb run` with VRRP: dir1 MASTER (150),
 /// dir2 BACKUP (100).
 fn pair(tag: &str, reals: usize) -> (Dr, Director, Director) {
-    pair_with(tag, reals, true)
+    pair_with(tag, reals, true, |_, socket, state, prio| {
+        config(socket, state, prio)
+    })
 }
 
-/// [`pair`], with dir1's daemon started only when `start_first` (else the caller runs it).
-fn pair_with(tag: &str, reals: usize, start_first: bool) -> (Dr, Director, Director) {
+/// [`pair`] with each director's configuration from `cfg(director number, socket, state,
+/// priority)`; dir1's daemon is started only when `start_first` (else the caller runs it).
+fn pair_with(
+    tag: &str,
+    reals: usize,
+    start_first: bool,
+    cfg: impl Fn(usize, &str, &str, u8) -> String,
+) -> (Dr, Director, Director) {
     let mut dr = Dr::without_vip(tag, reals);
     let dir2 = dr.d.lab.host("dir2").unwrap();
     let lan = dr.d.lan.clone();
@@ -106,7 +114,7 @@ fn pair_with(tag: &str, reals: usize, start_first: bool) -> (Dr, Director, Direc
     ] {
         let socket = format!("/run/xlb/{}-{i}.sock", dr.d.lab.id());
         let path = dir.join(format!("xlb{i}.toml"));
-        std::fs::write(&path, config(&socket, state, prio)).unwrap();
+        std::fs::write(&path, cfg(i, &socket, state, prio)).unwrap();
         directors.push(Director {
             host,
             config: path,
@@ -381,7 +389,9 @@ fn packaged_unit_under_systemd_restart_keeps_the_role_stop_hands_over_and_detach
         return;
     }
     let deb = xtask::package::package().expect("cargo xtask package");
-    let (mut dr, d1, d2) = pair_with("f-sysd", 2, false);
+    let (mut dr, d1, d2) = pair_with("f-sysd", 2, false, |_, socket, state, prio| {
+        config(socket, state, prio)
+    });
     let sd = xtask::lab::systemd::Container::boot(&xtask::setup::debian11_root(), &d1.host, "f")
         .expect("systemd container");
     std::fs::copy(&deb, sd.root().join("root/xlb.deb")).unwrap();
@@ -490,4 +500,86 @@ fn packaged_unit_under_systemd_restart_keeps_the_role_stop_hands_over_and_detach
         "XDP left attached after systemctl stop: {link}"
     );
     assert_eq!(dr.curl(10).get("FAIL"), None, "through the BACKUP");
+}
+
+/// The pair with `vs9000` on `rr` (no consistent hash: a flow the backup never saw goes to
+/// whichever real server is next), with or without `[sync]` between the two directors.
+fn rr_config(
+    i: usize,
+    socket: &str,
+    state: &str,
+    prio: u8,
+    key: Option<&std::path::Path>,
+) -> String {
+    let mut t =
+        config(socket, state, prio).replace("port = 9000\n", "port = 9000\nscheduler = \"rr\"\n");
+    if let Some(key) = key {
+        let peer = if i == 1 { "198.18.0.3" } else { "198.18.0.2" };
+        t += &format!(
+            "\n[sync]\ndirector_id = {i}\nkey_file = \"{}\"\npeers = [\"{peer}\"]\ninterface = \"eth0\"\nrefresh_interval = 1.0\n",
+            key.display()
+        );
+    }
+    t
+}
+
+/// 200 streams on an `rr` service through a failover (master SIGKILLed, link down); returns
+/// (survived, streams).
+fn rr_failover(sync: bool) -> (usize, usize) {
+    let key = std::env::temp_dir().join(format!("xlb-sync-key-{}-{sync}", std::process::id()));
+    std::fs::write(&key, "vrrp pair sync key, 16+ bytes\n").unwrap();
+    let k = sync.then_some(key.as_path());
+    let tag = if sync { "f-rr-sync" } else { "f-rr" };
+    let (mut dr, d1, d2) = pair_with(tag, 2, true, |i, socket, state, prio| {
+        rr_config(i, socket, state, prio, k)
+    });
+    wait_until("dir1 MASTER with the VIP", Duration::from_secs(10), || {
+        has_vip(&dr, &d1.host)
+    });
+    let streams = dr.start_streams_stall(200, 20.0, 12.0);
+    std::thread::sleep(Duration::from_secs(3));
+    dr.d.lab
+        .signal(d1.daemon.as_ref().unwrap(), libc::SIGKILL)
+        .unwrap();
+    dr.d.lab
+        .run_ok(&d1.host, &["ip", "link", "set", "eth0", "down"])
+        .unwrap();
+    wait_until("dir2 takes the VIP", Duration::from_secs(10), || {
+        has_vip(&dr, &d2.host)
+    });
+    let results = dr.stream_results(&streams, Duration::from_secs(40));
+    let ok = results.0.iter().filter(|s| s.state == State::Ok).count();
+    let _ = std::fs::remove_file(&key);
+    (ok, results.0.len())
+}
+
+/// Issue 20: the backup holds the master's connections, so after a failover even `rr` flows
+/// keep their real servers: 0 of 200 reset.
+#[test]
+fn rr_flows_survive_a_failover_with_sync() {
+    xtask::require!(NEEDS);
+    let (ok, total) = rr_failover(true);
+    let scenario = "VRRP failover, 200 streams on rr";
+    report::eq(
+        scenario,
+        "streams reset with [sync]",
+        0,
+        (total - ok) as u64,
+    );
+    assert_eq!(total, 200);
+    assert_eq!(
+        ok, total,
+        "a stream was reset across the failover with sync"
+    );
+}
+
+/// The comparison row: the same failover without sync resets the flows rr sends elsewhere on
+/// the backup (the scenario can fail).
+#[test]
+fn rr_flows_are_reset_by_a_failover_without_sync() {
+    xtask::require!(NEEDS);
+    let (ok, total) = rr_failover(false);
+    let scenario = "VRRP failover, 200 streams on rr";
+    report::info(scenario, "streams reset without sync", total - ok);
+    assert!(ok < total, "expected resets without sync");
 }

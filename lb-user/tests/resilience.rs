@@ -212,6 +212,70 @@ fn vrrp_seeds() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Sync seeds, selector byte first (0: xlb's message, 1: IPVS v1): one xlb message with a
+/// record of every type, and one IPVS message with an IPv4 and an IPv6 connection.
+fn sync_seeds() -> Vec<Vec<u8>> {
+    use xlb::sync::{codec, ipvs, record::*};
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let flow = |c: &str, v: &str| Flow {
+        proto: 6,
+        client: ip(c),
+        client_port: 40_000,
+        vip: ip(v),
+        vip_port: 80,
+    };
+    let conn = |c: &str, v: &str, r: &str| ConnRecord {
+        flow: flow(c, v),
+        service_port: 80,
+        real: ip(r),
+        real_port: 80,
+        state: 2,
+        remaining_ms: 900_000,
+        origin: 1,
+    };
+    let records = [
+        Record::Conn(conn("198.18.1.10", "198.18.0.100", "198.18.2.1")),
+        Record::Conn(conn("2001:db8:1::10", "2001:db8::100", "2001:db8:2::1")),
+        Record::State(StateChange {
+            flow: flow("198.18.1.10", "198.18.0.100"),
+            state: 3,
+            remaining_ms: 120_000,
+        }),
+        Record::Expiry(flow("198.18.1.10", "198.18.0.100")),
+        Record::Health(HealthRecord {
+            proto: 6,
+            vip: ip("198.18.0.100"),
+            service_port: 80,
+            real: ip("198.18.2.1"),
+            real_port: 80,
+            state: HealthState::Down,
+            failures: 3,
+        }),
+    ];
+    let key = xlb::sync::SyncKey::new(b"fuzz key, 16+ bytes".to_vec()).unwrap();
+    let header = codec::Header {
+        director_id: 1,
+        epoch: 2,
+        sequence: 3,
+        sent_unix_ms: 4,
+    };
+    let mut x = vec![0];
+    x.extend(codec::encode(&key, &header, &records));
+    let conns = [&records[0], &records[1]].map(|r| match r {
+        Record::Conn(c) => ipvs::from_record(c),
+        _ => unreachable!(),
+    });
+    let mut i = vec![1];
+    i.extend(
+        ipvs::encode(&ipvs::IpvsMessage {
+            sync_id: 0,
+            conns: conns.to_vec(),
+        })
+        .unwrap(),
+    );
+    vec![x, i]
+}
+
 /// Byte-level mutants for binary seeds: flips, random bytes, truncations, extensions.
 fn byte_mutants(rng: &mut common::Rng, seeds: &[Vec<u8>], n: u64) -> Vec<Vec<u8>> {
     (0..n)
@@ -243,6 +307,8 @@ fn fuzz_bodies(n_config: u64, n_keepalived: u64, scenario: &str) {
     let seeds = vrrp_seeds();
     let mutants = byte_mutants(&mut rng, &seeds, n_config * 5);
     fuzz_body(scenario, "vrrp", bodies::vrrp, &mutants, 0);
+    let sync = byte_mutants(&mut rng, &sync_seeds(), n_config);
+    fuzz_body(scenario, "sync", bodies::sync, &sync, 0);
     fuzz_body(
         scenario,
         "config",

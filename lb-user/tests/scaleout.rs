@@ -727,3 +727,310 @@ fn unserved_ring_never_becomes_the_previous_ring() {
         );
     }
 }
+
+/// The `[sync]` variant of the director config: every director tells the other two its flows
+/// (unicast on the back segment, HMAC key in the lab directory), full resend every second, and
+/// the previous ring kept 2 s only (instead of 120 s) so the test can outlive it.
+fn xlb_sync_config(socket: &str, reals: &[usize], n: usize, key: &Path) -> String {
+    let peers: Vec<String> = (1..=3)
+        .filter(|&m| m != n)
+        .map(|m| format!("\"{}\"", v4_dir(m)))
+        .collect();
+    xlb_config(socket, reals).replace(
+        "sweep_interval = 0.5\n",
+        "sweep_interval = 0.5\nprevious_ring_hold = 2.0\n",
+    ) + &format!(
+        "\n[sync]\ndirector_id = {n}\nkey_file = \"{}\"\npeers = [{}]\ninterface = \"eth0\"\n\
+         refresh_interval = 1.0\n",
+        key.display(),
+        peers.join(", ")
+    )
+}
+
+/// Flows of `xlb conns` on director `i` (client address:port and destination), synced or own.
+fn conn_lines(s: &Scale, i: usize) -> Vec<String> {
+    let d = &s.dirs[i];
+    let out = s
+        .lab
+        .run_ok(
+            &d.host,
+            &[XLB, "conns", "--socket", &d.socket, "--limit", "100000"],
+        )
+        .unwrap_or_default();
+    out.lines()
+        .filter(|l| l.starts_with("TCP"))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// Issue 20, 2: a real server added on all directors, then — after more than the previous
+/// ring's lifetime — a director killed. Returns (streams that survived, streams, synced entries
+/// per director before the change, prev_ring_hit on the survivors after the kill).
+/// The director config with or without `[sync]`, previous ring kept 2 s either way.
+fn lab_config(d: &Director, reals: &[usize], sync: bool, key: &Path) -> String {
+    if sync {
+        xlb_sync_config(&d.socket, reals, d.n, key)
+    } else {
+        xlb_config(&d.socket, reals).replace(
+            "sweep_interval = 0.5\n",
+            "sweep_interval = 0.5\nprevious_ring_hold = 2.0\n",
+        )
+    }
+}
+
+/// The scale-out lab with three directors in ECMP, `[sync]` on or off; returns it with the
+/// router's BIRD (kept running while held) and the key file.
+fn start_sync_lab(sync: bool) -> (Scale, Proc, std::path::PathBuf) {
+    let mut s = Scale::new();
+    let key = s.dir.join("sync.key");
+    std::fs::write(&key, "lab shared key, 16+ bytes\n").unwrap();
+    for d in &s.dirs {
+        std::fs::write(&d.config, lab_config(d, &[1, 2], sync, &key)).unwrap();
+    }
+    s.write_bird_configs();
+    let router_conf = s.dir.join("bird-router.conf").display().to_string();
+    let router = s.router.clone();
+    let bird = s.start_bird(&router, &router_conf, "bird-router");
+    for i in 0..3 {
+        s.start_director(i);
+    }
+    s.wait_nexthops(3, Duration::from_secs(20));
+    (s, bird, key)
+}
+
+fn director_loss_after_ring_expiry(sync: bool) -> (usize, usize, Vec<usize>, Vec<u64>) {
+    let (mut s, _router_bird, key) = start_sync_lab(sync);
+    let config = |d: &Director, reals: &[usize]| lab_config(d, reals, sync, &key);
+    let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP6}"), 150, 3.0);
+    // Every director learns the other two's flows (events at once, resends every second).
+    std::thread::sleep(Duration::from_secs(2));
+    let synced: Vec<usize> = (0..3)
+        .map(|i| {
+            conn_lines(&s, i)
+                .iter()
+                .filter(|l| l.contains("synced from director"))
+                .count()
+        })
+        .collect();
+    for d in &s.dirs {
+        std::fs::write(&d.config, config(d, &[1, 2, 3])).unwrap();
+        let out = s
+            .lab
+            .run_ok(&d.host, &[XLB, "reload", "--socket", &d.socket])
+            .unwrap();
+        assert!(out.contains("reloaded"), "{out}");
+    }
+    // Past the previous ring's 2 s (expired at the next sweep).
+    std::thread::sleep(Duration::from_secs(4));
+    let hits_before: Vec<u64> = (0..3).map(|i| s.counter(i, "prev_ring_hit")).collect();
+    s.kill_director(0);
+    s.wait_nexthops(2, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    let r = s.stream_results(&streams);
+    let what = format!(
+        "150 streams: rs3 added, previous ring expired, dir1 killed (sync {})",
+        if sync { "on" } else { "off" }
+    );
+    let (ok, _) = summarize(&what, &r);
+    let hits: Vec<u64> = (1..3)
+        .map(|i| s.counter(i, "prev_ring_hit") - hits_before[i])
+        .collect();
+    println!("synced entries per director: {synced:?}; prev_ring_hit on dir2, dir3: {hits:?}");
+    (ok, r.len(), synced, hits)
+}
+
+/// With `[sync]` the surviving directors hold synced entries for the moved flows: 0 reset.
+#[test]
+fn sync_keeps_flows_across_a_director_loss_after_the_previous_ring_expired() {
+    xtask::require!(SCALEOUT_NEEDS);
+    let (ok, total, synced, hits) = director_loss_after_ring_expiry(true);
+    for (i, n) in synced.iter().enumerate() {
+        assert!(
+            *n > 0,
+            "director {} holds no synced entry: {synced:?}",
+            i + 1
+        );
+    }
+    assert_eq!(ok, total, "goal: 0 reset");
+    assert_eq!(
+        hits,
+        vec![0, 0],
+        "the previous ring had expired: entries did the work"
+    );
+}
+
+/// The same scenario without sync: flows opened under the older ring reach directors that never
+/// saw them, with the previous ring gone, and some are reset (22/150 in the issue's lab). This
+/// is the comparison row, and it shows the scenario can fail.
+#[test]
+fn without_sync_the_same_director_loss_resets_flows() {
+    xtask::require!(SCALEOUT_NEEDS);
+    let (ok, total, synced, _) = director_loss_after_ring_expiry(false);
+    assert_eq!(synced, vec![0, 0, 0]);
+    println!("without sync: {} of {total} streams reset", total - ok);
+    assert!(ok < total, "expected resets without sync");
+}
+
+/// UDP datagrams the kernel of director `i`'s netns dropped for a full receive buffer.
+fn udp_rcvbuf_errors(s: &Scale, i: usize) -> u64 {
+    let snmp = s
+        .lab
+        .run_ok(&s.dirs[i].host, &["cat", "/proc/net/snmp"])
+        .unwrap();
+    let udp: Vec<Vec<&str>> = snmp
+        .lines()
+        .filter(|l| l.starts_with("Udp:"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let (Some(names), Some(values)) = (udp.first(), udp.get(1)) else {
+        return 0;
+    };
+    names
+        .iter()
+        .position(|n| *n == "RcvbufErrors")
+        .and_then(|k| values.get(k))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// (source, virtual, destination) of every flow `xlb conns` lists on director `i`.
+fn flow_set(s: &Scale, i: usize) -> std::collections::BTreeSet<(String, String, String)> {
+    conn_lines(s, i)
+        .iter()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w.len() >= 6).then(|| (w[3].to_string(), w[4].to_string(), w[5].to_string()))
+        })
+        .collect()
+}
+
+/// Resilience: a flood of forged sync messages (a valid layout, the wrong key) is dropped and
+/// counted and changes no table; and a director that lost its table (stopped with --detach,
+/// started again) re-learns every flow from its peers: its `xlb conns` matches theirs.
+#[test]
+fn forged_sync_floods_change_nothing_and_a_restarted_director_relearns() {
+    use xlb::sync::{ConnRecord, Flow, Outbound, Record, SyncKey};
+    xtask::require!(SCALEOUT_NEEDS);
+    let (mut s, _router_bird, _key) = start_sync_lab(true);
+    let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP6}"), 90, 3.0);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = flow_set(&s, 1);
+    // 5,000 forged datagrams from the router (on the directors' segment) to dir2's sync port:
+    // each one connection of a client that does not exist, signed with another key.
+    let forged_client = "198.18.9.9";
+    let mut forger = Outbound::new(
+        SyncKey::new(b"not the lab key at all".to_vec()).unwrap(),
+        1,
+        1,
+        1400,
+    );
+    let rec = Record::Conn(ConnRecord {
+        flow: Flow {
+            proto: 6,
+            client: forged_client.parse().unwrap(),
+            client_port: 4242,
+            vip: VIP4.parse().unwrap(),
+            vip_port: 9000,
+        },
+        service_port: 9000,
+        real: "198.18.1.11".parse().unwrap(),
+        real_port: 9000,
+        state: 2,
+        remaining_ms: 900_000,
+        origin: 1,
+    });
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let hex: Vec<String> = (0..50)
+        .flat_map(|_| forger.encode(&[rec], now_ms))
+        .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+        .collect();
+    let script = format!(
+        "import socket,time\nd=[bytes.fromhex(h) for h in {hex:?}]\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range(100):\n  for x in d: s.sendto(x,('{}',8849))\n  time.sleep(0.002)\n",
+        v4_dir(2)
+    );
+    let bad_mac_now = |s: &Scale| {
+        s.status(1)["sync"]["dropped"]["bad_mac"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let dropped_before = bad_mac_now(&s);
+    let rcvbuf_before = udp_rcvbuf_errors(&s, 1);
+    s.lab
+        .run_ok(&s.router.clone(), &["python3", "-c", &script])
+        .unwrap();
+    // The task publishes its counters every second: wait until they stop moving.
+    let mut last = u64::MAX;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(1100));
+        let n = bad_mac_now(&s);
+        if n == last {
+            break;
+        }
+        last = n;
+    }
+    let st = s.status(1);
+    let bad_mac = st["sync"]["dropped"]["bad_mac"].as_u64().unwrap_or(0) - dropped_before;
+    // Under load the kernel may drop datagrams before the socket (receive buffer full): those
+    // never reach xlb and are counted by the kernel instead.
+    let kernel_dropped = udp_rcvbuf_errors(&s, 1) - rcvbuf_before;
+    println!(
+        "forged flood: 5000 sent, {bad_mac} counted as bad_mac on dir2, {kernel_dropped} dropped \
+         by the kernel (receive buffer); sync status {}",
+        st["sync"]
+    );
+    let after = flow_set(&s, 1);
+    assert!(
+        bad_mac + kernel_dropped >= 5000 && bad_mac >= 1000,
+        "forged datagrams not counted: {bad_mac} by xlb, {kernel_dropped} by the kernel"
+    );
+    assert!(
+        after.iter().all(|f| !f.0.starts_with(forged_client)),
+        "a forged flow was inserted"
+    );
+    assert_eq!(before, after, "the flood changed dir2's table");
+
+    // dir3 loses its table: stopped with --detach (maps and XDP released), then started afresh.
+    let d3 = s.dirs[2].host.clone();
+    let sock3 = s.dirs[2].socket.clone();
+    s.lab
+        .run_ok(&d3, &[XLB, "stop", "--detach", "--socket", &sock3])
+        .unwrap();
+    let bird3 = s.dirs[2].bird.take();
+    if let Some(b) = bird3 {
+        s.lab.kill(&b).unwrap();
+    }
+    if let Some(p) = s.dirs[2].xlb.take() {
+        wait_for("dir3's xlb exits", Duration::from_secs(10), || {
+            s.lab.exited(&p).map(|e| e.is_some()).unwrap_or(true)
+        });
+    }
+    s.wait_nexthops(2, Duration::from_secs(10));
+    s.start_director(2);
+    s.wait_nexthops(3, Duration::from_secs(15));
+    // Peers resend every second: within a few the restarted director holds every flow.
+    let mut relearnt = Default::default();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        relearnt = flow_set(&s, 2);
+        if relearnt == flow_set(&s, 1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let theirs = flow_set(&s, 1);
+    println!(
+        "dir3 restarted without its table: {} flows re-learnt in {:.1} s, dir2 lists {}",
+        relearnt.len(),
+        t0.elapsed().as_secs_f64(),
+        theirs.len()
+    );
+    let r = s.stream_results(&streams);
+    let (ok, _) = summarize("90 streams across the flood and dir3's restart", &r);
+    assert_eq!(relearnt, theirs, "dir3's xlb conns matches dir2's");
+    assert!(relearnt.len() >= 90, "{}", relearnt.len());
+    assert_eq!(ok, r.len());
+}

@@ -7,6 +7,7 @@ pub mod dp;
 pub mod failover;
 pub mod live;
 pub mod report;
+pub mod sync;
 pub mod sys;
 pub mod timing;
 
@@ -204,6 +205,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
     let r = plan.rounds as u64;
     progress.add(r * 12 + plan.sizes.len() as u64 * r * 8 + 2 * r * 2);
     progress.add(plan.live_rounds as u64 * 2);
+    progress.add(r * 4); // sync on/off
     progress.add(
         (plan.maglev_reals.len() * plan.maglev_sizes.len()
             + plan.reload_runs
@@ -402,6 +404,22 @@ pub fn run(cfg: &Config) -> Result<Value> {
         &progress,
     )?;
 
+    progress.note("test_run: SYN path with connection sync off and on");
+    let sync_cost = sync::syn_cost(
+        &mut dp,
+        &base_cases[0],
+        &syn4,
+        plan.rounds,
+        plan.reps,
+        &mut fresh,
+        &progress,
+    )?;
+    if std::env::var("XLB_BENCH_ONLY").is_ok_and(|v| v == "sync") {
+        progress.finish();
+        println!("{sync_cost:#}");
+        return Ok(out);
+    }
+    out["sync_cost"] = sync_cost;
     drop(dp);
 
     // Table-size curve: at every N a table of capacity N (conn_table_size = N), prefilled with N

@@ -40,6 +40,13 @@ pub fn targets(r: &Value) -> Vec<(String, String, String, Option<bool>)> {
             Some(v <= limit),
         ));
     };
+    if !r["sync_cost"].is_null() {
+        ratio_row(
+            "new flow (SYN) with connection sync on / off".into(),
+            super::sync::TARGET_RATIO,
+            f(&r["sync_cost"]["on_over_off"]["median"]),
+        );
+    }
     let hot = f(&base("xlb established IPv4")["ratio_to_floor"]["median"]);
     ratio_row(
         "established, one hot flow / MAC-swap floor".into(),

@@ -206,10 +206,16 @@ process = "p"
 name = "F"
 file = "/f"
 {F}
+[sync]
+director_id = 1
+key_file = "/etc/xlb/sync.key"
+peers = ["198.18.0.2"]
+{SY}
 "#;
 
-    const MARKS: [&str; 12] = [
+    const MARKS: [&str; 13] = [
         "{G}", "{T}", "{VS}", "{C}", "{RS}", "{A}", "{V}", "{SG}", "{TR}", "{S}", "{P}", "{F}",
+        "{SY}",
     ];
 
     /// The keys the schema accepts in the table marked `mark`, from the parser's own "unknown
@@ -275,6 +281,7 @@ file = "/f"
             "[[vrrp_script]]",
             "[[vrrp_track_process]]",
             "[[vrrp_track_file]]",
+            "[sync]",
         ] {
             assert!(
                 CONFIG_REFERENCE.contains(&format!("## {section}")),

@@ -119,6 +119,7 @@ fn parse_schema_checked(
     let mut vrrp_instances = Vec::new();
     let mut vrrp_sync_groups = Vec::new();
     let mut trackers = Trackers::default();
+    let mut sync = None;
     for (key, value) in root.into_inner() {
         match key.get_ref().as_ref() {
             "global" => {
@@ -162,6 +163,7 @@ fn parse_schema_checked(
                         .extend(de(&mut c, item, "[[vrrp_track_file]]"));
                 }
             }
+            "sync" => sync = de(&mut c, value, "[sync]"),
             other => {
                 let expected = TOP_LEVEL.map(String::from);
                 c.at(
@@ -187,6 +189,7 @@ fn parse_schema_checked(
             vrrp_scripts: trackers.scripts,
             vrrp_track_processes: trackers.processes,
             vrrp_track_files: trackers.files,
+            sync,
         },
         // Semantic checks on a partial tree would report follow-on errors (a reference to a
         // virtual server that failed to parse, ...): report the structural errors first.
@@ -198,7 +201,7 @@ fn parse_schema_checked(
     c.finish().map(|()| (config, warnings))
 }
 
-const TOP_LEVEL: [&str; 8] = [
+const TOP_LEVEL: [&str; 9] = [
     "global",
     "timeouts",
     "virtual_server",
@@ -207,6 +210,7 @@ const TOP_LEVEL: [&str; 8] = [
     "vrrp_script",
     "vrrp_track_process",
     "vrrp_track_file",
+    "sync",
 ];
 
 /// The tracked objects of the top level, as parsed.

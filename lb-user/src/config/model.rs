@@ -10,7 +10,7 @@ use std::{
 use super::schema;
 pub use super::schema::{
     Announce, AuthType, CheckType, Forward, HttpMethod, LogFormat, ParamMatch, Protocol, Scheduler,
-    TunnelType, VrrpState, XdpMode,
+    SyncProtocol, TunnelType, VrrpState, XdpMode,
 };
 pub use super::types::{IpPrefix, MacAddr};
 
@@ -25,6 +25,64 @@ pub struct Config {
     pub vrrp_scripts: Vec<VrrpScript>,
     pub vrrp_track_processes: Vec<VrrpTrackProcess>,
     pub vrrp_track_files: Vec<VrrpTrackFile>,
+    /// `[sync]`; `None` = no connection sync.
+    pub sync: Option<SyncSettings>,
+}
+
+/// Where sync messages go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncPeers {
+    Unicast(Vec<IpAddr>),
+    Group(IpAddr),
+}
+
+/// `[sync]` with its defaults resolved; see [`schema::Sync`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncSettings {
+    pub director_id: u32,
+    pub protocol: SyncProtocol,
+    pub key_file: Option<PathBuf>,
+    pub peers: SyncPeers,
+    pub port: u16,
+    pub interface: Option<String>,
+    pub sync_id: u8,
+    pub max_messages_per_second: u32,
+    pub max_message_bytes: u32,
+    /// Seconds.
+    pub max_age: f64,
+    /// Seconds.
+    pub refresh_interval: f64,
+}
+
+/// xlb's sync port (IPVS's is 8848, `crate::sync::ipvs::PORT`).
+pub const XLB_SYNC_PORT: u16 = 8849;
+
+impl SyncSettings {
+    fn from_schema(s: &schema::Sync) -> SyncSettings {
+        let protocol = *s.protocol.get_ref();
+        let default_port = match protocol {
+            SyncProtocol::Xlb => XLB_SYNC_PORT,
+            SyncProtocol::Ipvs => crate::sync::ipvs::PORT,
+        };
+        SyncSettings {
+            director_id: *s.director_id.get_ref(),
+            protocol,
+            key_file: s.key_file.as_ref().map(|k| k.get_ref().clone()),
+            peers: match &s.group {
+                Some(g) => SyncPeers::Group(*g.get_ref()),
+                None => {
+                    SyncPeers::Unicast(s.peers.get_ref().iter().map(|p| *p.get_ref()).collect())
+                }
+            },
+            port: s.port.as_ref().map_or(default_port, |p| *p.get_ref()),
+            interface: s.interface.as_ref().map(|i| i.get_ref().clone()),
+            sync_id: s.sync_id,
+            max_messages_per_second: *s.max_messages_per_second.get_ref(),
+            max_message_bytes: *s.max_message_bytes.get_ref(),
+            max_age: *s.max_age.get_ref(),
+            refresh_interval: *s.refresh_interval.get_ref(),
+        }
+    }
 }
 
 /// `[global]`; see [`schema::Global`] for each key's meaning.
@@ -44,6 +102,8 @@ pub struct Global {
     pub metrics_listen: Option<SocketAddr>,
     /// Seconds.
     pub sweep_interval: f64,
+    /// Seconds.
+    pub previous_ring_hold: f64,
     pub log_format: LogFormat,
 }
 
@@ -304,6 +364,7 @@ impl Config {
                     weight_reverse: f.weight_reverse,
                 })
                 .collect(),
+            sync: s.sync.as_ref().map(SyncSettings::from_schema),
         }
     }
 
@@ -340,6 +401,7 @@ impl Global {
             state_dir: g.state_dir.get_ref().clone(),
             metrics_listen: g.metrics_listen,
             sweep_interval: *g.sweep_interval.get_ref(),
+            previous_ring_hold: *g.previous_ring_hold.get_ref(),
             log_format: g.log_format,
         }
     }

@@ -69,6 +69,10 @@ pub struct Config {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub vrrp_track_files: Vec<VrrpTrackFile>,
+    /// `[sync]`: connection sync and health agreement between directors (keepalived
+    /// `lvs_sync_daemon`). Absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Sync>,
 }
 
 /// How the XDP program is attached.
@@ -163,6 +167,15 @@ pub struct Global {
     /// flows expired. 0.1..=60, default 2.0.
     #[serde(default = "default_sweep_interval")]
     pub sweep_interval: Spanned<f64>,
+    /// Seconds the ring in force before a real-server change is still consulted for mid-stream
+    /// flows without an entry (flows another director opened under it). 1..=86400, default 120.
+    /// With `[sync]` such flows have entries everywhere; without, this bounds how long after a
+    /// change a director change keeps them.
+    #[serde(
+        default = "default_previous_ring_hold",
+        skip_serializing_if = "is_default_previous_ring_hold"
+    )]
+    pub previous_ring_hold: Spanned<f64>,
     /// `text` (default: journald-native under systemd, plain lines on a terminal) or `json`.
     /// Read at start; a reload does not change it.
     #[serde(default, skip_serializing_if = "LogFormat::is_default")]
@@ -201,6 +214,12 @@ fn default_bpffs_dir() -> Spanned<PathBuf> {
 }
 fn default_sweep_interval() -> Spanned<f64> {
     unspanned(2.0)
+}
+fn default_previous_ring_hold() -> Spanned<f64> {
+    unspanned(120.0)
+}
+fn is_default_previous_ring_hold(v: &Spanned<f64>) -> bool {
+    *v.get_ref() == 120.0
 }
 
 /// `[timeouts]`: idle timeouts in seconds (IPVS defaults; `ipvsadm --set tcp tcpfin udp`).
@@ -929,4 +948,85 @@ pub struct VrrpSyncGroup {
     pub name: Spanned<String>,
     /// Names of `vrrp_instance`s (each in at most one group), at least one.
     pub group: Spanned<Vec<Spanned<String>>>,
+}
+
+/// Wire protocol of `[sync]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncProtocol {
+    /// xlb's own: HMAC-SHA256 on every message, replay window, state changes, expiry and
+    /// health views.
+    #[default]
+    Xlb,
+    /// IPVS's sync protocol version 1 (an LVS director's `ipvsadm --start-daemon`): no
+    /// authentication, connections only. For migrations, on a trusted segment.
+    Ipvs,
+}
+
+/// `[sync]`: connection sync between directors. See xlb.toml(5) for the guarantees.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sync {
+    /// This director's id, unique among the peers, 1..=4294967295 (`xlb conns` shows it as the
+    /// origin of the flows it dispatched).
+    pub director_id: Spanned<u32>,
+    /// `xlb` (default) or `ipvs`.
+    #[serde(default = "default_sync_protocol")]
+    pub protocol: Spanned<SyncProtocol>,
+    /// File holding the shared key (at least 16 bytes, trailing newline ignored). Required with
+    /// `protocol = "xlb"`; not allowed with `ipvs` (which has no authentication). Absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<Spanned<PathBuf>>,
+    /// Peer directors' addresses (unicast). Exactly one of `peers` and `group`.
+    #[serde(default = "empty_vec", skip_serializing_if = "spanned_vec_is_empty")]
+    pub peers: Spanned<Vec<Spanned<IpAddr>>>,
+    /// Multicast group (IPVS: 224.0.0.81). Exactly one of `peers` and `group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<Spanned<IpAddr>>,
+    /// UDP port: default 8849 for `xlb`, 8848 (IPVS's) for `ipvs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Spanned<u16>>,
+    /// Interface the sync traffic leaves and arrives on (keepalived `lvs_sync_daemon IFACE`).
+    /// Required with `group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<Spanned<String>>,
+    /// IPVS sync id (0..=255, 0 = accept every id); `ipvs` only.
+    #[serde(default, skip_serializing_if = "is_zero_u8")]
+    pub sync_id: u8,
+    /// Most datagrams sent per second (rate limit), 1..=1000000, default 10000.
+    #[serde(default = "default_sync_rate")]
+    pub max_messages_per_second: Spanned<u32>,
+    /// Largest datagram in bytes, 200..=65000, default 1400 (under a 1500 MTU).
+    #[serde(default = "default_sync_message_bytes")]
+    pub max_message_bytes: Spanned<u32>,
+    /// Seconds a message stays acceptable by its sender's clock (replay bound across restarts;
+    /// the directors' clocks must agree within it), 1..=3600, default 30.
+    #[serde(default = "default_sync_max_age")]
+    pub max_age: Spanned<f64>,
+    /// Seconds between full resends of this director's connections and health view, so that a
+    /// restarted peer re-learns the table, 1..=3600, default 10.
+    #[serde(default = "default_sync_refresh")]
+    pub refresh_interval: Spanned<f64>,
+}
+
+fn spanned_vec_is_empty<T>(v: &Spanned<Vec<T>>) -> bool {
+    v.get_ref().is_empty()
+}
+fn is_zero_u8(v: &u8) -> bool {
+    *v == 0
+}
+fn default_sync_protocol() -> Spanned<SyncProtocol> {
+    unspanned(SyncProtocol::Xlb)
+}
+fn default_sync_rate() -> Spanned<u32> {
+    unspanned(10_000)
+}
+fn default_sync_message_bytes() -> Spanned<u32> {
+    unspanned(1400)
+}
+fn default_sync_max_age() -> Spanned<f64> {
+    unspanned(30.0)
+}
+fn default_sync_refresh() -> Spanned<f64> {
+    unspanned(10.0)
 }

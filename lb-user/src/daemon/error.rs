@@ -36,6 +36,8 @@ pub enum Error {
     Vrrp(crate::vrrp::VrrpError),
     #[error(transparent)]
     Control(#[from] control::ServerError),
+    #[error("starting connection sync: {0}")]
+    Sync(#[from] crate::sync::task::SyncError),
     #[error("installing a signal handler: {0}")]
     Signal(std::io::Error),
 }

@@ -47,8 +47,11 @@ use crate::{
 use attach::Attached;
 pub use error::{Error, ReloadError};
 
-/// How long the previous Maglev ring is consulted by mid-stream packets without a table entry.
-pub const PREV_RING_HOLD: Duration = Duration::from_secs(120);
+/// How long the previous Maglev ring is consulted by mid-stream packets without a table entry
+/// (`global.previous_ring_hold`, default 120 s).
+fn prev_ring_hold(cfg: &Config) -> Duration {
+    Duration::from_secs_f64(cfg.global.previous_ring_hold)
+}
 
 pub struct RunOptions {
     pub config: PathBuf,
@@ -140,6 +143,8 @@ pub struct Daemon {
     /// The last configuration load (metrics: xlb_config_last_reload_successful).
     config_load: ConfigLoad,
     sweep_duration: Duration,
+    /// Connection sync with the peer directors (`[sync]`), `None` when off.
+    sync: Option<crate::sync::task::SyncLink>,
 }
 
 /// Loads the program and opens the maps, adopting what a previous run left pinned.
@@ -160,9 +165,10 @@ fn load_dataplane(cfg: &Config) -> Result<(Ebpf, MapWriter, bool), Error> {
     )?;
     let maps = KernelMaps::take(&mut ebpf)?;
     if !adopting {
-        return Ok((ebpf, MapWriter::new(maps, PREV_RING_HOLD), false));
+        return Ok((ebpf, MapWriter::new(maps, prev_ring_hold(cfg)), false));
     }
-    let writer = MapWriter::adopt(maps, PREV_RING_HOLD, Instant::now()).map_err(Error::Adopt)?;
+    let writer =
+        MapWriter::adopt(maps, prev_ring_hold(cfg), Instant::now()).map_err(Error::Adopt)?;
     info!(dir = %pin_dir.display(), "adopted pinned maps from a previous run: flows keep their real servers");
     let pinned = aya::maps::MapData::from_pin(pin_dir.join(map_names::CONN_TABLE))
         .and_then(|m| m.info())
@@ -180,7 +186,8 @@ fn load_dataplane(cfg: &Config) -> Result<(Ebpf, MapWriter, bool), Error> {
 
 impl Daemon {
     async fn start(cfg: Config, opts: &RunOptions) -> Result<Self, Error> {
-        let (ebpf, writer, adopting) = load_dataplane(&cfg)?;
+        let (ebpf, mut writer, adopting) = load_dataplane(&cfg)?;
+        let sync = crate::sync::task::attach(&cfg, &mut writer)?;
         let net = Net::connect()?;
         let (health_tx, health_rx) = mpsc::unbounded_channel();
         let checker = HealthChecker::start(health::targets(&cfg), health_tx);
@@ -217,6 +224,7 @@ impl Daemon {
                 at_unix: unix_now(),
             },
             sweep_duration: Duration::ZERO,
+            sync,
             cfg,
         };
         if let Err(e) = daemon.attach().await {
@@ -338,6 +346,9 @@ impl Daemon {
             Ok(report) if !report.is_empty() => info!(?report, "kernel maps updated"),
             Ok(_) => {}
             Err(e) => error!("updating the kernel maps: {e}"),
+        }
+        if let Some(s) = &self.sync {
+            s.publish(&self.writer);
         }
         for (addr, served) in &plan.ring_served {
             self.writer.set_ring_served(addr, *served);
@@ -510,6 +521,11 @@ impl Daemon {
                     }
                 }
                 _ = tick.tick() => self.tick().await,
+                Some(batch) = crate::sync::task::next_batch(&mut self.sync) => {
+                    if let Some(s) = &self.sync {
+                        s.apply(&batch, &mut self.writer);
+                    }
+                }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::notify("WATCHDOG=1"),
                 _ = usr1.recv() => self.dump(query::Dump::Data),
                 _ = usr2.recv() => self.dump(query::Dump::Stats),

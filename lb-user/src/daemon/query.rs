@@ -74,7 +74,7 @@ impl Daemon {
         use aya::maps::IterableMap as _;
         let maps = self.writer.maps();
         let conn_table_size = maps.conn_table.map().info().map(|i| i.max_entries());
-        report::status(&StatusInputs {
+        let mut r = report::status(&StatusInputs {
             cfg: &self.cfg,
             config_file: self.config_path.display().to_string(),
             controller: &self.controller,
@@ -98,7 +98,9 @@ impl Daemon {
                     .unwrap_or_default(),
             ]),
             maglev_capacity: self.writer.maglev_capacity(),
-        })
+        });
+        r.sync = self.sync.as_ref().map(|s| s.stats());
+        r
     }
 
     /// `xlb status`: a fresh read-only census of the table (the counts are exact as of now).

@@ -148,6 +148,18 @@ impl ConnSets {
     }
 
     /// Visits every consistent way (free and torn ways are skipped) in set order.
+    /// Does `key` have a way of its own (an IPv4 flow this director made)?
+    pub fn holds(&self, key: &FlowKey) -> bool {
+        if key.family != AF_INET || self.sets() == 0 {
+            return false;
+        }
+        let set = set_of(key, self.sets());
+        (0..WAYS as u32).any(|way| {
+            let w = self.read(WayIndex { set, way });
+            !w.is_free() && w.is_consistent() && way_key(&w) == *key
+        })
+    }
+
     pub fn for_each(&self, mut f: impl FnMut(WayIndex, &ConnWay)) {
         for set in 0..self.sets {
             for way in 0..WAYS as u32 {
@@ -210,7 +222,9 @@ pub fn way_entry(w: &ConnWay, service_id: u32, now_ns: u64) -> FlowEntry {
         service_gen: (w.meta >> conn::meta::SVC_GEN_SHIFT) & conn::meta::SVC_GEN_MASK,
         state: conn::meta_state(w.meta),
         flags_seen: 0,
-        _pad: [0; 6],
+        sync_flags: 0,
+        _pad: 0,
+        origin: 0,
         last_seen_ns,
     }
 }

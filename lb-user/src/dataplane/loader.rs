@@ -14,7 +14,7 @@ use lb_common::{conn, map_names};
 use thiserror::Error;
 
 /// Every map of the program that the daemon pins and adopts.
-pub const PINNED_MAPS: [&str; 20] = [
+pub const PINNED_MAPS: [&str; 22] = [
     map_names::SERVICES,
     map_names::VIPS,
     map_names::REALS,
@@ -35,6 +35,9 @@ pub const PINNED_MAPS: [&str; 20] = [
     map_names::PERSIST_TEMPLATES,
     map_names::TUNNELS,
     map_names::TUNNEL_PROGS,
+    // Pinned so that events of flows made while the daemon restarts wait for it.
+    map_names::SYNC_CONFIG,
+    map_names::SYNC_EVENTS,
 ];
 
 /// The program's global holding the set count - 1 of `CONN_SETS`.

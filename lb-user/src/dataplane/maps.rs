@@ -12,8 +12,8 @@ use aya::{
 };
 use lb_common::{
     hash::vip_filter_bit, map_names, stat, FlowEntry, FlowKey, IfaceMac, LbConfig, PersistEntry,
-    PersistKey, Persistence, RealServer, RealTunnel, Service, ServiceKey, ServiceState,
-    TrafficStats, VipInfo, VipKey, MAX_IFACE_SLOTS,
+    PersistKey, Persistence, RealServer, RealTunnel, Service, ServiceKey, ServiceState, SyncConfig,
+    TrafficStats, VipInfo, VipKey, MAX_IFACE_SLOTS, SYNC_F_ENABLED,
 };
 use thiserror::Error;
 
@@ -380,6 +380,9 @@ pub struct KernelMaps {
     /// What `persistence` holds for each persistent service id (written only when it changes).
     persistence_written: StdHashMap<u32, Persistence>,
     pub tunnels: TunnelMap,
+    pub sync_config: Array<MapData, SyncConfig>,
+    /// The ring buffer of sync events; the sync task takes it (`Option::take`), its only reader.
+    pub sync_events: Option<aya::maps::RingBuf<MapData>>,
 }
 
 impl KernelMaps {
@@ -428,7 +431,25 @@ impl KernelMaps {
                 map: take(ebpf, map_names::TUNNELS)?,
                 written: StdHashMap::new(),
             },
+            sync_config: take(ebpf, map_names::SYNC_CONFIG)?,
+            sync_events: Some(take(ebpf, map_names::SYNC_EVENTS)?),
         })
+    }
+
+    /// Turns the program's sync events (new flows, FIN/RST) on or off.
+    pub fn set_sync_enabled(&mut self, on: bool) -> Result<(), MapsError> {
+        let want = SyncConfig {
+            flags: if on { SYNC_F_ENABLED } else { 0 },
+            _pad: 0,
+        };
+        let map_err = |source| MapsError::Map {
+            name: map_names::SYNC_CONFIG,
+            source,
+        };
+        if self.sync_config.get(&0, 0).map_err(map_err)? != want {
+            self.sync_config.set(0, want, 0).map_err(map_err)?;
+        }
+        Ok(())
     }
 
     /// Writes a service's persistence parameters (before its `SVC_F_PERSISTENT` flag is set, so
@@ -448,12 +469,12 @@ impl KernelMaps {
         Ok(())
     }
 
-    /// The persistence parameters written for a service id, if it is persistent.
     /// Is any service persistent? (The sweep then maps flows to their templates.)
     pub fn has_persistence(&self) -> bool {
         !self.persistence_written.is_empty()
     }
 
+    /// The persistence parameters written for a service id, if it is persistent.
     pub fn persistence_of(&self, id: u32) -> Option<&Persistence> {
         self.persistence_written.get(&id)
     }

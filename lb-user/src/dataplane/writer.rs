@@ -113,6 +113,31 @@ pub struct ServiceSlots {
     pub reals: BTreeMap<RealKey, u32>,
 }
 
+/// A connection a peer director dispatched, named by this director's slots (see
+/// `crate::sync::names`), for [`MapWriter::insert_synced_conns`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncedConn {
+    pub flow: lb_common::FlowKey,
+    pub service_id: u32,
+    pub real_id: u32,
+    /// One of `lb_common::conn_state`.
+    pub state: u8,
+    /// Stamp that makes the entry expire when it does on its origin (CLOCK_MONOTONIC_COARSE).
+    pub last_seen_ns: u64,
+    /// The origin's `sync.director_id`.
+    pub origin: u32,
+}
+
+/// What [`MapWriter::insert_synced_conns`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncedInsert {
+    pub written: usize,
+    /// Flows this director dispatched itself: its own entry stands.
+    pub own_kept: usize,
+    /// The slot is not (or no longer) a real server of that service here.
+    pub unknown_slot: usize,
+}
+
 pub struct MapWriter {
     maps: KernelMaps,
     services: BTreeMap<ServiceAddr, WrittenService>,
@@ -269,6 +294,73 @@ impl MapWriter {
                 )
             })
             .collect()
+    }
+
+    /// Inserts (or refreshes) peers' connections, marked `FLOW_F_SYNCED`, with the generations
+    /// now in force so the XDP hit path takes them as valid. This director's own entry for a
+    /// flow is kept: it forwards that flow already. The only writer of synced entries (the
+    /// table layout lives here and in lb-ebpf/src/conntrack.rs).
+    pub fn insert_synced_conns(
+        &mut self,
+        conns: &[SyncedConn],
+    ) -> Result<SyncedInsert, WriteError> {
+        use lb_common::{FlowEntry, FLOW_F_SYNCED};
+        let mut report = SyncedInsert::default();
+        for c in conns {
+            let real = self.written_reals.get(&c.real_id);
+            let Some(real) = real.filter(|r| r.service_id == c.service_id) else {
+                report.unknown_slot += 1;
+                continue;
+            };
+            // An own IPv4 flow lives in the set table: it stays as this director made it.
+            if self.maps.conn_sets.holds(&c.flow) {
+                report.own_kept += 1;
+                continue;
+            }
+            // A synced entry keeps its latest activity (a relayed copy may be older).
+            let mut last_seen_ns = c.last_seen_ns;
+            if let Ok(old) = self.maps.conn_table.get(&c.flow, 0) {
+                if old.sync_flags & FLOW_F_SYNCED == 0 {
+                    report.own_kept += 1;
+                    continue;
+                }
+                last_seen_ns = last_seen_ns.max(old.last_seen_ns);
+            }
+            let entry = FlowEntry {
+                real_id: c.real_id,
+                real_gen: real.generation,
+                service_id: c.service_id,
+                service_gen: self.maps.services.state(c.service_id)?.generation,
+                state: c.state,
+                flags_seen: 0,
+                sync_flags: FLOW_F_SYNCED,
+                _pad: 0,
+                origin: c.origin,
+                last_seen_ns,
+            };
+            self.maps.conn_table.insert(c.flow, entry, 0)?;
+            report.written += 1;
+        }
+        Ok(report)
+    }
+
+    /// Removes synced entries of `flows` (their origin expired them); own entries stay.
+    pub fn remove_synced_conns(
+        &mut self,
+        flows: &[lb_common::FlowKey],
+    ) -> Result<usize, WriteError> {
+        let mut removed = 0;
+        for f in flows {
+            let synced = self
+                .maps
+                .conn_table
+                .get(f, 0)
+                .is_ok_and(|e| e.sync_flags & lb_common::FLOW_F_SYNCED != 0);
+            if synced && self.maps.conn_table.remove(f).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The ring now in force for a service (tests, `xlb status --verbose`).

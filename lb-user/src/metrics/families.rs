@@ -186,6 +186,7 @@ pub const XDP_EVENTS: &[EventCounter] = &[
     EventCounter { key: "too_big_answered", name: "xlb_xdp_too_big_answered", help: "Frames too big for the tunnel once encapsulated, answered with ICMP fragmentation needed / packet too big" },
     EventCounter { key: "too_big_dropped", name: "xlb_xdp_too_big_drops", help: "Frames too big for the tunnel once encapsulated that may be fragmented (IPv4 without DF): dropped" },
     EventCounter { key: "set_full", name: "xlb_conn_table_set_full", help: "New IPv4 flows whose set of the connection table was full of protected flows, stored in the LRU overflow" },
+    EventCounter { key: "sync_ring_full", name: "xlb_sync_events_lost", help: "Connection-sync events lost because the daemon did not drain the ring buffer in time" },
 ];
 
 /// VRRP roles, every one exported each scrape (one-hot).

@@ -12,6 +12,7 @@ use super::error::{did_you_mean, Collector};
 use super::schema::*;
 
 mod check;
+mod sync;
 mod vrrp;
 mod warnings;
 
@@ -52,6 +53,9 @@ pub(crate) fn validate(cfg: &Config, c: &mut Collector<'_>) {
     sync_groups(cfg, c);
     trackers(cfg, c);
     announce(cfg, c);
+    if let Some(s) = &cfg.sync {
+        sync::sync(s, c);
+    }
 }
 
 fn global(g: &Global, c: &mut Collector<'_>) {
@@ -86,6 +90,13 @@ fn global(g: &Global, c: &mut Collector<'_>) {
         "persistence_table_size",
     );
     frange(c, &g.sweep_interval, 0.1, 60.0, "sweep_interval (seconds)");
+    frange(
+        c,
+        &g.previous_ring_hold,
+        1.0,
+        86_400.0,
+        "previous_ring_hold (seconds)",
+    );
     absolute(c, &g.control_socket, "control_socket");
     absolute(c, &g.bpffs_dir, "bpffs_dir");
     absolute(c, &g.state_dir, "state_dir");

@@ -7,6 +7,7 @@
 
 mod check;
 mod lvs;
+mod sync_daemon;
 mod track;
 mod vrrp;
 
@@ -79,6 +80,8 @@ pub fn translate(tree: &[Node], notes: Vec<Note>) -> Output {
 struct Translator {
     notes: Vec<Note>,
     router_id: Option<String>,
+    /// `lvs_sync_daemon` as a `[sync]` section speaking IPVS's protocol.
+    lvs_sync: Option<crate::config::schema::Sync>,
     default_version: Option<u8>,
     timeouts: Timeouts,
     vrrp: Vec<(Loc, VrrpInstance)>,
@@ -253,6 +256,7 @@ impl Translator {
             | "vrrp_garp_interval"
             | "vrrp_gna_interval"
             | "script_user" => {} // read first, by `track::vrrp_default`
+            "lvs_sync_daemon" => self.lvs_sync = sync_daemon::translate(n, &mut self.notes),
             "notification_email"
             | "notification_email_from"
             | "smtp_server"
@@ -341,6 +345,7 @@ impl Translator {
                 state_dir: u(PathBuf::from("/var/lib/xlb")),
                 metrics_listen: None,
                 sweep_interval: u(2.0),
+                previous_ring_hold: u(120.0),
                 log_format: Default::default(),
             },
             timeouts: self.timeouts,
@@ -350,6 +355,7 @@ impl Translator {
             vrrp_scripts: self.scripts,
             vrrp_track_processes: self.processes,
             vrrp_track_files: self.files,
+            sync: self.lvs_sync.take(),
         };
         Output {
             config,

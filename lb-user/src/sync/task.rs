@@ -1,0 +1,553 @@
+//! The sync IO shell: one tokio task owns the UDP socket and the ring buffer. It turns this
+//! director's ring-buffer events (and, every `refresh_interval`, its whole own table) into
+//! records for the peers, rate-limited, and hands the peers' verified records to the daemon,
+//! whose map writer inserts them (`apply`). Nothing here writes a map.
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aya::maps::{MapData, RingBuf};
+use lb_common::{FlowEntry, FlowKey, SyncEvent, FLOW_F_SYNCED};
+use tokio::io::unix::AsyncFd;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::config::model::{SyncPeers, SyncProtocol, SyncSettings};
+use crate::dataplane::sweep::{monotonic_ns, Timeouts};
+use crate::dataplane::writer::{MapWriter, SyncedInsert};
+
+use super::names::SlotIndex;
+use super::{ipvs, DropCounts, Inbound, Outbound, Record, SyncKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("sync key file {path}: {source}")]
+    KeyFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("sync key file {path}: {reason}")]
+    Key { path: PathBuf, reason: String },
+    #[error("sync socket on port {port}: {source}")]
+    Socket { port: u16, source: std::io::Error },
+    #[error("sync ring buffer: {0}")]
+    Ring(std::io::Error),
+}
+
+/// Counters of the sync task (`xlb status --peers`, metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncStats {
+    pub director_id: u32,
+    pub messages_sent: u64,
+    pub records_sent: u64,
+    pub messages_received: u64,
+    pub records_received: u64,
+    /// Datagrams dropped by reason (bad_mac, replayed, stale, truncated, version, ...).
+    pub dropped: std::collections::BTreeMap<String, u64>,
+    /// Records of peers without a slot here, by reason (unknown_service, unknown_real).
+    pub unnamed: std::collections::BTreeMap<String, u64>,
+    /// Own events whose slot was reused before they were read.
+    pub events_stale: u64,
+    /// Records that waited for the rate limit at least once.
+    pub rate_limited: u64,
+    pub synced_written: u64,
+    pub own_kept: u64,
+    /// Peer director ids heard from.
+    pub peers: Vec<u32>,
+}
+
+/// Records of one accepted message.
+pub struct PeerBatch {
+    pub records: Vec<Record>,
+}
+
+/// The daemon's end of the sync task.
+pub struct SyncLink {
+    pub from_peers: mpsc::Receiver<PeerBatch>,
+    names: watch::Sender<Arc<SlotIndex>>,
+    pub stats: watch::Receiver<SyncStats>,
+    timeouts: Timeouts,
+    task: tokio::task::JoinHandle<()>,
+    /// Totals of what `apply` wrote (the daemon's task only: a Cell suffices).
+    applied: std::cell::Cell<SyncedInsert>,
+}
+
+impl Drop for SyncLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reads the shared key (a trailing newline is not part of it).
+pub fn read_key(path: &Path) -> Result<SyncKey, SyncError> {
+    let mut bytes = std::fs::read(path).map_err(|source| SyncError::KeyFile {
+        path: path.into(),
+        source,
+    })?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    SyncKey::new(bytes).map_err(|e| SyncError::Key {
+        path: path.into(),
+        reason: e.to_string(),
+    })
+}
+
+fn socket(s: &SyncSettings) -> Result<(UdpSocket, Vec<SocketAddr>), SyncError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| SyncError::Socket {
+        port: s.port,
+        source,
+    };
+    let v6 = match &s.peers {
+        SyncPeers::Group(g) => g.is_ipv6(),
+        SyncPeers::Unicast(p) => p.first().is_some_and(IpAddr::is_ipv6),
+    };
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    sock.set_reuse_address(true).map_err(err)?;
+    if let Some(i) = &s.interface {
+        sock.bind_device(Some(i.as_bytes())).map_err(err)?;
+    }
+    let any: IpAddr = if v6 {
+        Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        Ipv4Addr::UNSPECIFIED.into()
+    };
+    sock.bind(&SocketAddr::new(any, s.port).into())
+        .map_err(err)?;
+    let dests = match &s.peers {
+        SyncPeers::Unicast(p) => p.iter().map(|a| SocketAddr::new(*a, s.port)).collect(),
+        SyncPeers::Group(g) => {
+            join_group(&sock, *g, s.interface.as_deref()).map_err(err)?;
+            vec![SocketAddr::new(*g, s.port)]
+        }
+    };
+    sock.set_nonblocking(true).map_err(err)?;
+    let std: std::net::UdpSocket = sock.into();
+    Ok((UdpSocket::from_std(std).map_err(err)?, dests))
+}
+
+/// Joins the group on the interface, sends there with TTL 1 and without loopback (IPVS's
+/// settings: sync traffic stays on the link).
+fn join_group(sock: &socket2::Socket, group: IpAddr, iface: Option<&str>) -> std::io::Result<()> {
+    let ifindex = iface.map_or(0, |i| {
+        let c = std::ffi::CString::new(i).unwrap_or_default();
+        // SAFETY: a valid NUL-terminated string.
+        unsafe { libc::if_nametoindex(c.as_ptr()) }
+    });
+    match group {
+        IpAddr::V4(g) => {
+            sock.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
+            // Egress: the socket is bound to the interface (bind_device) when one is named.
+            sock.set_multicast_loop_v4(false)?;
+            sock.set_multicast_ttl_v4(1)
+        }
+        IpAddr::V6(g) => {
+            sock.join_multicast_v6(&g, ifindex)?;
+            sock.set_multicast_if_v6(ifindex)?;
+            sock.set_multicast_loop_v6(false)?;
+            sock.set_multicast_hops_v6(1)
+        }
+    }
+}
+
+/// The wire in use.
+enum Wire {
+    Xlb {
+        out: Outbound,
+        inb: Inbound,
+    },
+    Ipvs {
+        sync_id: u8,
+        origin: u32,
+        dropped: DropCounts,
+        max_bytes: usize,
+    },
+}
+
+impl Wire {
+    fn encode(&mut self, records: &[Record]) -> Vec<Vec<u8>> {
+        match self {
+            Wire::Xlb { out, .. } => out.encode(records, unix_ms()),
+            Wire::Ipvs {
+                sync_id, max_bytes, ..
+            } => {
+                let conns: Vec<ipvs::IpvsConn> = records
+                    .iter()
+                    .filter_map(|r| match r {
+                        Record::Conn(c) => Some(ipvs::from_record(c)),
+                        _ => None,
+                    })
+                    .collect();
+                let mut out = Vec::new();
+                let mut msg = ipvs::IpvsMessage {
+                    sync_id: *sync_id,
+                    conns: Vec::new(),
+                };
+                let mut len = ipvs::MESSAGE_HEADER_LEN;
+                for c in conns {
+                    let l = ipvs::encoded_len(&c);
+                    if !msg.conns.is_empty()
+                        && (len + l > *max_bytes || msg.conns.len() == ipvs::MAX_CONNS)
+                    {
+                        out.extend(ipvs::encode(&msg).ok());
+                        msg.conns.clear();
+                        len = ipvs::MESSAGE_HEADER_LEN;
+                    }
+                    len += l;
+                    msg.conns.push(c);
+                }
+                if !msg.conns.is_empty() {
+                    out.extend(ipvs::encode(&msg).ok());
+                }
+                out
+            }
+        }
+    }
+
+    fn decode(&mut self, data: &[u8]) -> Option<Vec<Record>> {
+        match self {
+            Wire::Xlb { inb, .. } => inb.receive(data, unix_ms()).map(|m| m.records),
+            Wire::Ipvs {
+                sync_id,
+                origin,
+                dropped,
+                ..
+            } => match ipvs::decode(data) {
+                Ok(m) if *sync_id == 0 || m.sync_id == *sync_id => Some(
+                    m.conns
+                        .iter()
+                        .filter_map(|c| ipvs::to_record(c, *origin).ok())
+                        .map(Record::Conn)
+                        .collect(),
+                ),
+                Ok(_) => {
+                    dropped.add("other_sync_id");
+                    None
+                }
+                Err(e) => {
+                    dropped.add(e.reason());
+                    None
+                }
+            },
+        }
+    }
+
+    fn dropped(&self) -> &DropCounts {
+        match self {
+            Wire::Xlb { inb, .. } => &inb.dropped,
+            Wire::Ipvs { dropped, .. } => dropped,
+        }
+    }
+
+    fn peers(&self) -> Vec<u32> {
+        match self {
+            Wire::Xlb { inb, .. } => inb.peers(),
+            Wire::Ipvs { .. } => Vec::new(),
+        }
+    }
+}
+
+/// Everything the task needs besides its channels.
+struct Shell {
+    settings: SyncSettings,
+    wire: Wire,
+    sock: UdpSocket,
+    dests: Vec<SocketAddr>,
+    /// This director's connection table, opened read-only from its pin (the full resend).
+    table: Option<aya::maps::HashMap<MapData, FlowKey, FlowEntry>>,
+    names: watch::Receiver<Arc<SlotIndex>>,
+    timeouts: Timeouts,
+    pending: VecDeque<Record>,
+    stats: SyncStats,
+    /// Datagrams still allowed this second.
+    tokens: u32,
+}
+
+/// Starts the sync task. `ring` is the program's `SYNC_EVENTS`; `table_pin` the pinned
+/// connection table (`None`: no full resends, e.g. unpinned test maps).
+pub fn start(
+    settings: &SyncSettings,
+    ring: RingBuf<MapData>,
+    table_pin: Option<&Path>,
+    timeouts: Timeouts,
+) -> Result<SyncLink, SyncError> {
+    let wire = match settings.protocol {
+        SyncProtocol::Xlb => {
+            let path = settings.key_file.clone().unwrap_or_default();
+            let key = read_key(&path)?;
+            let epoch = (unix_ms() / 1000) as u32;
+            let max_age_ms = (settings.max_age * 1000.0) as u64;
+            Wire::Xlb {
+                out: Outbound::new(
+                    key.clone(),
+                    settings.director_id,
+                    epoch,
+                    settings.max_message_bytes as usize,
+                ),
+                inb: Inbound::new(key, settings.director_id, max_age_ms),
+            }
+        }
+        SyncProtocol::Ipvs => Wire::Ipvs {
+            sync_id: settings.sync_id,
+            origin: 0,
+            dropped: DropCounts::default(),
+            max_bytes: settings.max_message_bytes as usize,
+        },
+    };
+    let (sock, dests) = socket(settings)?;
+    // SAFETY: the ring buffer owns its map fd for as long as it lives, and AsyncFd owns it.
+    let ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| SyncError::Ring(std::io::Error::other(e.to_string())))?;
+    let table = table_pin.and_then(|p| {
+        let data = MapData::from_pin(p).ok()?;
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).ok()
+    });
+    let (names_tx, names_rx) = watch::channel(Arc::new(SlotIndex::default()));
+    let (stats_tx, stats_rx) = watch::channel(SyncStats::default());
+    let (peers_tx, peers_rx) = mpsc::channel(1024);
+    let shell = Shell {
+        settings: settings.clone(),
+        wire,
+        sock,
+        dests,
+        table,
+        names: names_rx,
+        timeouts,
+        pending: VecDeque::new(),
+        stats: SyncStats {
+            director_id: settings.director_id,
+            ..SyncStats::default()
+        },
+        tokens: settings.max_messages_per_second,
+    };
+    info!(
+        port = settings.port,
+        director_id = settings.director_id,
+        "connection sync started"
+    );
+    let task = tokio::spawn(shell.run(ring, peers_tx, stats_tx));
+    Ok(SyncLink {
+        from_peers: peers_rx,
+        names: names_tx,
+        stats: stats_rx,
+        timeouts,
+        task,
+        applied: std::cell::Cell::new(SyncedInsert::default()),
+    })
+}
+
+impl Shell {
+    async fn run(
+        mut self,
+        mut ring: AsyncFd<RingBuf<MapData>>,
+        peers: mpsc::Sender<PeerBatch>,
+        stats: watch::Sender<SyncStats>,
+    ) {
+        let mut buf = vec![0u8; 65_536];
+        let mut flush = tokio::time::interval(Duration::from_millis(10));
+        let mut second = tokio::time::interval(Duration::from_secs(1));
+        let mut refresh =
+            tokio::time::interval(Duration::from_secs_f64(self.settings.refresh_interval));
+        loop {
+            tokio::select! {
+                r = ring.readable_mut() => match r {
+                    Ok(mut guard) => {
+                        self.drain_ring(guard.get_inner_mut());
+                        guard.clear_ready();
+                    }
+                    Err(e) => { warn!("sync ring buffer: {e}"); return; }
+                },
+                r = self.sock.recv_from(&mut buf) => {
+                    if let Ok((n, _)) = r {
+                        if let Some(records) = self.wire.decode(&buf[..n]) {
+                            self.stats.messages_received += 1;
+                            self.stats.records_received += records.len() as u64;
+                            if peers.send(PeerBatch { records }).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                _ = flush.tick() => self.send_pending().await,
+                _ = second.tick() => {
+                    self.tokens = self.settings.max_messages_per_second;
+                    self.stats.dropped = self.wire.dropped().0.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                    self.stats.peers = self.wire.peers();
+                    stats.send_replace(self.stats.clone());
+                }
+                _ = refresh.tick() => self.queue_own_table(),
+            }
+        }
+    }
+
+    fn drain_ring(&mut self, ring: &mut RingBuf<MapData>) {
+        let names = self.names.borrow().clone();
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<SyncEvent>() {
+                continue;
+            }
+            // SAFETY: SyncEvent is plain data and the item holds at least its size.
+            let ev = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEvent) };
+            match names.event_record(&ev, &self.timeouts, self.settings.director_id) {
+                Some(r) => self.pending.push_back(Record::Conn(r)),
+                None => self.stats.events_stale += 1,
+            }
+        }
+    }
+
+    /// Every live entry, with its remaining idle time (a restarted peer re-learns them).
+    fn queue_own_table(&mut self) {
+        let Some(table) = &self.table else { return };
+        let names = self.names.borrow().clone();
+        let now = monotonic_ns();
+        let fd = {
+            use aya::maps::IterableMap as _;
+            use std::os::fd::AsFd as _;
+            table.map().fd().as_fd().as_raw_fd()
+        };
+        let (t, id) = (self.timeouts, self.settings.director_id);
+        let mut out = Vec::new();
+        let _ = crate::dataplane::batch::for_each::<FlowKey, FlowEntry>(fd, 8192, |k, e| {
+            let left = crate::dataplane::sweep::expires_in(e, &t, now);
+            if left.is_zero() {
+                return;
+            }
+            // Synced entries are relayed with their origin: a restarted director gets back
+            // every flow, also those it dispatched itself before it lost its table.
+            let origin = if e.sync_flags & FLOW_F_SYNCED != 0 {
+                e.origin
+            } else {
+                id
+            };
+            let ms = left.as_millis().min(u32::MAX as u128) as u32;
+            out.extend(
+                names
+                    .entry_record(k, e.real_id, e.state, ms, origin)
+                    .map(Record::Conn),
+            );
+        });
+        self.pending.extend(out);
+    }
+
+    async fn send_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        if self.tokens == 0 {
+            self.stats.rate_limited += self.pending.len() as u64;
+            return;
+        }
+        let take = self.pending.len().min(4096);
+        let records: Vec<Record> = self.pending.drain(..take).collect();
+        let datagrams = self.wire.encode(&records);
+        let mut sent_records = records.len();
+        for (i, d) in datagrams.iter().enumerate() {
+            if self.tokens == 0 {
+                // Put back what did not go: it waits for the next second's budget.
+                let per = records.len().div_ceil(datagrams.len());
+                let rest = records.len().saturating_sub(i * per);
+                sent_records -= rest;
+                for r in records[records.len() - rest..].iter().rev() {
+                    self.pending.push_front(*r);
+                }
+                self.stats.rate_limited += rest as u64;
+                break;
+            }
+            self.tokens -= 1;
+            for dest in &self.dests {
+                let _ = self.sock.send_to(d, dest).await;
+            }
+            self.stats.messages_sent += 1;
+        }
+        self.stats.records_sent += sent_records as u64;
+    }
+}
+
+impl SyncLink {
+    /// The slot naming of the latest apply (call after every `MapWriter::apply`).
+    pub fn publish(&self, writer: &MapWriter) {
+        self.names
+            .send_replace(Arc::new(SlotIndex::new(&writer.slots())));
+    }
+
+    /// The task's counters with what the writer did with peers' records.
+    pub fn stats(&self) -> SyncStats {
+        let mut s = self.stats.borrow().clone();
+        let w = self.applied.get();
+        s.synced_written = w.written as u64;
+        s.own_kept = w.own_kept as u64;
+        s.unnamed
+            .insert("unknown_slot".into(), w.unknown_slot as u64);
+        s
+    }
+
+    /// Inserts a peer batch through the map writer (the daemon calls this with its writer).
+    pub fn apply(&self, batch: &PeerBatch, writer: &mut MapWriter) -> SyncedInsert {
+        let names = self.names.borrow().clone();
+        let now = monotonic_ns();
+        let mut conns = Vec::new();
+        let mut unnamed = 0;
+        for r in &batch.records {
+            if let Record::Conn(c) = r {
+                match names.synced_conn(c, &self.timeouts, now) {
+                    Ok(s) => conns.push(s),
+                    Err(_) => unnamed += 1,
+                }
+            }
+        }
+        match writer.insert_synced_conns(&conns) {
+            Ok(mut r) => {
+                r.unknown_slot += unnamed;
+                let mut total = self.applied.get();
+                total.written += r.written;
+                total.own_kept += r.own_kept;
+                total.unknown_slot += r.unknown_slot;
+                self.applied.set(total);
+                r
+            }
+            Err(e) => {
+                warn!("inserting synced connections: {e}");
+                SyncedInsert::default()
+            }
+        }
+    }
+}
+
+/// What the daemon calls at start: sets the program's sync flag from the configuration and,
+/// when `[sync]` is there, starts the task with the ring buffer taken from the maps.
+pub fn attach(
+    cfg: &crate::config::Config,
+    writer: &mut MapWriter,
+) -> Result<Option<SyncLink>, SyncError> {
+    let on = cfg.sync.is_some();
+    if let Err(e) = writer.maps_mut().set_sync_enabled(on) {
+        warn!("setting the sync flag: {e}");
+    }
+    let (Some(settings), Some(ring)) = (&cfg.sync, writer.maps_mut().sync_events.take()) else {
+        return Ok(None);
+    };
+    let pin = cfg.global.bpffs_dir.join(lb_common::map_names::CONN_TABLE);
+    let link = start(settings, ring, Some(&pin), Timeouts::from(&cfg.timeouts))?;
+    link.publish(writer);
+    Ok(Some(link))
+}
+
+/// The next peer batch, or never when sync is off (for the daemon's `select!`).
+pub async fn next_batch(link: &mut Option<SyncLink>) -> Option<PeerBatch> {
+    match link {
+        Some(l) => l.from_peers.recv().await,
+        None => std::future::pending().await,
+    }
+}
