@@ -1,14 +1,12 @@
 //! The set-associative IPv4 connection table (`CONN_SETS`, layout in `lb_common::conn`) mapped
 //! into the daemon's memory: the sweep and `xlb conns` read it without a syscall per entry.
 //!
-//! aya 0.14 has no mmap API for maps, so the map's fd is mapped here with libc (already a
-//! dependency) behind a safe, typed interface: the mapping is seen as `AtomicU32` words, because
-//! the XDP program writes the same memory from every CPU at the same time.
-use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
-    ptr::NonNull,
-    sync::atomic::{AtomicU32, Ordering},
-};
+//! aya 0.14 has no mmap API for maps, so the map's fd is mapped by [`MappedArray`] behind a safe,
+//! typed interface: the mapping is seen as `AtomicU32` words, because the XDP program writes the
+//! same memory from every CPU at the same time.
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::mmap::MappedArray;
 
 use aya::maps::{MapData, MapError};
 use lb_common::{
@@ -43,16 +41,10 @@ pub struct WayIndex {
 
 /// The mapping of `CONN_SETS`.
 pub struct ConnSets {
-    ptr: NonNull<AtomicU32>,
+    /// Reached only through atomics (the program writes the same words from every CPU).
+    mem: MappedArray,
     sets: u32,
-    bytes: usize,
-    _map: MapData,
 }
-
-// SAFETY: the mapping is shared memory owned by this value and only reached through atomics.
-unsafe impl Send for ConnSets {}
-// SAFETY: as above: every access is an atomic operation.
-unsafe impl Sync for ConnSets {}
 
 impl ConnSets {
     pub fn new(map: MapData) -> Result<Self, ConnSetsError> {
@@ -64,31 +56,8 @@ impl ConnSets {
             ));
         }
         let sets = info.max_entries();
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let bytes = (sets as usize * SET_WORDS * 4).div_ceil(page) * page;
-        // SAFETY: a shared read-write mapping of an mmapable BPF array, sized to the array.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(ConnSetsError::Mmap(std::io::Error::last_os_error()));
-        }
-        let ptr = NonNull::new(ptr.cast::<AtomicU32>())
-            .ok_or_else(|| ConnSetsError::Mmap(std::io::Error::other("null mapping")))?;
-        Ok(Self {
-            ptr,
-            sets,
-            bytes,
-            _map: map,
-        })
+        let mem = MappedArray::new(map, sets as usize * SET_WORDS).map_err(ConnSetsError::Mmap)?;
+        Ok(Self { mem, sets })
     }
 
     pub fn sets(&self) -> u32 {
@@ -103,7 +72,12 @@ impl ConnSets {
     fn words(&self) -> &[AtomicU32] {
         // SAFETY: the mapping holds sets * SET_WORDS initialised u32 words (the kernel zeroes
         // the array), lives as long as self, and AtomicU32 has u32's layout.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.sets as usize * SET_WORDS) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.mem.as_ptr().cast::<AtomicU32>(),
+                self.sets as usize * SET_WORDS,
+            )
+        }
     }
 
     fn way_words(&self, at: WayIndex) -> &[AtomicU32] {
@@ -177,13 +151,6 @@ impl ConnSets {
         for w in self.words() {
             w.store(0, Ordering::Relaxed);
         }
-    }
-}
-
-impl Drop for ConnSets {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what new() mapped.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
     }
 }
 

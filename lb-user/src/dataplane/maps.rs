@@ -2,9 +2,9 @@
 use std::{
     borrow::Borrow,
     collections::{BTreeMap, HashMap as StdHashMap, HashSet},
-    os::fd::AsRawFd as _,
-    ptr::NonNull,
 };
+
+use super::mmap::MappedArray;
 
 use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
@@ -58,14 +58,10 @@ fn take_array_data(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, MapsE
 /// occupies 8 bytes of the mapping (found by the packet tests, which compare the kernel's picks
 /// with the table).
 pub struct RingMmap {
-    ptr: NonNull<u32>,
+    /// Written only through `&mut self`.
+    mem: MappedArray,
     slots: u32,
-    bytes: usize,
-    _map: MapData,
 }
-
-// SAFETY: the mapping is plain shared memory owned by this value; access is through &mut self.
-unsafe impl Send for RingMmap {}
 
 impl RingMmap {
     fn new(map: MapData) -> Result<Self, MapsError> {
@@ -74,31 +70,9 @@ impl RingMmap {
             source,
         })?;
         let slots = info.max_entries();
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        let bytes = (slots as usize * RING_STRIDE_WORDS * 4).div_ceil(page) * page;
-        // SAFETY: a shared read-write mapping of an mmapable BPF array, sized to the array.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd_raw(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(MapsError::Mmap(std::io::Error::last_os_error()));
-        }
-        let ptr = NonNull::new(ptr.cast::<u32>())
-            .ok_or_else(|| MapsError::Mmap(std::io::Error::other("null mapping")))?;
-        Ok(Self {
-            ptr,
-            slots,
-            bytes,
-            _map: map,
-        })
+        let mem =
+            MappedArray::new(map, slots as usize * RING_STRIDE_WORDS).map_err(MapsError::Mmap)?;
+        Ok(Self { mem, slots })
     }
 
     pub fn slots(&self) -> u32 {
@@ -112,7 +86,7 @@ impl RingMmap {
             offset as usize + ring.len() <= self.slots as usize,
             "ring region out of bounds"
         );
-        let base = self.ptr.as_ptr();
+        let base = self.mem.as_ptr();
         for (i, &slot) in ring.iter().enumerate() {
             // SAFETY: bounds checked above; the mapping lives as long as self.
             unsafe {
@@ -127,7 +101,7 @@ impl RingMmap {
             offset as usize + len as usize <= self.slots as usize,
             "ring region out of bounds"
         );
-        let base = self.ptr.as_ptr();
+        let base = self.mem.as_ptr();
         (0..len as usize)
             // SAFETY: bounds checked above.
             .map(|i| unsafe { base.add((offset as usize + i) * RING_STRIDE_WORDS).read() })
@@ -135,25 +109,8 @@ impl RingMmap {
     }
 }
 
-impl Drop for RingMmap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what new() mapped.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.bytes) };
-    }
-}
-
 /// u32 words per array element in the mapping (8-byte element stride).
 const RING_STRIDE_WORDS: usize = 2;
-
-trait AsFdRaw {
-    fn as_fd_raw(&self) -> i32;
-}
-impl AsFdRaw for aya::maps::MapFd {
-    fn as_fd_raw(&self) -> i32 {
-        use std::os::fd::AsFd as _;
-        self.as_fd().as_raw_fd()
-    }
-}
 
 /// SERVICES and, kept in step with it, SERVICE_STATE (generation and flags by service id: the
 /// connection table's hit path reads these instead of looking the service up). Same calls as

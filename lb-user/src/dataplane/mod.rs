@@ -7,6 +7,7 @@ pub mod desired;
 pub mod loader;
 pub mod maglev;
 pub mod maps;
+pub mod mmap;
 pub mod ring_plan;
 pub mod sweep;
 pub mod writer;
