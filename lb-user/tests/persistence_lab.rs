@@ -216,4 +216,42 @@ fn field_report_persistence_and_connection_reuse() {
         [&sticky],
         "still sticky after reuse"
     );
+
+    // The issue's own measurement, with ab: 3,000 connections from a client whose 50 ports are
+    // each reused ~60 times (the server closes first, so the client's ports are free at once)
+    // through the mh VIP. Every connection is counted in Conns, as IPVS counts them.
+    dr.d.lab
+        .sysctl(&dr.d.client, "net.ipv4.ip_local_port_range", "40000 40049")
+        .unwrap();
+    let before = conns(&dr.status_json(), VIP2);
+    let n = 3000;
+    let out =
+        dr.d.lab
+            .run_ok(
+                &dr.d.client,
+                &[
+                    "ab",
+                    "-q",
+                    "-n",
+                    &n.to_string(),
+                    "-c",
+                    "20",
+                    &format!("http://{VIP2}/"),
+                ],
+            )
+            .unwrap();
+    assert!(
+        out.contains(&format!("Complete requests:      {n}")),
+        "{out}"
+    );
+    assert!(out.contains("Failed requests:        0"), "{out}");
+    std::thread::sleep(Duration::from_millis(700));
+    let counted = conns(&dr.status_json(), VIP2) - before;
+    // None lost (before connection reuse: 10 of 600 counted). A few count twice: measured 3,011
+    // for 3,000 once; the cause is not pinned down yet (a retransmitted SYN on a reused port
+    // whose flow went to the LRU overflow, which has no retransmission check, is the suspect).
+    assert!(
+        (n as u64..=n as u64 + n as u64 / 100).contains(&counted),
+        "ab's {n} connections on reused ports, counted {counted}:\n{out}"
+    );
 }

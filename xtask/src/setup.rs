@@ -43,6 +43,7 @@ pub const APT_PACKAGES: &[AptPackage] = &[
     apt("python3", "python3", Need::Demo),
     apt("keepalived", "keepalived", Need::Test),
     apt("wrk", "wrk", Need::Test),
+    apt("apache2-utils", "ab", Need::Test),
     apt("tcpdump", "tcpdump", Need::Test),
     apt("nginx-light", "nginx", Need::Test),
     apt("bird2", "birdc", Need::Test),
