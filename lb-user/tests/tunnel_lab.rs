@@ -101,7 +101,12 @@ fn start(tag: &str, tunnel: &str) -> Running {
         );
     }
     std::fs::write(&config, text).unwrap();
-    let config = config.display().to_string();
+    run_until_both_reals_forward(t, socket, config.display().to_string())
+}
+
+/// Starts the daemon on the lab's director; returns once both real servers are alive in the
+/// kernel (their checks went through the route).
+fn run_until_both_reals_forward(t: TunLab, socket: String, config: String) -> Running {
     let mut r = Running {
         t,
         socket,
@@ -113,7 +118,6 @@ fn start(tag: &str, tunnel: &str) -> Running {
             .spawn(&r.t.director, &[XLB, "run", "--config", &config])
             .unwrap();
     r.daemon = Some(p);
-    // Up when both real servers are alive in the kernel (their checks went through the route).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let st = r.status();
@@ -122,7 +126,7 @@ fn start(tag: &str, tunnel: &str) -> Running {
             .map(|v| v.iter().filter(|x| x["forwarding"] == true).count())
             .unwrap_or(0);
         if alive == 2 {
-            break;
+            return r;
         }
         assert!(
             Instant::now() < deadline,
@@ -131,7 +135,6 @@ fn start(tag: &str, tunnel: &str) -> Running {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    r
 }
 
 impl Running {
@@ -396,31 +399,7 @@ fn keepalived_lb_kind_tun_config_imports_and_runs() {
             .unwrap();
         assert!(o.status.success(), "{}", out_text(&o));
     }
-    let config = toml_path.display().to_string();
-    let mut r = Running {
-        t,
-        socket,
-        config: config.clone(),
-        daemon: None,
-    };
-    let p =
-        r.t.lab
-            .spawn(&r.t.director, &[XLB, "run", "--config", &config])
-            .unwrap();
-    r.daemon = Some(p);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let st = r.status();
-        let up = st["services"][0]["reals"]
-            .as_array()
-            .map(|v| v.iter().filter(|x| x["forwarding"] == true).count())
-            .unwrap_or(0);
-        if up == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not up: {st}\n{}", r.log());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let r = run_until_both_reals_forward(t, socket, toml_path.display().to_string());
     let spread = curl_spread(&r.t.lab, &r.t.client, &format!("http://{VIP}/"), 20).unwrap();
     assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", r.log());
     assert!(
