@@ -523,3 +523,38 @@ fn check_config_warnings_exit_0_and_1_with_strict() {
     assert_eq!(strict.status.code(), Some(1), "{}", stderr(&strict));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// VRRP's own commands (a tracked script, the generic `notify`) are looked up as the checks'
+/// are: a missing one is a warning at its line, naming what it breaks.
+#[test]
+fn check_config_warns_about_missing_vrrp_commands() {
+    let dir = scratch("vrrp-warnings");
+    let cfg = dir.join("v.toml");
+    std::fs::write(
+        &cfg,
+        "[global]\ninterfaces = [\"eth0\"]\n\n[[vrrp_instance]]\nname = \"VI_1\"\n\
+         state = \"BACKUP\"\ninterface = \"eth0\"\nvirtual_router_id = 51\n\
+         virtual_ipaddress = [\"198.18.0.100\"]\ntrack_script = [{ name = \"chk\" }]\n\
+         notify = [\"/nonexistent/xlb-notify\"]\n\n[[vrrp_script]]\nname = \"chk\"\n\
+         script = [\"/nonexistent/xlb-chk\", \"nginx\"]\n",
+    )
+    .unwrap();
+    let out = xlb(&["check-config", cfg.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains(
+            "v.toml:11:10: warning: command `/nonexistent/xlb-notify` does not exist: \
+                      this notify command never runs"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "v.toml:15:10: warning: command `/nonexistent/xlb-chk` does not exist: \
+                      this vrrp_script always fails"
+        ),
+        "{err}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -80,10 +80,25 @@ fn commands_on_host(cfg: &Config, lookup: CommandLookup<'_>, c: &mut Collector<'
         }
     }
     for vi in &cfg.vrrp_instances {
-        let notify = [&vi.notify_master, &vi.notify_backup, &vi.notify_fault];
+        let notify = [
+            &vi.notify_master,
+            &vi.notify_backup,
+            &vi.notify_fault,
+            &vi.notify_stop,
+            &vi.notify,
+        ];
         for cmd in notify.into_iter().flatten() {
             warn(cmd, false, "this notify command never runs");
         }
+    }
+    for script in &cfg.vrrp_scripts {
+        // keepalived marks such a script failed at once; the tracking instances then lose its
+        // weight, or go to FAULT for weight 0, on every director that loads this file.
+        warn(
+            &script.script,
+            false,
+            "this vrrp_script always fails (the instances tracking it count it as failed)",
+        );
     }
 }
 
