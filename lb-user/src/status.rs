@@ -160,6 +160,20 @@ pub struct VrrpStatus {
     /// The last advert dropped: who sent it and why.
     #[serde(default)]
     pub last_bad_advert: Option<BadAdvert>,
+    /// Its tracked scripts, processes and files, with what each does to it now.
+    #[serde(default)]
+    pub tracked: Vec<TrackedStatus>,
+}
+
+/// One tracked object of a VRRP instance as `xlb status` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrackedStatus {
+    /// `vrrp_script NAME`, `vrrp_track_process NAME` or `vrrp_track_file NAME`.
+    pub object: String,
+    /// `init`, `up`, `down`, or a file's last value.
+    pub state: String,
+    /// `+5`, `-10`, `0`, `FAULT` or `INIT` (a weight-0 script without a result yet).
+    pub effect: String,
 }
 
 /// A dropped VRRP advert.
@@ -508,6 +522,9 @@ pub fn render(report: &StatusReport, view: View) -> String {
                 v.adverts_tx,
                 bad
             );
+            for t in &v.tracked {
+                let _ = writeln!(o, "    tracks {}: {}, {}", t.object, t.state, t.effect);
+            }
         }
     }
     o
@@ -688,6 +705,38 @@ TCP  192.168.2.212:80 mh  (web)
                 "TCP  192.168.2.212:80                    3     250K        0     1000        0"
             ),
             "{stats}"
+        );
+    }
+
+    #[test]
+    fn vrrp_lines_show_tracked_objects() {
+        let mut r = sample();
+        r.vrrp.push(VrrpStatus {
+            name: "VI_1".into(),
+            state: "BACKUP".into(),
+            vrid: 51,
+            interface: "eth0".into(),
+            priority: 150,
+            effective_priority: 90,
+            last_master: None,
+            adverts_rx: 7,
+            adverts_tx: 0,
+            bad_adverts: BTreeMap::new(),
+            transitions: 2,
+            last_bad_advert: None,
+            tracked: vec![TrackedStatus {
+                object: "vrrp_script chk_nginx".into(),
+                state: "down".into(),
+                effect: "-60".into(),
+            }],
+        });
+        let text = render(&r, View::Connections);
+        assert!(
+            text.contains(
+                "  VI_1 BACKUP vrid 51 on eth0 priority 90/150 (adverts rx 7 tx 0, bad 0)\n    \
+                 tracks vrrp_script chk_nginx: down, -60\n"
+            ),
+            "{text}"
         );
     }
 

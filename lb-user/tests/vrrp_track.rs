@@ -421,6 +421,18 @@ fn xlb_master_script_fails_keepalived_takes_over_and_back() {
     assert_eq!(st.role, VrrpRole::Backup);
     assert_eq!(script, Status::Down);
     assert_eq!(st.effective_priority, 90);
+    let shown: Vec<(&str, &str, &str)> = st
+        .tracked
+        .iter()
+        .map(|t| (t.object.as_str(), t.state.as_str(), t.effect.as_str()))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("vrrp_script chk_service", "down", "-60"),
+            ("vrrp_track_file maint", "0", "0")
+        ]
+    );
 
     // Recovered (rise 2): 150, xlb preempts keepalived.
     let t0 = Instant::now();

@@ -233,6 +233,7 @@ fn vrrp_status(v: &Vrrp) -> Vec<crate::status::VrrpStatus> {
             bad_adverts: i.bad_adverts,
             transitions: i.transitions,
             last_bad_advert: i.last_bad_advert,
+            tracked: i.tracked,
         })
         .collect()
 }

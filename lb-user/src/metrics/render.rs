@@ -274,6 +274,7 @@ mod tests {
             bad_adverts: [("auth".to_string(), 3)].into(),
             transitions: 2,
             last_bad_advert: None,
+            tracked: vec![],
         });
         r
     }

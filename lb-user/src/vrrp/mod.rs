@@ -99,6 +99,8 @@ pub struct InstanceStatus {
     pub transitions: u64,
     /// The last advert dropped: its sender and why.
     pub last_bad_advert: Option<crate::status::BadAdvert>,
+    /// Its tracked objects now (filled by [`Vrrp::status`]).
+    pub tracked: Vec<crate::status::TrackedStatus>,
 }
 
 /// Sent to the daemon on every role change.
@@ -236,6 +238,7 @@ impl Vrrp {
             since: SystemTime::now(),
             transitions: 0,
             last_bad_advert: None,
+            tracked: Vec::new(),
         }));
         let health = self
             .health
@@ -369,9 +372,14 @@ impl Vrrp {
     }
 
     pub fn status(&self) -> Vec<InstanceStatus> {
+        let states = self.track.borrow().clone();
         self.instances
             .values()
-            .map(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .map(|r| {
+                let mut s = r.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                s.tracked = r.tracked.iter().map(|t| t.report(&states)).collect();
+                s
+            })
             .collect()
     }
 

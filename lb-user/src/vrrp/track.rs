@@ -373,6 +373,36 @@ impl Tracked {
         }
     }
 
+    /// What `xlb status` shows for this object.
+    pub fn report(&self, states: &TrackStates) -> crate::status::TrackedStatus {
+        let state = match self.kind {
+            Kind::Script => states.scripts.get(&self.name).copied(),
+            Kind::Process => states.processes.get(&self.name).copied(),
+            Kind::File => None,
+        }
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| match self.kind {
+            Kind::File => states
+                .files
+                .get(&self.name)
+                .copied()
+                .unwrap_or(0)
+                .to_string(),
+            _ => Status::Init.to_string(),
+        });
+        let effect = match self.effect(states) {
+            Effect::Delta(d) if d > 0 => format!("+{d}"),
+            Effect::Delta(d) => d.to_string(),
+            Effect::Fault(_) => "FAULT".to_string(),
+            Effect::Wait(_) => "INIT".to_string(),
+        };
+        crate::status::TrackedStatus {
+            object: self.what(),
+            state,
+            effect,
+        }
+    }
+
     fn what(&self) -> String {
         match self.kind {
             Kind::Script => format!("vrrp_script {}", self.name),
@@ -552,6 +582,35 @@ mod tests {
             assert!(matches!(d(k, 0, false, Init), Effect::Wait(_)));
             assert_eq!(d(k, -10, false, Init), Effect::Delta(0));
         }
+    }
+
+    #[test]
+    fn reports_say_state_and_effect() {
+        let r = |k, w, st: &TrackStates| {
+            let rep = t(k, w, false).report(st);
+            (rep.object, rep.state, rep.effect)
+        };
+        let s = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(
+            r(Kind::Script, 5, &states(Status::Up)),
+            s("vrrp_script x", "up", "+5")
+        );
+        assert_eq!(
+            r(Kind::Process, -20, &states(Status::Down)),
+            s("vrrp_track_process x", "down", "-20")
+        );
+        assert_eq!(
+            r(Kind::Script, 0, &states(Status::Down)),
+            s("vrrp_script x", "down", "FAULT")
+        );
+        let none = TrackStates::default();
+        assert_eq!(
+            r(Kind::Script, 0, &none),
+            s("vrrp_script x", "init", "INIT")
+        );
+        let mut file = TrackStates::default();
+        file.files.insert("x".into(), -3);
+        assert_eq!(r(Kind::File, 2, &file), s("vrrp_track_file x", "-3", "-6"));
     }
 
     #[test]
