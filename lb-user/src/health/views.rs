@@ -166,7 +166,7 @@ impl HealthAgreement {
                                     failures: v.failures,
                                     age_ms: v.age_ms,
                                 };
-                                (*id, view)
+                                (id.to_string(), view)
                             })
                             .collect()
                     })
@@ -218,8 +218,8 @@ pub struct RealViews {
     /// What this director does: healthy, suspect (no new flows, flows kept), failed.
     pub verdict: String,
     pub detail: String,
-    /// Peer director id -> its view.
-    pub peers: BTreeMap<u32, PeerView>,
+    /// Peer director id (a string: JSON object keys are) -> its view.
+    pub peers: BTreeMap<String, PeerView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -247,7 +247,10 @@ pub fn render(v: &HealthViews) -> String {
         };
         out += &format!("{:<16} {:<28} {:<14}", r.service, r.real.to_string(), local);
         for id in &v.peers {
-            let cell = r.peers.get(id).map_or("-", |p| p.state.as_str());
+            let cell = r
+                .peers
+                .get(&id.to_string())
+                .map_or("-", |p| p.state.as_str());
             out += &format!(" {cell:<10}");
         }
         out += &format!(" {}\n", r.detail);
@@ -347,7 +350,7 @@ address = "198.18.0.12"
         assert_eq!(st.peers, vec![2]);
         assert_eq!(st.reals[0].local, "down");
         assert_eq!(st.reals[0].verdict, "failed");
-        assert_eq!(st.reals[0].peers[&2].state, "down");
+        assert_eq!(st.reals[0].peers["2"].state, "down");
         let table = render(&st);
         assert!(table.contains("dir 2"), "{table}");
     }
