@@ -460,6 +460,10 @@ impl Shell {
     /// confirm failures with it).
     fn queue_health_view(&mut self) {
         let view = self.health_view.borrow_and_update().clone();
+        if matches!(self.wire, Wire::Ipvs { .. }) {
+            // IPVS's protocol has no health record.
+            return;
+        }
         for r in view.into_iter().rev() {
             self.pending.push_front(Record::Health(r));
         }
