@@ -77,7 +77,11 @@ pub fn status(args: &SocketArgs, opts: &StatusOptions) -> anyhow::Result<ExitCod
         report.sort();
     }
     if opts.peers {
-        let views = report.health_views.unwrap_or_default();
+        let mut views = report.health_views.clone().unwrap_or_default();
+        // -t/-u: the selected services' real servers only.
+        views
+            .reals
+            .retain(|r| report.services.iter().any(|s| s.name == r.service));
         if opts.json {
             super::stdout::emit_line(&serde_json::to_string_pretty(&views)?)?;
         } else {
