@@ -62,8 +62,20 @@ impl Verdict {
         matches!(self, Verdict::Suspect(_))
     }
 
-    /// Text for `xlb status` (appended to the check's failure reason).
+    /// Text appended to the check's failure reason (`xlb status`, the log line of each
+    /// change): stable while the verdict is, so it is logged once per transition.
     pub fn describe(&self) -> String {
+        match self {
+            Verdict::Suspect(SuspectWhy::Waiting { .. }) => {
+                "suspect: established flows kept until a peer or the confirmation delay confirms"
+                    .into()
+            }
+            other => other.detail(),
+        }
+    }
+
+    /// [`Verdict::describe`] with the time left before the delay confirms (`xlb status --peers`).
+    pub fn detail(&self) -> String {
         match self {
             Verdict::Healthy => "healthy".into(),
             Verdict::Suspect(SuspectWhy::Waiting { left_ms }) => format!(
@@ -377,6 +389,10 @@ mod tests {
             a.update(&key(11), false, DELAY, t0 + ms(200)),
             Verdict::Failed(Confirmation::Peer(3))
         );
+        // The reason text does not count down (one log line per transition).
+        let waiting = |ms| Verdict::Suspect(SuspectWhy::Waiting { left_ms: ms });
+        assert_eq!(waiting(1500).describe(), waiting(20).describe());
+        assert!(waiting(1500).detail().contains("1.5 s"));
         // Another real server is not affected by views of this one.
         assert!(a.update(&key(12), false, DELAY, t0 + ms(200)).is_suspect());
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::agreement::{Agreement, RealKey, Verdict};
+use super::agreement::{Agreement, RealKey, SuspectWhy, Verdict};
 use super::RealHealth;
 use crate::config::{self, Config};
 use crate::state::RealHealthInput;
@@ -137,7 +137,11 @@ impl HealthAgreement {
             }
         }
         self.agreement.retain(|k| verdicts.contains_key(k), now);
-        let changed = verdicts != self.verdicts;
+        // The countdown of a waiting suspect is not a change (no new planning round for it).
+        let changed = !verdicts
+            .iter()
+            .map(|(k, v)| (k, stable(*v)))
+            .eq(self.verdicts.iter().map(|(k, v)| (k, stable(*v))));
         self.verdicts = verdicts;
         (inputs, changed)
     }
@@ -177,7 +181,7 @@ impl HealthAgreement {
                     real: key.1,
                     local: local_state(h).as_str().into(),
                     verdict: verdict_word(&verdict).into(),
-                    detail: verdict.describe(),
+                    detail: verdict.detail(),
                     peers,
                 });
             }
@@ -187,6 +191,16 @@ impl HealthAgreement {
             peers: self.agreement.peer_directors(now),
             reals,
         }
+    }
+}
+
+/// The verdict without its countdown.
+fn stable(v: Verdict) -> Verdict {
+    match v {
+        Verdict::Suspect(SuspectWhy::Waiting { .. }) => {
+            Verdict::Suspect(SuspectWhy::Waiting { left_ms: 0 })
+        }
+        other => other,
     }
 }
 
@@ -353,6 +367,24 @@ address = "198.18.0.12"
         assert_eq!(st.reals[0].peers["2"].state, "down");
         let table = render(&st);
         assert!(table.contains("dir 2"), "{table}");
+    }
+
+    #[test]
+    fn the_countdown_of_a_waiting_suspect_is_not_a_change() {
+        let cfg = config::parse(CFG, "t.toml").unwrap();
+        let t0 = Instant::now();
+        let mut ha = HealthAgreement::default();
+        let (_, changed) = ha.inputs(&cfg, &health(false), t0);
+        assert!(changed);
+        let (_, changed) = ha.inputs(&cfg, &health(false), t0 + Duration::from_millis(500));
+        assert!(!changed, "still waiting");
+        let (inputs, changed) = ha.inputs(&cfg, &health(false), t0 + Duration::from_secs(2));
+        assert!(changed, "the delay ran out");
+        let i = &inputs[&("web".into(), "198.18.0.11:80".parse().unwrap())];
+        assert!(
+            !i.suspect && i.reason.contains("confirmed by the delay"),
+            "{i:?}"
+        );
     }
 
     #[test]
