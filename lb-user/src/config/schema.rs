@@ -441,7 +441,7 @@ pub struct VirtualServer {
     /// it stays suspect as long as they do). So one director's local problem (a firewall, a
     /// broken path) never resets healthy flows; the cost: the flows of a real server that really
     /// died stay blackholed for `confirm_delay` unless a peer confirms sooner. Default false.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub confirm_failure: bool,
     /// Seconds of local failure after which a suspect real server is failed when no peer
     /// confirms nor sees it up, 0..=3600; default: `fall` x `interval` of the real server's
