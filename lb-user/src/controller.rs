@@ -252,6 +252,7 @@ mac = "02:00:00:00:00:13"
                     up,
                     weight: 1,
                     reason: if up { "ok" } else { "refused" }.into(),
+                    suspect: false,
                 };
                 (("web".to_string(), sock), input)
             })

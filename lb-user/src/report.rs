@@ -146,6 +146,7 @@ pub fn status(inp: &StatusInputs<'_>) -> StatusReport {
             udp: inp.cfg.timeouts.udp,
         },
         sync: None,
+        health_views: None,
     }
 }
 

@@ -21,6 +21,9 @@ pub struct RealHealthInput {
     /// Weight from the check (misc_dynamic) or the configured one.
     pub weight: u32,
     pub reason: String,
+    /// Down here but not confirmed (`confirm_failure`): drained (weight 0, flows kept) rather
+    /// than removed.
+    pub suspect: bool,
 }
 
 /// What the daemon observed, besides the configuration.
@@ -198,8 +201,9 @@ fn real_in_force(
     let mut why = Vec::new();
     match inputs.seen.health.get(&(vs.name.clone(), sock)) {
         Some(h) if !h.up => {
-            if vs.inhibit_on_failure {
-                // keepalived's inhibit_on_failure: weight 0, flows stay.
+            if vs.inhibit_on_failure || h.suspect {
+                // keepalived's inhibit_on_failure, or a suspect real server: weight 0, flows
+                // stay.
                 real.weight = 0;
             } else {
                 real.alive = false;
@@ -415,10 +419,37 @@ address = "198.18.0.13"
                 up: false,
                 weight: 2,
                 reason: "refused".into(),
+                suspect: false,
             },
         );
         let (state, _) = build_with(&health, &Overlay::default());
         assert!(!state.services[0].reals[0].alive);
+        assert_eq!(alive_weights(&cfg, &health, &Overlay::default())[&name], 2);
+    }
+
+    /// `confirm_failure`: a suspect real server is drained (alive, weight 0: its flows stay,
+    /// new flows avoid it) and counts as down for quorum.
+    #[test]
+    fn suspect_real_is_drained_not_removed() {
+        let cfg = config::parse(CFG, "t.toml").unwrap();
+        let name = cfg.virtual_servers[0].name.clone();
+        let mut health = BTreeMap::new();
+        health.insert(
+            (name.clone(), "198.18.0.11:80".parse().unwrap()),
+            RealHealthInput {
+                up: false,
+                weight: 2,
+                reason: "refused (suspect)".into(),
+                suspect: true,
+            },
+        );
+        let (state, notes) = build_with(&health, &Overlay::default());
+        let r = &state.services[0].reals[0];
+        assert_eq!((r.alive, r.weight), (true, 0));
+        assert!(
+            notes.iter().any(|n| n.note.contains("suspect")),
+            "{notes:?}"
+        );
         assert_eq!(alive_weights(&cfg, &health, &Overlay::default())[&name], 2);
     }
 

@@ -234,6 +234,9 @@ pub struct StatusReport {
     /// Connection sync (`[sync]`): messages, drops by reason, peers heard from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync: Option<crate::sync::task::SyncStats>,
+    /// Each director's view of each real server (`xlb status --peers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_views: Option<crate::health::views::HealthViews>,
 }
 
 /// `[timeouts]` in force, in seconds.
@@ -304,6 +307,7 @@ impl StatusReport {
             recent_transitions: Vec::new(),
             timeouts: TimeoutStatus::default(),
             sync: None,
+            health_views: None,
         }
     }
 }
@@ -663,6 +667,7 @@ pub(crate) mod tests {
             sweep_duration_secs: 0.0,
             recent_transitions: vec![],
             sync: None,
+            health_views: None,
         }
     }
 

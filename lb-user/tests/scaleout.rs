@@ -1034,3 +1034,211 @@ fn forged_sync_floods_change_nothing_and_a_restarted_director_relearns() {
     assert!(relearnt.len() >= 90, "{}", relearnt.len());
     assert_eq!(ok, r.len());
 }
+
+/// The health-agreement lab config: `[sync]` on, three real servers (quorum 2 keeps a director
+/// announced with one of them down, as in the issue's lab), `confirm_failure` on or off, and a
+/// confirmation delay of 60 s: within the test only a peer can confirm a failure.
+fn agreement_config(d: &Director, key: &Path, confirm: bool) -> String {
+    let setting = if confirm {
+        "quorum = 2\nconfirm_failure = true\nconfirm_delay = 60.0\n"
+    } else {
+        "quorum = 2\n"
+    };
+    xlb_sync_config(&d.socket, &[1, 2, 3], d.n, key).replace("quorum = 2\n", setting)
+}
+
+/// nftables on `host` drops its health checks to real server `rs` (both families), in a table of
+/// its own (`xlbagree{rs}`).
+fn drop_checks_to(s: &Scale, host: &Host, rs: usize) {
+    let t = format!("xlbagree{rs}");
+    nft(s, host, &format!("add table inet {t}"));
+    nft(
+        s,
+        host,
+        &format!("add chain inet {t} out {{ type filter hook output priority 0; }}"),
+    );
+    for daddr in [
+        format!("ip daddr 198.18.1.{}", 10 + rs),
+        format!("ip6 daddr 2001:db8:1::{}", 10 + rs),
+    ] {
+        nft(
+            s,
+            host,
+            &format!("add rule inet {t} out {daddr} tcp dport 9000 drop"),
+        );
+    }
+}
+
+/// `xlb status --peers --json` of director `i`: the row of real server `real` of `service`.
+fn peer_view_row(s: &Scale, i: usize, service: &str, real: &str) -> serde_json::Value {
+    let d = &s.dirs[i];
+    let out = s
+        .lab
+        .run_ok(
+            &d.host,
+            &[XLB, "status", "--socket", &d.socket, "--peers", "--json"],
+        )
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["reals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == service && r["real"] == real)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The effective weight director `i` gives real server `real` of `service`.
+fn effective_weight(s: &Scale, i: usize, service: &str, real: &str) -> u64 {
+    let st = s.status(i);
+    st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|sv| sv["name"] == service)
+        .flat_map(|sv| sv["reals"].as_array().unwrap().iter())
+        .find(|r| r["addr"] == real)
+        .and_then(|r| r["effective_weight"].as_u64())
+        .unwrap_or(u64::MAX)
+}
+
+/// Issue 20, 3: 150 long-lived streams; rs1 fails the checks of dir2 only (nftables on dir2).
+/// Returns the streams' results and the lab (still running) for the caller's next phase.
+fn one_director_fails_rs1(confirm: bool) -> (Streams, Scale, Proc) {
+    let mut s = Scale::new();
+    let key = s.dir.join("sync.key");
+    std::fs::write(&key, "lab shared key, 16+ bytes\n").unwrap();
+    for d in &s.dirs {
+        std::fs::write(&d.config, agreement_config(d, &key, confirm)).unwrap();
+    }
+    s.write_bird_configs();
+    let router_conf = s.dir.join("bird-router.conf").display().to_string();
+    let router = s.router.clone();
+    let bird = s.start_bird(&router, &router_conf, "bird-router");
+    for i in 0..3 {
+        s.start_director(i);
+    }
+    s.wait_nexthops(3, Duration::from_secs(20));
+    let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP6}"), 150, 3.0);
+    // Every director hears the others' health views (sent every second).
+    wait_for("peers' health views", Duration::from_secs(10), || {
+        (0..3).all(|i| {
+            peer_view_row(&s, i, "v4-9000", "198.18.1.11:9000")["peers"]
+                .as_object()
+                .is_some_and(|p| p.len() == 2)
+        })
+    });
+    let d2 = s.dirs[1].host.clone();
+    drop_checks_to(&s, &d2, 1);
+    let t = wait_for("dir2 sees rs1 down", Duration::from_secs(10), || {
+        peer_view_row(&s, 1, "v4-9000", "198.18.1.11:9000")["local"] == "down"
+    });
+    println!(
+        "dir2 sees rs1 down {:.2} s after its checks started failing",
+        t.as_secs_f64()
+    );
+    // Far past fall x interval (0.5 s): the one-sided view holds, or re-dispatches.
+    std::thread::sleep(Duration::from_secs(5));
+    let out = s
+        .lab
+        .run_ok(
+            &d2,
+            &[XLB, "status", "--socket", &s.dirs[1].socket, "--peers"],
+        )
+        .unwrap();
+    println!("xlb status --peers on dir2 (confirm_failure {confirm}):\n{out}");
+    let row = peer_view_row(&s, 1, "v4-9000", "198.18.1.11:9000");
+    assert_eq!(row["local"], "down", "{row}");
+    assert_eq!(row["peers"]["1"]["state"], "up", "{row}");
+    assert_eq!(row["peers"]["3"]["state"], "up", "{row}");
+    let verdict = if confirm { "suspect" } else { "failed" };
+    assert_eq!(row["verdict"], verdict, "{row}");
+    assert!(out.contains(verdict), "{out}");
+    assert_eq!(
+        effective_weight(&s, 1, "v4-9000", "198.18.1.11:9000"),
+        0,
+        "new flows avoid rs1 on dir2"
+    );
+    assert_eq!(s.nexthops(VIP4), 3, "quorum 2 of 3: dir2 stays announced");
+    let r = s.stream_results(&streams);
+    (r, s, bird)
+}
+
+/// With `confirm_failure`: dir2 alone failing rs1's checks resets no healthy flow (rs1 stays
+/// suspect while dir1 and dir3 see it up); once rs1 fails everywhere, the peers confirm at once
+/// (the 60 s delay is not waited for) and its flows are re-dispatched.
+#[test]
+fn one_directors_failing_checks_reset_no_healthy_flow_until_peers_confirm() {
+    xtask::require!(SCALEOUT_NEEDS);
+    let (r, mut s, _router_bird) = one_director_fails_rs1(true);
+    let (ok, _) = summarize("150 streams, rs1 failing dir2's checks only", &r);
+    assert!(r.on("rs1") > 0, "some streams on rs1: {r:?}");
+    assert_eq!(ok, r.len(), "goal: 0 healthy flows reset");
+
+    // rs1 now fails every director's checks: each sees the others' views down and confirms.
+    let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP6}"), 150, 3.0);
+    let t0 = Instant::now();
+    for i in [0, 2] {
+        let h = s.dirs[i].host.clone();
+        drop_checks_to(&s, &h, 1);
+    }
+    for i in 0..3 {
+        wait_for("rs1 failed everywhere", Duration::from_secs(15), || {
+            peer_view_row(&s, i, "v4-9000", "198.18.1.11:9000")["verdict"] == "failed"
+        });
+    }
+    let confirmed = t0.elapsed();
+    for i in 0..3 {
+        let row = peer_view_row(&s, i, "v4-9000", "198.18.1.11:9000");
+        let detail = row["detail"].as_str().unwrap_or_default().to_string();
+        println!("dir{}: rs1 {detail}", i + 1);
+        assert!(detail.contains("confirmed by director"), "{row}");
+    }
+    println!(
+        "rs1 failed on every director {:.2} s after its checks failed everywhere (delay 60 s)",
+        confirmed.as_secs_f64()
+    );
+    assert!(
+        confirmed < Duration::from_secs(30),
+        "confirmed by the peers, not the delay"
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let r2 = s.stream_results(&streams);
+    summarize("150 streams, rs1 then failing every director's checks", &r2);
+    let on_rs1 = r2.on("rs1");
+    let broken_on_rs1 = r2.broken().iter().filter(|x| x.server == "rs1").count() as u64;
+    let broken_elsewhere = r2.broken().iter().filter(|x| x.server != "rs1").count();
+    assert!(on_rs1 > 0, "{r2:?}");
+    assert_eq!(
+        broken_on_rs1, on_rs1,
+        "a confirmed failure re-dispatches rs1's flows (reset by their new real server)"
+    );
+    assert_eq!(broken_elsewhere, 0, "flows on rs2/rs3 keep their servers");
+}
+
+/// The comparison row: the same one-sided failure without `confirm_failure` re-dispatches the
+/// flows dir2 carries to rs1, although rs1 serves them fine (16-18 of 120 in the issue's lab).
+#[test]
+fn without_confirm_failure_one_directors_failing_checks_reset_healthy_flows() {
+    xtask::require!(SCALEOUT_NEEDS);
+    let (r, _s, _router_bird) = one_director_fails_rs1(false);
+    let (ok, _) = summarize(
+        "150 streams, rs1 failing dir2's checks only (no confirm_failure)",
+        &r,
+    );
+    println!(
+        "without confirm_failure: {} of {} streams reset",
+        r.len() - ok,
+        r.len()
+    );
+    assert!(
+        ok < r.len(),
+        "expected dir2 to reset the rs1 flows it carries"
+    );
+    assert!(
+        r.broken().iter().all(|x| x.server == "rs1"),
+        "only rs1's flows are re-dispatched: {:?}",
+        r.broken()
+    );
+}

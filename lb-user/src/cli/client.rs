@@ -59,6 +59,8 @@ pub struct StatusOptions {
     pub sort: bool,
     /// The timeouts in force instead of the table.
     pub timeouts: bool,
+    /// The directors' health views side by side instead of the table.
+    pub peers: bool,
 }
 
 pub fn status(args: &SocketArgs, opts: &StatusOptions) -> anyhow::Result<ExitCode> {
@@ -74,7 +76,18 @@ pub fn status(args: &SocketArgs, opts: &StatusOptions) -> anyhow::Result<ExitCod
     if opts.sort {
         report.sort();
     }
-    if opts.json {
+    if opts.peers {
+        let mut views = report.health_views.clone().unwrap_or_default();
+        // -t/-u: the selected services' real servers only.
+        views
+            .reals
+            .retain(|r| report.services.iter().any(|s| s.name == r.service));
+        if opts.json {
+            super::stdout::emit_line(&serde_json::to_string_pretty(&views)?)?;
+        } else {
+            super::stdout::emit(&crate::health::views::render(&views))?;
+        }
+    } else if opts.json {
         super::stdout::emit_line(&serde_json::to_string_pretty(&report)?)?;
     } else if opts.timeouts {
         super::stdout::emit(&crate::status::render_timeouts(&report))?;

@@ -171,6 +171,7 @@ fn list(args: &Args) -> anyhow::Result<ExitCode> {
         only: filter,
         sort: args.sort,
         timeouts: args.timeout,
+        peers: false,
     };
     client::status(&args.socket_args(), &opts)
 }

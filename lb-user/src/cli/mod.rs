@@ -131,6 +131,11 @@ pub enum Command {
         /// Exact numbers instead of K/M/G.
         #[arg(long)]
         exact: bool,
+        /// Each director's health view of each real server side by side: this director's checks
+        /// and verdict (healthy, suspect, failed) and the views its `[sync]` peers sent (with
+        /// --json: the `health_views` object alone).
+        #[arg(long, conflicts_with_all = ["stats", "rate", "timeout"])]
+        peers: bool,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -259,6 +264,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             stats,
             rate,
             exact,
+            peers,
             json,
         } => {
             let view = if stats {
@@ -277,6 +283,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 only,
                 sort,
                 timeouts: timeout,
+                peers,
             };
             client::status(&socket, &opts)
         }

@@ -145,6 +145,11 @@ pub struct VirtualServer {
     pub delay_loop: f64,
     pub alpha: bool,
     pub inhibit_on_failure: bool,
+    /// Keep established flows on a locally failed real server until the failure is confirmed
+    /// (see [`crate::health::agreement`]).
+    pub confirm_failure: bool,
+    /// Seconds; `None` = `fall` x `interval` of each real server's check.
+    pub confirm_delay: Option<f64>,
     /// How the VIP is claimed (`announce`, else `vrrp` when a VRRP instance lists the VIP, else
     /// `always`).
     pub announce: Announce,
@@ -442,6 +447,8 @@ impl VirtualServer {
             delay_loop: *vs.delay_loop.get_ref(),
             alpha: vs.alpha,
             inhibit_on_failure: vs.inhibit_on_failure,
+            confirm_failure: vs.confirm_failure,
+            confirm_delay: vs.confirm_delay.as_ref().map(|d| *d.get_ref()),
             announce: cfg.announce_of(vs),
             real_servers: vs
                 .real_servers

@@ -433,6 +433,21 @@ pub struct VirtualServer {
     /// being removed (keepalived `inhibit_on_failure`).
     #[serde(default)]
     pub inhibit_on_failure: bool,
+    /// A real server whose checks fail on this director first becomes *suspect*: new flows
+    /// avoid it (weight 0), the established flows this director forwards to it are kept. It is
+    /// *failed* (flows re-dispatched to the others, as without this setting) once the failure is
+    /// confirmed: by a peer director that sees it down too (its health view arrives through
+    /// `[sync]`), or after `confirm_delay` unless every peer with a fresh view sees it up (then
+    /// it stays suspect as long as they do). So one director's local problem (a firewall, a
+    /// broken path) never resets healthy flows; the cost: the flows of a real server that really
+    /// died stay blackholed for `confirm_delay` unless a peer confirms sooner. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub confirm_failure: bool,
+    /// Seconds of local failure after which a suspect real server is failed when no peer
+    /// confirms nor sees it up, 0..=3600; default: `fall` x `interval` of the real server's
+    /// check (as long again as it took to see the failure). Needs `confirm_failure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_delay: Option<Spanned<f64>>,
     /// `vrrp`, `bgp` or `always`. Default: `vrrp` when a `vrrp_instance` lists the VIP in its
     /// `virtual_ipaddress`, else `always`; see [`Config::announce_of`].
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -145,6 +145,8 @@ pub struct Daemon {
     sweep_duration: Duration,
     /// Connection sync with the peer directors (`[sync]`), `None` when off.
     sync: Option<crate::sync::task::SyncLink>,
+    /// `confirm_failure`: local failures against the peers' health views.
+    agreement: health::views::HealthAgreement,
 }
 
 /// Loads the program and opens the maps, adopting what a previous run left pinned.
@@ -225,6 +227,7 @@ impl Daemon {
             },
             sweep_duration: Duration::ZERO,
             sync,
+            agreement: Default::default(),
             cfg,
         };
         if let Err(e) = daemon.attach().await {
@@ -320,6 +323,7 @@ impl Daemon {
     /// One round: the controller plans from the latest observations, the shell carries it out
     /// (tables, VRRP's track_service, BGP announcements).
     async fn reconcile(&mut self) {
+        self.refresh_health();
         let interfaces: Vec<_> = self.attached.iter().map(|a| a.iface.clone()).collect();
         let seen = Observed {
             interfaces: &interfaces,
@@ -354,6 +358,18 @@ impl Daemon {
             self.writer.set_ring_served(addr, *served);
         }
         self.announce().await;
+    }
+
+    /// The state's health inputs with `confirm_failure` applied; tells the peers this
+    /// director's view. Whether a verdict changed.
+    fn refresh_health(&mut self) -> bool {
+        let snapshot = self.checker.snapshot();
+        let (inputs, changed) = self.agreement.inputs(&self.cfg, &snapshot, Instant::now());
+        self.seen.health = inputs;
+        if let Some(s) = &self.sync {
+            s.publish_health(health::views::own_view(&self.cfg, &snapshot));
+        }
+        changed
     }
 
     /// BGP mode: carries out the controller's announcement plan on `lo`.
@@ -524,6 +540,13 @@ impl Daemon {
                 Some(batch) = crate::sync::task::next_batch(&mut self.sync) => {
                     if let Some(s) = &self.sync {
                         s.apply(&batch, &mut self.writer);
+                    }
+                    let views = crate::sync::task::SyncLink::health_records(&batch);
+                    if !views.is_empty() {
+                        self.agreement.record_peer(&self.cfg, batch.from, &views, Instant::now());
+                        if self.refresh_health() {
+                            self.reconcile().await;
+                        }
                     }
                 }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => systemd::notify("WATCHDOG=1"),

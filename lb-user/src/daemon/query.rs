@@ -100,6 +100,12 @@ impl Daemon {
             maglev_capacity: self.writer.maglev_capacity(),
         });
         r.sync = self.sync.as_ref().map(|s| s.stats());
+        r.health_views = Some(self.agreement.status(
+            &self.cfg,
+            &self.checker.snapshot(),
+            self.cfg.sync.as_ref().map(|s| s.director_id),
+            Instant::now(),
+        ));
         r
     }
 

@@ -10,12 +10,14 @@
 //! The checkers never touch the data plane: the daemon consumes the events (or [`HealthChecker::snapshot`])
 //! and recomputes the desired state.
 
+pub mod agreement;
 mod error;
 pub mod http;
 pub mod quorum;
 pub mod scheduler;
 pub mod script;
 pub mod tcp;
+pub mod views;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -208,6 +210,8 @@ pub struct RealHealth {
     pub checks: u64,
     /// Failed results so far.
     pub failures: u64,
+    /// Failed results in a row (0 after a pass): "failing" while up and below `fall`.
+    pub consecutive_failures: u32,
 }
 
 impl From<&RealHealth> for crate::state::RealHealthInput {
@@ -216,6 +220,7 @@ impl From<&RealHealth> for crate::state::RealHealthInput {
             up: h.up,
             weight: h.weight,
             reason: h.reason.clone(),
+            suspect: false,
         }
     }
 }
@@ -358,6 +363,7 @@ impl HealthChecker {
             since: now,
             checks: 0,
             failures: 0,
+            consecutive_failures: 0,
         };
         let unchecked = t.active_check().is_none();
         let initial = match prev {
@@ -366,6 +372,7 @@ impl HealthChecker {
                 weight: t.config_weight,
                 checks: 0,
                 failures: 0,
+                consecutive_failures: 0,
                 ..p
             },
             _ if unchecked => fresh(true, "no check"),

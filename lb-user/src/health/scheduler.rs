@@ -104,6 +104,7 @@ impl Tracker {
             self.failures = self.failures.saturating_add(1);
             self.passes = 0;
         }
+        h.consecutive_failures = self.failures;
         let weight = o.weight.unwrap_or(self.config_weight);
         match (h.up, o.up) {
             (true, false) if self.failures >= self.fall => {
@@ -338,6 +339,7 @@ mod tests {
             since: SystemTime::UNIX_EPOCH,
             checks: 0,
             failures: 0,
+            consecutive_failures: 0,
         }
     }
 

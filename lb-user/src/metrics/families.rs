@@ -130,6 +130,7 @@ pub struct Families {
 pub struct Singles {
     pub conn_table_entries: Gauge,
     pub persistence_templates: Gauge,
+    pub health_peer_views: Gauge,
     pub conn_table_size: Gauge,
     pub sweep_duration: FGauge,
     pub config_reload_successful: Gauge,
@@ -343,6 +344,11 @@ impl Singles {
             "xlb_persistence_templates",
             "Persistence templates in force (client network -> real server of persistent services)",
             persistence_templates
+        );
+        r!(
+            "xlb_health_peer_views",
+            "Peer directors whose health view was received in the last 3 s ([sync], confirm_failure)",
+            health_peer_views
         );
         r!(
             "xlb_conn_table_size",

@@ -68,6 +68,8 @@ pub fn render(report: &StatusReport, process: &ProcessStats, format: Format) -> 
 fn fill_globals(s: &Singles, r: &StatusReport, p: &ProcessStats) {
     s.conn_table_entries.set(r.conn_table_entries as i64);
     s.persistence_templates.set(r.persistence_templates as i64);
+    let peers = r.health_views.as_ref().map_or(0, |v| v.peers.len());
+    s.health_peer_views.set(peers as i64);
     s.conn_table_size.set(i64::from(r.conn_table_size));
     s.sweep_duration.set(r.sweep_duration_secs);
     s.config_reload_successful

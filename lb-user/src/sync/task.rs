@@ -21,7 +21,7 @@ use crate::dataplane::sweep::{monotonic_ns, Timeouts};
 use crate::dataplane::writer::{MapWriter, SyncedInsert};
 
 use super::names::SlotIndex;
-use super::{ipvs, DropCounts, Inbound, Outbound, Record, SyncKey};
+use super::{ipvs, DropCounts, HealthRecord, Inbound, Outbound, Record, SyncKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -62,6 +62,8 @@ pub struct SyncStats {
 
 /// Records of one accepted message.
 pub struct PeerBatch {
+    /// The sender's director id (0 on the IPVS wire, which does not carry one).
+    pub from: u32,
     pub records: Vec<Record>,
 }
 
@@ -69,6 +71,8 @@ pub struct PeerBatch {
 pub struct SyncLink {
     pub from_peers: mpsc::Receiver<PeerBatch>,
     names: watch::Sender<Arc<SlotIndex>>,
+    /// This director's health view, sent on change and every `views::VIEW_INTERVAL`.
+    health_view: watch::Sender<Vec<HealthRecord>>,
     pub stats: watch::Receiver<SyncStats>,
     timeouts: Timeouts,
     task: tokio::task::JoinHandle<()>,
@@ -216,22 +220,26 @@ impl Wire {
         }
     }
 
-    fn decode(&mut self, data: &[u8]) -> Option<Vec<Record>> {
+    /// The sender's id and the records of an accepted datagram.
+    fn decode(&mut self, data: &[u8]) -> Option<(u32, Vec<Record>)> {
         match self {
-            Wire::Xlb { inb, .. } => inb.receive(data, unix_ms()).map(|m| m.records),
+            Wire::Xlb { inb, .. } => inb
+                .receive(data, unix_ms())
+                .map(|m| (m.header.director_id, m.records)),
             Wire::Ipvs {
                 sync_id,
                 origin,
                 dropped,
                 ..
             } => match ipvs::decode(data) {
-                Ok(m) if *sync_id == 0 || m.sync_id == *sync_id => Some(
+                Ok(m) if *sync_id == 0 || m.sync_id == *sync_id => Some((
+                    0,
                     m.conns
                         .iter()
                         .filter_map(|c| ipvs::to_record(c, *origin).ok())
                         .map(Record::Conn)
                         .collect(),
-                ),
+                )),
                 Ok(_) => {
                     dropped.add("other_sync_id");
                     None
@@ -268,6 +276,7 @@ struct Shell {
     /// This director's connection table, opened read-only from its pin (the full resend).
     table: Option<aya::maps::HashMap<MapData, FlowKey, FlowEntry>>,
     names: watch::Receiver<Arc<SlotIndex>>,
+    health_view: watch::Receiver<Vec<HealthRecord>>,
     timeouts: Timeouts,
     pending: VecDeque<Record>,
     stats: SyncStats,
@@ -315,6 +324,7 @@ pub fn start(
         aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).ok()
     });
     let (names_tx, names_rx) = watch::channel(Arc::new(SlotIndex::default()));
+    let (health_tx, health_rx) = watch::channel(Vec::new());
     let (stats_tx, stats_rx) = watch::channel(SyncStats::default());
     let (peers_tx, peers_rx) = mpsc::channel(1024);
     let shell = Shell {
@@ -324,6 +334,7 @@ pub fn start(
         dests,
         table,
         names: names_rx,
+        health_view: health_rx,
         timeouts,
         pending: VecDeque::new(),
         stats: SyncStats {
@@ -341,6 +352,7 @@ pub fn start(
     Ok(SyncLink {
         from_peers: peers_rx,
         names: names_tx,
+        health_view: health_tx,
         stats: stats_rx,
         timeouts,
         task,
@@ -360,6 +372,7 @@ impl Shell {
         let mut second = tokio::time::interval(Duration::from_secs(1));
         let mut refresh =
             tokio::time::interval(Duration::from_secs_f64(self.settings.refresh_interval));
+        let mut view_tick = tokio::time::interval(crate::health::views::VIEW_INTERVAL);
         loop {
             tokio::select! {
                 r = ring.readable_mut() => match r {
@@ -371,10 +384,10 @@ impl Shell {
                 },
                 r = self.sock.recv_from(&mut buf) => {
                     if let Ok((n, _)) = r {
-                        if let Some(records) = self.wire.decode(&buf[..n]) {
+                        if let Some((from, records)) = self.wire.decode(&buf[..n]) {
                             self.stats.messages_received += 1;
                             self.stats.records_received += records.len() as u64;
-                            if peers.send(PeerBatch { records }).await.is_err() {
+                            if peers.send(PeerBatch { from, records }).await.is_err() {
                                 return;
                             }
                         }
@@ -388,6 +401,8 @@ impl Shell {
                     stats.send_replace(self.stats.clone());
                 }
                 _ = refresh.tick() => self.queue_own_table(),
+                Ok(()) = self.health_view.changed() => self.queue_health_view(),
+                _ = view_tick.tick() => self.queue_health_view(),
             }
         }
     }
@@ -441,6 +456,19 @@ impl Shell {
         self.pending.extend(out);
     }
 
+    /// This director's health view, ahead of the connections waiting (small, and peers
+    /// confirm failures with it).
+    fn queue_health_view(&mut self) {
+        let view = self.health_view.borrow_and_update().clone();
+        if matches!(self.wire, Wire::Ipvs { .. }) {
+            // IPVS's protocol has no health record.
+            return;
+        }
+        for r in view.into_iter().rev() {
+            self.pending.push_front(Record::Health(r));
+        }
+    }
+
     async fn send_pending(&mut self) {
         if self.pending.is_empty() {
             return;
@@ -480,6 +508,27 @@ impl SyncLink {
     pub fn publish(&self, writer: &MapWriter) {
         self.names
             .send_replace(Arc::new(SlotIndex::new(&writer.slots())));
+    }
+
+    /// This director's health view (sent at once when it changed, and every second).
+    pub fn publish_health(&self, view: Vec<HealthRecord>) {
+        self.health_view.send_if_modified(|v| {
+            let changed = *v != view;
+            *v = view;
+            changed
+        });
+    }
+
+    /// The health records of a peer batch.
+    pub fn health_records(batch: &PeerBatch) -> Vec<HealthRecord> {
+        batch
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Health(h) => Some(*h),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The task's counters with what the writer did with peers' records.

@@ -167,6 +167,7 @@ fn virtual_server(vs: &VirtualServer, ifaces: &[&str], c: &mut Collector<'_>) {
         );
     }
     frange(c, &vs.delay_loop, 0.01, 3600.0, "delay_loop (seconds)");
+    confirm_delay(c, vs);
     tunnel(vs, c);
     if let Some(chk) = &vs.check {
         check(chk, vs, None, c);
@@ -362,6 +363,18 @@ fn persistence_granularity(c: &mut Collector<'_>, vs: &VirtualServer) {
             g.span(),
             "`persistence_granularity` has no effect without `persistence_timeout`: set \
              persistence_timeout > 0 or remove it",
+        );
+    }
+}
+
+fn confirm_delay(c: &mut Collector<'_>, vs: &VirtualServer) {
+    let Some(d) = &vs.confirm_delay else { return };
+    frange(c, d, 0.0, 3600.0, "confirm_delay (seconds)");
+    if !vs.confirm_failure {
+        c.at(
+            d.span(),
+            "`confirm_delay` has no effect without `confirm_failure`: set confirm_failure = true \
+             or remove it",
         );
     }
 }

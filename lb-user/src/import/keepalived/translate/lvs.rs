@@ -51,6 +51,8 @@ fn new_service(vip: IpAddr, port: u16) -> VirtualServer {
         delay_loop: u(DEFAULT_DELAY_LOOP),
         alpha: false,
         inhibit_on_failure: false,
+        confirm_failure: false,
+        confirm_delay: None,
         announce: None,
         forward: Forward::Dr,
         tunnel: TunnelType::Ipip,
