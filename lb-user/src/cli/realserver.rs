@@ -57,6 +57,10 @@ pub struct TunnelArgs {
     /// GUE's UDP port (the director's `gue_port`).
     #[arg(long, value_name = "PORT", default_value_t = lb_common::DEFAULT_GUE_PORT)]
     pub gue_port: u16,
+    /// Where the decapsulation runs: `xdp` (xlb_decap), `tc` (xlb_decap_tc, TC ingress, for
+    /// links where XDP cannot run; kernel 6.6+), or `auto` (XDP, else TC; says which and why).
+    #[arg(long, value_name = "HOOK", value_parser = ["xdp", "tc", "auto"], default_value = "auto")]
+    pub attach: String,
     /// bpffs directory where the decapsulation program's link and maps are pinned.
     #[arg(long, value_name = "DIR", default_value = crate::realserver_tunnel::DEFAULT_PIN_DIR)]
     pub bpffs_dir: PathBuf,
@@ -65,6 +69,7 @@ pub struct TunnelArgs {
 impl TunnelArgs {
     fn request(&self) -> anyhow::Result<Option<crate::realserver_tunnel::TunnelRequest>> {
         use crate::dataplane::desired::TunnelKind;
+        use crate::realserver_tunnel::AttachChoice;
         let Some(kind) = &self.tunnel else {
             return Ok(None);
         };
@@ -82,6 +87,11 @@ impl TunnelArgs {
             directors: self.directors.clone(),
             gue_port: self.gue_port,
             pin_dir: self.bpffs_dir.clone(),
+            attach: match self.attach.as_str() {
+                "xdp" => AttachChoice::Xdp,
+                "tc" => AttachChoice::Tc,
+                _ => AttachChoice::Auto,
+            },
         }))
     }
 }
@@ -147,7 +157,7 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
                 .and_then(|s| s.tunnel)
                 .map(|t| {
                     let (attached, counters) =
-                        crate::realserver_tunnel::status(&t.pin_dir, &t.interface);
+                        crate::realserver_tunnel::status(&t.pin_dir, &t.interface, t.hook);
                     (t, attached, counters)
                 });
             let ready = st.ready() && tunnel.as_ref().is_none_or(|t| t.1);
@@ -157,6 +167,7 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
                     v["tunnel"] = serde_json::json!({
                         "kind": t.kind.name(),
                         "interface": t.interface,
+                        "hook": t.hook.name(),
                         "directors": t.directors,
                         "gue_port": t.gue_port,
                         "attached": attached,
@@ -188,8 +199,10 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
                         "NOT attached"
                     };
                     println!(
-                        "tunnel {}: xlb_decap on {}: {what}",
+                        "tunnel {}: {} ({}) on {}: {what}",
                         t.kind.name(),
+                        t.hook.program(),
+                        t.hook.name(),
                         t.interface
                     );
                     if let Some(c) = counters {
