@@ -51,30 +51,31 @@ fn out_text(o: &std::process::Output) -> String {
 /// The lab with the daemon forwarding VIP:80 over both real servers with `tunnel`, and each
 /// real server prepared with `xlb realserver up --tunnel`.
 fn start(tag: &str, tunnel: &str) -> Running {
+    start_with(tag, tunnel, &[])
+}
+
+/// [`start`] with more arguments to each real server's `xlb realserver up`.
+fn start_with(tag: &str, tunnel: &str, rs_args: &[&str]) -> Running {
     let t = tun::build(tag).expect("lab");
     for rs in &t.real_servers {
         let state = t.lab.dir().join(format!("{}.json", rs.name()));
-        let o = t
-            .lab
-            .run(
-                rs,
-                &[
-                    XLB,
-                    "realserver",
-                    "up",
-                    "--vip",
-                    VIP,
-                    "--tunnel",
-                    tunnel,
-                    "--director",
-                    tun::DIRECTOR,
-                    "--interface",
-                    "eth0",
-                    "--state-file",
-                    state.to_str().unwrap(),
-                ],
-            )
-            .unwrap();
+        let mut args = vec![
+            XLB,
+            "realserver",
+            "up",
+            "--vip",
+            VIP,
+            "--tunnel",
+            tunnel,
+            "--director",
+            tun::DIRECTOR,
+            "--interface",
+            "eth0",
+            "--state-file",
+            state.to_str().unwrap(),
+        ];
+        args.extend_from_slice(rs_args);
+        let o = t.lab.run(rs, &args).unwrap();
         assert!(o.status.success(), "realserver up: {}", out_text(&o));
     }
     let socket = format!("/run/xlb/{}.sock", t.lab.id());
@@ -406,4 +407,43 @@ fn keepalived_lb_kind_tun_config_imports_and_runs() {
         spread.contains_key("rs1") && spread.contains_key("rs2"),
         "{spread:?}"
     );
+}
+
+/// The real servers decapsulate with the TC fallback (`--attach tc`, xlb_decap_tc on TC
+/// ingress) instead of XDP: HTTP through the VIP reaches both, and status shows the hook.
+#[test]
+fn http_over_gue_with_tc_decapsulation() {
+    xtask::require!(NEEDS);
+    let r = start_with("tuntc", "gue", &["--attach", "tc"]);
+    let spread: BTreeMap<String, usize> =
+        curl_spread(&r.t.lab, &r.t.client, &format!("http://{VIP}/"), 20).unwrap();
+    assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", r.log());
+    assert!(
+        spread.get("rs1").copied().unwrap_or(0) > 0 && spread.get("rs2").copied().unwrap_or(0) > 0,
+        "both real servers answer: {spread:?}"
+    );
+    for (i, rs) in r.t.real_servers.iter().enumerate() {
+        let state = r.t.lab.dir().join(format!("rs{}.json", i + 1));
+        let args = [
+            XLB,
+            "realserver",
+            "status",
+            "--vip",
+            VIP,
+            "--state-file",
+            state.to_str().unwrap(),
+            "--json",
+        ];
+        let o = r.t.lab.run(rs, &args).unwrap();
+        let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(st["tunnel"]["hook"], "tc", "{st}");
+        assert_eq!(st["tunnel"]["attached"], true, "{st}");
+        let n = st["tunnel"]["counters"]["decapsulated"].as_u64();
+        assert!(n.unwrap_or(0) > 0, "{st}");
+        let link =
+            r.t.lab
+                .run_ok(rs, &["ip", "-d", "link", "show", "eth0"])
+                .unwrap();
+        assert!(!link.contains("xdp"), "no XDP program on eth0: {link}");
+    }
 }
