@@ -13,6 +13,8 @@ pub mod metrics;
 pub mod net;
 pub mod overlay;
 pub mod realserver;
+pub mod realserver_advmss;
+pub mod realserver_advmss_io;
 pub mod realserver_tunnel;
 pub mod report;
 pub mod state;

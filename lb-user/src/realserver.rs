@@ -161,6 +161,9 @@ pub struct State {
     /// Tunnel mode: the decapsulation `up --tunnel` attached (detached by `down`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<crate::realserver_tunnel::TunnelState>,
+    /// Tunnel mode: the VIPs' policy rules and advmss table (removed by `down`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advmss: Option<crate::realserver_advmss::AdvmssState>,
 }
 
 impl State {

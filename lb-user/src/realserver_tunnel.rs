@@ -33,6 +33,7 @@ use crate::dataplane::{
     desired::TunnelKind,
     loader::{link_pin_path, LoadError},
 };
+use crate::realserver_advmss::AdvmssState;
 
 /// Default bpffs directory of the real server's pins.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/xlb-realserver";
@@ -99,6 +100,46 @@ pub struct TunnelRequest {
     pub gue_port: u16,
     pub pin_dir: PathBuf,
     pub attach: AttachChoice,
+    pub advmss: AdvmssChoice,
+}
+
+/// `--advmss`: the MSS the VIPs' SYN-ACKs advertise (see [`crate::realserver_advmss`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdvmssChoice {
+    /// From `--interface`'s MTU less the outer and inner headers.
+    Auto,
+    Off,
+    Fixed(u32),
+}
+
+/// The advmss set-up `req` asks for (`None`: off).
+fn advmss_wanted(
+    req: &TunnelRequest,
+    vips: &[IpAddr],
+    net: &crate::net::BlockingNet,
+) -> Result<Option<AdvmssState>, crate::realserver::RealServerError> {
+    use crate::realserver_advmss::{outer_len, tunnel_mss, ADVMSS_TABLE, RULE_PRIORITY};
+    let (mss_v4, mss_v6) = match req.advmss {
+        AdvmssChoice::Off => return Ok(None),
+        AdvmssChoice::Fixed(m) => (m, m),
+        AdvmssChoice::Auto => {
+            let link = net
+                .link(&req.interface)?
+                .ok_or_else(|| crate::net::NetError::NoInterface(req.interface.clone()))?;
+            let outer = outer_len(req.kind, req.directors.iter().any(IpAddr::is_ipv6));
+            (
+                tunnel_mss(link.mtu, outer, false),
+                tunnel_mss(link.mtu, outer, true),
+            )
+        }
+    };
+    Ok(Some(AdvmssState {
+        mss_v4,
+        mss_v6,
+        table: ADVMSS_TABLE,
+        priority: RULE_PRIORITY,
+        vips: vips.to_vec(),
+    }))
 }
 
 fn pin_names() -> [&'static str; 4] {
@@ -318,9 +359,23 @@ pub fn up_recorded(
     vips: &[IpAddr],
     state_file: &Path,
 ) -> Result<Vec<String>, crate::realserver::RealServerError> {
-    let (hook, changes) =
+    let (hook, mut changes) =
         up(req, vips).map_err(|e| crate::realserver::RealServerError::Tunnel(e.to_string()))?;
     let mut state = crate::realserver::State::load(state_file)?.unwrap_or_default();
+    let net = crate::net::BlockingNet::connect()?;
+    if let Some(adv) = advmss_wanted(req, vips, &net)? {
+        if state.advmss.is_none() {
+            if let Some(why) = crate::realserver_advmss_io::foreign_use(&net)? {
+                return Err(crate::realserver::RealServerError::Tunnel(format!(
+                    "advmss: {why}, not recorded as xlb's: left alone (use --advmss off)"
+                )));
+            }
+        }
+        // Recorded first: a failure half-way leaves `down` something to remove.
+        state.advmss = Some(adv.clone());
+        state.save(state_file)?;
+        changes.extend(crate::realserver_advmss_io::install(&net, &adv)?);
+    }
     state.tunnel = Some(TunnelState {
         kind: req.kind,
         interface: req.interface.clone(),
@@ -338,10 +393,14 @@ pub fn down_recorded(state_file: &Path) -> Result<Vec<String>, crate::realserver
     let Some(mut state) = crate::realserver::State::load(state_file)? else {
         return Ok(Vec::new());
     };
-    let Some(t) = state.tunnel.take() else {
-        return Ok(Vec::new());
-    };
-    let changes = down(&t);
+    let mut changes = Vec::new();
+    if let Some(adv) = state.advmss.take() {
+        let net = crate::net::BlockingNet::connect()?;
+        changes.extend(crate::realserver_advmss_io::remove(&net, &adv)?);
+    }
+    if let Some(t) = state.tunnel.take() {
+        changes.extend(down(&t));
+    }
     state.save(state_file)?;
     Ok(changes)
 }

@@ -61,6 +61,12 @@ pub struct TunnelArgs {
     /// links where XDP cannot run; kernel 6.6+), or `auto` (XDP, else TC; says which and why).
     #[arg(long, value_name = "HOOK", value_parser = ["xdp", "tc", "auto"], default_value = "auto")]
     pub attach: String,
+    /// The MSS the VIPs' SYN-ACKs advertise, so clients' segments fit the tunnel: `auto` (the
+    /// `--interface` MTU less the outer header and 40 bytes, 60 for IPv6 VIPs), `off`, or a
+    /// number. Set by a policy rule per VIP to a copy of the main table with `advmss`; the
+    /// server's other traffic is unchanged.
+    #[arg(long, value_name = "MSS", default_value = "auto", value_parser = parse_advmss)]
+    pub advmss: crate::realserver_tunnel::AdvmssChoice,
     /// bpffs directory where the decapsulation program's link and maps are pinned.
     #[arg(long, value_name = "DIR", default_value = crate::realserver_tunnel::DEFAULT_PIN_DIR)]
     pub bpffs_dir: PathBuf,
@@ -87,12 +93,25 @@ impl TunnelArgs {
             directors: self.directors.clone(),
             gue_port: self.gue_port,
             pin_dir: self.bpffs_dir.clone(),
+            advmss: self.advmss,
             attach: match self.attach.as_str() {
                 "xdp" => AttachChoice::Xdp,
                 "tc" => AttachChoice::Tc,
                 _ => AttachChoice::Auto,
             },
         }))
+    }
+}
+
+fn parse_advmss(s: &str) -> Result<crate::realserver_tunnel::AdvmssChoice, String> {
+    use crate::realserver_tunnel::AdvmssChoice;
+    match s {
+        "auto" => Ok(AdvmssChoice::Auto),
+        "off" => Ok(AdvmssChoice::Off),
+        n => match n.parse::<u32>() {
+            Ok(m) if (536..=65495).contains(&m) => Ok(AdvmssChoice::Fixed(m)),
+            _ => Err(format!("`{n}`: want auto, off or an MSS of 536..65495")),
+        },
     }
 }
 
@@ -153,14 +172,21 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
         }
         Action::Status { common, json } => {
             let st = realserver::status(&common.vips)?;
-            let tunnel = realserver::State::load(&common.state_file)?
-                .and_then(|s| s.tunnel)
-                .map(|t| {
-                    let (attached, counters) =
-                        crate::realserver_tunnel::status(&t.pin_dir, &t.interface, t.hook);
-                    (t, attached, counters)
-                });
-            let ready = st.ready() && tunnel.as_ref().is_none_or(|t| t.1);
+            let recorded = realserver::State::load(&common.state_file)?;
+            let advmss = match recorded.as_ref().and_then(|s| s.advmss.as_ref()) {
+                Some(a) => {
+                    let net = crate::net::BlockingNet::connect()?;
+                    crate::realserver_advmss_io::check(&net, a)?
+                }
+                None => Vec::new(),
+            };
+            let tunnel = recorded.and_then(|s| s.tunnel).map(|t| {
+                let (attached, counters) =
+                    crate::realserver_tunnel::status(&t.pin_dir, &t.interface, t.hook);
+                (t, attached, counters)
+            });
+            let ready =
+                st.ready() && tunnel.as_ref().is_none_or(|t| t.1) && advmss.iter().all(|c| c.ok);
             if json {
                 let mut v = serde_json::to_value(&st)?;
                 if let Some((t, attached, counters)) = &tunnel {
@@ -179,6 +205,9 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
                                 .collect::<std::collections::BTreeMap<_, _>>()
                         }),
                     });
+                }
+                if !advmss.is_empty() {
+                    v["advmss"] = serde_json::to_value(&advmss)?;
                 }
                 v["ready"] = serde_json::json!(ready);
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -213,6 +242,9 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
                             .collect();
                         println!("decap counters: {}", pairs.join(", "));
                     }
+                }
+                for c in &advmss {
+                    println!("advmss {}: {}", c.what, if c.ok { "ok" } else { "WRONG" });
                 }
                 println!("{}", if ready { "ready" } else { "NOT ready" });
             }
