@@ -447,3 +447,36 @@ fn http_over_gue_with_tc_decapsulation() {
         assert!(!link.contains("xdp"), "no XDP program on eth0: {link}");
     }
 }
+
+/// advmss (`xlb realserver up` default `--advmss auto`): the real servers' SYN-ACKs from the VIP
+/// advertise 1500 - 28 (GUE) - 40 = 1432, seen on the wire at the client; their other traffic
+/// keeps its MSS (only replies from the VIP take the advmss table); `down` removes it all.
+#[test]
+fn syn_ack_advertises_an_mss_that_fits_the_tunnel() {
+    xtask::require!(NEEDS, [Need::Binary("tcpdump")]);
+    let r = start("tunmss", "gue");
+    let capture = format!(
+        "timeout 20 tcpdump -l -n -v -c 1 -i eth0 'src host {VIP} and tcp[13] & 0x12 = 0x12' \
+         > {dir}/synack.txt 2>&1 & sleep 1; curl -s -o /dev/null --max-time 5 http://{VIP}/; wait",
+        dir = r.t.lab.dir().display()
+    );
+    r.t.lab
+        .run_ok(&r.t.client, &["sh", "-c", &capture])
+        .unwrap();
+    let seen = std::fs::read_to_string(r.t.lab.dir().join("synack.txt")).unwrap();
+    assert!(seen.contains("mss 1432"), "SYN-ACK's MSS: {seen}");
+    let rs = &r.t.real_servers[0];
+    let from_vip =
+        r.t.lab
+            .run_ok(rs, &["ip", "route", "get", tun::CLIENT, "from", VIP])
+            .unwrap();
+    assert!(from_vip.contains("advmss 1432"), "{from_vip}");
+    let other =
+        r.t.lab
+            .run_ok(rs, &["ip", "route", "get", tun::CLIENT])
+            .unwrap();
+    assert!(
+        !other.contains("advmss"),
+        "other traffic unchanged: {other}"
+    );
+}
