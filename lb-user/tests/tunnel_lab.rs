@@ -480,3 +480,93 @@ fn syn_ack_advertises_an_mss_that_fits_the_tunnel() {
         "other traffic unchanged: {other}"
     );
 }
+
+/// Everything `xlb realserver up --tunnel` may change on a real server, as text: links (with
+/// XDP), addresses, policy rules, every routing table, the sysctls, the pins (TC links).
+fn real_server_state(r: &Running, rs: &xtask::lab::Host) -> String {
+    let mut out = String::new();
+    for argv in [
+        &["ip", "-d", "link", "show"][..],
+        &["ip", "addr", "show"],
+        &["ip", "rule", "show"],
+        &["ip", "-6", "rule", "show"],
+        &["ip", "route", "show", "table", "all"],
+        &["ip", "-6", "route", "show", "table", "all"],
+        &["sh", "-c", "ls -R /sys/fs/bpf/ 2>&1"],
+    ] {
+        out += &format!(
+            "$ {}\n{}",
+            argv.join(" "),
+            r.t.lab.run_ok(rs, argv).unwrap()
+        );
+    }
+    let conf = "net.ipv4.conf";
+    for key in ["arp_ignore", "arp_announce", "rp_filter"] {
+        for dev in ["all", "lo", "eth0"] {
+            let k = format!("{conf}.{dev}.{key}");
+            out += &r.t.lab.run_ok(rs, &["sysctl", &k]).unwrap();
+        }
+    }
+    out +=
+        &r.t.lab
+            .run_ok(rs, &["sysctl", "net.ipv6.conf.lo.disable_ipv6"])
+            .unwrap();
+    out
+}
+
+/// `down` restores exactly what was there before `up`, with either hook: the real server's
+/// links, addresses, rules, routes, sysctls and pins, byte-compared; `status` after `down`
+/// says not ready.
+#[test]
+fn realserver_down_restores_exactly_the_prior_state() {
+    xtask::require!(NEEDS);
+    let r = start("tundown", "ipip");
+    let rs = r.t.real_servers[0].clone();
+    let state = r.t.lab.dir().join("rs1.json");
+    let state = state.to_str().unwrap();
+    let rs_cmd = |verb: &str, extra: &[&str]| {
+        let mut argv = vec![XLB, "realserver", verb, "--vip", VIP, "--state-file", state];
+        argv.extend_from_slice(extra);
+        r.t.lab.run(&rs, &argv).unwrap()
+    };
+    let o = rs_cmd("down", &[]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    let before = real_server_state(&r, &rs);
+    for hook in ["xdp", "tc"] {
+        let o = rs_cmd(
+            "up",
+            &[
+                "--tunnel",
+                "gue",
+                "--director",
+                tun::DIRECTOR,
+                "--interface",
+                "eth0",
+                "--attach",
+                hook,
+            ],
+        );
+        assert!(o.status.success(), "{}", out_text(&o));
+        let during = real_server_state(&r, &rs);
+        assert_ne!(during, before, "{hook}: up changed something");
+        let o = rs_cmd("status", &[]);
+        assert!(
+            o.status.success(),
+            "{hook}: ready after up: {}",
+            out_text(&o)
+        );
+        let o = rs_cmd("down", &[]);
+        assert!(o.status.success(), "{}", out_text(&o));
+        let after = real_server_state(&r, &rs);
+        assert_eq!(
+            after, before,
+            "{hook}: down restored the state byte for byte"
+        );
+        let o = rs_cmd("status", &[]);
+        assert!(
+            !o.status.success(),
+            "{hook}: not ready after down: {}",
+            out_text(&o)
+        );
+    }
+}
