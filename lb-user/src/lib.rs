@@ -15,6 +15,7 @@ pub mod overlay;
 pub mod realserver;
 pub mod realserver_advmss;
 pub mod realserver_advmss_io;
+pub mod realserver_kernel;
 pub mod realserver_tunnel;
 pub mod report;
 pub mod state;
