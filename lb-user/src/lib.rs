@@ -16,6 +16,7 @@ pub mod realserver;
 pub mod realserver_advmss;
 pub mod realserver_advmss_io;
 pub mod realserver_kernel;
+pub mod realserver_kernel_io;
 pub mod realserver_tunnel;
 pub mod report;
 pub mod state;

@@ -164,6 +164,9 @@ pub struct State {
     /// Tunnel mode: the VIPs' policy rules and advmss table (removed by `down`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advmss: Option<crate::realserver_advmss::AdvmssState>,
+    /// Tunnel mode with the kernel's tunnels: the links and FOU port created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<crate::realserver_kernel::KernelTunnelState>,
 }
 
 impl State {

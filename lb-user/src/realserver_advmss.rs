@@ -16,7 +16,7 @@
 use std::net::IpAddr;
 
 use netlink_packet_route::{
-    route::{RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteType},
+    route::{RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric, RouteType},
     rule::{RuleAttribute, RuleMessage},
     AddressFamily,
 };
@@ -77,6 +77,9 @@ pub fn advmss_copies(main: &[RouteMessage], table: u32, mss: u32) -> Vec<RouteMe
         .filter(|m| m.header.kind == RouteType::Unicast)
         .map(|m| {
             let mut c = m.clone();
+            // The kernel's state flags (linkdown, dead, offload) are refused in a request; only
+            // `onlink` is the route's own.
+            c.header.flags &= RouteFlags::Onlink;
             c.header.table = if table < 256 {
                 table as u8
             } else {
@@ -217,17 +220,19 @@ mod tests {
             RouteMetric::Mtu(1400),
             RouteMetric::Advmss(9),
         ]));
-        let mut broadcast = main_route(Some(("198.18.2.255", 32)), None);
-        broadcast.header.kind = RouteType::Broadcast;
-        let main = vec![
+        let mut main = vec![
             main_route(None, Some("198.18.2.1")),
             main_route(Some(("198.18.2.0", 24)), None),
             local,
             metric,
-            broadcast,
         ];
+        main[1].header.flags = RouteFlags::Linkdown | RouteFlags::Onlink;
+        let mut broadcast = main_route(Some(("198.18.2.255", 32)), None);
+        broadcast.header.kind = RouteType::Broadcast;
+        main.push(broadcast);
         let c = advmss_copies(&main, ADVMSS_TABLE, 1432);
         assert_eq!(c.len(), 3, "main-table unicast routes only");
+        assert_eq!(c[1].header.flags, RouteFlags::Onlink, "kernel state flags dropped");
         for (copy, orig) in c.iter().zip([&main[0], &main[1], &main[3]]) {
             assert_eq!(route_identity(copy), route_identity(orig));
             assert_eq!(table_of(copy), ADVMSS_TABLE);

@@ -101,6 +101,7 @@ pub struct TunnelRequest {
     pub pin_dir: PathBuf,
     pub attach: AttachChoice,
     pub advmss: AdvmssChoice,
+    pub decap: crate::realserver_kernel::DecapChoice,
 }
 
 /// `--advmss`: the MSS the VIPs' SYN-ACKs advertise (see [`crate::realserver_advmss`]).
@@ -359,9 +360,12 @@ pub fn up_recorded(
     vips: &[IpAddr],
     state_file: &Path,
 ) -> Result<Vec<String>, crate::realserver::RealServerError> {
-    let (hook, mut changes) =
-        up(req, vips).map_err(|e| crate::realserver::RealServerError::Tunnel(e.to_string()))?;
     let mut state = crate::realserver::State::load(state_file)?.unwrap_or_default();
+    let mut changes = Vec::new();
+    let result = decapsulation(req, vips, &mut state, &mut changes);
+    // Saved whatever happened: what was set up before a failure is for `down` to remove.
+    state.save(state_file)?;
+    result?;
     let net = crate::net::BlockingNet::connect()?;
     if let Some(adv) = advmss_wanted(req, vips, &net)? {
         if state.advmss.is_none() {
@@ -376,6 +380,47 @@ pub fn up_recorded(
         state.save(state_file)?;
         changes.extend(crate::realserver_advmss_io::install(&net, &adv)?);
     }
+    Ok(changes)
+}
+
+/// Chooses who decapsulates (the kernel's tunnels or xlb's program, see `--decap`), sets it up
+/// and records it in `state`; says which and why.
+fn decapsulation(
+    req: &TunnelRequest,
+    vips: &[IpAddr],
+    state: &mut crate::realserver::State,
+    changes: &mut Vec<String>,
+) -> Result<(), crate::realserver::RealServerError> {
+    use crate::realserver::RealServerError::Tunnel;
+    use crate::realserver_kernel::DecapChoice;
+    use crate::realserver_kernel_io::KernelSetup;
+    if state.kernel.is_some() {
+        changes.push("decapsulation: the kernel's tunnels, set up earlier".into());
+        return Ok(());
+    }
+    let why = match req.decap {
+        DecapChoice::Xlb => "--decap xlb".to_string(),
+        DecapChoice::Kernel | DecapChoice::Auto => {
+            let gue = (req.kind == TunnelKind::Gue).then_some(req.gue_port);
+            match crate::realserver_kernel_io::up(&req.directors, gue)? {
+                KernelSetup::Done(st, ch) => {
+                    changes.push(
+                        "decapsulation: the kernel's tunnels (ipip/fou modules present)".into(),
+                    );
+                    changes.extend(ch);
+                    state.kernel = Some(st);
+                    return Ok(());
+                }
+                KernelSetup::Unavailable(why) if req.decap == DecapChoice::Kernel => {
+                    return Err(Tunnel(format!("--decap kernel: {why}")));
+                }
+                KernelSetup::Unavailable(why) => format!("auto: {why}"),
+            }
+        }
+    };
+    changes.push(format!("decapsulation: xlb's program ({why})"));
+    let (hook, ch) = up(req, vips).map_err(|e| Tunnel(e.to_string()))?;
+    changes.extend(ch);
     state.tunnel = Some(TunnelState {
         kind: req.kind,
         interface: req.interface.clone(),
@@ -384,8 +429,7 @@ pub fn up_recorded(
         gue_port: req.gue_port,
         hook,
     });
-    state.save(state_file)?;
-    Ok(changes)
+    Ok(())
 }
 
 /// `down` before the direct-routing part: detaches what `up --tunnel` attached.
@@ -397,6 +441,9 @@ pub fn down_recorded(state_file: &Path) -> Result<Vec<String>, crate::realserver
     if let Some(adv) = state.advmss.take() {
         let net = crate::net::BlockingNet::connect()?;
         changes.extend(crate::realserver_advmss_io::remove(&net, &adv)?);
+    }
+    if let Some(k) = state.kernel.take() {
+        changes.extend(crate::realserver_kernel_io::down(&k)?);
     }
     if let Some(t) = state.tunnel.take() {
         changes.extend(down(&t));

@@ -57,7 +57,11 @@ pub struct TunnelArgs {
     /// GUE's UDP port (the director's `gue_port`).
     #[arg(long, value_name = "PORT", default_value_t = lb_common::DEFAULT_GUE_PORT)]
     pub gue_port: u16,
-    /// Where the decapsulation runs: `xdp` (xlb_decap), `tc` (xlb_decap_tc, TC ingress, for
+    /// Who decapsulates: `auto` (the kernel's ipip/fou tunnels when the kernel has the modules,
+    /// else xlb's program; says which and why), `kernel`, or `xlb`.
+    #[arg(long, value_name = "WHO", value_parser = ["auto", "kernel", "xlb"], default_value = "auto")]
+    pub decap: String,
+    /// Where xlb's decapsulation runs: `xdp` (xlb_decap), `tc` (xlb_decap_tc, TC ingress, for
     /// links where XDP cannot run; kernel 6.6+), or `auto` (XDP, else TC; says which and why).
     #[arg(long, value_name = "HOOK", value_parser = ["xdp", "tc", "auto"], default_value = "auto")]
     pub attach: String,
@@ -94,6 +98,11 @@ impl TunnelArgs {
             gue_port: self.gue_port,
             pin_dir: self.bpffs_dir.clone(),
             advmss: self.advmss,
+            decap: match self.decap.as_str() {
+                "kernel" => crate::realserver_kernel::DecapChoice::Kernel,
+                "xlb" => crate::realserver_kernel::DecapChoice::Xlb,
+                _ => crate::realserver_kernel::DecapChoice::Auto,
+            },
             attach: match self.attach.as_str() {
                 "xdp" => AttachChoice::Xdp,
                 "tc" => AttachChoice::Tc,
@@ -180,13 +189,19 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
                 }
                 None => Vec::new(),
             };
+            let kernel = match recorded.as_ref().and_then(|s| s.kernel.as_ref()) {
+                Some(k) => crate::realserver_kernel_io::check(k)?,
+                None => Vec::new(),
+            };
             let tunnel = recorded.and_then(|s| s.tunnel).map(|t| {
                 let (attached, counters) =
                     crate::realserver_tunnel::status(&t.pin_dir, &t.interface, t.hook);
                 (t, attached, counters)
             });
-            let ready =
-                st.ready() && tunnel.as_ref().is_none_or(|t| t.1) && advmss.iter().all(|c| c.ok);
+            let ready = st.ready()
+                && tunnel.as_ref().is_none_or(|t| t.1)
+                && advmss.iter().all(|c| c.ok)
+                && kernel.iter().all(|k| k.1);
             if json {
                 let mut v = serde_json::to_value(&st)?;
                 if let Some((t, attached, counters)) = &tunnel {
@@ -205,6 +220,9 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
                                 .collect::<std::collections::BTreeMap<_, _>>()
                         }),
                     });
+                }
+                if !kernel.is_empty() {
+                    v["kernel_tunnel"] = serde_json::json!(kernel);
                 }
                 if !advmss.is_empty() {
                     v["advmss"] = serde_json::to_value(&advmss)?;
@@ -242,6 +260,9 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
                             .collect();
                         println!("decap counters: {}", pairs.join(", "));
                     }
+                }
+                for (what, ok) in &kernel {
+                    println!("{what}: {}", if *ok { "present" } else { "MISSING" });
                 }
                 for c in &advmss {
                     println!("advmss {}: {}", c.what, if c.ok { "ok" } else { "WRONG" });
