@@ -232,7 +232,11 @@ mod tests {
         main.push(broadcast);
         let c = advmss_copies(&main, ADVMSS_TABLE, 1432);
         assert_eq!(c.len(), 3, "main-table unicast routes only");
-        assert_eq!(c[1].header.flags, RouteFlags::Onlink, "kernel state flags dropped");
+        assert_eq!(
+            c[1].header.flags,
+            RouteFlags::Onlink,
+            "kernel state flags dropped"
+        );
         for (copy, orig) in c.iter().zip([&main[0], &main[1], &main[3]]) {
             assert_eq!(route_identity(copy), route_identity(orig));
             assert_eq!(table_of(copy), ADVMSS_TABLE);

@@ -293,7 +293,9 @@ fn http_over_gue_both_reals_answer_replies_bypass_the_director() {
 #[test]
 fn large_upload_through_a_1500_byte_path_works_by_path_mtu_discovery() {
     xtask::require!(NEEDS);
-    let mut r = start("tunpmtu", "gue");
+    // Without advmss on the real servers (it would keep the segments small enough from the
+    // start, and nothing would test path MTU discovery).
+    let mut r = start_with("tunpmtu", "gue", &["--advmss", "off"]);
     // A sink on both real servers: reads until EOF, answers the byte count.
     let sink = r#"
 import socket
@@ -568,5 +570,65 @@ fn realserver_down_restores_exactly_the_prior_state() {
             "{hook}: not ready after down: {}",
             out_text(&o)
         );
+    }
+}
+
+/// `up` says who decapsulates and why. This kernel has no ipip/fou modules: `auto` falls back
+/// to xlb's program naming what is missing (module, then the kernel's refusal of the ipip link
+/// over rtnetlink), and `--decap kernel` fails clearly, leaving no tunnel link behind. On a
+/// kernel with the modules the same test checks that the kernel's link is made instead.
+#[test]
+fn realserver_says_which_decapsulation_it_chose_and_why() {
+    xtask::require!(NEEDS);
+    let r = start("tunwho", "ipip");
+    let rs = r.t.real_servers[0].clone();
+    let state = r.t.lab.dir().join("rs1.json");
+    let state = state.to_str().unwrap();
+    let run = |verb: &str, extra: &[&str]| {
+        let mut argv = vec![XLB, "realserver", verb, "--vip", VIP, "--state-file", state];
+        argv.extend_from_slice(extra);
+        r.t.lab.run(&rs, &argv).unwrap()
+    };
+    let tunnel = [
+        "--tunnel",
+        "ipip",
+        "--director",
+        tun::DIRECTOR,
+        "--interface",
+        "eth0",
+    ];
+    assert!(run("down", &[]).status.success());
+    let kernel_has_ipip = std::path::Path::new("/sys/module/ipip").exists();
+    let o = run("up", &tunnel);
+    let text = out_text(&o);
+    assert!(o.status.success(), "{text}");
+    if kernel_has_ipip {
+        assert!(
+            text.contains("decapsulation: the kernel's tunnels"),
+            "{text}"
+        );
+        assert!(text.contains("created xlbt0"), "{text}");
+    } else {
+        assert!(
+            text.contains("decapsulation: xlb's program (auto: "),
+            "{text}"
+        );
+        assert!(text.contains("/sys/module/ipip absent"), "{text}");
+        assert!(
+            text.contains("rtnetlink refused the ipip link xlbt0"),
+            "the kernel was asked anyway: {text}"
+        );
+    }
+    assert!(run("down", &[]).status.success());
+    if !kernel_has_ipip {
+        let mut args = tunnel.to_vec();
+        args.extend(["--decap", "kernel"]);
+        let o = run("up", &args);
+        let text = out_text(&o);
+        assert!(!o.status.success(), "{text}");
+        assert!(text.contains("--decap kernel: "), "{text}");
+        let links = r.t.lab.run_ok(&rs, &["ip", "link", "show"]).unwrap();
+        assert!(!links.contains("xlbt"), "{links}");
+        assert!(run("down", &[]).status.success());
     }
 }
