@@ -322,3 +322,46 @@ fn fuzz(hook: DecapHook) {
         "{hook:?}: some mutations keep a valid tunnel packet (e.g. in the payload)"
     );
 }
+
+/// An Ethernet frame to the real server carrying `inner` (an IP packet) in an outer header of
+/// the other family from the director: IPv4 in IPv6 (next header 4) or IPv6 in IPv4 (41).
+fn cross_family(inner: &[u8]) -> Vec<u8> {
+    let mut f = ROUTER_MAC.to_vec();
+    f.extend_from_slice(&DIRECTOR_MAC);
+    if inner[0] >> 4 == 4 {
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(inner.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[4, 64]);
+        f.extend_from_slice(&DIRECTOR6.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(
+            &"2001:db8:2::11"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+    } else {
+        f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+        f.extend_from_slice(&((20 + inner.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 41, 0, 0]);
+        f.extend_from_slice(&[198, 18, 1, 2, 198, 18, 2, 11]);
+    }
+    f.extend_from_slice(inner);
+    f
+}
+
+/// 4in6 and 6in4 (a v4 VIP over an IPv6 underlay and back): the inner packet comes out byte
+/// for byte with the inner EtherType, through both entries (TC changes the skb's protocol).
+#[test]
+fn cross_family_tunnels_are_decapsulated() {
+    xtask::require!(BPF);
+    for hook in HOOKS {
+        let p = pair(hook, "198.18.2.11", VIP, TunnelKind::Ipip);
+        for client in [tcp4(CLIENT, 40020, VIP_B, 80, "S"), tcp6(40021)] {
+            let frame = cross_family(&client[14..]);
+            let (action, out) = p.decap(&frame);
+            assert_eq!(action, p.pass);
+            assert_eq!(out, as_delivered(&client), "{hook:?}");
+        }
+        assert_eq!(p.counter(decap_stat::DECAPSULATED), 2, "{hook:?}");
+    }
+}
