@@ -73,6 +73,10 @@ fn start_with(tag: &str, tunnel: &str, rs_args: &[&str]) -> Running {
             "eth0",
             "--state-file",
             state.to_str().unwrap(),
+            // xlb's program even on a kernel with ipip/fou (`auto` would take the kernel's
+            // tunnels there): these tests read its status and counters.
+            "--decap",
+            "xlb",
         ];
         args.extend_from_slice(rs_args);
         let o = t.lab.run(rs, &args).unwrap();
