@@ -504,6 +504,8 @@ pub struct RealTunnel {
 
 /// Name of the real servers' decapsulation program in the object.
 pub const DECAP_PROGRAM: &str = "xlb_decap";
+/// The same decapsulation as a TC ingress classifier, for links where XDP cannot run.
+pub const DECAP_TC_PROGRAM: &str = "xlb_decap_tc";
 /// Entries of `DECAP_DIRECTORS` / `DECAP_VIPS`.
 pub const MAX_DECAP_ADDRS: u32 = 256;
 

@@ -4,16 +4,78 @@
 //! kernel, as if it had arrived bare on this interface. Everything else passes untouched: other
 //! traffic, tunnel packets from anyone else (never decapsulate anything from anyone), inner
 //! destinations that are not VIPs, and anything truncated or inconsistent.
+//!
+//! Two entries share the parsing: `xlb_decap` (XDP) and `xlb_decap_tc` (TC ingress, for links
+//! where XDP cannot run). They differ only in how the outer header is removed: XDP moves the
+//! L2 header forward and drops the front (`bpf_xdp_adjust_head`); TC asks the kernel to remove
+//! the bytes after the MAC header (`bpf_skb_adjust_room`, which also fixes the skb's offsets,
+//! checksum state and, across families, its protocol).
 use aya_ebpf::{
-    bindings::xdp_action, helpers::bpf_xdp_adjust_head, macros::xdp, programs::XdpContext,
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_DECAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK,
+    },
+    helpers::bpf_xdp_adjust_head,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use core::ptr::{read_unaligned, write_unaligned};
 use lb_common::{decap_stat, DecapKey, AF_INET, AF_INET6};
 
-use crate::{
-    maps::{DECAP_CONFIG, DECAP_DIRECTORS, DECAP_STATS, DECAP_VIPS},
-    parse::ptr_at,
-};
+use crate::maps::{DECAP_CONFIG, DECAP_DIRECTORS, DECAP_STATS, DECAP_VIPS};
+
+/// Direct packet access, as XDP and TC both give it.
+trait Frame {
+    fn start(&self) -> usize;
+    fn end(&self) -> usize;
+    /// The whole frame's length (a TC skb may hold more than its linear part `start..end`).
+    fn len(&self) -> usize;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.data_end() - self.data()
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn start(&self) -> usize {
+        self.data()
+    }
+    #[inline(always)]
+    fn end(&self) -> usize {
+        self.data_end()
+    }
+    #[inline(always)]
+    fn len(&self) -> usize {
+        TcContext::len(self) as usize
+    }
+}
+
+/// A pointer to `size_of::<T>()` bytes at `offset`, or `None` if the frame is shorter there.
+#[inline(always)]
+fn ptr_at<T>(f: &impl Frame, offset: usize) -> Option<*const T> {
+    let start = f.start();
+    if start + offset + core::mem::size_of::<T>() > f.end() {
+        return None;
+    }
+    Some((start + offset) as *const T)
+}
+
+#[inline(always)]
+fn ptr_at_mut<T>(f: &impl Frame, offset: usize) -> Option<*mut T> {
+    ptr_at::<T>(f, offset).map(|p| p as *mut T)
+}
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -32,7 +94,25 @@ enum Skip {
 
 #[xdp]
 pub fn xlb_decap(ctx: XdpContext) -> u32 {
-    let stat = match decapsulate(&ctx) {
+    count(find(&ctx).and_then(|t| strip_xdp(&ctx, &t)));
+    xdp_action::XDP_PASS
+}
+
+/// Headers the TC entry needs in the linear part: VLAN tags, outer IPv6 + UDP, inner IPv6.
+const TC_HEADERS: u32 = 22 + 40 + 8 + 40;
+
+#[classifier]
+pub fn xlb_decap_tc(ctx: TcContext) -> i32 {
+    // Packet pointers see only the skb's linear part: make sure the headers are in it (an
+    // error leaves the frame as it was; the parser then finds it short and passes it).
+    let _ = ctx.pull_data(TC_HEADERS.min(ctx.len()));
+    count(find(&ctx).and_then(|t| strip_tc(&ctx, &t)));
+    TC_ACT_OK as i32
+}
+
+#[inline(always)]
+fn count(result: Result<(), Skip>) {
+    let stat = match result {
         Ok(()) => decap_stat::DECAPSULATED,
         Err(Skip::NotTunnel) => decap_stat::NOT_TUNNEL,
         Err(Skip::NotAllowed) => decap_stat::NOT_ALLOWED,
@@ -42,11 +122,10 @@ pub fn xlb_decap(ctx: XdpContext) -> u32 {
         // SAFETY: per-CPU slot.
         unsafe { *c += 1 };
     }
-    xdp_action::XDP_PASS
 }
 
 #[inline(always)]
-fn be16_at(ctx: &XdpContext, off: usize) -> Result<u16, Skip> {
+fn be16_at(ctx: &impl Frame, off: usize) -> Result<u16, Skip> {
     let p = ptr_at::<[u8; 2]>(ctx, off).ok_or(Skip::Malformed)?;
     // SAFETY: ptr_at proved the 2 bytes.
     Ok(u16::from_be_bytes(unsafe { read_unaligned(p) }))
@@ -56,6 +135,13 @@ fn be16_at(ctx: &XdpContext, off: usize) -> Result<u16, Skip> {
 struct Outer {
     len: usize,
     inner_v6: bool,
+}
+
+/// A tunnel packet to strip: its L2 header's length and its outer header.
+struct Tunnel {
+    l2: usize,
+    outer_v6: bool,
+    outer: Outer,
 }
 
 /// Is `src` a configured director?
@@ -77,7 +163,7 @@ fn gue_port() -> u16 {
 
 /// Is the UDP datagram at `off` addressed to the GUE port?
 #[inline(always)]
-fn to_gue_port(ctx: &XdpContext, off: usize) -> Result<bool, Skip> {
+fn to_gue_port(ctx: &impl Frame, off: usize) -> Result<bool, Skip> {
     let port = gue_port();
     let p = ptr_at::<[u8; 4]>(ctx, off).ok_or(Skip::Malformed)?;
     // SAFETY: ptr_at proved the 4 bytes.
@@ -88,7 +174,7 @@ fn to_gue_port(ctx: &XdpContext, off: usize) -> Result<bool, Skip> {
 /// The GUE packet whose UDP header is at `off`: the inner family from the first nibble after
 /// the UDP header (GUE variant 1, direct IP encapsulation).
 #[inline(always)]
-fn gue(ctx: &XdpContext, off: usize, outer_len: usize) -> Result<Outer, Skip> {
+fn gue(ctx: &impl Frame, off: usize, outer_len: usize) -> Result<Outer, Skip> {
     let version = be16_at(ctx, off + 8)? >> 12;
     let inner_v6 = match version {
         4 => false,
@@ -103,7 +189,7 @@ fn gue(ctx: &XdpContext, off: usize, outer_len: usize) -> Result<Outer, Skip> {
 }
 
 #[inline(always)]
-fn outer_v4(ctx: &XdpContext, l2: usize) -> Result<Outer, Skip> {
+fn outer_v4(ctx: &impl Frame, l2: usize) -> Result<Outer, Skip> {
     let h = ptr_at::<[u8; 20]>(ctx, l2).ok_or(Skip::Malformed)?;
     // SAFETY: ptr_at proved the 20 bytes.
     let h = unsafe { read_unaligned(h) };
@@ -124,7 +210,7 @@ fn outer_v4(ctx: &XdpContext, l2: usize) -> Result<Outer, Skip> {
         return Err(Skip::NotAllowed);
     }
     let total = u16::from_be_bytes([h[2], h[3]]) as usize;
-    if total < 20 || ctx.data() + l2 + total > ctx.data_end() {
+    if total < 20 || l2 + total > ctx.len() {
         return Err(Skip::Malformed);
     }
     match proto {
@@ -141,7 +227,7 @@ fn outer_v4(ctx: &XdpContext, l2: usize) -> Result<Outer, Skip> {
 }
 
 #[inline(always)]
-fn outer_v6(ctx: &XdpContext, l2: usize) -> Result<Outer, Skip> {
+fn outer_v6(ctx: &impl Frame, l2: usize) -> Result<Outer, Skip> {
     let h = ptr_at::<[u8; 40]>(ctx, l2).ok_or(Skip::Malformed)?;
     // SAFETY: ptr_at proved the 40 bytes.
     let h = unsafe { read_unaligned(h) };
@@ -157,7 +243,7 @@ fn outer_v6(ctx: &XdpContext, l2: usize) -> Result<Outer, Skip> {
         return Err(Skip::NotAllowed);
     }
     let payload = u16::from_be_bytes([h[4], h[5]]) as usize;
-    if ctx.data() + l2 + 40 + payload > ctx.data_end() {
+    if l2 + 40 + payload > ctx.len() {
         return Err(Skip::Malformed);
     }
     match next {
@@ -175,7 +261,7 @@ fn outer_v6(ctx: &XdpContext, l2: usize) -> Result<Outer, Skip> {
 
 /// The inner packet at `off` must be a whole IP packet of the announced family, to a VIP.
 #[inline(always)]
-fn inner_ok(ctx: &XdpContext, off: usize, v6: bool) -> Result<(), Skip> {
+fn inner_ok(ctx: &impl Frame, off: usize, v6: bool) -> Result<(), Skip> {
     let (addr, family, len) = if v6 {
         let h = ptr_at::<[u8; 40]>(ctx, off).ok_or(Skip::Malformed)?;
         // SAFETY: ptr_at proved the 40 bytes.
@@ -197,7 +283,7 @@ fn inner_ok(ctx: &XdpContext, off: usize, v6: bool) -> Result<(), Skip> {
         let dst = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
         ([dst, 0, 0, 0], AF_INET, len)
     };
-    if ctx.data() + off + len > ctx.data_end() {
+    if off + len > ctx.len() {
         return Err(Skip::Malformed);
     }
     let key = DecapKey {
@@ -215,7 +301,8 @@ fn inner_ok(ctx: &XdpContext, off: usize, v6: bool) -> Result<(), Skip> {
 /// Copies the L2 header (`l2` bytes) forward by `by` bytes, the innermost EtherType set to the
 /// inner family, then drops the `by` bytes in front.
 #[inline(always)]
-fn strip(ctx: &XdpContext, l2: usize, by: usize, inner_v6: bool) -> Result<(), Skip> {
+fn strip_xdp(ctx: &XdpContext, t: &Tunnel) -> Result<(), Skip> {
+    let (l2, by, inner_v6) = (t.l2, t.outer.len, t.outer.inner_v6);
     let (Some(macs), Some(tags)) = (ptr_at::<[u8; 12]>(ctx, 0), ptr_at::<[u8; 10]>(ctx, 12)) else {
         return Err(Skip::Malformed);
     };
@@ -228,7 +315,7 @@ fn strip(ctx: &XdpContext, l2: usize, by: usize, inner_v6: bool) -> Result<(), S
     }
     tags[at] = ether_type[0];
     tags[at + 1] = ether_type[1];
-    let Some(m) = crate::parse::ptr_at_mut::<[u8; 12]>(ctx, by) else {
+    let Some(m) = ptr_at_mut::<[u8; 12]>(ctx, by) else {
         return Err(Skip::Malformed);
     };
     // SAFETY: ptr_at_mut proved the bytes; `by` >= 20 > the tags' extent, so only the outer
@@ -240,7 +327,7 @@ fn strip(ctx: &XdpContext, l2: usize, by: usize, inner_v6: bool) -> Result<(), S
         if 12 + 2 * i + 2 > l2 {
             break;
         }
-        let Some(p) = crate::parse::ptr_at_mut::<[u8; 2]>(ctx, by + 12 + 2 * i) else {
+        let Some(p) = ptr_at_mut::<[u8; 2]>(ctx, by + 12 + 2 * i) else {
             return Err(Skip::Malformed);
         };
         // SAFETY: ptr_at_mut proved the 2 bytes.
@@ -254,8 +341,44 @@ fn strip(ctx: &XdpContext, l2: usize, by: usize, inner_v6: bool) -> Result<(), S
     Ok(())
 }
 
+/// TC: the kernel removes the outer header after the MAC header. At TC ingress the kernel has
+/// already taken the outer VLAN tag off the data into the skb (`skb_vlan_untag`); a tag still in
+/// the data (stacked tags) makes `bpf_skb_adjust_room` refuse the skb, so such frames are
+/// passed untouched (counted malformed), not decapsulated.
 #[inline(always)]
-fn decapsulate(ctx: &XdpContext) -> Result<(), Skip> {
+fn strip_tc(ctx: &TcContext, t: &Tunnel) -> Result<(), Skip> {
+    if t.l2 != 14 {
+        return Err(Skip::Malformed);
+    }
+    let mut flags = BPF_F_ADJ_ROOM_FIXED_GSO as u64;
+    // Across families the skb's protocol must change with the packet (kernel 6.3+; an older
+    // kernel refuses the flag and the frame passes untouched).
+    if t.outer.inner_v6 != t.outer_v6 {
+        flags |= if t.outer.inner_v6 {
+            BPF_F_ADJ_ROOM_DECAP_L3_IPV6
+        } else {
+            BPF_F_ADJ_ROOM_DECAP_L3_IPV4
+        } as u64;
+    }
+    ctx.adjust_room(-(t.outer.len as i32), BPF_ADJ_ROOM_MAC, flags)
+        .map_err(|_| Skip::Malformed)?;
+    if t.outer.inner_v6 != t.outer_v6 {
+        let ether_type = if t.outer.inner_v6 {
+            ETH_P_IPV6
+        } else {
+            ETH_P_IPV4
+        }
+        .to_be_bytes();
+        // The frame is now the inner packet; a failure here would leave the old EtherType,
+        // which the stack ignores (it reads the skb's protocol), so it is not an error.
+        let _ = ctx.store(12, &ether_type, 0);
+    }
+    Ok(())
+}
+
+/// Parses the frame: a tunnel packet from a director to a VIP, or why not.
+#[inline(always)]
+fn find(ctx: &impl Frame) -> Result<Tunnel, Skip> {
     let mut l2 = 14;
     let mut ether_type = be16_at(ctx, 12)?;
     if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
@@ -266,11 +389,15 @@ fn decapsulate(ctx: &XdpContext) -> Result<(), Skip> {
             ether_type = be16_at(ctx, 20)?;
         }
     }
-    let outer = match ether_type {
-        ETH_P_IPV4 => outer_v4(ctx, l2)?,
-        ETH_P_IPV6 => outer_v6(ctx, l2)?,
+    let (outer, outer_v6) = match ether_type {
+        ETH_P_IPV4 => (outer_v4(ctx, l2)?, false),
+        ETH_P_IPV6 => (outer_v6(ctx, l2)?, true),
         _ => return Err(Skip::NotTunnel),
     };
     inner_ok(ctx, l2 + outer.len, outer.inner_v6)?;
-    strip(ctx, l2, outer.len, outer.inner_v6)
+    Ok(Tunnel {
+        l2,
+        outer_v6,
+        outer,
+    })
 }

@@ -161,6 +161,12 @@ pub struct State {
     /// Tunnel mode: the decapsulation `up --tunnel` attached (detached by `down`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<crate::realserver_tunnel::TunnelState>,
+    /// Tunnel mode: the VIPs' policy rules and advmss table (removed by `down`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advmss: Option<crate::realserver_advmss::AdvmssState>,
+    /// Tunnel mode with the kernel's tunnels: the links and FOU port created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<crate::realserver_kernel::KernelTunnelState>,
 }
 
 impl State {

@@ -3,21 +3,26 @@
 //! inner packet byte for byte; anything else (other senders, other inner destinations, other
 //! traffic, truncated or mutated headers) passes untouched. The encapsulated frames are made by
 //! xlb's own XDP program, so this is also the round trip director -> real server.
+//! Every case runs twice: through the XDP entry (`xlb_decap`) and the TC ingress entry
+//! (`xlb_decap_tc`, the fallback for links without XDP), which share the parsing.
 //! Needs root (CAP_BPF, CAP_NET_ADMIN).
 mod common;
 
 use aya::{
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
     Ebpf,
 };
 use common::*;
 use etherparse::PacketBuilder;
 use lb_common::decap_stat;
 use xlb::dataplane::{
-    decap::DecapMaps,
+    decap::{load_entry, DecapHook, DecapMaps},
     desired::{DesiredTunnel, Protocol, TunnelKind},
-    loader::load_program,
 };
+
+const HOOKS: [DecapHook; 2] = [DecapHook::Xdp, DecapHook::Tc];
+/// TC's "go on" verdict (XDP's is `XDP_PASS`).
+const TC_ACT_OK: u32 = 0;
 
 const VIP: &str = "198.18.0.100";
 const VIP_B: [u8; 4] = [198, 18, 0, 100];
@@ -31,9 +36,12 @@ struct Pair {
     director: Harness,
     decap: Ebpf,
     maps: DecapMaps,
+    hook: DecapHook,
+    /// The hook's verdict for "continue into the stack".
+    pass: u32,
 }
 
-fn pair(real: &str, vip: &str, kind: TunnelKind) -> Pair {
+fn pair(hook: DecapHook, real: &str, vip: &str, kind: TunnelKind) -> Pair {
     let v6 = real.contains(':');
     let local = if v6 { DIRECTOR6 } else { DIRECTOR4 };
     let mut director = Harness::new(4096);
@@ -59,7 +67,7 @@ fn pair(real: &str, vip: &str, kind: TunnelKind) -> Pair {
         },
     )
     .unwrap();
-    load_program(&mut decap, lb_common::DECAP_PROGRAM).expect("decap program passes the verifier");
+    load_entry(&mut decap, hook).expect("decap program passes the verifier");
     let mut maps = DecapMaps::take(&mut decap).unwrap();
     maps.configure(
         &[DIRECTOR4.parse().unwrap(), DIRECTOR6.parse().unwrap()],
@@ -67,26 +75,37 @@ fn pair(real: &str, vip: &str, kind: TunnelKind) -> Pair {
         Some(6080),
     )
     .unwrap();
+    let pass = match hook {
+        DecapHook::Xdp => XDP_PASS,
+        DecapHook::Tc => TC_ACT_OK,
+    };
     Pair {
         director,
         decap,
         maps,
+        hook,
+        pass,
     }
 }
 
 impl Pair {
     fn decap(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let prog: &Xdp = self
-            .decap
-            .program(lb_common::DECAP_PROGRAM)
-            .unwrap()
-            .try_into()
-            .unwrap();
+        let prog = self.decap.program(self.hook.program()).unwrap();
         let mut out = vec![0u8; frame.len() + 64];
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.data_out = Some(&mut out);
-        let r = prog.test_run(opts).unwrap();
+        let r: TestRunResult = match self.hook {
+            DecapHook::Xdp => <&Xdp>::try_from(prog).unwrap().test_run(opts),
+            DecapHook::Tc => <&SchedClassifier>::try_from(prog).unwrap().test_run(opts),
+        }
+        .unwrap_or_else(|e| {
+            panic!(
+                "test run of {} bytes {:02x?}: {e}",
+                frame.len(),
+                &frame[..frame.len().min(40)]
+            )
+        });
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
     }
@@ -129,26 +148,29 @@ fn tcp6(sport: u16) -> Vec<u8> {
 #[test]
 fn director_frames_are_decapsulated_byte_exactly() {
     xtask::require!(BPF);
-    for kind in [TunnelKind::Ipip, TunnelKind::Gue] {
-        let p = pair("198.18.2.11", VIP, kind);
+    for (hook, kind) in HOOKS
+        .into_iter()
+        .flat_map(|h| [(h, TunnelKind::Ipip), (h, TunnelKind::Gue)])
+    {
+        let p = pair(hook, "198.18.2.11", VIP, kind);
         for flags in ["S", "A", "PA"] {
             let client = tcp4(CLIENT, 40000, VIP_B, 80, flags);
             let (action, tunnelled) = p.director.run(&client);
             assert_eq!(action, XDP_TX);
             assert!(tunnelled.len() > client.len());
             let (action, out) = p.decap(&tunnelled);
-            assert_eq!(action, XDP_PASS);
-            assert_eq!(out, as_delivered(&client), "{kind:?} {flags}");
+            assert_eq!(action, p.pass);
+            assert_eq!(out, as_delivered(&client), "{hook:?} {kind:?} {flags}");
         }
         assert_eq!(p.counter(decap_stat::DECAPSULATED), 3);
-        let p6 = pair("2001:db8:2::11", "2001:db8::100", kind);
+        let p6 = pair(hook, "2001:db8:2::11", "2001:db8::100", kind);
         let client = tcp6(40001);
         let (_, tunnelled) = p6.director.run(&client);
         let (action, out) = p6.decap(&tunnelled);
         assert_eq!(
             (action, out),
-            (XDP_PASS, as_delivered(&client)),
-            "{kind:?} v6"
+            (p6.pass, as_delivered(&client)),
+            "{hook:?} {kind:?} v6"
         );
     }
 }
@@ -156,7 +178,7 @@ fn director_frames_are_decapsulated_byte_exactly() {
 #[test]
 fn vlan_tags_are_kept() {
     xtask::require!(BPF);
-    let p = pair("198.18.2.11", VIP, TunnelKind::Gue);
+    let p = pair(DecapHook::Xdp, "198.18.2.11", VIP, TunnelKind::Gue);
     let mut client = Vec::new();
     PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
         .double_vlan(
@@ -171,28 +193,42 @@ fn vlan_tags_are_kept() {
     let (_, tunnelled) = p.director.run(&client);
     let (action, out) = p.decap(&tunnelled);
     assert_eq!((action, out), (XDP_PASS, as_delivered(&client)));
+    // TC: the kernel takes the outer tag off the data before TC ingress (`skb_vlan_untag`);
+    // tags still in the data make `bpf_skb_adjust_room` refuse, so the frame passes untouched.
+    let p = pair(DecapHook::Tc, "198.18.2.11", VIP, TunnelKind::Gue);
+    let (_, tunnelled) = p.director.run(&client);
+    assert_eq!(p.decap(&tunnelled), (TC_ACT_OK, tunnelled.clone()));
+    assert_eq!(p.counter(decap_stat::MALFORMED), 1);
+    assert_eq!(p.counter(decap_stat::DECAPSULATED), 0);
 }
 
 #[test]
 fn others_are_passed_untouched() {
     xtask::require!(BPF);
-    let p = pair("198.18.2.11", VIP, TunnelKind::Ipip);
+    for hook in HOOKS {
+        others_are_passed_untouched_by(hook);
+    }
+}
+
+fn others_are_passed_untouched_by(hook: DecapHook) {
+    let p = pair(hook, "198.18.2.11", VIP, TunnelKind::Ipip);
+    let pass = p.pass;
     let client = tcp4(CLIENT, 40003, VIP_B, 80, "S");
     let (_, tunnelled) = p.director.run(&client);
     // Another sender: outer source changed (its checksum is not what is checked here).
     let mut other = tunnelled.clone();
     other[26..30].copy_from_slice(&[198, 18, 1, 99]);
-    assert_eq!(p.decap(&other), (XDP_PASS, other.clone()));
+    assert_eq!(p.decap(&other), (pass, other.clone()));
     // Another inner destination than a VIP.
     let mut not_vip = tunnelled.clone();
     not_vip[14 + 20 + 16..14 + 20 + 20].copy_from_slice(&[198, 18, 0, 77]);
-    assert_eq!(p.decap(&not_vip), (XDP_PASS, not_vip.clone()));
+    assert_eq!(p.decap(&not_vip), (pass, not_vip.clone()));
     assert_eq!(p.counter(decap_stat::NOT_ALLOWED), 2);
     // Plain traffic: TCP, and UDP to another port than GUE's.
     let plain = tcp4(CLIENT, 40003, VIP_B, 80, "S");
-    assert_eq!(p.decap(&plain), (XDP_PASS, plain.clone()));
+    assert_eq!(p.decap(&plain), (pass, plain.clone()));
     let udp = udp4(CLIENT, 5353, VIP_B, 53);
-    assert_eq!(p.decap(&udp), (XDP_PASS, udp.clone()));
+    assert_eq!(p.decap(&udp), (pass, udp.clone()));
     assert_eq!(p.counter(decap_stat::NOT_TUNNEL), 2);
     assert_eq!(p.counter(decap_stat::DECAPSULATED), 0);
 }
@@ -203,6 +239,12 @@ fn others_are_passed_untouched() {
 #[test]
 fn fuzzed_frames_never_crash_or_mis_deliver() {
     xtask::require!(BPF);
+    for hook in HOOKS {
+        fuzz(hook);
+    }
+}
+
+fn fuzz(hook: DecapHook) {
     let mut rng = Rng(0x5eed_decaf);
     let mut changed = 0;
     for (real, vip, kind, client) in [
@@ -231,7 +273,7 @@ fn fuzzed_frames_never_crash_or_mis_deliver() {
             tcp6(40013),
         ),
     ] {
-        let p = pair(real, vip, kind);
+        let p = pair(hook, real, vip, kind);
         let (action, tunnelled) = p.director.run(&client);
         assert_eq!(action, XDP_TX, "{kind:?} {real}");
         let outer_len = tunnelled.len() - client.len();
@@ -240,11 +282,17 @@ fn fuzzed_frames_never_crash_or_mis_deliver() {
             v.extend_from_slice(&f[12 + outer_len..]);
             v
         };
-        // test_run needs at least an Ethernet header.
-        for cut in 14..tunnelled.len() {
+        // test_run needs at least an Ethernet header; for TC the kernel also refuses to build a
+        // test skb shorter than the outer IP header (the XDP run covers those cuts: same parser).
+        let shortest = match hook {
+            DecapHook::Xdp => 14,
+            DecapHook::Tc if real.contains(':') => 14 + 40,
+            DecapHook::Tc => 14 + 20,
+        };
+        for cut in shortest..tunnelled.len() {
             let f = &tunnelled[..cut];
             let (action, out) = p.decap(f);
-            assert_eq!(action, XDP_PASS);
+            assert_eq!(action, p.pass);
             assert_eq!(out, f, "a truncated frame ({cut} bytes) is never changed");
         }
         for _ in 0..1500 {
@@ -254,7 +302,7 @@ fn fuzzed_frames_never_crash_or_mis_deliver() {
                 f[i] = rng.next() as u8;
             }
             let (action, out) = p.decap(&f);
-            assert_eq!(action, XDP_PASS);
+            assert_eq!(action, p.pass);
             if out != f {
                 changed += 1;
                 // Only ever the outer header removed (and the EtherType set to the inner family).
@@ -271,6 +319,49 @@ fn fuzzed_frames_never_crash_or_mis_deliver() {
     }
     assert!(
         changed > 0,
-        "some mutations keep a valid tunnel packet (e.g. in the payload)"
+        "{hook:?}: some mutations keep a valid tunnel packet (e.g. in the payload)"
     );
+}
+
+/// An Ethernet frame to the real server carrying `inner` (an IP packet) in an outer header of
+/// the other family from the director: IPv4 in IPv6 (next header 4) or IPv6 in IPv4 (41).
+fn cross_family(inner: &[u8]) -> Vec<u8> {
+    let mut f = ROUTER_MAC.to_vec();
+    f.extend_from_slice(&DIRECTOR_MAC);
+    if inner[0] >> 4 == 4 {
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(inner.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[4, 64]);
+        f.extend_from_slice(&DIRECTOR6.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(
+            &"2001:db8:2::11"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
+        );
+    } else {
+        f.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+        f.extend_from_slice(&((20 + inner.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0x40, 0, 64, 41, 0, 0]);
+        f.extend_from_slice(&[198, 18, 1, 2, 198, 18, 2, 11]);
+    }
+    f.extend_from_slice(inner);
+    f
+}
+
+/// 4in6 and 6in4 (a v4 VIP over an IPv6 underlay and back): the inner packet comes out byte
+/// for byte with the inner EtherType, through both entries (TC changes the skb's protocol).
+#[test]
+fn cross_family_tunnels_are_decapsulated() {
+    xtask::require!(BPF);
+    for hook in HOOKS {
+        let p = pair(hook, "198.18.2.11", VIP, TunnelKind::Ipip);
+        for client in [tcp4(CLIENT, 40020, VIP_B, 80, "S"), tcp6(40021)] {
+            let frame = cross_family(&client[14..]);
+            let (action, out) = p.decap(&frame);
+            assert_eq!(action, p.pass);
+            assert_eq!(out, as_delivered(&client), "{hook:?}");
+        }
+        assert_eq!(p.counter(decap_stat::DECAPSULATED), 2, "{hook:?}");
+    }
 }

@@ -51,30 +51,35 @@ fn out_text(o: &std::process::Output) -> String {
 /// The lab with the daemon forwarding VIP:80 over both real servers with `tunnel`, and each
 /// real server prepared with `xlb realserver up --tunnel`.
 fn start(tag: &str, tunnel: &str) -> Running {
+    start_with(tag, tunnel, &[])
+}
+
+/// [`start`] with more arguments to each real server's `xlb realserver up`.
+fn start_with(tag: &str, tunnel: &str, rs_args: &[&str]) -> Running {
     let t = tun::build(tag).expect("lab");
     for rs in &t.real_servers {
         let state = t.lab.dir().join(format!("{}.json", rs.name()));
-        let o = t
-            .lab
-            .run(
-                rs,
-                &[
-                    XLB,
-                    "realserver",
-                    "up",
-                    "--vip",
-                    VIP,
-                    "--tunnel",
-                    tunnel,
-                    "--director",
-                    tun::DIRECTOR,
-                    "--interface",
-                    "eth0",
-                    "--state-file",
-                    state.to_str().unwrap(),
-                ],
-            )
-            .unwrap();
+        let mut args = vec![
+            XLB,
+            "realserver",
+            "up",
+            "--vip",
+            VIP,
+            "--tunnel",
+            tunnel,
+            "--director",
+            tun::DIRECTOR,
+            "--interface",
+            "eth0",
+            "--state-file",
+            state.to_str().unwrap(),
+            // xlb's program even on a kernel with ipip/fou (`auto` would take the kernel's
+            // tunnels there): these tests read its status and counters.
+            "--decap",
+            "xlb",
+        ];
+        args.extend_from_slice(rs_args);
+        let o = t.lab.run(rs, &args).unwrap();
         assert!(o.status.success(), "realserver up: {}", out_text(&o));
     }
     let socket = format!("/run/xlb/{}.sock", t.lab.id());
@@ -292,7 +297,9 @@ fn http_over_gue_both_reals_answer_replies_bypass_the_director() {
 #[test]
 fn large_upload_through_a_1500_byte_path_works_by_path_mtu_discovery() {
     xtask::require!(NEEDS);
-    let mut r = start("tunpmtu", "gue");
+    // Without advmss on the real servers (it would keep the segments small enough from the
+    // start, and nothing would test path MTU discovery).
+    let mut r = start_with("tunpmtu", "gue", &["--advmss", "off"]);
     // A sink on both real servers: reads until EOF, answers the byte count.
     let sink = r#"
 import socket
@@ -406,4 +413,226 @@ fn keepalived_lb_kind_tun_config_imports_and_runs() {
         spread.contains_key("rs1") && spread.contains_key("rs2"),
         "{spread:?}"
     );
+}
+
+/// The real servers decapsulate with the TC fallback (`--attach tc`, xlb_decap_tc on TC
+/// ingress) instead of XDP: HTTP through the VIP reaches both, and status shows the hook.
+#[test]
+fn http_over_gue_with_tc_decapsulation() {
+    xtask::require!(NEEDS);
+    let r = start_with("tuntc", "gue", &["--attach", "tc"]);
+    let spread: BTreeMap<String, usize> =
+        curl_spread(&r.t.lab, &r.t.client, &format!("http://{VIP}/"), 20).unwrap();
+    assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", r.log());
+    assert!(
+        spread.get("rs1").copied().unwrap_or(0) > 0 && spread.get("rs2").copied().unwrap_or(0) > 0,
+        "both real servers answer: {spread:?}"
+    );
+    for (i, rs) in r.t.real_servers.iter().enumerate() {
+        let state = r.t.lab.dir().join(format!("rs{}.json", i + 1));
+        let args = [
+            XLB,
+            "realserver",
+            "status",
+            "--vip",
+            VIP,
+            "--state-file",
+            state.to_str().unwrap(),
+            "--json",
+        ];
+        let o = r.t.lab.run(rs, &args).unwrap();
+        let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(st["tunnel"]["hook"], "tc", "{st}");
+        assert_eq!(st["tunnel"]["attached"], true, "{st}");
+        let n = st["tunnel"]["counters"]["decapsulated"].as_u64();
+        assert!(n.unwrap_or(0) > 0, "{st}");
+        let link =
+            r.t.lab
+                .run_ok(rs, &["ip", "-d", "link", "show", "eth0"])
+                .unwrap();
+        assert!(!link.contains("xdp"), "no XDP program on eth0: {link}");
+    }
+}
+
+/// advmss (`xlb realserver up` default `--advmss auto`): the real servers' SYN-ACKs from the VIP
+/// advertise 1500 - 28 (GUE) - 40 = 1432, seen on the wire at the client; their other traffic
+/// keeps its MSS (only replies from the VIP take the advmss table); `down` removes it all.
+#[test]
+fn syn_ack_advertises_an_mss_that_fits_the_tunnel() {
+    xtask::require!(NEEDS, [Need::Binary("tcpdump")]);
+    let r = start("tunmss", "gue");
+    let capture = format!(
+        "timeout 20 tcpdump -l -n -v -c 1 -i eth0 'src host {VIP} and tcp[13] & 0x12 = 0x12' \
+         > {dir}/synack.txt 2>&1 & sleep 1; curl -s -o /dev/null --max-time 5 http://{VIP}/; wait",
+        dir = r.t.lab.dir().display()
+    );
+    r.t.lab
+        .run_ok(&r.t.client, &["sh", "-c", &capture])
+        .unwrap();
+    let seen = std::fs::read_to_string(r.t.lab.dir().join("synack.txt")).unwrap();
+    assert!(seen.contains("mss 1432"), "SYN-ACK's MSS: {seen}");
+    let rs = &r.t.real_servers[0];
+    let from_vip =
+        r.t.lab
+            .run_ok(rs, &["ip", "route", "get", tun::CLIENT, "from", VIP])
+            .unwrap();
+    assert!(from_vip.contains("advmss 1432"), "{from_vip}");
+    let other =
+        r.t.lab
+            .run_ok(rs, &["ip", "route", "get", tun::CLIENT])
+            .unwrap();
+    assert!(
+        !other.contains("advmss"),
+        "other traffic unchanged: {other}"
+    );
+}
+
+/// Everything `xlb realserver up --tunnel` may change on a real server, as text: links (with
+/// XDP), addresses, policy rules, every routing table, the sysctls, the pins (TC links).
+fn real_server_state(r: &Running, rs: &xtask::lab::Host) -> String {
+    let mut out = String::new();
+    for argv in [
+        &["ip", "-d", "link", "show"][..],
+        &["ip", "addr", "show"],
+        &["ip", "rule", "show"],
+        &["ip", "-6", "rule", "show"],
+        &["ip", "route", "show", "table", "all"],
+        &["ip", "-6", "route", "show", "table", "all"],
+        &["sh", "-c", "ls -R /sys/fs/bpf/ 2>&1"],
+    ] {
+        out += &format!(
+            "$ {}\n{}",
+            argv.join(" "),
+            r.t.lab.run_ok(rs, argv).unwrap()
+        );
+    }
+    let conf = "net.ipv4.conf";
+    for key in ["arp_ignore", "arp_announce", "rp_filter"] {
+        for dev in ["all", "lo", "eth0"] {
+            let k = format!("{conf}.{dev}.{key}");
+            out += &r.t.lab.run_ok(rs, &["sysctl", &k]).unwrap();
+        }
+    }
+    out +=
+        &r.t.lab
+            .run_ok(rs, &["sysctl", "net.ipv6.conf.lo.disable_ipv6"])
+            .unwrap();
+    out
+}
+
+/// `down` restores exactly what was there before `up`, with either hook: the real server's
+/// links, addresses, rules, routes, sysctls and pins, byte-compared; `status` after `down`
+/// says not ready.
+#[test]
+fn realserver_down_restores_exactly_the_prior_state() {
+    xtask::require!(NEEDS);
+    let r = start("tundown", "ipip");
+    let rs = r.t.real_servers[0].clone();
+    let state = r.t.lab.dir().join("rs1.json");
+    let state = state.to_str().unwrap();
+    let rs_cmd = |verb: &str, extra: &[&str]| {
+        let mut argv = vec![XLB, "realserver", verb, "--vip", VIP, "--state-file", state];
+        argv.extend_from_slice(extra);
+        r.t.lab.run(&rs, &argv).unwrap()
+    };
+    let o = rs_cmd("down", &[]);
+    assert!(o.status.success(), "{}", out_text(&o));
+    let before = real_server_state(&r, &rs);
+    for hook in ["xdp", "tc"] {
+        let o = rs_cmd(
+            "up",
+            &[
+                "--tunnel",
+                "gue",
+                "--director",
+                tun::DIRECTOR,
+                "--interface",
+                "eth0",
+                "--attach",
+                hook,
+            ],
+        );
+        assert!(o.status.success(), "{}", out_text(&o));
+        let during = real_server_state(&r, &rs);
+        assert_ne!(during, before, "{hook}: up changed something");
+        let o = rs_cmd("status", &[]);
+        assert!(
+            o.status.success(),
+            "{hook}: ready after up: {}",
+            out_text(&o)
+        );
+        let o = rs_cmd("down", &[]);
+        assert!(o.status.success(), "{}", out_text(&o));
+        let after = real_server_state(&r, &rs);
+        assert_eq!(
+            after, before,
+            "{hook}: down restored the state byte for byte"
+        );
+        let o = rs_cmd("status", &[]);
+        assert!(
+            !o.status.success(),
+            "{hook}: not ready after down: {}",
+            out_text(&o)
+        );
+    }
+}
+
+/// `up` says who decapsulates and why. This kernel has no ipip/fou modules: `auto` falls back
+/// to xlb's program naming what is missing (module, then the kernel's refusal of the ipip link
+/// over rtnetlink), and `--decap kernel` fails clearly, leaving no tunnel link behind. On a
+/// kernel with the modules the same test checks that the kernel's link is made instead.
+#[test]
+fn realserver_says_which_decapsulation_it_chose_and_why() {
+    xtask::require!(NEEDS);
+    let r = start("tunwho", "ipip");
+    let rs = r.t.real_servers[0].clone();
+    let state = r.t.lab.dir().join("rs1.json");
+    let state = state.to_str().unwrap();
+    let run = |verb: &str, extra: &[&str]| {
+        let mut argv = vec![XLB, "realserver", verb, "--vip", VIP, "--state-file", state];
+        argv.extend_from_slice(extra);
+        r.t.lab.run(&rs, &argv).unwrap()
+    };
+    let tunnel = [
+        "--tunnel",
+        "ipip",
+        "--director",
+        tun::DIRECTOR,
+        "--interface",
+        "eth0",
+    ];
+    assert!(run("down", &[]).status.success());
+    let kernel_has_ipip = std::path::Path::new("/sys/module/ipip").exists();
+    let o = run("up", &tunnel);
+    let text = out_text(&o);
+    assert!(o.status.success(), "{text}");
+    if kernel_has_ipip {
+        assert!(
+            text.contains("decapsulation: the kernel's tunnels"),
+            "{text}"
+        );
+        assert!(text.contains("created xlbt0"), "{text}");
+    } else {
+        assert!(
+            text.contains("decapsulation: xlb's program (auto: "),
+            "{text}"
+        );
+        assert!(text.contains("/sys/module/ipip absent"), "{text}");
+        assert!(
+            text.contains("rtnetlink refused the ipip link xlbt0"),
+            "the kernel was asked anyway: {text}"
+        );
+    }
+    assert!(run("down", &[]).status.success());
+    if !kernel_has_ipip {
+        let mut args = tunnel.to_vec();
+        args.extend(["--decap", "kernel"]);
+        let o = run("up", &args);
+        let text = out_text(&o);
+        assert!(!o.status.success(), "{text}");
+        assert!(text.contains("--decap kernel: "), "{text}");
+        let links = r.t.lab.run_ok(&rs, &["ip", "link", "show"]).unwrap();
+        assert!(!links.contains("xlbt"), "{links}");
+        assert!(run("down", &[]).status.success());
+    }
 }

@@ -57,6 +57,20 @@ pub struct TunnelArgs {
     /// GUE's UDP port (the director's `gue_port`).
     #[arg(long, value_name = "PORT", default_value_t = lb_common::DEFAULT_GUE_PORT)]
     pub gue_port: u16,
+    /// Who decapsulates: `auto` (the kernel's ipip/fou tunnels when the kernel has the modules,
+    /// else xlb's program; says which and why), `kernel`, or `xlb`.
+    #[arg(long, value_name = "WHO", value_parser = ["auto", "kernel", "xlb"], default_value = "auto")]
+    pub decap: String,
+    /// Where xlb's decapsulation runs: `xdp` (xlb_decap), `tc` (xlb_decap_tc, TC ingress, for
+    /// links where XDP cannot run; kernel 6.6+), or `auto` (XDP, else TC; says which and why).
+    #[arg(long, value_name = "HOOK", value_parser = ["xdp", "tc", "auto"], default_value = "auto")]
+    pub attach: String,
+    /// The MSS the VIPs' SYN-ACKs advertise, so clients' segments fit the tunnel: `auto` (the
+    /// `--interface` MTU less the outer header and 40 bytes, 60 for IPv6 VIPs), `off`, or a
+    /// number. Set by a policy rule per VIP to a copy of the main table with `advmss`; the
+    /// server's other traffic is unchanged.
+    #[arg(long, value_name = "MSS", default_value = "auto", value_parser = parse_advmss)]
+    pub advmss: crate::realserver_tunnel::AdvmssChoice,
     /// bpffs directory where the decapsulation program's link and maps are pinned.
     #[arg(long, value_name = "DIR", default_value = crate::realserver_tunnel::DEFAULT_PIN_DIR)]
     pub bpffs_dir: PathBuf,
@@ -65,6 +79,7 @@ pub struct TunnelArgs {
 impl TunnelArgs {
     fn request(&self) -> anyhow::Result<Option<crate::realserver_tunnel::TunnelRequest>> {
         use crate::dataplane::desired::TunnelKind;
+        use crate::realserver_tunnel::AttachChoice;
         let Some(kind) = &self.tunnel else {
             return Ok(None);
         };
@@ -82,7 +97,30 @@ impl TunnelArgs {
             directors: self.directors.clone(),
             gue_port: self.gue_port,
             pin_dir: self.bpffs_dir.clone(),
+            advmss: self.advmss,
+            decap: match self.decap.as_str() {
+                "kernel" => crate::realserver_kernel::DecapChoice::Kernel,
+                "xlb" => crate::realserver_kernel::DecapChoice::Xlb,
+                _ => crate::realserver_kernel::DecapChoice::Auto,
+            },
+            attach: match self.attach.as_str() {
+                "xdp" => AttachChoice::Xdp,
+                "tc" => AttachChoice::Tc,
+                _ => AttachChoice::Auto,
+            },
         }))
+    }
+}
+
+fn parse_advmss(s: &str) -> Result<crate::realserver_tunnel::AdvmssChoice, String> {
+    use crate::realserver_tunnel::AdvmssChoice;
+    match s {
+        "auto" => Ok(AdvmssChoice::Auto),
+        "off" => Ok(AdvmssChoice::Off),
+        n => match n.parse::<u32>() {
+            Ok(m) if (536..=65495).contains(&m) => Ok(AdvmssChoice::Fixed(m)),
+            _ => Err(format!("`{n}`: want auto, off or an MSS of 536..65495")),
+        },
     }
 }
 
@@ -141,75 +179,139 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
             print_changes(&lines, "already down: nothing changed");
             Ok(ExitCode::SUCCESS)
         }
-        Action::Status { common, json } => {
-            let st = realserver::status(&common.vips)?;
-            let tunnel = realserver::State::load(&common.state_file)?
-                .and_then(|s| s.tunnel)
-                .map(|t| {
-                    let (attached, counters) =
-                        crate::realserver_tunnel::status(&t.pin_dir, &t.interface);
-                    (t, attached, counters)
-                });
-            let ready = st.ready() && tunnel.as_ref().is_none_or(|t| t.1);
-            if json {
-                let mut v = serde_json::to_value(&st)?;
-                if let Some((t, attached, counters)) = &tunnel {
-                    v["tunnel"] = serde_json::json!({
-                        "kind": t.kind.name(),
-                        "interface": t.interface,
-                        "directors": t.directors,
-                        "gue_port": t.gue_port,
-                        "attached": attached,
-                        "counters": counters.as_ref().map(|c| {
-                            lb_common::decap_stat::NAMES
-                                .iter()
-                                .zip(c)
-                                .map(|(n, v)| (n.to_string(), *v))
-                                .collect::<std::collections::BTreeMap<_, _>>()
-                        }),
-                    });
-                }
-                v["ready"] = serde_json::json!(ready);
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                for (ip, present) in &st.vips {
-                    let what = if *present { "present" } else { "MISSING" };
-                    println!("vip {ip} on lo: {what}");
-                }
-                for s in &st.sysctls {
-                    let v = s.value.as_deref().unwrap_or("(absent)");
-                    let mark = if s.ok { "ok" } else { "WRONG" };
-                    println!("{} = {v} (want {}): {mark}", s.key, s.wanted);
-                }
-                if let Some((t, attached, counters)) = &tunnel {
-                    let what = if *attached {
-                        "attached"
-                    } else {
-                        "NOT attached"
-                    };
-                    println!(
-                        "tunnel {}: xlb_decap on {}: {what}",
-                        t.kind.name(),
-                        t.interface
-                    );
-                    if let Some(c) = counters {
-                        let pairs: Vec<String> = lb_common::decap_stat::NAMES
-                            .iter()
-                            .zip(c)
-                            .map(|(n, v)| format!("{n} {v}"))
-                            .collect();
-                        println!("decap counters: {}", pairs.join(", "));
-                    }
-                }
-                println!("{}", if ready { "ready" } else { "NOT ready" });
+        Action::Status { common, json } => status(&common, json),
+    }
+}
+
+/// What `status` found beyond the direct-routing part.
+struct TunnelFindings {
+    /// xlb's program: its state, attached?, counters.
+    program: Option<(
+        crate::realserver_tunnel::TunnelState,
+        bool,
+        Option<Vec<u64>>,
+    )>,
+    kernel: Vec<(String, bool)>,
+    advmss: Vec<crate::realserver_advmss_io::AdvmssCheck>,
+}
+
+impl TunnelFindings {
+    fn read(recorded: Option<realserver::State>) -> anyhow::Result<TunnelFindings> {
+        let advmss = match recorded.as_ref().and_then(|s| s.advmss.as_ref()) {
+            Some(a) => {
+                let net = crate::net::BlockingNet::connect()?;
+                crate::realserver_advmss_io::check(&net, a)?
             }
-            Ok(if ready {
-                ExitCode::SUCCESS
+            None => Vec::new(),
+        };
+        let kernel = match recorded.as_ref().and_then(|s| s.kernel.as_ref()) {
+            Some(k) => crate::realserver_kernel_io::check(k)?,
+            None => Vec::new(),
+        };
+        let program = recorded.and_then(|s| s.tunnel).map(|t| {
+            let (attached, counters) =
+                crate::realserver_tunnel::status(&t.pin_dir, &t.interface, t.hook);
+            (t, attached, counters)
+        });
+        Ok(TunnelFindings {
+            program,
+            kernel,
+            advmss,
+        })
+    }
+
+    fn ok(&self) -> bool {
+        self.program.as_ref().is_none_or(|t| t.1)
+            && self.advmss.iter().all(|c| c.ok)
+            && self.kernel.iter().all(|k| k.1)
+    }
+
+    fn json(&self, v: &mut serde_json::Value) -> anyhow::Result<()> {
+        if let Some((t, attached, counters)) = &self.program {
+            v["tunnel"] = serde_json::json!({
+                "kind": t.kind.name(),
+                "interface": t.interface,
+                "hook": t.hook.name(),
+                "directors": t.directors,
+                "gue_port": t.gue_port,
+                "attached": attached,
+                "counters": counters.as_ref().map(|c| {
+                    lb_common::decap_stat::NAMES
+                        .iter()
+                        .zip(c)
+                        .map(|(n, v)| (n.to_string(), *v))
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                }),
+            });
+        }
+        if !self.kernel.is_empty() {
+            v["kernel_tunnel"] = serde_json::json!(self.kernel);
+        }
+        if !self.advmss.is_empty() {
+            v["advmss"] = serde_json::to_value(&self.advmss)?;
+        }
+        Ok(())
+    }
+
+    fn print(&self) {
+        if let Some((t, attached, counters)) = &self.program {
+            let what = if *attached {
+                "attached"
             } else {
-                ExitCode::from(1)
-            })
+                "NOT attached"
+            };
+            println!(
+                "tunnel {}: {} ({}) on {}: {what}",
+                t.kind.name(),
+                t.hook.program(),
+                t.hook.name(),
+                t.interface
+            );
+            if let Some(c) = counters {
+                let pairs: Vec<String> = lb_common::decap_stat::NAMES
+                    .iter()
+                    .zip(c)
+                    .map(|(n, v)| format!("{n} {v}"))
+                    .collect();
+                println!("decap counters: {}", pairs.join(", "));
+            }
+        }
+        for (what, ok) in &self.kernel {
+            println!("{what}: {}", if *ok { "present" } else { "MISSING" });
+        }
+        for c in &self.advmss {
+            println!("advmss {}: {}", c.what, if c.ok { "ok" } else { "WRONG" });
         }
     }
+}
+
+fn status(common: &Common, json: bool) -> anyhow::Result<ExitCode> {
+    let st = realserver::status(&common.vips)?;
+    let found = TunnelFindings::read(realserver::State::load(&common.state_file)?)?;
+    let ready = st.ready() && found.ok();
+    if json {
+        let mut v = serde_json::to_value(&st)?;
+        found.json(&mut v)?;
+        v["ready"] = serde_json::json!(ready);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (ip, present) in &st.vips {
+            let what = if *present { "present" } else { "MISSING" };
+            println!("vip {ip} on lo: {what}");
+        }
+        for s in &st.sysctls {
+            let v = s.value.as_deref().unwrap_or("(absent)");
+            let mark = if s.ok { "ok" } else { "WRONG" };
+            println!("{} = {v} (want {}): {mark}", s.key, s.wanted);
+        }
+        found.print();
+        println!("{}", if ready { "ready" } else { "NOT ready" });
+    }
+    Ok(if ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_changes(lines: &[String], none: &str) {

@@ -1,5 +1,6 @@
 //! The real servers' decapsulation program (`xlb_decap`, tunnel mode without kernel tunnel
-//! modules): its maps, written by `xlb realserver up --tunnel` and read by `status`.
+//! modules): its maps, written by `xlb realserver up --tunnel` and read by `status`, and the
+//! loading of its two entries (`xlb_decap` for XDP, `xlb_decap_tc` for TC ingress).
 use std::net::IpAddr;
 
 use aya::{
@@ -20,6 +21,52 @@ pub enum DecapError {
         name: &'static str,
         source: MapError,
     },
+    #[error("loading {name}: {reason}")]
+    Program { name: &'static str, reason: String },
+}
+
+/// Where the decapsulation runs on the real server's link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecapHook {
+    /// `xlb_decap`, an XDP program (before the kernel allocates an skb).
+    Xdp,
+    /// `xlb_decap_tc`, a TC ingress classifier (links where XDP cannot run).
+    Tc,
+}
+
+impl DecapHook {
+    pub fn name(self) -> &'static str {
+        match self {
+            DecapHook::Xdp => "xdp",
+            DecapHook::Tc => "tc",
+        }
+    }
+
+    /// The program's name in the object.
+    pub fn program(self) -> &'static str {
+        match self {
+            DecapHook::Xdp => lb_common::DECAP_PROGRAM,
+            DecapHook::Tc => lb_common::DECAP_TC_PROGRAM,
+        }
+    }
+}
+
+/// Loads the entry for `hook` into the kernel (the verifier's verdict; not attached).
+pub fn load_entry(ebpf: &mut Ebpf, hook: DecapHook) -> Result<(), DecapError> {
+    let name = hook.program();
+    let fail = |reason: String| DecapError::Program { name, reason };
+    match hook {
+        DecapHook::Xdp => super::loader::load_program(ebpf, name).map_err(|e| fail(e.to_string())),
+        DecapHook::Tc => {
+            let prog: &mut aya::programs::SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| fail("missing from the object".into()))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| fail(e.to_string()))?;
+            prog.load().map_err(|e| fail(e.to_string()))
+        }
+    }
 }
 
 /// The decapsulation program's maps.

@@ -30,6 +30,12 @@ impl BlockingNet {
         self.rt.block_on(call(&self.net))
     }
 
+    /// Runs a request of a caller's own (policy rules, route copies of `xlb realserver`) on the
+    /// raw rtnetlink handle, blocked on.
+    pub fn with_handle<F: Future>(&self, call: impl FnOnce(rtnetlink::Handle) -> F) -> F::Output {
+        self.rt.block_on(call(self.net.handle.clone()))
+    }
+
     pub fn link(&self, name: &str) -> Result<Option<LinkState>, NetError> {
         self.run(|n| n.link(name))
     }
