@@ -428,7 +428,9 @@ impl Daemon {
         let attached = self.attach().await;
         self.resolve_neighbours(true).await;
         self.reconcile().await;
+        let synced = crate::sync::task::reload(&mut self.sync, &self.cfg, &mut self.writer);
         attached.map_err(|e| ReloadError::Apply(e.to_string()))?;
+        synced.map_err(|e| ReloadError::Apply(format!("sync: {e}")))?;
         vrrp_result.map_err(|e| ReloadError::Apply(format!("VRRP: {e}")))?;
         Ok(format!("reloaded {}", self.config_path.display()))
     }
@@ -439,7 +441,13 @@ impl Daemon {
         attach::refresh_modes(&self.net, &mut self.attached).await;
         let started = Instant::now();
         match sweep::sweep(self.writer.maps_mut(), &self.timeouts) {
-            Ok(r) => self.sweep = r,
+            Ok(mut r) => {
+                // Own flows that expired here: their synced copies go on the peers.
+                if let Some(s) = &self.sync {
+                    s.expired(std::mem::take(&mut r.expired_own));
+                }
+                self.sweep = r;
+            }
             Err(e) => warn!("connection-table sweep: {e}"),
         }
         self.sweep_duration = started.elapsed();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aya::maps::{MapData, RingBuf};
-use lb_common::{FlowEntry, FlowKey, SyncEvent, FLOW_F_SYNCED};
+use lb_common::{sync_event, FlowEntry, FlowKey, SyncEvent, FLOW_F_SYNCED};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -20,8 +20,8 @@ use crate::config::model::{SyncPeers, SyncProtocol, SyncSettings};
 use crate::dataplane::sweep::{monotonic_ns, Timeouts};
 use crate::dataplane::writer::{MapWriter, SyncedInsert};
 
-use super::names::SlotIndex;
-use super::{ipvs, DropCounts, Inbound, Outbound, Record, SyncKey};
+use super::names::{flow_of, SlotIndex};
+use super::{apply, ipvs, DropCounts, Inbound, Outbound, Record, StateChange, SyncKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -56,6 +56,18 @@ pub struct SyncStats {
     pub rate_limited: u64,
     pub synced_written: u64,
     pub own_kept: u64,
+    /// Peers' FIN/RST state changes applied to synced entries here.
+    #[serde(default)]
+    pub states_applied: u64,
+    /// Synced entries removed because their origin expired them.
+    #[serde(default)]
+    pub expired_removed: u64,
+    /// Expiry records of this director's own flows queued for the peers.
+    #[serde(default)]
+    pub expiries_queued: u64,
+    /// Expiry batches from the sweep dropped because the task was behind.
+    #[serde(default)]
+    pub expiries_dropped: u64,
     /// Peer director ids heard from.
     pub peers: Vec<u32>,
 }
@@ -73,7 +85,40 @@ pub struct SyncLink {
     timeouts: Timeouts,
     task: tokio::task::JoinHandle<()>,
     /// Totals of what `apply` wrote (the daemon's task only: a Cell suffices).
-    applied: std::cell::Cell<SyncedInsert>,
+    applied: std::cell::Cell<Applied>,
+    /// This director's expired own flows, for the peers (from the sweep).
+    expired: mpsc::Sender<Vec<FlowKey>>,
+    expiries_dropped: std::cell::Cell<u64>,
+    /// `xlb reload`: the new settings with their key, or `None` (sync switched off).
+    settings: watch::Sender<Option<Arc<Settings>>>,
+}
+
+/// Settings the task runs with: `[sync]` and the key read from its file.
+pub struct Settings {
+    pub sync: SyncSettings,
+    pub key: Option<SyncKey>,
+}
+
+impl Settings {
+    /// Reads the key file (`xlb` protocol): the reload fails here, before the task sees it.
+    pub fn load(sync: &SyncSettings) -> Result<Self, SyncError> {
+        let key = match sync.protocol {
+            SyncProtocol::Xlb => Some(read_key(&sync.key_file.clone().unwrap_or_default())?),
+            SyncProtocol::Ipvs => None,
+        };
+        Ok(Settings {
+            sync: sync.clone(),
+            key,
+        })
+    }
+}
+
+/// Totals of what the writer did with peers' records.
+#[derive(Clone, Copy, Debug, Default)]
+struct Applied {
+    insert: SyncedInsert,
+    states: usize,
+    removed: usize,
 }
 
 impl Drop for SyncLink {
@@ -263,7 +308,8 @@ impl Wire {
 struct Shell {
     settings: SyncSettings,
     wire: Wire,
-    sock: UdpSocket,
+    /// `None` while sync is switched off by a reload (the ring is still drained).
+    sock: Option<UdpSocket>,
     dests: Vec<SocketAddr>,
     /// This director's connection table, opened read-only from its pin (the full resend).
     table: Option<aya::maps::HashMap<MapData, FlowKey, FlowEntry>>,
@@ -277,16 +323,10 @@ struct Shell {
 
 /// Starts the sync task. `ring` is the program's `SYNC_EVENTS`; `table_pin` the pinned
 /// connection table (`None`: no full resends, e.g. unpinned test maps).
-pub fn start(
-    settings: &SyncSettings,
-    ring: RingBuf<MapData>,
-    table_pin: Option<&Path>,
-    timeouts: Timeouts,
-) -> Result<SyncLink, SyncError> {
-    let wire = match settings.protocol {
-        SyncProtocol::Xlb => {
-            let path = settings.key_file.clone().unwrap_or_default();
-            let key = read_key(&path)?;
+fn new_wire(s: &Settings) -> Wire {
+    let settings = &s.sync;
+    match (&s.key, settings.protocol) {
+        (Some(key), SyncProtocol::Xlb) => {
             let epoch = (unix_ms() / 1000) as u32;
             let max_age_ms = (settings.max_age * 1000.0) as u64;
             Wire::Xlb {
@@ -296,16 +336,26 @@ pub fn start(
                     epoch,
                     settings.max_message_bytes as usize,
                 ),
-                inb: Inbound::new(key, settings.director_id, max_age_ms),
+                inb: Inbound::new(key.clone(), settings.director_id, max_age_ms),
             }
         }
-        SyncProtocol::Ipvs => Wire::Ipvs {
+        _ => Wire::Ipvs {
             sync_id: settings.sync_id,
             origin: 0,
             dropped: DropCounts::default(),
             max_bytes: settings.max_message_bytes as usize,
         },
-    };
+    }
+}
+
+pub fn start(
+    settings: &SyncSettings,
+    ring: RingBuf<MapData>,
+    table_pin: Option<&Path>,
+    timeouts: Timeouts,
+) -> Result<SyncLink, SyncError> {
+    let loaded = Settings::load(settings)?;
+    let wire = new_wire(&loaded);
     let (sock, dests) = socket(settings)?;
     // SAFETY: the ring buffer owns its map fd for as long as it lives, and AsyncFd owns it.
     let ring = unsafe { AsyncFd::register(ring) }
@@ -317,10 +367,12 @@ pub fn start(
     let (names_tx, names_rx) = watch::channel(Arc::new(SlotIndex::default()));
     let (stats_tx, stats_rx) = watch::channel(SyncStats::default());
     let (peers_tx, peers_rx) = mpsc::channel(1024);
+    let (expired_tx, expired_rx) = mpsc::channel(16);
+    let (settings_tx, settings_rx) = watch::channel(Some(Arc::new(loaded)));
     let shell = Shell {
         settings: settings.clone(),
         wire,
-        sock,
+        sock: Some(sock),
         dests,
         table,
         names: names_rx,
@@ -337,29 +389,52 @@ pub fn start(
         director_id = settings.director_id,
         "connection sync started"
     );
-    let task = tokio::spawn(shell.run(ring, peers_tx, stats_tx));
+    let channels = Channels {
+        peers: peers_tx,
+        stats: stats_tx,
+        expired: expired_rx,
+        settings: settings_rx,
+    };
+    let task = tokio::spawn(shell.run(ring, channels));
     Ok(SyncLink {
         from_peers: peers_rx,
         names: names_tx,
         stats: stats_rx,
         timeouts,
         task,
-        applied: std::cell::Cell::new(SyncedInsert::default()),
+        applied: std::cell::Cell::new(Applied::default()),
+        expired: expired_tx,
+        expiries_dropped: std::cell::Cell::new(0),
+        settings: settings_tx,
     })
 }
 
+/// The task's channels to and from the daemon.
+struct Channels {
+    peers: mpsc::Sender<PeerBatch>,
+    stats: watch::Sender<SyncStats>,
+    expired: mpsc::Receiver<Vec<FlowKey>>,
+    settings: watch::Receiver<Option<Arc<Settings>>>,
+}
+
+/// The next datagram, or never while sync is switched off.
+async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match sock {
+        Some(s) => s.recv_from(buf).await.map(|(n, _)| n),
+        None => std::future::pending().await,
+    }
+}
+
+fn refresh_timer(s: &SyncSettings) -> tokio::time::Interval {
+    tokio::time::interval(Duration::from_secs_f64(s.refresh_interval.max(0.01)))
+}
+
 impl Shell {
-    async fn run(
-        mut self,
-        mut ring: AsyncFd<RingBuf<MapData>>,
-        peers: mpsc::Sender<PeerBatch>,
-        stats: watch::Sender<SyncStats>,
-    ) {
+    async fn run(mut self, mut ring: AsyncFd<RingBuf<MapData>>, mut ch: Channels) {
         let mut buf = vec![0u8; 65_536];
         let mut flush = tokio::time::interval(Duration::from_millis(10));
         let mut second = tokio::time::interval(Duration::from_secs(1));
-        let mut refresh =
-            tokio::time::interval(Duration::from_secs_f64(self.settings.refresh_interval));
+        let mut refresh = refresh_timer(&self.settings);
         loop {
             tokio::select! {
                 r = ring.readable_mut() => match r {
@@ -369,47 +444,134 @@ impl Shell {
                     }
                     Err(e) => { warn!("sync ring buffer: {e}"); return; }
                 },
-                r = self.sock.recv_from(&mut buf) => {
-                    if let Ok((n, _)) = r {
+                r = recv(self.sock.as_ref(), &mut buf) => {
+                    if let Ok(n) = r {
                         if let Some(records) = self.wire.decode(&buf[..n]) {
                             self.stats.messages_received += 1;
                             self.stats.records_received += records.len() as u64;
-                            if peers.send(PeerBatch { records }).await.is_err() {
+                            if ch.peers.send(PeerBatch { records }).await.is_err() {
                                 return;
                             }
                         }
                     }
+                }
+                Some(flows) = ch.expired.recv() => self.queue_expired(&flows),
+                r = ch.settings.changed() => {
+                    if r.is_err() { return; }
+                    let next = ch.settings.borrow_and_update().clone();
+                    self.reconfigure(next.as_deref());
+                    refresh = refresh_timer(&self.settings);
                 }
                 _ = flush.tick() => self.send_pending().await,
                 _ = second.tick() => {
                     self.tokens = self.settings.max_messages_per_second;
                     self.stats.dropped = self.wire.dropped().0.iter().map(|(k, v)| (k.to_string(), *v)).collect();
                     self.stats.peers = self.wire.peers();
-                    stats.send_replace(self.stats.clone());
+                    ch.stats.send_replace(self.stats.clone());
                 }
                 _ = refresh.tick() => self.queue_own_table(),
             }
         }
     }
 
+    /// A reload's settings. The key and limits change in place (sequence numbers and replay
+    /// windows go on: peers accept the next message); the socket is opened again when its
+    /// address, interface or peers changed; another protocol or director id starts a new wire.
+    fn reconfigure(&mut self, next: Option<&Settings>) {
+        let Some(next) = next else {
+            if self.sock.take().is_some() {
+                info!("connection sync switched off");
+            }
+            self.pending.clear();
+            return;
+        };
+        let (old, new) = (&self.settings, &next.sync);
+        let same_wire = old.protocol == new.protocol && old.director_id == new.director_id;
+        match (&mut self.wire, &next.key) {
+            (Wire::Xlb { out, inb }, Some(key)) if same_wire => {
+                out.set_key(key.clone(), new.max_message_bytes as usize);
+                inb.set_key(key.clone(), (new.max_age * 1000.0) as u64);
+            }
+            (
+                Wire::Ipvs {
+                    sync_id, max_bytes, ..
+                },
+                None,
+            ) if same_wire => {
+                *sync_id = new.sync_id;
+                *max_bytes = new.max_message_bytes as usize;
+            }
+            _ => self.wire = new_wire(next),
+        }
+        let same_socket = old.port == new.port
+            && old.interface == new.interface
+            && old.peers == new.peers
+            && self.sock.is_some();
+        self.settings = new.clone();
+        self.tokens = self.tokens.min(new.max_messages_per_second);
+        if !same_socket {
+            self.sock = None;
+            match socket(new) {
+                Ok((sock, dests)) => {
+                    self.sock = Some(sock);
+                    self.dests = dests;
+                }
+                Err(e) => warn!("connection sync: {e}"),
+            }
+        }
+        info!(
+            port = new.port,
+            director_id = new.director_id,
+            "connection sync reconfigured"
+        );
+    }
+
+    /// Expiry records of this director's own flows (the sweep removed them).
+    fn queue_expired(&mut self, flows: &[FlowKey]) {
+        if self.sock.is_none() {
+            return;
+        }
+        let before = self.pending.len();
+        self.pending
+            .extend(flows.iter().filter_map(flow_of).map(Record::Expiry));
+        self.stats.expiries_queued += (self.pending.len() - before) as u64;
+    }
+
     fn drain_ring(&mut self, ring: &mut RingBuf<MapData>) {
         let names = self.names.borrow().clone();
+        let on = self.sock.is_some();
         while let Some(item) = ring.next() {
-            if item.len() < std::mem::size_of::<SyncEvent>() {
+            if !on || item.len() < std::mem::size_of::<SyncEvent>() {
                 continue;
             }
             // SAFETY: SyncEvent is plain data and the item holds at least its size.
             let ev = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEvent) };
             match names.event_record(&ev, &self.timeouts, self.settings.director_id) {
-                Some(r) => self.pending.push_back(Record::Conn(r)),
+                Some(r) => self.pending.push_back(self.event_to_record(ev.kind, r)),
                 None => self.stats.events_stale += 1,
             }
+        }
+    }
+
+    /// A FIN/RST is a state-change record on xlb's wire; IPVS's has only connection records
+    /// (the state travels in them).
+    fn event_to_record(&self, kind: u8, r: super::ConnRecord) -> Record {
+        match (&self.wire, kind) {
+            (Wire::Xlb { .. }, sync_event::STATE) => Record::State(StateChange {
+                flow: r.flow,
+                state: r.state,
+                remaining_ms: r.remaining_ms,
+            }),
+            _ => Record::Conn(r),
         }
     }
 
     /// Every live entry, with its remaining idle time (a restarted peer re-learns them).
     fn queue_own_table(&mut self) {
         let Some(table) = &self.table else { return };
+        if self.sock.is_none() {
+            return;
+        }
         let names = self.names.borrow().clone();
         let now = monotonic_ns();
         let fd = {
@@ -466,8 +628,9 @@ impl Shell {
                 break;
             }
             self.tokens -= 1;
+            let Some(sock) = &self.sock else { return };
             for dest in &self.dests {
-                let _ = self.sock.send_to(d, dest).await;
+                let _ = sock.send_to(d, dest).await;
             }
             self.stats.messages_sent += 1;
         }
@@ -482,47 +645,115 @@ impl SyncLink {
             .send_replace(Arc::new(SlotIndex::new(&writer.slots())));
     }
 
+    /// Is sync on (not switched off by a reload)?
+    pub fn is_enabled(&self) -> bool {
+        self.settings.borrow().is_some()
+    }
+
     /// The task's counters with what the writer did with peers' records.
     pub fn stats(&self) -> SyncStats {
         let mut s = self.stats.borrow().clone();
         let w = self.applied.get();
-        s.synced_written = w.written as u64;
-        s.own_kept = w.own_kept as u64;
+        s.synced_written = w.insert.written as u64;
+        s.own_kept = w.insert.own_kept as u64;
+        s.states_applied = w.states as u64;
+        s.expired_removed = w.removed as u64;
+        s.expiries_dropped = self.expiries_dropped.get();
         s.unnamed
-            .insert("unknown_slot".into(), w.unknown_slot as u64);
+            .insert("unknown_slot".into(), w.insert.unknown_slot as u64);
         s
     }
 
-    /// Inserts a peer batch through the map writer (the daemon calls this with its writer).
-    pub fn apply(&self, batch: &PeerBatch, writer: &mut MapWriter) -> SyncedInsert {
-        let names = self.names.borrow().clone();
-        let now = monotonic_ns();
-        let mut conns = Vec::new();
-        let mut unnamed = 0;
-        for r in &batch.records {
-            if let Record::Conn(c) = r {
-                match names.synced_conn(c, &self.timeouts, now) {
-                    Ok(s) => conns.push(s),
-                    Err(_) => unnamed += 1,
-                }
-            }
+    /// Hands this director's expired own flows (from a sweep) to the task, which tells the
+    /// peers at the sync rate limit. Never waits: a batch the task has no room for is counted
+    /// and dropped (the peers' entries then expire by their own clock).
+    pub fn expired(&self, flows: Vec<FlowKey>) {
+        if flows.is_empty() || !self.is_enabled() {
+            return;
         }
-        match writer.insert_synced_conns(&conns) {
-            Ok(mut r) => {
-                r.unknown_slot += unnamed;
-                let mut total = self.applied.get();
-                total.written += r.written;
-                total.own_kept += r.own_kept;
-                total.unknown_slot += r.unknown_slot;
-                self.applied.set(total);
-                r
-            }
+        if self.expired.try_send(flows).is_err() {
+            self.expiries_dropped.set(self.expiries_dropped.get() + 1);
+        }
+    }
+
+    /// Carries a peer batch out through the map writer (the daemon calls this with its
+    /// writer): connections inserted or refreshed, FIN/RST applied, expired flows removed.
+    pub fn apply(&self, batch: &PeerBatch, writer: &mut MapWriter) -> SyncedInsert {
+        if !self.is_enabled() {
+            return SyncedInsert::default();
+        }
+        let names = self.names.borrow().clone();
+        let plan = apply::plan(&batch.records, &names, &self.timeouts, monotonic_ns());
+        let mut total = self.applied.get();
+        let mut r = match writer.insert_synced_conns(&plan.conns) {
+            Ok(r) => r,
             Err(e) => {
                 warn!("inserting synced connections: {e}");
                 SyncedInsert::default()
             }
+        };
+        r.unknown_slot += plan.unnamed;
+        match writer.update_synced_states(&plan.states) {
+            Ok(n) => total.states += n,
+            Err(e) => warn!("applying synced state changes: {e}"),
         }
+        match writer.remove_synced_conns(&plan.expired, &self.timeouts) {
+            Ok(n) => total.removed += n,
+            Err(e) => warn!("removing expired synced connections: {e}"),
+        }
+        total.insert.written += r.written;
+        total.insert.own_kept += r.own_kept;
+        total.insert.unknown_slot += r.unknown_slot;
+        self.applied.set(total);
+        r
     }
+
+    /// `xlb reload` with sync already started once: new settings (key, peers, limits) or
+    /// `None` to switch it off. The table stays as it is either way.
+    pub fn reconfigure(
+        &mut self,
+        settings: Option<&SyncSettings>,
+        timeouts: Timeouts,
+    ) -> Result<(), SyncError> {
+        let next = settings.map(Settings::load).transpose()?;
+        self.timeouts = timeouts;
+        let unchanged = match (&*self.settings.borrow(), &next) {
+            (Some(a), Some(b)) => a.sync == b.sync && a.key == b.key,
+            (None, None) => true,
+            _ => false,
+        };
+        if !unchanged {
+            self.settings.send_replace(next.map(Arc::new));
+        }
+        Ok(())
+    }
+}
+
+/// What `xlb reload` calls: `[sync]` switched on, off or changed without a restart and
+/// without touching the connection table.
+pub fn reload(
+    link: &mut Option<SyncLink>,
+    cfg: &crate::config::Config,
+    writer: &mut MapWriter,
+) -> Result<(), SyncError> {
+    let Some(l) = link else {
+        // Never started: the ring buffer is still in the maps, so this is the start's path.
+        *link = attach(cfg, writer)?;
+        return Ok(());
+    };
+    l.reconfigure(cfg.sync.as_ref(), Timeouts::from(&cfg.timeouts))?;
+    if let Err(e) = writer.maps_mut().set_sync_enabled(cfg.sync.is_some()) {
+        warn!("setting the sync flag: {e}");
+    }
+    l.publish(writer);
+    Ok(())
+}
+
+/// The counters for `xlb status` (`None` when sync is off).
+pub fn report(link: &Option<SyncLink>) -> Option<SyncStats> {
+    link.as_ref()
+        .filter(|l| l.is_enabled())
+        .map(SyncLink::stats)
 }
 
 /// What the daemon calls at start: sets the program's sync flag from the configuration and,
