@@ -316,6 +316,8 @@ struct Shell {
     names: watch::Receiver<Arc<SlotIndex>>,
     timeouts: Timeouts,
     pending: VecDeque<Record>,
+    /// How many records at the front of `pending` are counted in `rate_limited` already.
+    waiting: usize,
     stats: SyncStats,
     /// Datagrams still allowed this second.
     tokens: u32,
@@ -378,6 +380,7 @@ pub fn start(
         names: names_rx,
         timeouts,
         pending: VecDeque::new(),
+        waiting: 0,
         stats: SyncStats {
             director_id: settings.director_id,
             ..SyncStats::default()
@@ -483,6 +486,7 @@ impl Shell {
                 info!("connection sync switched off");
             }
             self.pending.clear();
+            self.waiting = 0;
             return;
         };
         let (old, new) = (&self.settings, &next.sync);
@@ -608,10 +612,14 @@ impl Shell {
             return;
         }
         if self.tokens == 0 {
-            self.stats.rate_limited += self.pending.len() as u64;
+            // Each waiting record is counted once, however many rounds it waits.
+            self.stats.rate_limited += (self.pending.len() - self.waiting) as u64;
+            self.waiting = self.pending.len();
             return;
         }
         let take = self.pending.len().min(4096);
+        let counted = self.waiting.min(take);
+        self.waiting -= counted;
         let records: Vec<Record> = self.pending.drain(..take).collect();
         let datagrams = self.wire.encode(&records);
         let mut sent_records = records.len();
@@ -624,7 +632,10 @@ impl Shell {
                 for r in records[records.len() - rest..].iter().rev() {
                     self.pending.push_front(*r);
                 }
-                self.stats.rate_limited += rest as u64;
+                // The batch's first `counted` records had waited already.
+                let recounted = counted.saturating_sub(records.len() - rest);
+                self.stats.rate_limited += (rest - recounted) as u64;
+                self.waiting += rest;
                 break;
             }
             self.tokens -= 1;
