@@ -1326,3 +1326,25 @@ fn a_silent_link_down_on_a_flooding_bridge_resets_no_stream() {
         "no flooded frame was seen: {moved:?}"
     );
 }
+
+/// `[sync]` added by `xlb reload` to directors started without it: sync starts in the running
+/// daemons (no restart), and each learns the flows the others carry.
+#[test]
+fn sync_added_by_reload_starts_without_a_restart() {
+    xtask::require!(SCALEOUT_NEEDS);
+    let (mut s, _router_bird, key) = start_sync_lab(SyncMode::Off);
+    let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP6}"), 60, 3.0);
+    assert!((0..3).all(|i| s.status(i)["sync"].is_null()));
+    for i in 0..3 {
+        reload_sync(&s, i, SyncMode::Unicast, &key, "");
+    }
+    let learnt = eventually(Duration::from_secs(5), || {
+        (0..3).all(|i| flow_set(&s, i).len() >= 60)
+    });
+    let held: Vec<usize> = (0..3).map(|i| flow_set(&s, i).len()).collect();
+    println!("flows listed per director after [sync] was added by reload: {held:?}");
+    let r = s.stream_results(&streams);
+    let (ok, _) = summarize("60 streams across the reloads that added [sync]", &r);
+    assert!(learnt, "{held:?}");
+    assert_eq!(ok, r.len());
+}

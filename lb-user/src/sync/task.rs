@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::model::{SyncPeers, SyncProtocol, SyncSettings};
+use crate::dataplane::conn_sets::{way_entry, way_key, ConnSets};
 use crate::dataplane::sweep::{monotonic_ns, Timeouts};
 use crate::dataplane::writer::{MapWriter, SyncedInsert};
 
@@ -313,6 +314,8 @@ struct Shell {
     dests: Vec<SocketAddr>,
     /// This director's connection table, opened read-only from its pin (the full resend).
     table: Option<aya::maps::HashMap<MapData, FlowKey, FlowEntry>>,
+    /// Its set table (own IPv4 flows), read-only.
+    sets: Option<ConnSets>,
     names: watch::Receiver<Arc<SlotIndex>>,
     timeouts: Timeouts,
     pending: VecDeque<Record>,
@@ -366,6 +369,11 @@ pub fn start(
         let data = MapData::from_pin(p).ok()?;
         aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).ok()
     });
+    // The own IPv4 flows live in the set table, pinned beside the LRU: mapped to be read.
+    let sets = table_pin
+        .and_then(Path::parent)
+        .and_then(|dir| MapData::from_pin(dir.join(lb_common::map_names::CONN_SETS)).ok())
+        .and_then(|data| ConnSets::new(data).ok());
     let (names_tx, names_rx) = watch::channel(Arc::new(SlotIndex::default()));
     let (stats_tx, stats_rx) = watch::channel(SyncStats::default());
     let (peers_tx, peers_rx) = mpsc::channel(1024);
@@ -377,6 +385,7 @@ pub fn start(
         sock: Some(sock),
         dests,
         table,
+        sets,
         names: names_rx,
         timeouts,
         pending: VecDeque::new(),
@@ -604,6 +613,23 @@ impl Shell {
                     .map(Record::Conn),
             );
         });
+        // Own IPv4 flows: only their first packet's event said them otherwise (and not at
+        // all if sync was switched on after they began).
+        if let Some(sets) = &self.sets {
+            sets.for_each(|_, w| {
+                let e = way_entry(w, 0, now);
+                let left = crate::dataplane::sweep::expires_in(&e, &t, now);
+                if w.is_free() || left.is_zero() {
+                    return;
+                }
+                let ms = left.as_millis().min(u32::MAX as u128) as u32;
+                out.extend(
+                    names
+                        .entry_record(&way_key(w), e.real_id, e.state, ms, id)
+                        .map(Record::Conn),
+                );
+            });
+        }
         self.pending.extend(out);
     }
 
@@ -777,7 +803,13 @@ pub fn attach(
     if let Err(e) = writer.maps_mut().set_sync_enabled(on) {
         warn!("setting the sync flag: {e}");
     }
-    let (Some(settings), Some(ring)) = (&cfg.sync, writer.maps_mut().sync_events.take()) else {
+    // The ring buffer is taken only when sync starts: left in the maps, a reload that adds
+    // `[sync]` later starts it here.
+    let Some(settings) = &cfg.sync else {
+        return Ok(None);
+    };
+    let Some(ring) = writer.maps_mut().sync_events.take() else {
+        warn!("connection sync: the program's ring buffer is not available; sync stays off");
         return Ok(None);
     };
     let pin = cfg.global.bpffs_dir.join(lb_common::map_names::CONN_TABLE);
