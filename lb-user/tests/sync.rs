@@ -164,6 +164,7 @@ fn synced_entries_forward_to_the_peers_real_server() {
         state: conn_state::ESTABLISHED,
         last_seen_ns: now,
         origin: 2,
+        relayed: false,
     };
     // Port 40001 synced to the real the ring would not necessarily pick; port 40000 is own.
     let r = h
@@ -282,7 +283,13 @@ fn a_peers_fin_drains_active_conn_here_and_its_expiry_removes_the_entry() {
     let t = xlb::dataplane::sweep::Timeouts::default();
     let apply_on_b = |b: &mut Harness, records: &[Record]| {
         let names = xlb::sync::names::SlotIndex::new(&b.writer.slots());
-        let plan = apply::plan(records, &names, &t, xlb::dataplane::sweep::monotonic_ns());
+        let plan = apply::plan(
+            records,
+            Some(1),
+            &names,
+            &t,
+            xlb::dataplane::sweep::monotonic_ns(),
+        );
         b.writer.insert_synced_conns(&plan.conns).unwrap();
         let changed = b.writer.update_synced_states(&plan.states).unwrap();
         let removed = b.writer.remove_synced_conns(&plan.expired, &t).unwrap();

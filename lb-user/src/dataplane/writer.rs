@@ -129,6 +129,10 @@ pub struct SyncedConn {
     pub last_seen_ns: u64,
     /// The origin's `sync.director_id`.
     pub origin: u32,
+    /// Relayed by a director other than its origin (a full resend): it may create a missing
+    /// entry and extend an entry's time, never change the state of one held here (the origin
+    /// speaks of its flow's state itself; a relayed copy may predate its FIN).
+    pub relayed: bool,
 }
 
 /// A peer's flow changed state (FIN or RST seen there), for [`MapWriter::update_synced_states`].
@@ -341,7 +345,7 @@ impl MapWriter {
                     continue;
                 }
                 last_seen_ns = last_seen_ns.max(old.last_seen_ns);
-                if old.flags_seen != 0 {
+                if old.flags_seen != 0 || c.relayed {
                     (state, flags_seen) = (old.state, old.flags_seen);
                 }
             }

@@ -23,13 +23,23 @@ pub struct PeerPlan {
     pub unnamed: usize,
 }
 
-/// The plan for `records` (a health record is not table work: skipped here).
-pub fn plan(records: &[Record], names: &SlotIndex, timeouts: &Timeouts, now_ns: u64) -> PeerPlan {
+/// The plan for `records` sent by director `sender` (`None`: not known, IPVS's wire); a
+/// health record is not table work: skipped here.
+pub fn plan(
+    records: &[Record],
+    sender: Option<u32>,
+    names: &SlotIndex,
+    timeouts: &Timeouts,
+    now_ns: u64,
+) -> PeerPlan {
     let mut p = PeerPlan::default();
     for r in records {
         match r {
             Record::Conn(c) => match names.synced_conn(c, timeouts, now_ns) {
-                Ok(s) => p.conns.push(s),
+                Ok(s) => p.conns.push(SyncedConn {
+                    relayed: sender.is_some_and(|id| id != c.origin),
+                    ..s
+                }),
                 Err(_) => p.unnamed += 1,
             },
             Record::State(s) => p.states.push(SyncedState {
@@ -123,8 +133,11 @@ mod tests {
             }),
             Record::Expiry(flow(3)),
         ];
-        let p = plan(&records, &names(), &t, NOW);
+        let p = plan(&records, Some(2), &names(), &t, NOW);
         assert_eq!(p.conns.len(), 1);
+        assert!(!p.conns[0].relayed, "sent by its origin");
+        let relayed = plan(&records, Some(5), &names(), &t, NOW);
+        assert!(relayed.conns[0].relayed, "origin 2, sent by 5");
         assert_eq!(p.unnamed, 1);
         assert_eq!(
             p.states,
@@ -146,7 +159,7 @@ mod tests {
             state: conn_state::CLOSE,
             remaining_ms: u32::MAX,
         });
-        let p = plan(&[s], &names(), &t, NOW);
+        let p = plan(&[s], None, &names(), &t, NOW);
         assert_eq!(p.states[0].last_seen_ns, NOW);
     }
 

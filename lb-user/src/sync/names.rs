@@ -99,6 +99,7 @@ impl SlotIndex {
             state: r.state,
             last_seen_ns: stamp_for(r.state, r.remaining_ms, timeouts, now_ns),
             origin: r.origin,
+            relayed: false,
         })
     }
 

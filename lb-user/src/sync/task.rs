@@ -76,6 +76,8 @@ pub struct SyncStats {
 /// Records of one accepted message.
 pub struct PeerBatch {
     pub records: Vec<Record>,
+    /// The sending director (xlb's wire; IPVS's does not say).
+    pub sender: Option<u32>,
 }
 
 /// The daemon's end of the sync task.
@@ -262,22 +264,27 @@ impl Wire {
         }
     }
 
-    fn decode(&mut self, data: &[u8]) -> Option<Vec<Record>> {
+    fn decode(&mut self, data: &[u8]) -> Option<PeerBatch> {
         match self {
-            Wire::Xlb { inb, .. } => inb.receive(data, unix_ms()).map(|m| m.records),
+            Wire::Xlb { inb, .. } => inb.receive(data, unix_ms()).map(|m| PeerBatch {
+                sender: Some(m.header.director_id),
+                records: m.records,
+            }),
             Wire::Ipvs {
                 sync_id,
                 origin,
                 dropped,
                 ..
             } => match ipvs::decode(data) {
-                Ok(m) if *sync_id == 0 || m.sync_id == *sync_id => Some(
-                    m.conns
+                Ok(m) if *sync_id == 0 || m.sync_id == *sync_id => Some(PeerBatch {
+                    records: m
+                        .conns
                         .iter()
                         .filter_map(|c| ipvs::to_record(c, *origin).ok())
                         .map(Record::Conn)
                         .collect(),
-                ),
+                    sender: None,
+                }),
                 Ok(_) => {
                     dropped.add("other_sync_id");
                     None
@@ -458,10 +465,10 @@ impl Shell {
                 },
                 r = recv(self.sock.as_ref(), &mut buf) => {
                     if let Ok(n) = r {
-                        if let Some(records) = self.wire.decode(&buf[..n]) {
+                        if let Some(batch) = self.wire.decode(&buf[..n]) {
                             self.stats.messages_received += 1;
-                            self.stats.records_received += records.len() as u64;
-                            if ch.peers.send(PeerBatch { records }).await.is_err() {
+                            self.stats.records_received += batch.records.len() as u64;
+                            if ch.peers.send(batch).await.is_err() {
                                 return;
                             }
                         }
@@ -720,7 +727,13 @@ impl SyncLink {
             return SyncedInsert::default();
         }
         let names = self.names.borrow().clone();
-        let plan = apply::plan(&batch.records, &names, &self.timeouts, monotonic_ns());
+        let plan = apply::plan(
+            &batch.records,
+            batch.sender,
+            &names,
+            &self.timeouts,
+            monotonic_ns(),
+        );
         let mut total = self.applied.get();
         let mut r = match writer.insert_synced_conns(&plan.conns) {
             Ok(r) => r,
