@@ -443,8 +443,9 @@ impl Daemon {
         match sweep::sweep(self.writer.maps_mut(), &self.timeouts) {
             Ok(mut r) => {
                 // Own flows that expired here: their synced copies go on the peers.
+                let expired = std::mem::take(&mut r.expired_own);
                 if let Some(s) = &self.sync {
-                    s.expired(std::mem::take(&mut r.expired_own));
+                    s.expired(expired);
                 }
                 self.sweep = r;
             }

@@ -546,9 +546,10 @@ impl Shell {
         );
     }
 
-    /// Expiry records of this director's own flows (the sweep removed them).
+    /// Expiry records of this director's own flows (the sweep removed them). IPVS's wire has
+    /// no such record (its peers expire connections by their own clock).
     fn queue_expired(&mut self, flows: &[FlowKey]) {
-        if self.sock.is_none() {
+        if self.sock.is_none() || matches!(self.wire, Wire::Ipvs { .. }) {
             return;
         }
         let before = self.pending.len();
