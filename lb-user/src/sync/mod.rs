@@ -14,6 +14,7 @@ pub mod names;
 pub mod record;
 pub mod replay;
 pub mod task;
+mod wire;
 
 use std::collections::BTreeMap;
 

@@ -1,13 +1,16 @@
 //! The sync IO shell: one tokio task owns the UDP socket and the ring buffer. It turns this
 //! director's ring-buffer events (and, every `refresh_interval`, its whole own table) into
 //! records for the peers, rate-limited, and hands the peers' verified records to the daemon,
-//! whose map writer inserts them (`apply`). Nothing here writes a map.
+//! whose map writer carries them out (`SyncLink::apply`: inserts, state changes, expiry).
+//! Nothing here writes a map. The socket and the wire formats are in `super::wire`; this file
+//! stays over 600 lines because the task's loop and the daemon's end of it (`SyncLink`, start,
+//! reload) share their channel types.
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
 use lb_common::{sync_event, FlowEntry, FlowKey, SyncEvent, FLOW_F_SYNCED};
@@ -16,13 +19,14 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::config::model::{SyncPeers, SyncProtocol, SyncSettings};
+use crate::config::model::{SyncProtocol, SyncSettings};
 use crate::dataplane::conn_sets::{way_entry, way_key, ConnSets};
 use crate::dataplane::sweep::{monotonic_ns, Timeouts};
 use crate::dataplane::writer::{MapWriter, SyncedInsert};
 
 use super::names::{flow_of, SlotIndex};
-use super::{apply, ipvs, DropCounts, Inbound, Outbound, Record, StateChange, SyncKey};
+use super::wire::{new_wire, socket, Wire};
+use super::{apply, Record, StateChange, SyncKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -130,12 +134,6 @@ impl Drop for SyncLink {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Reads the shared key (a trailing newline is not part of it).
 pub fn read_key(path: &Path) -> Result<SyncKey, SyncError> {
     let mut bytes = std::fs::read(path).map_err(|source| SyncError::KeyFile {
@@ -149,167 +147,6 @@ pub fn read_key(path: &Path) -> Result<SyncKey, SyncError> {
         path: path.into(),
         reason: e.to_string(),
     })
-}
-
-fn socket(s: &SyncSettings) -> Result<(UdpSocket, Vec<SocketAddr>), SyncError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let err = |source| SyncError::Socket {
-        port: s.port,
-        source,
-    };
-    let v6 = match &s.peers {
-        SyncPeers::Group(g) => g.is_ipv6(),
-        SyncPeers::Unicast(p) => p.first().is_some_and(IpAddr::is_ipv6),
-    };
-    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
-    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
-    sock.set_reuse_address(true).map_err(err)?;
-    if let Some(i) = &s.interface {
-        sock.bind_device(Some(i.as_bytes())).map_err(err)?;
-    }
-    let any: IpAddr = if v6 {
-        Ipv6Addr::UNSPECIFIED.into()
-    } else {
-        Ipv4Addr::UNSPECIFIED.into()
-    };
-    sock.bind(&SocketAddr::new(any, s.port).into())
-        .map_err(err)?;
-    let dests = match &s.peers {
-        SyncPeers::Unicast(p) => p.iter().map(|a| SocketAddr::new(*a, s.port)).collect(),
-        SyncPeers::Group(g) => {
-            join_group(&sock, *g, s.interface.as_deref()).map_err(err)?;
-            vec![SocketAddr::new(*g, s.port)]
-        }
-    };
-    sock.set_nonblocking(true).map_err(err)?;
-    let std: std::net::UdpSocket = sock.into();
-    Ok((UdpSocket::from_std(std).map_err(err)?, dests))
-}
-
-/// Joins the group on the interface, sends there with TTL 1 and without loopback (IPVS's
-/// settings: sync traffic stays on the link).
-fn join_group(sock: &socket2::Socket, group: IpAddr, iface: Option<&str>) -> std::io::Result<()> {
-    let ifindex = iface.map_or(0, |i| {
-        let c = std::ffi::CString::new(i).unwrap_or_default();
-        // SAFETY: a valid NUL-terminated string.
-        unsafe { libc::if_nametoindex(c.as_ptr()) }
-    });
-    match group {
-        IpAddr::V4(g) => {
-            sock.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
-            // Egress: the socket is bound to the interface (bind_device) when one is named.
-            sock.set_multicast_loop_v4(false)?;
-            sock.set_multicast_ttl_v4(1)
-        }
-        IpAddr::V6(g) => {
-            sock.join_multicast_v6(&g, ifindex)?;
-            sock.set_multicast_if_v6(ifindex)?;
-            sock.set_multicast_loop_v6(false)?;
-            sock.set_multicast_hops_v6(1)
-        }
-    }
-}
-
-/// The wire in use.
-enum Wire {
-    Xlb {
-        out: Outbound,
-        inb: Inbound,
-    },
-    Ipvs {
-        sync_id: u8,
-        origin: u32,
-        dropped: DropCounts,
-        max_bytes: usize,
-    },
-}
-
-impl Wire {
-    fn encode(&mut self, records: &[Record]) -> Vec<Vec<u8>> {
-        match self {
-            Wire::Xlb { out, .. } => out.encode(records, unix_ms()),
-            Wire::Ipvs {
-                sync_id, max_bytes, ..
-            } => {
-                let conns: Vec<ipvs::IpvsConn> = records
-                    .iter()
-                    .filter_map(|r| match r {
-                        Record::Conn(c) => Some(ipvs::from_record(c)),
-                        _ => None,
-                    })
-                    .collect();
-                let mut out = Vec::new();
-                let mut msg = ipvs::IpvsMessage {
-                    sync_id: *sync_id,
-                    conns: Vec::new(),
-                };
-                let mut len = ipvs::MESSAGE_HEADER_LEN;
-                for c in conns {
-                    let l = ipvs::encoded_len(&c);
-                    if !msg.conns.is_empty()
-                        && (len + l > *max_bytes || msg.conns.len() == ipvs::MAX_CONNS)
-                    {
-                        out.extend(ipvs::encode(&msg).ok());
-                        msg.conns.clear();
-                        len = ipvs::MESSAGE_HEADER_LEN;
-                    }
-                    len += l;
-                    msg.conns.push(c);
-                }
-                if !msg.conns.is_empty() {
-                    out.extend(ipvs::encode(&msg).ok());
-                }
-                out
-            }
-        }
-    }
-
-    fn decode(&mut self, data: &[u8]) -> Option<PeerBatch> {
-        match self {
-            Wire::Xlb { inb, .. } => inb.receive(data, unix_ms()).map(|m| PeerBatch {
-                sender: Some(m.header.director_id),
-                records: m.records,
-            }),
-            Wire::Ipvs {
-                sync_id,
-                origin,
-                dropped,
-                ..
-            } => match ipvs::decode(data) {
-                Ok(m) if *sync_id == 0 || m.sync_id == *sync_id => Some(PeerBatch {
-                    records: m
-                        .conns
-                        .iter()
-                        .filter_map(|c| ipvs::to_record(c, *origin).ok())
-                        .map(Record::Conn)
-                        .collect(),
-                    sender: None,
-                }),
-                Ok(_) => {
-                    dropped.add("other_sync_id");
-                    None
-                }
-                Err(e) => {
-                    dropped.add(e.reason());
-                    None
-                }
-            },
-        }
-    }
-
-    fn dropped(&self) -> &DropCounts {
-        match self {
-            Wire::Xlb { inb, .. } => &inb.dropped,
-            Wire::Ipvs { dropped, .. } => dropped,
-        }
-    }
-
-    fn peers(&self) -> Vec<u32> {
-        match self {
-            Wire::Xlb { inb, .. } => inb.peers(),
-            Wire::Ipvs { .. } => Vec::new(),
-        }
-    }
 }
 
 /// Everything the task needs besides its channels.
@@ -335,31 +172,6 @@ struct Shell {
 
 /// Starts the sync task. `ring` is the program's `SYNC_EVENTS`; `table_pin` the pinned
 /// connection table (`None`: no full resends, e.g. unpinned test maps).
-fn new_wire(s: &Settings) -> Wire {
-    let settings = &s.sync;
-    match (&s.key, settings.protocol) {
-        (Some(key), SyncProtocol::Xlb) => {
-            let epoch = (unix_ms() / 1000) as u32;
-            let max_age_ms = (settings.max_age * 1000.0) as u64;
-            Wire::Xlb {
-                out: Outbound::new(
-                    key.clone(),
-                    settings.director_id,
-                    epoch,
-                    settings.max_message_bytes as usize,
-                ),
-                inb: Inbound::new(key.clone(), settings.director_id, max_age_ms),
-            }
-        }
-        _ => Wire::Ipvs {
-            sync_id: settings.sync_id,
-            origin: 0,
-            dropped: DropCounts::default(),
-            max_bytes: settings.max_message_bytes as usize,
-        },
-    }
-}
-
 pub fn start(
     settings: &SyncSettings,
     ring: RingBuf<MapData>,
