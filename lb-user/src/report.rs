@@ -217,6 +217,8 @@ fn service_status(inp: &StatusInputs<'_>, vs: &config::VirtualServer) -> Service
                     .into(),
                 active_conns: counts.active,
                 inactive_conns: counts.inactive,
+                synced_active_conns: counts.synced_active,
+                synced_inactive_conns: counts.synced_inactive,
                 traffic: traffic(slot.and_then(|s| inp.traffic.reals.get(&s))),
                 rates: slot.map(|s| inp.rates.real(s)).unwrap_or_default(),
                 check: inp

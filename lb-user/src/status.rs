@@ -36,8 +36,15 @@ pub struct RealStatus {
     /// The forwarding method: `dr`, or the tunnel's encapsulation (`ipip`, `gue`).
     #[serde(default = "forward_dr")]
     pub forward: String,
+    /// ActiveConn / InActConn: own and synced entries together, as an IPVS backup counts the
+    /// connections its sync daemon received.
     pub active_conns: u64,
     pub inactive_conns: u64,
+    /// Of those, the entries learnt from peer directors (`[sync]`).
+    #[serde(default)]
+    pub synced_active_conns: u64,
+    #[serde(default)]
+    pub synced_inactive_conns: u64,
     pub traffic: Traffic,
     pub rates: Rates,
     /// Results of its health check so far (metrics, status page).
@@ -425,11 +432,20 @@ pub fn render(report: &StatusReport, view: View) -> String {
                     s.scheduler
                 );
                 for r in &s.reals {
-                    let health = if r.forwarding && r.health == "up" {
+                    let mut health = if r.forwarding && r.health == "up" {
                         String::new()
                     } else {
                         format!("  ({})", r.health)
                     };
+                    // ActiveConn/InActConn count synced entries too (as IPVS's backup does);
+                    // how many of them were learnt from peers follows the columns.
+                    if r.synced_active_conns + r.synced_inactive_conns > 0 {
+                        let _ = write!(
+                            health,
+                            "  (synced {} active, {} inactive)",
+                            r.synced_active_conns, r.synced_inactive_conns
+                        );
+                    }
                     let _ = writeln!(
                         o,
                         "  -> {:<28} {:<7} {:<6} {:<10} {:<10}{}",
@@ -635,6 +651,8 @@ pub(crate) mod tests {
                         forward: "dr".into(),
                         active_conns: 2,
                         inactive_conns: 0,
+                        synced_active_conns: 0,
+                        synced_inactive_conns: 0,
                         traffic: Traffic::default(),
                         rates: Rates::default(),
                         check: CheckStats::default(),
@@ -648,6 +666,8 @@ pub(crate) mod tests {
                         forward: "gue".into(),
                         active_conns: 0,
                         inactive_conns: 1,
+                        synced_active_conns: 0,
+                        synced_inactive_conns: 0,
                         traffic: Traffic::default(),
                         rates: Rates::default(),
                         check: CheckStats::default(),

@@ -728,23 +728,50 @@ fn unserved_ring_never_becomes_the_previous_ring() {
     }
 }
 
-/// The `[sync]` variant of the director config: every director tells the other two its flows
-/// (unicast on the back segment, HMAC key in the lab directory), full resend every second, and
-/// the previous ring kept 2 s only (instead of 120 s) so the test can outlive it.
-fn xlb_sync_config(socket: &str, reals: &[usize], n: usize, key: &Path) -> String {
+/// How the lab's directors sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SyncMode {
+    Off,
+    /// xlb's protocol to the two other directors' addresses.
+    Unicast,
+    /// xlb's protocol to a multicast group joined on eth0 (the back segment's bridge).
+    Group,
+    /// IPVS's sync protocol v1 (224.0.0.81, UDP 8848, no key) between xlb directors: the
+    /// kernel here has no IPVS, so xlb is the only live peer of that protocol there is.
+    Ipvs,
+}
+
+/// The `[sync]` section of director `n` in `mode`.
+fn sync_section(mode: SyncMode, n: usize, key: &Path) -> String {
     let peers: Vec<String> = (1..=3)
         .filter(|&m| m != n)
         .map(|m| format!("\"{}\"", v4_dir(m)))
         .collect();
+    let head =
+        format!("\n[sync]\ndirector_id = {n}\ninterface = \"eth0\"\nrefresh_interval = 1.0\n");
+    let key = format!("key_file = \"{}\"\n", key.display());
+    match mode {
+        SyncMode::Off => String::new(),
+        SyncMode::Unicast => format!("{head}{key}peers = [{}]\n", peers.join(", ")),
+        SyncMode::Group => format!("{head}{key}group = \"224.0.0.81\"\n"),
+        SyncMode::Ipvs => format!("{head}protocol = \"ipvs\"\ngroup = \"224.0.0.81\"\n"),
+    }
+}
+
+/// The director config with `[sync]` in `mode` (none for `Off`): every director tells the
+/// other two its flows (HMAC key in the lab directory), full resend every second, and the
+/// previous ring kept 2 s only (instead of 120 s) so the test can outlive it.
+fn xlb_sync_config_in(
+    mode: SyncMode,
+    socket: &str,
+    reals: &[usize],
+    n: usize,
+    key: &Path,
+) -> String {
     xlb_config(socket, reals).replace(
         "sweep_interval = 0.5\n",
         "sweep_interval = 0.5\nprevious_ring_hold = 2.0\n",
-    ) + &format!(
-        "\n[sync]\ndirector_id = {n}\nkey_file = \"{}\"\npeers = [{}]\ninterface = \"eth0\"\n\
-         refresh_interval = 1.0\n",
-        key.display(),
-        peers.join(", ")
-    )
+    ) + &sync_section(mode, n, key)
 }
 
 /// Flows of `xlb conns` on director `i` (client address:port and destination), synced or own.
@@ -763,24 +790,14 @@ fn conn_lines(s: &Scale, i: usize) -> Vec<String> {
         .collect()
 }
 
-/// Issue 20, 2: a real server added on all directors, then — after more than the previous
-/// ring's lifetime — a director killed. Returns (streams that survived, streams, synced entries
-/// per director before the change, prev_ring_hit on the survivors after the kill).
 /// The director config with or without `[sync]`, previous ring kept 2 s either way.
-fn lab_config(d: &Director, reals: &[usize], sync: bool, key: &Path) -> String {
-    if sync {
-        xlb_sync_config(&d.socket, reals, d.n, key)
-    } else {
-        xlb_config(&d.socket, reals).replace(
-            "sweep_interval = 0.5\n",
-            "sweep_interval = 0.5\nprevious_ring_hold = 2.0\n",
-        )
-    }
+fn lab_config(d: &Director, reals: &[usize], sync: SyncMode, key: &Path) -> String {
+    xlb_sync_config_in(sync, &d.socket, reals, d.n, key)
 }
 
 /// The scale-out lab with three directors in ECMP, `[sync]` on or off; returns it with the
 /// router's BIRD (kept running while held) and the key file.
-fn start_sync_lab(sync: bool) -> (Scale, Proc, std::path::PathBuf) {
+fn start_sync_lab(sync: SyncMode) -> (Scale, Proc, std::path::PathBuf) {
     let mut s = Scale::new();
     let key = s.dir.join("sync.key");
     std::fs::write(&key, "lab shared key, 16+ bytes\n").unwrap();
@@ -798,7 +815,10 @@ fn start_sync_lab(sync: bool) -> (Scale, Proc, std::path::PathBuf) {
     (s, bird, key)
 }
 
-fn director_loss_after_ring_expiry(sync: bool) -> (usize, usize, Vec<usize>, Vec<u64>) {
+/// Issue 20, 2: a real server added on all directors, then — after more than the previous
+/// ring's lifetime — a director killed. Returns (streams that survived, streams, synced entries
+/// per director before the change, prev_ring_hit on the survivors after the kill).
+fn director_loss_after_ring_expiry(sync: SyncMode) -> (usize, usize, Vec<usize>, Vec<u64>) {
     let (mut s, _router_bird, key) = start_sync_lab(sync);
     let config = |d: &Director, reals: &[usize]| lab_config(d, reals, sync, &key);
     let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP6}"), 150, 3.0);
@@ -827,10 +847,8 @@ fn director_loss_after_ring_expiry(sync: bool) -> (usize, usize, Vec<usize>, Vec
     s.wait_nexthops(2, Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(3));
     let r = s.stream_results(&streams);
-    let what = format!(
-        "150 streams: rs3 added, previous ring expired, dir1 killed (sync {})",
-        if sync { "on" } else { "off" }
-    );
+    let what =
+        format!("150 streams: rs3 added, previous ring expired, dir1 killed (sync {sync:?})");
     let (ok, _) = summarize(&what, &r);
     let hits: Vec<u64> = (1..3)
         .map(|i| s.counter(i, "prev_ring_hit") - hits_before[i])
@@ -843,7 +861,7 @@ fn director_loss_after_ring_expiry(sync: bool) -> (usize, usize, Vec<usize>, Vec
 #[test]
 fn sync_keeps_flows_across_a_director_loss_after_the_previous_ring_expired() {
     xtask::require!(SCALEOUT_NEEDS);
-    let (ok, total, synced, hits) = director_loss_after_ring_expiry(true);
+    let (ok, total, synced, hits) = director_loss_after_ring_expiry(SyncMode::Unicast);
     for (i, n) in synced.iter().enumerate() {
         assert!(
             *n > 0,
@@ -865,7 +883,7 @@ fn sync_keeps_flows_across_a_director_loss_after_the_previous_ring_expired() {
 #[test]
 fn without_sync_the_same_director_loss_resets_flows() {
     xtask::require!(SCALEOUT_NEEDS);
-    let (ok, total, synced, _) = director_loss_after_ring_expiry(false);
+    let (ok, total, synced, _) = director_loss_after_ring_expiry(SyncMode::Off);
     assert_eq!(synced, vec![0, 0, 0]);
     println!("without sync: {} of {total} streams reset", total - ok);
     assert!(ok < total, "expected resets without sync");
@@ -911,7 +929,7 @@ fn flow_set(s: &Scale, i: usize) -> std::collections::BTreeSet<(String, String, 
 fn forged_sync_floods_change_nothing_and_a_restarted_director_relearns() {
     use xlb::sync::{ConnRecord, Flow, Outbound, Record, SyncKey};
     xtask::require!(SCALEOUT_NEEDS);
-    let (mut s, _router_bird, _key) = start_sync_lab(true);
+    let (mut s, _router_bird, _key) = start_sync_lab(SyncMode::Unicast);
     let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP6}"), 90, 3.0);
     std::thread::sleep(Duration::from_secs(2));
     let before = flow_set(&s, 1);
@@ -1035,6 +1053,302 @@ fn forged_sync_floods_change_nothing_and_a_restarted_director_relearns() {
     assert_eq!(ok, r.len());
 }
 
+/// The director-loss scenario above holds with `mode`: every director learnt its peers' flows,
+/// 0 reset, and the entries (not the expired previous ring) did the work.
+fn assert_director_loss_kept_by(mode: SyncMode) {
+    let (ok, total, synced, hits) = director_loss_after_ring_expiry(mode);
+    for (i, n) in synced.iter().enumerate() {
+        assert!(
+            *n > 0,
+            "director {} holds no synced entry ({mode:?}): {synced:?}",
+            i + 1
+        );
+    }
+    assert_eq!(ok, total, "goal: 0 reset ({mode:?})");
+    assert_eq!(
+        hits,
+        vec![0, 0],
+        "the previous ring had expired: entries did the work"
+    );
+}
+
+/// Issue 20, 4: the same scenario with sync over a multicast group (224.0.0.81 joined on eth0,
+/// the back segment's bridge carrying the group to the three directors).
+#[test]
+fn sync_over_a_multicast_group_keeps_flows_across_a_director_loss() {
+    xtask::require!(SCALEOUT_NEEDS);
+    assert_director_loss_kept_by(SyncMode::Group);
+}
+
+/// Issue 20, 4: the same scenario with the three directors speaking IPVS's sync protocol v1
+/// (224.0.0.81, UDP 8848, no authentication) to each other. The kernel here has no IPVS
+/// (no ip_vs module), so no LVS director takes part: xlb <-> xlb is the only live peer of that
+/// protocol this lab has; the codec is checked against the kernel's struct layout in
+/// `sync::ipvs`'s unit tests.
+#[test]
+fn ipvs_sync_protocol_between_xlb_directors_keeps_flows_across_a_director_loss() {
+    xtask::require!(SCALEOUT_NEEDS);
+    assert_director_loss_kept_by(SyncMode::Ipvs);
+}
+
+/// `status.sync.<name>` of director `i` (0 when absent).
+fn sync_stat(s: &Scale, i: usize, name: &str) -> u64 {
+    s.status(i)["sync"][name].as_u64().unwrap_or(0)
+}
+
+fn bad_mac(s: &Scale, i: usize) -> u64 {
+    s.status(i)["sync"]["dropped"]["bad_mac"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Director `i`'s connections over every real server: (ActiveConn, InActConn, of which synced
+/// active, synced inactive).
+fn conn_counts(s: &Scale, i: usize) -> (u64, u64, u64, u64) {
+    let st = s.status(i);
+    let mut c = (0, 0, 0, 0);
+    for svc in st["services"].as_array().unwrap() {
+        for r in svc["reals"].as_array().unwrap() {
+            let n = |k: &str| r[k].as_u64().unwrap_or(0);
+            c.0 += n("active_conns");
+            c.1 += n("inactive_conns");
+            c.2 += n("synced_active_conns");
+            c.3 += n("synced_inactive_conns");
+        }
+    }
+    c
+}
+
+/// Writes director `i`'s config with `[sync]` in `mode` (plus `extra` lines in the section)
+/// and reloads it.
+fn reload_sync(s: &Scale, i: usize, mode: SyncMode, key: &Path, extra: &str) {
+    let d = &s.dirs[i];
+    std::fs::write(&d.config, lab_config(d, &[1, 2], mode, key) + extra).unwrap();
+    let out = s
+        .lab
+        .run_ok(&d.host, &[XLB, "reload", "--socket", &d.socket])
+        .unwrap();
+    assert!(out.contains("reloaded"), "{out}");
+}
+
+/// Polls `f` every 200 ms for up to `timeout`; true once it held.
+fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if t0.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Per director, how much `f` grew over `wait` (stats are published every second).
+fn growth(s: &Scale, wait: Duration, f: impl Fn(&Scale, usize) -> u64) -> Vec<u64> {
+    let before: Vec<u64> = (0..3).map(|i| f(s, i)).collect();
+    std::thread::sleep(wait);
+    (0..3).map(|i| f(s, i) - before[i]).collect()
+}
+
+/// Issue 20, 1-3: `[sync]` changes on `xlb reload` without a restart and without losing the
+/// table — a key rotation on all three directors (sync goes on), a director left on the old
+/// key (its messages and theirs are bad_mac), a rate limit, sync switched off and on — and when
+/// the 90 streams close, the origins' FIN state changes drain ActiveConn on every director and
+/// their expiry empties every table.
+#[test]
+fn sync_reloads_in_place_and_a_peers_fin_drains_every_director() {
+    xtask::require!(SCALEOUT_NEEDS);
+    let (mut s, _router_bird, _key1) = start_sync_lab(SyncMode::Unicast);
+    let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP6}"), 90, 3.0);
+    let all_held = |s: &Scale| (0..3).all(|i| flow_set(s, i).len() >= 90);
+    assert!(
+        eventually(Duration::from_secs(5), || all_held(&s)),
+        "every director lists the 90 flows"
+    );
+    let pause = Duration::from_millis(2500);
+
+    // Key rotation on all three: sync goes on, no table is lost.
+    let key2 = s.dir.join("sync2.key");
+    std::fs::write(&key2, "the rotated lab key, 16+ bytes\n").unwrap();
+    for i in 0..3 {
+        reload_sync(&s, i, SyncMode::Unicast, &key2, "");
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let received = growth(&s, pause, |s, i| sync_stat(s, i, "records_received"));
+    let rejected = growth(&s, Duration::ZERO, bad_mac);
+    println!("after the key rotation: records received {received:?}, bad_mac {rejected:?}");
+    assert!(
+        received.iter().all(|n| *n > 0),
+        "sync stopped after the rotation: {received:?}"
+    );
+    assert!(all_held(&s), "a reload lost table entries");
+
+    // dir1 and dir2 rotate again; dir3 stays on the old key.
+    let key3 = s.dir.join("sync3.key");
+    std::fs::write(&key3, "the third lab key, 16+ bytes\n").unwrap();
+    reload_sync(&s, 0, SyncMode::Unicast, &key3, "");
+    reload_sync(&s, 1, SyncMode::Unicast, &key3, "");
+    std::thread::sleep(Duration::from_millis(1500));
+    let bad = growth(&s, pause, bad_mac);
+    println!("dir3 on the old key: bad_mac grew by {bad:?}");
+    assert!(
+        bad.iter().all(|n| *n > 0),
+        "old-key messages not counted as bad_mac: {bad:?}"
+    );
+    reload_sync(&s, 2, SyncMode::Unicast, &key3, "");
+
+    // A rate limit of one message a second on dir1: its resends wait (counted).
+    reload_sync(
+        &s,
+        0,
+        SyncMode::Unicast,
+        &key3,
+        "max_messages_per_second = 1\n",
+    );
+    let limited = growth(&s, pause, |s, i| sync_stat(s, i, "rate_limited"));
+    reload_sync(&s, 0, SyncMode::Unicast, &key3, "");
+    println!("rate_limited grew by {limited:?} with dir1 at 1 message/s");
+    assert!(limited[0] > 0, "{limited:?}");
+
+    // dir3 switches sync off (its table stays), then on again.
+    reload_sync(&s, 2, SyncMode::Off, &key3, "");
+    assert!(
+        s.status(2)["sync"].is_null(),
+        "sync still reported after it was switched off"
+    );
+    assert!(
+        flow_set(&s, 2).len() >= 90,
+        "switching sync off emptied the table"
+    );
+    reload_sync(&s, 2, SyncMode::Unicast, &key3, "");
+    std::thread::sleep(Duration::from_millis(1500));
+    let back = growth(&s, pause, |s, i| sync_stat(s, i, "records_received"));
+    assert!(
+        back[2] > 0,
+        "dir3 receives nothing after sync was switched on again: {back:?}"
+    );
+
+    let r = s.stream_results(&streams);
+    let (ok, _) = summarize("90 streams across the sync reloads", &r);
+    assert_eq!(ok, r.len());
+    // The client closed every stream: each FIN went through the flow's director, which tells
+    // its peers; their synced entries leave ActiveConn (tcp_fin = 5 s, close = 2 s here).
+    let drained = eventually(Duration::from_secs(4), || {
+        (0..3).all(|i| conn_counts(&s, i).2 == 0)
+    });
+    let counts: Vec<_> = (0..3).map(|i| conn_counts(&s, i)).collect();
+    let applied: Vec<u64> = (0..3).map(|i| sync_stat(&s, i, "states_applied")).collect();
+    println!("after the FINs: (active, inactive, synced active, synced inactive) {counts:?}; state changes applied {applied:?}");
+    assert!(drained, "synced entries still in ActiveConn: {counts:?}");
+    assert!(applied.iter().all(|n| *n > 0), "{applied:?}");
+    let empty = eventually(Duration::from_secs(15), || {
+        (0..3).all(|i| conn_counts(&s, i) == (0, 0, 0, 0))
+    });
+    let queued: Vec<u64> = (0..3)
+        .map(|i| sync_stat(&s, i, "expiries_queued"))
+        .collect();
+    let removed: Vec<u64> = (0..3)
+        .map(|i| sync_stat(&s, i, "expired_removed"))
+        .collect();
+    println!("expiry records queued {queued:?}, synced entries they removed {removed:?}");
+    assert!(
+        empty,
+        "{:?}",
+        (0..3).map(|i| conn_counts(&s, i)).collect::<Vec<_>>()
+    );
+    assert!(
+        queued.iter().all(|n| *n > 0),
+        "own expiries not sent: {queued:?}"
+    );
+}
+
+/// Issue 20, 1 (the lab's case): a director's link goes down silently on a segment that floods
+/// unknown unicast (the bridge learns nothing: ageing 0, as the issue's independent lab had it).
+/// Until BFD withdraws it, the router's frames for its MAC reach the other directors, which
+/// must leave them alone (XDP's destination-MAC check, counted as not_our_mac): 0 of 150
+/// streams reset.
+#[test]
+fn a_silent_link_down_on_a_flooding_bridge_resets_no_stream() {
+    xtask::require!(SCALEOUT_NEEDS);
+    let mut s = Scale::new();
+    let sw = s.lab.switch().clone();
+    s.lab
+        .run_ok(
+            &sw,
+            &[
+                "ip",
+                "link",
+                "set",
+                "br-back",
+                "type",
+                "bridge",
+                "ageing_time",
+                "0",
+            ],
+        )
+        .unwrap();
+    s.write_bird_configs();
+    let router_conf = s.dir.join("bird-router.conf").display().to_string();
+    let router = s.router.clone();
+    let _router_bird = s.start_bird(&router, &router_conf, "bird-router");
+    for i in 0..3 {
+        s.start_director(i);
+    }
+    s.wait_nexthops(3, Duration::from_secs(20));
+    let before: Vec<u64> = (0..3).map(|i| s.counter(i, "not_our_mac")).collect();
+    let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP6}"), 150, 3.0);
+    std::thread::sleep(Duration::from_millis(500));
+    s.lab
+        .run_ok(
+            &s.dirs[0].host.clone(),
+            &["ip", "link", "set", "eth0", "down"],
+        )
+        .unwrap();
+    let (t4, t6) = s.wait_nexthops(2, Duration::from_secs(10));
+    println!(
+        "flooding bridge, dir1's link down: withdrawn by BFD after {:.0} ms (v4), {:.0} ms (v6)",
+        t4.as_secs_f64() * 1000.0,
+        t6.as_secs_f64() * 1000.0
+    );
+    s.kill_director(0);
+    std::thread::sleep(Duration::from_secs(2));
+    let r = s.stream_results(&streams);
+    let (ok, _) = summarize("150 streams, dir1's link down on a flooding bridge", &r);
+    let moved: Vec<u64> = (1..3)
+        .map(|i| s.counter(i, "not_our_mac") - before[i])
+        .collect();
+    println!("not_our_mac on dir2, dir3 during the run: {moved:?}");
+    assert_eq!(ok, r.len(), "goal: 0 reset");
+    assert!(
+        moved.iter().all(|n| *n > 0),
+        "no flooded frame was seen: {moved:?}"
+    );
+}
+
+/// `[sync]` added by `xlb reload` to directors started without it: sync starts in the running
+/// daemons (no restart), and each learns the flows the others carry.
+#[test]
+fn sync_added_by_reload_starts_without_a_restart() {
+    xtask::require!(SCALEOUT_NEEDS);
+    let (mut s, _router_bird, key) = start_sync_lab(SyncMode::Off);
+    let streams = s.start_streams(&format!("{VIP4},{VIP4},{VIP6}"), 60, 3.0);
+    assert!((0..3).all(|i| s.status(i)["sync"].is_null()));
+    for i in 0..3 {
+        reload_sync(&s, i, SyncMode::Unicast, &key, "");
+    }
+    let learnt = eventually(Duration::from_secs(5), || {
+        (0..3).all(|i| flow_set(&s, i).len() >= 60)
+    });
+    let held: Vec<usize> = (0..3).map(|i| flow_set(&s, i).len()).collect();
+    println!("flows listed per director after [sync] was added by reload: {held:?}");
+    let r = s.stream_results(&streams);
+    let (ok, _) = summarize("60 streams across the reloads that added [sync]", &r);
+    assert!(learnt, "{held:?}");
+    assert_eq!(ok, r.len());
+}
+
 /// The health-agreement lab config: `[sync]` on, three real servers (quorum 2 keeps a director
 /// announced with one of them down, as in the issue's lab), `confirm_failure` on or off, and a
 /// confirmation delay of 60 s: within the test only a peer can confirm a failure.
@@ -1044,7 +1358,8 @@ fn agreement_config(d: &Director, key: &Path, confirm: bool) -> String {
     } else {
         "quorum = 2\n"
     };
-    xlb_sync_config(&d.socket, &[1, 2, 3], d.n, key).replace("quorum = 2\n", setting)
+    xlb_sync_config_in(SyncMode::Unicast, &d.socket, &[1, 2, 3], d.n, key)
+        .replace("quorum = 2\n", setting)
 }
 
 /// nftables on `host` drops its health checks to real server `rs` (both families), in a table of

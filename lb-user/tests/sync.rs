@@ -164,6 +164,7 @@ fn synced_entries_forward_to_the_peers_real_server() {
         state: conn_state::ESTABLISHED,
         last_seen_ns: now,
         origin: 2,
+        relayed: false,
     };
     // Port 40001 synced to the real the ring would not necessarily pick; port 40000 is own.
     let r = h
@@ -192,17 +193,184 @@ fn synced_entries_forward_to_the_peers_real_server() {
         h.writer.insert_synced_conns(&[bad]).unwrap().unknown_slot,
         1
     );
-    // Expiry from the peer: only the synced entry goes.
+    // Expiry from the peer: only the synced entry this director never forwarded goes; the one
+    // it forwards now (port 40001, taken over) and the own flow stay.
+    let untouched = flow_key(40_003);
+    h.writer.insert_synced_conns(&[conn(untouched)]).unwrap();
+    let t = xlb::dataplane::sweep::Timeouts::default();
     let removed = h
         .writer
-        .remove_synced_conns(&[flow, flow_key(40_000)])
+        .remove_synced_conns(&[flow, flow_key(40_000), untouched], &t)
         .unwrap();
     assert_eq!(removed, 1);
-    assert!(h.writer.maps().conn_table.get(&flow, 0).is_err());
+    assert!(h.writer.maps().conn_table.get(&untouched, 0).is_err());
+    assert!(
+        h.writer.maps().conn_table.get(&flow, 0).is_ok(),
+        "a flow forwarded here is this director's now"
+    );
     assert!(
         h.writer.maps().conn_sets.holds(&flow_key(40_000)),
         "the own flow stays"
     );
+}
+
+/// The records of director `a`'s ring buffer as its sync task makes them (a FIN/RST is a
+/// state-change record), through the signed wire and back.
+fn ring_records(
+    a: &Harness,
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    out: &mut xlb::sync::Outbound,
+    inb: &mut xlb::sync::Inbound,
+) -> Vec<xlb::sync::Record> {
+    use xlb::sync::{names::SlotIndex, Record, StateChange};
+    let names = SlotIndex::new(&a.writer.slots());
+    let t = xlb::dataplane::sweep::Timeouts::default();
+    let records: Vec<Record> = events(ring)
+        .iter()
+        .map(|ev| {
+            let c = names.event_record(ev, &t, 1).unwrap();
+            if ev.kind == sync_event::STATE {
+                Record::State(StateChange {
+                    flow: c.flow,
+                    state: c.state,
+                    remaining_ms: c.remaining_ms,
+                })
+            } else {
+                Record::Conn(c)
+            }
+        })
+        .collect();
+    wire(&records, out, inb)
+}
+
+fn wire(
+    records: &[xlb::sync::Record],
+    out: &mut xlb::sync::Outbound,
+    inb: &mut xlb::sync::Inbound,
+) -> Vec<xlb::sync::Record> {
+    let now = 1_000_000;
+    out.encode(records, now)
+        .iter()
+        .flat_map(|d| inb.receive(d, now).unwrap().records)
+        .collect()
+}
+
+/// Director B's census of its one real server: (active, inactive, synced active, synced
+/// inactive).
+fn census_of(b: &Harness) -> (u64, u64, u64, u64) {
+    let t = xlb::dataplane::sweep::Timeouts::default();
+    let c = xlb::dataplane::sweep::census(b.writer.maps(), &t).unwrap();
+    let n = c.per_real.values().next().copied().unwrap_or_default();
+    (n.active, n.inactive, n.synced_active, n.synced_inactive)
+}
+
+/// Issue 20: a peer's FIN moves its synced entry out of ActiveConn here, and its expiry on the
+/// peer (the peer's sweep) removes the entry here. Two program instances are two directors:
+/// A dispatches the flow, B learns it through the signed wire and the writer.
+#[test]
+fn a_peers_fin_drains_active_conn_here_and_its_expiry_removes_the_entry() {
+    use xlb::sync::{apply, Inbound, Outbound, Record, SyncKey};
+    xtask::require!(BPF);
+    let key = || SyncKey::new(b"the two directors' key".to_vec()).unwrap();
+    let (mut out, mut inb) = (
+        Outbound::new(key(), 1, 7, 1400),
+        Inbound::new(key(), 2, 60_000),
+    );
+    let mut a = one_real();
+    let mut b = one_real();
+    a.writer.maps_mut().set_sync_enabled(true).unwrap();
+    let mut ring = a.writer.maps_mut().sync_events.take().unwrap();
+    let t = xlb::dataplane::sweep::Timeouts::default();
+    let apply_on_b = |b: &mut Harness, records: &[Record]| {
+        let names = xlb::sync::names::SlotIndex::new(&b.writer.slots());
+        let plan = apply::plan(
+            records,
+            Some(1),
+            &names,
+            &t,
+            xlb::dataplane::sweep::monotonic_ns(),
+        );
+        b.writer.insert_synced_conns(&plan.conns).unwrap();
+        let changed = b.writer.update_synced_states(&plan.states).unwrap();
+        let removed = b.writer.remove_synced_conns(&plan.expired, &t).unwrap();
+        (changed, removed)
+    };
+    // A: SYN, ACK. B learns the flow from A's event, then from A's refresh (ESTABLISHED).
+    a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "S"));
+    a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "A"));
+    let learnt = ring_records(&a, &mut ring, &mut out, &mut inb);
+    assert!(matches!(learnt[..], [Record::Conn(_)]), "{learnt:?}");
+    apply_on_b(&mut b, &learnt);
+    let names_a = xlb::sync::names::SlotIndex::new(&a.writer.slots());
+    let mut refresh = Vec::new();
+    xlb::dataplane::sweep::for_each_flow(a.writer.maps(), |k, e| {
+        let left = xlb::dataplane::sweep::expires_in(e, &t, xlb::dataplane::sweep::monotonic_ns());
+        refresh.extend(
+            names_a
+                .entry_record(k, e.real_id, e.state, left.as_millis() as u32, 1)
+                .map(Record::Conn),
+        );
+    })
+    .unwrap();
+    apply_on_b(&mut b, &wire(&refresh, &mut out, &mut inb));
+    assert_eq!(
+        census_of(&b),
+        (1, 0, 1, 0),
+        "B counts A's flow as active, synced"
+    );
+
+    // A sees the client's FIN: one state-change record; B's entry leaves ActiveConn.
+    a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "FA"));
+    let fin = ring_records(&a, &mut ring, &mut out, &mut inb);
+    assert!(
+        matches!(fin[..], [Record::State(s)] if s.state == conn_state::FIN_WAIT),
+        "{fin:?}"
+    );
+    assert_eq!(apply_on_b(&mut b, &fin), (1, 0));
+    assert_eq!(census_of(&b), (0, 1, 0, 1), "B's counters drained with A's");
+    let e = b
+        .writer
+        .maps()
+        .conn_table
+        .get(&flow_key(40_000), 0)
+        .unwrap();
+    assert_eq!(e.state, conn_state::FIN_WAIT);
+    let left = xlb::dataplane::sweep::expires_in(&e, &t, xlb::dataplane::sweep::monotonic_ns());
+    assert!(left <= t.fin_wait && left + std::time::Duration::from_secs(5) > t.fin_wait);
+
+    // A's sweep (FIN_WAIT timeout 0 there) removes its own flow and reports it; the expiry
+    // record removes B's entry at once, whatever time B's own clock still gave it.
+    let zero = xlb::dataplane::sweep::Timeouts {
+        fin_wait: std::time::Duration::ZERO,
+        ..t
+    };
+    // (A way's stamp counts in units of 1.07 s: the entry is past 0 s within about two.)
+    let t0 = std::time::Instant::now();
+    let swept = loop {
+        let r = xlb::dataplane::sweep::sweep(a.writer.maps_mut(), &zero).unwrap();
+        if r.expired > 0 || t0.elapsed().as_secs() > 5 {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(swept.expired_own, vec![flow_key(40_000)]);
+    let expiry: Vec<Record> = swept
+        .expired_own
+        .iter()
+        .filter_map(xlb::sync::names::flow_of)
+        .map(Record::Expiry)
+        .collect();
+    assert_eq!(
+        apply_on_b(&mut b, &wire(&expiry, &mut out, &mut inb)),
+        (0, 1)
+    );
+    assert!(b
+        .writer
+        .maps()
+        .conn_table
+        .get(&flow_key(40_000), 0)
+        .is_err());
+    assert_eq!(census_of(&b), (0, 0, 0, 0));
 }
 
 fn counter_of(h: &Harness, i: u32) -> u64 {

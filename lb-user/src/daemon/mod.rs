@@ -444,7 +444,9 @@ impl Daemon {
         let attached = self.attach().await;
         self.resolve_neighbours(true).await;
         self.reconcile().await;
+        let synced = crate::sync::task::reload(&mut self.sync, &self.cfg, &mut self.writer);
         attached.map_err(|e| ReloadError::Apply(e.to_string()))?;
+        synced.map_err(|e| ReloadError::Apply(format!("sync: {e}")))?;
         vrrp_result.map_err(|e| ReloadError::Apply(format!("VRRP: {e}")))?;
         Ok(format!("reloaded {}", self.config_path.display()))
     }
@@ -455,7 +457,14 @@ impl Daemon {
         attach::refresh_modes(&self.net, &mut self.attached).await;
         let started = Instant::now();
         match sweep::sweep(self.writer.maps_mut(), &self.timeouts) {
-            Ok(r) => self.sweep = r,
+            Ok(mut r) => {
+                // Own flows that expired here: their synced copies go on the peers.
+                let expired = std::mem::take(&mut r.expired_own);
+                if let Some(s) = &self.sync {
+                    s.expired(expired);
+                }
+                self.sweep = r;
+            }
             Err(e) => warn!("connection-table sweep: {e}"),
         }
         self.sweep_duration = started.elapsed();
@@ -543,7 +552,7 @@ impl Daemon {
                     }
                     let views = crate::sync::task::SyncLink::health_records(&batch);
                     if !views.is_empty() {
-                        self.agreement.record_peer(&self.cfg, batch.from, &views, Instant::now());
+                        self.agreement.record_peer(&self.cfg, batch.sender.unwrap_or(0), &views, Instant::now());
                         if self.refresh_health() {
                             self.reconcile().await;
                         }

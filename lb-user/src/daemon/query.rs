@@ -99,7 +99,7 @@ impl Daemon {
             ]),
             maglev_capacity: self.writer.maglev_capacity(),
         });
-        r.sync = self.sync.as_ref().map(|s| s.stats());
+        r.sync = crate::sync::task::report(&self.sync);
         r.health_views = Some(self.agreement.status(
             &self.cfg,
             &self.checker.snapshot(),

@@ -60,11 +60,19 @@ impl Timeouts {
     }
 }
 
+/// ActiveConn / InActConn of a real server: every live entry, own and synced (as an IPVS
+/// backup counts the connections its sync daemon received), and of those the synced ones.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnCounts {
     pub active: u64,
     pub inactive: u64,
+    pub synced_active: u64,
+    pub synced_inactive: u64,
 }
+
+/// At most this many expired own flows are reported per sweep for the peers (connection sync):
+/// bounded memory; flows beyond it expire on the peers by their own clock.
+pub const EXPIRED_OWN_REPORTED: usize = 16_384;
 
 #[derive(Debug, Default, Clone)]
 pub struct SweepResult {
@@ -75,6 +83,9 @@ pub struct SweepResult {
     /// Persistence templates in force.
     pub templates: u64,
     pub templates_expired: u64,
+    /// Own flows this sweep removed (at most `EXPIRED_OWN_REPORTED`): the expiry records of
+    /// connection sync. Empty for a census.
+    pub expired_own: Vec<FlowKey>,
 }
 
 /// CLOCK_MONOTONIC_COARSE in ns: the clock of `bpf_ktime_get_coarse_ns`, which stamps table
@@ -148,15 +159,22 @@ impl PerReal {
         Self(vec![ConnCounts::default(); 1 << 16])
     }
 
-    fn add(&mut self, real_id: u32, state: u8, extra: &mut HashMap<u32, ConnCounts>) {
+    fn add(&mut self, real_id: u32, state: u8, synced: bool, extra: &mut HashMap<u32, ConnCounts>) {
         let c = match self.0.get_mut(real_id as usize) {
             Some(c) => c,
             None => extra.entry(real_id).or_default(),
         };
-        if state == conn_state::ESTABLISHED {
-            c.active += 1;
-        } else {
-            c.inactive += 1;
+        match (state == conn_state::ESTABLISHED, synced) {
+            (true, false) => c.active += 1,
+            (false, false) => c.inactive += 1,
+            (true, true) => {
+                c.active += 1;
+                c.synced_active += 1;
+            }
+            (false, true) => {
+                c.inactive += 1;
+                c.synced_inactive += 1;
+            }
         }
     }
 
@@ -170,11 +188,13 @@ impl PerReal {
     }
 }
 
-/// What a scan found to remove: LRU keys, and ways with the stamp-and-check word seen.
+/// What a scan found to remove: LRU keys (and which are own flows), and ways with the
+/// stamp-and-check word seen and their flow (`None`: torn).
 #[derive(Default)]
 struct Expired {
     keys: Vec<FlowKey>,
-    ways: Vec<(WayIndex, u32)>,
+    own_keys: Vec<FlowKey>,
+    ways: Vec<(WayIndex, u32, Option<FlowKey>)>,
 }
 
 /// What a pass over the connection table found: the result, what to remove, and the templates
@@ -218,16 +238,18 @@ fn count(maps: &KernelMaps, timeouts: &Timeouts, now: u64) -> std::io::Result<Co
             }
             if !w.is_consistent() {
                 // Torn by two writers at once: no flow's; free it.
-                pass.expired.ways.push((at, w.stamp_check));
+                pass.expired.ways.push((at, w.stamp_check, None));
                 continue;
             }
             let e = conn_sets::way_entry(&w, 0, now);
             if is_expired(&e, timeouts, now) {
-                pass.expired.ways.push((at, w.stamp_check));
+                let key = conn_sets::way_key(&w);
+                pass.expired.ways.push((at, w.stamp_check, Some(key)));
                 continue;
             }
             live += 1;
-            per_real.add(e.real_id, e.state, &mut extra);
+            // The set table holds own flows only (synced entries are written to the LRU).
+            per_real.add(e.real_id, e.state, false, &mut extra);
             if persistent {
                 let service_id = way_service(maps, &mut services, e.real_id);
                 if let Some(p) = maps.persistence_of(service_id) {
@@ -239,14 +261,18 @@ fn count(maps: &KernelMaps, timeouts: &Timeouts, now: u64) -> std::io::Result<Co
     }
     let fd = maps.conn_table_fd().as_raw_fd();
     let seen = batch::for_each::<FlowKey, FlowEntry>(fd, 8192, |k, v| {
+        let synced = v.sync_flags & lb_common::FLOW_F_SYNCED != 0;
         if is_expired(v, timeouts, now) {
             pass.expired.keys.push(*k);
+            if !synced && pass.expired.own_keys.len() < EXPIRED_OWN_REPORTED {
+                pass.expired.own_keys.push(*k);
+            }
             return;
         }
         if let Some(p) = maps.persistence_of(v.service_id) {
             pass.controlled.insert(template_key(k, v.service_id, p));
         }
-        per_real.add(v.real_id, v.state, &mut extra);
+        per_real.add(v.real_id, v.state, synced, &mut extra);
     })?;
     pass.result.per_real = per_real.into_map(extra);
     pass.result.entries = live + seen - (pass.expired.keys.len() as u64).min(seen);
@@ -322,15 +348,24 @@ pub fn sweep(maps: &mut KernelMaps, timeouts: &Timeouts) -> std::io::Result<Swee
         expired,
         controlled,
     } = count(maps, timeouts, now)?;
-    let freed = expired
-        .ways
-        .iter()
-        .filter(|(at, seen)| maps.conn_sets.free_if_unchanged(*at, *seen))
-        .count() as u64;
+    let mut freed = 0u64;
+    for (at, seen, key) in &expired.ways {
+        if !maps.conn_sets.free_if_unchanged(*at, *seen) {
+            continue;
+        }
+        freed += 1;
+        if let Some(k) = key.filter(|_| result.expired_own.len() < EXPIRED_OWN_REPORTED) {
+            result.expired_own.push(k);
+        }
+    }
     let fd = maps.conn_table_fd().as_raw_fd();
     // The fd stays valid: `maps` owns the map for the whole function.
     let table = &mut maps.conn_table;
     result.expired = freed + batch::delete(fd, &expired.keys, |k| table.remove(k).is_ok());
+    let room = EXPIRED_OWN_REPORTED.saturating_sub(result.expired_own.len());
+    result
+        .expired_own
+        .extend(expired.own_keys.into_iter().take(room));
     let templates = count_templates(maps, &controlled, now)?;
     result.templates = templates.live;
     let fd = maps.persist_templates_fd().as_raw_fd();

@@ -99,6 +99,9 @@ impl ApplyReport {
 /// Services whose changed rings are built together (on every core) before they are written.
 const PREBUILD_CHUNK: usize = 64;
 
+/// `bpf_map_update_elem` flag: update an existing element only.
+const BPF_EXIST: u64 = 2;
+
 /// A Maglev table built before its service was written (all of an apply's changed rings are built
 /// at once, on every core): `table` holds backend positions of `inputs`, not slots.
 struct PrebuiltRing {
@@ -126,6 +129,20 @@ pub struct SyncedConn {
     pub last_seen_ns: u64,
     /// The origin's `sync.director_id`.
     pub origin: u32,
+    /// Relayed by a director other than its origin (a full resend): it may create a missing
+    /// entry and extend an entry's time, never change the state of one held here (the origin
+    /// speaks of its flow's state itself; a relayed copy may predate its FIN).
+    pub relayed: bool,
+}
+
+/// A peer's flow changed state (FIN or RST seen there), for [`MapWriter::update_synced_states`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncedState {
+    pub flow: lb_common::FlowKey,
+    /// One of `lb_common::conn_state`.
+    pub state: u8,
+    /// Stamp that makes the entry expire when it does on its origin in its new state.
+    pub last_seen_ns: u64,
 }
 
 /// What [`MapWriter::insert_synced_conns`] did.
@@ -317,22 +334,28 @@ impl MapWriter {
                 report.own_kept += 1;
                 continue;
             }
-            // A synced entry keeps its latest activity (a relayed copy may be older).
+            // A synced entry keeps its latest activity (a relayed copy may be older), and the
+            // flags of packets forwarded here (`sync::apply::taken_over_here`) with the state
+            // they gave it: this director is the flow's director now.
             let mut last_seen_ns = c.last_seen_ns;
+            let (mut state, mut flags_seen) = (c.state, 0);
             if let Ok(old) = self.maps.conn_table.get(&c.flow, 0) {
                 if old.sync_flags & FLOW_F_SYNCED == 0 {
                     report.own_kept += 1;
                     continue;
                 }
                 last_seen_ns = last_seen_ns.max(old.last_seen_ns);
+                if old.flags_seen != 0 || c.relayed {
+                    (state, flags_seen) = (old.state, old.flags_seen);
+                }
             }
             let entry = FlowEntry {
                 real_id: c.real_id,
                 real_gen: real.generation,
                 service_id: c.service_id,
                 service_gen: self.maps.services.state(c.service_id)?.generation,
-                state: c.state,
-                flags_seen: 0,
+                state,
+                flags_seen,
                 sync_flags: FLOW_F_SYNCED,
                 _pad: 0,
                 origin: c.origin,
@@ -344,19 +367,51 @@ impl MapWriter {
         Ok(report)
     }
 
-    /// Removes synced entries of `flows` (their origin expired them); own entries stay.
+    /// Applies peers' state changes (FIN/RST) to their synced entries: the new state and the
+    /// origin's remaining time in it, so ActiveConn/InActConn drain here as there. Own entries
+    /// and flows without an entry are left alone. Returns the entries changed.
+    pub fn update_synced_states(&mut self, changes: &[SyncedState]) -> Result<usize, WriteError> {
+        let mut changed = 0;
+        for c in changes {
+            let Ok(old) = self.maps.conn_table.get(&c.flow, 0) else {
+                continue;
+            };
+            if old.sync_flags & lb_common::FLOW_F_SYNCED == 0 || old.state == c.state {
+                continue;
+            }
+            let entry = lb_common::FlowEntry {
+                state: c.state,
+                last_seen_ns: c.last_seen_ns,
+                ..old
+            };
+            // BPF_EXIST: an entry the program or a sweep removed meanwhile is not brought back.
+            if self
+                .maps
+                .conn_table
+                .insert(c.flow, entry, BPF_EXIST)
+                .is_ok()
+            {
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Removes synced entries of `flows` (their origin expired them); own entries stay, and so
+    /// do synced flows this director forwards itself now (`sync::apply::taken_over_here`).
     pub fn remove_synced_conns(
         &mut self,
         flows: &[lb_common::FlowKey],
+        timeouts: &super::sweep::Timeouts,
     ) -> Result<usize, WriteError> {
+        let now = super::sweep::monotonic_ns();
         let mut removed = 0;
         for f in flows {
-            let synced = self
-                .maps
-                .conn_table
-                .get(f, 0)
-                .is_ok_and(|e| e.sync_flags & lb_common::FLOW_F_SYNCED != 0);
-            if synced && self.maps.conn_table.remove(f).is_ok() {
+            let removable = self.maps.conn_table.get(f, 0).is_ok_and(|e| {
+                e.sync_flags & lb_common::FLOW_F_SYNCED != 0
+                    && !crate::sync::apply::taken_over_here(&e, timeouts, now)
+            });
+            if removable && self.maps.conn_table.remove(f).is_ok() {
                 removed += 1;
             }
         }

@@ -110,6 +110,8 @@ pub struct Families {
     pub real_bytes: Family<RealLabels, Counter>,
     pub real_active_connections: Family<RealLabels, Gauge>,
     pub real_inactive_connections: Family<RealLabels, Gauge>,
+    pub real_synced_active_connections: Family<RealLabels, Gauge>,
+    pub real_synced_inactive_connections: Family<RealLabels, Gauge>,
     pub real_weight: Family<RealLabels, Gauge>,
     pub real_up: Family<RealLabels, Gauge>,
     pub real_forward: Family<RealForwardLabels, Gauge>,
@@ -259,6 +261,16 @@ impl Families {
             "xlb_real_inactive_connections",
             "InActConn: flows in other states and UDP (as ipvsadm)",
             real_inactive_connections
+        );
+        r!(
+            "xlb_real_synced_active_connections",
+            "Of ActiveConn, entries learnt from peer directors (connection sync)",
+            real_synced_active_connections
+        );
+        r!(
+            "xlb_real_synced_inactive_connections",
+            "Of InActConn, entries learnt from peer directors (connection sync)",
+            real_synced_inactive_connections
         );
         r!(
             "xlb_real_weight",

@@ -182,6 +182,12 @@ fn fill_real(f: &Families, s: &ServiceLabels, r: &RealStatus) {
     f.real_inactive_connections
         .get_or_create(&l)
         .set(r.inactive_conns as i64);
+    f.real_synced_active_connections
+        .get_or_create(&l)
+        .set(r.synced_active_conns as i64);
+    f.real_synced_inactive_connections
+        .get_or_create(&l)
+        .set(r.synced_inactive_conns as i64);
     f.real_weight
         .get_or_create(&l)
         .set(i64::from(r.effective_weight));

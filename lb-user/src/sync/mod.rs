@@ -7,12 +7,14 @@
 //! Pure cores: [`record`] (what is said), [`codec`] (xlb's authenticated wire format),
 //! [`replay`] (accept a message once), [`ipvs`] (IPVS's sync protocol v1 for migrations). The
 //! [`Inbound`] and [`Outbound`] halves below tie them together without IO.
+pub mod apply;
 pub mod codec;
 pub mod ipvs;
 pub mod names;
 pub mod record;
 pub mod replay;
 pub mod task;
+mod wire;
 
 use std::collections::BTreeMap;
 
@@ -73,6 +75,13 @@ impl Inbound {
         Some(msg)
     }
 
+    /// A reload's key and age limit; the replay windows stay (a message seen before the
+    /// reload is still a replay after it).
+    pub fn set_key(&mut self, key: SyncKey, max_age_ms: u64) {
+        self.key = key;
+        self.guard.set_max_age(max_age_ms);
+    }
+
     /// Peer director ids heard from.
     pub fn peers(&self) -> Vec<u32> {
         let mut p: Vec<u32> = self.guard.peers().collect();
@@ -102,6 +111,12 @@ impl Outbound {
             next_sequence: 1,
             max_message_bytes: max_message_bytes.max(codec::MIN_MESSAGE_LEN),
         }
+    }
+
+    /// A reload's key and message size; numbering goes on (peers accept the next message).
+    pub fn set_key(&mut self, key: SyncKey, max_message_bytes: usize) {
+        self.key = key;
+        self.max_message_bytes = max_message_bytes.max(codec::MIN_MESSAGE_LEN);
     }
 
     /// The datagrams carrying `records`, each numbered.
@@ -168,6 +183,31 @@ mod tests {
         }
         assert_eq!(inb.dropped.get("replayed"), wires.len() as u64);
         assert_eq!(inb.peers(), vec![1]);
+    }
+
+    /// Key rotation by reload: both ends take the new key in place; numbering and replay
+    /// windows go on, and a peer still on the old key is counted as bad_mac.
+    #[test]
+    fn after_a_key_rotation_sync_goes_on_and_the_old_key_is_bad_mac() {
+        let (old, new) = (b"the key before the reload", b"the key after the reload!");
+        let mut out = Outbound::new(key(old), 1, 100, 1400);
+        let mut laggard = Outbound::new(key(old), 3, 100, 1400);
+        let mut inb = Inbound::new(key(old), 2, 30_000);
+        let before = out.encode(&[conn(1)], 5_000);
+        assert!(inb.receive(&before[0], 5_000).is_some());
+        out.set_key(key(new), 1400);
+        inb.set_key(key(new), 30_000);
+        let after = out.encode(&[conn(2)], 5_100);
+        assert_eq!(inb.receive(&after[0], 5_100).unwrap().header.sequence, 2);
+        assert!(
+            inb.receive(&before[0], 5_200).is_none(),
+            "old message replayed"
+        );
+        assert!(inb
+            .receive(&laggard.encode(&[conn(3)], 5_300)[0], 5_300)
+            .is_none());
+        assert_eq!(inb.dropped.get("bad_mac"), 2);
+        assert_eq!(inb.accepted, 2);
     }
 
     /// A flood of forged messages (wrong key) leaves no trace but the counter.

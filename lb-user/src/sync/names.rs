@@ -92,17 +92,14 @@ impl SlotIndex {
             .by_name
             .get(&(service, r.real, r.real_port))
             .ok_or_else(|| self.why_unnamed(&service))?;
-        let timeout = timeouts.for_state(r.state).as_nanos() as u64;
-        let remaining = u64::from(r.remaining_ms)
-            .saturating_mul(1_000_000)
-            .min(timeout);
         Ok(SyncedConn {
             flow: flow_key(&r.flow),
             service_id,
             real_id,
             state: r.state,
-            last_seen_ns: now_ns.saturating_sub(timeout - remaining),
+            last_seen_ns: stamp_for(r.state, r.remaining_ms, timeouts, now_ns),
             origin: r.origin,
+            relayed: false,
         })
     }
 
@@ -159,6 +156,16 @@ impl SlotIndex {
             origin,
         })
     }
+}
+
+/// The activity stamp that makes an entry in `state` expire `remaining_ms` from `now_ns` here
+/// (at most the state's full timeout: a peer cannot extend this director's timeouts).
+pub fn stamp_for(state: u8, remaining_ms: u32, timeouts: &Timeouts, now_ns: u64) -> u64 {
+    let timeout = timeouts.for_state(state).as_nanos() as u64;
+    let remaining = u64::from(remaining_ms)
+        .saturating_mul(1_000_000)
+        .min(timeout);
+    now_ns.saturating_sub(timeout - remaining)
 }
 
 /// The table key of a flow.

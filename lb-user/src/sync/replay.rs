@@ -56,6 +56,10 @@ impl ReplayGuard {
         }
     }
 
+    pub fn set_max_age(&mut self, max_age_ms: u64) {
+        self.max_age_ms = max_age_ms;
+    }
+
     /// Accepts (and remembers) the message `(director_id, epoch, sequence)` sent at
     /// `sent_unix_ms`, received at `now_unix_ms`.
     pub fn accept(

@@ -1,27 +1,32 @@
 //! The sync IO shell: one tokio task owns the UDP socket and the ring buffer. It turns this
 //! director's ring-buffer events (and, every `refresh_interval`, its whole own table) into
 //! records for the peers, rate-limited, and hands the peers' verified records to the daemon,
-//! whose map writer inserts them (`apply`). Nothing here writes a map.
+//! whose map writer carries them out (`SyncLink::apply`: inserts, state changes, expiry).
+//! Nothing here writes a map. The socket and the wire formats are in `super::wire`; this file
+//! stays over 600 lines because the task's loop and the daemon's end of it (`SyncLink`, start,
+//! reload) share their channel types.
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
-use lb_common::{FlowEntry, FlowKey, SyncEvent, FLOW_F_SYNCED};
+use lb_common::{sync_event, FlowEntry, FlowKey, SyncEvent, FLOW_F_SYNCED};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::config::model::{SyncPeers, SyncProtocol, SyncSettings};
+use crate::config::model::{SyncProtocol, SyncSettings};
+use crate::dataplane::conn_sets::{way_entry, way_key, ConnSets};
 use crate::dataplane::sweep::{monotonic_ns, Timeouts};
 use crate::dataplane::writer::{MapWriter, SyncedInsert};
 
-use super::names::SlotIndex;
-use super::{ipvs, DropCounts, HealthRecord, Inbound, Outbound, Record, SyncKey};
+use super::names::{flow_of, SlotIndex};
+use super::wire::{new_wire, socket, Wire};
+use super::{apply, HealthRecord, Record, StateChange, SyncKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -56,15 +61,27 @@ pub struct SyncStats {
     pub rate_limited: u64,
     pub synced_written: u64,
     pub own_kept: u64,
+    /// Peers' FIN/RST state changes applied to synced entries here.
+    #[serde(default)]
+    pub states_applied: u64,
+    /// Synced entries removed because their origin expired them.
+    #[serde(default)]
+    pub expired_removed: u64,
+    /// Expiry records of this director's own flows queued for the peers.
+    #[serde(default)]
+    pub expiries_queued: u64,
+    /// Expiry batches from the sweep dropped because the task was behind.
+    #[serde(default)]
+    pub expiries_dropped: u64,
     /// Peer director ids heard from.
     pub peers: Vec<u32>,
 }
 
 /// Records of one accepted message.
 pub struct PeerBatch {
-    /// The sender's director id (0 on the IPVS wire, which does not carry one).
-    pub from: u32,
     pub records: Vec<Record>,
+    /// The sending director (xlb's wire; IPVS's does not say).
+    pub sender: Option<u32>,
 }
 
 /// The daemon's end of the sync task.
@@ -77,19 +94,46 @@ pub struct SyncLink {
     timeouts: Timeouts,
     task: tokio::task::JoinHandle<()>,
     /// Totals of what `apply` wrote (the daemon's task only: a Cell suffices).
-    applied: std::cell::Cell<SyncedInsert>,
+    applied: std::cell::Cell<Applied>,
+    /// This director's expired own flows, for the peers (from the sweep).
+    expired: mpsc::Sender<Vec<FlowKey>>,
+    expiries_dropped: std::cell::Cell<u64>,
+    /// `xlb reload`: the new settings with their key, or `None` (sync switched off).
+    settings: watch::Sender<Option<Arc<Settings>>>,
+}
+
+/// Settings the task runs with: `[sync]` and the key read from its file.
+pub struct Settings {
+    pub sync: SyncSettings,
+    pub key: Option<SyncKey>,
+}
+
+impl Settings {
+    /// Reads the key file (`xlb` protocol): the reload fails here, before the task sees it.
+    pub fn load(sync: &SyncSettings) -> Result<Self, SyncError> {
+        let key = match sync.protocol {
+            SyncProtocol::Xlb => Some(read_key(&sync.key_file.clone().unwrap_or_default())?),
+            SyncProtocol::Ipvs => None,
+        };
+        Ok(Settings {
+            sync: sync.clone(),
+            key,
+        })
+    }
+}
+
+/// Totals of what the writer did with peers' records.
+#[derive(Clone, Copy, Debug, Default)]
+struct Applied {
+    insert: SyncedInsert,
+    states: usize,
+    removed: usize,
 }
 
 impl Drop for SyncLink {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Reads the shared key (a trailing newline is not part of it).
@@ -107,178 +151,23 @@ pub fn read_key(path: &Path) -> Result<SyncKey, SyncError> {
     })
 }
 
-fn socket(s: &SyncSettings) -> Result<(UdpSocket, Vec<SocketAddr>), SyncError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let err = |source| SyncError::Socket {
-        port: s.port,
-        source,
-    };
-    let v6 = match &s.peers {
-        SyncPeers::Group(g) => g.is_ipv6(),
-        SyncPeers::Unicast(p) => p.first().is_some_and(IpAddr::is_ipv6),
-    };
-    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
-    let sock = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
-    sock.set_reuse_address(true).map_err(err)?;
-    if let Some(i) = &s.interface {
-        sock.bind_device(Some(i.as_bytes())).map_err(err)?;
-    }
-    let any: IpAddr = if v6 {
-        Ipv6Addr::UNSPECIFIED.into()
-    } else {
-        Ipv4Addr::UNSPECIFIED.into()
-    };
-    sock.bind(&SocketAddr::new(any, s.port).into())
-        .map_err(err)?;
-    let dests = match &s.peers {
-        SyncPeers::Unicast(p) => p.iter().map(|a| SocketAddr::new(*a, s.port)).collect(),
-        SyncPeers::Group(g) => {
-            join_group(&sock, *g, s.interface.as_deref()).map_err(err)?;
-            vec![SocketAddr::new(*g, s.port)]
-        }
-    };
-    sock.set_nonblocking(true).map_err(err)?;
-    let std: std::net::UdpSocket = sock.into();
-    Ok((UdpSocket::from_std(std).map_err(err)?, dests))
-}
-
-/// Joins the group on the interface, sends there with TTL 1 and without loopback (IPVS's
-/// settings: sync traffic stays on the link).
-fn join_group(sock: &socket2::Socket, group: IpAddr, iface: Option<&str>) -> std::io::Result<()> {
-    let ifindex = iface.map_or(0, |i| {
-        let c = std::ffi::CString::new(i).unwrap_or_default();
-        // SAFETY: a valid NUL-terminated string.
-        unsafe { libc::if_nametoindex(c.as_ptr()) }
-    });
-    match group {
-        IpAddr::V4(g) => {
-            sock.join_multicast_v4_n(&g, &socket2::InterfaceIndexOrAddress::Index(ifindex))?;
-            // Egress: the socket is bound to the interface (bind_device) when one is named.
-            sock.set_multicast_loop_v4(false)?;
-            sock.set_multicast_ttl_v4(1)
-        }
-        IpAddr::V6(g) => {
-            sock.join_multicast_v6(&g, ifindex)?;
-            sock.set_multicast_if_v6(ifindex)?;
-            sock.set_multicast_loop_v6(false)?;
-            sock.set_multicast_hops_v6(1)
-        }
-    }
-}
-
-/// The wire in use.
-enum Wire {
-    Xlb {
-        out: Outbound,
-        inb: Inbound,
-    },
-    Ipvs {
-        sync_id: u8,
-        origin: u32,
-        dropped: DropCounts,
-        max_bytes: usize,
-    },
-}
-
-impl Wire {
-    fn encode(&mut self, records: &[Record]) -> Vec<Vec<u8>> {
-        match self {
-            Wire::Xlb { out, .. } => out.encode(records, unix_ms()),
-            Wire::Ipvs {
-                sync_id, max_bytes, ..
-            } => {
-                let conns: Vec<ipvs::IpvsConn> = records
-                    .iter()
-                    .filter_map(|r| match r {
-                        Record::Conn(c) => Some(ipvs::from_record(c)),
-                        _ => None,
-                    })
-                    .collect();
-                let mut out = Vec::new();
-                let mut msg = ipvs::IpvsMessage {
-                    sync_id: *sync_id,
-                    conns: Vec::new(),
-                };
-                let mut len = ipvs::MESSAGE_HEADER_LEN;
-                for c in conns {
-                    let l = ipvs::encoded_len(&c);
-                    if !msg.conns.is_empty()
-                        && (len + l > *max_bytes || msg.conns.len() == ipvs::MAX_CONNS)
-                    {
-                        out.extend(ipvs::encode(&msg).ok());
-                        msg.conns.clear();
-                        len = ipvs::MESSAGE_HEADER_LEN;
-                    }
-                    len += l;
-                    msg.conns.push(c);
-                }
-                if !msg.conns.is_empty() {
-                    out.extend(ipvs::encode(&msg).ok());
-                }
-                out
-            }
-        }
-    }
-
-    /// The sender's id and the records of an accepted datagram.
-    fn decode(&mut self, data: &[u8]) -> Option<(u32, Vec<Record>)> {
-        match self {
-            Wire::Xlb { inb, .. } => inb
-                .receive(data, unix_ms())
-                .map(|m| (m.header.director_id, m.records)),
-            Wire::Ipvs {
-                sync_id,
-                origin,
-                dropped,
-                ..
-            } => match ipvs::decode(data) {
-                Ok(m) if *sync_id == 0 || m.sync_id == *sync_id => Some((
-                    0,
-                    m.conns
-                        .iter()
-                        .filter_map(|c| ipvs::to_record(c, *origin).ok())
-                        .map(Record::Conn)
-                        .collect(),
-                )),
-                Ok(_) => {
-                    dropped.add("other_sync_id");
-                    None
-                }
-                Err(e) => {
-                    dropped.add(e.reason());
-                    None
-                }
-            },
-        }
-    }
-
-    fn dropped(&self) -> &DropCounts {
-        match self {
-            Wire::Xlb { inb, .. } => &inb.dropped,
-            Wire::Ipvs { dropped, .. } => dropped,
-        }
-    }
-
-    fn peers(&self) -> Vec<u32> {
-        match self {
-            Wire::Xlb { inb, .. } => inb.peers(),
-            Wire::Ipvs { .. } => Vec::new(),
-        }
-    }
-}
-
 /// Everything the task needs besides its channels.
 struct Shell {
     settings: SyncSettings,
     wire: Wire,
-    sock: UdpSocket,
+    /// `None` while sync is switched off by a reload (the ring is still drained).
+    sock: Option<UdpSocket>,
     dests: Vec<SocketAddr>,
     /// This director's connection table, opened read-only from its pin (the full resend).
     table: Option<aya::maps::HashMap<MapData, FlowKey, FlowEntry>>,
+    /// Its set table (own IPv4 flows), read-only.
+    sets: Option<ConnSets>,
     names: watch::Receiver<Arc<SlotIndex>>,
     health_view: watch::Receiver<Vec<HealthRecord>>,
     timeouts: Timeouts,
     pending: VecDeque<Record>,
+    /// How many records at the front of `pending` are counted in `rate_limited` already.
+    waiting: usize,
     stats: SyncStats,
     /// Datagrams still allowed this second.
     tokens: u32,
@@ -292,29 +181,8 @@ pub fn start(
     table_pin: Option<&Path>,
     timeouts: Timeouts,
 ) -> Result<SyncLink, SyncError> {
-    let wire = match settings.protocol {
-        SyncProtocol::Xlb => {
-            let path = settings.key_file.clone().unwrap_or_default();
-            let key = read_key(&path)?;
-            let epoch = (unix_ms() / 1000) as u32;
-            let max_age_ms = (settings.max_age * 1000.0) as u64;
-            Wire::Xlb {
-                out: Outbound::new(
-                    key.clone(),
-                    settings.director_id,
-                    epoch,
-                    settings.max_message_bytes as usize,
-                ),
-                inb: Inbound::new(key, settings.director_id, max_age_ms),
-            }
-        }
-        SyncProtocol::Ipvs => Wire::Ipvs {
-            sync_id: settings.sync_id,
-            origin: 0,
-            dropped: DropCounts::default(),
-            max_bytes: settings.max_message_bytes as usize,
-        },
-    };
+    let loaded = Settings::load(settings)?;
+    let wire = new_wire(&loaded);
     let (sock, dests) = socket(settings)?;
     // SAFETY: the ring buffer owns its map fd for as long as it lives, and AsyncFd owns it.
     let ring = unsafe { AsyncFd::register(ring) }
@@ -323,20 +191,29 @@ pub fn start(
         let data = MapData::from_pin(p).ok()?;
         aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data)).ok()
     });
+    // The own IPv4 flows live in the set table, pinned beside the LRU: mapped to be read.
+    let sets = table_pin
+        .and_then(Path::parent)
+        .and_then(|dir| MapData::from_pin(dir.join(lb_common::map_names::CONN_SETS)).ok())
+        .and_then(|data| ConnSets::new(data).ok());
     let (names_tx, names_rx) = watch::channel(Arc::new(SlotIndex::default()));
     let (health_tx, health_rx) = watch::channel(Vec::new());
     let (stats_tx, stats_rx) = watch::channel(SyncStats::default());
     let (peers_tx, peers_rx) = mpsc::channel(1024);
+    let (expired_tx, expired_rx) = mpsc::channel(16);
+    let (settings_tx, settings_rx) = watch::channel(Some(Arc::new(loaded)));
     let shell = Shell {
         settings: settings.clone(),
         wire,
-        sock,
+        sock: Some(sock),
         dests,
         table,
+        sets,
         names: names_rx,
         health_view: health_rx,
         timeouts,
         pending: VecDeque::new(),
+        waiting: 0,
         stats: SyncStats {
             director_id: settings.director_id,
             ..SyncStats::default()
@@ -348,7 +225,13 @@ pub fn start(
         director_id = settings.director_id,
         "connection sync started"
     );
-    let task = tokio::spawn(shell.run(ring, peers_tx, stats_tx));
+    let channels = Channels {
+        peers: peers_tx,
+        stats: stats_tx,
+        expired: expired_rx,
+        settings: settings_rx,
+    };
+    let task = tokio::spawn(shell.run(ring, channels));
     Ok(SyncLink {
         from_peers: peers_rx,
         names: names_tx,
@@ -356,22 +239,39 @@ pub fn start(
         stats: stats_rx,
         timeouts,
         task,
-        applied: std::cell::Cell::new(SyncedInsert::default()),
+        applied: std::cell::Cell::new(Applied::default()),
+        expired: expired_tx,
+        expiries_dropped: std::cell::Cell::new(0),
+        settings: settings_tx,
     })
 }
 
+/// The task's channels to and from the daemon.
+struct Channels {
+    peers: mpsc::Sender<PeerBatch>,
+    stats: watch::Sender<SyncStats>,
+    expired: mpsc::Receiver<Vec<FlowKey>>,
+    settings: watch::Receiver<Option<Arc<Settings>>>,
+}
+
+/// The next datagram, or never while sync is switched off.
+async fn recv(sock: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match sock {
+        Some(s) => s.recv_from(buf).await.map(|(n, _)| n),
+        None => std::future::pending().await,
+    }
+}
+
+fn refresh_timer(s: &SyncSettings) -> tokio::time::Interval {
+    tokio::time::interval(Duration::from_secs_f64(s.refresh_interval.max(0.01)))
+}
+
 impl Shell {
-    async fn run(
-        mut self,
-        mut ring: AsyncFd<RingBuf<MapData>>,
-        peers: mpsc::Sender<PeerBatch>,
-        stats: watch::Sender<SyncStats>,
-    ) {
+    async fn run(mut self, mut ring: AsyncFd<RingBuf<MapData>>, mut ch: Channels) {
         let mut buf = vec![0u8; 65_536];
         let mut flush = tokio::time::interval(Duration::from_millis(10));
         let mut second = tokio::time::interval(Duration::from_secs(1));
-        let mut refresh =
-            tokio::time::interval(Duration::from_secs_f64(self.settings.refresh_interval));
+        let mut refresh = refresh_timer(&self.settings);
         let mut view_tick = tokio::time::interval(crate::health::views::VIEW_INTERVAL);
         loop {
             tokio::select! {
@@ -382,23 +282,30 @@ impl Shell {
                     }
                     Err(e) => { warn!("sync ring buffer: {e}"); return; }
                 },
-                r = self.sock.recv_from(&mut buf) => {
-                    if let Ok((n, _)) = r {
-                        if let Some((from, records)) = self.wire.decode(&buf[..n]) {
+                r = recv(self.sock.as_ref(), &mut buf) => {
+                    if let Ok(n) = r {
+                        if let Some(batch) = self.wire.decode(&buf[..n]) {
                             self.stats.messages_received += 1;
-                            self.stats.records_received += records.len() as u64;
-                            if peers.send(PeerBatch { from, records }).await.is_err() {
+                            self.stats.records_received += batch.records.len() as u64;
+                            if ch.peers.send(batch).await.is_err() {
                                 return;
                             }
                         }
                     }
+                }
+                Some(flows) = ch.expired.recv() => self.queue_expired(&flows),
+                r = ch.settings.changed() => {
+                    if r.is_err() { return; }
+                    let next = ch.settings.borrow_and_update().clone();
+                    self.reconfigure(next.as_deref());
+                    refresh = refresh_timer(&self.settings);
                 }
                 _ = flush.tick() => self.send_pending().await,
                 _ = second.tick() => {
                     self.tokens = self.settings.max_messages_per_second;
                     self.stats.dropped = self.wire.dropped().0.iter().map(|(k, v)| (k.to_string(), *v)).collect();
                     self.stats.peers = self.wire.peers();
-                    stats.send_replace(self.stats.clone());
+                    ch.stats.send_replace(self.stats.clone());
                 }
                 _ = refresh.tick() => self.queue_own_table(),
                 Ok(()) = self.health_view.changed() => self.queue_health_view(),
@@ -407,24 +314,129 @@ impl Shell {
         }
     }
 
+    /// This director's health view, ahead of the connections waiting (small, and peers
+    /// confirm failures with it); an older view still waiting is replaced, not sent too.
+    fn queue_health_view(&mut self) {
+        let view = self.health_view.borrow_and_update().clone();
+        if self.sock.is_none() || matches!(self.wire, Wire::Ipvs { .. }) {
+            // Sync is off, or IPVS's protocol, which has no health record.
+            return;
+        }
+        let is_health = |r: &Record| matches!(r, Record::Health(_));
+        let stale_counted = self
+            .pending
+            .iter()
+            .take(self.waiting)
+            .filter(|r| is_health(r))
+            .count();
+        self.waiting -= stale_counted;
+        self.pending.retain(|r| !is_health(r));
+        // After the records already counted as waiting, so each is still counted once.
+        for r in view.into_iter().rev() {
+            self.pending.insert(self.waiting, Record::Health(r));
+        }
+    }
+
+    /// A reload's settings. The key and limits change in place (sequence numbers and replay
+    /// windows go on: peers accept the next message); the socket is opened again when its
+    /// address, interface or peers changed; another protocol or director id starts a new wire.
+    fn reconfigure(&mut self, next: Option<&Settings>) {
+        let Some(next) = next else {
+            if self.sock.take().is_some() {
+                info!("connection sync switched off");
+            }
+            self.pending.clear();
+            self.waiting = 0;
+            return;
+        };
+        let (old, new) = (&self.settings, &next.sync);
+        let same_wire = old.protocol == new.protocol && old.director_id == new.director_id;
+        match (&mut self.wire, &next.key) {
+            (Wire::Xlb { out, inb }, Some(key)) if same_wire => {
+                out.set_key(key.clone(), new.max_message_bytes as usize);
+                inb.set_key(key.clone(), (new.max_age * 1000.0) as u64);
+            }
+            (
+                Wire::Ipvs {
+                    sync_id, max_bytes, ..
+                },
+                None,
+            ) if same_wire => {
+                *sync_id = new.sync_id;
+                *max_bytes = new.max_message_bytes as usize;
+            }
+            _ => self.wire = new_wire(next),
+        }
+        let same_socket = old.port == new.port
+            && old.interface == new.interface
+            && old.peers == new.peers
+            && self.sock.is_some();
+        self.settings = new.clone();
+        self.tokens = self.tokens.min(new.max_messages_per_second);
+        if !same_socket {
+            self.sock = None;
+            match socket(new) {
+                Ok((sock, dests)) => {
+                    self.sock = Some(sock);
+                    self.dests = dests;
+                }
+                Err(e) => warn!("connection sync: {e}"),
+            }
+        }
+        info!(
+            port = new.port,
+            director_id = new.director_id,
+            "connection sync reconfigured"
+        );
+    }
+
+    /// Expiry records of this director's own flows (the sweep removed them). IPVS's wire has
+    /// no such record (its peers expire connections by their own clock).
+    fn queue_expired(&mut self, flows: &[FlowKey]) {
+        if self.sock.is_none() || matches!(self.wire, Wire::Ipvs { .. }) {
+            return;
+        }
+        let before = self.pending.len();
+        self.pending
+            .extend(flows.iter().filter_map(flow_of).map(Record::Expiry));
+        self.stats.expiries_queued += (self.pending.len() - before) as u64;
+    }
+
     fn drain_ring(&mut self, ring: &mut RingBuf<MapData>) {
         let names = self.names.borrow().clone();
+        let on = self.sock.is_some();
         while let Some(item) = ring.next() {
-            if item.len() < std::mem::size_of::<SyncEvent>() {
+            if !on || item.len() < std::mem::size_of::<SyncEvent>() {
                 continue;
             }
             // SAFETY: SyncEvent is plain data and the item holds at least its size.
             let ev = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const SyncEvent) };
             match names.event_record(&ev, &self.timeouts, self.settings.director_id) {
-                Some(r) => self.pending.push_back(Record::Conn(r)),
+                Some(r) => self.pending.push_back(self.event_to_record(ev.kind, r)),
                 None => self.stats.events_stale += 1,
             }
+        }
+    }
+
+    /// A FIN/RST is a state-change record on xlb's wire; IPVS's has only connection records
+    /// (the state travels in them).
+    fn event_to_record(&self, kind: u8, r: super::ConnRecord) -> Record {
+        match (&self.wire, kind) {
+            (Wire::Xlb { .. }, sync_event::STATE) => Record::State(StateChange {
+                flow: r.flow,
+                state: r.state,
+                remaining_ms: r.remaining_ms,
+            }),
+            _ => Record::Conn(r),
         }
     }
 
     /// Every live entry, with its remaining idle time (a restarted peer re-learns them).
     fn queue_own_table(&mut self) {
         let Some(table) = &self.table else { return };
+        if self.sock.is_none() {
+            return;
+        }
         let names = self.names.borrow().clone();
         let now = monotonic_ns();
         let fd = {
@@ -453,20 +465,24 @@ impl Shell {
                     .map(Record::Conn),
             );
         });
+        // Own IPv4 flows: only their first packet's event said them otherwise (and not at
+        // all if sync was switched on after they began).
+        if let Some(sets) = &self.sets {
+            sets.for_each(|_, w| {
+                let e = way_entry(w, 0, now);
+                let left = crate::dataplane::sweep::expires_in(&e, &t, now);
+                if w.is_free() || left.is_zero() {
+                    return;
+                }
+                let ms = left.as_millis().min(u32::MAX as u128) as u32;
+                out.extend(
+                    names
+                        .entry_record(&way_key(w), e.real_id, e.state, ms, id)
+                        .map(Record::Conn),
+                );
+            });
+        }
         self.pending.extend(out);
-    }
-
-    /// This director's health view, ahead of the connections waiting (small, and peers
-    /// confirm failures with it).
-    fn queue_health_view(&mut self) {
-        let view = self.health_view.borrow_and_update().clone();
-        if matches!(self.wire, Wire::Ipvs { .. }) {
-            // IPVS's protocol has no health record.
-            return;
-        }
-        for r in view.into_iter().rev() {
-            self.pending.push_front(Record::Health(r));
-        }
     }
 
     async fn send_pending(&mut self) {
@@ -474,10 +490,14 @@ impl Shell {
             return;
         }
         if self.tokens == 0 {
-            self.stats.rate_limited += self.pending.len() as u64;
+            // Each waiting record is counted once, however many rounds it waits.
+            self.stats.rate_limited += (self.pending.len() - self.waiting) as u64;
+            self.waiting = self.pending.len();
             return;
         }
         let take = self.pending.len().min(4096);
+        let counted = self.waiting.min(take);
+        self.waiting -= counted;
         let records: Vec<Record> = self.pending.drain(..take).collect();
         let datagrams = self.wire.encode(&records);
         let mut sent_records = records.len();
@@ -490,12 +510,16 @@ impl Shell {
                 for r in records[records.len() - rest..].iter().rev() {
                     self.pending.push_front(*r);
                 }
-                self.stats.rate_limited += rest as u64;
+                // The batch's first `counted` records had waited already.
+                let recounted = counted.saturating_sub(records.len() - rest);
+                self.stats.rate_limited += (rest - recounted) as u64;
+                self.waiting += rest;
                 break;
             }
             self.tokens -= 1;
+            let Some(sock) = &self.sock else { return };
             for dest in &self.dests {
-                let _ = self.sock.send_to(d, dest).await;
+                let _ = sock.send_to(d, dest).await;
             }
             self.stats.messages_sent += 1;
         }
@@ -531,47 +555,121 @@ impl SyncLink {
             .collect()
     }
 
+    /// Is sync on (not switched off by a reload)?
+    pub fn is_enabled(&self) -> bool {
+        self.settings.borrow().is_some()
+    }
+
     /// The task's counters with what the writer did with peers' records.
     pub fn stats(&self) -> SyncStats {
         let mut s = self.stats.borrow().clone();
         let w = self.applied.get();
-        s.synced_written = w.written as u64;
-        s.own_kept = w.own_kept as u64;
+        s.synced_written = w.insert.written as u64;
+        s.own_kept = w.insert.own_kept as u64;
+        s.states_applied = w.states as u64;
+        s.expired_removed = w.removed as u64;
+        s.expiries_dropped = self.expiries_dropped.get();
         s.unnamed
-            .insert("unknown_slot".into(), w.unknown_slot as u64);
+            .insert("unknown_slot".into(), w.insert.unknown_slot as u64);
         s
     }
 
-    /// Inserts a peer batch through the map writer (the daemon calls this with its writer).
-    pub fn apply(&self, batch: &PeerBatch, writer: &mut MapWriter) -> SyncedInsert {
-        let names = self.names.borrow().clone();
-        let now = monotonic_ns();
-        let mut conns = Vec::new();
-        let mut unnamed = 0;
-        for r in &batch.records {
-            if let Record::Conn(c) = r {
-                match names.synced_conn(c, &self.timeouts, now) {
-                    Ok(s) => conns.push(s),
-                    Err(_) => unnamed += 1,
-                }
-            }
+    /// Hands this director's expired own flows (from a sweep) to the task, which tells the
+    /// peers at the sync rate limit. Never waits: a batch the task has no room for is counted
+    /// and dropped (the peers' entries then expire by their own clock).
+    pub fn expired(&self, flows: Vec<FlowKey>) {
+        if flows.is_empty() || !self.is_enabled() {
+            return;
         }
-        match writer.insert_synced_conns(&conns) {
-            Ok(mut r) => {
-                r.unknown_slot += unnamed;
-                let mut total = self.applied.get();
-                total.written += r.written;
-                total.own_kept += r.own_kept;
-                total.unknown_slot += r.unknown_slot;
-                self.applied.set(total);
-                r
-            }
+        if self.expired.try_send(flows).is_err() {
+            self.expiries_dropped.set(self.expiries_dropped.get() + 1);
+        }
+    }
+
+    /// Carries a peer batch out through the map writer (the daemon calls this with its
+    /// writer): connections inserted or refreshed, FIN/RST applied, expired flows removed.
+    pub fn apply(&self, batch: &PeerBatch, writer: &mut MapWriter) -> SyncedInsert {
+        if !self.is_enabled() {
+            return SyncedInsert::default();
+        }
+        let names = self.names.borrow().clone();
+        let plan = apply::plan(
+            &batch.records,
+            batch.sender,
+            &names,
+            &self.timeouts,
+            monotonic_ns(),
+        );
+        let mut total = self.applied.get();
+        let mut r = match writer.insert_synced_conns(&plan.conns) {
+            Ok(r) => r,
             Err(e) => {
                 warn!("inserting synced connections: {e}");
                 SyncedInsert::default()
             }
+        };
+        r.unknown_slot += plan.unnamed;
+        match writer.update_synced_states(&plan.states) {
+            Ok(n) => total.states += n,
+            Err(e) => warn!("applying synced state changes: {e}"),
         }
+        match writer.remove_synced_conns(&plan.expired, &self.timeouts) {
+            Ok(n) => total.removed += n,
+            Err(e) => warn!("removing expired synced connections: {e}"),
+        }
+        total.insert.written += r.written;
+        total.insert.own_kept += r.own_kept;
+        total.insert.unknown_slot += r.unknown_slot;
+        self.applied.set(total);
+        r
     }
+
+    /// `xlb reload` with sync already started once: new settings (key, peers, limits) or
+    /// `None` to switch it off. The table stays as it is either way.
+    pub fn reconfigure(
+        &mut self,
+        settings: Option<&SyncSettings>,
+        timeouts: Timeouts,
+    ) -> Result<(), SyncError> {
+        let next = settings.map(Settings::load).transpose()?;
+        self.timeouts = timeouts;
+        let unchanged = match (&*self.settings.borrow(), &next) {
+            (Some(a), Some(b)) => a.sync == b.sync && a.key == b.key,
+            (None, None) => true,
+            _ => false,
+        };
+        if !unchanged {
+            self.settings.send_replace(next.map(Arc::new));
+        }
+        Ok(())
+    }
+}
+
+/// What `xlb reload` calls: `[sync]` switched on, off or changed without a restart and
+/// without touching the connection table.
+pub fn reload(
+    link: &mut Option<SyncLink>,
+    cfg: &crate::config::Config,
+    writer: &mut MapWriter,
+) -> Result<(), SyncError> {
+    let Some(l) = link else {
+        // Never started: the ring buffer is still in the maps, so this is the start's path.
+        *link = attach(cfg, writer)?;
+        return Ok(());
+    };
+    l.reconfigure(cfg.sync.as_ref(), Timeouts::from(&cfg.timeouts))?;
+    if let Err(e) = writer.maps_mut().set_sync_enabled(cfg.sync.is_some()) {
+        warn!("setting the sync flag: {e}");
+    }
+    l.publish(writer);
+    Ok(())
+}
+
+/// The counters for `xlb status` (`None` when sync is off).
+pub fn report(link: &Option<SyncLink>) -> Option<SyncStats> {
+    link.as_ref()
+        .filter(|l| l.is_enabled())
+        .map(SyncLink::stats)
 }
 
 /// What the daemon calls at start: sets the program's sync flag from the configuration and,
@@ -584,7 +682,13 @@ pub fn attach(
     if let Err(e) = writer.maps_mut().set_sync_enabled(on) {
         warn!("setting the sync flag: {e}");
     }
-    let (Some(settings), Some(ring)) = (&cfg.sync, writer.maps_mut().sync_events.take()) else {
+    // The ring buffer is taken only when sync starts: left in the maps, a reload that adds
+    // `[sync]` later starts it here.
+    let Some(settings) = &cfg.sync else {
+        return Ok(None);
+    };
+    let Some(ring) = writer.maps_mut().sync_events.take() else {
+        warn!("connection sync: the program's ring buffer is not available; sync stays off");
         return Ok(None);
     };
     let pin = cfg.global.bpffs_dir.join(lb_common::map_names::CONN_TABLE);
