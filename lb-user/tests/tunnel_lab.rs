@@ -53,29 +53,7 @@ fn out_text(o: &std::process::Output) -> String {
 fn start(tag: &str, tunnel: &str) -> Running {
     let t = tun::build(tag).expect("lab");
     for rs in &t.real_servers {
-        let state = t.lab.dir().join(format!("{}.json", rs.name()));
-        let o = t
-            .lab
-            .run(
-                rs,
-                &[
-                    XLB,
-                    "realserver",
-                    "up",
-                    "--vip",
-                    VIP,
-                    "--tunnel",
-                    tunnel,
-                    "--director",
-                    tun::DIRECTOR,
-                    "--interface",
-                    "eth0",
-                    "--state-file",
-                    state.to_str().unwrap(),
-                ],
-            )
-            .unwrap();
-        assert!(o.status.success(), "realserver up: {}", out_text(&o));
+        tun::realserver_up(&t.lab, rs, XLB, tunnel, &[tun::DIRECTOR]).unwrap();
     }
     let socket = format!("/run/xlb/{}.sock", t.lab.id());
     let config = t.lab.dir().join("xlb.toml");
@@ -375,29 +353,7 @@ fn keepalived_lb_kind_tun_config_imports_and_runs() {
     // keepalived has no interface setting: the import writes eth0, which is this lab's too.
     std::fs::write(&toml_path, text).unwrap();
     for rs in &t.real_servers {
-        let state = dir.join(format!("{}.json", rs.name()));
-        let o = t
-            .lab
-            .run(
-                rs,
-                &[
-                    XLB,
-                    "realserver",
-                    "up",
-                    "--vip",
-                    VIP,
-                    "--tunnel",
-                    "gue",
-                    "--director",
-                    tun::DIRECTOR,
-                    "--interface",
-                    "eth0",
-                    "--state-file",
-                    state.to_str().unwrap(),
-                ],
-            )
-            .unwrap();
-        assert!(o.status.success(), "{}", out_text(&o));
+        tun::realserver_up(&t.lab, rs, XLB, "gue", &[tun::DIRECTOR]).unwrap();
     }
     let r = run_until_both_reals_forward(t, socket, toml_path.display().to_string());
     let spread = curl_spread(&r.t.lab, &r.t.client, &format!("http://{VIP}/"), 20).unwrap();
