@@ -196,7 +196,15 @@ fn control_plane(plan: &Plan, cpu: usize, ncpus: usize, progress: &Progress) -> 
 
 /// The whole benchmark; writes `<out_dir>/<name>.{json,md}` and the plots, returns the JSON.
 pub fn run(cfg: &Config) -> Result<Value> {
-    let plan = Plan::new(cfg.quick);
+    let mut plan = Plan::new(cfg.quick);
+    // Focused runs (e.g. XLB_BENCH_ONLY=tunnel) may ask for more test_run rounds/repetitions.
+    let env_num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = env_num("XLB_BENCH_ROUNDS") {
+        plan.rounds = n as usize;
+    }
+    if let Some(n) = env_num("XLB_BENCH_REPS") {
+        plan.reps = n as u32;
+    }
     let progress = Progress::new(cfg.progress);
     let started = Instant::now();
     let ncpus = aya::util::nr_cpus().map_err(|(m, e)| anyhow::anyhow!("{m}: {e}"))?;
