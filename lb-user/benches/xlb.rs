@@ -1,6 +1,7 @@
 //! `cargo xtask bench [--quick]`: the xlb benchmarks (see bench/README.md).
 //! Environment: XLB_BENCH_QUICK=1 (tiny counts), XLB_BENCH_NAME (result file name),
-//! XLB_BENCH_ONLY=live|failover|control (one section, JSON on stdout, no result files),
+//! XLB_BENCH_ONLY=live|failover|control|sync|tunnel (one section on stdout, no result files),
+//! XLB_BENCH_ROUNDS / XLB_BENCH_REPS (test_run rounds / repetitions instead of the plan's),
 //! XLB_BENCH_OUT (directory, default bench/results).
 mod harness;
 

@@ -12,9 +12,25 @@ use std::{
 };
 
 use common::dr::{wait_until, Dr, NEEDS, VIP};
-use xtask::lab::{require::Need, streams::State, Host, PortOpts, Proc};
+use xtask::lab::{
+    require::Need,
+    streams::{self, State},
+    tun, Host, PortOpts, Proc,
+};
 
 fn config(socket: &str, state: &str, priority: u8) -> String {
+    let reals: Vec<String> = (1..=2).map(xtask::lab::dr::real_v4).collect();
+    config_over(socket, state, priority, &reals, "")
+}
+
+/// [`config`] over the real servers `reals`, with `service_keys` added to each service.
+fn config_over(
+    socket: &str,
+    state: &str,
+    priority: u8,
+    reals: &[String],
+    service_keys: &str,
+) -> String {
     let mut t = format!(
         "[global]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\nconn_table_size = 65536\n\
          control_socket = \"{socket}\"\nsweep_interval = 0.5\n\n\
@@ -24,13 +40,11 @@ fn config(socket: &str, state: &str, priority: u8) -> String {
          virtual_ipaddress = [\"{VIP}/24\"]\n"
     );
     for port in [80, 9000] {
-        t +=
-            &format!("\n[[virtual_server]]\nname = \"vs{port}\"\nvip = \"{VIP}\"\nport = {port}\n");
-        for i in [1, 2] {
-            t += &format!(
-                "[[virtual_server.real_server]]\naddress = \"198.18.0.{}\"\n",
-                10 + i
-            );
+        t += &format!(
+            "\n[[virtual_server]]\nname = \"vs{port}\"\nvip = \"{VIP}\"\nport = {port}\n{service_keys}"
+        );
+        for addr in reals {
+            t += &format!("[[virtual_server.real_server]]\naddress = \"{addr}\"\n");
         }
     }
     t
@@ -91,7 +105,17 @@ fn pair_with(
     start_first: bool,
     cfg: impl Fn(usize, &str, &str, u8) -> String,
 ) -> (Dr, Director, Director) {
-    let mut dr = Dr::without_vip(tag, reals);
+    pair_on(Dr::without_vip(tag, reals), start_first, |_, _| {}, cfg)
+}
+
+/// [`pair_with`] on the lab `dr`, with `prepare(lab, director host)` run for each director
+/// before its daemon starts.
+fn pair_on(
+    mut dr: Dr,
+    start_first: bool,
+    prepare: impl Fn(&Dr, &Host),
+    cfg: impl Fn(usize, &str, &str, u8) -> String,
+) -> (Dr, Director, Director) {
     let dir2 = dr.d.lab.host("dir2").unwrap();
     let lan = dr.d.lan.clone();
     dr.d.lab
@@ -123,6 +147,8 @@ fn pair_with(
         });
     }
     let (mut d1, mut d2) = (directors.remove(0), directors.remove(0));
+    prepare(&dr, &d1.host);
+    prepare(&dr, &d2.host);
     if start_first {
         start(&mut dr, &mut d1);
     }
@@ -582,4 +608,124 @@ fn rr_flows_are_reset_by_a_failover_without_sync() {
     let scenario = "VRRP failover, 200 streams on rr";
     report::info(scenario, "streams reset without sync", total - ok);
     assert!(ok < total, "expected resets without sync");
+}
+
+/// The pair's two directors (the tunnels' outer sources, the real servers' allowed directors).
+const PAIR_DIRECTORS: [&str; 2] = ["198.18.0.2", "198.18.0.3"];
+/// The router between the pair's segment and the real servers' subnets.
+const PAIR_ROUTER: &str = "198.18.0.1";
+
+/// The pair of [`pair`] in tunnel mode (`tunnel`): no real server on the directors' segment;
+/// rs1/rs2 sit behind a router in two other subnets ([`tun::routed_real_servers`]), decapsulate
+/// with `xlb realserver up --tunnel` (xlb's decap program: no ipip/fou modules here) and answer
+/// the client through the router.
+fn tunnel_pair(tag: &str, tunnel: &'static str) -> (Dr, Director, Director) {
+    let mut dr = Dr::without_vip(tag, 0);
+    let router = dr.d.lab.host("router").unwrap();
+    let lan = dr.d.lan.clone();
+    dr.d.lab
+        .attach(
+            &router,
+            &lan,
+            PortOpts {
+                addrs: &["198.18.0.1/24"],
+                tx_checksum_off: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    dr.d.lab
+        .sysctl(&router, "net.ipv4.ip_forward", "1")
+        .unwrap();
+    let reals = tun::routed_real_servers(&mut dr.d.lab, &router, 2).unwrap();
+    for (i, rs) in reals.iter().enumerate() {
+        tun::realserver_up(&dr.d.lab, rs, &dr.xlb, tunnel, &PAIR_DIRECTORS).unwrap();
+        streams::start_server(&mut dr.d.lab, rs, rs.name(), common::dr::STREAM_PORT, 0.05).unwrap();
+        let addr = format!("{}:{}", tun::real_v4(i + 1), common::dr::STREAM_PORT);
+        dr.d.lab
+            .wait_tcp(rs, &addr, Duration::from_secs(10))
+            .unwrap();
+    }
+    dr.d.real_servers = reals;
+    let addrs: Vec<String> = (1..=2).map(tun::real_v4).collect();
+    let keys = format!("forward = \"tunnel\"\ntunnel = \"{tunnel}\"\n");
+    pair_on(
+        dr,
+        true,
+        |dr, host| {
+            dr.d.lab
+                .run_ok(
+                    host,
+                    &["ip", "route", "add", "198.18.0.0/15", "via", PAIR_ROUTER],
+                )
+                .unwrap();
+        },
+        |_, socket, state, prio| config_over(socket, state, prio, &addrs, &keys),
+    )
+}
+
+fn counter_of(dr: &Dr, d: &Director, name: &str) -> u64 {
+    let out =
+        dr.d.lab
+            .run_ok(
+                &d.host,
+                &[&dr.xlb, "status", "--socket", &d.socket, "--json"],
+            )
+            .unwrap();
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    st["counters"][name].as_u64().unwrap_or(0)
+}
+
+/// Issue 19: a VRRP pair in tunnel mode, real servers in other subnets behind a router. The
+/// master dies (SIGKILL + link down) under 100 streams: the backup takes the VIP, tunnels the
+/// same flows to the same real servers (Maglev on both directors), and no stream is reset.
+#[test]
+fn tunnelled_pair_fails_over_without_resetting_a_stream() {
+    xtask::require!(NEEDS);
+    let (mut dr, d1, d2) = tunnel_pair("f-tun", "ipip");
+    wait_until("dir1 MASTER with the VIP", Duration::from_secs(10), || {
+        has_vip(&dr, &d1.host)
+    });
+    let before = dr.curl(20);
+    assert_eq!(before.get("FAIL"), None, "{before:?}");
+    assert!(
+        before.contains_key("rs1") && before.contains_key("rs2"),
+        "both routed real servers answer: {before:?}"
+    );
+    let streams = dr.start_streams_stall(100, 16.0, 12.0);
+    std::thread::sleep(Duration::from_secs(3));
+    dr.d.lab
+        .signal(d1.daemon.as_ref().unwrap(), libc::SIGKILL)
+        .unwrap();
+    dr.d.lab
+        .run_ok(&d1.host, &["ip", "link", "set", "eth0", "down"])
+        .unwrap();
+    let took = wait_until("dir2 takes the VIP", Duration::from_secs(10), || {
+        has_vip(&dr, &d2.host)
+    });
+    let results = dr.stream_results(&streams, Duration::from_secs(40));
+    let scenario = "VRRP failover, 100 streams, tunnel mode (IPIP, reals behind a router)";
+    report::info(
+        scenario,
+        "VIP on the backup after SIGKILL + link down",
+        format!("{:.2} s", took.as_secs_f64()),
+    );
+    let broken = results.0.iter().filter(|s| s.state != State::Ok).count();
+    let mut ok = report::eq(scenario, "streams reset or stalled", 0, broken as u64);
+    ok &= report::eq(scenario, "streams connected", 100, results.0.len() as u64);
+    let tunnelled = counter_of(&dr, &d2, "tunnelled");
+    ok &= report::at_least(
+        scenario,
+        "packets tunnelled by the new master",
+        1,
+        tunnelled,
+    );
+    let after = dr.curl(10);
+    ok &= report::eq(
+        scenario,
+        "new connections failed after the failover (10)",
+        0,
+        after.get("FAIL").copied().unwrap_or(0) as u64,
+    );
+    assert!(ok, "{results:?}");
 }

@@ -27,7 +27,7 @@ use common::{
     dr::{wait_until, Dr, NEEDS, VIP},
     Harness, BPF,
 };
-use lab::{Knobs, State, STREAM_PORT};
+use lab::{Forward, Knobs, State, STREAM_PORT};
 use xtask::lab::require::Need;
 
 /// Scenarios run one at a time: their figures (rates, stalls) must not depend on each other.
@@ -422,11 +422,16 @@ fn reload(dr: &Dr, text: &str) -> bool {
     out.status.success()
 }
 
-fn streams_through_operations(n: usize, scenario: &str) {
+fn streams_through_operations(n: usize, scenario: &str, forward: Forward) {
     let _g = serial();
-    let mut dr = Dr::new("r-ops", 3);
+    let scenario = &forward.scenario(scenario);
+    let mut dr = Dr::new(&tag("r-ops", forward), 3);
     lab::start_stream_servers(&mut dr, 0.1);
-    let k = Knobs::default();
+    lab::prepare_real_servers(&dr, forward);
+    let k = Knobs {
+        forward,
+        ..Knobs::default()
+    };
     dr.write_config(&lab::config(&dr, &[(1, 1), (2, 1)], &k, "start"));
     dr.start_daemon();
     let client = dr.d.client.clone();
@@ -515,23 +520,51 @@ fn streams_through_operations(n: usize, scenario: &str) {
         &how,
         how == "adopted",
     );
+    ok &= tunnelled_as_configured(&dr, scenario, forward);
     assert!(ok, "{:?}\n{}", r.broken(), dr.daemon_log());
+}
+
+/// The lab tag of a scenario with `forward` (parallel suites must not share a lab name).
+fn tag(base: &str, forward: Forward) -> String {
+    match forward {
+        Forward::Dr => base.to_string(),
+        Forward::Tunnel(kind) => format!("{base}-{kind}"),
+    }
+}
+
+/// In tunnel mode the director counted encapsulated packets (the scenario really ran tunnelled).
+fn tunnelled_as_configured(dr: &Dr, scenario: &str, forward: Forward) -> bool {
+    if forward == Forward::Dr {
+        return true;
+    }
+    let tunnelled = lab::counter(&dr.status_json(), "tunnelled");
+    report::at_least(scenario, "packets tunnelled by the director", 1, tunnelled)
 }
 
 #[test]
 fn streams_survive_reload_add_weight0_kill9() {
     xtask::require!(NEEDS);
-    streams_through_operations(200, "1 streams through operations");
+    streams_through_operations(200, "1 streams through operations", Forward::Dr);
+}
+
+/// Issue 19: the same operations with the services in tunnel mode (GUE).
+#[test]
+fn streams_survive_reload_add_weight0_kill9_in_tunnel_mode() {
+    xtask::require!(NEEDS);
+    streams_through_operations(200, "1 streams through operations", Forward::Tunnel("gue"));
 }
 
 // ---------------------------------------------------------------------------------------------
 // 2. wrk load with a new connection per request, then ActiveConn/InActConn back to 0/0.
 
-fn wrk_load(seconds: u32, scenario: &str) {
+fn wrk_load(seconds: u32, scenario: &str, forward: Forward) {
     let _g = serial();
-    let mut dr = Dr::new("r-wrk", 2);
+    let scenario = &forward.scenario(scenario);
+    let mut dr = Dr::new(&tag("r-wrk", forward), 2);
     lab::start_nginx(&mut dr);
+    lab::prepare_real_servers(&dr, forward);
     let k = Knobs {
+        forward,
         conn_table_size: 262_144,
         syn_recv: 3,
         tcp_fin: 3,
@@ -636,20 +669,28 @@ fn wrk_load(seconds: u32, scenario: &str) {
             .unwrap_or("never".into()),
         drained_ok,
     );
+    ok &= tunnelled_as_configured(&dr, scenario, forward);
     assert!(ok, "{text}");
 }
 
 #[test]
 fn wrk_500_concurrent_no_failures_and_conns_drain() {
     xtask::require!(NEEDS, [Need::Binary("wrk"), Need::Binary("nginx")]);
-    wrk_load(10, "2 wrk load (10 s)");
+    wrk_load(10, "2 wrk load (10 s)", Forward::Dr);
+}
+
+/// Issue 19: the same load with the service in tunnel mode (IPIP).
+#[test]
+fn wrk_500_concurrent_no_failures_and_conns_drain_in_tunnel_mode() {
+    xtask::require!(NEEDS, [Need::Binary("wrk"), Need::Binary("nginx")]);
+    wrk_load(10, "2 wrk load (10 s)", Forward::Tunnel("ipip"));
 }
 
 #[test]
 #[ignore = "heavier variant: cargo xtask test --resilience"]
 fn wrk_500_concurrent_no_failures_and_conns_drain_long() {
     xtask::require!(NEEDS, [Need::Binary("wrk"), Need::Binary("nginx")]);
-    wrk_load(60, "2 wrk load (60 s)");
+    wrk_load(60, "2 wrk load (60 s)", Forward::Dr);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use std::{
 use xtask::lab::{
     require::Need,
     streams::{self, Running, State, Streams},
-    Host, Lab, PortOpts, Proc,
+    tun, Host, Lab, PortOpts, Proc,
 };
 
 mod common;
@@ -107,8 +107,46 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Durat
     t0.elapsed()
 }
 
+/// Where the scale-out lab's real servers are and how the directors reach them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reals {
+    /// rs1..rs3 on the directors' segment `back`, direct routing (v4 and v6).
+    OnBack,
+    /// rs1, rs2 behind the router in subnets of their own (198.18.5.0/24, 198.18.6.0/24), the
+    /// v4 service in tunnel mode with this tunnel (issue 19).
+    Routed(&'static str),
+}
+
+/// First subnet of the routed real servers (`Reals::Routed`): 198.18.5.0/24.
+const ROUTED_SUBNET: u8 = 5;
+
+/// The tunnel-mode director config: the v4 service of [`xlb_config`] (VIP4:9000, bgp, quorum
+/// 2, TCP checks, which reach the routed real servers through the router) with `forward =
+/// "tunnel"`; v4 only (the routed real servers have no IPv6 addresses).
+fn xlb_tunnel_config(socket: &str, reals: &[usize], tunnel: &str) -> String {
+    let mut t = format!(
+        "[global]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\nconn_table_size = 65536\n\
+         control_socket = \"{socket}\"\nsweep_interval = 0.5\n\n[timeouts]\ntcp_fin = 5\nclose = 2\n\n\
+         [[virtual_server]]\nname = \"v4-9000\"\nvip = \"{VIP4}\"\nport = 9000\n\
+         announce = \"bgp\"\nquorum = 2\nforward = \"tunnel\"\ntunnel = \"{tunnel}\"\n\
+         [virtual_server.check]\ntype = \"tcp\"\ninterval = 0.5\ntimeout = 0.5\nretry = 0\n"
+    );
+    for r in reals {
+        t += &format!(
+            "[[virtual_server.real_server]]\naddress = \"{}\"\n",
+            tun::routed_real_v4(ROUTED_SUBNET, *r)
+        );
+    }
+    t
+}
+
 impl Scale {
     fn new() -> Self {
+        Self::with_reals(Reals::OnBack)
+    }
+
+    /// The lab of [`Scale::new`] with the real servers placed as `reals` says.
+    fn with_reals(reals: Reals) -> Self {
         let mut lab = Lab::new("scaleout").unwrap();
         let front = lab.segment("front").unwrap();
         let back = lab.segment("back").unwrap();
@@ -157,7 +195,9 @@ impl Scale {
         }
         // Real servers rs1..rs3 (rs3 joins the config later): VIPs on lo, ARP sysctls, default
         // route via the router (replies bypass the directors).
-        for i in 1..=3 {
+        // (none there when they are routed)
+        let on_back = if reals == Reals::OnBack { 3 } else { 0 };
+        for i in 1..=on_back {
             let rs = lab.host(&format!("rs{i}")).unwrap();
             let (a4, a6) = (
                 format!("198.18.1.{}/24", 10 + i),
@@ -189,6 +229,11 @@ impl Scale {
             .unwrap();
             streams::start_server(&mut lab, &rs, rs.name(), STREAM_PORT, 0.05).unwrap();
         }
+        if reals != Reals::OnBack {
+            for rs in tun::routed_real_servers_in(&mut lab, &router, ROUTED_SUBNET, 2).unwrap() {
+                streams::start_server(&mut lab, &rs, rs.name(), STREAM_PORT, 0.05).unwrap();
+            }
+        }
         let mut dirs = Vec::new();
         for n in 1..=3 {
             let host = lab.host(&format!("dir{n}")).unwrap();
@@ -206,7 +251,19 @@ impl Scale {
             .unwrap();
             let socket = format!("/run/xlb/{}-d{n}.sock", lab.id());
             let config = dir.join(format!("xlb{n}.toml")).display().to_string();
-            std::fs::write(&config, xlb_config(&socket, &[1, 2])).unwrap();
+            let text = match reals {
+                Reals::OnBack => xlb_config(&socket, &[1, 2]),
+                Reals::Routed(tunnel) => {
+                    // The routed real servers' subnets are reached through the router.
+                    lab.run_ok(
+                        &host,
+                        &["ip", "route", "add", "198.18.4.0/22", "via", "198.18.1.1"],
+                    )
+                    .unwrap();
+                    xlb_tunnel_config(&socket, &[1, 2], tunnel)
+                }
+            };
+            std::fs::write(&config, text).unwrap();
             dirs.push(Director {
                 host,
                 n,
@@ -217,19 +274,35 @@ impl Scale {
                 bird: None,
             });
         }
-        for i in 1..=3 {
+        let placed: Vec<(usize, String)> = match reals {
+            Reals::OnBack => (1..=3)
+                .map(|i| (i, format!("198.18.1.{}", 10 + i)))
+                .collect(),
+            Reals::Routed(tunnel) => {
+                let directors: Vec<String> = (1..=3).map(v4_dir).collect();
+                let directors: Vec<&str> = directors.iter().map(String::as_str).collect();
+                for i in 1..=2 {
+                    let rs = lab
+                        .hosts()
+                        .iter()
+                        .find(|h| h.name() == format!("rs{i}"))
+                        .unwrap();
+                    tun::realserver_up(&lab, rs, XLB, tunnel, &directors).unwrap();
+                }
+                (1..=2)
+                    .map(|i| (i, tun::routed_real_v4(ROUTED_SUBNET, i)))
+                    .collect()
+            }
+        };
+        for (i, addr) in placed {
             let rs = lab
                 .hosts()
                 .iter()
                 .find(|h| h.name() == format!("rs{i}"))
                 .unwrap()
                 .clone();
-            lab.wait_tcp(
-                &rs,
-                &format!("198.18.1.{}:9000", 10 + i),
-                Duration::from_secs(10),
-            )
-            .unwrap();
+            lab.wait_tcp(&rs, &format!("{addr}:9000"), Duration::from_secs(10))
+                .unwrap();
         }
         Scale {
             lab,
@@ -1556,4 +1629,60 @@ fn without_confirm_failure_one_directors_failing_checks_reset_healthy_flows() {
         "only rs1's flows are re-dispatched: {:?}",
         r.broken()
     );
+}
+
+/// Issue 19: the scale-out lab in tunnel mode. Three directors behind the router's ECMP tunnel
+/// (IPIP) VIP4:9000 to two real servers in subnets of their own behind the same router (xlb's
+/// decap program on the real servers: no ipip/fou modules here); the spread reaches every
+/// director and both real servers, and a director killed under 100 streams resets none (the
+/// survivors' Maglev rings send the moved flows into the same tunnels).
+#[test]
+fn tunnelling_directors_behind_ecmp_spread_and_lose_no_flow() {
+    xtask::require!(SCALEOUT_NEEDS);
+    let mut s = Scale::with_reals(Reals::Routed("ipip"));
+    s.write_bird_configs();
+    let router_conf = s.dir.join("bird-router.conf").display().to_string();
+    let router = s.router.clone();
+    let _router_bird = s.start_bird(&router, &router_conf, "bird-router");
+    for i in 0..3 {
+        s.start_director(i);
+    }
+    wait_for("3 v4 next hops", Duration::from_secs(20), || {
+        s.nexthops(VIP4) == 3
+    });
+    let before: Vec<u64> = (0..3).map(|i| s.conns(i).0).collect();
+    let spread = s.probe(VIP4, 300);
+    let per_dir: Vec<u64> = (0..3).map(|i| s.conns(i).0 - before[i]).collect();
+    println!("tunnel mode spread: servers {spread:?}, per director {per_dir:?}");
+    assert_eq!(spread.get("FAIL"), None, "{spread:?}");
+    for rs in ["rs1", "rs2"] {
+        assert!(spread.get(rs).copied().unwrap_or(0) > 60, "{spread:?}");
+    }
+    for (i, c) in per_dir.iter().enumerate() {
+        assert!(
+            *c >= 40,
+            "director {} got {c} of 300 flows: {per_dir:?}",
+            i + 1
+        );
+        assert!(
+            s.counter(i, "tunnelled") > 0,
+            "director {} tunnelled nothing",
+            i + 1
+        );
+    }
+    let streams = s.start_streams(VIP4, 100, 3.0);
+    std::thread::sleep(Duration::from_millis(500));
+    s.kill_director(2);
+    let t = wait_for("2 v4 next hops", Duration::from_secs(10), || {
+        s.nexthops(VIP4) == 2
+    });
+    println!(
+        "tunnel mode: dir3 SIGKILLed, withdrawn after {:.0} ms",
+        t.as_secs_f64() * 1000.0
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let r = s.stream_results(&streams);
+    let (ok, _) = summarize("tunnel mode: streams across a director killed", &r);
+    assert_eq!(ok, r.len(), "0 streams reset: {:?}", r.broken());
+    assert!(r.on("rs1") > 0 && r.on("rs2") > 0, "{r:?}");
 }

@@ -58,29 +58,11 @@ fn start(tag: &str, tunnel: &str) -> Running {
 fn start_with(tag: &str, tunnel: &str, rs_args: &[&str]) -> Running {
     let t = tun::build(tag).expect("lab");
     for rs in &t.real_servers {
-        let state = t.lab.dir().join(format!("{}.json", rs.name()));
-        let mut args = vec![
-            XLB,
-            "realserver",
-            "up",
-            "--vip",
-            VIP,
-            "--tunnel",
-            tunnel,
-            "--director",
-            tun::DIRECTOR,
-            "--interface",
-            "eth0",
-            "--state-file",
-            state.to_str().unwrap(),
-            // xlb's program even on a kernel with ipip/fou (`auto` would take the kernel's
-            // tunnels there): these tests read its status and counters.
-            "--decap",
-            "xlb",
-        ];
+        // xlb's program even on a kernel with ipip/fou (`auto` would take the kernel's tunnels
+        // there): these tests read its status and counters.
+        let mut args = vec!["--decap", "xlb"];
         args.extend_from_slice(rs_args);
-        let o = t.lab.run(rs, &args).unwrap();
-        assert!(o.status.success(), "realserver up: {}", out_text(&o));
+        tun::realserver_up_with(&t.lab, rs, XLB, tunnel, &[tun::DIRECTOR], &args).unwrap();
     }
     let socket = format!("/run/xlb/{}.sock", t.lab.id());
     let config = t.lab.dir().join("xlb.toml");
@@ -382,29 +364,7 @@ fn keepalived_lb_kind_tun_config_imports_and_runs() {
     // keepalived has no interface setting: the import writes eth0, which is this lab's too.
     std::fs::write(&toml_path, text).unwrap();
     for rs in &t.real_servers {
-        let state = dir.join(format!("{}.json", rs.name()));
-        let o = t
-            .lab
-            .run(
-                rs,
-                &[
-                    XLB,
-                    "realserver",
-                    "up",
-                    "--vip",
-                    VIP,
-                    "--tunnel",
-                    "gue",
-                    "--director",
-                    tun::DIRECTOR,
-                    "--interface",
-                    "eth0",
-                    "--state-file",
-                    state.to_str().unwrap(),
-                ],
-            )
-            .unwrap();
-        assert!(o.status.success(), "{}", out_text(&o));
+        tun::realserver_up(&t.lab, rs, XLB, "gue", &[tun::DIRECTOR]).unwrap();
     }
     let r = run_until_both_reals_forward(t, socket, toml_path.display().to_string());
     let spread = curl_spread(&r.t.lab, &r.t.client, &format!("http://{VIP}/"), 20).unwrap();

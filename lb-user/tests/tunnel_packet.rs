@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use common::*;
 use etherparse::{IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder, UdpHeader};
-use lb_common::{hash::flow_hash, stat, FlowKey, AF_INET, AF_INET6, PROTO_TCP};
+use lb_common::{hash::tunnel_entropy, stat, FlowKey, AF_INET, AF_INET6, PROTO_TCP};
 use xlb::dataplane::desired::{addr_words, DesiredReal, DesiredTunnel, Protocol, TunnelKind};
 
 const VIP: &str = "198.18.0.100";
@@ -58,7 +58,7 @@ fn flow4(sport: u16) -> FlowKey {
 }
 
 fn gue_sport(flow: &FlowKey) -> u16 {
-    0xc000 | (flow_hash(flow) as u16 & 0x3fff)
+    0xc000 | (tunnel_entropy(flow) >> 18) as u16
 }
 
 fn v4b(s: &str) -> [u8; 4] {
@@ -201,7 +201,7 @@ fn expected_v6(input: &[u8], dst: &str, next: u8, flow: &FlowKey, gue: bool) -> 
     };
     let ip = Ipv6Header {
         traffic_class: tc,
-        flow_label: Ipv6FlowLabel::try_new(flow_hash(flow) & 0xfffff).unwrap(),
+        flow_label: Ipv6FlowLabel::try_new(tunnel_entropy(flow) >> 12).unwrap(),
         payload_length: (inner.len() + udp_len) as u16,
         next_header: IpNumber(next),
         hop_limit: 64,

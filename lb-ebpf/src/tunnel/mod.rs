@@ -10,7 +10,7 @@
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use core::ptr::{read_unaligned, write_unaligned};
 use lb_common::{
-    hash::flow_hash, stat, FlowKey, RealServer, RealTunnel, AF_INET6, TUNNEL_GUE, TUNNEL_NONE,
+    hash::tunnel_entropy, stat, FlowKey, RealServer, RealTunnel, AF_INET6, TUNNEL_GUE, TUNNEL_NONE,
 };
 
 use crate::{
@@ -32,9 +32,22 @@ const OUTER_TTL: u8 = 64;
 pub(crate) const IPV4_HLEN: usize = 20;
 pub(crate) const IPV6_HLEN: usize = 40;
 const UDP_HLEN: usize = 8;
-/// GUE source ports come from the flow hash inside the dynamic range (49152..=65535), so a
-/// firewall sees ordinary ephemeral ports and the real server's RSS spreads flows.
+/// GUE source ports come from the flow's tunnel entropy inside the dynamic range
+/// (49152..=65535), so a firewall sees ordinary ephemeral ports and the real server's RSS
+/// spreads flows.
 const GUE_SPORT_BASE: u16 = 0xc000;
+
+/// The GUE source port of a flow with tunnel entropy `h` (its high 14 bits).
+#[inline(always)]
+fn gue_sport(h: u32) -> u16 {
+    GUE_SPORT_BASE | (h >> 18) as u16
+}
+
+/// The outer IPv6 flow label of a flow with tunnel entropy `h` (its high 20 bits).
+#[inline(always)]
+fn flow_label(h: u32) -> u32 {
+    h >> 12
+}
 
 /// What encapsulation did to the frame.
 pub enum Encapsulated {
@@ -182,8 +195,8 @@ fn write_ipv4(
     true
 }
 
-/// Writes the outer IPv6 header at `l2`; the flow label comes from the flow hash (RFC 6438:
-/// routers' ECMP then spreads tunnelled flows as it would spread the inner ones).
+/// Writes the outer IPv6 header at `l2`; the flow label comes from the flow's tunnel entropy
+/// (RFC 6438: routers' ECMP then spreads tunnelled flows as it would spread the inner ones).
 #[inline(always)]
 fn write_ipv6(
     ctx: &XdpContext,
@@ -199,7 +212,7 @@ fn write_ipv6(
         return false;
     };
     let p = p as *mut u8;
-    let first = (6u32 << 28) | ((inner.tos as u32) << 20) | (hash & 0x000f_ffff);
+    let first = (6u32 << 28) | ((inner.tos as u32) << 20) | flow_label(hash);
     // SAFETY: ptr_at_mut proved the 40 bytes.
     unsafe {
         put_word(p, 0, first.to_be());
@@ -232,7 +245,7 @@ fn write_gue_udp(
     let p = p as *mut u8;
     // SAFETY: ptr_at_mut proved the 8 bytes.
     unsafe {
-        put16(p, 0, GUE_SPORT_BASE | (hash as u16 & 0x3fff));
+        put16(p, 0, gue_sport(hash));
         put16(p, 2, u16::from_be(t.port));
         put16(p, 4, (inner_len + UDP_HLEN) as u16);
         put16(p, 6, 0);
@@ -277,9 +290,13 @@ pub fn encapsulate(
     } else {
         IPPROTO_IPIP
     };
-    // The hash is the flow's (the client's direction), also for an ICMP error about the flow:
-    // the error then arrives on the same GUE port / flow label as the flow.
-    let hash = if gue || outer_v6 { flow_hash(flow) } else { 0 };
+    // The entropy is the flow's (the client's direction), also for an ICMP error about the
+    // flow: the error then arrives on the same GUE port / flow label as the flow.
+    let hash = if gue || outer_v6 {
+        tunnel_entropy(flow)
+    } else {
+        0
+    };
     // SAFETY: the helper only moves ctx's data pointer; every pointer is re-derived after it.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(overhead as i32)) } != 0 {
         return Encapsulated::Failed;

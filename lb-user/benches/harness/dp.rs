@@ -88,6 +88,12 @@ pub const VIP6: [u8; 16] = [
 pub const VIP_TUN4: [u8; 4] = [198, 18, 0, 101];
 /// VIP of the IPIP tunnel-mode service.
 pub const VIP_IPIP4: [u8; 4] = [198, 18, 0, 102];
+/// VIP of the ip6ip6 tunnel-mode service (IPv6 real servers, IPv6 outer header).
+pub const VIP_IP6IP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x02,
+];
+/// Maglev ring slots of the benchmark state: its five services of 65,537 slots.
+pub const BENCH_RING_CAPACITY: u32 = 5 * 65_537;
 pub const OTHER4: [u8; 4] = [198, 18, 0, 50];
 pub const OTHER6: [u8; 16] = [
     0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x50,
@@ -240,7 +246,8 @@ impl Dp {
     }
 
     /// Applies the benchmark state: one TCP service on VIP4:80 and one on VIP6:80, 100 real
-    /// servers each (Maglev, 65,537 slots), every real reached by XDP_TX on `ifindex`.
+    /// servers each (Maglev, 65,537 slots), every real reached by XDP_TX on `ifindex`; and the
+    /// same real servers tunnelled behind VIP_TUN4 (GUE), VIP_IPIP4 (IPIP), VIP_IP6IP6 (ip6ip6).
     pub fn apply_state(&mut self, ifindex: u32, real_mac: [u8; 6], src_mac: [u8; 6]) -> Result<()> {
         let state = bench_state(ifindex, real_mac, src_mac);
         self.writer.apply(&state, Instant::now())?;
@@ -506,13 +513,18 @@ pub fn bench_state(ifindex: u32, real_mac: [u8; 6], src_mac: [u8; 6]) -> Desired
         sorry: None,
     };
     // Tunnel mode: the same real servers, encapsulated (the frame's MACs go to the next hop).
-    let tunnelled = |kind: TunnelKind| -> Vec<DesiredReal> {
-        reals(false)
+    let tunnelled = |kind: TunnelKind, v6: bool| -> Vec<DesiredReal> {
+        let src = if v6 {
+            IpAddr::from([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2])
+        } else {
+            IpAddr::from([198, 18, 1, 2])
+        };
+        reals(v6)
             .into_iter()
             .map(|mut r| {
                 r.tunnel = Some(DesiredTunnel {
                     kind,
-                    src: IpAddr::from([198, 18, 1, 2]),
+                    src,
                     mtu: 1500,
                     gue_port: lb_common::DEFAULT_GUE_PORT,
                 });
@@ -524,8 +536,10 @@ pub fn bench_state(ifindex: u32, real_mac: [u8; 6], src_mac: [u8; 6]) -> Desired
         services: vec![
             svc(IpAddr::from(VIP4), reals(false)),
             svc(IpAddr::from(VIP6), reals(true)),
-            svc(IpAddr::from(VIP_TUN4), tunnelled(TunnelKind::Gue)),
-            svc(IpAddr::from(VIP_IPIP4), tunnelled(TunnelKind::Ipip)),
+            svc(IpAddr::from(VIP_TUN4), tunnelled(TunnelKind::Gue, false)),
+            svc(IpAddr::from(VIP_IPIP4), tunnelled(TunnelKind::Ipip, false)),
+            // IPIP to IPv6 real servers: ip6ip6.
+            svc(IpAddr::from(VIP_IP6IP6), tunnelled(TunnelKind::Ipip, true)),
         ],
         flood_threshold: 0,
         tx_ports: Default::default(),

@@ -92,7 +92,7 @@ pub fn run(
         sys::pin_to_cpu(cpu)?;
         let mut dp = Dp::load(&LoadSpec {
             conn_table_size: 65_536,
-            maglev_capacity: 4 * 65_537,
+            maglev_capacity: super::dp::BENCH_RING_CAPACITY,
             conn_table_pin: None,
             lines: 1,
         })?;

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use dp::{
     tcp4, tcp6, v6_fresh_src, Dp, GlobalLru, LoadSpec, OTHER4, OTHER6, PORT, SLOT_DROP,
     SLOT_FLOOR_ENCAP, SLOT_FLOOR_LINE, SLOT_FLOOR_LRU, SLOT_FLOOR_SET, SLOT_MACSWAP, SLOT_PASS,
-    SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6, VIP_IPIP4, VIP_TUN4,
+    SLOT_XLB, SPACE_FRESH, SPACE_PREFILL, VIP4, VIP6, VIP_IP6IP6, VIP_IPIP4, VIP_TUN4,
 };
 use timing::{Case, Expect, Fresh, FreshAlloc, Prog};
 
@@ -196,7 +196,15 @@ fn control_plane(plan: &Plan, cpu: usize, ncpus: usize, progress: &Progress) -> 
 
 /// The whole benchmark; writes `<out_dir>/<name>.{json,md}` and the plots, returns the JSON.
 pub fn run(cfg: &Config) -> Result<Value> {
-    let plan = Plan::new(cfg.quick);
+    let mut plan = Plan::new(cfg.quick);
+    // Focused runs (e.g. XLB_BENCH_ONLY=tunnel) may ask for more test_run rounds/repetitions.
+    let env_num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = env_num("XLB_BENCH_ROUNDS") {
+        plan.rounds = n as usize;
+    }
+    if let Some(n) = env_num("XLB_BENCH_REPS") {
+        plan.reps = n as u32;
+    }
     let progress = Progress::new(cfg.progress);
     let started = Instant::now();
     let ncpus = aya::util::nr_cpus().map_err(|(m, e)| anyhow::anyhow!("{m}: {e}"))?;
@@ -261,7 +269,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
     let t = Instant::now();
     let mut dp = Dp::load(&LoadSpec {
         conn_table_size: plan.table_size,
-        maglev_capacity: 4 * 65_537,
+        maglev_capacity: dp::BENCH_RING_CAPACITY,
         conn_table_pin: None,
         lines: 1,
     })?;
@@ -281,9 +289,18 @@ pub fn run(cfg: &Config) -> Result<Value> {
         PORT,
         false,
     );
-    // Tunnel mode: an established flow to a GUE and to an IPIP service.
+    // Tunnel mode: an established flow to a GUE, an IPIP and an ip6ip6 service.
     let gue4 = tcp4([198, 18, 200, 1], 40_000, VIP_TUN4, PORT, false);
     let ipip4 = tcp4([198, 18, 200, 1], 40_000, VIP_IPIP4, PORT, false);
+    let ip6ip6 = tcp6(
+        [
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0x0e, 0, 0, 0, 0, 0, 0, 0, 1,
+        ],
+        40_000,
+        VIP_IP6IP6,
+        PORT,
+        false,
+    );
     let syn4 = tcp4([198, SPACE_FRESH, 0, 0], 0, VIP4, PORT, true);
     let syn6 = tcp6(v6_fresh_src(), 0, VIP6, PORT, true);
     let other4 = tcp4([198, 18, 200, 1], 40_000, OTHER4, PORT, false);
@@ -299,7 +316,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
     // Establish the two fixed flows (the first run inserts, later runs hit).
     {
         let fd = dp.prog_fd(dp::wrapper(SLOT_XLB))?;
-        for f in [&ack4, &ack6, &gue4, &ipip4] {
+        for f in [&ack4, &ack6, &gue4, &ipip4, &ip6ip6] {
             dp.set_cfg(f, lb_common::bench::mode::FIXED, 1)?;
             sys::test_run(fd, f, 1)?;
         }
@@ -357,13 +374,19 @@ pub fn run(cfg: &Config) -> Result<Value> {
             "xlb established IPv4, tunnelled (GUE)",
             Prog::Wrapped(SLOT_XLB),
             gue4,
-            Expect::Hit,
+            Expect::Tunnelled,
         ),
         Case::new(
             "xlb established IPv4, tunnelled (IPIP)",
             Prog::Wrapped(SLOT_XLB),
             ipip4,
-            Expect::Hit,
+            Expect::Tunnelled,
+        ),
+        Case::new(
+            "xlb established IPv6, tunnelled (ip6ip6)",
+            Prog::Wrapped(SLOT_XLB),
+            ip6ip6,
+            Expect::Tunnelled,
         ),
         Case::new(
             "xlb new flow (SYN) IPv4",
@@ -403,6 +426,13 @@ pub fn run(cfg: &Config) -> Result<Value> {
         &mut fresh,
         &progress,
     )?;
+    if std::env::var("XLB_BENCH_ONLY").is_ok_and(|v| v == "tunnel") {
+        // The encapsulation cost alone (bench/README.md, tunnel mode), nothing written.
+        progress.finish();
+        let r = json!({"testrun": {"base": base.iter().map(|s| s.json()).collect::<Vec<_>>()}});
+        println!("{}", report::test_run_tables(&r));
+        return Ok(out);
+    }
 
     progress.note("test_run: SYN path with connection sync off and on");
     let sync_cost = sync::syn_cost(
@@ -449,7 +479,7 @@ pub fn run(cfg: &Config) -> Result<Value> {
         };
         let mut dp = Dp::load(&LoadSpec {
             conn_table_size: plan.lru_table,
-            maglev_capacity: 4 * 65_537,
+            maglev_capacity: dp::BENCH_RING_CAPACITY,
             conn_table_pin: global.as_ref().map(|g| g.path.as_path()),
             lines: 1,
         })?;
@@ -560,7 +590,7 @@ fn curve_point(
     ));
     let mut dp = Dp::load(&LoadSpec {
         conn_table_size: n as u32,
-        maglev_capacity: 4 * 65_537,
+        maglev_capacity: dp::BENCH_RING_CAPACITY,
         conn_table_pin: None,
         lines: n as u32,
     })?;

@@ -184,6 +184,96 @@ fn run_ratio(a: &Value, b: &Value) -> f64 {
     super::timing::median(&r)
 }
 
+/// Median over rounds of `a`'s ns - `b`'s ns in the same round.
+fn run_diff(a: &Value, b: &Value) -> f64 {
+    let runs = |v: &Value| -> Vec<f64> {
+        v["ns_per_packet"]["runs"]
+            .as_array()
+            .map(|r| r.iter().map(f).collect())
+            .unwrap_or_default()
+    };
+    let d: Vec<f64> = runs(a).iter().zip(runs(b)).map(|(x, y)| x - y).collect();
+    super::timing::median(&d)
+}
+
+/// The base case named `name`.
+fn base_case<'a>(r: &'a Value, name: &str) -> Option<&'a Value> {
+    r["testrun"]["base"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+}
+
+/// Tunnel mode's cost in the same rounds: each tunnelled case against the DR case of its family
+/// and against the two floors (MAC swap, and adjust_head + MAC swap: the least an encapsulating
+/// forwarder does, wrapper's head restore included).
+fn tunnel_cost(r: &Value, s: &mut String) {
+    let floor = base_case(r, "floor: MAC-swap XDP_TX (wrapped)");
+    let encap_floor = base_case(r, "floor: adjust_head -20 + MAC-swap XDP_TX (wrapped)");
+    let (Some(floor), Some(encap_floor)) = (floor, encap_floor) else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "\n### Tunnel mode: encapsulation cost (same rounds; per-round differences, median)\n\n\
+         | case | median ns | DR case ns | + ns over DR | + ns over the MAC-swap floor | + ns over the adjust_head floor |\n\
+         |---|---|---|---|---|---|"
+    );
+    for (case, dr) in [
+        (
+            "xlb established IPv4, tunnelled (IPIP)",
+            "xlb established IPv4",
+        ),
+        (
+            "xlb established IPv4, tunnelled (GUE)",
+            "xlb established IPv4",
+        ),
+        (
+            "xlb established IPv6, tunnelled (ip6ip6)",
+            "xlb established IPv6",
+        ),
+    ] {
+        let (Some(c), Some(d)) = (base_case(r, case), base_case(r, dr)) else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "| {case} | {:.0} | {:.0} | {:+.0} | {:+.0} | {:+.0} |",
+            f(&c["ns_per_packet"]["median"]),
+            f(&d["ns_per_packet"]["median"]),
+            run_diff(c, d),
+            run_diff(c, floor),
+            run_diff(c, encap_floor),
+        );
+    }
+}
+
+/// The ns/packet table of the base cases and the tunnel-mode cost table.
+pub fn test_run_tables(r: &Value) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "\n## ns/packet through BPF_PROG_TEST_RUN\n\n| case | median ns | min ns | ratio to floor (median) | path check |\n|---|---|---|---|---|");
+    let row = |s: &mut String, c: &Value| {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.0} | {:.2} | {} |",
+            c["name"].as_str().unwrap_or(""),
+            f(&c["ns_per_packet"]["median"]),
+            f(&c["ns_per_packet"]["min"]),
+            f(&c["ratio_to_floor"]["median"]),
+            if c["path_ok"] == json!(true) {
+                format!("ok {}", c["path_counters"])
+            } else {
+                format!("**FAILED** {}", c["path_errors"])
+            }
+        );
+    };
+    for c in r["testrun"]["base"].as_array().into_iter().flatten() {
+        row(&mut s, c);
+    }
+    tunnel_cost(r, &mut s);
+    s
+}
+
 pub fn markdown(r: &Value) -> String {
     let mut s = String::new();
     let m = &r["machine"];
@@ -216,25 +306,7 @@ pub fn markdown(r: &Value) -> String {
         };
         let _ = writeln!(s, "| {name} | {lim} | {meas} | {met} |");
     }
-    let _ = writeln!(s, "\n## ns/packet through BPF_PROG_TEST_RUN\n\n| case | median ns | min ns | ratio to floor (median) | path check |\n|---|---|---|---|---|");
-    let row = |s: &mut String, c: &Value| {
-        let _ = writeln!(
-            s,
-            "| {} | {:.0} | {:.0} | {:.2} | {} |",
-            c["name"].as_str().unwrap_or(""),
-            f(&c["ns_per_packet"]["median"]),
-            f(&c["ns_per_packet"]["min"]),
-            f(&c["ratio_to_floor"]["median"]),
-            if c["path_ok"] == json!(true) {
-                format!("ok {}", c["path_counters"])
-            } else {
-                format!("**FAILED** {}", c["path_errors"])
-            }
-        );
-    };
-    for c in r["testrun"]["base"].as_array().into_iter().flatten() {
-        row(&mut s, c);
-    }
+    s += &test_run_tables(r);
     let _ = writeln!(s, "\n### Cost against table size (table capacity = flows)\n\n| flows = capacity | MAC-swap floor ns | LRU-lookup floor ns | random-line floor ns | 4-way set prototype ns (flows not in their set) | established ns | / line floor | SYN ns | / line floor | hit fraction | prefill s |\n|---|---|---|---|---|---|---|---|---|---|---|");
     for c in r["testrun"]["curve"].as_array().into_iter().flatten() {
         let ns = |k: &str| f(&c[k]["ns_per_packet"]["median"]);

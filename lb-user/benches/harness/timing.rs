@@ -27,6 +27,8 @@ pub enum Expect {
     Action(u32),
     /// Every repetition a connection-table hit forwarded with XDP_TX.
     Hit,
+    /// A hit as [`Expect::Hit`], encapsulated every repetition (tunnel mode).
+    Tunnelled,
     /// Every repetition a miss, inserted, forwarded with XDP_TX.
     Miss,
     /// Every repetition passed as not-a-service.
@@ -224,6 +226,17 @@ pub fn rounds(
                         d(stat::ACTION_TX)
                     )
                 }),
+                Expect::Tunnelled => {
+                    (d(stat::CONN_HIT) != n || d(stat::ACTION_TX) != n || d(stat::TUNNELLED) != n)
+                        .then(|| {
+                            format!(
+                                "conn_hit {} action_tx {} tunnelled {} of {n}",
+                                d(stat::CONN_HIT),
+                                d(stat::ACTION_TX),
+                                d(stat::TUNNELLED)
+                            )
+                        })
+                }
                 Expect::Miss => (d(stat::CONN_MISS) != n
                     || d(stat::ACTION_TX) != n
                     || d(stat::INSERT_FAILED) != 0)

@@ -14,9 +14,52 @@ pub const STREAM_PORT: u16 = 9100;
 /// The nginx service port.
 pub const NGINX_PORT: u16 = 8080;
 
-/// Lab knobs written into [global] / [timeouts].
+/// How the director sends packets to the real servers (issue 19: every stream scenario runs in
+/// tunnel mode too, on the same topology and with the same goals).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Direct routing: MAC rewrite on the shared segment.
+    Dr,
+    /// Tunnel mode with `tunnel = "ipip" | "gue"`; the real servers decapsulate with `xlb
+    /// realserver up --tunnel` (this kernel kind has no ipip/fou modules: xlb's decap program).
+    Tunnel(&'static str),
+}
+
+impl Forward {
+    /// The service keys of this method (none for DR, the default).
+    fn service_keys(self) -> String {
+        match self {
+            Forward::Dr => String::new(),
+            Forward::Tunnel(kind) => format!("forward = \"tunnel\"\ntunnel = \"{kind}\"\n"),
+        }
+    }
+
+    /// The scenario's name in the report with this method (DR keeps the historical names).
+    pub fn scenario(self, base: &str) -> String {
+        match self {
+            Forward::Dr => base.to_string(),
+            Forward::Tunnel(kind) => format!("{base}, tunnel mode ({kind})"),
+        }
+    }
+}
+
+/// Prepares the real servers for `fwd` (nothing for DR: the lab's real servers are DR-ready):
+/// `xlb realserver up --tunnel` allowing the director's address.
+pub fn prepare_real_servers(dr: &Dr, fwd: Forward) {
+    if let Forward::Tunnel(kind) = fwd {
+        for rs in &dr.d.real_servers {
+            xtask::lab::tun::realserver_up(&dr.d.lab, rs, &dr.xlb, kind, &[DIRECTOR]).unwrap();
+        }
+    }
+}
+
+/// The director's address on the lab segment (the tunnels' outer source).
+const DIRECTOR: &str = "198.18.0.2";
+
+/// Lab knobs written into [global] / [timeouts], and the forwarding method of the services.
 #[derive(Clone, Debug)]
 pub struct Knobs {
+    pub forward: Forward,
     pub conn_table_size: u32,
     pub flood_threshold: u32,
     pub syn_recv: u32,
@@ -27,6 +70,7 @@ pub struct Knobs {
 impl Default for Knobs {
     fn default() -> Self {
         Knobs {
+            forward: Forward::Dr,
             conn_table_size: 65536,
             flood_threshold: 0,
             syn_recv: 5,
@@ -48,7 +92,8 @@ pub fn config(dr: &Dr, reals: &[(usize, u32)], k: &Knobs, comment: &str) -> Stri
     );
     for port in [80, STREAM_PORT, NGINX_PORT] {
         t += &format!(
-            "\n[[virtual_server]]\nname = \"vs{port}\"\nvip = \"{VIP}\"\nport = {port}\nannounce = \"always\"\n"
+            "\n[[virtual_server]]\nname = \"vs{port}\"\nvip = \"{VIP}\"\nport = {port}\nannounce = \"always\"\n{}",
+            k.forward.service_keys()
         );
         for (i, w) in reals {
             t += &format!(

@@ -10,7 +10,7 @@
 //! default gateway: a real server's replies go router -> client without crossing the director.
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use super::{
     dr::{port, start_http_server},
@@ -24,9 +24,18 @@ pub const DIRECTOR: &str = "198.18.1.2";
 /// The router's address on the director's subnet (the director's next hop to the reals).
 pub const ROUTER_DIR: &str = "198.18.1.1";
 
-/// The address of real server `i` (1 or 2): 198.18.(1 + i).(10 + i).
+/// The address of real server `i` (from 1): 198.18.(1 + i).(10 + i).
 pub fn real_v4(i: usize) -> String {
-    format!("198.18.{}.{}", 1 + i, 10 + i)
+    routed_real_v4(FIRST_REAL_SUBNET, i)
+}
+
+/// The third octet of the first real server's subnet in this lab (198.18.2.0/24).
+pub const FIRST_REAL_SUBNET: u8 = 2;
+
+/// The address of routed real server `i` (from 1) when the first one's subnet is
+/// 198.18.`first`.0/24: 198.18.(first - 1 + i).(10 + i).
+pub fn routed_real_v4(first: u8, i: usize) -> String {
+    format!("198.18.{}.{}", first as usize - 1 + i, 10 + i)
 }
 
 pub struct TunLab {
@@ -39,9 +48,59 @@ pub struct TunLab {
     pub real_servers: Vec<Host>,
 }
 
-fn default_via(lab: &Lab, h: &Host, gw: &str) -> Result<()> {
+pub fn default_via(lab: &Lab, h: &Host, gw: &str) -> Result<()> {
     lab.run_ok(h, &["ip", "route", "add", "default", "via", gw])?;
     Ok(())
+}
+
+/// Real servers `rs1..rsN` behind `router`, each in its own subnet (`net2`, `net3`, ...: real
+/// server `i` at [`real_v4`]`(i)`/24 on the router's `eth(1 + i)`, whose address `.1` is the real
+/// server's default route), each with an HTTP server on port 80 answering its own name; returns
+/// once they listen. The VIP on `lo` is left to `xlb realserver up --tunnel`. Also used by the
+/// tunnel-mode variant of the VRRP-pair lab (its router is on the directors' segment).
+/// Forwarding on `router` is the caller's.
+pub fn routed_real_servers(lab: &mut Lab, router: &Host, n: usize) -> Result<Vec<Host>> {
+    routed_real_servers_in(lab, router, FIRST_REAL_SUBNET, n)
+}
+
+/// [`routed_real_servers`] from subnet 198.18.`first`.0/24 on (segment `net<k>` and router port
+/// `eth<k>` for subnet k; real server `i` at [`routed_real_v4`]`(first, i)`), for labs whose low
+/// subnets are taken (the scale-out lab).
+pub fn routed_real_servers_in(
+    lab: &mut Lab,
+    router: &Host,
+    first: u8,
+    n: usize,
+) -> Result<Vec<Host>> {
+    let mut real_servers = Vec::new();
+    for i in 1..=n {
+        let subnet = first as usize - 1 + i;
+        let seg = lab.segment(&format!("net{subnet}"))?;
+        let ifname = format!("eth{subnet}");
+        let gw = format!("198.18.{subnet}.1");
+        lab.attach(
+            router,
+            &seg,
+            PortOpts {
+                ifname: &ifname,
+                ..port(&[format!("{gw}/24").as_str()])
+            },
+        )?;
+        let rs = lab.host(&format!("rs{i}"))?;
+        let addr = format!("{}/24", routed_real_v4(first, i));
+        lab.attach(&rs, &seg, port(&[addr.as_str()]))?;
+        default_via(lab, &rs, &gw)?;
+        start_http_server(lab, &rs)?;
+        real_servers.push(rs);
+    }
+    for (i, rs) in real_servers.iter().enumerate() {
+        lab.wait_tcp(
+            rs,
+            &format!("{}:80", routed_real_v4(first, i + 1)),
+            Duration::from_secs(10),
+        )?;
+    }
+    Ok(real_servers)
 }
 
 /// Builds the lab `tag` (see the module doc); each real server runs an HTTP server on port 80
@@ -71,25 +130,7 @@ pub fn build(tag: &str) -> Result<TunLab> {
             ..port(&["198.18.1.2/24"])
         },
     )?;
-    let mut real_servers = Vec::new();
-    for i in 1..=2 {
-        let seg = lab.segment(&format!("net{}", 1 + i))?;
-        let ifname = format!("eth{}", 1 + i);
-        let gw = format!("198.18.{}.1", 1 + i);
-        lab.attach(
-            &router,
-            &seg,
-            PortOpts {
-                ifname: &ifname,
-                ..port(&[format!("{gw}/24").as_str()])
-            },
-        )?;
-        let rs = lab.host(&format!("rs{i}"))?;
-        lab.attach(&rs, &seg, port(&[format!("{}/24", real_v4(i)).as_str()]))?;
-        default_via(&lab, &rs, &gw)?;
-        start_http_server(&mut lab, &rs)?;
-        real_servers.push(rs);
-    }
+    let real_servers = routed_real_servers(&mut lab, &router, 2)?;
     lab.sysctl(&router, "net.ipv4.ip_forward", "1")?;
     lab.run_ok(
         &router,
@@ -97,13 +138,6 @@ pub fn build(tag: &str) -> Result<TunLab> {
     )?;
     default_via(&lab, &client, "198.18.4.1")?;
     default_via(&lab, &director, ROUTER_DIR)?;
-    for (i, rs) in real_servers.iter().enumerate() {
-        lab.wait_tcp(
-            rs,
-            &format!("{}:80", real_v4(i + 1)),
-            Duration::from_secs(10),
-        )?;
-    }
     Ok(TunLab {
         lab,
         client,
@@ -111,4 +145,45 @@ pub fn build(tag: &str) -> Result<TunLab> {
         director,
         real_servers,
     })
+}
+
+/// Prepares `rs` for tunnel mode with `xlb realserver up --vip VIP --tunnel KIND` (binary
+/// `xlb`), decapsulating only packets from `directors` on `eth0`; the prior state is kept in
+/// the lab directory (removed with the lab, like the pinned decap link in the host's bpffs).
+pub fn realserver_up(
+    lab: &Lab,
+    rs: &Host,
+    xlb: &str,
+    tunnel: &str,
+    directors: &[&str],
+) -> Result<()> {
+    realserver_up_with(lab, rs, xlb, tunnel, directors, &[])
+}
+
+/// [`realserver_up`] with more arguments (`--decap`, `--attach`, `--advmss` ...).
+pub fn realserver_up_with(
+    lab: &Lab,
+    rs: &Host,
+    xlb: &str,
+    tunnel: &str,
+    directors: &[&str],
+    extra: &[&str],
+) -> Result<()> {
+    let state = lab.dir().join(format!("{}.json", rs.name()));
+    let state = state.to_str().context("non-UTF-8 path")?;
+    let mut argv = vec![xlb, "realserver", "up", "--vip", VIP, "--tunnel", tunnel];
+    for d in directors {
+        argv.extend(["--director", d]);
+    }
+    argv.extend(["--interface", "eth0", "--state-file", state]);
+    argv.extend_from_slice(extra);
+    let o = lab.run(rs, &argv)?;
+    anyhow::ensure!(
+        o.status.success(),
+        "realserver up on {}: {}{}",
+        rs.name(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(())
 }
