@@ -625,9 +625,12 @@ mod tests {
     /// Tables of fixed inputs, pinned by a hash of their bytes as built before the tail
     /// (`Fill::tail`) existed: a director running this version and one running an earlier
     /// version must build the same ring from the same config, slot for slot.
+    /// Backends, table size, weight of backend i, hash of the table's bytes.
+    type PinnedTable = (u32, u32, fn(u32) -> u32, u64);
+
     #[test]
     fn tables_are_those_of_earlier_versions() {
-        let cases: [(u32, u32, fn(u32) -> u32, u64); 4] = [
+        let cases: [PinnedTable; 4] = [
             (10, 65_537, |_| 1, 0x8a1c_fdac_5061_60e8),
             (3, 655_373, |i| i + 1, 0xc7d9_1b21_5a7f_e301),
             (1000, 65_537, |i| 1 + i % 7, 0xac50_27a7_9da3_4700),
