@@ -184,7 +184,10 @@ fn control_plane(plan: &Plan, cpu: usize, ncpus: usize, progress: &Progress) -> 
         progress,
     );
     let mut out = json!({
-        "maglev": mag.iter().map(|(n, s, v)| json!({"reals": n, "table_size": s, "build": control::stats_ms(v)})).collect::<Vec<_>>(),
+        "maglev": mag.iter().map(|c| json!({
+            "reals": c.reals, "table_size": c.size,
+            "build": control::stats_ms(&c.wall), "build_thread_cpu": control::stats_ms(&c.cpu),
+        })).collect::<Vec<_>>(),
     });
     let (svcs, reals, tsize) = plan.reload;
     sys::pin_to_cpus(&(0..ncpus).collect::<Vec<_>>())?;

@@ -368,9 +368,11 @@ pub fn markdown(r: &Value) -> String {
     for m in r["control"]["maglev"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "| Maglev build, {} reals, {} slots | {:.2} | {:.2} | {} |",
+            "| Maglev build, {} reals, {} slots (thread CPU time: {:.2} median, {:.2} min) | {:.2} | {:.2} | {} |",
             m["reals"],
             m["table_size"],
+            f(&m["build_thread_cpu"]["median_ms"]),
+            f(&m["build_thread_cpu"]["min_ms"]),
             f(&m["build"]["median_ms"]),
             f(&m["build"]["min_ms"]),
             m["build"]["runs_ms"].as_array().map_or(0, |a| a.len())
@@ -398,6 +400,25 @@ pub fn markdown(r: &Value) -> String {
             f(&rl[k]["median_ms"]),
             f(&rl[k]["min_ms"]),
             rl[k]["runs_ms"].as_array().map_or(0, |a| a.len())
+        );
+    }
+    // The steps of the every-CPU reload (the daemon's path: file, plan, map writer).
+    let all = &rl["reload_every_service_changed"];
+    for (k, label) in [
+        ("load_parse_validate", "read, parse, validate the file"),
+        ("plan_desired_state", "plan the desired state"),
+        (
+            "apply_map_writer",
+            "map writer: ring builds, map and ring writes",
+        ),
+        ("process_cpu", "CPU time of the whole reload, every thread"),
+    ] {
+        let _ = writeln!(
+            s,
+            "| of which: {label} | {:.1} | {:.1} | {} |",
+            f(&all[k]["median_ms"]),
+            f(&all[k]["min_ms"]),
+            all[k]["runs_ms"].as_array().map_or(0, |a| a.len())
         );
     }
     let sw = &r["control"]["sweep"];

@@ -96,14 +96,12 @@ impl ApplyReport {
     }
 }
 
-/// Services whose changed rings are built together (on every core) before they are written.
-const PREBUILD_CHUNK: usize = 64;
-
 /// `bpf_map_update_elem` flag: update an existing element only.
 const BPF_EXIST: u64 = 2;
 
-/// A Maglev table built before its service was written (all of an apply's changed rings are built
-/// at once, on every core): `table` holds backend positions of `inputs`, not slots.
+/// A Maglev table built before its service was written (an apply's changed rings are built on
+/// worker threads while earlier services are written): `table` holds backend positions of
+/// `inputs`, not slots.
 struct PrebuiltRing {
     inputs: RingInputs,
     table: Vec<u32>,
@@ -440,15 +438,26 @@ impl MapWriter {
         for addr in gone {
             self.remove_service(&addr, &mut report)?;
         }
-        let wanted_list: Vec<&DesiredService> = wanted.values().copied().collect();
-        // In chunks: the tables of a chunk are held at once (64 x 65,537 slots: 16 MiB).
-        for chunk in wanted_list.chunks(PREBUILD_CHUNK) {
-            let mut prebuilt = self.prebuild_rings(chunk.iter().copied());
-            for ds in chunk {
-                let ring = prebuilt.remove(&ds.addr);
+        let changed = self.changed_rings(wanted.values().copied());
+        let jobs: Vec<(&[maglev::Backend], u32)> = changed
+            .iter()
+            .map(|(_, i)| (i.backends.as_slice(), i.table_size))
+            .collect();
+        // Workers build the changed rings, in this order, while this thread writes services.
+        maglev::with_builds(&jobs, |builds| {
+            let mut changed = changed.iter().peekable();
+            for ds in wanted.values() {
+                let ring = match changed.next_if(|(addr, _)| *addr == ds.addr) {
+                    Some((_, inputs)) => builds.next_table().map(|table| PrebuiltRing {
+                        inputs: inputs.clone(),
+                        table,
+                    }),
+                    None => None,
+                };
                 self.upsert_service(ds, ring, now, &mut report)?;
             }
-        }
+            Ok::<(), WriteError>(())
+        })?;
         self.write_vips()?;
         let cfg = LbConfig {
             flood_threshold: desired.flood_threshold,
@@ -572,13 +581,13 @@ impl MapWriter {
         Ok(())
     }
 
-    /// Builds, on every core, the Maglev table of each service whose ring inputs differ from
-    /// those of its ring in force (ignoring slot ids, which new real servers get only later).
-    fn prebuild_rings<'a>(
+    /// The services whose ring inputs differ from those of their ring in force (ignoring slot
+    /// ids, which new real servers get only later), in `wanted`'s order, with positional inputs.
+    fn changed_rings<'a>(
         &self,
         wanted: impl Iterator<Item = &'a DesiredService>,
-    ) -> HashMap<ServiceAddr, PrebuiltRing> {
-        let changed: Vec<(ServiceAddr, RingInputs)> = wanted
+    ) -> Vec<(ServiceAddr, RingInputs)> {
+        wanted
             .map(|ds| (ds.addr, positional_ring_inputs(ds)))
             .filter(|(addr, inputs)| {
                 let in_force = self
@@ -587,16 +596,6 @@ impl MapWriter {
                     .and_then(|ws| ws.ring_inputs.as_ref());
                 !inputs.round_robin && !in_force.is_some_and(|r| r.same_shape(inputs))
             })
-            .collect();
-        let jobs: Vec<(&[maglev::Backend], u32)> = changed
-            .iter()
-            .map(|(_, i)| (i.backends.as_slice(), i.table_size))
-            .collect();
-        let tables = maglev::build_many(&jobs);
-        changed
-            .into_iter()
-            .zip(tables)
-            .map(|((addr, inputs), table)| (addr, PrebuiltRing { inputs, table }))
             .collect()
     }
 
