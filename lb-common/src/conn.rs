@@ -1,7 +1,8 @@
 //! The set-associative IPv4 connection table (`CONN_SETS`): one 64-byte set (a cache line) per
-//! slot of a `BPF_F_MMAPABLE` array, set index = `hash::flow_hash` masked to the set count (a power
-//! of two), three ways of five words. IPv6 flows and IPv4 flows whose set is full live in the
-//! kernel LRU hash `CONN_TABLE` (`FlowKey` -> `FlowEntry`).
+//! slot of a `BPF_F_MMAPABLE` array, set index = `set_index(key_hash(..))` (a hash of the IPv4
+//! key words) masked to the set count (a power of two), three ways of five words. IPv6 flows and
+//! IPv4 flows whose set is full live in the kernel LRU hash `CONN_TABLE` (`FlowKey` ->
+//! `FlowEntry`).
 //!
 //! Why three 20-byte ways and not four 16-byte ones: a way must hold the whole key (96 bits of
 //! addresses and ports, so no other flow can ever match it), the real server, generations, the
@@ -34,6 +35,12 @@ pub mod meta {
 /// not a division, on the hit path; ages up to 9.7 hours are told apart (`stamp_age`).
 pub const STAMP_SHIFT: u32 = 30;
 pub const STAMP_MASK: u32 = 0xffff;
+
+/// Ways idle this long (2^14 units, 4.9 h) are moved by the daemon's sweep to the LRU, whose
+/// entries keep the time in ns: so every idle timeout up to the configuration's 30 days holds,
+/// while a way never gets old enough (2^15 units) to look young again. The sweep runs at least
+/// every 60 s (`sweep_interval`), hours within the margin.
+pub const LONG_IDLE_UNITS: u32 = 1 << 14;
 
 /// One way: an IPv4 flow. Addresses and ports as in `FlowKey` (network byte order).
 #[repr(C)]
@@ -107,19 +114,39 @@ pub fn meta_with_state(m: u32, state: u8) -> u32 {
         | ((state as u32) & meta::STATE_MASK) << meta::STATE_SHIFT
 }
 
-/// The check word over a way's key and meta: never 0 (0 marks a free way).
+/// The hash of a way's key words, computed once per packet: the set index and the check word
+/// both finish it (`set_index`, `check_with`), so the hit path mixes the key three times, not
+/// fourteen (the full `hash::flow_hash` over the 40-byte key was the set index before). Every
+/// director computes it alike (no seed of its own), as `flow_hash`.
 #[inline(always)]
-pub fn check(src: u32, dst: u32, ports: u32, meta: u32) -> u32 {
-    let mut h = crate::hash::mix(0x636f_6e6e, src); // "conn"
-    h = crate::hash::mix(h, dst);
-    h = crate::hash::mix(h, ports);
-    h = crate::hash::mix(h, meta);
-    let c = crate::hash::finalize(h, 16) >> 16;
+pub fn key_hash(src: u32, dst: u32, ports: u32) -> u32 {
+    let h = crate::hash::mix(0x636f_6e6e, src); // "conn"
+    let h = crate::hash::mix(h, dst);
+    crate::hash::mix(h, ports)
+}
+
+/// Set of a flow of key hash `key_hash` in a table of `mask + 1` sets (a power of two). TCP and
+/// UDP flows of the same addresses and ports share a set (the way's UDP bit tells them apart).
+#[inline(always)]
+pub fn set_index(key_hash: u32, mask: u32) -> u32 {
+    crate::hash::finalize(key_hash, 12) & mask
+}
+
+/// The check word of a way whose key words hash to `key_hash`: never 0 (0 marks a free way).
+#[inline(always)]
+pub fn check_with(key_hash: u32, meta: u32) -> u32 {
+    let c = crate::hash::finalize(crate::hash::mix(key_hash, meta), 16) >> 16;
     if c == 0 {
         1
     } else {
         c
     }
+}
+
+/// The check word over a way's key and meta.
+#[inline(always)]
+pub fn check(src: u32, dst: u32, ports: u32, meta: u32) -> u32 {
+    check_with(key_hash(src, dst, ports), meta)
 }
 
 #[inline(always)]
@@ -219,6 +246,15 @@ mod tests {
         assert!(!torn.is_consistent());
         assert!(!ConnWay::default().is_consistent());
         assert!(ConnWay::default().is_free());
+    }
+
+    #[test]
+    fn the_check_word_finishes_the_key_hash() {
+        let (src, dst, ports, m) = (0x0a00_12c6, 0x6400_12c6, ports_word(0x3930, 0x5000), 77);
+        let h = key_hash(src, dst, ports);
+        assert_eq!(check(src, dst, ports, m), check_with(h, m));
+        assert_ne!(check_with(h, m), check_with(h, m + 1));
+        assert_ne!(key_hash(src, dst, ports_word(0x3931, 0x5000)), h);
     }
 
     #[test]

@@ -5,20 +5,20 @@ use core::ptr::{read_volatile, write_volatile};
 
 use lb_common::{
     conn::{self, ConnSet, ConnWay, WAYS},
-    conn_state,
-    hash::flow_hash,
-    FlowKey, AF_INET, PROTO_TCP, PROTO_UDP,
+    conn_state, FlowKey, AF_INET, PROTO_TCP, PROTO_UDP,
 };
 
 use crate::maps::{CONN_SETS, CONN_SET_MASK};
 
-/// The words of a flow that a way stores as its key.
+/// The words of a flow that a way stores as its key, and their hash (`conn::key_hash`: the set
+/// index and the check word both finish it, so the key is hashed once per packet).
 #[derive(Clone, Copy)]
 pub struct WayKey {
     pub src: u32,
     pub dst: u32,
     pub ports: u32,
     pub udp: bool,
+    pub hash: u32,
 }
 
 impl WayKey {
@@ -28,12 +28,23 @@ impl WayKey {
         if flow.family != AF_INET || (flow.proto != PROTO_TCP && flow.proto != PROTO_UDP) {
             return None;
         }
+        let ports = conn::ports_word(flow.sport, flow.dport);
         Some(Self {
             src: flow.src[0],
             dst: flow.dst[0],
-            ports: conn::ports_word(flow.sport, flow.dport),
+            ports,
             udp: flow.proto == PROTO_UDP,
+            hash: conn::key_hash(flow.src[0], flow.dst[0], ports),
         })
+    }
+
+    /// The way holds this flow and is consistent (one writer's words): its check word is that
+    /// of this key and the way's meta, so only the meta is mixed (the key's hash is known).
+    #[inline(always)]
+    fn holds(&self, w: &ConnWay) -> bool {
+        self.matches(w)
+            && w.stamp_check != 0
+            && conn::check_of(w.stamp_check) == conn::check_with(self.hash, w.meta)
     }
 
     /// Same flow: the key words and the protocol bit (of a consistent way).
@@ -53,17 +64,18 @@ pub struct Way {
 }
 
 impl Way {
-    /// Rewrites the state and timestamp of the way, only the words that changed (an unchanged
-    /// line is not dirtied, nor bounced between CPUs). The check word goes last.
+    /// Rewrites the state and timestamp of the way (found for `key`), only the words that
+    /// changed (an unchanged line is not dirtied, nor bounced between CPUs). The check word
+    /// goes last.
     #[inline(always)]
-    pub fn touch(&self, state: u8, stamp: u32) {
+    pub fn touch(&self, key: &WayKey, state: u8, stamp: u32) {
         let old = &self.value;
         let meta = conn::meta_with_state(old.meta, state);
         // SAFETY: `ptr` points into the array element the kernel keeps for this program run.
         unsafe {
             if meta != old.meta {
                 write_volatile(&raw mut (*self.ptr).meta, meta);
-                let check = conn::check(old.src, old.dst, old.ports, meta);
+                let check = conn::check_with(key.hash, meta);
                 write_volatile(
                     &raw mut (*self.ptr).stamp_check,
                     conn::stamp_check_word(check, stamp),
@@ -78,9 +90,8 @@ impl Way {
 
 /// The flow's set.
 #[inline(always)]
-pub fn set_of(flow: &FlowKey) -> Option<*mut ConnSet> {
-    let index = flow_hash(flow) & CONN_SET_MASK.load();
-    CONN_SETS.get_ptr_mut(index)
+pub fn set_of(key: &WayKey) -> Option<*mut ConnSet> {
+    CONN_SETS.get_ptr_mut(conn::set_index(key.hash, CONN_SET_MASK.load()))
 }
 
 /// One way, copied out with each word read once (another CPU may be writing it).
@@ -101,7 +112,7 @@ fn read_way(set: *mut ConnSet, i: usize) -> Way {
 pub fn find(set: *mut ConnSet, key: &WayKey) -> Option<Way> {
     for i in 0..WAYS {
         let way = read_way(set, i);
-        if key.matches(&way.value) && way.value.is_consistent() {
+        if key.holds(&way.value) {
             return Some(way);
         }
     }
@@ -137,7 +148,7 @@ pub fn place(set: *mut ConnSet, key: &WayKey, now: u32, may_evict_established: b
         // The check word is computed only for the flow's own way: another flow's way, even
         // torn, is judged by its words as read (a torn way is at worst kept until the sweep
         // frees it, or evicted), so a SYN costs one check, not three.
-        if key.matches(&way.value) && way.value.is_consistent() {
+        if key.holds(&way.value) {
             return Placement::Same(way);
         }
         let age = if key.matches(&way.value) {
@@ -165,7 +176,7 @@ pub fn place(set: *mut ConnSet, key: &WayKey, now: u32, may_evict_established: b
 /// consistent way or a check mismatch.
 #[inline(always)]
 pub fn write(way: &Way, key: &WayKey, meta: u32, stamp: u32) {
-    let check = conn::check(key.src, key.dst, key.ports, meta);
+    let check = conn::check_with(key.hash, meta);
     let p = way.ptr;
     // SAFETY: `p` points into the array element the kernel keeps for this program run.
     unsafe {

@@ -143,9 +143,9 @@ fn valid_way_real(meta: u32) -> Option<&'static RealServer> {
 #[inline(always)]
 pub fn lookup(flow: &FlowKey, flags: u8) -> Lookup {
     if let Some(key) = WayKey::of(flow) {
-        if let Some(set) = conntable::set_of(flow) {
+        if let Some(set) = conntable::set_of(&key) {
             if let Some(way) = conntable::find(set, &key) {
-                return way_hit(flow, flags, &way);
+                return way_hit(flow, flags, &key, &way);
             }
         }
     }
@@ -153,7 +153,7 @@ pub fn lookup(flow: &FlowKey, flags: u8) -> Lookup {
 }
 
 #[inline(always)]
-fn way_hit(flow: &FlowKey, flags: u8, way: &conntable::Way) -> Lookup {
+fn way_hit(flow: &FlowKey, flags: u8, key: &WayKey, way: &conntable::Way) -> Lookup {
     let meta = way.value.meta;
     let old_state = conn::meta_state(meta);
     if is_opening(flow, flags) && is_closing(old_state) {
@@ -167,7 +167,7 @@ fn way_hit(flow: &FlowKey, flags: u8, way: &conntable::Way) -> Lookup {
     };
     count(stat::CONN_HIT);
     let state = next_state(old_state, flow.proto, flags);
-    way.touch(state, conn::stamp_from_ns(now_ns()));
+    way.touch(key, state, conn::stamp_from_ns(now_ns()));
     if state != old_state {
         let facts = crate::sync::FlowFacts {
             real_id: conn::meta_real(meta),
@@ -233,7 +233,7 @@ fn lru_lookup(flow: &FlowKey, flags: u8) -> Lookup {
 #[inline(always)]
 pub fn lookup_real(svc: &Service, flow: &FlowKey) -> Option<u32> {
     if let Some(key) = WayKey::of(flow) {
-        if let Some(way) = conntable::set_of(flow).and_then(|set| conntable::find(set, &key)) {
+        if let Some(way) = conntable::set_of(&key).and_then(|set| conntable::find(set, &key)) {
             let real = valid_way_real(way.value.meta)?;
             return (real.service_id == svc.id).then_some(conn::meta_real(way.value.meta));
         }
@@ -351,7 +351,7 @@ pub enum Inserted {
 #[inline(always)]
 pub fn insert(flow: &FlowKey, flags: u8, f: &NewFlow, now: u64) -> Inserted {
     if let Some(key) = WayKey::of(flow) {
-        if let Some(set) = conntable::set_of(flow) {
+        if let Some(set) = conntable::set_of(&key) {
             let opening = is_opening(flow, flags);
             let stamp = conn::stamp_from_ns(now);
             let meta = conn::meta_word(

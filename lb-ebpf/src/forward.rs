@@ -21,11 +21,13 @@ pub fn to_real(ctx: &XdpContext, flow: &FlowKey, real_id: u32, real: &RealServer
     let Some(eth) = ptr_at_mut::<[u8; 12]>(ctx, 0) else {
         return xdp_action::XDP_PASS;
     };
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&real.mac);
-    macs[6..].copy_from_slice(&real.src_mac);
-    // SAFETY: ptr_at_mut proved 12 bytes.
-    unsafe { core::ptr::write_unaligned(eth, macs) };
+    let eth = eth.cast::<[u8; 6]>();
+    // SAFETY: ptr_at_mut proved 12 bytes: destination MAC, then source MAC. Written straight
+    // from the map value (no copy on the stack first).
+    unsafe {
+        core::ptr::write_unaligned(eth, real.mac);
+        core::ptr::write_unaligned(eth.add(1), real.src_mac);
+    }
     if real.ifindex == ctx.ingress_ifindex() as u32 {
         return xdp_action::XDP_TX;
     }

@@ -100,36 +100,44 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
     }
 }
 
+/// A `T` at byte `at` of a header whose bytes `ptr_at` proved: one (misaligned) load, where
+/// assembling a field from a byte array costs a load, a shift and an or per byte.
+///
+/// # Safety
+/// `hdr + at .. hdr + at + size_of::<T>()` is inside the packet.
+#[inline(always)]
+unsafe fn field<T>(hdr: *const u8, at: usize) -> T {
+    // SAFETY: the caller's promise; read_unaligned has no alignment requirement.
+    unsafe { read_unaligned(hdr.add(at).cast::<T>()) }
+}
+
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, off: usize) -> Parsed {
     let Some(hdr) = ptr_at::<[u8; 20]>(ctx, off) else {
         return Parsed::Malformed;
     };
+    let hdr = hdr.cast::<u8>();
     // SAFETY: ptr_at proved 20 bytes.
-    let hdr = unsafe { read_unaligned(hdr) };
-    if hdr[0] >> 4 != 4 {
+    let (version_ihl, total_len, frag, proto, src, dst) = unsafe {
+        (
+            field::<u8>(hdr, 0),
+            u16::from_be(field::<u16>(hdr, 2)) as usize,
+            u16::from_be(field::<u16>(hdr, 6)),
+            field::<u8>(hdr, 9),
+            field::<u32>(hdr, 12),
+            field::<u32>(hdr, 16),
+        )
+    };
+    if version_ihl >> 4 != 4 {
         return Parsed::Malformed;
     }
-    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
-    let total_len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+    let ihl = ((version_ihl & 0x0f) as usize) * 4;
     if ihl < 20 || total_len < ihl || ctx.data() + off + total_len > ctx.data_end() {
         return Parsed::Malformed;
     }
-    let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
-    let proto = hdr[9];
     let mut flow = FlowKey {
-        src: [
-            u32::from_ne_bytes([hdr[12], hdr[13], hdr[14], hdr[15]]),
-            0,
-            0,
-            0,
-        ],
-        dst: [
-            u32::from_ne_bytes([hdr[16], hdr[17], hdr[18], hdr[19]]),
-            0,
-            0,
-            0,
-        ],
+        src: [src, 0, 0, 0],
+        dst: [dst, 0, 0, 0],
         sport: 0,
         dport: 0,
         proto,
@@ -163,28 +171,43 @@ fn l4_ports(ctx: &XdpContext, l4: usize, mut flow: FlowKey) -> Parsed {
         let Some(tcp) = ptr_at::<[u8; 20]>(ctx, l4) else {
             return Parsed::Malformed;
         };
+        let tcp = tcp.cast::<u8>();
         // SAFETY: ptr_at proved 20 bytes.
-        let tcp = unsafe { read_unaligned(tcp) };
-        if (tcp[12] >> 4) < 5 {
+        let (sport, dport, data_off, flags) = unsafe {
+            (
+                field::<u16>(tcp, 0),
+                field::<u16>(tcp, 2),
+                field::<u8>(tcp, 12),
+                field::<u8>(tcp, 13),
+            )
+        };
+        if (data_off >> 4) < 5 {
             return Parsed::Malformed;
         }
-        flow.sport = u16::from_ne_bytes([tcp[0], tcp[1]]);
-        flow.dport = u16::from_ne_bytes([tcp[2], tcp[3]]);
+        flow.sport = sport;
+        flow.dport = dport;
         Parsed::Flow {
             flow,
-            tcp_flags: tcp[13],
+            tcp_flags: flags,
         }
     } else {
         let Some(udp) = ptr_at::<[u8; 8]>(ctx, l4) else {
             return Parsed::Malformed;
         };
+        let udp = udp.cast::<u8>();
         // SAFETY: ptr_at proved 8 bytes.
-        let udp = unsafe { read_unaligned(udp) };
-        if (u16::from_be_bytes([udp[4], udp[5]]) as usize) < 8 {
+        let (sport, dport, len) = unsafe {
+            (
+                field::<u16>(udp, 0),
+                field::<u16>(udp, 2),
+                u16::from_be(field::<u16>(udp, 4)),
+            )
+        };
+        if (len as usize) < 8 {
             return Parsed::Malformed;
         }
-        flow.sport = u16::from_ne_bytes([udp[0], udp[1]]);
-        flow.dport = u16::from_ne_bytes([udp[2], udp[3]]);
+        flow.sport = sport;
+        flow.dport = dport;
         Parsed::Flow { flow, tcp_flags: 0 }
     }
 }

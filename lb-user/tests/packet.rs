@@ -1011,10 +1011,11 @@ fn set_index(h: &Harness, sport: u16) -> u32 {
     conn_sets::set_of(&key4(sport), h.writer.maps().conn_sets.sets())
 }
 
-/// `n` client ports from `from` on whose flows share one set (the first port's).
+/// `n` client ports from `from` on (then from 1024) whose flows share one set (the first port's).
 fn colliding_ports(h: &Harness, from: u16, n: usize) -> Vec<u16> {
     let set = set_index(h, from);
     (from..u16::MAX)
+        .chain(1024..from)
         .filter(|p| set_index(h, *p) == set)
         .take(n)
         .collect()
@@ -1151,6 +1152,71 @@ fn eviction_takes_free_ways_then_the_oldest_non_established_way() {
     let misses = counter(&h, stat::CONN_MISS);
     assert_goes_to_its_real(&h, p[0], "A");
     assert_eq!(counter(&h, stat::CONN_MISS), misses + 1);
+}
+
+/// Every idle timeout `[timeouts]` accepts holds, up to its 30-day limit: a way tells ages apart
+/// only up to 2^15 stamp units (9.7 h), so the sweep moves a way idle for `LONG_IDLE_UNITS`
+/// (4.9 h) to the LRU, whose entry keeps the time in ns and the full generations. At the limit
+/// (tcp = 30 days) the flow is kept and its next packet still goes to its real server; a timeout
+/// shorter than its idle time expires it (the move never makes a flow live longer).
+#[test]
+fn a_flow_idle_past_the_ways_age_range_keeps_its_real_up_to_the_30_day_limit() {
+    use std::time::Duration;
+    use xlb::dataplane::sweep::{self, Timeouts};
+    xtask::require!(BPF);
+    let mut h = eight_reals(4096);
+    let (kept, expires) = (24_000, 24_001);
+    for p in [kept, expires] {
+        open_established(&h, p);
+        age_way(&h, p, conn::LONG_IDLE_UNITS + 10);
+    }
+    let idle = Duration::from_nanos(u64::from(conn::LONG_IDLE_UNITS + 10) << conn::STAMP_SHIFT);
+    // Longest timeout the configuration accepts (validate::MAX_TIMEOUT_S, 30 days).
+    let month = Timeouts {
+        established: Duration::from_secs(2_592_000),
+        ..Timeouts::default()
+    };
+    let r = sweep::sweep(h.writer.maps_mut(), &month).unwrap();
+    assert_eq!(r.expired, 0);
+    for p in [kept, expires] {
+        assert_eq!(way_of(&h, p), None, "port {p} moved out of its set");
+        let e = h.writer.maps().conn_table.get(&key4(p), 0).unwrap();
+        assert_eq!(e.state, lb_common::conn_state::ESTABLISHED);
+        let slot = h.writer.maps().reals.get(&e.real_id, 0).unwrap();
+        assert_eq!(
+            (e.real_gen, e.service_id),
+            (slot.generation, slot.service_id)
+        );
+        // Never younger than it was (no early expiry), so at most its age as a way.
+        let lru_idle = sweep::monotonic_ns().saturating_sub(e.last_seen_ns);
+        assert!(Duration::from_nanos(lru_idle) <= idle, "{lru_idle}");
+    }
+    // Still counted, and still forwarded to its own real server (an LRU hit).
+    let r = sweep::sweep(h.writer.maps_mut(), &month).unwrap();
+    assert_eq!(r.expired, 0);
+    assert_eq!(r.entries, 2);
+    let hits = counter(&h, stat::CONN_HIT);
+    assert_goes_to_its_real(&h, kept, "PA");
+    assert_eq!(counter(&h, stat::CONN_HIT), hits + 1);
+    // An LRU entry idle for an hour under a 50-minute timeout expires (where the clock since
+    // boot can say "an hour ago").
+    let mut entry = h.writer.maps().conn_table.get(&key4(expires), 0).unwrap();
+    entry.last_seen_ns = sweep::monotonic_ns().saturating_sub(3_600_000_000_000);
+    h.writer
+        .maps_mut()
+        .conn_table
+        .insert(key4(expires), entry, 0)
+        .unwrap();
+    let hour = Timeouts {
+        established: Duration::from_secs(3_000),
+        ..Timeouts::default()
+    };
+    if sweep::monotonic_ns() > 3_600_000_000_000 {
+        let r = sweep::sweep(h.writer.maps_mut(), &hour).unwrap();
+        assert_eq!(r.expired, 1);
+        assert!(h.writer.maps().conn_table.get(&key4(expires), 0).is_err());
+        assert!(h.writer.maps().conn_table.get(&key4(kept), 0).is_ok());
+    }
 }
 
 #[test]

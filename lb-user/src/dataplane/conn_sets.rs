@@ -196,6 +196,12 @@ pub fn way_entry(w: &ConnWay, service_id: u32, now_ns: u64) -> FlowEntry {
     }
 }
 
+/// Idle for `conn::LONG_IDLE_UNITS` or more (the sweep moves such ways to the LRU).
+pub fn is_long_idle(w: &ConnWay, now_ns: u64) -> bool {
+    conn::stamp_age(conn::stamp_from_ns(now_ns), conn::stamp_of(w.stamp_check))
+        >= conn::LONG_IDLE_UNITS
+}
+
 /// The way the XDP program would write for `key` (tests, bench prefill).
 pub fn way_for(
     key: &FlowKey,
@@ -215,9 +221,10 @@ pub fn way_for(
     )
 }
 
-/// The set of a flow (the program's `flow_hash & (sets - 1)`).
+/// The set of a flow (the program's `conntable::set_of`).
 pub fn set_of(key: &FlowKey, sets: u32) -> u32 {
-    lb_common::hash::flow_hash(key) & (sets - 1)
+    let ports = conn::ports_word(key.sport, key.dport);
+    conn::set_index(conn::key_hash(key.src[0], key.dst[0], ports), sets - 1)
 }
 
 #[cfg(test)]

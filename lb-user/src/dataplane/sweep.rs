@@ -203,6 +203,8 @@ struct ConnPass {
     result: SweepResult,
     expired: Expired,
     controlled: HashSet<PersistKey>,
+    /// Live ways idle for `conn::LONG_IDLE_UNITS` or more, as read: moved to the LRU.
+    long_idle: Vec<(WayIndex, lb_common::conn::ConnWay)>,
 }
 
 /// The service of a way: its real server's slot's (a slot belongs to one service), read from
@@ -222,6 +224,7 @@ fn count(maps: &KernelMaps, timeouts: &Timeouts, now: u64) -> std::io::Result<Co
         result: SweepResult::default(),
         expired: Expired::default(),
         controlled: HashSet::new(),
+        long_idle: Vec::new(),
     };
     let mut per_real = PerReal::new();
     let mut extra = HashMap::new();
@@ -246,6 +249,9 @@ fn count(maps: &KernelMaps, timeouts: &Timeouts, now: u64) -> std::io::Result<Co
                 let key = conn_sets::way_key(&w);
                 pass.expired.ways.push((at, w.stamp_check, Some(key)));
                 continue;
+            }
+            if conn_sets::is_long_idle(&w, now) {
+                pass.long_idle.push((at, w));
             }
             live += 1;
             // The set table holds own flows only (synced entries are written to the LRU).
@@ -347,7 +353,9 @@ pub fn sweep(maps: &mut KernelMaps, timeouts: &Timeouts) -> std::io::Result<Swee
         mut result,
         expired,
         controlled,
+        long_idle,
     } = count(maps, timeouts, now)?;
+    move_to_lru(maps, &long_idle, now);
     let mut freed = 0u64;
     for (at, seen, key) in &expired.ways {
         if !maps.conn_sets.free_if_unchanged(*at, *seen) {
@@ -376,6 +384,58 @@ pub fn sweep(maps: &mut KernelMaps, timeouts: &Timeouts) -> std::io::Result<Swee
     let map = &mut maps.persist_templates;
     result.templates_expired = batch::delete(fd, &templates.expired, |k| map.remove(k).is_ok());
     Ok(result)
+}
+
+/// Moves ways idle for `conn::LONG_IDLE_UNITS` (4.9 h) to the LRU, whose entries keep the time
+/// in ns: a way tells ages apart only up to 2^15 stamp units (9.7 h), while `[timeouts]` go up to
+/// 30 days. The LRU entry is written first (only if the flow has none), then the way is freed if
+/// the program did not touch it meanwhile; if it did, the flow is live in its set again and the
+/// copy is removed. A way whose generations no longer match its slot's is freed. Returns how
+/// many moved.
+fn move_to_lru(
+    maps: &mut KernelMaps,
+    ways: &[(WayIndex, lb_common::conn::ConnWay)],
+    now: u64,
+) -> u64 {
+    const BPF_NOEXIST: u64 = 1;
+    let mut moved = 0;
+    for (at, w) in ways {
+        let Some(entry) = long_idle_entry(maps, w, now) else {
+            // Stale (its real server or service went away): its next packet is dispatched
+            // afresh anyway; freed before its low generation bits could match a reused slot.
+            maps.conn_sets.free_if_unchanged(*at, w.stamp_check);
+            continue;
+        };
+        let key = conn_sets::way_key(w);
+        if maps.conn_table.insert(key, entry, BPF_NOEXIST).is_err() {
+            continue;
+        }
+        if maps.conn_sets.free_if_unchanged(*at, w.stamp_check) {
+            moved += 1;
+        } else {
+            let _ = maps.conn_table.remove(&key);
+        }
+    }
+    moved
+}
+
+/// The LRU entry of a long-idle way, with the full generations of its real server and service
+/// (a way keeps their low bits), if they still match.
+fn long_idle_entry(maps: &KernelMaps, w: &lb_common::conn::ConnWay, now: u64) -> Option<FlowEntry> {
+    use lb_common::conn;
+    let real_id = conn::meta_real(w.meta);
+    let real = maps.reals.get(&real_id, 0).ok()?;
+    let svc = maps.services.state(real.service_id).ok()?;
+    if !conn::meta_real_gen_is(w.meta, real.generation)
+        || !conn::meta_svc_gen_is(w.meta, svc.generation)
+    {
+        return None;
+    }
+    Some(FlowEntry {
+        real_gen: real.generation,
+        service_gen: svc.generation,
+        ..conn_sets::way_entry(w, real.service_id, now)
+    })
 }
 
 /// Visits every entry of the table (the ways as LRU entries, then the LRU) without changing it:
