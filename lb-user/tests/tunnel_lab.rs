@@ -480,6 +480,17 @@ fn real_server_state(r: &Running, rs: &xtask::lab::Host) -> String {
     out
 }
 
+/// `xlb realserver VERB --vip VIP --state-file ... EXTRA` on the lab's first real server (its
+/// state file as `start` wrote it).
+fn first_real_server_cli(r: &Running, verb: &str, extra: &[&str]) -> std::process::Output {
+    let rs = &r.t.real_servers[0];
+    let state = r.t.lab.dir().join(format!("{}.json", rs.name()));
+    let mut argv = vec![XLB, "realserver", verb, "--vip", VIP, "--state-file"];
+    argv.push(state.to_str().unwrap());
+    argv.extend_from_slice(extra);
+    r.t.lab.run(rs, &argv).unwrap()
+}
+
 /// `down` restores exactly what was there before `up`, with either hook: the real server's
 /// links, addresses, rules, routes, sysctls and pins, byte-compared; `status` after `down`
 /// says not ready.
@@ -488,13 +499,7 @@ fn realserver_down_restores_exactly_the_prior_state() {
     xtask::require!(NEEDS);
     let r = start("tundown", "ipip");
     let rs = r.t.real_servers[0].clone();
-    let state = r.t.lab.dir().join("rs1.json");
-    let state = state.to_str().unwrap();
-    let rs_cmd = |verb: &str, extra: &[&str]| {
-        let mut argv = vec![XLB, "realserver", verb, "--vip", VIP, "--state-file", state];
-        argv.extend_from_slice(extra);
-        r.t.lab.run(&rs, &argv).unwrap()
-    };
+    let rs_cmd = |verb: &str, extra: &[&str]| first_real_server_cli(&r, verb, extra);
     let o = rs_cmd("down", &[]);
     assert!(o.status.success(), "{}", out_text(&o));
     let before = real_server_state(&r, &rs);
@@ -546,13 +551,7 @@ fn realserver_says_which_decapsulation_it_chose_and_why() {
     xtask::require!(NEEDS);
     let r = start("tunwho", "ipip");
     let rs = r.t.real_servers[0].clone();
-    let state = r.t.lab.dir().join("rs1.json");
-    let state = state.to_str().unwrap();
-    let run = |verb: &str, extra: &[&str]| {
-        let mut argv = vec![XLB, "realserver", verb, "--vip", VIP, "--state-file", state];
-        argv.extend_from_slice(extra);
-        r.t.lab.run(&rs, &argv).unwrap()
-    };
+    let run = |verb: &str, extra: &[&str]| first_real_server_cli(&r, verb, extra);
     let tunnel = [
         "--tunnel",
         "ipip",
