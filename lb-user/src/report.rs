@@ -302,22 +302,31 @@ impl<'a> ConnListing<'a> {
             && f.client.is_none_or(|c| c == client)
     }
 
+    /// A live entry of a known service that the filter selects is counted; it is listed (its
+    /// service and real server returned) while the listing is under its limit.
+    fn admit(
+        &mut self,
+        service_id: u32,
+        real_id: u32,
+        client: IpAddr,
+    ) -> Option<(ServiceAddr, Option<SocketAddr>)> {
+        let (name, service) = self.services.get(&service_id)?;
+        let dest = self.reals.get(&real_id).copied();
+        if !self.selects(name, dest, client) {
+            return None;
+        }
+        self.total += 1;
+        (self.entries.len() < self.filter.limit).then_some((*service, dest))
+    }
+
     pub fn visit(&mut self, k: &FlowKey, v: &FlowEntry) {
         if sweep::is_expired(v, self.timeouts, self.now_ns) {
             return;
         }
-        let Some((name, service)) = self.services.get(&v.service_id) else {
+        let client = words_addr(k.src, k.family);
+        let Some((service, dest)) = self.admit(v.service_id, v.real_id, client) else {
             return;
         };
-        let dest = self.reals.get(&v.real_id).copied();
-        let client = words_addr(k.src, k.family);
-        if !self.selects(name, dest, client) {
-            return;
-        }
-        self.total += 1;
-        if self.entries.len() >= self.filter.limit {
-            return;
-        }
         let entry = ConnEntry {
             protocol: service.protocol.ipvsadm_name().to_string(),
             expire_secs: sweep::expires_in(v, self.timeouts, self.now_ns).as_secs(),
@@ -336,18 +345,10 @@ impl<'a> ConnListing<'a> {
         if sweep::template_expired(v, p, self.now_ns) {
             return;
         }
-        let Some((name, service)) = self.services.get(&k.service_id) else {
+        let client = words_addr(k.client, k.family);
+        let Some((service, dest)) = self.admit(k.service_id, v.real_id, client) else {
             return;
         };
-        let dest = self.reals.get(&v.real_id).copied();
-        let client = words_addr(k.client, k.family);
-        if !self.selects(name, dest, client) {
-            return;
-        }
-        self.total += 1;
-        if self.entries.len() >= self.filter.limit {
-            return;
-        }
         let entry = ConnEntry {
             protocol: service.protocol.ipvsadm_name().to_string(),
             expire_secs: sweep::template_expires_in(v, p, self.now_ns).as_secs(),
