@@ -186,12 +186,7 @@ fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
         .unwrap()
         .as_secs_f64();
     let t_kill = Instant::now();
-    dr.d.lab
-        .signal(d1.daemon.as_ref().unwrap(), libc::SIGKILL)
-        .unwrap();
-    dr.d.lab
-        .run_ok(&d1.host, &["ip", "link", "set", "eth0", "down"])
-        .unwrap();
+    kill_silently(&dr, &d1);
     let took = wait_until("dir2 takes the VIP", Duration::from_secs(10), || {
         has_vip(&dr, &d2.host)
     });
@@ -276,6 +271,17 @@ fn xlb_pair_fails_over_preempts_and_hands_over_without_breaking_flows() {
 
 /// The `inactive_service` counter (packets for a VIP passed to the kernel, unforwarded, because
 /// the service was not active on this director).
+/// The director dies without a word: its daemon SIGKILLed (no priority-0 advert) and its link
+/// down (no frame leaves, none arrives), as a host crash would look to the pair.
+fn kill_silently(dr: &Dr, d: &Director) {
+    dr.d.lab
+        .signal(d.daemon.as_ref().unwrap(), libc::SIGKILL)
+        .unwrap();
+    dr.d.lab
+        .run_ok(&d.host, &["ip", "link", "set", "eth0", "down"])
+        .unwrap();
+}
+
 fn unforwarded(dr: &Dr, d: &Director) -> u64 {
     let out =
         dr.d.lab
@@ -564,12 +570,7 @@ fn rr_failover(sync: bool) -> (usize, usize) {
     });
     let streams = dr.start_streams_stall(200, 20.0, 12.0);
     std::thread::sleep(Duration::from_secs(3));
-    dr.d.lab
-        .signal(d1.daemon.as_ref().unwrap(), libc::SIGKILL)
-        .unwrap();
-    dr.d.lab
-        .run_ok(&d1.host, &["ip", "link", "set", "eth0", "down"])
-        .unwrap();
+    kill_silently(&dr, &d1);
     wait_until("dir2 takes the VIP", Duration::from_secs(10), || {
         has_vip(&dr, &d2.host)
     });
@@ -694,12 +695,7 @@ fn tunnelled_pair_fails_over_without_resetting_a_stream() {
     );
     let streams = dr.start_streams_stall(100, 16.0, 12.0);
     std::thread::sleep(Duration::from_secs(3));
-    dr.d.lab
-        .signal(d1.daemon.as_ref().unwrap(), libc::SIGKILL)
-        .unwrap();
-    dr.d.lab
-        .run_ok(&d1.host, &["ip", "link", "set", "eth0", "down"])
-        .unwrap();
+    kill_silently(&dr, &d1);
     let took = wait_until("dir2 takes the VIP", Duration::from_secs(10), || {
         has_vip(&dr, &d2.host)
     });
