@@ -408,8 +408,65 @@ pub fn sysctl_d_content(vips: &[IpAddr]) -> String {
     s
 }
 
+/// What the unit of `up --persist --tunnel` adds: the tunnel flags as `up` was given them, and
+/// the interface the tunnel packets arrive on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersistedTunnel {
+    /// `--tunnel ... --interface ...` and the other tunnel flags, ready for the command line.
+    pub args: Vec<String>,
+    pub interface: String,
+}
+
+/// systemd's name for a network interface's device unit (`systemd-escape`'s rules: `-` and
+/// anything outside `[A-Za-z0-9:_.]`, or a leading `.`, as `\xNN`).
+fn device_unit(interface: &str) -> String {
+    let mut name = String::from("sys-subsystem-net-devices-");
+    for (i, b) in interface.bytes().enumerate() {
+        let plain = b.is_ascii_alphanumeric() || b == b':' || b == b'_' || (b == b'.' && i > 0);
+        if plain {
+            name.push(b as char);
+        } else {
+            name += &format!("\\x{b:02x}");
+        }
+    }
+    name + ".device"
+}
+
+/// The `[Unit]` ordering. Direct routing needs nothing but `lo` and the sysctls, so it runs
+/// before the network (and so before the web server binds the VIPs). Tunnel mode attaches to
+/// `--interface` and its advmss table copies the main table's routes, so it waits for the
+/// network to be online and for the interface's device.
+fn unit_ordering(tunnel: Option<&PersistedTunnel>) -> String {
+    match tunnel {
+        None => "Description=xlb direct-routing real server (VIPs on lo, ARP sysctls)\n\
+                 DefaultDependencies=no\n\
+                 After=systemd-sysctl.service network-pre.target\n\
+                 Before=network.target shutdown.target\n\
+                 Conflicts=shutdown.target\n"
+            .to_string(),
+        Some(t) => {
+            let device = device_unit(&t.interface);
+            format!(
+                "Description=xlb tunnel-mode real server (VIPs on lo, ARP sysctls, decapsulation \
+                 on {iface})\n\
+                 Wants=network-online.target\n\
+                 Requires={device}\n\
+                 After=systemd-sysctl.service sys-fs-bpf.mount network-online.target {device}\n\
+                 Before=shutdown.target\n\
+                 Conflicts=shutdown.target\n",
+                iface = t.interface
+            )
+        }
+    }
+}
+
 /// The systemd unit content; `exe` is the xlb binary.
-pub fn unit_content(exe: &Path, vips: &[IpAddr], state_file: &Path) -> String {
+pub fn unit_content(
+    exe: &Path,
+    vips: &[IpAddr],
+    state_file: &Path,
+    tunnel: Option<&PersistedTunnel>,
+) -> String {
     let mut args = String::new();
     for v in vips {
         args += &format!(" --vip {v}");
@@ -417,35 +474,42 @@ pub fn unit_content(exe: &Path, vips: &[IpAddr], state_file: &Path) -> String {
     if state_file != Path::new(DEFAULT_STATE_FILE) {
         args += &format!(" --state-file {}", state_file.display());
     }
+    // `down` finds the tunnel set-up in the state file: only `up` needs the tunnel flags.
+    let up_args: String = tunnel
+        .map(|t| t.args.iter().map(|a| format!(" {a}")).collect())
+        .unwrap_or_default();
     format!(
         "# Written by `xlb realserver up --persist`.\n\
          [Unit]\n\
-         Description=xlb direct-routing real server (VIPs on lo, ARP sysctls)\n\
-         DefaultDependencies=no\n\
-         After=systemd-sysctl.service network-pre.target\n\
-         Before=network.target shutdown.target\n\
-         Conflicts=shutdown.target\n\
+         {ordering}\
          \n\
          [Service]\n\
          Type=oneshot\n\
          RemainAfterExit=yes\n\
-         ExecStart={exe} realserver up{args}\n\
+         ExecStart={exe} realserver up{args}{up_args}\n\
          ExecStop={exe} realserver down{args}\n\
          \n\
          [Install]\n\
          WantedBy=multi-user.target\n",
+        ordering = unit_ordering(tunnel),
         exe = exe.display()
     )
 }
 
 /// Writes the sysctl.d file and the unit, and enables it (the `wants` symlink, as `systemctl
 /// enable` does). Returns one line per file written.
-pub fn persist(root: &Path, exe: &Path, vips: &[IpAddr], state_file: &Path) -> Result<Vec<String>> {
+pub fn persist(
+    root: &Path,
+    exe: &Path,
+    vips: &[IpAddr],
+    state_file: &Path,
+    tunnel: Option<&PersistedTunnel>,
+) -> Result<Vec<String>> {
     let p = PersistPaths::under(root);
     let mut out = Vec::new();
     for (path, content) in [
         (&p.sysctl_d, sysctl_d_content(vips)),
-        (&p.unit, unit_content(exe, vips, state_file)),
+        (&p.unit, unit_content(exe, vips, state_file, tunnel)),
     ] {
         if fs::read_to_string(path).ok().as_deref() == Some(content.as_str()) {
             continue;
@@ -498,9 +562,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("xlb-rs-persist-{}", std::process::id()));
         let vips: Vec<IpAddr> = vec!["198.18.2.212".parse().unwrap()];
         let st = Path::new(DEFAULT_STATE_FILE);
-        let w = persist(&dir, Path::new("/usr/sbin/xlb"), &vips, st).unwrap();
+        let w = persist(&dir, Path::new("/usr/sbin/xlb"), &vips, st, None).unwrap();
         assert_eq!(w.len(), 3, "{w:?}");
-        assert!(persist(&dir, Path::new("/usr/sbin/xlb"), &vips, st)
+        assert!(persist(&dir, Path::new("/usr/sbin/xlb"), &vips, st, None)
             .unwrap()
             .is_empty());
         let p = PersistPaths::under(&dir);
@@ -515,6 +579,79 @@ mod tests {
             Path::new("../xlb-realserver.service")
         );
         assert_eq!(unpersist(&dir).unwrap().len(), 3);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tunnel_unit_waits_for_the_network_and_its_interface() {
+        let vips: Vec<IpAddr> = vec!["198.18.2.212".parse().unwrap()];
+        let tunnel = PersistedTunnel {
+            args: ["--tunnel", "gue", "--interface", "eth-1"]
+                .map(String::from)
+                .to_vec(),
+            interface: "eth-1".into(),
+        };
+        let unit = unit_content(
+            Path::new("/usr/sbin/xlb"),
+            &vips,
+            Path::new(DEFAULT_STATE_FILE),
+            Some(&tunnel),
+        );
+        assert!(unit.contains(
+            "ExecStart=/usr/sbin/xlb realserver up --vip 198.18.2.212 --tunnel gue --interface eth-1\n"
+        ));
+        // `down` reads the tunnel set-up from the state file.
+        assert!(unit.contains("ExecStop=/usr/sbin/xlb realserver down --vip 198.18.2.212\n"));
+        assert!(unit.contains("Requires=sys-subsystem-net-devices-eth\\x2d1.device\n"));
+        assert!(
+            unit.contains("After=systemd-sysctl.service sys-fs-bpf.mount network-online.target")
+        );
+        assert!(unit.contains("Wants=network-online.target\n"));
+        assert!(
+            !unit.contains("DefaultDependencies=no") && !unit.contains("Before=network.target")
+        );
+        assert_eq!(
+            device_unit(".x:y_z.1"),
+            "sys-subsystem-net-devices-\\x2ex:y_z.1.device"
+        );
+    }
+
+    /// systemd itself reads both units (skipped where systemd-analyze is not installed).
+    #[test]
+    fn units_pass_systemd_analyze_verify() {
+        let dir = std::env::temp_dir().join(format!("xlb-rs-verify-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let vips: Vec<IpAddr> = vec![
+            "198.18.2.212".parse().unwrap(),
+            "2001:db8::212".parse().unwrap(),
+        ];
+        let tunnel = PersistedTunnel {
+            args: ["--tunnel", "ipip", "--interface", "eth-1"]
+                .map(String::from)
+                .to_vec(),
+            interface: "eth-1".into(),
+        };
+        for (name, t) in [("dr", None), ("tunnel", Some(&tunnel))] {
+            let unit = dir.join(format!("xlb-realserver-{name}.service"));
+            let content = unit_content(Path::new("/bin/true"), &vips, Path::new("/run/x.json"), t);
+            fs::write(&unit, content).unwrap();
+            let out = match std::process::Command::new("systemd-analyze")
+                .arg("verify")
+                .arg(&unit)
+                .output()
+            {
+                Ok(out) => out,
+                Err(e) => {
+                    eprintln!("skipped: systemd-analyze not runnable here ({e})");
+                    break;
+                }
+            };
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success() && stderr.trim().is_empty(),
+                "{name}: {stderr}"
+            );
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -17,7 +17,8 @@ pub enum Action {
         #[command(flatten)]
         tunnel: TunnelArgs,
         /// Also write /etc/sysctl.d/90-xlb-realserver.conf and enable xlb-realserver.service
-        /// (oneshot) so the setup survives reboots.
+        /// (oneshot) so the setup survives reboots. With `--tunnel` the unit repeats the tunnel
+        /// flags and runs once the network is online and `--interface` exists.
         #[arg(long)]
         persist: bool,
     },
@@ -112,6 +113,45 @@ impl TunnelArgs {
     }
 }
 
+impl TunnelArgs {
+    /// The flags again, as `up --persist` writes them into the unit: each one that differs from
+    /// its default, so the unit reads as the operator would have typed it.
+    fn command_line(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut flag = |name: &str, value: String| {
+            out.push(format!("--{name}"));
+            out.push(value);
+        };
+        if let Some(kind) = &self.tunnel {
+            flag("tunnel", kind.clone());
+        }
+        for d in &self.directors {
+            flag("director", d.to_string());
+        }
+        if let Some(iface) = &self.interface {
+            flag("interface", iface.clone());
+        }
+        if self.gue_port != lb_common::DEFAULT_GUE_PORT {
+            flag("gue-port", self.gue_port.to_string());
+        }
+        if self.decap != "auto" {
+            flag("decap", self.decap.clone());
+        }
+        if self.attach != "auto" {
+            flag("attach", self.attach.clone());
+        }
+        match self.advmss {
+            crate::realserver_tunnel::AdvmssChoice::Auto => {}
+            crate::realserver_tunnel::AdvmssChoice::Off => flag("advmss", "off".into()),
+            crate::realserver_tunnel::AdvmssChoice::Fixed(m) => flag("advmss", m.to_string()),
+        }
+        if self.bpffs_dir != std::path::Path::new(crate::realserver_tunnel::DEFAULT_PIN_DIR) {
+            flag("bpffs-dir", self.bpffs_dir.display().to_string());
+        }
+        out
+    }
+}
+
 fn parse_advmss(s: &str) -> Result<crate::realserver_tunnel::AdvmssChoice, String> {
     use crate::realserver_tunnel::AdvmssChoice;
     match s {
@@ -146,10 +186,6 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
         } => {
             anyhow::ensure!(!common.vips.is_empty(), "`up` needs at least one --vip");
             let request = tunnel.request()?;
-            anyhow::ensure!(
-                !(persist && request.is_some()),
-                "`--persist` does not cover `--tunnel` yet: run `up --tunnel` at boot"
-            );
             let mut lines = realserver::up(&common.vips, &common.state_file)?;
             if let Some(req) = &request {
                 lines.extend(crate::realserver_tunnel::up_recorded(
@@ -160,11 +196,16 @@ pub fn run(action: Action) -> anyhow::Result<ExitCode> {
             }
             if persist {
                 let exe = std::env::current_exe().context("finding the xlb binary")?;
+                let persisted = request.as_ref().map(|req| realserver::PersistedTunnel {
+                    args: tunnel.command_line(),
+                    interface: req.interface.clone(),
+                });
                 lines.extend(realserver::persist(
                     &common.root,
                     &exe,
                     &common.vips,
                     &common.state_file,
+                    persisted.as_ref(),
                 )?);
             }
             print_changes(&lines, "already up: nothing changed");
@@ -320,5 +361,71 @@ fn print_changes(lines: &[String], none: &str) {
     }
     for l in lines {
         println!("{l}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn up_tunnel(args: &[&str]) -> TunnelArgs {
+        let argv = ["xlb", "realserver", "up", "--vip", "198.18.0.100"];
+        let cli = Cli::try_parse_from(argv.iter().chain(args)).expect("parses");
+        match cli.command {
+            Command::Realserver {
+                action: Action::Up { tunnel, .. },
+            } => tunnel,
+            other => panic!("not realserver up: {other:?}"),
+        }
+    }
+
+    /// The unit's ExecStart must ask for the same tunnel set-up as the command that wrote it.
+    #[test]
+    fn persisted_tunnel_flags_parse_back_to_the_same_request() {
+        for given in [
+            &[
+                "--tunnel",
+                "ipip",
+                "--director",
+                "198.18.0.2",
+                "--interface",
+                "eth0",
+            ][..],
+            &[
+                "--tunnel",
+                "gue",
+                "--director",
+                "198.18.0.2",
+                "198.18.0.3",
+                "--interface",
+                "eth1.100",
+                "--gue-port",
+                "7000",
+                "--decap",
+                "xlb",
+                "--attach",
+                "tc",
+                "--advmss",
+                "1400",
+                "--bpffs-dir",
+                "/sys/fs/bpf/other",
+            ][..],
+            &["--tunnel", "gue", "--interface", "eth0", "--advmss", "off"][..],
+        ] {
+            let first = up_tunnel(given);
+            let line = first.command_line();
+            let words: Vec<&str> = line.iter().map(String::as_str).collect();
+            let again = up_tunnel(&words);
+            assert_eq!(
+                format!("{:?}", first.request().unwrap()),
+                format!("{:?}", again.request().unwrap()),
+                "{given:?} -> {line:?}"
+            );
+        }
+        let defaults = up_tunnel(&["--tunnel", "ipip", "--interface", "eth0"]).command_line();
+        assert_eq!(defaults, ["--tunnel", "ipip", "--interface", "eth0"]);
     }
 }
