@@ -141,7 +141,7 @@ fn field_report_persistence_and_connection_reuse() {
             let spread =
                 xtask::lab::dr::curl_spread(&dr.d.lab, &dr.d.client, &format!("http://{vip}/"), 4)
                     .unwrap();
-            spread.get("FAIL").is_none()
+            !spread.contains_key("FAIL")
         })
     });
     let status = dr.status_json();

@@ -368,7 +368,7 @@ impl HealthChecker {
         let unchecked = t.active_check().is_none();
         let initial = match prev {
             // A check removed from a real server that was down: up, as an unchecked one is.
-            Some(p) if !(unchecked && !p.up) => RealHealth {
+            Some(p) if !unchecked || p.up => RealHealth {
                 weight: t.config_weight,
                 checks: 0,
                 failures: 0,
