@@ -261,6 +261,87 @@ fn screenshot(dr: &Dr, profile: &Path, out: &Path) {
     );
 }
 
+/// The status page shows each director's health view side by side: headless Chromium against
+/// the daemon's own HTTP endpoint (`metrics::serve` on loopback, no lab needed) serving a
+/// snapshot in which two peers sent views.
+#[test]
+fn status_page_shows_the_directors_health_views() {
+    use std::{collections::BTreeMap, sync::Arc};
+    use xlb::health::views::{HealthViews, PeerView, RealViews};
+    xtask::require!([Need::Binary("chromium")]);
+    let peer = |state: &str, failures| PeerView {
+        state: state.into(),
+        failures,
+        age_ms: 400,
+    };
+    let mut snapshot = full_snapshot();
+    snapshot.health_views = Some(HealthViews {
+        director_id: Some(1),
+        peers: vec![2, 3],
+        reals: vec![
+            RealViews {
+                service: "web".into(),
+                real: "198.18.0.11:80".parse().unwrap(),
+                local: "down".into(),
+                verdict: "suspect".into(),
+                detail: "suspect: no new flows until a peer confirms".into(),
+                peers: BTreeMap::from([("2".into(), peer("up", 0)), ("3".into(), peer("down", 3))]),
+            },
+            RealViews {
+                service: "web".into(),
+                real: "198.18.0.12:80".parse().unwrap(),
+                local: "up".into(),
+                verdict: "healthy".into(),
+                detail: "healthy".into(),
+                peers: BTreeMap::from([("2".into(), peer("up", 0))]),
+            },
+        ],
+    });
+    // A free loopback port (the endpoint binds its own listener).
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_keep, snapshots) = tokio::sync::watch::channel(Arc::new(snapshot));
+    runtime.spawn(xlb::metrics::serve(addr, snapshots));
+    wait_until("the endpoint listens", Duration::from_secs(5), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    let profile = std::env::temp_dir().join(format!("xlb-obs-views-{}", std::process::id()));
+    let mut chromium = Command::new("timeout");
+    chromium.args(["60", "chromium"]).args(CHROMIUM_FLAGS);
+    chromium.arg(format!("--user-data-dir={}", profile.display()));
+    chromium.args([
+        "--virtual-time-budget=3000",
+        "--dump-dom",
+        &format!("http://{addr}/"),
+    ]);
+    let out = chromium.output().unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    // The section shows, with a column per director.
+    assert!(dom.contains("<section id=\"health-views\">"), "{dom}");
+    for th in ["<th>dir 1 (here)</th>", "<th>dir 2</th>", "<th>dir 3</th>"] {
+        assert!(dom.contains(th), "{th}: {dom}");
+    }
+    // Each director's view in its own cell; a peer that sent none for a real shows "-".
+    let row = |real: &str| {
+        let start = dom.find(&format!("data-view=\"web {real}\"")).expect(real);
+        &dom[start..start + dom[start..].find("</tr>").unwrap()]
+    };
+    let suspect = row("198.18.0.11:80");
+    assert!(suspect.contains("data-verdict=\"suspect\""), "{suspect}");
+    assert!(suspect.contains("data-peer=\"2\">up</td>"), "{suspect}");
+    assert!(suspect.contains("data-peer=\"3\">down</td>"), "{suspect}");
+    assert!(
+        suspect.contains("title=\"received 0.4 s ago, 3 failures\""),
+        "{suspect}"
+    );
+    let healthy = row("198.18.0.12:80");
+    assert!(healthy.contains("data-peer=\"3\">-</td>"), "{healthy}");
+}
+
 fn http(dr: &Dr, args: &[&str]) -> String {
     let mut argv = vec!["curl", "-sS", "-m", "5"];
     argv.extend_from_slice(args);
