@@ -520,6 +520,9 @@ pub fn render(report: &StatusReport, view: View) -> String {
         }
     }
     render_dataplane(&mut o, report);
+    if let Some(sync) = &report.sync {
+        o += &sync.render();
+    }
     if !report.vrrp.is_empty() {
         let _ = writeln!(o, "VRRP");
         for v in &report.vrrp {

@@ -65,7 +65,13 @@ fn full_snapshot() -> xlb::status::StatusReport {
         "counters": counters,
         "config_load": {"successful": true, "at_unix": 1764590000.0},
         "sweep_duration_secs": 0.002,
-        "recent_transitions": []
+        "recent_transitions": [],
+        "sync": {
+            "director_id": 1, "messages_sent": 40, "records_sent": 400, "messages_received": 38,
+            "records_received": 380, "dropped": {"bad_mac": 2}, "unnamed": {"unknown_real": 1},
+            "events_stale": 0, "rate_limited": 0, "synced_written": 300, "own_kept": 3,
+            "peers": [2, 3], "socket_open": true
+        }
     });
     serde_json::from_value(v).expect("a StatusReport")
 }
@@ -144,6 +150,8 @@ fn alert_rules_pass_promtool_and_name_exported_metrics() {
         "XlbFloodGuardEngaged",
         "XlbScrapeDown",
         "XlbConfigReloadFailed",
+        "XlbSyncSocketDown",
+        "XlbSyncMessagesRejected",
     ] {
         assert!(text.contains(&format!("alert: {alert}")), "{alert} missing");
     }
@@ -679,4 +687,94 @@ fn password_mismatch_is_warned_counted_and_fails_doctor() {
         warned.len()
     );
     assert!(log.contains("(VI_1) Entering MASTER STATE"), "{log}");
+}
+
+/// `[sync]` naming an interface that is not there (yet): the daemon starts and forwards
+/// anyway, `xlb status` says why sync has no socket, the task opens it once the interface
+/// appears; a reload to an absent interface says so in its answer, and is retried the same way.
+#[test]
+fn sync_socket_that_cannot_open_is_reported_and_retried() {
+    xtask::require!(NEEDS);
+    let mut dr = Dr::new("synsk", 1);
+    let key = dr.d.lab.dir().join("sync.key");
+    std::fs::write(&key, "observability sync key, 16+ bytes\n").unwrap();
+    let base = dr.config_text(&[(1, 1)], "");
+    let config = |iface: &str| {
+        base.clone()
+            + &format!(
+                "\n[sync]\ndirector_id = 1\nkey_file = \"{}\"\npeers = [\"198.18.0.3\"]\n\
+                 interface = \"{iface}\"\n",
+                key.display()
+            )
+    };
+    let socket_state = |dr: &Dr| {
+        let st = dr.status_json();
+        let sync = &st["sync"];
+        (
+            sync["socket_open"].as_bool(),
+            sync["socket_error"].as_str().map(str::to_string),
+        )
+    };
+    let add_link = |dr: &Dr, name: &str| {
+        let peer = format!("{name}p");
+        let argv = [
+            "ip", "link", "add", name, "type", "veth", "peer", "name", &peer,
+        ];
+        dr.d.lab.run_ok(&dr.d.director, &argv).unwrap();
+    };
+
+    // Start with the interface missing.
+    dr.write_config(&config("xlbsync0"));
+    dr.start_daemon();
+    let (open, error) = socket_state(&dr);
+    assert_eq!(open, Some(false), "{error:?}");
+    assert!(
+        error.as_deref().unwrap_or("").contains("No such device"),
+        "{error:?}"
+    );
+    let text = String::from_utf8_lossy(&dr.ctl("status", &[]).stdout).into_owned();
+    assert!(
+        text.contains("Sync director 1: socket NOT open (sync socket on port"),
+        "{text}"
+    );
+    assert_eq!(
+        dr.curl(6).get("FAIL"),
+        None,
+        "forwarding without a sync socket"
+    );
+    add_link(&dr, "xlbsync0");
+    wait_until("the task opens the socket", Duration::from_secs(12), || {
+        socket_state(&dr) == (Some(true), None)
+    });
+
+    // A reload to another absent interface: the answer names the error; retried likewise.
+    dr.write_config(&config("xlbsync1"));
+    let out = dr.ctl("reload", &[]);
+    let answer = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{answer}");
+    assert!(
+        answer.contains("sync socket on port") && answer.contains("No such device"),
+        "{answer}"
+    );
+    wait_until(
+        "status shows the socket closed",
+        Duration::from_secs(5),
+        || socket_state(&dr).0 == Some(false),
+    );
+    add_link(&dr, "xlbsync1");
+    wait_until(
+        "the task opens the new socket",
+        Duration::from_secs(12),
+        || socket_state(&dr) == (Some(true), None),
+    );
+    assert!(
+        dr.daemon_log().contains("connection sync socket open"),
+        "{}",
+        dr.daemon_log()
+    );
+    assert_eq!(dr.curl(6).get("FAIL"), None, "forwarding after the reload");
 }

@@ -85,7 +85,11 @@ pub fn status(args: &SocketArgs, opts: &StatusOptions) -> anyhow::Result<ExitCod
         if opts.json {
             super::stdout::emit_line(&serde_json::to_string_pretty(&views)?)?;
         } else {
-            super::stdout::emit(&crate::health::views::render(&views))?;
+            let mut text = crate::health::views::render(&views);
+            if let Some(sync) = &report.sync {
+                text += &sync.render();
+            }
+            super::stdout::emit(&text)?;
         }
     } else if opts.json {
         super::stdout::emit_line(&serde_json::to_string_pretty(&report)?)?;

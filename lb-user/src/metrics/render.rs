@@ -53,6 +53,9 @@ pub fn render(report: &StatusReport, process: &ProcessStats, format: Format) -> 
     for v in &report.vrrp {
         fill_vrrp(&fam, v);
     }
+    if let Some(sync) = &report.sync {
+        super::sync::fill(&mut reg, sync);
+    }
     let mut out = String::new();
     let res = match format {
         Format::Text => prometheus_client::encoding::prometheus_text::encode(&mut out, &reg),

@@ -13,6 +13,7 @@ pub mod ipvs;
 pub mod names;
 pub mod record;
 pub mod replay;
+pub mod stats;
 pub mod task;
 mod wire;
 

@@ -25,6 +25,8 @@ use crate::dataplane::sweep::{monotonic_ns, Timeouts};
 use crate::dataplane::writer::{MapWriter, SyncedInsert};
 
 use super::names::{flow_of, SlotIndex};
+pub use super::stats::SyncStats;
+use super::stats::SOCKET_RETRY_SECS;
 use super::wire::{new_wire, socket, Wire};
 use super::{apply, HealthRecord, Record, StateChange, SyncKey};
 
@@ -41,40 +43,6 @@ pub enum SyncError {
     Socket { port: u16, source: std::io::Error },
     #[error("sync ring buffer: {0}")]
     Ring(std::io::Error),
-}
-
-/// Counters of the sync task (`xlb status --peers`, metrics).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SyncStats {
-    pub director_id: u32,
-    pub messages_sent: u64,
-    pub records_sent: u64,
-    pub messages_received: u64,
-    pub records_received: u64,
-    /// Datagrams dropped by reason (bad_mac, replayed, stale, truncated, version, ...).
-    pub dropped: std::collections::BTreeMap<String, u64>,
-    /// Records of peers without a slot here, by reason (unknown_service, unknown_real).
-    pub unnamed: std::collections::BTreeMap<String, u64>,
-    /// Own events whose slot was reused before they were read.
-    pub events_stale: u64,
-    /// Records that waited for the rate limit at least once.
-    pub rate_limited: u64,
-    pub synced_written: u64,
-    pub own_kept: u64,
-    /// Peers' FIN/RST state changes applied to synced entries here.
-    #[serde(default)]
-    pub states_applied: u64,
-    /// Synced entries removed because their origin expired them.
-    #[serde(default)]
-    pub expired_removed: u64,
-    /// Expiry records of this director's own flows queued for the peers.
-    #[serde(default)]
-    pub expiries_queued: u64,
-    /// Expiry batches from the sweep dropped because the task was behind.
-    #[serde(default)]
-    pub expiries_dropped: u64,
-    /// Peer director ids heard from.
-    pub peers: Vec<u32>,
 }
 
 /// Records of one accepted message.
@@ -106,6 +74,17 @@ pub struct SyncLink {
 pub struct Settings {
     pub sync: SyncSettings,
     pub key: Option<SyncKey>,
+    /// The socket `xlb reload` opened for a new address, interface or peers (so the reload can
+    /// say when it fails), for the task to take.
+    opened: std::sync::Mutex<Option<Opened>>,
+}
+
+/// An open sync socket and where it sends.
+type Opened = (UdpSocket, Vec<SocketAddr>);
+
+/// Do `a` and `b` use the same socket (port, interface, peers)?
+fn same_endpoint(a: &SyncSettings, b: &SyncSettings) -> bool {
+    a.port == b.port && a.interface == b.interface && a.peers == b.peers
 }
 
 impl Settings {
@@ -118,6 +97,7 @@ impl Settings {
         Ok(Settings {
             sync: sync.clone(),
             key,
+            opened: std::sync::Mutex::new(None),
         })
     }
 }
@@ -155,8 +135,15 @@ pub fn read_key(path: &Path) -> Result<SyncKey, SyncError> {
 struct Shell {
     settings: SyncSettings,
     wire: Wire,
-    /// `None` while sync is switched off by a reload (the ring is still drained).
+    /// `None` while sync is switched off by a reload (the ring is still drained), or while
+    /// its socket does not open (`socket_error`).
     sock: Option<UdpSocket>,
+    /// `[sync]` is on (a reload may switch it off).
+    enabled: bool,
+    /// Why the socket did not open; tried again every `SOCKET_RETRY_SECS`.
+    socket_error: Option<String>,
+    /// Seconds since the last try.
+    socket_wait: u32,
     dests: Vec<SocketAddr>,
     /// This director's connection table, opened read-only from its pin (the full resend).
     table: Option<aya::maps::HashMap<MapData, FlowKey, FlowEntry>>,
@@ -183,7 +170,15 @@ pub fn start(
 ) -> Result<SyncLink, SyncError> {
     let loaded = Settings::load(settings)?;
     let wire = new_wire(&loaded);
-    let (sock, dests) = socket(settings)?;
+    // A socket that does not open (its interface not up yet, say) leaves forwarding and the
+    // rest of the daemon running: the task tries again and `xlb status` says why.
+    let (sock, dests, socket_error) = match socket(settings) {
+        Ok((sock, dests)) => (Some(sock), dests, None),
+        Err(e) => {
+            warn!("connection sync: {e}; trying again every {SOCKET_RETRY_SECS} s");
+            (None, Vec::new(), Some(e.to_string()))
+        }
+    };
     // SAFETY: the ring buffer owns its map fd for as long as it lives, and AsyncFd owns it.
     let ring = unsafe { AsyncFd::register(ring) }
         .map_err(|e| SyncError::Ring(std::io::Error::other(e.to_string())))?;
@@ -198,14 +193,23 @@ pub fn start(
         .and_then(|data| ConnSets::new(data).ok());
     let (names_tx, names_rx) = watch::channel(Arc::new(SlotIndex::default()));
     let (health_tx, health_rx) = watch::channel(Vec::new());
-    let (stats_tx, stats_rx) = watch::channel(SyncStats::default());
+    let stats = SyncStats {
+        director_id: settings.director_id,
+        socket_open: sock.is_some(),
+        socket_error: socket_error.clone(),
+        ..SyncStats::default()
+    };
+    let (stats_tx, stats_rx) = watch::channel(stats.clone());
     let (peers_tx, peers_rx) = mpsc::channel(1024);
     let (expired_tx, expired_rx) = mpsc::channel(16);
     let (settings_tx, settings_rx) = watch::channel(Some(Arc::new(loaded)));
     let shell = Shell {
         settings: settings.clone(),
         wire,
-        sock: Some(sock),
+        sock,
+        enabled: true,
+        socket_error,
+        socket_wait: 0,
         dests,
         table,
         sets,
@@ -214,10 +218,7 @@ pub fn start(
         timeouts,
         pending: VecDeque::new(),
         waiting: 0,
-        stats: SyncStats {
-            director_id: settings.director_id,
-            ..SyncStats::default()
-        },
+        stats,
         tokens: settings.max_messages_per_second,
     };
     info!(
@@ -303,6 +304,9 @@ impl Shell {
                 _ = flush.tick() => self.send_pending().await,
                 _ = second.tick() => {
                     self.tokens = self.settings.max_messages_per_second;
+                    self.retry_socket();
+                    self.stats.socket_open = self.sock.is_some();
+                    self.stats.socket_error = self.socket_error.clone();
                     self.stats.dropped = self.wire.dropped().0.iter().map(|(k, v)| (k.to_string(), *v)).collect();
                     self.stats.peers = self.wire.peers();
                     ch.stats.send_replace(self.stats.clone());
@@ -342,9 +346,11 @@ impl Shell {
     /// address, interface or peers changed; another protocol or director id starts a new wire.
     fn reconfigure(&mut self, next: Option<&Settings>) {
         let Some(next) = next else {
-            if self.sock.take().is_some() {
+            if self.sock.take().is_some() || self.enabled {
                 info!("connection sync switched off");
             }
+            self.enabled = false;
+            self.socket_error = None;
             self.pending.clear();
             self.waiting = 0;
             return;
@@ -367,27 +373,55 @@ impl Shell {
             }
             _ => self.wire = new_wire(next),
         }
-        let same_socket = old.port == new.port
-            && old.interface == new.interface
-            && old.peers == new.peers
-            && self.sock.is_some();
+        let same_socket = same_endpoint(old, new) && self.sock.is_some();
         self.settings = new.clone();
+        self.enabled = true;
         self.tokens = self.tokens.min(new.max_messages_per_second);
         if !same_socket {
             self.sock = None;
-            match socket(new) {
-                Ok((sock, dests)) => {
-                    self.sock = Some(sock);
-                    self.dests = dests;
-                }
-                Err(e) => warn!("connection sync: {e}"),
-            }
+            // The reload opened it already, unless it failed there (then it said why).
+            let opened = next.opened.lock().ok().and_then(|mut o| o.take());
+            self.socket_opened(opened.map_or_else(|| socket(new), Ok));
         }
         info!(
             port = new.port,
             director_id = new.director_id,
             "connection sync reconfigured"
         );
+    }
+
+    /// Takes an open socket, or records why it did not open.
+    fn socket_opened(&mut self, opened: Result<Opened, SyncError>) {
+        self.socket_wait = 0;
+        match opened {
+            Ok((sock, dests)) => {
+                if self.socket_error.take().is_some() {
+                    info!(port = self.settings.port, "connection sync socket open");
+                }
+                self.sock = Some(sock);
+                self.dests = dests;
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if self.socket_error.as_ref() != Some(&e) {
+                    warn!("connection sync: {e}; trying again every {SOCKET_RETRY_SECS} s");
+                }
+                self.socket_error = Some(e);
+            }
+        }
+    }
+
+    /// Every second: `[sync]` is on but its socket did not open; tried again every
+    /// `SOCKET_RETRY_SECS`.
+    fn retry_socket(&mut self) {
+        if !self.enabled || self.sock.is_some() {
+            return;
+        }
+        self.socket_wait += 1;
+        if self.socket_wait >= SOCKET_RETRY_SECS {
+            let opened = socket(&self.settings);
+            self.socket_opened(opened);
+        }
     }
 
     /// Expiry records of this director's own flows (the sweep removed them). IPVS's wire has
@@ -633,15 +667,33 @@ impl SyncLink {
     ) -> Result<(), SyncError> {
         let next = settings.map(Settings::load).transpose()?;
         self.timeouts = timeouts;
-        let unchanged = match (&*self.settings.borrow(), &next) {
-            (Some(a), Some(b)) => a.sync == b.sync && a.key == b.key,
-            (None, None) => true,
-            _ => false,
+        let socket_open = self.stats.borrow().socket_open;
+        let (unchanged, reopen) = match (&*self.settings.borrow(), &next) {
+            (Some(a), Some(b)) => (
+                a.sync == b.sync && a.key == b.key && socket_open,
+                !same_endpoint(&a.sync, &b.sync) || !socket_open,
+            ),
+            (None, None) => (true, false),
+            (None, Some(_)) => (false, true),
+            (Some(_), None) => (false, false),
         };
+        // A new socket is opened here, so that the reload says when it cannot be; the task
+        // then keeps trying.
+        let mut failed = None;
+        if let (true, Some(n)) = (reopen, &next) {
+            match socket(&n.sync) {
+                Ok(opened) => {
+                    if let Ok(mut slot) = n.opened.lock() {
+                        *slot = Some(opened);
+                    }
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
         if !unchanged {
             self.settings.send_replace(next.map(Arc::new));
         }
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 }
 
