@@ -447,6 +447,89 @@ fn syn_ack_advertises_an_mss_that_fits_the_tunnel() {
     );
 }
 
+/// IPv6 end to end in tunnel mode (before this, ip6ip6 and GUE over IPv6 ran in packet tests
+/// only): a VIP6 tunnelled to IPv6 real servers in other subnets, `xlb_decap` on them, both
+/// answer, and their SYN-ACKs advertise what fits: 1500 - outer header - 60 (IPv6 + TCP).
+fn http_over_ipv6(tunnel: &str, mss: u32) {
+    let t = tun::build(&format!("tun6{tunnel}")).expect("lab");
+    tun::add_ipv6(&t).unwrap();
+    for rs in &t.real_servers {
+        let state = t.lab.dir().join(format!("{}.json", rs.name()));
+        let argv = [
+            XLB,
+            "realserver",
+            "up",
+            "--vip",
+            tun::VIP6,
+            "--tunnel",
+            tunnel,
+            "--director",
+            tun::DIRECTOR6,
+            "--interface",
+            "eth0",
+            "--decap",
+            "xlb",
+            "--state-file",
+            state.to_str().unwrap(),
+        ];
+        let o = t.lab.run(rs, &argv).unwrap();
+        assert!(o.status.success(), "{}", out_text(&o));
+    }
+    let socket = format!("/run/xlb/{}.sock", t.lab.id());
+    let config = t.lab.dir().join("xlb.toml");
+    let mut text = format!(
+        "[global]\ninterfaces = [\"eth0\"]\nxdp_mode = \"native\"\nconn_table_size = 65536\n\
+         control_socket = \"{socket}\"\n\n\
+         [[virtual_server]]\nname = \"web6\"\nvip = \"{vip}\"\nport = 80\nannounce = \"always\"\n\
+         forward = \"tunnel\"\ntunnel = \"{tunnel}\"\n\
+         [virtual_server.check]\ntype = \"tcp\"\ninterval = 0.5\ntimeout = 0.5\n",
+        vip = tun::VIP6
+    );
+    for i in 1..=2 {
+        text += &format!(
+            "[[virtual_server.real_server]]\naddress = \"{}\"\n",
+            tun::real_v6(i)
+        );
+    }
+    std::fs::write(&config, text).unwrap();
+    let r = run_until_both_reals_forward(t, socket, config.display().to_string());
+    let url = format!("http://[{}]/", tun::VIP6);
+    let spread = curl_spread(&r.t.lab, &r.t.client, &url, 30).unwrap();
+    assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", r.log());
+    assert!(
+        spread.get("rs1").copied().unwrap_or(0) > 0 && spread.get("rs2").copied().unwrap_or(0) > 0,
+        "both real servers answer: {spread:?}"
+    );
+    assert!(r.counter("tunnelled") >= 30, "{}", r.counter("tunnelled"));
+    // A SYN-ACK from the VIP (IPv6 header 40 bytes, no extension headers: TCP flags at 53).
+    let capture = format!(
+        "timeout 20 tcpdump -l -n -v -c 1 -i eth0 'src host {vip} and ip6[53] & 0x12 = 0x12' \
+         > {dir}/synack.txt 2>&1 & sleep 1; curl -s -o /dev/null --max-time 5 {url}; wait",
+        vip = tun::VIP6,
+        dir = r.t.lab.dir().display()
+    );
+    r.t.lab
+        .run_ok(&r.t.client, &["sh", "-c", &capture])
+        .unwrap();
+    let seen = std::fs::read_to_string(r.t.lab.dir().join("synack.txt")).unwrap();
+    assert!(
+        seen.contains(&format!("mss {mss}")),
+        "SYN-ACK's MSS: {seen}"
+    );
+}
+
+#[test]
+fn http_over_ip6ip6_to_ipv6_real_servers_with_their_mss() {
+    xtask::require!(NEEDS, [Need::Binary("tcpdump")]);
+    http_over_ipv6("ipip", 1500 - 40 - 60);
+}
+
+#[test]
+fn http_over_gue_over_ipv6_with_its_mss() {
+    xtask::require!(NEEDS, [Need::Binary("tcpdump")]);
+    http_over_ipv6("gue", 1500 - 48 - 60);
+}
+
 /// Everything `xlb realserver up --tunnel` may change on a real server, as text: links (with
 /// XDP), addresses, policy rules, every routing table, the sysctls, the pins (TC links).
 fn real_server_state(r: &Running, rs: &xtask::lab::Host) -> String {

@@ -147,6 +147,63 @@ pub fn build(tag: &str) -> Result<TunLab> {
     })
 }
 
+/// The IPv6 VIP of [`add_ipv6`] (routed to the director's IPv6 address by the router).
+pub const VIP6: &str = "2001:db8::100";
+pub const DIRECTOR6: &str = "2001:db8:1::2";
+/// The router's IPv6 address on the director's subnet.
+pub const ROUTER_DIR6: &str = "2001:db8:1::1";
+
+/// Real server `i`'s IPv6 address (from 1): 2001:db8:(1 + i)::(10 + i), beside [`real_v4`].
+pub fn real_v6(i: usize) -> String {
+    format!(
+        "2001:db8:{}::{}",
+        FIRST_REAL_SUBNET as usize - 1 + i,
+        10 + i
+    )
+}
+
+/// Makes a [`build`] lab dual-stack: 2001:db8:4::/64 (front), 2001:db8:1::/64 (director),
+/// 2001:db8:2::/64 and 2001:db8:3::/64 (real servers), the router forwarding IPv6, [`VIP6`]
+/// routed to the director, every host's IPv6 default route via the router.
+pub fn add_ipv6(t: &TunLab) -> Result<()> {
+    let lab = &t.lab;
+    for (host, ifname, cidr) in [
+        (&t.client, "eth0", "2001:db8:4::10/64"),
+        (&t.router, "eth0", "2001:db8:4::1/64"),
+        (&t.router, "eth1", "2001:db8:1::1/64"),
+        (&t.director, "eth0", "2001:db8:1::2/64"),
+    ] {
+        lab.add_addr(host, ifname, cidr)?;
+    }
+    let default6 = |h: &Host, gw: &str| -> Result<()> {
+        lab.run_ok(h, &["ip", "-6", "route", "add", "default", "via", gw])?;
+        Ok(())
+    };
+    for (i, rs) in t.real_servers.iter().enumerate() {
+        let subnet = FIRST_REAL_SUBNET as usize + i;
+        let gw = format!("2001:db8:{subnet}::1");
+        lab.add_addr(&t.router, &format!("eth{subnet}"), &format!("{gw}/64"))?;
+        lab.add_addr(rs, "eth0", &format!("{}/64", real_v6(i + 1)))?;
+        default6(rs, &gw)?;
+    }
+    lab.sysctl(&t.router, "net.ipv6.conf.all.forwarding", "1")?;
+    lab.run_ok(
+        &t.router,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            &format!("{VIP6}/128"),
+            "via",
+            DIRECTOR6,
+        ],
+    )?;
+    default6(&t.client, "2001:db8:4::1")?;
+    default6(&t.director, ROUTER_DIR6)?;
+    Ok(())
+}
+
 /// Prepares `rs` for tunnel mode with `xlb realserver up --vip VIP --tunnel KIND` (binary
 /// `xlb`), decapsulating only packets from `directors` on `eth0`; the prior state is kept in
 /// the lab directory (removed with the lab, like the pinned decap link in the host's bpffs).
