@@ -59,8 +59,11 @@ const SEQ_OPTIONS_LEN: usize = 24;
 
 /// `IP_VS_CONN_F_*` flags xlb reads or writes.
 pub mod flags {
-    /// Forwarding method mask and direct routing (the only method xlb has).
+    /// Forwarding method mask; tunnel and direct routing. A receiver binds a synced connection
+    /// to its own real server's method (IPVS's `ip_vs_bind_dest`: "connections inherit
+    /// forwarding method from dest"), and so does xlb.
     pub const FWD_MASK: u32 = 0x0007;
+    pub const TUNNEL: u32 = 0x0002;
     pub const DROUTE: u32 = 0x0003;
     /// Set by a receiver on entries it learnt by sync (masked off on the wire by LVS).
     pub const SYNC: u32 = 0x0020;
@@ -349,8 +352,6 @@ pub fn from_record(r: &ConnRecord) -> IpvsConn {
 pub enum Unmappable {
     /// A persistence template (xlb keeps persistence in its hash, not in entries).
     Template,
-    /// NAT, tunnel or local: xlb forwards by direct routing only.
-    NotDirectRouting,
     /// Not TCP or UDP (SCTP), or a state out of range.
     Protocol,
     /// A firewall-mark service (xlb has none).
@@ -363,9 +364,8 @@ pub fn to_record(c: &IpvsConn, origin: u32) -> Result<ConnRecord, Unmappable> {
     if c.flags & flags::TEMPLATE != 0 {
         return Err(Unmappable::Template);
     }
-    if c.flags & flags::FWD_MASK != flags::DROUTE {
-        return Err(Unmappable::NotDirectRouting);
-    }
+    // The forwarding bits are not looked at: the flow takes this director's configured method
+    // for that real server (DR or tunnel), as an IPVS backup binds it to its own dest's.
     if c.fwmark != 0 {
         return Err(Unmappable::Fwmark);
     }

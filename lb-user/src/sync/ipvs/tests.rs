@@ -170,8 +170,6 @@ fn what_xlb_cannot_hold_is_named() {
     let mut c = conn_v4();
     c.flags = flags::DROUTE | flags::TEMPLATE;
     assert_eq!(to_record(&c, 0), Err(Unmappable::Template));
-    c.flags = 0; // NAT
-    assert_eq!(to_record(&c, 0), Err(Unmappable::NotDirectRouting));
     c.flags = flags::DROUTE;
     c.fwmark = 1;
     assert_eq!(to_record(&c, 0), Err(Unmappable::Fwmark));
@@ -187,4 +185,16 @@ fn a_message_holds_at_most_255_connections() {
         conns: vec![conn_v4(); 256],
     };
     assert_eq!(encode(&msg), Err(IpvsError::TooMany(256)));
+}
+
+/// An LVS-TUN (or NAT) director's connections are taken: like an IPVS backup, xlb forwards a
+/// synced flow by its own configured method for that real server.
+#[test]
+fn any_forwarding_method_is_taken_as_this_directors_own() {
+    let dr = to_record(&conn_v4(), 0).unwrap();
+    for method in [flags::TUNNEL, 0 /* NAT */] {
+        let mut c = conn_v4();
+        c.flags = (c.flags & !flags::FWD_MASK) | method;
+        assert_eq!(to_record(&c, 0), Ok(dr), "method {method}");
+    }
 }
