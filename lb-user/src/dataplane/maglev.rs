@@ -148,7 +148,7 @@ fn tail_start(m: u64, walks: &[Walk]) -> Option<TailPlan> {
 
 /// The tail is the last 1/TAIL_FRACTION of the slots (measured for 10 backends x 65,537:
 /// 1/100 beat 1/20, 1/40 and 1/200).
-const TAIL_FRACTION: u64 = 100;
+const TAIL_FRACTION: u64 = 200;
 /// One bitmap of `size` bits per walk: with more backends the bitmaps cost more than probing
 /// saves; with fewer than 5 the probing tail is short (3 backends measured slower with it).
 const TAIL_MAX_BACKENDS: usize = 64;

@@ -71,10 +71,14 @@ struct Ahead {
     /// Bit j: step j of the last look landed on a slot free then, and the walk has not been
     /// past it yet.
     free: u64,
+    /// The walk's slots still to take, its value in the table, the last slot it took.
+    left: u64,
+    slot: u32,
+    last: u32,
 }
 
 impl Ahead {
-    fn new(walk: &Walk, size: u32) -> Ahead {
+    fn new(walk: &Walk, slot: u32, size: u32) -> Ahead {
         let mut lane = [0u32; STEPS];
         let mut at = 0u32;
         for l in lane.iter_mut() {
@@ -87,6 +91,9 @@ impl Ahead {
             base: walk.pos,
             next_base: walk.pos,
             free: 0,
+            left: walk.left,
+            slot,
+            last: 0,
         }
     }
 
@@ -224,7 +231,8 @@ unsafe fn round_robin_avx2(
     unsafe { turns::<Avx2>(fill, walks, slots, first, until) }
 }
 
-/// The turns themselves, inlined into each caller above (so into its `target_feature`).
+/// The turns themselves, inlined into each caller above (so into its `target_feature`). The
+/// counts and positions live in [`Ahead`] (one place per turn) and go back to `walks` at the end.
 ///
 /// # Safety
 /// `T::taken_steps` may be called for this table (the CPU has its instructions).
@@ -237,34 +245,98 @@ unsafe fn turns<T: TakenSteps>(
     until: u64,
 ) -> usize {
     let size = fill.table.len() as u32;
-    let mut ahead: Vec<Ahead> = walks.iter().map(|w| Ahead::new(w, size)).collect();
+    let mut ahead: Vec<Ahead> = walks
+        .iter()
+        .zip(slots)
+        .map(|(w, &slot)| Ahead::new(w, slot, size))
+        .collect();
+    let Fill {
+        taken,
+        table,
+        filled,
+    } = fill;
+    let mut n = *filled;
     let mut i = first;
-    while fill.filled < until {
-        let walk = &mut walks[i];
-        if walk.left > 0 {
-            let a = &mut ahead[i];
+    while n < until {
+        let a = &mut ahead[i];
+        if a.left > 0 {
             let c = loop {
                 while a.free == 0 {
                     // SAFETY: forwarded from the caller.
-                    let taken_steps = unsafe { T::taken_steps(a, &fill.taken, size) };
+                    let taken_steps = unsafe { T::taken_steps(a, taken, size) };
                     a.advance(taken_steps, size);
                 }
                 let j = a.free.trailing_zeros() as usize;
                 a.free &= a.free - 1;
                 let c = add_mod(a.base, a.lane[j], size) as usize;
-                if !fill.is_taken(c) {
+                if taken[c >> 6] & (1u64 << (c & 63)) == 0 {
                     break c;
                 }
             };
-            // Where probing would go on from: the step after the slot taken.
-            walk.pos = add_mod(c as u32, walk.skip, size);
-            fill.take(c, slots[i]);
-            walk.left -= 1;
+            taken[c >> 6] |= 1u64 << (c & 63);
+            table[c] = a.slot;
+            n += 1;
+            a.last = c as u32;
+            a.left -= 1;
         }
         i += 1;
-        if i == walks.len() {
+        if i == ahead.len() {
             i = 0;
         }
     }
+    *filled = n;
+    for (w, a) in walks.iter_mut().zip(&ahead) {
+        if a.left < w.left {
+            // Where probing would go on from: the step after the last slot taken.
+            w.pos = add_mod(a.last, w.skip, size);
+            w.left = a.left;
+        }
+    }
     i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector look must mark exactly the scalar look's steps (a step marked free by
+    /// mistake would only cost a recheck, one marked taken by mistake would change the table:
+    /// the table tests catch the second, this test both).
+    #[test]
+    fn vector_and_scalar_looks_mark_the_same_steps() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for size in [
+            1u32, 2, 3, 31, 32, 33, 63, 64, 65, 251, 4093, 65_537, 655_373,
+        ] {
+            for _ in 0..20 {
+                let taken: Vec<u64> = (0..(size as usize).div_ceil(64)).map(|_| next()).collect();
+                let walk = Walk {
+                    pos: (next() % size as u64) as u32,
+                    skip: if size > 1 {
+                        (next() % (size as u64 - 1)) as u32 + 1
+                    } else {
+                        1
+                    },
+                    left: 1,
+                };
+                let a = Ahead::new(&walk, 0, size);
+                let scalar = a.taken_steps_scalar(&taken, size);
+                for look in Look::available(size) {
+                    let got = match look {
+                        Look::Scalar => scalar,
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: `available` lists AVX2 only when the CPU has it.
+                        Look::Avx2 => unsafe { a.taken_steps_avx2(&taken, size) },
+                    };
+                    assert_eq!(got, scalar, "size {size}, {look:?}");
+                }
+            }
+        }
+    }
 }
