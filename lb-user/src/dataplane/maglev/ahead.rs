@@ -13,8 +13,9 @@ use super::{Fill, Walk};
 const STEPS: usize = 64;
 
 /// How a look tests its steps' slots: one by one, or 8 at a time with AVX2 gathers (x86-64,
-/// detected at run time; measured on AMD EPYC Zen 4: gathers of AVX-512 and of AVX2 cost the
-/// same per slot, so AVX2, which more CPUs have).
+/// detected at run time). Measured on AMD EPYC Zen 4: a gather costs about what scalar loads
+/// do per slot, the vector work around it is what it saves; a 16-lane AVX-512 look was slower
+/// than AVX2's (and fewer CPUs have it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Look {
     Scalar,
