@@ -5,6 +5,8 @@ use std::sync::mpsc::{sync_channel, Receiver};
 
 use xxhash_rust::xxh64::xxh64;
 
+mod ahead;
+
 /// One real server as the table builder sees it: a stable identity (its address and port bytes),
 /// its weight, and the value to put in the table (the kernel slot id).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,9 +63,35 @@ fn shares(weights: &[u64], size: u64) -> Vec<u64> {
 /// Every director must build the same table from the same inputs: the output is pinned by a
 /// property test against the textbook formulation (`reference_build` in the tests). This one
 /// walks each permutation by addition instead of `(offset + n * skip) % size` and tests slots
-/// in a bitmap that stays in L1 (65,537 slots: 8 KiB); the last 1% of the slots is taken by
-/// positions instead of probing ([`Fill::tail`]).
+/// in a bitmap that stays in L1 (65,537 slots: 8 KiB); walks look 64 steps ahead at once
+/// ([`ahead`]) when that pays; the last 0.5% of the slots is taken by positions instead of
+/// probing ([`Fill::tail`]).
 pub fn build(backends: &[Backend], size: u32) -> Vec<u32> {
+    build_with(backends, size, None)
+}
+
+/// How walks find their next free slot until the tail: the same slots in the same turns
+/// either way (the tests build every table both ways).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probing {
+    /// One slot at a time ([`Walk::next_free`]).
+    OneByOne,
+    /// 64 steps at a time ([`ahead`]).
+    LookAhead(ahead::Look),
+}
+
+impl Probing {
+    fn fastest(walks: usize, size: u32) -> Probing {
+        if ahead::pays(walks, size as u64) {
+            Probing::LookAhead(ahead::Look::best(size))
+        } else {
+            Probing::OneByOne
+        }
+    }
+}
+
+/// [`build`], probing the given way (`None`: the fastest for the input and this CPU).
+fn build_with(backends: &[Backend], size: u32, probing: Option<Probing>) -> Vec<u32> {
     let mut live: Vec<&Backend> = backends.iter().filter(|b| b.weight > 0).collect();
     if live.is_empty() || size == 0 {
         return Vec::new();
@@ -83,7 +111,13 @@ pub fn build(backends: &[Backend], size: u32) -> Vec<u32> {
     };
     let slots: Vec<u32> = live.iter().map(|b| b.slot).collect();
     let tail = tail_start(m, &walks);
-    let next = fill.round_robin(&mut walks, &slots, 0, tail.as_ref().map_or(m, |t| t.at));
+    let until = tail.as_ref().map_or(m, |t| t.at);
+    let next = match probing.unwrap_or_else(|| Probing::fastest(walks.len(), size)) {
+        Probing::OneByOne => fill.round_robin(&mut walks, &slots, 0, until),
+        Probing::LookAhead(look) => {
+            ahead::round_robin(&mut fill, &mut walks, &slots, 0, until, look)
+        }
+    };
     if let Some(t) = tail {
         fill.tail(&mut walks, &slots, next, &t.inverses);
     }
@@ -112,9 +146,10 @@ fn tail_start(m: u64, walks: &[Walk]) -> Option<TailPlan> {
     })
 }
 
-/// The tail is the last 1/TAIL_FRACTION of the slots (measured for 10 backends x 65,537:
-/// 1/100 beat 1/20, 1/40 and 1/200).
-const TAIL_FRACTION: u64 = 100;
+/// The tail is the last 1/TAIL_FRACTION of the slots (measured for 10 backends x 65,537 and
+/// 655,373 with look-ahead before it: 1/200 beat 1/50 and 1/100, 1/400 was no better, 1/1000
+/// slower; with probing one by one 1/100 had beaten 1/20, 1/40 and 1/200).
+const TAIL_FRACTION: u64 = 200;
 /// One bitmap of `size` bits per walk: with more backends the bitmaps cost more than probing
 /// saves; with fewer than 5 the probing tail is short (3 backends measured slower with it).
 const TAIL_MAX_BACKENDS: usize = 64;
@@ -614,17 +649,76 @@ mod tests {
             } else {
                 sizes[rng.below(sizes.len() as u64) as usize]
             };
+            let reference = reference_build(&backends, size);
             assert_eq!(
                 build(&backends, size),
-                reference_build(&backends, size),
+                reference,
                 "case {case}: {n} backends, size {size}"
             );
+            for probing in probings(size) {
+                assert_eq!(
+                    build_with(&backends, size, Some(probing)),
+                    reference,
+                    "case {case}: {n} backends, size {size}, {probing:?}"
+                );
+            }
+        }
+    }
+
+    /// Every way of probing this CPU can run for tables of `size`.
+    fn probings(size: u32) -> Vec<Probing> {
+        let mut out = vec![Probing::OneByOne];
+        out.extend(
+            ahead::Look::available(size)
+                .into_iter()
+                .map(Probing::LookAhead),
+        );
+        out
+    }
+
+    /// Looking ahead (scalar and vector) against probing one slot at a time, for the backend
+    /// counts the tail and the look-ahead switch on (1 to 100), weights equal, rising, with
+    /// zeros and very unequal, at three sizes.
+    #[test]
+    fn every_probing_gives_the_same_table() {
+        let weights: [fn(u32) -> u32; 4] = [
+            |_| 1,
+            |i| i + 1,
+            |i| if i % 4 == 1 { 0 } else { 1 + i % 3 },
+            |i| if i == 0 { 100_000 } else { 1 + i % 5 },
+        ];
+        let counts = [1u32, 2, 3, 4, 5, 6, 9, 10, 16, 31, 32, 33, 64, 65, 100];
+        for (k, &n) in counts.iter().enumerate() {
+            for size in [251u32, 4093, 65_537] {
+                let weight = weights[k % weights.len()];
+                let backends: Vec<_> = (0..n).map(|i| backend(i, weight(i))).collect();
+                let one_by_one = build_with(&backends, size, Some(Probing::OneByOne));
+                for probing in probings(size) {
+                    assert_eq!(
+                        build_with(&backends, size, Some(probing)),
+                        one_by_one,
+                        "{n} backends, size {size}, {probing:?}"
+                    );
+                }
+            }
+        }
+        for n in [1u32, 10, 64] {
+            let backends: Vec<_> = (0..n).map(|i| backend(i, 1 + i % 2)).collect();
+            let one_by_one = build_with(&backends, 655_373, Some(Probing::OneByOne));
+            for probing in probings(655_373) {
+                assert_eq!(
+                    build_with(&backends, 655_373, Some(probing)),
+                    one_by_one,
+                    "{n} backends, size 655373, {probing:?}"
+                );
+            }
         }
     }
 
     /// Tables of fixed inputs, pinned by a hash of their bytes as built before the tail
-    /// (`Fill::tail`) existed: a director running this version and one running an earlier
-    /// version must build the same ring from the same config, slot for slot.
+    /// (`Fill::tail`) and the look-ahead (`ahead`) existed, by every way of probing: a director
+    /// running this version and one running an earlier version must build the same ring from
+    /// the same config, slot for slot.
     /// Backends, table size, weight of backend i, hash of the table's bytes.
     type PinnedTable = (u32, u32, fn(u32) -> u32, u64);
 
@@ -638,11 +732,23 @@ mod tests {
         ];
         for (n, size, weight, pinned) in cases {
             let backends: Vec<_> = (0..n).map(|i| backend(i, weight(i))).collect();
-            let bytes: Vec<u8> = build(&backends, size)
-                .iter()
-                .flat_map(|s| s.to_le_bytes())
-                .collect();
-            assert_eq!(xxh64(&bytes, 0), pinned, "{n} backends, size {size}");
+            let hash = |table: Vec<u32>| {
+                let bytes: Vec<u8> = table.iter().flat_map(|s| s.to_le_bytes()).collect();
+                xxh64(&bytes, 0)
+            };
+            assert_eq!(
+                hash(build(&backends, size)),
+                pinned,
+                "{n} backends, size {size}"
+            );
+            for probing in probings(size) {
+                let table = build_with(&backends, size, Some(probing));
+                assert_eq!(
+                    hash(table),
+                    pinned,
+                    "{n} backends, size {size}, {probing:?}"
+                );
+            }
         }
     }
 
