@@ -96,6 +96,28 @@ impl RingMmap {
         }
     }
 
+    /// Copies a table of backend positions into slots `offset..offset + table.len()`, each
+    /// position replaced by its slot (`slots[position]`), and leaves the slots in `table`: one
+    /// pass over a prebuilt table (a reload of 1,000 rings spent as long mapping positions in
+    /// a pass of their own as copying). The caller guarantees that no live service points at
+    /// that region.
+    pub fn write_mapped(&mut self, offset: u32, table: &mut [u32], slots: &[u32]) {
+        assert!(
+            offset as usize + table.len() <= self.slots as usize,
+            "ring region out of bounds"
+        );
+        let base = self.mem.as_ptr();
+        for (i, v) in table.iter_mut().enumerate() {
+            let slot = slots[*v as usize];
+            *v = slot;
+            // SAFETY: bounds checked above; the mapping lives as long as self.
+            unsafe {
+                base.add((offset as usize + i) * RING_STRIDE_WORDS)
+                    .write(slot)
+            };
+        }
+    }
+
     pub fn read(&self, offset: u32, len: u32) -> Vec<u32> {
         assert!(
             offset as usize + len as usize <= self.slots as usize,
