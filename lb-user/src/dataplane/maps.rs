@@ -7,7 +7,7 @@ use std::{
 use super::mmap::MappedArray;
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray, PerCpuValues},
     Ebpf,
 };
 use lb_common::{
@@ -51,6 +51,17 @@ fn take_array_data(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, MapsE
         Some(aya::maps::Map::Array(d)) => Ok(d),
         _ => Err(MapsError::Missing(name)),
     }
+}
+
+/// Writes `values` at `keys` of `map` with one BPF_MAP_UPDATE_BATCH (per-CPU maps: one value
+/// per possible CPU and key); true also when there is nothing to write. False when the kernel
+/// refused: the caller then writes one by one, which names the failing element.
+fn batch_written<K: Copy, V: Copy>(map: &MapData, keys: &[K], values: &[V]) -> bool {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    if keys.is_empty() {
+        return values.is_empty();
+    }
+    super::batch::update_values(map.fd().as_fd().as_raw_fd(), keys, values).is_ok()
 }
 
 /// The ring array, mapped into our memory (`BPF_F_MMAPABLE`): rings are written with a copy.
@@ -331,6 +342,24 @@ impl TunnelMap {
         Ok(())
     }
 
+    /// [`TunnelMap::set`] for many slots, the changed ones in one batch (one syscall).
+    pub fn set_many(&mut self, values: &[(u32, RealTunnel)]) -> Result<(), MapError> {
+        let changed: Vec<(u32, RealTunnel)> = values
+            .iter()
+            .filter(|(slot, value)| self.written.get(slot) != Some(value))
+            .copied()
+            .collect();
+        let (slots, tunnels): (Vec<u32>, Vec<RealTunnel>) = changed.iter().copied().unzip();
+        if batch_written(self.map.map(), &slots, &tunnels) {
+            self.written.extend(changed);
+            return Ok(());
+        }
+        for (slot, value) in changed {
+            self.set(slot, value)?;
+        }
+        Ok(())
+    }
+
     pub fn get(&self, slot: u32) -> Result<RealTunnel, MapError> {
         self.map.get(&slot, 0)
     }
@@ -545,6 +574,32 @@ impl KernelMaps {
             PerCpuValues::try_from(vec![TrafficStats::default(); n])?,
             0,
         )
+    }
+
+    /// [`KernelMaps::reset_real_traffic`] for many slots, in one batch (one syscall).
+    pub fn reset_reals_traffic(&mut self, slots: &[u32]) -> Result<(), MapError> {
+        let n = aya::util::nr_cpus().map_err(|(_, e)| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: e,
+            })
+        })?;
+        let zeros = vec![TrafficStats::default(); slots.len() * n];
+        if batch_written(self.real_stats.map(), slots, &zeros) {
+            return Ok(());
+        }
+        slots.iter().try_for_each(|&s| self.reset_real_traffic(s))
+    }
+
+    /// Writes real-server slots (`REALS`) in one batch (one syscall).
+    pub fn set_reals(&mut self, values: &[(u32, RealServer)]) -> Result<(), MapError> {
+        let (slots, reals): (Vec<u32>, Vec<RealServer>) = values.iter().copied().unzip();
+        if batch_written(self.reals.map(), &slots, &reals) {
+            return Ok(());
+        }
+        values
+            .iter()
+            .try_for_each(|&(slot, value)| self.reals.set(slot, value, 0))
     }
 
     pub fn reset_service_traffic(&mut self, id: u32) -> Result<(), MapError> {

@@ -15,7 +15,7 @@ use std::{
 
 use aya::maps::MapError;
 use lb_common::{
-    LbConfig, Persistence, RealServer, Service, ServiceKey, VipInfo, VipKey, MAX_REALS,
+    LbConfig, Persistence, RealServer, RealTunnel, Service, ServiceKey, VipInfo, VipKey, MAX_REALS,
     MAX_SERVICES, NO_REAL, PROTO_TCP, REAL_F_ALIVE, REAL_F_IN_USE, SVC_F_FORWARD_FRAGMENTS,
     VIP_F_FRAG_TCP, VIP_F_FRAG_UDP,
 };
@@ -105,6 +105,15 @@ const BPF_EXIST: u64 = 2;
 struct PrebuiltRing<'a> {
     inputs: &'a RingInputs,
     table: Vec<u32>,
+}
+
+/// What one service's real-server slots need written (see `MapWriter::flush_real_writes`).
+#[derive(Default)]
+struct RealWrites {
+    /// Slots just handed to a real server: their counters start at zero.
+    fresh: Vec<u32>,
+    reals: Vec<(u32, RealServer)>,
+    tunnels: Vec<(u32, RealTunnel)>,
 }
 
 /// The ring an apply installs: built on the writer's thread with the slots in it, or a
@@ -612,20 +621,6 @@ impl MapWriter {
         Ok(())
     }
 
-    fn write_real(
-        &mut self,
-        slot: u32,
-        value: RealServer,
-        report: &mut ApplyReport,
-    ) -> Result<(), WriteError> {
-        if self.written_reals.get(&slot) != Some(&value) {
-            self.maps.reals.set(slot, value, 0)?;
-            self.written_reals.insert(slot, value);
-            report.reals_written += 1;
-        }
-        Ok(())
-    }
-
     /// The services whose ring inputs differ from those of their ring in force (ignoring slot
     /// ids, which new real servers get only later), in `wanted`'s order, with positional inputs.
     fn changed_rings<'a>(
@@ -731,6 +726,23 @@ impl MapWriter {
         report: &mut ApplyReport,
     ) -> Result<BTreeMap<RealKey, u32>, WriteError> {
         let mut slots = BTreeMap::new();
+        let mut writes = RealWrites::default();
+        let claimed = self.claim_real_slots(ds, ws, &mut slots, &mut writes);
+        // What was claimed is written even when a later real server got no slot, as when each
+        // was written in turn: the mirror stays the truth for the next apply.
+        self.flush_real_writes(writes, report)?;
+        claimed.map(|()| slots)
+    }
+
+    /// The slots of `ds`'s real servers (new ones get a fresh generation; kept ones keep theirs)
+    /// and what must be written to them, gathered so that a service costs one syscall per map.
+    fn claim_real_slots(
+        &mut self,
+        ds: &DesiredService,
+        ws: &mut WrittenService,
+        slots: &mut BTreeMap<RealKey, u32>,
+        writes: &mut RealWrites,
+    ) -> Result<(), WriteError> {
         for (rk, r) in wanted_reals(ds) {
             let slot = match ws.reals.get(&rk) {
                 Some(&slot) => slot,
@@ -738,18 +750,38 @@ impl MapWriter {
                     let slot = self.real_slots.alloc().ok_or(WriteError::TooManyReals)?;
                     self.generations[slot as usize] =
                         self.generations[slot as usize].wrapping_add(1);
-                    self.maps.reset_real_traffic(slot)?;
+                    writes.fresh.push(slot);
                     ws.reals.insert(rk, slot);
                     slot
                 }
             };
             let value = real_value(r, self.generations[slot as usize], ws.value.id);
-            self.write_real(slot, value, report)?;
+            if self.written_reals.get(&slot) != Some(&value) {
+                writes.reals.push((slot, value));
+            }
             let tunnel = r.tunnel.map(|t| t.value()).unwrap_or_default();
-            self.maps.tunnels.set(slot, tunnel)?;
+            writes.tunnels.push((slot, tunnel));
             slots.insert(rk, slot);
         }
-        Ok(slots)
+        Ok(())
+    }
+
+    /// Writes one service's real-server slots: counters of fresh slots zeroed, then the slots'
+    /// values, then their tunnels (per slot the order of one-by-one writes), each map in one
+    /// batch. A reload of 1,000 new services x 10 real servers made 30,000 syscalls here.
+    fn flush_real_writes(
+        &mut self,
+        writes: RealWrites,
+        report: &mut ApplyReport,
+    ) -> Result<(), WriteError> {
+        self.maps.reset_reals_traffic(&writes.fresh)?;
+        self.maps.set_reals(&writes.reals)?;
+        for (slot, value) in writes.reals {
+            self.written_reals.insert(slot, value);
+            report.reals_written += 1;
+        }
+        self.maps.tunnels.set_many(&writes.tunnels)?;
+        Ok(())
     }
 
     /// Step 2a: the ring these inputs give, if it differs from the one in force (inputs equal to
