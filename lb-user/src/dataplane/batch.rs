@@ -111,13 +111,9 @@ pub fn update<K: Copy, V: Copy>(map_fd: RawFd, keys: &[K], values: &[V]) -> io::
 
 /// Writes `values` at `keys` in one syscall, `values.len() / keys.len()` values per key (a
 /// per-CPU map takes one value per possible CPU, each key's values in a row).
-pub fn update_values<K: Copy, V: Copy>(
-    map_fd: RawFd,
-    keys: &[K],
-    values: &[V],
-) -> io::Result<()> {
+pub fn update_values<K: Copy, V: Copy>(map_fd: RawFd, keys: &[K], values: &[V]) -> io::Result<()> {
     assert!(
-        !keys.is_empty() && values.len() % keys.len() == 0,
+        !keys.is_empty() && values.len().is_multiple_of(keys.len()),
         "whole values per key"
     );
     let mut attr = BatchAttr {

@@ -137,7 +137,10 @@ impl NextRing {
             NextRing::Built(r) => r == ring,
             NextRing::Positional { table, slots } => {
                 table.len() == ring.len()
-                    && table.iter().zip(ring).all(|(&p, &s)| slots[p as usize] == s)
+                    && table
+                        .iter()
+                        .zip(ring)
+                        .all(|(&p, &s)| slots[p as usize] == s)
             }
         }
     }
@@ -834,7 +837,9 @@ impl MapWriter {
                 ring
             }
             NextRing::Positional { mut table, slots } => {
-                self.maps.rings.write_mapped(region.offset, &mut table, &slots);
+                self.maps
+                    .rings
+                    .write_mapped(region.offset, &mut table, &slots);
                 table
             }
         };
