@@ -951,3 +951,26 @@ impl MapWriter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::NextRing;
+
+    /// A prebuilt table is compared with the ring in force through its slot mapping: equal only
+    /// when every position maps to the slot the ring holds there (an equal ring is not written).
+    #[test]
+    fn a_positional_ring_is_the_ring_its_slots_give() {
+        let ring = NextRing::Positional {
+            table: vec![0, 1, 1, 0],
+            slots: vec![7, 9],
+        };
+        assert!(ring.is(&[7, 9, 9, 7]));
+        assert!(!ring.is(&[7, 9, 9, 9]));
+        assert!(!ring.is(&[0, 1, 1, 0]));
+        assert!(!ring.is(&[7, 9, 9]));
+        assert!(!ring.is(&[]));
+        assert_eq!(ring.len(), 4);
+        assert!(NextRing::Built(vec![3, 4]).is(&[3, 4]));
+        assert!(!NextRing::Built(vec![3, 4]).is(&[4, 3]));
+    }
+}
