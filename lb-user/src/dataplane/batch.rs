@@ -109,6 +109,23 @@ pub fn update<K: Copy, V: Copy>(map_fd: RawFd, keys: &[K], values: &[V]) -> io::
     bpf(BPF_MAP_UPDATE_BATCH, &mut attr)
 }
 
+/// Writes `values` at `keys` in one syscall, `values.len() / keys.len()` values per key (a
+/// per-CPU map takes one value per possible CPU, each key's values in a row).
+pub fn update_values<K: Copy, V: Copy>(map_fd: RawFd, keys: &[K], values: &[V]) -> io::Result<()> {
+    assert!(
+        !keys.is_empty() && values.len().is_multiple_of(keys.len()),
+        "whole values per key"
+    );
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: map_fd as u32,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_BATCH, &mut attr)
+}
+
 /// Deletes `keys`; keys already gone (the LRU evicted them, or a packet path removed them) are
 /// skipped one by one. Returns how many were deleted.
 pub fn delete<K: Copy>(map_fd: RawFd, keys: &[K], mut delete_one: impl FnMut(&K) -> bool) -> u64 {

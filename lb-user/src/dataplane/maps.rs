@@ -7,7 +7,7 @@ use std::{
 use super::mmap::MappedArray;
 
 use aya::{
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray, PerCpuValues},
     Ebpf,
 };
 use lb_common::{
@@ -53,6 +53,17 @@ fn take_array_data(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, MapsE
     }
 }
 
+/// Writes `values` at `keys` of `map` with one BPF_MAP_UPDATE_BATCH (per-CPU maps: one value
+/// per possible CPU and key); true also when there is nothing to write. False when the kernel
+/// refused: the caller then writes one by one, which names the failing element.
+fn batch_written<K: Copy, V: Copy>(map: &MapData, keys: &[K], values: &[V]) -> bool {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    if keys.is_empty() {
+        return values.is_empty();
+    }
+    super::batch::update_values(map.fd().as_fd().as_raw_fd(), keys, values).is_ok()
+}
+
 /// The ring array, mapped into our memory (`BPF_F_MMAPABLE`): rings are written with a copy.
 /// The kernel lays array elements out at a stride of `round_up(value_size, 8)`: each u32 slot
 /// occupies 8 bytes of the mapping (found by the packet tests, which compare the kernel's picks
@@ -88,6 +99,28 @@ impl RingMmap {
         );
         let base = self.mem.as_ptr();
         for (i, &slot) in ring.iter().enumerate() {
+            // SAFETY: bounds checked above; the mapping lives as long as self.
+            unsafe {
+                base.add((offset as usize + i) * RING_STRIDE_WORDS)
+                    .write(slot)
+            };
+        }
+    }
+
+    /// Copies a table of backend positions into slots `offset..offset + table.len()`, each
+    /// position replaced by its slot (`slots[position]`), and leaves the slots in `table`: one
+    /// pass over a prebuilt table (a reload of 1,000 rings spent as long mapping positions in
+    /// a pass of their own as copying). The caller guarantees that no live service points at
+    /// that region.
+    pub fn write_mapped(&mut self, offset: u32, table: &mut [u32], slots: &[u32]) {
+        assert!(
+            offset as usize + table.len() <= self.slots as usize,
+            "ring region out of bounds"
+        );
+        let base = self.mem.as_ptr();
+        for (i, v) in table.iter_mut().enumerate() {
+            let slot = slots[*v as usize];
+            *v = slot;
             // SAFETY: bounds checked above; the mapping lives as long as self.
             unsafe {
                 base.add((offset as usize + i) * RING_STRIDE_WORDS)
@@ -309,6 +342,24 @@ impl TunnelMap {
         Ok(())
     }
 
+    /// [`TunnelMap::set`] for many slots, the changed ones in one batch (one syscall).
+    pub fn set_many(&mut self, values: &[(u32, RealTunnel)]) -> Result<(), MapError> {
+        let changed: Vec<(u32, RealTunnel)> = values
+            .iter()
+            .filter(|(slot, value)| self.written.get(slot) != Some(value))
+            .copied()
+            .collect();
+        let (slots, tunnels): (Vec<u32>, Vec<RealTunnel>) = changed.iter().copied().unzip();
+        if batch_written(self.map.map(), &slots, &tunnels) {
+            self.written.extend(changed);
+            return Ok(());
+        }
+        for (slot, value) in changed {
+            self.set(slot, value)?;
+        }
+        Ok(())
+    }
+
     pub fn get(&self, slot: u32) -> Result<RealTunnel, MapError> {
         self.map.get(&slot, 0)
     }
@@ -523,6 +574,32 @@ impl KernelMaps {
             PerCpuValues::try_from(vec![TrafficStats::default(); n])?,
             0,
         )
+    }
+
+    /// [`KernelMaps::reset_real_traffic`] for many slots, in one batch (one syscall).
+    pub fn reset_reals_traffic(&mut self, slots: &[u32]) -> Result<(), MapError> {
+        let n = aya::util::nr_cpus().map_err(|(_, e)| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: e,
+            })
+        })?;
+        let zeros = vec![TrafficStats::default(); slots.len() * n];
+        if batch_written(self.real_stats.map(), slots, &zeros) {
+            return Ok(());
+        }
+        slots.iter().try_for_each(|&s| self.reset_real_traffic(s))
+    }
+
+    /// Writes real-server slots (`REALS`) in one batch (one syscall).
+    pub fn set_reals(&mut self, values: &[(u32, RealServer)]) -> Result<(), MapError> {
+        let (slots, reals): (Vec<u32>, Vec<RealServer>) = values.iter().copied().unzip();
+        if batch_written(self.reals.map(), &slots, &reals) {
+            return Ok(());
+        }
+        values
+            .iter()
+            .try_for_each(|&(slot, value)| self.reals.set(slot, value, 0))
     }
 
     pub fn reset_service_traffic(&mut self, id: u32) -> Result<(), MapError> {

@@ -41,11 +41,18 @@ impl RingInputs {
     /// `table` built from inputs of the same shape whose slots were the backends' positions
     /// (see [`positional_ring_inputs`]), with each position replaced by this backend's slot.
     pub fn with_slots(&self, mut table: Vec<u32>) -> Vec<u32> {
-        let slots: Vec<u32> = self.backends.iter().map(|b| b.slot).collect();
+        let slots = self.slots();
         for v in &mut table {
             *v = slots[*v as usize];
         }
         table
+    }
+}
+
+impl RingInputs {
+    /// Each backend's slot, by position: what a positional table's entries stand for.
+    pub fn slots(&self) -> Vec<u32> {
+        self.backends.iter().map(|b| b.slot).collect()
     }
 }
 
