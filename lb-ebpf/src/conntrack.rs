@@ -2,7 +2,7 @@
 //! state from the client's TCP flags, insert with the flood guard, and re-dispatch of flows whose
 //! real server (or service) went away. IPv4 flows live in the set-associative table
 //! (conntable.rs), IPv6 flows and IPv4 flows whose set is full in the kernel LRU (`CONN_TABLE`).
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns};
 use lb_common::{
     conn, conn_state, stat, tcp_flags, FlowEntry, FlowKey, RealServer, Service, NO_REAL, PROTO_TCP,
     SVC_F_ACTIVE, SVC_F_PERSISTENT,
@@ -10,7 +10,7 @@ use lb_common::{
 
 use crate::{
     conntable::{self, WayKey},
-    maps::{count, CONN_TABLE, FLOOD_STATE, LB_CONFIG, SERVICE_STATE},
+    maps::{count, CLOCK_CACHE, CONN_TABLE, FLOOD_STATE, LB_CONFIG, SERVICE_STATE},
     persist,
     select::{alive_real, pick, pick_previous},
 };
@@ -39,11 +39,33 @@ pub enum Lookup {
     Miss,
 }
 
-/// CLOCK_MONOTONIC_COARSE: a load of the timekeeper's last tick, where `bpf_ktime_get_ns` reads
-/// the clocksource (~30 ns under KVM). Idle timeouts and the flood guard's window need no more
-/// than a tick's resolution.
+/// CLOCK_MONOTONIC_COARSE: the timekeeper's last tick, where `bpf_ktime_get_ns` reads the
+/// clocksource (~30 ns under KVM). Idle timeouts and the flood guard's window need no more than a
+/// tick's resolution. The coarse clock only moves when the tick advances jiffies, so each CPU keeps
+/// its last reading with the jiffies it was taken at: `bpf_jiffies64` is inlined by the verifier
+/// (one load), where the coarse-clock helper is a call (and its return goes through the return
+/// thunk on this kind of CPU); the helper then runs once per tick and CPU, not once per packet. A
+/// reading taken between the tick's jiffies update and its timekeeper update is one tick old until
+/// the next tick: nothing here needs better than a tick.
 #[inline(always)]
 fn now_ns() -> u64 {
+    // SAFETY: no preconditions.
+    let jiffies = unsafe { bpf_jiffies64() };
+    let Some(cache) = CLOCK_CACHE.get_ptr_mut(0) else {
+        return read_coarse_clock();
+    };
+    // SAFETY: per-CPU slot, only this CPU touches it while the program runs.
+    unsafe {
+        if (*cache).jiffies != jiffies {
+            (*cache).ns = read_coarse_clock();
+            (*cache).jiffies = jiffies;
+        }
+        (*cache).ns
+    }
+}
+
+#[inline(always)]
+fn read_coarse_clock() -> u64 {
     // SAFETY: no preconditions.
     unsafe { bpf_ktime_get_coarse_ns() }
 }

@@ -1,6 +1,11 @@
 //! Direct-routing rewrite: only the Ethernet addresses change; VLAN tags, IP and L4 stay as sent.
 //! A tunnelled real server's packets are first wrapped in an outer header ([`tunnel`]); the MACs
 //! are then those of the next hop.
+use core::{
+    mem::offset_of,
+    ptr::{read_unaligned, write_unaligned},
+};
+
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use lb_common::{stat, FlowKey, RealServer};
 
@@ -21,13 +26,7 @@ pub fn to_real(ctx: &XdpContext, flow: &FlowKey, real_id: u32, real: &RealServer
     let Some(eth) = ptr_at_mut::<[u8; 12]>(ctx, 0) else {
         return xdp_action::XDP_PASS;
     };
-    let eth = eth.cast::<[u8; 6]>();
-    // SAFETY: ptr_at_mut proved 12 bytes: destination MAC, then source MAC. Written straight
-    // from the map value (no copy on the stack first).
-    unsafe {
-        core::ptr::write_unaligned(eth, real.mac);
-        core::ptr::write_unaligned(eth.add(1), real.src_mac);
-    }
+    write_macs(eth.cast::<u8>(), real);
     if real.ifindex == ctx.ingress_ifindex() as u32 {
         return xdp_action::XDP_TX;
     }
@@ -37,5 +36,25 @@ pub fn to_real(ctx: &XdpContext, flow: &FlowKey, real_id: u32, real: &RealServer
             count(stat::REDIRECT_FAILED);
             xdp_action::XDP_DROP
         }
+    }
+}
+
+// The real server's destination and source MACs are 12 bytes back to back in its map value.
+const MACS_AT: usize = offset_of!(RealServer, mac);
+const _: () = assert!(offset_of!(RealServer, src_mac) == MACS_AT + 6);
+
+/// Writes destination and source MAC as one 8-byte and one 4-byte store, straight from the map
+/// value. (A `[u8; 6]` store is a `memmove` call for LLVM's BPF backend: a BPF-to-BPF call with a
+/// byte loop, twice per packet.)
+#[inline(always)]
+fn write_macs(eth: *mut u8, real: &RealServer) {
+    let macs = (real as *const RealServer).cast::<u8>().wrapping_add(MACS_AT);
+    // SAFETY: the caller proved 12 bytes of packet at `eth`; `macs` points at 12 bytes of `real`
+    // (the assertion above); both accesses are unaligned-safe.
+    unsafe {
+        let head = read_unaligned(macs.cast::<u64>());
+        let tail = read_unaligned(macs.add(8).cast::<u32>());
+        write_unaligned(eth.cast::<u64>(), head);
+        write_unaligned(eth.add(8).cast::<u32>(), tail);
     }
 }

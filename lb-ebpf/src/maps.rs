@@ -95,6 +95,17 @@ pub static RR_STATE: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_SERVIC
 #[map]
 pub static FLOOD_STATE: PerCpuArray<FloodState> = PerCpuArray::with_max_entries(1, 0);
 
+/// The coarse clock as this CPU last read it, and the jiffies of that read (conntrack.rs
+/// `now_ns`). Not pinned: a new program starts with an empty cache.
+#[repr(C)]
+pub struct ClockCache {
+    pub jiffies: u64,
+    pub ns: u64,
+}
+
+#[map]
+pub static CLOCK_CACHE: PerCpuArray<ClockCache> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static LB_CONFIG: Array<LbConfig> = Array::with_max_entries(1, 0);
 

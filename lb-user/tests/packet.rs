@@ -1085,6 +1085,30 @@ fn open_established(h: &Harness, sport: u16) {
     assert_goes_to_its_real(h, sport, "A");
 }
 
+/// The stamp of the flow's way (the flow is in its set).
+fn stamp_of_way(h: &Harness, sport: u16) -> u32 {
+    let way = way_of(h, sport).expect("flow in its set");
+    conn::stamp_of(ways(h, set_index(h, sport))[way as usize].stamp_check)
+}
+
+/// The hit path reads the coarse clock once per tick and CPU (a cache keyed by jiffies): a flow
+/// hit again more than two stamp units later carries the stamp of that hit, not a cached one.
+#[test]
+fn a_hit_stamps_the_way_with_the_time_of_the_hit() {
+    xtask::require!(BPF);
+    let h = eight_reals(4096);
+    let sport = 23_000;
+    open_established(&h, sport);
+    let first = stamp_of_way(&h, sport);
+    // 2.3 s: more than two stamp units (2^30 ns each), whatever the phase.
+    std::thread::sleep(std::time::Duration::from_millis(2_300));
+    assert_goes_to_its_real(&h, sport, "A");
+    let now = conn::stamp_from_ns(xlb::dataplane::sweep::monotonic_ns());
+    let stamp = stamp_of_way(&h, sport);
+    assert!(conn::stamp_age(now, stamp) <= 1, "stamp {stamp}, now {now}");
+    assert!(conn::stamp_age(stamp, first) >= 2, "stamp {stamp}, first {first}");
+}
+
 #[test]
 fn a_full_set_overflows_into_the_lru() {
     xtask::require!(BPF);
