@@ -48,7 +48,9 @@ const _: () = assert!(offset_of!(RealServer, src_mac) == MACS_AT + 6);
 /// byte loop, twice per packet.)
 #[inline(always)]
 fn write_macs(eth: *mut u8, real: &RealServer) {
-    let macs = (real as *const RealServer).cast::<u8>().wrapping_add(MACS_AT);
+    let macs = (real as *const RealServer)
+        .cast::<u8>()
+        .wrapping_add(MACS_AT);
     // SAFETY: the caller proved 12 bytes of packet at `eth`; `macs` points at 12 bytes of `real`
     // (the assertion above); both accesses are unaligned-safe.
     unsafe {

@@ -1106,7 +1106,10 @@ fn a_hit_stamps_the_way_with_the_time_of_the_hit() {
     let now = conn::stamp_from_ns(xlb::dataplane::sweep::monotonic_ns());
     let stamp = stamp_of_way(&h, sport);
     assert!(conn::stamp_age(now, stamp) <= 1, "stamp {stamp}, now {now}");
-    assert!(conn::stamp_age(stamp, first) >= 2, "stamp {stamp}, first {first}");
+    assert!(
+        conn::stamp_age(stamp, first) >= 2,
+        "stamp {stamp}, first {first}"
+    );
 }
 
 #[test]

@@ -129,6 +129,20 @@ impl RingMmap {
         }
     }
 
+    /// Slot `i` of the region `offset..offset + len` (the region bounds-checked once here).
+    pub fn region(&self, offset: u32, len: u32) -> impl Fn(usize) -> u32 + '_ {
+        assert!(
+            offset as usize + len as usize <= self.slots as usize,
+            "ring region out of bounds"
+        );
+        let base = self.mem.as_ptr();
+        move |i| {
+            assert!(i < len as usize, "ring slot out of its region");
+            // SAFETY: inside the region, which is inside the mapping (checked above).
+            unsafe { base.add((offset as usize + i) * RING_STRIDE_WORDS).read() }
+        }
+    }
+
     pub fn read(&self, offset: u32, len: u32) -> Vec<u32> {
         assert!(
             offset as usize + len as usize <= self.slots as usize,

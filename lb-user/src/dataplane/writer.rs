@@ -68,7 +68,6 @@ pub struct RealKey {
 struct WrittenService {
     key: ServiceKey,
     value: Service,
-    ring: Vec<u32>,
     prev_since: Option<Instant>,
     /// What `ring` was built from: an apply with the same inputs skips the build (a reload of
     /// 1,000 unchanged services must not rebuild 1,000 Maglev tables).
@@ -131,18 +130,19 @@ impl NextRing {
         }
     }
 
-    /// Whether this is the ring `ring` (position by position, after the mapping to slots).
-    fn is(&self, ring: &[u32]) -> bool {
-        match self {
-            NextRing::Built(r) => r == ring,
-            NextRing::Positional { table, slots } => {
-                table.len() == ring.len()
-                    && table
-                        .iter()
-                        .zip(ring)
-                        .all(|(&p, &s)| slots[p as usize] == s)
+    /// Whether this is the ring of `len` slots whose slot `i` is `at(i)` (position by position,
+    /// after the mapping to slots). The ring in force is read from the ring map itself: the
+    /// writer keeps no copy (1,000 services of 65,537 slots would be 256 MiB of copies, and a
+    /// reload that changes them all would fault in as much fresh memory).
+    fn is(&self, len: usize, at: impl Fn(usize) -> u32) -> bool {
+        self.len() == len
+            && match self {
+                NextRing::Built(r) => r.iter().enumerate().all(|(i, &s)| at(i) == s),
+                NextRing::Positional { table, slots } => table
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &p)| slots[p as usize] == at(i)),
             }
-        }
     }
 }
 
@@ -302,14 +302,12 @@ impl MapWriter {
                 .claim(region_of(value.ring_offset, value.ring_size));
             w.regions
                 .claim(region_of(value.prev_ring_offset, value.prev_ring_size));
-            let ring = w.maps.rings.read(value.ring_offset, value.ring_size);
             by_id.insert(value.id, addr);
             w.services.insert(
                 addr,
                 WrittenService {
                     key,
                     value,
-                    ring,
                     prev_since: (value.prev_ring_size > 0).then_some(now),
                     ring_inputs: None,
                     ring_unserved: false,
@@ -474,9 +472,10 @@ impl MapWriter {
         Ok(removed)
     }
 
-    /// The ring now in force for a service (tests, `xlb status --verbose`).
-    pub fn ring(&self, addr: &ServiceAddr) -> Option<&[u32]> {
-        self.services.get(addr).map(|ws| ws.ring.as_slice())
+    /// The ring now in force for a service (tests, `xlb status --verbose`), read from the map.
+    pub fn ring(&self, addr: &ServiceAddr) -> Option<Vec<u32>> {
+        let v = self.services.get(addr)?.value;
+        Some(self.maps.rings.read(v.ring_offset, v.ring_size))
     }
 
     pub fn apply(
@@ -668,7 +667,6 @@ impl MapWriter {
                         sorry_real: NO_REAL,
                         ..Default::default()
                     },
-                    ring: Vec::new(),
                     prev_since: None,
                     ring_inputs: None,
                     ring_unserved: false,
@@ -808,7 +806,9 @@ impl MapWriter {
             },
             _ => NextRing::Built(maglev::build(&inputs.backends, inputs.table_size)),
         };
-        (!ring.is(&ws.ring)).then_some(ring)
+        let (offset, len) = (ws.value.ring_offset, ws.value.ring_size);
+        let in_force = self.maps.rings.region(offset, len);
+        (!ring.is(len as usize, in_force)).then_some(ring)
     }
 
     /// Step 2b: writes `ring` into a free region and points `value` at it, choosing the previous
@@ -868,7 +868,6 @@ impl MapWriter {
         };
         value.ring_offset = region.offset;
         value.ring_size = region.len;
-        ws.ring = ring;
         ws.ring_unserved = false;
         Ok(release)
     }
@@ -964,13 +963,14 @@ mod tests {
             table: vec![0, 1, 1, 0],
             slots: vec![7, 9],
         };
-        assert!(ring.is(&[7, 9, 9, 7]));
-        assert!(!ring.is(&[7, 9, 9, 9]));
-        assert!(!ring.is(&[0, 1, 1, 0]));
-        assert!(!ring.is(&[7, 9, 9]));
-        assert!(!ring.is(&[]));
+        let is = |r: &NextRing, in_force: &[u32]| r.is(in_force.len(), |i| in_force[i]);
+        assert!(is(&ring, &[7, 9, 9, 7]));
+        assert!(!is(&ring, &[7, 9, 9, 9]));
+        assert!(!is(&ring, &[0, 1, 1, 0]));
+        assert!(!is(&ring, &[7, 9, 9]));
+        assert!(!is(&ring, &[]));
         assert_eq!(ring.len(), 4);
-        assert!(NextRing::Built(vec![3, 4]).is(&[3, 4]));
-        assert!(!NextRing::Built(vec![3, 4]).is(&[4, 3]));
+        assert!(is(&NextRing::Built(vec![3, 4]), &[3, 4]));
+        assert!(!is(&NextRing::Built(vec![3, 4]), &[4, 3]));
     }
 }
