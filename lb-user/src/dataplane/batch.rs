@@ -99,21 +99,19 @@ pub fn for_each<K: Copy + Default, V: Copy + Default>(
 /// Used to prefill tables (benchmarks) and to refresh persistence templates (the sweep).
 pub fn update<K: Copy, V: Copy>(map_fd: RawFd, keys: &[K], values: &[V]) -> io::Result<()> {
     assert_eq!(keys.len(), values.len(), "one value per key");
-    let mut attr = BatchAttr {
-        keys: keys.as_ptr() as u64,
-        values: values.as_ptr() as u64,
-        count: keys.len() as u32,
-        map_fd: map_fd as u32,
-        ..Default::default()
-    };
-    bpf(BPF_MAP_UPDATE_BATCH, &mut attr)
+    update_values(map_fd, keys, values)
 }
 
 /// Writes `values` at `keys` in one syscall, `values.len() / keys.len()` values per key (a
-/// per-CPU map takes one value per possible CPU, each key's values in a row).
+/// per-CPU map takes one value per possible CPU, each key's values in a row). Nothing to write
+/// makes no syscall.
 pub fn update_values<K: Copy, V: Copy>(map_fd: RawFd, keys: &[K], values: &[V]) -> io::Result<()> {
+    if keys.is_empty() {
+        assert!(values.is_empty(), "values without keys");
+        return Ok(());
+    }
     assert!(
-        !keys.is_empty() && values.len().is_multiple_of(keys.len()),
+        values.len().is_multiple_of(keys.len()),
         "whole values per key"
     );
     let mut attr = BatchAttr {
