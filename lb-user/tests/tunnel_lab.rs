@@ -125,6 +125,18 @@ fn run_until_both_reals_forward(t: TunLab, socket: String, config: String) -> Ru
 }
 
 impl Running {
+    /// `n` new connections from the client to `url`: none fails, and both real servers answer.
+    fn assert_both_reals_answer(&self, url: &str, n: usize) {
+        let spread: BTreeMap<String, usize> =
+            curl_spread(&self.t.lab, &self.t.client, url, n).unwrap();
+        assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", self.log());
+        assert!(
+            spread.get("rs1").copied().unwrap_or(0) > 0
+                && spread.get("rs2").copied().unwrap_or(0) > 0,
+            "both real servers answer: {spread:?}"
+        );
+    }
+
     fn log(&self) -> String {
         self.daemon
             .as_ref()
@@ -166,13 +178,7 @@ fn http_through_the_vip(tunnel: &str) {
     let client_tx0 = r.link_packets(&r.t.client, "tx_packets");
     let client_rx0 = r.link_packets(&r.t.client, "rx_packets");
     let director_rx0 = r.link_packets(&r.t.director, "rx_packets");
-    let spread: BTreeMap<String, usize> =
-        curl_spread(&r.t.lab, &r.t.client, &format!("http://{VIP}/"), 40).unwrap();
-    assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", r.log());
-    assert!(
-        spread.get("rs1").copied().unwrap_or(0) > 0 && spread.get("rs2").copied().unwrap_or(0) > 0,
-        "both real servers answer: {spread:?}"
-    );
+    r.assert_both_reals_answer(&format!("http://{VIP}/"), 40);
     assert!(r.counter("tunnelled") > 0);
     // Replies go router -> client: the director received no more frames than the client sent
     // (+ a few for ARP and health checks), while the client received the answers.
@@ -367,12 +373,7 @@ fn keepalived_lb_kind_tun_config_imports_and_runs() {
         tun::realserver_up(&t.lab, rs, XLB, "gue", &[tun::DIRECTOR]).unwrap();
     }
     let r = run_until_both_reals_forward(t, socket, toml_path.display().to_string());
-    let spread = curl_spread(&r.t.lab, &r.t.client, &format!("http://{VIP}/"), 20).unwrap();
-    assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", r.log());
-    assert!(
-        spread.contains_key("rs1") && spread.contains_key("rs2"),
-        "{spread:?}"
-    );
+    r.assert_both_reals_answer(&format!("http://{VIP}/"), 20);
 }
 
 /// The real servers decapsulate with the TC fallback (`--attach tc`, xlb_decap_tc on TC
@@ -381,13 +382,7 @@ fn keepalived_lb_kind_tun_config_imports_and_runs() {
 fn http_over_gue_with_tc_decapsulation() {
     xtask::require!(NEEDS);
     let r = start_with("tuntc", "gue", &["--attach", "tc"]);
-    let spread: BTreeMap<String, usize> =
-        curl_spread(&r.t.lab, &r.t.client, &format!("http://{VIP}/"), 20).unwrap();
-    assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", r.log());
-    assert!(
-        spread.get("rs1").copied().unwrap_or(0) > 0 && spread.get("rs2").copied().unwrap_or(0) > 0,
-        "both real servers answer: {spread:?}"
-    );
+    r.assert_both_reals_answer(&format!("http://{VIP}/"), 20);
     for (i, rs) in r.t.real_servers.iter().enumerate() {
         let state = r.t.lab.dir().join(format!("rs{}.json", i + 1));
         let args = [
@@ -494,12 +489,7 @@ fn http_over_ipv6(tunnel: &str, mss: u32) {
     std::fs::write(&config, text).unwrap();
     let r = run_until_both_reals_forward(t, socket, config.display().to_string());
     let url = format!("http://[{}]/", tun::VIP6);
-    let spread = curl_spread(&r.t.lab, &r.t.client, &url, 30).unwrap();
-    assert_eq!(spread.get("FAIL"), None, "{spread:?}\n{}", r.log());
-    assert!(
-        spread.get("rs1").copied().unwrap_or(0) > 0 && spread.get("rs2").copied().unwrap_or(0) > 0,
-        "both real servers answer: {spread:?}"
-    );
+    r.assert_both_reals_answer(&url, 30);
     assert!(r.counter("tunnelled") >= 30, "{}", r.counter("tunnelled"));
     // A SYN-ACK from the VIP (IPv6 header 40 bytes, no extension headers: TCP flags at 53).
     let capture = format!(
