@@ -1409,6 +1409,51 @@ fn sync_added_by_reload_starts_without_a_restart() {
     assert_eq!(ok, r.len());
 }
 
+/// A director taken out of rotation for maintenance (its BIRD stopped, xlb left running) keeps
+/// its entries while its flows move to the peers, whose synced copies carry them. When the
+/// client closes them, the FINs cross the peers, and their state changes drain the withdrawn
+/// director's ActiveConn too (what an operator waits for before stopping it; it stayed until
+/// the 15-minute idle timeout before): IPv4 flows from its set table, IPv6 from its LRU.
+#[test]
+fn a_withdrawn_directors_active_conn_drains_by_its_peers_fins() {
+    xtask::require!(SCALEOUT_NEEDS);
+    let (mut s, _router_bird, _key) = start_sync_lab(SyncMode::Unicast);
+    let streams = s.start_streams(&format!("{VIP4},{VIP6}"), 60, 3.0);
+    let held = eventually(Duration::from_secs(5), || {
+        (0..3).all(|i| flow_set(&s, i).len() >= 60)
+    });
+    assert!(held, "every director lists the 60 flows");
+    let before = conn_counts(&s, 0);
+    let own_active = before.0 - before.2;
+    assert!(
+        own_active > 0,
+        "dir1 dispatched none of the flows: {before:?}"
+    );
+    let bird = s.dirs[0].bird.take().unwrap();
+    s.lab.kill(&bird).unwrap();
+    s.wait_nexthops(2, Duration::from_secs(10));
+    // The streams go on through dir2 and dir3; dir1 sees none of their packets for 3 s.
+    std::thread::sleep(Duration::from_secs(3));
+    let withdrawn = conn_counts(&s, 0);
+    assert_eq!(
+        withdrawn.0 - withdrawn.2,
+        own_active,
+        "dir1 keeps its own flows' entries while withdrawn: {withdrawn:?}"
+    );
+    let r = s.stream_results(&streams);
+    let (ok, _) = summarize("60 streams, dir1 withdrawn (BIRD stopped, xlb running)", &r);
+    assert_eq!(ok, r.len());
+    let drained = eventually(Duration::from_secs(4), || conn_counts(&s, 0).0 == 0);
+    let after = conn_counts(&s, 0);
+    let applied = sync_stat(&s, 0, "own_states_applied");
+    println!(
+        "dir1 (active, inactive, synced active, synced inactive): withdrawn {before:?}, after the \
+         peers' FINs {after:?}; own entries that took a peer's state change: {applied}"
+    );
+    assert!(drained, "dir1's ActiveConn did not drain: {after:?}");
+    assert!(applied >= own_active, "{applied} < {own_active}");
+}
+
 /// The health-agreement lab config: `[sync]` on, three real servers (quorum 2 keeps a director
 /// announced with one of them down, as in the issue's lab), `confirm_failure` on or off, and a
 /// confirmation delay of 60 s: within the test only a peer can confirm a failure.

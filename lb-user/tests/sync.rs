@@ -291,7 +291,7 @@ fn a_peers_fin_drains_active_conn_here_and_its_expiry_removes_the_entry() {
             xlb::dataplane::sweep::monotonic_ns(),
         );
         b.writer.insert_synced_conns(&plan.conns).unwrap();
-        let changed = b.writer.update_synced_states(&plan.states).unwrap();
+        let changed = b.writer.update_peers_states(&plan.states).unwrap().synced;
         let removed = b.writer.remove_synced_conns(&plan.expired, &t).unwrap();
         (changed, removed)
     };
@@ -371,6 +371,120 @@ fn a_peers_fin_drains_active_conn_here_and_its_expiry_removes_the_entry() {
         .get(&flow_key(40_000), 0)
         .is_err());
     assert_eq!(census_of(&b), (0, 0, 0, 0));
+}
+
+/// A peer's FIN for a flow this director dispatched itself (the flow then moved: ECMP re-hash,
+/// a withdrawn director) is applied once the flow has been idle here for 2 s, so ActiveConn
+/// drains here too instead of staying until the 15-minute idle timeout; while the flow is still
+/// forwarded here it is left alone. The way moves to the LRU in the peer's state, with its real
+/// server: a late packet here still goes there. An own LRU entry (IPv6, or a full set) alike.
+#[test]
+fn a_peers_fin_for_an_own_flow_that_moved_away_drains_it_here() {
+    use lb_common::conn::{self, ConnWay};
+    use xlb::dataplane::sweep::{monotonic_ns, Timeouts};
+    use xlb::sync::{apply, names::SlotIndex, Inbound, Outbound, Record, SyncKey};
+    xtask::require!(BPF);
+    let key = || SyncKey::new(b"the two directors' key".to_vec()).unwrap();
+    let (mut out, mut inb) = (
+        Outbound::new(key(), 1, 7, 1400),
+        Inbound::new(key(), 2, 60_000),
+    );
+    let mut a = one_real();
+    let mut b = one_real();
+    a.writer.maps_mut().set_sync_enabled(true).unwrap();
+    let mut ring = a.writer.maps_mut().sync_events.take().unwrap();
+    let t = Timeouts::default();
+    let apply_on_b = |b: &mut Harness, records: &[Record]| {
+        let names = SlotIndex::new(&b.writer.slots());
+        let plan = apply::plan(records, Some(1), &names, &t, monotonic_ns());
+        b.writer.update_peers_states(&plan.states).unwrap()
+    };
+    // B dispatched both flows; then they moved to A, which sees the client's FINs.
+    for h in [&a, &b] {
+        for port in [40_000, 40_001] {
+            for flags in ["S", "A"] {
+                assert_eq!(h.run(&tcp4(CLIENT, port, VIP_B, 80, flags)).0, XDP_TX);
+            }
+        }
+    }
+    let _ = ring_records(&a, &mut ring, &mut out, &mut inb);
+    a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "FA"));
+    let fin = ring_records(&a, &mut ring, &mut out, &mut inb);
+    assert!(
+        matches!(fin[..], [Record::State(s)] if s.state == conn_state::FIN_WAIT),
+        "{fin:?}"
+    );
+
+    // B forwarded the flow a moment ago: it may still be B's; its state stays.
+    let applied = apply_on_b(&mut b, &fin);
+    assert_eq!((applied.synced, applied.own), (0, 0));
+    assert_eq!(census_of(&b), (2, 0, 0, 0));
+
+    // B's way as if its last packet were 4 stamp units (4.3 s) ago.
+    let flow = flow_key(40_000);
+    let (at, w) = b.writer.maps().conn_sets.find(&flow).expect("B's own way");
+    let long_ago = monotonic_ns() - (4u64 << conn::STAMP_SHIFT);
+    let aged = ConnWay::new(w.src, w.dst, w.ports, w.meta, conn::stamp_from_ns(long_ago));
+    b.writer.maps().conn_sets.write(at, &aged);
+    let applied = apply_on_b(&mut b, &fin);
+    assert_eq!((applied.synced, applied.own), (0, 1));
+    assert_eq!(
+        census_of(&b),
+        (1, 1, 0, 0),
+        "B's ActiveConn drained with A's"
+    );
+    assert!(b.writer.maps().conn_sets.find(&flow).is_none(), "way freed");
+    let moved = b.writer.maps().conn_table.get(&flow, 0).unwrap();
+    assert_eq!(moved.state, conn_state::FIN_WAIT);
+    assert_eq!(moved.sync_flags, 0, "still B's own entry");
+    assert_eq!(moved.real_id, conn::meta_real(w.meta));
+    let left = xlb::dataplane::sweep::expires_in(&moved, &t, monotonic_ns());
+    assert!(left <= t.fin_wait && left + std::time::Duration::from_secs(5) > t.fin_wait);
+    let late = tcp4(CLIENT, 40_000, VIP_B, 80, "A");
+    let (action, output) = b.run(&late);
+    assert_eq!(action, XDP_TX);
+    assert_dr_rewrite(&late, &output, real_mac(1));
+
+    // An own entry in B's LRU, idle 4.3 s, takes the peer's RST; a fresh one does not.
+    let other = flow_key(40_001);
+    let (at, w) = b.writer.maps().conn_sets.find(&other).unwrap();
+    b.writer
+        .maps()
+        .conn_sets
+        .free_if_unchanged(at, w.stamp_check);
+    let own = lb_common::FlowEntry {
+        state: conn_state::ESTABLISHED,
+        last_seen_ns: monotonic_ns(),
+        ..moved
+    };
+    b.writer
+        .maps_mut()
+        .conn_table
+        .insert(other, own, 0)
+        .unwrap();
+    a.run(&tcp4(CLIENT, 40_001, VIP_B, 80, "R"));
+    let rst = ring_records(&a, &mut ring, &mut out, &mut inb);
+    assert!(
+        matches!(rst[..], [Record::State(s)] if s.state == conn_state::CLOSE),
+        "{rst:?}"
+    );
+    assert_eq!(apply_on_b(&mut b, &rst).own, 0);
+    let idle = lb_common::FlowEntry {
+        last_seen_ns: long_ago,
+        ..own
+    };
+    b.writer
+        .maps_mut()
+        .conn_table
+        .insert(other, idle, 0)
+        .unwrap();
+    assert_eq!(apply_on_b(&mut b, &rst).own, 1);
+    let closed = b.writer.maps().conn_table.get(&other, 0).unwrap();
+    assert_eq!(
+        (closed.state, closed.real_id),
+        (conn_state::CLOSE, own.real_id)
+    );
+    assert_eq!(census_of(&b), (0, 2, 0, 0));
 }
 
 fn counter_of(h: &Harness, i: u32) -> u64 {

@@ -121,19 +121,25 @@ impl ConnSets {
             .is_ok()
     }
 
-    /// Visits every consistent way (free and torn ways are skipped) in set order.
     /// Does `key` have a way of its own (an IPv4 flow this director made)?
     pub fn holds(&self, key: &FlowKey) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// The way holding `key`, where it is and what it held when read.
+    pub fn find(&self, key: &FlowKey) -> Option<(WayIndex, ConnWay)> {
         if key.family != AF_INET || self.sets() == 0 {
-            return false;
+            return None;
         }
         let set = set_of(key, self.sets());
-        (0..WAYS as u32).any(|way| {
-            let w = self.read(WayIndex { set, way });
-            !w.is_free() && w.is_consistent() && way_key(&w) == *key
+        (0..WAYS as u32).find_map(|way| {
+            let at = WayIndex { set, way };
+            let w = self.read(at);
+            (!w.is_free() && w.is_consistent() && way_key(&w) == *key).then_some((at, w))
         })
     }
 
+    /// Visits every consistent way (free and torn ways are skipped) in set order.
     pub fn for_each(&self, mut f: impl FnMut(WayIndex, &ConnWay)) {
         for set in 0..self.sets {
             for way in 0..WAYS as u32 {

@@ -388,40 +388,57 @@ pub fn sweep(maps: &mut KernelMaps, timeouts: &Timeouts) -> std::io::Result<Swee
 
 /// Moves ways idle for `conn::LONG_IDLE_UNITS` (4.9 h) to the LRU, whose entries keep the time
 /// in ns: a way tells ages apart only up to 2^15 stamp units (9.7 h), while `[timeouts]` go up to
-/// 30 days. The LRU entry is written first (only if the flow has none), then the way is freed if
-/// the program did not touch it meanwhile; if it did, the flow is live in its set again and the
-/// copy is removed. A way whose generations no longer match its slot's is freed. Returns how
-/// many moved.
+/// 30 days ([`move_way_to_lru`]). A way whose generations no longer match its slot's is freed.
+/// Returns how many moved.
 fn move_to_lru(
     maps: &mut KernelMaps,
     ways: &[(WayIndex, lb_common::conn::ConnWay)],
     now: u64,
 ) -> u64 {
-    const BPF_NOEXIST: u64 = 1;
     let mut moved = 0;
     for (at, w) in ways {
-        let Some(entry) = long_idle_entry(maps, w, now) else {
+        let Some(entry) = way_as_lru_entry(maps, w, now) else {
             // Stale (its real server or service went away): its next packet is dispatched
             // afresh anyway; freed before its low generation bits could match a reused slot.
             maps.conn_sets.free_if_unchanged(*at, w.stamp_check);
             continue;
         };
-        let key = conn_sets::way_key(w);
-        if maps.conn_table.insert(key, entry, BPF_NOEXIST).is_err() {
-            continue;
-        }
-        if maps.conn_sets.free_if_unchanged(*at, w.stamp_check) {
+        if move_way_to_lru(maps, *at, w, entry) {
             moved += 1;
-        } else {
-            let _ = maps.conn_table.remove(&key);
         }
     }
     moved
 }
 
-/// The LRU entry of a long-idle way, with the full generations of its real server and service
-/// (a way keeps their low bits), if they still match.
-fn long_idle_entry(maps: &KernelMaps, w: &lb_common::conn::ConnWay, now: u64) -> Option<FlowEntry> {
+/// Moves the way at `at`, read as `w`, to the LRU as `entry`: the LRU entry is written first
+/// (only if the flow has none), then the way is freed if the program did not touch it meanwhile;
+/// if it did, the flow is live in its set again and the copy is removed. At every moment the
+/// program finds the flow's real server, in the way or in the LRU. True if it moved.
+pub(crate) fn move_way_to_lru(
+    maps: &mut KernelMaps,
+    at: WayIndex,
+    w: &lb_common::conn::ConnWay,
+    entry: FlowEntry,
+) -> bool {
+    const BPF_NOEXIST: u64 = 1;
+    let key = conn_sets::way_key(w);
+    if maps.conn_table.insert(key, entry, BPF_NOEXIST).is_err() {
+        return false;
+    }
+    if maps.conn_sets.free_if_unchanged(at, w.stamp_check) {
+        return true;
+    }
+    let _ = maps.conn_table.remove(&key);
+    false
+}
+
+/// A way as an LRU entry with the full generations of its real server and service (a way keeps
+/// their low bits), if they still match.
+pub(crate) fn way_as_lru_entry(
+    maps: &KernelMaps,
+    w: &lb_common::conn::ConnWay,
+    now: u64,
+) -> Option<FlowEntry> {
     use lb_common::conn;
     let real_id = conn::meta_real(w.meta);
     let real = maps.reals.get(&real_id, 0).ok()?;

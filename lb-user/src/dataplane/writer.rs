@@ -172,7 +172,7 @@ pub struct SyncedConn {
     pub relayed: bool,
 }
 
-/// A peer's flow changed state (FIN or RST seen there), for [`MapWriter::update_synced_states`].
+/// A peer's flow changed state (FIN or RST seen there), for [`MapWriter::update_peers_states`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyncedState {
     pub flow: lb_common::FlowKey,
@@ -180,6 +180,15 @@ pub struct SyncedState {
     pub state: u8,
     /// Stamp that makes the entry expire when it does on its origin in its new state.
     pub last_seen_ns: u64,
+}
+
+/// What [`MapWriter::update_peers_states`] changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatesApplied {
+    /// Synced entries moved to their origin's state.
+    pub synced: usize,
+    /// Own entries of flows that moved to the peer (`sync::apply::moved_away`).
+    pub own: usize,
 }
 
 /// What [`MapWriter::insert_synced_conns`] did.
@@ -421,16 +430,26 @@ impl MapWriter {
         Ok(report)
     }
 
-    /// Applies peers' state changes (FIN/RST) to their synced entries: the new state and the
-    /// origin's remaining time in it, so ActiveConn/InActConn drain here as there. Own entries
-    /// and flows without an entry are left alone. Returns the entries changed.
-    pub fn update_synced_states(&mut self, changes: &[SyncedState]) -> Result<usize, WriteError> {
-        let mut changed = 0;
+    /// Applies peers' state changes (FIN/RST): the new state and the sender's remaining time in
+    /// it, so ActiveConn/InActConn drain here as there. To synced entries, and to own entries of
+    /// flows that moved to the sender (`sync::apply::moved_away`); an own flow still forwarded
+    /// here and a flow without an entry are left alone.
+    pub fn update_peers_states(
+        &mut self,
+        changes: &[SyncedState],
+    ) -> Result<StatesApplied, WriteError> {
+        let now = super::sweep::monotonic_ns();
+        let mut applied = StatesApplied::default();
         for c in changes {
+            if let Some((at, way)) = self.maps.conn_sets.find(&c.flow) {
+                applied.own += usize::from(self.move_away_way(at, &way, c, now));
+                continue;
+            }
             let Ok(old) = self.maps.conn_table.get(&c.flow, 0) else {
                 continue;
             };
-            if old.sync_flags & lb_common::FLOW_F_SYNCED == 0 || old.state == c.state {
+            let synced = old.sync_flags & lb_common::FLOW_F_SYNCED != 0;
+            if old.state == c.state || !(synced || crate::sync::apply::moved_away(&old, now)) {
                 continue;
             }
             let entry = lb_common::FlowEntry {
@@ -445,10 +464,38 @@ impl MapWriter {
                 .insert(c.flow, entry, BPF_EXIST)
                 .is_ok()
             {
-                changed += 1;
+                *(if synced {
+                    &mut applied.synced
+                } else {
+                    &mut applied.own
+                }) += 1;
             }
         }
-        Ok(changed)
+        Ok(applied)
+    }
+
+    /// An own IPv4 flow's way, read as `way`, takes a peer's state if the flow moved away: the
+    /// way moves to the LRU in that state (a way cannot be rewritten in place without a moment
+    /// in which the program would read it torn, a miss, and dispatch the flow afresh).
+    fn move_away_way(
+        &mut self,
+        at: super::conn_sets::WayIndex,
+        way: &lb_common::conn::ConnWay,
+        c: &SyncedState,
+        now: u64,
+    ) -> bool {
+        let Some(entry) = super::sweep::way_as_lru_entry(&self.maps, way, now) else {
+            return false;
+        };
+        if entry.state == c.state || !crate::sync::apply::moved_away(&entry, now) {
+            return false;
+        }
+        let entry = lb_common::FlowEntry {
+            state: c.state,
+            last_seen_ns: c.last_seen_ns,
+            ..entry
+        };
+        super::sweep::move_way_to_lru(&mut self.maps, at, way, entry)
     }
 
     /// Removes synced entries of `flows` (their origin expired them); own entries stay, and so

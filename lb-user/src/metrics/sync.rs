@@ -45,6 +45,11 @@ const COUNTERS: &[Single] = &[
         |s| s.states_applied,
     ),
     (
+        "xlb_sync_own_state_changes_applied",
+        "Peers' FIN/RST state changes applied to own entries of flows that moved to that peer",
+        |s| s.own_states_applied,
+    ),
+    (
         "xlb_sync_expired_entries_removed",
         "Synced entries removed because the director that dispatched them expired them",
         |s| s.expired_removed,

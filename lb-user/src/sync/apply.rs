@@ -1,8 +1,9 @@
 //! What a peer's batch asks of this director's table, decided without IO: connections to
 //! insert or refresh, state changes (FIN/RST) to apply to synced entries, and expired flows to
 //! remove. The map writer carries the plan out (`MapWriter::insert_synced_conns`,
-//! `update_synced_states`, `remove_synced_conns`), and [`taken_over_here`] says which synced
-//! entries a peer's expiry must leave alone.
+//! `update_peers_states`, `remove_synced_conns`); [`taken_over_here`] says which synced
+//! entries a peer's expiry must leave alone, and [`moved_away`] which own entries take a
+//! peer's FIN or RST.
 use std::time::Duration;
 
 use lb_common::{conn_state, FlowEntry, FlowKey};
@@ -52,6 +53,21 @@ pub fn plan(
         }
     }
     p
+}
+
+/// An own entry idle here this long when a peer reports its flow's FIN or RST: the flow moved
+/// away (ECMP re-hash, a withdrawn director, VRRP failover) and the peer forwards it now.
+/// The flows' own packets refresh an entry far more often (a TCP flow that is still here
+/// would also not have had its FIN cross another director).
+pub const MOVED_AWAY_IDLE: Duration = Duration::from_secs(2);
+
+/// Has this director's own flow moved to the peer that reports its FIN or RST? Then the
+/// peer's state applies here too, so that ActiveConn drains where the flow began (an
+/// operator waits for it before taking a withdrawn director down), instead of the entry
+/// staying ESTABLISHED until its 15 minutes idle out. Its real server is unchanged, and a
+/// packet that still comes here keeps the entry alive in its new state, as on the peer.
+pub fn moved_away(e: &FlowEntry, now_ns: u64) -> bool {
+    now_ns.saturating_sub(e.last_seen_ns) >= MOVED_AWAY_IDLE.as_nanos() as u64
 }
 
 /// A UDP entry carries no flags: one with more than this left here has been refreshed by

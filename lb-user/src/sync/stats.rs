@@ -29,6 +29,10 @@ pub struct SyncStats {
     /// Peers' FIN/RST state changes applied to synced entries here.
     #[serde(default)]
     pub states_applied: u64,
+    /// Peers' FIN/RST state changes applied to own entries of flows that moved to that peer
+    /// (idle here for 2 s or more: ECMP re-hash, a withdrawn director).
+    #[serde(default)]
+    pub own_states_applied: u64,
     /// Synced entries removed because their origin expired them.
     #[serde(default)]
     pub expired_removed: u64,

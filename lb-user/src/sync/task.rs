@@ -107,6 +107,7 @@ impl Settings {
 struct Applied {
     insert: SyncedInsert,
     states: usize,
+    own_states: usize,
     removed: usize,
 }
 
@@ -601,6 +602,7 @@ impl SyncLink {
         s.synced_written = w.insert.written as u64;
         s.own_kept = w.insert.own_kept as u64;
         s.states_applied = w.states as u64;
+        s.own_states_applied = w.own_states as u64;
         s.expired_removed = w.removed as u64;
         s.expiries_dropped = self.expiries_dropped.get();
         s.unnamed
@@ -643,8 +645,11 @@ impl SyncLink {
             }
         };
         r.unknown_slot += plan.unnamed;
-        match writer.update_synced_states(&plan.states) {
-            Ok(n) => total.states += n,
+        match writer.update_peers_states(&plan.states) {
+            Ok(n) => {
+                total.states += n.synced;
+                total.own_states += n.own;
+            }
             Err(e) => warn!("applying synced state changes: {e}"),
         }
         match writer.remove_synced_conns(&plan.expired, &self.timeouts) {
