@@ -64,11 +64,15 @@ pub fn emit_new(flow: &FlowKey, facts: &FlowFacts) {
     emit(sync_event::NEW, flow, facts);
 }
 
-/// At a state change: only FIN and RST matter to peers (they drain the counters); SYN_RECV ->
-/// ESTABLISHED is implied by the flow's next packet on whichever director gets it.
+/// At a state change: ESTABLISHED (the peers' copies, made at the SYN, move from InActConn to
+/// ActiveConn at once, as an IPVS backup's do, not at the next full resend), FIN and RST (they
+/// drain the counters). Once per state a flow enters: the hit path pays nothing more.
 #[inline(always)]
 pub fn emit_state(flow: &FlowKey, facts: &FlowFacts) {
-    if facts.state == conn_state::FIN_WAIT || facts.state == conn_state::CLOSE {
+    if facts.state == conn_state::ESTABLISHED
+        || facts.state == conn_state::FIN_WAIT
+        || facts.state == conn_state::CLOSE
+    {
         emit(sync_event::STATE, flow, facts);
     }
 }

@@ -1423,6 +1423,13 @@ fn a_withdrawn_directors_active_conn_drains_by_its_peers_fins() {
         (0..3).all(|i| flow_set(&s, i).len() >= 60)
     });
     assert!(held, "every director lists the 60 flows");
+    // Each flow's ESTABLISHED reached the peers: every director counts all 60 as active, as
+    // IPVS backups do (the copies made at the SYN were InActConn until a full resend before).
+    let all_active = eventually(Duration::from_secs(3), || {
+        (0..3).all(|i| conn_counts(&s, i).0 == 60)
+    });
+    let counts: Vec<_> = (0..3).map(|i| conn_counts(&s, i)).collect();
+    assert!(all_active, "ActiveConn per director: {counts:?}");
     let before = conn_counts(&s, 0);
     let own_active = before.0 - before.2;
     assert!(

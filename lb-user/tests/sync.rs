@@ -69,12 +69,16 @@ fn a_new_flow_and_its_fin_and_rst_are_reported_once_each() {
     let (_, &real_slot) = svc.reals.iter().next().unwrap();
 
     assert_eq!(h.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "S")).0, XDP_TX);
-    // ESTABLISHED and further ACKs are not reported (peers learn them from the flow's packets).
+    // ESTABLISHED is reported once (the peers count the flow active); further ACKs are not.
     for _ in 0..3 {
         h.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "A"));
     }
     let evs = events(&mut ring);
-    assert_eq!(evs.len(), 1, "{evs:?}");
+    assert_eq!(evs.len(), 2, "{evs:?}");
+    assert_eq!(
+        (evs[1].kind, evs[1].state, evs[1].flow),
+        (sync_event::STATE, conn_state::ESTABLISHED, flow_key(40_000))
+    );
     let e = evs[0];
     assert_eq!(e.flow, flow_key(40_000));
     assert_eq!(e.kind, sync_event::NEW);
@@ -295,24 +299,15 @@ fn a_peers_fin_drains_active_conn_here_and_its_expiry_removes_the_entry() {
         let removed = b.writer.remove_synced_conns(&plan.expired, &t).unwrap();
         (changed, removed)
     };
-    // A: SYN, ACK. B learns the flow from A's event, then from A's refresh (ESTABLISHED).
+    // A: SYN, ACK. B learns the flow from A's events: new (SYN_RECV), then ESTABLISHED.
     a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "S"));
     a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "A"));
     let learnt = ring_records(&a, &mut ring, &mut out, &mut inb);
-    assert!(matches!(learnt[..], [Record::Conn(_)]), "{learnt:?}");
-    apply_on_b(&mut b, &learnt);
-    let names_a = xlb::sync::names::SlotIndex::new(&a.writer.slots());
-    let mut refresh = Vec::new();
-    xlb::dataplane::sweep::for_each_flow(a.writer.maps(), |k, e| {
-        let left = xlb::dataplane::sweep::expires_in(e, &t, xlb::dataplane::sweep::monotonic_ns());
-        refresh.extend(
-            names_a
-                .entry_record(k, e.real_id, e.state, left.as_millis() as u32, 1)
-                .map(Record::Conn),
-        );
-    })
-    .unwrap();
-    apply_on_b(&mut b, &wire(&refresh, &mut out, &mut inb));
+    assert!(
+        matches!(learnt[..], [Record::Conn(_), Record::State(s)] if s.state == conn_state::ESTABLISHED),
+        "{learnt:?}"
+    );
+    assert_eq!(apply_on_b(&mut b, &learnt), (1, 0));
     assert_eq!(
         census_of(&b),
         (1, 0, 1, 0),

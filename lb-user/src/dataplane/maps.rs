@@ -458,7 +458,7 @@ impl KernelMaps {
         })
     }
 
-    /// Turns the program's sync events (new flows, FIN/RST) on or off.
+    /// Turns the program's sync events (new flows, ESTABLISHED/FIN/RST) on or off.
     pub fn set_sync_enabled(&mut self, on: bool) -> Result<(), MapsError> {
         let want = SyncConfig {
             flags: if on { SYNC_F_ENABLED } else { 0 },

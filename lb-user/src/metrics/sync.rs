@@ -41,12 +41,12 @@ const COUNTERS: &[Single] = &[
     ),
     (
         "xlb_sync_state_changes_applied",
-        "Peers' FIN/RST state changes applied to synced entries",
+        "Peers' state changes (ESTABLISHED, FIN, RST) applied to synced entries",
         |s| s.states_applied,
     ),
     (
         "xlb_sync_own_state_changes_applied",
-        "Peers' FIN/RST state changes applied to own entries of flows that moved to that peer",
+        "Peers' state changes (ESTABLISHED, FIN, RST) applied to own entries of flows that moved to that peer",
         |s| s.own_states_applied,
     ),
     (

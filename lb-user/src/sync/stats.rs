@@ -26,10 +26,10 @@ pub struct SyncStats {
     pub rate_limited: u64,
     pub synced_written: u64,
     pub own_kept: u64,
-    /// Peers' FIN/RST state changes applied to synced entries here.
+    /// Peers' state changes (ESTABLISHED, FIN, RST) applied to synced entries here.
     #[serde(default)]
     pub states_applied: u64,
-    /// Peers' FIN/RST state changes applied to own entries of flows that moved to that peer
+    /// Peers' state changes (ESTABLISHED, FIN, RST) applied to own entries of flows that moved to that peer
     /// (idle here for 2 s or more: ECMP re-hash, a withdrawn director).
     #[serde(default)]
     pub own_states_applied: u64,

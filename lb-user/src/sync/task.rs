@@ -453,7 +453,7 @@ impl Shell {
         }
     }
 
-    /// A FIN/RST is a state-change record on xlb's wire; IPVS's has only connection records
+    /// An ESTABLISHED/FIN/RST is a state-change record on xlb's wire; IPVS's has only connection records
     /// (the state travels in them).
     fn event_to_record(&self, kind: u8, r: super::ConnRecord) -> Record {
         match (&self.wire, kind) {
@@ -623,7 +623,7 @@ impl SyncLink {
     }
 
     /// Carries a peer batch out through the map writer (the daemon calls this with its
-    /// writer): connections inserted or refreshed, FIN/RST applied, expired flows removed.
+    /// writer): connections inserted or refreshed, state changes applied, expired flows removed.
     pub fn apply(&self, batch: &PeerBatch, writer: &mut MapWriter) -> SyncedInsert {
         if !self.is_enabled() {
             return SyncedInsert::default();
