@@ -268,67 +268,104 @@ fn census_of(b: &Harness) -> (u64, u64, u64, u64) {
     (n.active, n.inactive, n.synced_active, n.synced_inactive)
 }
 
+/// Two program instances as two directors with sync: A dispatches flows and reports them
+/// (its ring buffer, through the signed wire), B carries out what A says through its writer.
+struct TwoDirectors {
+    a: Harness,
+    b: Harness,
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    out: xlb::sync::Outbound,
+    inb: xlb::sync::Inbound,
+}
+
+impl TwoDirectors {
+    fn new() -> Self {
+        use xlb::sync::{Inbound, Outbound, SyncKey};
+        let key = || SyncKey::new(b"the two directors' key".to_vec()).unwrap();
+        let mut a = one_real();
+        a.writer.maps_mut().set_sync_enabled(true).unwrap();
+        let ring = a.writer.maps_mut().sync_events.take().unwrap();
+        TwoDirectors {
+            a,
+            b: one_real(),
+            ring,
+            out: Outbound::new(key(), 1, 7, 1400),
+            inb: Inbound::new(key(), 2, 60_000),
+        }
+    }
+
+    /// A's events since the last call, as B receives them.
+    fn a_says(&mut self) -> Vec<xlb::sync::Record> {
+        ring_records(&self.a, &mut self.ring, &mut self.out, &mut self.inb)
+    }
+
+    /// `records` through the wire from A to B.
+    fn send_to_b(&mut self, records: &[xlb::sync::Record]) -> Vec<xlb::sync::Record> {
+        wire(records, &mut self.out, &mut self.inb)
+    }
+
+    /// B carries out A's records: (state changes applied, synced entries removed).
+    fn apply_on_b(
+        &mut self,
+        records: &[xlb::sync::Record],
+    ) -> (xlb::dataplane::writer::StatesApplied, usize) {
+        use xlb::dataplane::sweep::{monotonic_ns, Timeouts};
+        let t = Timeouts::default();
+        let names = xlb::sync::names::SlotIndex::new(&self.b.writer.slots());
+        let plan = xlb::sync::apply::plan(records, Some(1), &names, &t, monotonic_ns());
+        let w = &mut self.b.writer;
+        w.insert_synced_conns(&plan.conns).unwrap();
+        let states = w.update_peers_states(&plan.states).unwrap();
+        (states, w.remove_synced_conns(&plan.expired, &t).unwrap())
+    }
+}
+
 /// Issue 20: a peer's FIN moves its synced entry out of ActiveConn here, and its expiry on the
 /// peer (the peer's sweep) removes the entry here. Two program instances are two directors:
 /// A dispatches the flow, B learns it through the signed wire and the writer.
 #[test]
 fn a_peers_fin_drains_active_conn_here_and_its_expiry_removes_the_entry() {
-    use xlb::sync::{apply, Inbound, Outbound, Record, SyncKey};
+    use xlb::sync::Record;
     xtask::require!(BPF);
-    let key = || SyncKey::new(b"the two directors' key".to_vec()).unwrap();
-    let (mut out, mut inb) = (
-        Outbound::new(key(), 1, 7, 1400),
-        Inbound::new(key(), 2, 60_000),
-    );
-    let mut a = one_real();
-    let mut b = one_real();
-    a.writer.maps_mut().set_sync_enabled(true).unwrap();
-    let mut ring = a.writer.maps_mut().sync_events.take().unwrap();
+    let mut d = TwoDirectors::new();
     let t = xlb::dataplane::sweep::Timeouts::default();
-    let apply_on_b = |b: &mut Harness, records: &[Record]| {
-        let names = xlb::sync::names::SlotIndex::new(&b.writer.slots());
-        let plan = apply::plan(
-            records,
-            Some(1),
-            &names,
-            &t,
-            xlb::dataplane::sweep::monotonic_ns(),
-        );
-        b.writer.insert_synced_conns(&plan.conns).unwrap();
-        let changed = b.writer.update_peers_states(&plan.states).unwrap().synced;
-        let removed = b.writer.remove_synced_conns(&plan.expired, &t).unwrap();
-        (changed, removed)
+    let synced = |(states, removed): (xlb::dataplane::writer::StatesApplied, usize)| {
+        (states.synced, removed)
     };
     // A: SYN, ACK. B learns the flow from A's events: new (SYN_RECV), then ESTABLISHED.
-    a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "S"));
-    a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "A"));
-    let learnt = ring_records(&a, &mut ring, &mut out, &mut inb);
+    d.a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "S"));
+    d.a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "A"));
+    let learnt = d.a_says();
     assert!(
         matches!(learnt[..], [Record::Conn(_), Record::State(s)] if s.state == conn_state::ESTABLISHED),
         "{learnt:?}"
     );
-    assert_eq!(apply_on_b(&mut b, &learnt), (1, 0));
+    assert_eq!(synced(d.apply_on_b(&learnt)), (1, 0));
     assert_eq!(
-        census_of(&b),
+        census_of(&d.b),
         (1, 0, 1, 0),
         "B counts A's flow as active, synced"
     );
 
     // A sees the client's FIN: one state-change record; B's entry leaves ActiveConn.
-    a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "FA"));
-    let fin = ring_records(&a, &mut ring, &mut out, &mut inb);
+    d.a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "FA"));
+    let fin = d.a_says();
     assert!(
         matches!(fin[..], [Record::State(s)] if s.state == conn_state::FIN_WAIT),
         "{fin:?}"
     );
-    assert_eq!(apply_on_b(&mut b, &fin), (1, 0));
-    assert_eq!(census_of(&b), (0, 1, 0, 1), "B's counters drained with A's");
-    let e = b
-        .writer
-        .maps()
-        .conn_table
-        .get(&flow_key(40_000), 0)
-        .unwrap();
+    assert_eq!(synced(d.apply_on_b(&fin)), (1, 0));
+    assert_eq!(
+        census_of(&d.b),
+        (0, 1, 0, 1),
+        "B's counters drained with A's"
+    );
+    let e =
+        d.b.writer
+            .maps()
+            .conn_table
+            .get(&flow_key(40_000), 0)
+            .unwrap();
     assert_eq!(e.state, conn_state::FIN_WAIT);
     let left = xlb::dataplane::sweep::expires_in(&e, &t, xlb::dataplane::sweep::monotonic_ns());
     assert!(left <= t.fin_wait && left + std::time::Duration::from_secs(5) > t.fin_wait);
@@ -342,7 +379,7 @@ fn a_peers_fin_drains_active_conn_here_and_its_expiry_removes_the_entry() {
     // (A way's stamp counts in units of 1.07 s: the entry is past 0 s within about two.)
     let t0 = std::time::Instant::now();
     let swept = loop {
-        let r = xlb::dataplane::sweep::sweep(a.writer.maps_mut(), &zero).unwrap();
+        let r = xlb::dataplane::sweep::sweep(d.a.writer.maps_mut(), &zero).unwrap();
         if r.expired > 0 || t0.elapsed().as_secs() > 5 {
             break r;
         }
@@ -355,17 +392,16 @@ fn a_peers_fin_drains_active_conn_here_and_its_expiry_removes_the_entry() {
         .filter_map(xlb::sync::names::flow_of)
         .map(Record::Expiry)
         .collect();
-    assert_eq!(
-        apply_on_b(&mut b, &wire(&expiry, &mut out, &mut inb)),
-        (0, 1)
-    );
-    assert!(b
+    let expiry = d.send_to_b(&expiry);
+    assert_eq!(synced(d.apply_on_b(&expiry)), (0, 1));
+    assert!(d
+        .b
         .writer
         .maps()
         .conn_table
         .get(&flow_key(40_000), 0)
         .is_err());
-    assert_eq!(census_of(&b), (0, 0, 0, 0));
+    assert_eq!(census_of(&d.b), (0, 0, 0, 0));
 }
 
 /// A peer's FIN for a flow this director dispatched itself (the flow then moved: ECMP re-hash,
@@ -377,73 +413,69 @@ fn a_peers_fin_drains_active_conn_here_and_its_expiry_removes_the_entry() {
 fn a_peers_fin_for_an_own_flow_that_moved_away_drains_it_here() {
     use lb_common::conn::{self, ConnWay};
     use xlb::dataplane::sweep::{monotonic_ns, Timeouts};
-    use xlb::sync::{apply, names::SlotIndex, Inbound, Outbound, Record, SyncKey};
+    use xlb::sync::Record;
     xtask::require!(BPF);
-    let key = || SyncKey::new(b"the two directors' key".to_vec()).unwrap();
-    let (mut out, mut inb) = (
-        Outbound::new(key(), 1, 7, 1400),
-        Inbound::new(key(), 2, 60_000),
-    );
-    let mut a = one_real();
-    let mut b = one_real();
-    a.writer.maps_mut().set_sync_enabled(true).unwrap();
-    let mut ring = a.writer.maps_mut().sync_events.take().unwrap();
+    let mut d = TwoDirectors::new();
     let t = Timeouts::default();
-    let apply_on_b = |b: &mut Harness, records: &[Record]| {
-        let names = SlotIndex::new(&b.writer.slots());
-        let plan = apply::plan(records, Some(1), &names, &t, monotonic_ns());
-        b.writer.update_peers_states(&plan.states).unwrap()
-    };
+    let own_applied = |d: &mut TwoDirectors, records: &[Record]| d.apply_on_b(records).0.own;
     // B dispatched both flows; then they moved to A, which sees the client's FINs.
-    for h in [&a, &b] {
+    for h in [&d.a, &d.b] {
         for port in [40_000, 40_001] {
             for flags in ["S", "A"] {
                 assert_eq!(h.run(&tcp4(CLIENT, port, VIP_B, 80, flags)).0, XDP_TX);
             }
         }
     }
-    let _ = ring_records(&a, &mut ring, &mut out, &mut inb);
-    a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "FA"));
-    let fin = ring_records(&a, &mut ring, &mut out, &mut inb);
+    let _ = d.a_says();
+    d.a.run(&tcp4(CLIENT, 40_000, VIP_B, 80, "FA"));
+    let fin = d.a_says();
     assert!(
         matches!(fin[..], [Record::State(s)] if s.state == conn_state::FIN_WAIT),
         "{fin:?}"
     );
 
     // B forwarded the flow a moment ago: it may still be B's; its state stays.
-    let applied = apply_on_b(&mut b, &fin);
+    let (applied, _) = d.apply_on_b(&fin);
     assert_eq!((applied.synced, applied.own), (0, 0));
-    assert_eq!(census_of(&b), (2, 0, 0, 0));
+    assert_eq!(census_of(&d.b), (2, 0, 0, 0));
 
     // B's way as if its last packet were 4 stamp units (4.3 s) ago.
     let flow = flow_key(40_000);
-    let (at, w) = b.writer.maps().conn_sets.find(&flow).expect("B's own way");
+    let (at, w) =
+        d.b.writer
+            .maps()
+            .conn_sets
+            .find(&flow)
+            .expect("B's own way");
     let long_ago = monotonic_ns() - (4u64 << conn::STAMP_SHIFT);
     let aged = ConnWay::new(w.src, w.dst, w.ports, w.meta, conn::stamp_from_ns(long_ago));
-    b.writer.maps().conn_sets.write(at, &aged);
-    let applied = apply_on_b(&mut b, &fin);
+    d.b.writer.maps().conn_sets.write(at, &aged);
+    let (applied, _) = d.apply_on_b(&fin);
     assert_eq!((applied.synced, applied.own), (0, 1));
     assert_eq!(
-        census_of(&b),
+        census_of(&d.b),
         (1, 1, 0, 0),
         "B's ActiveConn drained with A's"
     );
-    assert!(b.writer.maps().conn_sets.find(&flow).is_none(), "way freed");
-    let moved = b.writer.maps().conn_table.get(&flow, 0).unwrap();
+    assert!(
+        d.b.writer.maps().conn_sets.find(&flow).is_none(),
+        "way freed"
+    );
+    let moved = d.b.writer.maps().conn_table.get(&flow, 0).unwrap();
     assert_eq!(moved.state, conn_state::FIN_WAIT);
     assert_eq!(moved.sync_flags, 0, "still B's own entry");
     assert_eq!(moved.real_id, conn::meta_real(w.meta));
     let left = xlb::dataplane::sweep::expires_in(&moved, &t, monotonic_ns());
     assert!(left <= t.fin_wait && left + std::time::Duration::from_secs(5) > t.fin_wait);
     let late = tcp4(CLIENT, 40_000, VIP_B, 80, "A");
-    let (action, output) = b.run(&late);
+    let (action, output) = d.b.run(&late);
     assert_eq!(action, XDP_TX);
     assert_dr_rewrite(&late, &output, real_mac(1));
 
     // An own entry in B's LRU, idle 4.3 s, takes the peer's RST; a fresh one does not.
     let other = flow_key(40_001);
-    let (at, w) = b.writer.maps().conn_sets.find(&other).unwrap();
-    b.writer
+    let (at, w) = d.b.writer.maps().conn_sets.find(&other).unwrap();
+    d.b.writer
         .maps()
         .conn_sets
         .free_if_unchanged(at, w.stamp_check);
@@ -452,34 +484,34 @@ fn a_peers_fin_for_an_own_flow_that_moved_away_drains_it_here() {
         last_seen_ns: monotonic_ns(),
         ..moved
     };
-    b.writer
+    d.b.writer
         .maps_mut()
         .conn_table
         .insert(other, own, 0)
         .unwrap();
-    a.run(&tcp4(CLIENT, 40_001, VIP_B, 80, "R"));
-    let rst = ring_records(&a, &mut ring, &mut out, &mut inb);
+    d.a.run(&tcp4(CLIENT, 40_001, VIP_B, 80, "R"));
+    let rst = d.a_says();
     assert!(
         matches!(rst[..], [Record::State(s)] if s.state == conn_state::CLOSE),
         "{rst:?}"
     );
-    assert_eq!(apply_on_b(&mut b, &rst).own, 0);
+    assert_eq!(own_applied(&mut d, &rst), 0);
     let idle = lb_common::FlowEntry {
         last_seen_ns: long_ago,
         ..own
     };
-    b.writer
+    d.b.writer
         .maps_mut()
         .conn_table
         .insert(other, idle, 0)
         .unwrap();
-    assert_eq!(apply_on_b(&mut b, &rst).own, 1);
-    let closed = b.writer.maps().conn_table.get(&other, 0).unwrap();
+    assert_eq!(own_applied(&mut d, &rst), 1);
+    let closed = d.b.writer.maps().conn_table.get(&other, 0).unwrap();
     assert_eq!(
         (closed.state, closed.real_id),
         (conn_state::CLOSE, own.real_id)
     );
-    assert_eq!(census_of(&b), (0, 2, 0, 0));
+    assert_eq!(census_of(&d.b), (0, 2, 0, 0));
 }
 
 fn counter_of(h: &Harness, i: u32) -> u64 {
