@@ -172,7 +172,8 @@ pub struct SyncedConn {
     pub relayed: bool,
 }
 
-/// A peer's flow changed state (ESTABLISHED, FIN or RST seen there), for [`MapWriter::update_peers_states`].
+/// A peer's flow changed state (ESTABLISHED, FIN or RST seen there), for
+/// [`MapWriter::update_peers_states`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyncedState {
     pub flow: lb_common::FlowKey,
@@ -430,10 +431,10 @@ impl MapWriter {
         Ok(report)
     }
 
-    /// Applies peers' state changes (ESTABLISHED, FIN, RST): the new state and the sender's remaining time in
-    /// it, so ActiveConn/InActConn drain here as there. To synced entries, and to own entries of
-    /// flows that moved to the sender (`sync::apply::moved_away`); an own flow still forwarded
-    /// here and a flow without an entry are left alone.
+    /// Applies peers' state changes (ESTABLISHED, FIN, RST): the new state and the sender's
+    /// remaining time in it, so ActiveConn/InActConn follow the flow here as there. To synced
+    /// entries, and to own entries of flows that moved to the sender (`sync::apply::moved_away`);
+    /// an own flow still forwarded here and a flow without an entry are left alone.
     pub fn update_peers_states(
         &mut self,
         changes: &[SyncedState],

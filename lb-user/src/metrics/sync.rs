@@ -46,7 +46,7 @@ const COUNTERS: &[Single] = &[
     ),
     (
         "xlb_sync_own_state_changes_applied",
-        "Peers' state changes (ESTABLISHED, FIN, RST) applied to own entries of flows that moved to that peer",
+        "Peers' state changes applied to own entries of flows that moved to that peer",
         |s| s.own_states_applied,
     ),
     (

@@ -1,6 +1,6 @@
 //! What a peer's batch asks of this director's table, decided without IO: connections to
-//! insert or refresh, state changes (ESTABLISHED/FIN/RST) to apply to synced entries, and expired flows to
-//! remove. The map writer carries the plan out (`MapWriter::insert_synced_conns`,
+//! insert or refresh, state changes (ESTABLISHED/FIN/RST) to apply to synced entries, and
+//! expired flows to remove. The map writer carries the plan out (`MapWriter::insert_synced_conns`,
 //! `update_peers_states`, `remove_synced_conns`); [`taken_over_here`] says which synced
 //! entries a peer's expiry must leave alone, and [`moved_away`] which own entries take a
 //! peer's FIN or RST.

@@ -111,7 +111,7 @@ impl SlotIndex {
         }
     }
 
-    /// The record of one of this director's ring-buffer events (a new flow or its ESTABLISHED/FIN/RST),
+    /// The record of one of this director's ring-buffer events (a new flow or its state change),
     /// with its state's full timeout left. `None` when the slot is no longer this real server's
     /// (a change raced the event) or names nothing.
     pub fn event_record(

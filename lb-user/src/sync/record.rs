@@ -51,7 +51,8 @@ pub struct ConnRecord {
     pub origin: u32,
 }
 
-/// A flow changed state on its director (ESTABLISHED, FIN or RST seen), so every director counts it alike.
+/// A flow changed state on its director (ESTABLISHED, FIN or RST seen), so that every director
+/// counts it alike.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StateChange {
     pub flow: Flow,

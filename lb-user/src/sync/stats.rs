@@ -29,8 +29,8 @@ pub struct SyncStats {
     /// Peers' state changes (ESTABLISHED, FIN, RST) applied to synced entries here.
     #[serde(default)]
     pub states_applied: u64,
-    /// Peers' state changes (ESTABLISHED, FIN, RST) applied to own entries of flows that moved to that peer
-    /// (idle here for 2 s or more: ECMP re-hash, a withdrawn director).
+    /// Peers' state changes (ESTABLISHED, FIN, RST) applied to own entries of flows that moved to
+    /// that peer (idle here for 2 s or more: ECMP re-hash, a withdrawn director).
     #[serde(default)]
     pub own_states_applied: u64,
     /// Synced entries removed because their origin expired them.

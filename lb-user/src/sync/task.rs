@@ -453,8 +453,8 @@ impl Shell {
         }
     }
 
-    /// An ESTABLISHED/FIN/RST is a state-change record on xlb's wire; IPVS's has only connection records
-    /// (the state travels in them).
+    /// An ESTABLISHED/FIN/RST is a state-change record on xlb's wire; IPVS's has only connection
+    /// records (the state travels in them).
     fn event_to_record(&self, kind: u8, r: super::ConnRecord) -> Record {
         match (&self.wire, kind) {
             (Wire::Xlb { .. }, sync_event::STATE) => Record::State(StateChange {
