@@ -485,12 +485,14 @@ impl MapWriter {
         c: &SyncedState,
         now: u64,
     ) -> bool {
+        // The way's own fields decide first; the generations (two map reads) only for a move.
+        let seen = super::conn_sets::way_entry(way, 0, now);
+        if seen.state == c.state || !crate::sync::apply::moved_away(&seen, now) {
+            return false;
+        }
         let Some(entry) = super::sweep::way_as_lru_entry(&self.maps, way, now) else {
             return false;
         };
-        if entry.state == c.state || !crate::sync::apply::moved_away(&entry, now) {
-            return false;
-        }
         let entry = lb_common::FlowEntry {
             state: c.state,
             last_seen_ns: c.last_seen_ns,
